@@ -1,0 +1,90 @@
+"""Pick a cluster provider and hand notebooks ready clients: `connect()` is the lab's front door."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from kubernetes import client
+
+from autograder.lab import kubeconfig
+from autograder.lab.existing import Existing
+from autograder.lab.kind import Kind
+from autograder.lab.practice import Practice
+from autograder.lab.provider import Log, Provider
+
+PROVIDER_ENV = "LAB_CLUSTER"
+NAMESPACE_ENV = "LAB_NAMESPACE"
+PROVIDERS: dict[str, type[Provider]] = {"practice": Practice, "kind": Kind, "existing": Existing}
+
+
+def provider(name: str) -> Provider:
+    """The provider called `name`; an unknown name lists the valid ones."""
+    if name not in PROVIDERS:
+        raise ValueError(f"unknown cluster provider {name!r}; choose one of: {', '.join(PROVIDERS)}")
+    return PROVIDERS[name]()
+
+
+def provider_of_context(context: str | None) -> str:
+    """Which provider made a context: the lab's own clusters are recognised by name."""
+    for name in ("practice", "kind"):
+        if context == provider(name).context:
+            return name
+    return "existing"
+
+
+def choose(name: str | None = None) -> Provider:
+    """An explicit name or $LAB_CLUSTER; else a context that answers, then kind, then practice."""
+    name = name or os.environ.get(PROVIDER_ENV) or None
+    if name:
+        return provider(name)
+    context = kubeconfig.current_context()
+    if context and kubeconfig.answers(context):
+        return provider(provider_of_context(context))
+    kind = Kind()
+    return kind if kind.unusable_reason() is None else Practice()
+
+
+@dataclass
+class Lab:
+    """Clients for one cluster and the namespace this notebook works in."""
+
+    provider: str
+    context: str
+    namespace: str
+    api: client.ApiClient
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.api)
+
+    def __repr__(self) -> str:
+        return f"Lab(provider={self.provider!r}, context={self.context!r}, namespace={self.namespace!r})"
+
+
+def connect(name: str | None = None, namespace: str | None = None, log: Log = print) -> Lab:
+    """Bring up (or reuse) a cluster and return clients for it and the namespace to use."""
+    chosen = choose(name)
+    chosen.up(log)
+    context = chosen.context
+    namespace = (namespace or os.environ.get(NAMESPACE_ENV)
+                 or kubeconfig.context_namespace(context) or "default")
+    api = kubeconfig.api_client(context)
+    _ensure_namespace(client.CoreV1Api(api), namespace)
+    return Lab(provider=provider_of_context(context) if chosen.name == "existing" else chosen.name,
+               context=context, namespace=namespace, api=api)
+
+
+def _ensure_namespace(core: client.CoreV1Api, namespace: str) -> None:
+    """Create the namespace when it is missing; a namespace-scoped identity may not list them."""
+    try:
+        core.read_namespace(namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        elif error.status != 403:
+            raise

@@ -1,0 +1,43 @@
+"""Whatever cluster the current kubeconfig context points at: minikube, Docker Desktop, a cloud."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autograder.lab import kubeconfig
+from autograder.lab.provider import ClusterError, Log
+
+
+@dataclass
+class Existing:
+    """The lab never creates or deletes this cluster; it only uses it."""
+
+    name: str = "existing"
+
+    @property
+    def context(self) -> str:
+        context = kubeconfig.current_context()
+        if context is None:
+            raise ClusterError("no kubeconfig context is set; run `kubectl config use-context NAME` "
+                               "or choose another provider (LAB_CLUSTER=practice or kind)")
+        return context
+
+    def unusable_reason(self) -> str | None:
+        context = kubeconfig.current_context()
+        if context is None:
+            return "no current kubeconfig context (is ~/.kube/config or $KUBECONFIG set?)"
+        if not kubeconfig.answers(context):
+            return f"the API server of context {context!r} does not answer"
+        return None
+
+    def status(self) -> str:
+        return f"existing cluster: {self.unusable_reason() or f'context {self.context!r} answers'}"
+
+    def up(self, log: Log = print) -> None:
+        reason = self.unusable_reason()
+        if reason:
+            raise ClusterError(f"cannot use the existing cluster: {reason}")
+        log(f"Using the existing cluster of context {self.context!r}.")
+
+    def down(self, log: Log = print) -> None:
+        log("The existing cluster is not the lab's to delete; nothing done.")

@@ -1,0 +1,47 @@
+"""Read the kubeconfig the way kubectl does, and ask a context whether its API server answers."""
+
+from __future__ import annotations
+
+from kubernetes import client, config
+from kubernetes.config.config_exception import ConfigException
+
+
+def current_context() -> str | None:
+    """The name of the current kubeconfig context, or None when there is no kubeconfig."""
+    try:
+        _, active = config.list_kube_config_contexts()
+    except (ConfigException, FileNotFoundError, TypeError):
+        return None
+    return active["name"] if active else None
+
+
+def context_namespace(context: str | None = None) -> str | None:
+    """The namespace a context names, as `kubectl` would use it."""
+    try:
+        contexts, active = config.list_kube_config_contexts()
+    except (ConfigException, FileNotFoundError, TypeError):
+        return None
+    chosen = next((c for c in contexts if c["name"] == context), active) if context else active
+    return (chosen or {}).get("context", {}).get("namespace")
+
+
+def api_client(context: str | None = None) -> client.ApiClient:
+    """A client for `context` (the current one by default) that never touches global state."""
+    configuration = client.Configuration()
+    config.load_kube_config(context=context, client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def answers(context: str | None = None, timeout: float = 3.0) -> bool:
+    """Whether the API server behind `context` answers /readyz within `timeout` seconds."""
+    try:
+        api = api_client(context)
+    except (ConfigException, FileNotFoundError, TypeError):
+        return False
+    try:
+        api.call_api("/readyz", "GET", _request_timeout=timeout, _preload_content=False)
+        return True
+    except Exception:  # any transport or HTTP failure means "does not answer"
+        return False
+    finally:
+        api.close()

@@ -1,0 +1,173 @@
+"""The practice cluster: a real control plane started by kwokctl, with nodes simulated by kwok.
+
+kube-apiserver, etcd, kube-controller-manager and kube-scheduler are the real programs, so
+Deployments, ReplicaSets, rollouts, Services and Endpoints are the real controllers' work;
+kwok plays the kubelets, moving pods to Running and Ready. No Docker is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from kubernetes import client, utils
+
+from autograder import MANIFESTS
+from autograder.lab import binaries, kubeconfig
+from autograder.lab.provider import CLUSTER_NAME, ClusterError, Log, run
+
+PRACTICE_MANIFESTS = MANIFESTS / "practice"
+NODES_MANIFEST = PRACTICE_MANIFESTS / "nodes.yaml"
+GPU_NODES_MANIFEST = PRACTICE_MANIFESTS / "gpu-nodes.yaml"
+KWOKCTL_CONFIG = PRACTICE_MANIFESTS / "kwokctl.yaml"
+
+
+def kwok_workdir() -> Path:
+    """Where kwokctl keeps its clusters (`$KWOK_WORKDIR`, as kwokctl itself reads it)."""
+    return Path(os.environ.get("KWOK_WORKDIR") or Path.home() / ".kwok")
+
+
+@dataclass
+class Practice:
+    """kwokctl's binary runtime: the processes run on this machine, no containers."""
+
+    name: str = "practice"
+    cluster: str = CLUSTER_NAME
+    gpu_nodes: bool = True
+
+    @property
+    def context(self) -> str:
+        return f"kwok-{self.cluster}"
+
+    @property
+    def workdir(self) -> Path:
+        return kwok_workdir() / "clusters" / self.cluster
+
+    def unusable_reason(self) -> str | None:
+        missing = [name for name in binaries.PRACTICE_BINARIES if binaries.find(name) is None]
+        if missing and not shutil.which("go"):
+            return binaries.how_to_get(missing)
+        return None
+
+    def exists(self) -> bool:
+        return (self.workdir / "kwok.yaml").is_file()
+
+    def status(self) -> str:
+        if not self.exists():
+            return f"practice cluster {self.cluster!r}: not created"
+        state = "answers" if kubeconfig.answers(self.context) else "does not answer"
+        return f"practice cluster {self.cluster!r}: created, API {state} (context {self.context})"
+
+    def _kwokctl(self, *args: str, timeout: float = 300, what: str = "") -> str:
+        paths = binaries.ensure(["kwokctl", "kubectl"])
+        # kwokctl takes kubectl from PATH first: put the pinned one there.
+        env = {**os.environ, "PATH": f"{paths['kubectl'].parent}{os.pathsep}{os.environ['PATH']}"}
+        return run([str(paths["kwokctl"]), *args], env=env, timeout=timeout, what=what).stdout
+
+    def up(self, log: Log = print) -> None:
+        if self.exists():
+            if kubeconfig.answers(self.context):
+                log(f"Practice cluster {self.cluster!r} is already running.")
+                self._ensure_context()
+                return
+            log(f"Practice cluster {self.cluster!r} exists but does not answer; restarting it.")
+            try:
+                self._kwokctl("start", "cluster", "--name", self.cluster, what="kwokctl start cluster")
+                self._wait_until_ready(log)
+                self._ensure_context()
+                return
+            except ClusterError as error:
+                log(f"Restart failed ({str(error).splitlines()[0]}); recreating the cluster.")
+                self.down(log)
+        self._create(log)
+
+    def _create(self, log: Log) -> None:
+        paths = binaries.ensure(binaries.PRACTICE_BINARIES, log=log)
+        log(f"Starting practice cluster {self.cluster!r} (kube-apiserver, etcd, controller-manager, "
+            "scheduler and kwok as local processes)...")
+        started = time.monotonic()
+        try:
+            self._kwokctl(
+                "create", "cluster", "--name", self.cluster, "--runtime", "binary",
+                "--config", str(KWOKCTL_CONFIG),
+                "--kube-apiserver-binary", str(paths["kube-apiserver"]),
+                "--kube-controller-manager-binary", str(paths["kube-controller-manager"]),
+                "--kube-scheduler-binary", str(paths["kube-scheduler"]),
+                "--kwok-controller-binary", str(paths["kwok"]),
+                "--etcd-binary", str(paths["etcd"]),
+                "--wait", "2m", "--timeout", "4m",
+                timeout=300, what="kwokctl create cluster",
+            )
+            self._wait_until_ready(log)
+        except BaseException:
+            # Ctrl-C or a failure halfway leaves no half-made cluster behind.
+            self._delete_quietly()
+            raise
+        log(f"Practice cluster ready in {time.monotonic() - started:.1f} s "
+            f"(kubectl context {self.context}).")
+
+    def _wait_until_ready(self, log: Log, timeout: float = 120) -> None:
+        """Nodes registered and Ready, and the default ServiceAccount made (pods need it)."""
+        deadline = time.monotonic() + timeout
+        while not kubeconfig.answers(self.context):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the practice API server did not answer within {timeout:.0f} s; "
+                                   f"see the logs in {self.workdir / 'logs'}")
+            time.sleep(0.5)
+        api = kubeconfig.api_client(self.context)
+        try:
+            self._apply_nodes(api)
+            core = client.CoreV1Api(api)
+            while not (_all_nodes_ready(core) and _has_default_service_account(core)):
+                if time.monotonic() > deadline:
+                    raise ClusterError("the simulated nodes did not become Ready; "
+                                       f"see {self.workdir / 'logs' / 'kwok-controller.log'}")
+                time.sleep(0.5)
+        finally:
+            api.close()
+
+    def _apply_nodes(self, api: client.ApiClient) -> None:
+        manifests = [NODES_MANIFEST] + ([GPU_NODES_MANIFEST] if self.gpu_nodes else [])
+        core = client.CoreV1Api(api)
+        existing = {node.metadata.name for node in core.list_node().items}
+        for manifest in manifests:
+            for node in yaml.safe_load_all(manifest.read_text()):
+                if node and node["metadata"]["name"] not in existing:
+                    utils.create_from_dict(api, node)
+
+    def _ensure_context(self) -> None:
+        """`cluster up` leaves kubectl on this cluster, as `kind create cluster` does."""
+        if kubeconfig.current_context() != self.context:
+            kubectl = binaries.ensure(["kubectl"])["kubectl"]
+            run([str(kubectl), "config", "use-context", self.context], what="kubectl config use-context")
+
+    def _delete_quietly(self) -> None:
+        try:
+            self._kwokctl("delete", "cluster", "--name", self.cluster, timeout=120)
+        except ClusterError:
+            pass
+
+    def down(self, log: Log = print) -> None:
+        if not self.exists():
+            log(f"No practice cluster {self.cluster!r} to delete.")
+            return
+        self._kwokctl("delete", "cluster", "--name", self.cluster, timeout=120,
+                      what="kwokctl delete cluster")
+        log(f"Deleted practice cluster {self.cluster!r}.")
+
+
+def _all_nodes_ready(core: client.CoreV1Api) -> bool:
+    nodes = core.list_node().items
+    return bool(nodes) and all(
+        any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+        for node in nodes
+    )
+
+
+def _has_default_service_account(core: client.CoreV1Api) -> bool:
+    return bool(core.list_namespaced_service_account(
+        "default", field_selector="metadata.name=default").items)

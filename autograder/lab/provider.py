@@ -1,0 +1,52 @@
+"""What every cluster provider offers, so notebooks never care which one they got."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+CLUSTER_NAME = "ml-learning"
+
+Log = Callable[[str], None]
+
+
+class ClusterError(RuntimeError):
+    """A cluster could not be created, reached or removed; the message says what to do next."""
+
+
+class Provider(Protocol):
+    """A way to get a Kubernetes cluster for the lesson."""
+
+    name: str
+
+    @property
+    def context(self) -> str:
+        """The kubeconfig context this provider's cluster is reached through."""
+
+    def unusable_reason(self) -> str | None:
+        """None when this provider can work on this machine, else why not and how to fix it."""
+
+    def up(self, log: Log = print) -> None:
+        """Create or restart the cluster until its API answers; a healthy cluster is kept."""
+
+    def down(self, log: Log = print) -> None:
+        """Remove the cluster and every process it started; no cluster is a no-op."""
+
+    def status(self) -> str:
+        """One line on whether the cluster exists and answers."""
+
+
+def run(command: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 600,
+        what: str = "") -> subprocess.CompletedProcess[str]:
+    """Run a CLI that has no Python API; a failure raises with its own output and the command."""
+    try:
+        done = subprocess.run(
+            list(command), env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as error:
+        raise ClusterError(f"{what or command[0]} did not finish within {timeout:.0f} s") from error
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).strip()[-3000:]
+        raise ClusterError(f"{what or ' '.join(command)} failed (exit {done.returncode}):\n{output}")
+    return done
