@@ -1,0 +1,341 @@
+"""Cluster-state checks for Lesson 01: self-check cells and the grader ask the same questions.
+
+Each check reads the cluster once and returns a `CheckResult`: truthy when the step is done,
+otherwise carrying a hint that says what to do next. Checks never write to the cluster, so the
+grader can run them with read-only credentials. Checks that judge a past step (a scale-up, a
+rollback) read what the cluster itself recorded: the controllers' events and the revision
+annotations of the Deployment's ReplicaSets.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kubernetes import client
+from kubernetes.utils import parse_quantity
+
+from autograder.lab.workloads import REVISION, history, rollout_state
+
+SCALING_EVENT = re.compile(r"Scaled (?P<way>up|down) replica set (?P<rs>\S+) (?:from (?P<old>\d+) )?to (?P<new>\d+)")
+
+LESSON_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
+LESSON_LIMITS = {"cpu": "200m", "memory": "256Mi"}
+LESSON_PORT = 8080
+
+
+class LabLike(Protocol):
+    """What the checks need: clients and the namespace to look in (a `Lab` has them)."""
+
+    namespace: str
+
+    @property
+    def core(self) -> client.CoreV1Api: ...
+
+    @property
+    def apps(self) -> client.AppsV1Api: ...
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict of one check: truthy when passed; the message says why or what to do."""
+
+    check: str
+    passed: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        return f"{'PASS' if self.passed else 'FAIL'} {self.check}: {self.message}"
+
+    __repr__ = __str__
+
+    def assert_passed(self) -> CheckResult:
+        """Raise AssertionError with the hint unless passed: what hidden tests call."""
+        if not self.passed:
+            raise AssertionError(str(self))
+        return self
+
+
+class _Failed(Exception):
+    """Internal: a check stops at the first unmet condition with its hint."""
+
+
+def _check(function: Callable[..., str]) -> Callable[..., CheckResult]:
+    """Turn a function that returns a success message or raises _Failed into a check."""
+
+    def run(lab: LabLike, *args: Any, **kwargs: Any) -> CheckResult:
+        try:
+            return CheckResult(function.__name__, True, function(lab, *args, **kwargs))
+        except _Failed as failure:
+            return CheckResult(function.__name__, False, str(failure))
+
+    run.__name__ = run.__qualname__ = function.__name__
+    run.__doc__ = function.__doc__
+    run.__wrapped__ = function  # type: ignore[attr-defined]
+    CHECKS[function.__name__] = run
+    return run
+
+
+CHECKS: dict[str, Callable[..., CheckResult]] = {}
+
+
+def _read(what: str, reader: Callable[..., Any], *args: Any) -> Any:
+    """Read one object; missing or forbidden becomes a hint, anything else is a real error."""
+    try:
+        return reader(*args)
+    except client.ApiException as error:
+        if error.status == 404:
+            raise _Failed(f"{what} does not exist in namespace {args[-1]!r}; create it first") from None
+        if error.status == 403:
+            raise _Failed(f"not allowed to read {what} in namespace {args[-1]!r}: "
+                          "are you connected with the lab's kubeconfig?") from None
+        raise
+
+
+def _deployment(lab: LabLike, name: str) -> client.V1Deployment:
+    return _read(f"deployment/{name}", lab.apps.read_namespaced_deployment, name, lab.namespace)
+
+
+def _container(deployment: client.V1Deployment) -> client.V1Container:
+    """The container named like the Deployment, else the first one (the lesson has one)."""
+    containers = deployment.spec.template.spec.containers
+    return next((c for c in containers if c.name == deployment.metadata.name), containers[0])
+
+
+def _revision(deployment: client.V1Deployment) -> int:
+    return int((deployment.metadata.annotations or {}).get(REVISION, 0))
+
+
+def _require_rolled_out(deployment: client.V1Deployment) -> None:
+    done, waiting = rollout_state(deployment)
+    if not done:
+        raise _Failed(f"deployment/{deployment.metadata.name} is not rolled out yet: {waiting}; "
+                      "wait for it (wait_for_rollout or `kubectl rollout status`) and check again")
+
+
+def _amount(quantity: str) -> object:
+    """A quantity's value (so 0.1 equals 100m); an unreadable one stays as its text."""
+    try:
+        return parse_quantity(quantity)
+    except ValueError:
+        return quantity
+
+
+def quantities_differ(actual: dict[str, str] | None, wanted: dict[str, str]) -> list[str]:
+    """Which resources differ between `actual` and `wanted`, comparing amounts, not spellings."""
+    actual = actual or {}
+    differences = []
+    for resource, amount in wanted.items():
+        have = actual.get(resource)
+        if have is None:
+            differences.append(f"{resource} missing (want {amount})")
+        elif _amount(have) != _amount(amount):
+            differences.append(f"{resource} is {have} (want {amount})")
+    return differences
+
+
+@_check
+def deployment_ready(lab: LabLike, name: str, replicas: int = 3, image: str | None = "ml-api:v1",
+                     requests: dict[str, str] | None = None, limits: dict[str, str] | None = None,
+                     port: int | None = LESSON_PORT) -> str:
+    """The Deployment exists, runs `replicas` ready pods, with the image, resources and port asked."""
+    deployment = _deployment(lab, name)
+    container = _container(deployment)
+    if deployment.spec.replicas != replicas:
+        raise _Failed(f"deployment/{name} asks for {deployment.spec.replicas} replicas; "
+                      f"the step asks for {replicas}: set spec.replicas: {replicas}")
+    if image is not None and container.image != image:
+        raise _Failed(f"container {container.name!r} runs image {container.image!r}; "
+                      f"the step asks for {image!r}")
+    resources = container.resources or client.V1ResourceRequirements()
+    wrong = (quantities_differ(resources.requests, requests or LESSON_REQUESTS)
+             + quantities_differ(resources.limits, limits or LESSON_LIMITS))
+    if wrong:
+        raise _Failed(f"container {container.name!r} resources: {'; '.join(wrong)}")
+    if port is not None and port not in {p.container_port for p in container.ports or []}:
+        raise _Failed(f"container {container.name!r} does not declare containerPort {port}")
+    _require_rolled_out(deployment)
+    ready = deployment.status.ready_replicas or 0
+    if ready != replicas:
+        raise _Failed(f"{ready} of {replicas} pods are ready; look at `kubectl get pods` "
+                      "and `kubectl describe pod` for the reason")
+    return f"deployment/{name}: {ready}/{replicas} pods ready running {container.image}"
+
+
+def _service_port(service: client.V1Service, port: int) -> client.V1ServicePort:
+    for candidate in service.spec.ports or []:
+        if candidate.port == port:
+            return candidate
+    raise _Failed(f"service/{service.metadata.name} does not expose port {port}; "
+                  f"add a port {port} in spec.ports")
+
+
+def _target_port(service_port: client.V1ServicePort, container: client.V1Container) -> int | None:
+    """The container port a Service port forwards to; named ports are looked up on the container."""
+    target = service_port.target_port if service_port.target_port is not None else service_port.port
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    return next((p.container_port for p in container.ports or [] if p.name == target), None)
+
+
+def _ready_pods(lab: LabLike, deployment: client.V1Deployment) -> set[str]:
+    selector = ",".join(f"{k}={v}" for k, v in (deployment.spec.selector.match_labels or {}).items())
+    pods = lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
+    return {
+        pod.metadata.name for pod in pods
+        if pod.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+    }
+
+
+def _endpoint_pods(lab: LabLike, service: str) -> set[str]:
+    """Pods behind the Service's ready endpoints, read from its EndpointSlices."""
+    discovery = client.DiscoveryV1Api(lab.core.api_client)
+    slices = discovery.list_namespaced_endpoint_slice(
+        lab.namespace, label_selector=f"kubernetes.io/service-name={service}").items
+    return {
+        endpoint.target_ref.name
+        for endpoint_slice in slices for endpoint in endpoint_slice.endpoints or []
+        if endpoint.target_ref is not None and endpoint.target_ref.kind == "Pod"
+        and (endpoint.conditions is None or endpoint.conditions.ready is not False)
+    }
+
+
+@_check
+def service_routes(lab: LabLike, service: str, deployment: str, port: int = 80,
+                   target_port: int = LESSON_PORT) -> str:
+    """The Service selects the Deployment's pods, maps `port` to `target_port`, and has endpoints."""
+    found = _read(f"service/{service}", lab.core.read_namespaced_service, service, lab.namespace)
+    owner = _deployment(lab, deployment)
+    selector = found.spec.selector or {}
+    labels = owner.spec.template.metadata.labels or {}
+    if not selector:
+        raise _Failed(f"service/{service} has no selector, so it routes to no pods; "
+                      f"select the pods with labels {labels}")
+    unmatched = {k: v for k, v in selector.items() if labels.get(k) != v}
+    if unmatched:
+        raise _Failed(f"service/{service} selects {selector}, but deployment/{deployment}'s pods are "
+                      f"labelled {labels}: make the selector match ({unmatched} does not)")
+    service_port = _service_port(found, port)
+    forwards_to = _target_port(service_port, _container(owner))
+    if forwards_to != target_port:
+        raise _Failed(f"service/{service} port {port} forwards to {service_port.target_port}; "
+                      f"set targetPort: {target_port} (the container's port)")
+    ready = _ready_pods(lab, owner)
+    if not ready:
+        raise _Failed(f"deployment/{deployment} has no ready pods for the Service to route to")
+    behind = _endpoint_pods(lab, service)
+    if behind != ready:
+        missing, extra = sorted(ready - behind), sorted(behind - ready)
+        raise _Failed(f"service/{service} endpoints do not match the ready pods yet "
+                      f"(missing {missing}, unexpected {extra}); wait a moment and check again")
+    return f"service/{service}: port {port} -> {target_port}, {len(behind)} ready pods behind it"
+
+
+def scaling_events(lab: LabLike, deployment: str) -> list[tuple[str, int, int]]:
+    """The deployment controller's recorded scalings: (replica set, from, to), oldest first."""
+    events = lab.core.list_namespaced_event(
+        lab.namespace,
+        field_selector=f"involvedObject.kind=Deployment,involvedObject.name={deployment}").items
+    events.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+    scalings = []
+    for event in events:
+        match = SCALING_EVENT.search(event.message or "") if event.reason == "ScalingReplicaSet" else None
+        if match:
+            scalings.append((match["rs"], int(match["old"] or 0), int(match["new"])))
+    return scalings
+
+
+@_check
+def scaled_to(lab: LabLike, name: str, replicas: int) -> str:
+    """The Deployment runs `replicas` ready pods now, or its controller recorded scaling up to them."""
+    deployment = _deployment(lab, name)
+    if deployment.spec.replicas == replicas:
+        _require_rolled_out(deployment)
+        ready = deployment.status.ready_replicas or 0
+        if ready != replicas:
+            raise _Failed(f"deployment/{name} asks for {replicas} replicas but {ready} are ready")
+        return f"deployment/{name} runs {ready}/{replicas} ready pods"
+    ups = [(rs, old, new) for rs, old, new in scaling_events(lab, name) if new == replicas and new > old]
+    if ups:
+        rs, old, new = ups[-1]
+        return (f"deployment/{name} was scaled up to {new} (replica set {rs} from {old}); "
+                f"it asks for {deployment.spec.replicas} now")
+    raise _Failed(f"deployment/{name} asks for {deployment.spec.replicas} replicas and was never scaled "
+                  f"to {replicas}: run `kubectl scale deployment {name} --replicas={replicas}`")
+
+
+@_check
+def rolled_out(lab: LabLike, name: str, image: str, replaced: str | None = None) -> str:
+    """Every replica runs `image` after a complete rollout (that replaced `replaced`, if given)."""
+    deployment = _deployment(lab, name)
+    current = _container(deployment).image
+    if current != image:
+        raise _Failed(f"deployment/{name} runs {current!r}; update it with "
+                      f"`kubectl set image deployment/{name} {_container(deployment).name}={image}`")
+    _require_rolled_out(deployment)
+    revision = _revision(deployment)
+    if replaced is not None:
+        if not any(replaced in r.images and r.number < revision for r in history(lab, name)):
+            raise _Failed(f"deployment/{name} runs {image!r} but its history shows no earlier revision "
+                          f"with {replaced!r}: deploy {replaced!r} first, then update")
+    return f"deployment/{name} rolled out {image} (revision {revision})"
+
+
+@_check
+def rolled_back(lab: LabLike, name: str, image: str, replaced: str) -> str:
+    """The Deployment runs `image` again at a newer revision than the one that ran `replaced`."""
+    deployment = _deployment(lab, name)
+    current = _container(deployment).image
+    revision = _revision(deployment)
+    revisions = history(lab, name)
+    replaced_at = [r.number for r in revisions if replaced in r.images]
+    if not replaced_at:
+        shown = {r.number: ",".join(r.images) for r in revisions}
+        raise _Failed(f"the history of deployment/{name} has no revision with {replaced!r} "
+                      f"(revisions: {shown}); roll out {replaced!r} before rolling back")
+    if current != image:
+        raise _Failed(f"deployment/{name} runs {current!r}; roll back with "
+                      f"`kubectl rollout undo deployment/{name}`")
+    if revision <= replaced_at[-1]:
+        raise _Failed(f"deployment/{name} runs {image!r} at revision {revision}, not after the "
+                      f"{replaced!r} revision {replaced_at[-1]}: roll out {replaced!r}, then undo it")
+    _require_rolled_out(deployment)
+    return (f"deployment/{name} rolled back to {image} (revision {revision}, "
+            f"after {replaced} at revision {replaced_at[-1]})")
+
+
+@_check
+def namespace_clean(lab: LabLike, selector: str) -> str:
+    """No Deployment, ReplicaSet, Pod or Service with the label `selector` is left."""
+    ns = lab.namespace
+    left = [f"deployment/{d.metadata.name}" for d in
+            lab.apps.list_namespaced_deployment(ns, label_selector=selector).items]
+    left += [f"replicaset/{r.metadata.name}" for r in
+             lab.apps.list_namespaced_replica_set(ns, label_selector=selector).items]
+    left += [f"service/{s.metadata.name}" for s in
+             lab.core.list_namespaced_service(ns, label_selector=selector).items]
+    left += [f"pod/{p.metadata.name}" for p in
+             lab.core.list_namespaced_pod(ns, label_selector=selector).items]
+    if left:
+        shown = ", ".join(left[:6]) + (f" and {len(left) - 6} more" if len(left) > 6 else "")
+        raise _Failed(f"still present with label {selector}: {shown}; delete them with "
+                      f"`kubectl delete deployment,service -l {selector}` (pods go with their Deployment)")
+    return f"nothing labelled {selector} is left in namespace {ns!r}"
+
+
+def eventually(check: Callable[..., CheckResult], lab: LabLike, *args: Any, timeout: float = 30,
+               interval: float = 0.5, **kwargs: Any) -> CheckResult:
+    """Repeat a check until it passes or `timeout` seconds pass: the cluster converges, not at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check(lab, *args, **kwargs)
+        if result or time.monotonic() >= deadline:
+            return result
+        time.sleep(interval)

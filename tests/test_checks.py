@@ -1,0 +1,115 @@
+"""autograder.checks: pure logic without a cluster, then every check against the practice cluster."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from autograder import MANIFESTS, checks
+from autograder.checks import CheckResult
+from autograder.lab import workloads
+
+
+def test_result_is_truthy_only_when_passed() -> None:
+    assert CheckResult("x", True, "ok")
+    assert not CheckResult("x", False, "do this")
+    assert str(CheckResult("x", False, "do this")) == "FAIL x: do this"
+
+
+def test_assert_passed_raises_with_the_hint() -> None:
+    assert CheckResult("x", True, "ok").assert_passed().passed
+    with pytest.raises(AssertionError, match="scale it"):
+        CheckResult("x", False, "scale it").assert_passed()
+
+
+def test_quantities_compare_amounts_not_spellings() -> None:
+    assert checks.quantities_differ({"cpu": "0.1", "memory": "128Mi"}, {"cpu": "100m", "memory": "128Mi"}) == []
+    assert checks.quantities_differ({"cpu": "200m"}, {"cpu": "100m", "memory": "128Mi"}) == [
+        "cpu is 200m (want 100m)", "memory missing (want 128Mi)"]
+    assert checks.quantities_differ(None, {"cpu": "1"}) == ["cpu missing (want 1)"]
+
+
+@pytest.mark.parametrize(("message", "parsed"), [
+    ("Scaled up replica set ml-api-5d8f9 from 3 to 5", ("up", "ml-api-5d8f9", "3", "5")),
+    ("Scaled down replica set ml-api-5d8f9 from 5 to 3", ("down", "ml-api-5d8f9", "5", "3")),
+    ("Scaled up replica set ml-api-5d8f9 to 3", ("up", "ml-api-5d8f9", None, "3")),
+])
+def test_scaling_event_messages_parse(message: str, parsed: tuple) -> None:
+    match = checks.SCALING_EVENT.search(message)
+    assert (match["way"], match["rs"], match["old"], match["new"]) == parsed
+
+
+def test_every_check_is_registered_by_name() -> None:
+    assert set(checks.CHECKS) == {"deployment_ready", "service_routes", "scaled_to", "rolled_out",
+                                  "rolled_back", "namespace_clean"}
+
+
+# --- against the real practice cluster -------------------------------------------------------
+
+def _lesson_manifests() -> list[dict]:
+    return workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")
+
+
+@pytest.mark.cluster
+def test_checks_follow_the_lesson_from_start_to_cleanup(lab) -> None:
+    assert "does not exist" in checks.deployment_ready(lab, "ml-api", replicas=3).message
+    assert not checks.scaled_to(lab, "ml-api", 5)
+
+    workloads.apply(lab, _lesson_manifests())
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+    checks.eventually(checks.deployment_ready, lab, "ml-api", replicas=3).assert_passed()
+    checks.eventually(checks.service_routes, lab, "ml-api-service", "ml-api").assert_passed()
+    assert not checks.namespace_clean(lab, "app=ml-api")
+    assert not checks.rolled_back(lab, "ml-api", "ml-api:v1", replaced="ml-api:v2")
+
+    workloads.scale(lab, "ml-api", 5)
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+    checks.scaled_to(lab, "ml-api", 5).assert_passed()
+    workloads.scale(lab, "ml-api", 3)
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+    after = checks.eventually(checks.scaled_to, lab, "ml-api", 5, timeout=10)
+    assert after and "was scaled up to 5" in after.message
+
+    workloads.set_image(lab, "ml-api", "ml-api", "ml-api:v2")
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+    checks.rolled_out(lab, "ml-api", "ml-api:v2", replaced="ml-api:v1").assert_passed()
+    assert not checks.rolled_back(lab, "ml-api", "ml-api:v1", replaced="ml-api:v2")
+
+    workloads.rollback(lab, "ml-api")
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+    checks.rolled_back(lab, "ml-api", "ml-api:v1", replaced="ml-api:v2").assert_passed()
+    assert "runs 'ml-api:v1'" in checks.rolled_out(lab, "ml-api", "ml-api:v2").message
+
+    workloads.delete_by_label(lab, "app=ml-api")
+    checks.eventually(checks.namespace_clean, lab, "app=ml-api", timeout=60).assert_passed()
+
+
+@pytest.mark.cluster
+def test_wrong_resources_selector_and_port_get_hints(lab) -> None:
+    deployment, service = copy.deepcopy(_lesson_manifests())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["resources"]["limits"]["memory"] = "512Mi"
+    service["spec"]["selector"] = {"app": "ml-api-typo"}
+    service["spec"]["ports"][0]["targetPort"] = 80
+    workloads.apply(lab, [deployment, service])
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+
+    result = checks.deployment_ready(lab, "ml-api", replicas=3)
+    assert not result and "memory is 512Mi (want 256Mi)" in result.message
+    result = checks.service_routes(lab, "ml-api-service", "ml-api")
+    assert not result and "make the selector match" in result.message
+
+    lab.core.patch_namespaced_service("ml-api-service", lab.namespace, {"spec": {"selector": {"app": "ml-api"}}})
+    result = checks.service_routes(lab, "ml-api-service", "ml-api")
+    assert not result and "set targetPort: 8080" in result.message
+
+
+@pytest.mark.cluster
+def test_deployment_created_at_five_is_scaled_but_not_ready_for_three(lab) -> None:
+    deployment, _ = copy.deepcopy(_lesson_manifests())
+    deployment["spec"]["replicas"] = 5
+    workloads.apply(lab, [deployment])
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+    assert checks.scaled_to(lab, "ml-api", 5)
+    result = checks.deployment_ready(lab, "ml-api", replicas=3)
+    assert not result and "asks for 5 replicas" in result.message
