@@ -187,9 +187,7 @@ def find(name: str) -> Path | None:
     candidates: list[Path] = []
     if os.environ.get(BIN_DIR_ENV):
         candidates.append(Path(os.environ[BIN_DIR_ENV]) / name)
-    on_path = shutil.which(name)
-    if on_path:
-        candidates.append(Path(on_path))
+    candidates += [Path(folder) / name for folder in os.environ.get("PATH", "").split(os.pathsep) if folder]
     candidates.append(cache_dir(RECIPE_OF[name]) / name)
     return next((path for path in candidates if _usable(path)), None)
 
@@ -213,8 +211,8 @@ def ensure(names: Iterable[str], log: Callable[[str], None] = print) -> dict[str
     missing = [name for name, path in found.items() if path is None]
     if missing and shutil.which("go") is None:
         raise BinaryNotFound(how_to_get(missing))
-    for recipe in dict.fromkeys(RECIPE_OF[name] for name in missing):
-        build(recipe, log=log)
+    for recipe_name in dict.fromkeys(RECIPE_OF[name].name for name in missing):
+        build(RECIPES[recipe_name], log=log)
     return {name: path or cache_dir(RECIPE_OF[name]) / name for name, path in found.items()}
 
 

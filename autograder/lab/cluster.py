@@ -73,7 +73,7 @@ def connect(name: str | None = None, namespace: str | None = None, log: Log = pr
     context = chosen.context
     namespace = (namespace or os.environ.get(NAMESPACE_ENV)
                  or kubeconfig.context_namespace(context) or "default")
-    api = kubeconfig.api_client(context)
+    api = kubeconfig.api_client(context, config_file=chosen.kubeconfig_file)
     _ensure_namespace(client.CoreV1Api(api), namespace)
     return Lab(provider=provider_of_context(context) if chosen.name == "existing" else chosen.name,
                context=context, namespace=namespace, api=api)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from autograder.lab import kubeconfig
 from autograder.lab.provider import ClusterError, Log
@@ -21,6 +22,10 @@ class Existing:
             raise ClusterError("no kubeconfig context is set; run `kubectl config use-context NAME` "
                                "or choose another provider (LAB_CLUSTER=practice or kind)")
         return context
+
+    @property
+    def kubeconfig_file(self) -> Path | None:
+        return None
 
     def unusable_reason(self) -> str | None:
         context = kubeconfig.current_context()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 from docker.errors import DockerException, ImageNotFound
@@ -43,6 +44,10 @@ class Kind:
     @property
     def context(self) -> str:
         return f"kind-{self.cluster}"
+
+    @property
+    def kubeconfig_file(self) -> Path | None:
+        return None
 
     def unusable_reason(self) -> str | None:
         if binaries.find("kind") is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
@@ -25,17 +27,18 @@ def context_namespace(context: str | None = None) -> str | None:
     return (chosen or {}).get("context", {}).get("namespace")
 
 
-def api_client(context: str | None = None) -> client.ApiClient:
+def api_client(context: str | None = None, config_file: Path | None = None) -> client.ApiClient:
     """A client for `context` (the current one by default) that never touches global state."""
     configuration = client.Configuration()
-    config.load_kube_config(context=context, client_configuration=configuration)
+    config.load_kube_config(config_file=str(config_file) if config_file else None,
+                            context=context, client_configuration=configuration)
     return client.ApiClient(configuration)
 
 
-def answers(context: str | None = None, timeout: float = 3.0) -> bool:
+def answers(context: str | None = None, timeout: float = 3.0, config_file: Path | None = None) -> bool:
     """Whether the API server behind `context` answers /readyz within `timeout` seconds."""
     try:
-        api = api_client(context)
+        api = api_client(context, config_file)
     except (ConfigException, FileNotFoundError, TypeError):
         return False
     try:

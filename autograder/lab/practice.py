@@ -38,6 +38,7 @@ class Practice:
     name: str = "practice"
     cluster: str = CLUSTER_NAME
     gpu_nodes: bool = True
+    make_current: bool = True  # write the context into ~/.kube/config and switch kubectl to it
 
     @property
     def context(self) -> str:
@@ -46,6 +47,14 @@ class Practice:
     @property
     def workdir(self) -> Path:
         return kwok_workdir() / "clusters" / self.cluster
+
+    @property
+    def kubeconfig_file(self) -> Path:
+        return self.workdir / "kubeconfig.yaml"
+
+    def answers(self) -> bool:
+        """Whether the cluster exists and its API server answers."""
+        return self.exists() and kubeconfig.answers(self.context, config_file=self.kubeconfig_file)
 
     def unusable_reason(self) -> str | None:
         missing = [name for name in binaries.PRACTICE_BINARIES if binaries.find(name) is None]
@@ -59,7 +68,7 @@ class Practice:
     def status(self) -> str:
         if not self.exists():
             return f"practice cluster {self.cluster!r}: not created"
-        state = "answers" if kubeconfig.answers(self.context) else "does not answer"
+        state = "answers" if self.answers() else "does not answer"
         return f"practice cluster {self.cluster!r}: created, API {state} (context {self.context})"
 
     def _kwokctl(self, *args: str, timeout: float = 300, what: str = "") -> str:
@@ -70,7 +79,7 @@ class Practice:
 
     def up(self, log: Log = print) -> None:
         if self.exists():
-            if kubeconfig.answers(self.context):
+            if self.answers():
                 log(f"Practice cluster {self.cluster!r} is already running.")
                 self._ensure_context()
                 return
@@ -100,6 +109,7 @@ class Practice:
                 "--kwok-controller-binary", str(paths["kwok"]),
                 "--etcd-binary", str(paths["etcd"]),
                 "--wait", "2m", "--timeout", "4m",
+                *([] if self.make_current else ["--kubeconfig", ""]),
                 timeout=300, what="kwokctl create cluster",
             )
             self._wait_until_ready(log)
@@ -113,12 +123,12 @@ class Practice:
     def _wait_until_ready(self, log: Log, timeout: float = 120) -> None:
         """Nodes registered and Ready, and the default ServiceAccount made (pods need it)."""
         deadline = time.monotonic() + timeout
-        while not kubeconfig.answers(self.context):
+        while not self.answers():
             if time.monotonic() > deadline:
                 raise ClusterError(f"the practice API server did not answer within {timeout:.0f} s; "
                                    f"see the logs in {self.workdir / 'logs'}")
             time.sleep(0.5)
-        api = kubeconfig.api_client(self.context)
+        api = kubeconfig.api_client(self.context, config_file=self.kubeconfig_file)
         try:
             self._apply_nodes(api)
             core = client.CoreV1Api(api)
@@ -141,7 +151,7 @@ class Practice:
 
     def _ensure_context(self) -> None:
         """`cluster up` leaves kubectl on this cluster, as `kind create cluster` does."""
-        if kubeconfig.current_context() != self.context:
+        if self.make_current and kubeconfig.current_context() != self.context:
             kubectl = binaries.ensure(["kubectl"])["kubectl"]
             run([str(kubectl), "config", "use-context", self.context], what="kubectl config use-context")
 
@@ -150,6 +160,12 @@ class Practice:
             self._kwokctl("delete", "cluster", "--name", self.cluster, timeout=120)
         except ClusterError:
             pass
+
+    def stop(self, log: Log = print) -> None:
+        """Stop the cluster's processes but keep its data, as a reboot would."""
+        if self.exists():
+            self._kwokctl("stop", "cluster", "--name", self.cluster, what="kwokctl stop cluster")
+            log(f"Stopped practice cluster {self.cluster!r}; `cluster up` restarts it.")
 
     def down(self, log: Log = print) -> None:
         if not self.exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 CLUSTER_NAME = "ml-learning"
@@ -23,6 +24,10 @@ class Provider(Protocol):
     @property
     def context(self) -> str:
         """The kubeconfig context this provider's cluster is reached through."""
+
+    @property
+    def kubeconfig_file(self) -> Path | None:
+        """The kubeconfig holding that context; None means kubectl's default ($KUBECONFIG)."""
 
     def unusable_reason(self) -> str | None:
         """None when this provider can work on this machine, else why not and how to fix it."""

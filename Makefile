@@ -1,0 +1,36 @@
+# The two set-up commands of the README: `make run` (the lesson end to end) and `make test`.
+# Each does all of its own set-up on a fresh machine: Python packages, cluster binaries, Docker.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# nbgrader calls alembic (and jupyter) through PATH: the venv's scripts must come first.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test install binaries cluster docker clean-cluster
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,notebook]'
+	touch $@
+
+binaries: install
+	$(BIN)/python -m autograder binaries
+
+cluster: binaries
+	$(BIN)/python -m autograder cluster up --provider practice
+
+docker:
+	.ci/docker-engine start
+
+run: cluster
+	$(BIN)/python -m autograder demo --provider practice
+
+test: binaries docker
+	$(BIN)/python -m pytest -ra
+
+clean-cluster: install
+	$(BIN)/python -m autograder cluster down

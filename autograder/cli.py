@@ -1,0 +1,117 @@
+"""`python -m autograder ...`: cluster lifecycle, a health report, the lesson demo and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from autograder.lab import PROVIDERS, ClusterError, provider
+from autograder.lab.binaries import BinaryNotFound
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from autograder.lab.cluster import choose
+
+    chosen = choose(args.provider)
+    if args.action == "up":
+        chosen.up()
+    elif args.action == "down":
+        # `down` without --provider removes the lab's own clusters, never an existing one.
+        for target in ([chosen] if args.provider else [provider("practice"), provider("kind")]):
+            target.down()
+    else:
+        for name in ([args.provider] if args.provider else list(PROVIDERS)):
+            print(provider(name).status())
+    return 0
+
+
+def _doctor(_: argparse.Namespace) -> int:
+    from autograder.doctor import report
+
+    return report()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from autograder.demo import run_lesson_flow
+
+    return run_lesson_flow(args.provider)
+
+
+def _binaries(args: argparse.Namespace) -> int:
+    from autograder.lab import binaries
+
+    names = sorted(binaries.RECIPE_OF) if args.all else binaries.PRACTICE_BINARIES
+    for name, path in binaries.ensure(names).items():
+        print(f"{name:<24} {path}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from autograder import bench
+
+    return bench.run(args.target, provider_name=args.provider)
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    from autograder import notebooks
+
+    try:
+        if args.action == "sync":
+            changed = notebooks.sync()
+            print("notebooks/ updated: " + ", ".join(changed) if changed else "notebooks/ already up to date")
+            return 0
+        stale = notebooks.drift()
+    except notebooks.NotebookError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if stale:
+        print("notebooks/ differs from the masters in: " + ", ".join(stale)
+              + "\nrun `python -m autograder notebooks sync` and commit the result", file=sys.stderr)
+        return 1
+    print("notebooks/ matches what nbgrader generates from source/")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    cluster = commands.add_parser("cluster", help="create, delete or inspect the lab cluster")
+    cluster.add_argument("action", choices=["up", "down", "status"])
+    cluster.add_argument("--provider", choices=list(PROVIDERS),
+                         help="practice (no Docker), kind (Docker) or existing (current context)")
+    cluster.set_defaults(handler=_cluster)
+
+    doctor = commands.add_parser("doctor", help="check Docker, kind, the binaries, Go and the context")
+    doctor.set_defaults(handler=_doctor)
+
+    demo = commands.add_parser("demo", help="run the lesson's deploy/scale/update/rollback flow")
+    demo.add_argument("--provider", choices=list(PROVIDERS))
+    demo.set_defaults(handler=_demo)
+
+    found = commands.add_parser("binaries", help="find or build the cluster binaries")
+    found.add_argument("--all", action="store_true", help="also kubelet, kubeadm, kube-proxy and kind")
+    found.set_defaults(handler=_binaries)
+
+    bench = commands.add_parser("bench", help="print timing and memory figures")
+    bench.add_argument("target", choices=["cluster"])
+    bench.add_argument("--provider", choices=list(PROVIDERS), default="practice")
+    bench.set_defaults(handler=_bench)
+
+    books = commands.add_parser("notebooks", help="regenerate or check the student notebooks")
+    books.add_argument("action", choices=["sync", "check"],
+                       help="sync: write notebooks/ from source/ with nbgrader; check: report drift")
+    books.set_defaults(handler=_notebooks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ClusterError, BinaryNotFound, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-made was kept", file=sys.stderr)
+        return 130

@@ -1,0 +1,158 @@
+"""One namespace per submission: quotas, a namespace-scoped identity for the student, a reader for the grader.
+
+The student's kernel gets a kubeconfig whose token belongs to a ServiceAccount bound to a Role
+in its own namespace only, so it cannot touch other namespaces or anything cluster-wide. The
+grader's checks use a second ServiceAccount that may only get, list and watch.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from kubernetes import client
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+GRADER = "k8s-ml-grader"
+COURSE_LABEL = "grading.k8s-ml-lab/course"
+ASSIGNMENT_LABEL = "grading.k8s-ml-lab/assignment"
+STUDENT_ANNOTATION = "grading.k8s-ml-lab/student"
+TOKEN_SECONDS = 2 * 3600
+
+STUDENT_RULES = [
+    {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale", "deployments/status"],
+     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]},
+    {"apiGroups": ["apps"], "resources": ["replicasets", "replicasets/scale"],
+     "verbs": ["get", "list", "watch", "delete", "deletecollection"]},
+    {"apiGroups": [""], "resources": ["services", "configmaps"],
+     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete", "deletecollection"]},
+    {"apiGroups": [""], "resources": ["pods/log", "endpoints", "events", "resourcequotas", "limitranges"],
+     "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["kwok.x-k8s.io"], "resources": ["portforwards", "logs"],
+     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+]
+READER_RULES = [
+    {"apiGroups": ["apps"], "resources": ["deployments", "replicasets"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods", "services", "endpoints", "events"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+]
+QUOTA = {
+    "pods": "20", "services": "5", "configmaps": "10", "count/deployments.apps": "5",
+    "count/replicasets.apps": "30", "requests.cpu": "4", "requests.memory": "4Gi",
+    "limits.cpu": "8", "limits.memory": "8Gi",
+}
+LIMITS = {
+    "type": "Container",
+    "default": {"cpu": "200m", "memory": "256Mi"},
+    "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+    "max": {"cpu": "1", "memory": "1Gi"},
+}
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A prepared namespace and the two kubeconfigs that reach it."""
+
+    namespace: str
+    student_kubeconfig: Path
+    reader_kubeconfig: Path
+
+
+def _identity(rbac: client.RbacAuthorizationV1Api, core: client.CoreV1Api, namespace: str,
+              name: str, rules: list[dict]) -> str:
+    """A ServiceAccount bound to a Role of `rules` in `namespace`; returns a fresh token for it."""
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+    })
+    request = {"spec": {"audiences": [], "expirationSeconds": TOKEN_SECONDS}}
+    return core.create_namespaced_service_account_token(name, namespace, request).status.token
+
+
+def _kubeconfig(admin: client.ApiClient, namespace: str, user: str, token: str, path: Path) -> Path:
+    """Write a kubeconfig with only `token`, for the admin's API server, defaulting to `namespace`."""
+    settings = admin.configuration
+    cluster: dict = {"server": settings.host}
+    if settings.ssl_ca_cert:
+        cluster["certificate-authority-data"] = base64.b64encode(Path(settings.ssl_ca_cert).read_bytes()).decode()
+    if not settings.verify_ssl:
+        cluster["insecure-skip-tls-verify"] = True
+    context = f"{user}@{namespace}"
+    document = {
+        "apiVersion": "v1", "kind": "Config", "current-context": context,
+        "clusters": [{"name": "lab", "cluster": cluster}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": context, "context": {"cluster": "lab", "user": user, "namespace": namespace}}],
+    }
+    path.write_text(yaml.safe_dump(document))
+    os.chmod(path, 0o600)
+    return path
+
+
+def create(admin: client.ApiClient, namespace: str, *, course: str, assignment: str, student: str,
+           workdir: Path) -> Sandbox:
+    """Make the namespace with its quota, limits and two identities; kubeconfigs go in `workdir`."""
+    core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
+    core.create_namespace({"metadata": {
+        "name": namespace,
+        "labels": {MANAGED_BY: GRADER, COURSE_LABEL: course, ASSIGNMENT_LABEL: assignment},
+        "annotations": {STUDENT_ANNOTATION: student},
+    }})
+    core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "grading"}, "spec": {"hard": QUOTA}})
+    core.create_namespaced_limit_range(namespace, {"metadata": {"name": "grading"}, "spec": {"limits": [LIMITS]}})
+    _wait_for_default_service_account(core, namespace)
+    student_token = _identity(rbac, core, namespace, "student", STUDENT_RULES)
+    reader_token = _identity(rbac, core, namespace, "grader-reader", READER_RULES)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Sandbox(
+        namespace=namespace,
+        student_kubeconfig=_kubeconfig(admin, namespace, "student", student_token, workdir / "student.kubeconfig"),
+        reader_kubeconfig=_kubeconfig(admin, namespace, "grader-reader", reader_token, workdir / "reader.kubeconfig"),
+    )
+
+
+def _wait_for_default_service_account(core: client.CoreV1Api, namespace: str, timeout: float = 30) -> None:
+    """Pods are refused until the namespace's default ServiceAccount exists."""
+    deadline = time.monotonic() + timeout
+    while not core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"namespace {namespace} got no default ServiceAccount within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def delete(admin: client.ApiClient, namespace: str, wait: float = 120) -> bool:
+    """Delete the namespace and everything in it; True once it is gone within `wait` seconds."""
+    core = client.CoreV1Api(admin)
+    try:
+        core.delete_namespace(namespace, propagation_policy="Background")
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespace(namespace)
+        except client.ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        time.sleep(0.5)
+    return False
+
+
+def leftovers(admin: client.ApiClient, course: str, assignment: str | None = None) -> list[str]:
+    """Namespaces an earlier, interrupted run of this course left behind."""
+    selector = f"{MANAGED_BY}={GRADER},{COURSE_LABEL}={course}"
+    if assignment:
+        selector += f",{ASSIGNMENT_LABEL}={assignment}"
+    return [ns.metadata.name for ns in client.CoreV1Api(admin).list_namespace(label_selector=selector).items]

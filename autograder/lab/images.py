@@ -1,0 +1,312 @@
+"""The model server image, the lesson's steps 2, 5 and 7: build it, run it locally, load it into the cluster.
+
+Builds use the Docker SDK's low-level API so the build log streams into a notebook as it happens.
+On the practice cluster "loading" records the image on the simulated nodes (as a kubelet reports
+node.status.images) and hands its app to the traffic router, which needs no Docker at all.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import tarfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import requests
+from docker.errors import APIError, ImageNotFound
+from docker.models.containers import Container
+from kubernetes import client as k8s
+from tqdm.auto import tqdm
+
+from autograder.lab import baseimage, binaries, ports, traffic
+from autograder.lab.cluster import Lab
+from autograder.lab.kind import docker_unreachable_reason
+from autograder.lab.provider import CLUSTER_NAME, Log, run
+from autograder.modelserver import SOURCE as MODEL_SERVER
+
+VERSION_ARG = "MODEL_VERSION"
+CONTAINER_PORT = 8080
+LOCAL_RUN_LABEL = "k8s-ml-lab.local-run"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+PULL_REASONS = {
+    "ErrImageNeverPull": "the image is not in the cluster and imagePullPolicy is Never, so the "
+                         "kubelet will not fetch it: load it first (images.load_into_cluster or "
+                         "`kind load docker-image {image} --name ml-learning`)",
+    "ErrImagePull": "the kubelet tried to pull {image} from a registry and failed: check the "
+                    "name and tag, or build and load the image and set imagePullPolicy: Never",
+    "ImagePullBackOff": "pulling {image} failed and the kubelet is waiting before it retries: "
+                        "check the tag exists (`docker images`), load it into the cluster",
+    "InvalidImageName": "{image} is not a valid image reference: fix the image: line",
+}
+
+
+class DockerUnavailable(RuntimeError):
+    """The Docker daemon cannot be reached; the message says how to start it."""
+
+
+class BuildFailed(RuntimeError):
+    """A Dockerfile step failed; the message shows that step and the end of its output."""
+
+
+class ImageMissing(RuntimeError):
+    """An image tag that was never built (locally) or never loaded (into the cluster)."""
+
+
+def docker_client() -> docker.DockerClient:
+    """A Docker client that answers, or DockerUnavailable saying how to start the daemon."""
+    reason = docker_unreachable_reason()
+    if reason:
+        raise DockerUnavailable(f"cannot build or run images: {reason}. On the practice cluster "
+                                "you can still deploy: load_into_cluster(lab, tag, context=...) "
+                                "serves your app without Docker.")
+    return docker.from_env()
+
+
+@dataclass
+class Build:
+    """One finished `docker build`: what was tagged, how long it took and its whole log."""
+
+    tag: str
+    image_id: str
+    seconds: float
+    log: list[str] = field(repr=False, default_factory=list)
+
+
+def base_images(dockerfile: Path) -> list[str]:
+    """The images a Dockerfile's FROM lines name (build stages excluded)."""
+    names, stages = [], set()
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0].upper() == "FROM":
+            image = next(w for w in words[1:] if not w.startswith("--"))
+            if image.lower() not in stages:
+                names.append(image)
+            if len(words) >= 4 and words[-2].upper() == "AS":
+                stages.add(words[-1].lower())
+    return names
+
+
+def build(tag: str = "ml-api:v1", context: Path | str = MODEL_SERVER, version: str | None = None,
+          *, nocache: bool = False, progress: bool = True, log: Log = print) -> Build:
+    """`docker build -t TAG [--build-arg MODEL_VERSION=...] CONTEXT`, streaming its log."""
+    context = Path(context)
+    dockerfile = context / "Dockerfile"
+    if not dockerfile.is_file():
+        raise FileNotFoundError(f"no Dockerfile in {context}: write one next to app.py first")
+    client = docker_client()
+    if baseimage.BASE_IMAGE in base_images(dockerfile):
+        baseimage.ensure_python_base(client, log=log)
+    buildargs = {name: os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)}
+    if version:
+        buildargs[VERSION_ARG] = version
+    started = time.monotonic()
+    lines: list[str] = []
+    step, image_id = "", None
+    stream = client.api.build(path=str(context), tag=tag, buildargs=buildargs, rm=True,
+                              forcerm=True, nocache=nocache, decode=True)
+    with tqdm(desc=f"docker build {tag}", unit=" step", disable=not progress, leave=False) as bar:
+        for chunk in stream:
+            text = chunk.get("stream", "")
+            lines.extend(text.splitlines())
+            if match := STEP.match(text.strip()):
+                step = text.strip()
+                bar.total, bar.n = int(match[2]), int(match[1]) - 1
+                bar.set_postfix_str(match[3][:50])
+                bar.refresh()
+            image_id = chunk.get("aux", {}).get("ID", image_id)
+            if "error" in chunk:
+                tail = "\n".join(line for line in lines[-15:] if line.strip())
+                raise BuildFailed(f"docker build of {tag} failed at {step or 'the start'}\n"
+                                  f"{chunk['error'].strip()}\n--- last output ---\n{tail}")
+        bar.n = bar.total or bar.n
+    seconds = time.monotonic() - started
+    image_id = image_id or client.images.get(tag).id
+    log(f"built {tag} ({image_id[:19]}) in {seconds:.1f} s")
+    return Build(tag=tag, image_id=image_id, seconds=seconds, log=lines)
+
+
+@dataclass
+class LocalServer:
+    """A model server container answering on this machine (the lesson's `docker run -p`)."""
+
+    container_name: str
+    url: str
+    seconds_to_healthy: float
+
+    def predict(self, features: Sequence[float]) -> dict:
+        return predict(self.url, features)
+
+    def health(self) -> dict:
+        return health(self.url)
+
+
+def predict(url: str, features: Sequence[float]) -> dict:
+    """POST /predict with the features, as the lesson's curl does; returns the JSON answer."""
+    answer = requests.post(f"{url}/predict", json={"features": list(features)}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def health(url: str) -> dict:
+    """GET /health."""
+    answer = requests.get(f"{url}/health", timeout=10)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def _port_holder(client: docker.DockerClient, port: int) -> str | None:
+    """The container publishing `port`, if a container is what holds it."""
+    for container in client.containers.list():
+        for bindings in (container.attrs["HostConfig"].get("PortBindings") or {}).values():
+            if any(str(b.get("HostPort")) == str(port) for b in bindings or []):
+                return f"container {container.name} (stop it with `docker stop {container.name}`)"
+    return None
+
+
+@contextmanager
+def run_local(tag: str = "ml-api:v1", port: int | None = 8080, *,
+              timeout: float = 60) -> Iterator[LocalServer]:
+    """`docker run -p PORT:8080 TAG` until the block ends, then stop and remove the container."""
+    client = docker_client()
+    try:
+        client.images.get(tag)
+    except ImageNotFound:
+        raise ImageMissing(f"no image {tag} in Docker: build it first, e.g. images.build({tag!r})") from None
+    port = ports.free_port() if port is None else port
+    ports.require_free(port, _port_holder(client, port))
+    try:
+        container = client.containers.run(tag, detach=True, labels={LOCAL_RUN_LABEL: tag},
+                                          ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)})
+    except APIError as error:
+        if "already" in str(error) and str(port) in str(error):
+            raise ports.PortBusy(f"local port {port} is already in use ({error.explanation}); "
+                                 "pass port=None to pick a free one") from None
+        raise
+    try:
+        url = f"http://127.0.0.1:{port}"
+        try:
+            waited = ports.wait_http(f"{url}/health", timeout, alive=lambda: _running(container))
+        except (RuntimeError, TimeoutError) as error:
+            logs = container.logs(tail=20).decode(errors="replace")
+            raise RuntimeError(f"{tag} did not become healthy ({error}); its last output:\n{logs}") from None
+        yield LocalServer(container_name=container.name, url=url, seconds_to_healthy=waited)
+    finally:
+        container.remove(force=True)
+
+
+def _running(container: Container) -> bool:
+    container.reload()
+    return container.status in ("created", "running")
+
+
+def load_into_cluster(lab: Lab, tag: str, *, context: Path | str | None = None,
+                      version: str | None = None, log: Log = print) -> None:
+    """Make `tag` available to the cluster's nodes: `kind load docker-image`, or record it on practice."""
+    if lab.provider == "kind":
+        client = docker_client()
+        try:
+            client.images.get(tag)
+        except ImageNotFound:
+            raise ImageMissing(f"no image {tag} in Docker to load: build it first") from None
+        kind = binaries.ensure(["kind"], log=log)["kind"]
+        run([str(kind), "load", "docker-image", tag, "--name", CLUSTER_NAME],
+            what=f"kind load docker-image {tag}")
+        log(f"loaded {tag} into kind cluster {CLUSTER_NAME!r}")
+    elif lab.provider == "practice":
+        app, env, size = _practice_image(tag, context, version)
+        traffic.register_image(lab, tag, app, env)
+        _record_on_nodes(lab, tag, size)
+        traffic.ensure_router(lab, log=log)
+        log(f"recorded {tag} on the practice cluster's nodes (serves {env.get(VERSION_ARG, 'its default version')})")
+    else:
+        raise ValueError(f"load images into {lab.context!r} with its own tools (a registry, "
+                         "`minikube image load`, ...); the lab loads into kind and practice only")
+
+
+def _practice_image(tag: str, context: Path | str | None, version: str | None) -> tuple[Path, dict, int]:
+    """The app folder, environment and size of `tag`: taken from Docker's image, else from `context`."""
+    snapshot = traffic.snapshot_dir(tag)
+    if docker_unreachable_reason() is None:
+        client = docker.from_env()
+        try:
+            image = client.images.get(tag)
+        except ImageNotFound:
+            image = None
+        if image is not None:
+            config = image.attrs["Config"]
+            _copy_out(client, tag, config.get("WorkingDir") or "/", snapshot)
+            env = dict(item.split("=", 1) for item in config.get("Env") or [] if item.startswith(VERSION_ARG))
+            return snapshot, env, image.attrs.get("Size", 0)
+    if context is None:
+        raise ImageMissing(f"image {tag} is not in Docker (or Docker is down); pass context= (the "
+                           "folder with app.py) and version= to deploy it from source")
+    source = Path(context)
+    if not (source / "app.py").is_file():
+        raise FileNotFoundError(f"no app.py in {source}: write the model server there first")
+    if snapshot.exists():
+        shutil.rmtree(snapshot)
+    shutil.copytree(source, snapshot, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    env = {VERSION_ARG: version} if version else {}
+    return snapshot, env, sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file())
+
+
+def _copy_out(client: docker.DockerClient, tag: str, path: str, target: Path) -> None:
+    """Extract `path` from an image into `target`, like `docker cp` from a created container."""
+    container = client.containers.create(tag)
+    try:
+        stream, _ = container.get_archive(path)
+        data = io.BytesIO(b"".join(stream))
+    finally:
+        container.remove(force=True)
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    top = Path(path).name
+    with tarfile.open(fileobj=data) as tar:
+        for member in tar.getmembers():
+            member.name = str(Path(member.name).relative_to(top)) if top else member.name
+        tar.extractall(target, filter="data")
+
+
+def _record_on_nodes(lab: Lab, tag: str, size: int) -> None:
+    """Add `tag` to every node's status.images, as a kubelet reports images it holds."""
+    names = [tag if "/" in tag else f"docker.io/library/{tag}", tag]
+    for node in lab.core.list_node().items:
+        images = [image for image in node.status.images or [] if tag not in image.names]
+        images.append(k8s.V1ContainerImage(names=names, size_bytes=size))
+        lab.core.patch_node_status(node.metadata.name, {"status": {"images": [
+            {"names": image.names, "sizeBytes": image.size_bytes} for image in images]}})
+
+
+def images_on_nodes(lab: Lab) -> set[str]:
+    """Every image name any node reports holding."""
+    return {name for node in lab.core.list_node().items
+            for image in node.status.images or [] for name in image.names or []}
+
+
+def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
+    """Plain-words reasons why pods matching `selector` cannot get their image."""
+    problems = []
+    known = images_on_nodes(lab) if lab.provider == "practice" else set()
+    for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items:
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting and waiting.reason in PULL_REASONS:
+                problems.append(f"pod {pod.metadata.name}: {waiting.reason}: "
+                                + PULL_REASONS[waiting.reason].format(image=status.image))
+        if lab.provider == "practice":
+            for container in pod.spec.containers:
+                if container.image not in known and f"docker.io/library/{container.image}" not in known:
+                    problems.append(f"pod {pod.metadata.name}: {container.image} was never loaded "
+                                    "into the cluster; a real kubelet would report ErrImageNeverPull. "
+                                    + PULL_REASONS["ErrImageNeverPull"].format(image=container.image))
+    return problems
+

@@ -1,0 +1,574 @@
+"""A kind node image built offline, because `kind build node-image` pulls from registries.
+
+The image does what kind's base image and its node-image build do, from parts this machine can
+get without a registry: a Debian bookworm rootfs (systemd, Debian's containerd, runc and CNI
+plugins), kind's base files from the kind Go module, Kubernetes binaries built from Go modules,
+and the component images kubeadm asks for, each built locally and preloaded into the node's
+containerd. The result is tagged only once it is whole; its tag carries a hash of its inputs,
+so a rebuild happens only when an input changes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import yaml
+from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
+from tqdm.auto import tqdm
+
+from autograder.lab import baseimage, binaries
+from autograder.lab.binaries import GoRecipe
+
+Log = Callable[[str], None]
+
+REPOSITORY = "k8s-ml-lab/kind-node"
+ROOTFS_REPOSITORY = "k8s-ml-lab/kind-node-rootfs"
+ALIAS_TAG = f"{REPOSITORY}:v{binaries.KUBERNETES_VERSION}"
+
+# kubeadm 1.34 picks etcd's flags from the image tag (3.6 flags for a 3.6 tag), so the node
+# carries the etcd kubeadm lists, not the 3.5 server the practice cluster pins.
+ETCD_VERSION = "3.6.5"
+COREDNS_VERSION = "1.12.1"
+CRI_TOOLS_VERSION = "1.34.0"
+PAUSE_VERSION = "3.10.1"
+
+# Exactly what `kubeadm config images list --kubernetes-version v1.34.12` prints, in its order.
+KUBEADM_IMAGES = (
+    *(f"registry.k8s.io/{name}:v{binaries.KUBERNETES_VERSION}"
+      for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")),
+    f"registry.k8s.io/coredns/coredns:v{COREDNS_VERSION}",
+    f"registry.k8s.io/pause:{PAUSE_VERSION}",
+    f"registry.k8s.io/etcd:{ETCD_VERSION}-0",
+)
+PAUSE_IMAGE = KUBEADM_IMAGES[5]
+
+# What kind's base image installs, minus storage-test and rootless extras, plus Debian's runtime.
+NODE_PACKAGES = (
+    "systemd", "conntrack", "iptables", "nftables", "iproute2", "ethtool", "util-linux", "mount",
+    "kmod", "libseccomp2", "pigz", "e2fsprogs", "bash", "ca-certificates", "curl", "jq", "procps",
+    "containerd", "runc", "containernetworking-plugins",
+)
+NODE_BINARIES = ("kubelet", "kubeadm", "kubectl")
+KUBERNETES_IMAGE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+
+# One node, so one static pod range: the first /24 kube-controller-manager hands out of kind's
+# default pod subnet 10.244.0.0/16. ptp needs no bridge and no image, unlike kindnetd.
+POD_RANGE = "10.244.0.0/24"
+CNI_CONFIG = {
+    "cniVersion": "0.4.0",
+    "name": "lab-ptp",
+    "plugins": [
+        {
+            "type": "ptp",
+            "ipMasq": True,
+            "mtu": 1500,
+            "ipam": {
+                "type": "host-local",
+                "dataDir": "/run/cni-ipam-state",
+                "ranges": [[{"subnet": POD_RANGE}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+            },
+        },
+        {"type": "portmap", "capabilities": {"portMappings": True}},
+    ],
+}
+
+NODE_RECIPES: dict[str, GoRecipe] = {
+    recipe.name: recipe
+    for recipe in (
+        GoRecipe(
+            name="etcd",
+            version=ETCD_VERSION,
+            requires={"go.etcd.io/etcd/server/v3": f"v{ETCD_VERSION}"},
+            packages={"etcd": "go.etcd.io/etcd/server/v3"},
+        ),
+        GoRecipe(
+            name="coredns",
+            version=COREDNS_VERSION,
+            requires={"github.com/coredns/coredns": f"v{COREDNS_VERSION}"},
+            packages={"coredns": "github.com/coredns/coredns"},
+        ),
+        GoRecipe(
+            name="cri-tools",
+            version=CRI_TOOLS_VERSION,
+            requires={"sigs.k8s.io/cri-tools": f"v{CRI_TOOLS_VERSION}"},
+            packages={"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"},
+            ldflags=(f"-X sigs.k8s.io/cri-tools/pkg/version.Version={CRI_TOOLS_VERSION}",),
+        ),
+    )
+}
+
+
+class NodeImageError(RuntimeError):
+    """The node image could not be built; the message says why and what to do next."""
+
+
+@dataclass(frozen=True)
+class NodeImage:
+    """A finished node image and what making it cost."""
+
+    tag: str
+    alias: str
+    size_bytes: int
+    seconds: float
+    cached: bool
+
+    def summary(self) -> str:
+        """One line for the terminal: which image, how big, how long."""
+        how = "already built, inputs unchanged:" if self.cached else "built in"
+        return (f"{self.tag} (alias {self.alias}): {how} {self.seconds:.1f} s, "
+                f"{self.size_bytes / 1e6:.0f} MB")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One image kubeadm runs, and how this build makes it."""
+
+    ref: str                # as kubeadm lists it, e.g. registry.k8s.io/kube-apiserver:v1.34.12
+    name: str               # the binary, and the file name in the build context
+    path: str               # where the binary lives in the image
+    on_rootfs: bool = False  # needs iptables and a shell (kube-proxy)
+    entrypoint: tuple[str, ...] = ()
+    user: str = ""
+
+
+def components(refs: tuple[str, ...] = KUBEADM_IMAGES) -> list[Component]:
+    """How each image kubeadm lists is made: upstream's paths, entrypoints and users."""
+    made = []
+    for ref in refs:
+        name = baseimage.split_tag(ref)[0].rsplit("/", 1)[-1]
+        if name == "coredns":
+            made.append(Component(ref, name, "/coredns", entrypoint=("/coredns",)))
+        elif name == "pause":
+            made.append(Component(ref, name, "/pause", entrypoint=("/pause",), user="65535:65535"))
+        else:
+            made.append(Component(ref, name, f"/usr/local/bin/{name}", on_rootfs=name == "kube-proxy"))
+    return made
+
+
+def go_module_dir(module: str, version: str) -> Path:
+    """Where Go's module cache holds `module@version`, downloading it if needed."""
+    if shutil.which("go") is None:
+        raise NodeImageError("Go is needed to fetch kind's base files and build the node's "
+                             "binaries; install Go >= 1.24 (https://go.dev/doc/install)")
+    done = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"],
+                          capture_output=True, text=True, check=False)
+    info = json.loads(done.stdout or "{}")
+    if done.returncode != 0 or "Dir" not in info:
+        raise NodeImageError(f"go could not fetch {module}@{version}: "
+                             f"{info.get('Error') or done.stderr.strip()}")
+    return Path(info["Dir"])
+
+
+def kind_base_files() -> Path:
+    """kind's base-image files (entrypoint, systemd units, containerd config) from its Go module."""
+    return go_module_dir("sigs.k8s.io/kind", f"v{binaries.KIND_VERSION}") / "images/base/files"
+
+
+def _file_mode(relative: str) -> int:
+    """kind's Dockerfile rule: scripts are 0755, everything else 0644 (the module cache is 0444)."""
+    return 0o755 if relative.startswith(("usr/local/bin/", "kind/bin/")) else 0o644
+
+
+def containerd_config(kind_config: str, pause_image: str = PAUSE_IMAGE) -> str:
+    """kind's containerd config with the sandbox image kubeadm lists and no rootless proxy plugin."""
+    text, replaced = re.subn(r'sandbox_image = "[^"]*"', f'sandbox_image = "{pause_image}"', kind_config)
+    if replaced != 1:
+        raise NodeImageError("kind's containerd config no longer has one sandbox_image line; "
+                             f"update containerd_config() in {__name__} for kind v{binaries.KIND_VERSION}")
+    # fuse-overlayfs serves rootless Docker only, and its snapshotter is not built here.
+    return re.sub(r'\[proxy_plugins\][^\[]*\[proxy_plugins\."fuse-overlayfs"\][^\[]*', "", text)
+
+
+def default_cni_manifest() -> str:
+    """What kind applies as its default CNI: a record of the static CNI the node already has."""
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "lab-static-cni", "namespace": "kube-system"},
+        "data": {"10-lab-ptp.conflist": json.dumps(CNI_CONFIG, indent=2)},
+    }
+    return ("# The node image carries a static ptp CNI config in /etc/cni/net.d; nothing to run.\n"
+            + yaml.safe_dump(config_map, sort_keys=False))
+
+
+def node_files(kind_files: Path) -> dict[str, tuple[bytes, int]]:
+    """Every small file the node image adds to the rootfs: path -> (content, mode)."""
+    files = {
+        str(path.relative_to(kind_files)): path.read_bytes()
+        for path in sorted(kind_files.rglob("*"))
+        if path.is_file() and "LICENSES" not in path.parts
+    }
+    files["etc/containerd/config.toml"] = containerd_config(
+        files["etc/containerd/config.toml"].decode()).encode()
+    files["etc/cni/net.d/10-lab-ptp.conflist"] = json.dumps(CNI_CONFIG, indent=2).encode()
+    files["kind/version"] = f"v{binaries.KUBERNETES_VERSION}".encode()
+    files["kind/manifests/default-cni.yaml"] = default_cni_manifest().encode()
+    return {name: (content, _file_mode(name)) for name, content in files.items()}
+
+
+NODE_SETUP = " && ".join((
+    # systemd in a container: kind's trimming of units that make no sense there.
+    "find /lib/systemd/system/sysinit.target.wants/ -name systemd-tmpfiles-setup.service -delete",
+    "rm -f /lib/systemd/system/multi-user.target.wants/* /etc/systemd/system/*.wants/*"
+    " /lib/systemd/system/local-fs.target.wants/* /lib/systemd/system/sockets.target.wants/*udev*"
+    " /lib/systemd/system/sockets.target.wants/*initctl* /lib/systemd/system/basic.target.wants/*",
+    "echo ReadKMsg=no >> /etc/systemd/journald.conf",
+    "ln -sf /usr/lib/systemd/systemd /sbin/init",
+    "systemctl enable kubelet.service containerd.service undo-mount-hacks.service",
+    "systemctl mask systemd-binfmt.service",
+    # kind's units and kind itself expect upstream's install paths.
+    "for tool in containerd ctr containerd-shim-runc-v2; do ln -s /usr/bin/$tool /usr/local/bin/$tool; done",
+    "mkdir -p /etc/kubernetes/manifests /opt/cni && ln -s /usr/lib/cni /opt/cni/bin",
+    "ctr oci spec"
+    " | jq '.hooks.createContainer[.hooks.createContainer | length] |= . + "
+    "{\"path\": \"/kind/bin/mount-product-files.sh\"}'"
+    " | jq 'del(.process.rlimits)' > /etc/containerd/cri-base.json",
+))
+
+NODE_CONFIG = (
+    "ENV container=docker",
+    "STOPSIGNAL SIGRTMIN+3",
+    'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
+)
+
+
+def node_dockerfile(rootfs: str) -> str:
+    """The node stage: the rootfs plus kind's files, the binaries and kind's systemd set-up."""
+    return "\n".join((f"FROM {rootfs}", "COPY rootfs/ /", f"RUN {NODE_SETUP}", *NODE_CONFIG, ""))
+
+
+# What distroless/static gives upstream's images: a CA bundle, users and a writable /tmp.
+STATIC_BASE = {
+    "base/etc/passwd": (b"root:x:0:0:root:/root:/sbin/nologin\n"
+                        b"nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n", 0o644),
+    "base/etc/group": (b"root:x:0:\nnonroot:x:65532:\n", 0o644),
+    "base/tmp/": (b"", 0o1777),
+}
+
+
+def component_dockerfile(component: Component, rootfs: str) -> str:
+    """One component image: distroless-like from scratch, or on the rootfs when it needs iptables."""
+    lines = [f"FROM {rootfs}"] if component.on_rootfs else [
+        "FROM scratch",
+        f"COPY --from={rootfs} /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt",
+        "COPY base/ /",
+        "ENV PATH=/usr/local/bin:/usr/bin:/bin",
+    ]
+    lines.append(f"COPY {component.name} {component.path}")
+    if component.user:
+        lines.append(f"USER {component.user}")
+    if component.entrypoint:
+        lines.append(f"ENTRYPOINT {json.dumps(list(component.entrypoint))}")
+    return "\n".join(lines) + "\n"
+
+
+def rootfs_tag() -> str:
+    """The rootfs image's tag: the suite and a hash of the package list."""
+    digest = hashlib.sha256(" ".join((baseimage.SUITE, *NODE_PACKAGES)).encode()).hexdigest()
+    return f"{ROOTFS_REPOSITORY}:{baseimage.SUITE}-{digest[:12]}"
+
+
+def inputs_digest(files: dict[str, tuple[bytes, int]]) -> str:
+    """A hash of everything that decides the image's content: versions, packages, files, recipes."""
+    recipe = {
+        "versions": {
+            "kubernetes": binaries.KUBERNETES_VERSION, "kind": binaries.KIND_VERSION,
+            "etcd": ETCD_VERSION, "coredns": COREDNS_VERSION, "cri-tools": CRI_TOOLS_VERSION,
+            "pause": PAUSE_VERSION,
+        },
+        "rootfs": rootfs_tag(),
+        "node": node_dockerfile("rootfs"),
+        "components": [component_dockerfile(c, "rootfs") for c in components()],
+        "static-base": {name: [content.decode(), mode] for name, (content, mode) in STATIC_BASE.items()},
+        "files": {name: [hashlib.sha256(content).hexdigest(), mode]
+                  for name, (content, mode) in sorted(files.items())},
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def image_tag() -> str:
+    """The tag a build with today's inputs gets: `k8s-ml-lab/kind-node:v1.34.12-<inputs hash>`."""
+    digest = inputs_digest(node_files(kind_base_files()))
+    return f"{REPOSITORY}:v{binaries.KUBERNETES_VERSION}-{digest[:12]}"
+
+
+def docker_client() -> docker.DockerClient:
+    """A client for a Docker engine that answers, or a message on how to start one."""
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except DockerException as error:
+        raise NodeImageError(
+            f"the Docker daemon does not answer ({error.__class__.__name__}); start it (on Linux "
+            "`sudo systemctl start docker`, in this repo's CI `.ci/docker-engine start`)") from error
+    return client
+
+
+def _image_exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+    except ImageNotFound:
+        return False
+    return True
+
+
+@contextmanager
+def _build_lock() -> Iterator[None]:
+    """One node-image build at a time on this machine; a second caller waits for the first."""
+    binaries.cache_root().mkdir(parents=True, exist_ok=True)
+    with open(binaries.cache_root() / ".kind-node-image.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _remove_leftovers(client: docker.DockerClient, log: Log) -> None:
+    """Drop what an earlier build killed halfway left behind: its containers and staging tags."""
+    for container in client.containers.list(all=True, filters={"name": "k8s-ml-lab-preload-"}):
+        log(f"removing leftover build container {container.name}")
+        container.remove(force=True)
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith("k8s-ml-lab/staging-") or tag.startswith(f"{REPOSITORY}:staging-"):
+                log(f"removing leftover staging tag {tag}")
+                client.images.remove(tag)
+
+
+def pause_binary(log: Log = print) -> Path:
+    """Upstream's pause (build/pause/linux/pause.c in k8s.io/kubernetes), compiled static here."""
+    target = binaries.cache_root() / "bin" / f"pause-{PAUSE_VERSION}" / "pause"
+    if target.is_file():
+        return target
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise NodeImageError("a C compiler is needed for the pause program; "
+                             "`apt-get install gcc libc6-dev` (Debian) and retry")
+    source = go_module_dir("k8s.io/kubernetes", f"v{binaries.KUBERNETES_VERSION}") / "build/pause/linux/pause.c"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".pause.{uuid.uuid4().hex[:8]}")
+    log(f"compiling pause {PAUSE_VERSION} from {source}")
+    done = subprocess.run([compiler, "-Os", "-Wall", "-Werror", "-static", "-s",
+                           f"-DVERSION=v{PAUSE_VERSION}", "-o", str(partial), str(source)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise NodeImageError(f"compiling pause failed (static glibc: `apt-get install libc6-dev`):\n"
+                             f"{done.stderr.strip()}")
+    partial.replace(target)
+    return target
+
+
+def gather_binaries(log: Log = print) -> dict[str, Path]:
+    """Every binary the node and its images need, built from Go modules (or C, for pause) once."""
+    found = binaries.ensure([*NODE_BINARIES, *KUBERNETES_IMAGE_BINARIES], log=log)
+    for recipe in NODE_RECIPES.values():
+        folder = binaries.build(recipe, log=log)
+        found.update({name: folder / name for name in recipe.packages})
+    found["pause"] = pause_binary(log)
+    return found
+
+
+def check_kubeadm_images(kubeadm: Path) -> None:
+    """Fail early when kubeadm wants other images than this build preloads."""
+    done = subprocess.run([str(kubeadm), "config", "images", "list",
+                           "--kubernetes-version", f"v{binaries.KUBERNETES_VERSION}"],
+                          capture_output=True, text=True, check=False)
+    listed = tuple(done.stdout.split())
+    if done.returncode != 0 or listed != KUBEADM_IMAGES:
+        raise NodeImageError(
+            f"kubeadm lists {', '.join(listed) or done.stderr.strip()}, but this build makes "
+            f"{', '.join(KUBEADM_IMAGES)}; update the pins at the top of {__name__}")
+
+
+def _context(dockerfile: str, files: dict[str, tuple[bytes, int] | Path], into: Path) -> Path:
+    """A build context tarball: the Dockerfile plus files given as bytes or as paths on disk."""
+    archive = into / f"context-{uuid.uuid4().hex[:8]}.tar"
+    with tarfile.open(archive, "w") as tar:
+        entries: dict[str, tuple[bytes, int] | Path] = {"Dockerfile": (dockerfile.encode(), 0o644), **files}
+        for name, source in entries.items():
+            info = tarfile.TarInfo(name.rstrip("/"))
+            if isinstance(source, Path):
+                info.size, info.mode = source.stat().st_size, 0o755
+                with open(source, "rb") as stream:
+                    tar.addfile(info, stream)
+            elif name.endswith("/"):
+                info.type, info.mode = tarfile.DIRTYPE, source[1]
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(source[0]), source[1]
+                tar.addfile(info, io.BytesIO(source[0]))
+    return archive
+
+
+def docker_build(client: docker.DockerClient, context: Path, tag: str, bar: tqdm) -> None:
+    """`docker build` a context tarball as `tag`, its steps shown on the progress bar."""
+    tail: list[str] = []
+    with open(context, "rb") as stream:
+        for event in client.api.build(fileobj=stream, custom_context=True, tag=tag, rm=True,
+                                      forcerm=True, decode=True, pull=False):
+            if "error" in event:
+                raise NodeImageError(f"docker build of {tag} failed: {event['error'].strip()}\n"
+                                     + "\n".join(tail))
+            line = event.get("stream", "").strip()
+            if line:
+                tail = (tail + [line])[-15:]
+                if line.startswith("Step "):
+                    bar.set_postfix_str(f"{tag.rsplit('/', 1)[-1]}: {line[:60]}")
+
+
+def ensure_rootfs(client: docker.DockerClient, log: Log = print) -> str:
+    """The bookworm rootfs image the node and kube-proxy start from, debootstrapped once."""
+    tag = rootfs_tag()
+    if _image_exists(client, tag):
+        return tag
+    binaries.cache_root().mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="kind-node-rootfs-", dir=binaries.cache_root()))
+    try:
+        rootfs = baseimage.debootstrap(work / "rootfs", NODE_PACKAGES, log=log)
+        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for item in (rootfs / leftover).glob("*"):
+                if item.is_file():
+                    item.unlink()
+        baseimage.import_rootfs(
+            rootfs, tag, client=client, log=log,
+            check=("sh", "-c", "containerd --version && runc --version | head -n1 "
+                               "&& systemctl --version | head -n1 && ls /usr/lib/cni/ptp"))
+    finally:
+        baseimage._unmount_below(work)
+        shutil.rmtree(work, ignore_errors=True)
+    return tag
+
+
+def _run(container, command: list[str]) -> str:
+    """Run a command in the preload container; a failure raises with its output."""
+    code, output = container.exec_run(command)
+    text = output.decode(errors="replace").strip()
+    if code != 0:
+        raise NodeImageError(f"{' '.join(command)} failed in the build container (exit {code}):\n{text}")
+    return text
+
+
+def preload(client: docker.DockerClient, stage: str, images: dict[str, str], into: str,
+            work: Path, bar: tqdm) -> None:
+    """Import `images` (staging tag -> name kubeadm uses) into the node's containerd, commit `into`."""
+    saved = work / "preload"
+    saved.mkdir()
+    for number, staging in enumerate(images):
+        bar.set_postfix_str(f"docker save {images[staging]}")
+        with open(saved / f"{number}.tar", "wb") as stream:
+            for chunk in client.images.get(staging).save(named=True):
+                stream.write(chunk)
+    container = client.containers.run(
+        stage, entrypoint=["/usr/local/bin/containerd"], detach=True, privileged=True,
+        name=f"k8s-ml-lab-preload-{uuid.uuid4().hex[:8]}", tmpfs={"/run": "", "/tmp": ""},
+        volumes={str(saved): {"bind": "/preload", "mode": "ro"}})
+    try:
+        deadline = time.monotonic() + 60
+        while container.exec_run(["ctr", "version"]).exit_code != 0:
+            if time.monotonic() > deadline:
+                raise NodeImageError("containerd in the build container did not answer within 60 s:\n"
+                                     + container.logs(tail=20).decode(errors="replace"))
+            time.sleep(0.5)
+        for number, (staging, final) in enumerate(images.items()):
+            bar.set_postfix_str(f"ctr import {final}")
+            ctr = ["ctr", "--namespace=k8s.io", "images"]
+            _run(container, [*ctr, "import", "--all-platforms", "--no-unpack", f"/preload/{number}.tar"])
+            _run(container, [*ctr, "tag", "--force", f"docker.io/{staging}", final])
+            _run(container, [*ctr, "rm", f"docker.io/{staging}"])
+        present = set(_run(container, ["ctr", "--namespace=k8s.io", "images", "ls", "-q"]).split())
+        if present != set(images.values()):
+            raise NodeImageError(f"the node's containerd holds {sorted(present)}, "
+                                 f"expected {sorted(images.values())}")
+        container.stop(timeout=30)
+        repository, tag = baseimage.split_tag(into)
+        container.commit(repository=repository, tag=tag, changes=list(NODE_CONFIG))
+    finally:
+        container.remove(force=True)
+
+
+NODE_CHECK = ("sh", "-c", "kubelet --version && kubeadm version -o short && kubectl version --client "
+              "&& crictl --version && containerd --version && runc --version | head -n1 "
+              "&& test -x /opt/cni/bin/ptp && cat /kind/version")
+
+
+def build(force: bool = False, log: Log = print) -> NodeImage:
+    """Build the node image unless one with the same inputs exists; it is tagged only when whole."""
+    started = time.monotonic()
+    client = docker_client()
+    files = node_files(kind_base_files())
+    tag = f"{REPOSITORY}:v{binaries.KUBERNETES_VERSION}-{inputs_digest(files)[:12]}"
+    with _build_lock():
+        cached = not force and _image_exists(client, tag)
+        if not cached:
+            _remove_leftovers(client, log)
+            _build(client, files, tag, log)
+        image = client.images.get(tag)
+        image.tag(*baseimage.split_tag(ALIAS_TAG))
+    return NodeImage(tag=tag, alias=ALIAS_TAG, size_bytes=image.attrs["Size"],
+                     seconds=time.monotonic() - started, cached=cached)
+
+
+def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag: str, log: Log) -> None:
+    """Every step of a build; whatever fails or is interrupted, only staging tags are removed."""
+    build_id = uuid.uuid4().hex[:8]
+    stage, whole = f"{REPOSITORY}:staging-{build_id}", f"{REPOSITORY}:staging-{build_id}-whole"
+    made: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix="kind-node-build-", dir=binaries.cache_root()))
+    try:
+        with tqdm(total=6, desc="kind node image", unit="step") as bar:
+            bar.set_postfix_str("binaries")
+            paths = gather_binaries(log)
+            check_kubeadm_images(paths["kubeadm"])
+            bar.update()
+            bar.set_postfix_str("bookworm rootfs")
+            rootfs = ensure_rootfs(client, log)
+            bar.update()
+            preloaded = {}
+            for component in components():
+                staging = f"k8s-ml-lab/staging-{build_id}/{component.name}:{baseimage.split_tag(component.ref)[1]}"
+                extra = {} if component.on_rootfs else STATIC_BASE
+                context = _context(component_dockerfile(component, rootfs),
+                                   {component.name: paths[component.name], **extra}, work)
+                made.append(staging)
+                docker_build(client, context, staging, bar)
+                preloaded[staging] = component.ref
+            bar.update()
+            node_context = _context(node_dockerfile(rootfs), {
+                **{f"rootfs/{name}": entry for name, entry in files.items()},
+                **{f"rootfs/usr/bin/{name}": paths[name] for name in NODE_BINARIES},
+                "rootfs/usr/local/bin/crictl": paths["crictl"],
+            }, work)
+            made.append(stage)
+            docker_build(client, node_context, stage, bar)
+            bar.update()
+            made.append(whole)
+            preload(client, stage, preloaded, whole, work, bar)
+            bar.update()
+            bar.set_postfix_str("check")
+            report = client.containers.run(whole, entrypoint=list(NODE_CHECK), remove=True)
+            log("node image check: " + " | ".join(report.decode().split("\n")).strip(" |"))
+            client.images.get(whole).tag(*baseimage.split_tag(tag))
+            bar.update()
+    finally:
+        for staging in reversed(made):
+            try:
+                client.images.remove(staging)
+            except (ImageNotFound, NotFound):
+                pass
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,159 @@
+"""The lesson's kubectl steps as Python: apply, wait, scale, set image, rollout status and undo."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from kubernetes import client
+from tqdm.auto import tqdm
+
+from autograder.lab.cluster import Lab
+
+REVISION = "deployment.kubernetes.io/revision"
+
+
+class RolloutTimeout(TimeoutError):
+    """A Deployment did not reach the wanted state in time; the message says what it is stuck on."""
+
+
+def load_manifests(*paths: Path | str) -> list[dict]:
+    """Every YAML document in `paths`, in order, skipping empty ones."""
+    return [doc for path in paths for doc in yaml.safe_load_all(Path(path).read_text()) if doc]
+
+
+def apply(lab: Lab, documents: Iterable[dict]) -> list[str]:
+    """Create each Deployment or Service, or patch it when it exists, like `kubectl apply`."""
+    applied = []
+    for doc in documents:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind == "Deployment":
+            create, patch = lab.apps.create_namespaced_deployment, lab.apps.patch_namespaced_deployment
+        elif kind == "Service":
+            create, patch = lab.core.create_namespaced_service, lab.core.patch_namespaced_service
+        else:
+            raise ValueError(f"apply() handles Deployments and Services, not {kind} {name!r}")
+        try:
+            create(lab.namespace, doc)
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+            patch(name, lab.namespace, doc)
+        applied.append(f"{kind.lower()}/{name}")
+    return applied
+
+
+def rollout_state(deployment: client.V1Deployment) -> tuple[bool, str]:
+    """Whether a rollout is complete, judged as `kubectl rollout status` judges it."""
+    spec, status = deployment.spec, deployment.status
+    want = spec.replicas if spec.replicas is not None else 1
+    updated = status.updated_replicas or 0
+    total = status.replicas or 0
+    available = status.available_replicas or 0
+    if (status.observed_generation or 0) < deployment.metadata.generation:
+        return False, "waiting for the controller to see the new spec"
+    if updated < want:
+        return False, f"{updated} of {want} new replicas updated"
+    if total > updated:
+        return False, f"{total - updated} old replicas pending termination"
+    if available < updated:
+        return False, f"{available} of {updated} updated replicas available"
+    return True, f"{available}/{want} replicas ready and up to date"
+
+
+def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool = True) -> float:
+    """Block until the Deployment's rollout is complete; returns the seconds it took."""
+    started = time.monotonic()
+    with tqdm(desc=f"rollout {name}", unit="ready", disable=not progress, leave=False) as bar:
+        while True:
+            deployment = lab.apps.read_namespaced_deployment(name, lab.namespace)
+            done, message = rollout_state(deployment)
+            bar.total = deployment.spec.replicas
+            bar.n = deployment.status.ready_replicas or 0
+            bar.set_postfix_str(message)
+            if done:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise RolloutTimeout(f"deployment/{name} not rolled out after {timeout:.0f} s: {message}")
+            time.sleep(0.25)
+
+
+def scale(lab: Lab, name: str, replicas: int) -> None:
+    """`kubectl scale deployment NAME --replicas=N`."""
+    lab.apps.patch_namespaced_deployment_scale(name, lab.namespace, {"spec": {"replicas": replicas}})
+
+
+def set_image(lab: Lab, name: str, container: str, image: str) -> None:
+    """`kubectl set image deployment/NAME CONTAINER=IMAGE`: starts a rolling update."""
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
+    lab.apps.patch_namespaced_deployment(name, lab.namespace, patch)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One line of `kubectl rollout history`: a ReplicaSet the Deployment has owned."""
+
+    number: int
+    replica_set: str
+    images: tuple[str, ...]
+    ready: int
+
+
+def history(lab: Lab, name: str) -> list[Revision]:
+    """The Deployment's revisions, oldest first, read from its ReplicaSets."""
+    deployment = lab.apps.read_namespaced_deployment(name, lab.namespace)
+    revisions = [
+        Revision(
+            number=int((rs.metadata.annotations or {}).get(REVISION, 0)),
+            replica_set=rs.metadata.name,
+            images=tuple(c.image for c in rs.spec.template.spec.containers),
+            ready=rs.status.ready_replicas or 0,
+        )
+        for rs in _owned_replica_sets(lab, deployment)
+    ]
+    return sorted(revisions, key=lambda revision: revision.number)
+
+
+def _owned_replica_sets(lab: Lab, deployment: client.V1Deployment) -> list[client.V1ReplicaSet]:
+    selector = ",".join(f"{k}={v}" for k, v in deployment.spec.selector.match_labels.items())
+    return [
+        rs for rs in lab.apps.list_namespaced_replica_set(lab.namespace, label_selector=selector).items
+        if any(owner.uid == deployment.metadata.uid for owner in rs.metadata.owner_references or [])
+    ]
+
+
+def rollback(lab: Lab, name: str, to_revision: int | None = None) -> int:
+    """`kubectl rollout undo`: put an earlier revision's pod template back; returns its number.
+
+    The Deployment API has no undo call; kubectl copies the old ReplicaSet's template into the
+    Deployment, and the controller then gives that template the next revision number.
+    """
+    deployment = lab.apps.read_namespaced_deployment(name, lab.namespace)
+    current = int((deployment.metadata.annotations or {}).get(REVISION, 0))
+    by_number = {int((rs.metadata.annotations or {}).get(REVISION, 0)): rs
+                 for rs in _owned_replica_sets(lab, deployment)}
+    earlier = [number for number in by_number if number < current]
+    target = to_revision if to_revision is not None else max(earlier, default=None)
+    if target is None or target not in by_number or target == current:
+        raise ValueError(f"deployment/{name} has no earlier revision to roll back to "
+                         f"(current {current}, known {sorted(by_number)})")
+    template = lab.api.sanitize_for_serialization(by_number[target].spec.template)
+    template["metadata"]["labels"].pop("pod-template-hash", None)
+    replace = [{"op": "replace", "path": "/spec/template", "value": template}]
+    lab.apps.patch_namespaced_deployment(name, lab.namespace, replace)
+    return target
+
+
+def delete_by_label(lab: Lab, selector: str) -> list[str]:
+    """`kubectl delete deployment,service -l SELECTOR`: the lesson's cleanup step."""
+    deleted = []
+    for deployment in lab.apps.list_namespaced_deployment(lab.namespace, label_selector=selector).items:
+        lab.apps.delete_namespaced_deployment(deployment.metadata.name, lab.namespace)
+        deleted.append(f"deployment/{deployment.metadata.name}")
+    for service in lab.core.list_namespaced_service(lab.namespace, label_selector=selector).items:
+        lab.core.delete_namespaced_service(service.metadata.name, lab.namespace)
+        deleted.append(f"service/{service.metadata.name}")
+    return deleted

@@ -1,0 +1,5 @@
+"""The reference model server (app.py, requirements.txt, Dockerfile) the notebooks and tests build."""
+
+from pathlib import Path
+
+SOURCE = Path(__file__).resolve().parent

@@ -1,0 +1,110 @@
+"""Binary resolution order, version vetting, and atomic, interruptible builds."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from autograder.lab import binaries
+from autograder.lab.binaries import GoRecipe
+
+GO_DIR = Path(shutil.which("go") or "/usr/local/go/bin/go").parent
+
+
+def fake_binary(folder: Path, name: str, version_line: str = "") -> Path:
+    """An executable script that prints a version line, like the real tools do."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(f"#!/bin/sh\necho '{version_line}'\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache, no $LAB_BIN_DIR and a PATH holding only the shell."""
+    monkeypatch.setenv(binaries.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(binaries.BIN_DIR_ENV, raising=False)
+    monkeypatch.setenv("PATH", "/bin")
+    return tmp_path
+
+
+def test_env_dir_wins_over_path_and_cache(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_kwok = fake_binary(isolated / "envdir", "kwok")
+    path_kwok = fake_binary(isolated / "pathdir", "kwok")
+    fake_binary(binaries.cache_dir(binaries.RECIPES["kwok"]), "kwok")
+    monkeypatch.setenv(binaries.BIN_DIR_ENV, str(isolated / "envdir"))
+    monkeypatch.setenv("PATH", f"{isolated / 'pathdir'}:/bin")
+    assert binaries.find("kwok") == env_kwok
+    monkeypatch.delenv(binaries.BIN_DIR_ENV)
+    assert binaries.find("kwok") == path_kwok
+
+
+def test_cache_is_last_before_building(isolated: Path) -> None:
+    cached = fake_binary(binaries.cache_dir(binaries.RECIPES["kind"]), "kind")
+    assert binaries.find("kind") == cached
+
+
+def test_kubernetes_binaries_outside_the_version_skew_are_passed_over(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_binary(isolated / "old", "kubectl", "Client Version: v1.29.3")
+    good = fake_binary(isolated / "new", "kubectl", "Client Version: v1.33.1")
+    monkeypatch.setenv("PATH", f"{isolated / 'old'}:{isolated / 'new'}:/bin")
+    assert binaries.find("kubectl") == good
+
+
+def test_missing_everything_without_go_says_how_to_get_them(isolated: Path) -> None:
+    with pytest.raises(binaries.BinaryNotFound) as raised:
+        binaries.ensure(["kwokctl", "etcd"])
+    message = str(raised.value)
+    assert "kwokctl, etcd" in message
+    assert "environment.yml" in message and binaries.BIN_DIR_ENV in message and "LAB_CLUSTER=kind" in message
+
+
+def test_unknown_binary_is_named() -> None:
+    with pytest.raises(KeyError, match="known: "):
+        binaries.find("kubefoo")
+
+
+def test_wrapper_module_replaces_every_staging_module() -> None:
+    go_mod = binaries.RECIPES["kubernetes"].go_mod()
+    assert "require k8s.io/kubernetes v1.34.12" in go_mod
+    assert "godebug default=go1.24" in go_mod
+    for module in ("api", "client-go", "kubelet", "pod-security-admission"):
+        assert f"replace k8s.io/{module} => k8s.io/{module} v0.34.12" in go_mod
+
+
+def test_version_stamp_covers_both_version_packages() -> None:
+    flags = " ".join(binaries.RECIPES["kubernetes"].ldflags)
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        assert f"{package}.gitVersion=v1.34.12" in flags and f"{package}.gitMinor=34" in flags
+
+
+BROKEN = GoRecipe(name="broken", version="0.0.1",
+                  requires={"k8s.io/kubernetes": "v0.0.0-does-not-exist"},
+                  packages={"nothing": "k8s.io/kubernetes/cmd/nothing"})
+
+
+def test_failed_build_leaves_no_binary_and_no_partial(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", f"{GO_DIR}:/bin")
+    with pytest.raises(RuntimeError, match="could not resolve"):
+        binaries.build(BROKEN, log=lambda _: None)
+    folder = binaries.cache_dir(BROKEN).parent
+    assert not binaries.cache_dir(BROKEN).exists()
+    assert not list(folder.glob(".broken-0.0.1.partial-*"))
+
+
+def test_interrupted_build_leaves_nothing_half_made(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(recipe: GoRecipe, staging: Path, log: object) -> None:
+        (staging / "bin").mkdir()
+        (staging / "bin" / "nothing").write_text("half a binary")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(binaries, "_go_build", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        binaries.build(BROKEN, log=lambda _: None)
+    assert not binaries.cache_dir(BROKEN).exists()
+    assert not list(binaries.cache_dir(BROKEN).parent.glob(".broken-0.0.1.partial-*"))
