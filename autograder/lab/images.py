@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
-import requests
 from docker.errors import APIError, ImageNotFound
 from docker.models.containers import Container
 from kubernetes import client as k8s
 from tqdm.auto import tqdm
 
-from autograder.lab import baseimage, binaries, ports, traffic
+from autograder.lab import baseimage, binaries, ports, probe, traffic
 from autograder.lab.cluster import Lab
 from autograder.lab.kind import docker_unreachable_reason
 from autograder.lab.provider import CLUSTER_NAME, Log, run
@@ -142,24 +141,10 @@ class LocalServer:
     seconds_to_healthy: float
 
     def predict(self, features: Sequence[float]) -> dict:
-        return predict(self.url, features)
+        return probe.predict(self.url, features)
 
     def health(self) -> dict:
-        return health(self.url)
-
-
-def predict(url: str, features: Sequence[float]) -> dict:
-    """POST /predict with the features, as the lesson's curl does; returns the JSON answer."""
-    answer = requests.post(f"{url}/predict", json={"features": list(features)}, timeout=10)
-    answer.raise_for_status()
-    return answer.json()
-
-
-def health(url: str) -> dict:
-    """GET /health."""
-    answer = requests.get(f"{url}/health", timeout=10)
-    answer.raise_for_status()
-    return answer.json()
+        return probe.health(self.url)
 
 
 def _port_holder(client: docker.DockerClient, port: int) -> str | None:

@@ -1,0 +1,388 @@
+"""Traffic to simulated pods: `kubectl port-forward` on the practice cluster reaches the student's app.
+
+kwok plays every kubelet. For a port-forward it dials whatever the PortForward object with the
+pod's name and namespace names. The router keeps one local model-server process per image the
+pods run (started from that image's app, with its MODEL_VERSION) and one PortForward per pod
+pointing at the process for that pod's image. New pods from `set image` or `rollout undo` get
+their own target, so an answer always carries the version of the image the serving pod runs.
+
+The router runs as a background process (`python -m autograder.lab.traffic --context C`) so a
+terminal's `kubectl port-forward` works too. It stops its model servers when it stops, and it
+stops by itself once the cluster is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client, watch
+from urllib3.exceptions import HTTPError
+
+from autograder.lab import binaries, kubeconfig, ports, probe
+from autograder.lab.cluster import Lab
+from autograder.lab.provider import Log
+
+CATALOG_NAMESPACE = "kube-system"
+CATALOG_NAME = "lab-images"
+CATALOG_KEY = "images.json"
+KWOK = ("kwok.x-k8s.io", "v1alpha1")
+MANAGED_BY = {"app.kubernetes.io/managed-by": "k8s-ml-lab-traffic"}
+GONE_AFTER = 30.0
+PR_SET_PDEATHSIG = 1
+
+
+def state_dir(context: str) -> Path:
+    """Where the router keeps its lock, pid and logs for one cluster context."""
+    path = binaries.cache_root() / "traffic" / context
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def snapshot_dir(tag: str) -> Path:
+    """Where an image's app is copied, so rebuilding v2 never changes what v1 serves."""
+    return binaries.cache_root() / "practice-images" / re.sub(r"[^A-Za-z0-9_.-]", "_", tag)
+
+
+def catalog(core: client.CoreV1Api) -> dict[str, dict]:
+    """The images loaded into the practice cluster: tag -> {"app": folder, "env": {...}}."""
+    try:
+        config_map = core.read_namespaced_config_map(CATALOG_NAME, CATALOG_NAMESPACE)
+    except client.ApiException as error:
+        if error.status == 404:
+            return {}
+        raise
+    return json.loads((config_map.data or {}).get(CATALOG_KEY, "{}"))
+
+
+def register_image(lab: Lab, tag: str, app: Path, env: dict[str, str]) -> None:
+    """Record that the cluster holds `tag` and which app and environment it serves."""
+    entry = {"app": str(app), "env": env, "loaded": time.time()}
+    for _ in range(10):
+        try:
+            current = lab.core.read_namespaced_config_map(CATALOG_NAME, CATALOG_NAMESPACE)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            body = client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=CATALOG_NAME, labels=MANAGED_BY),
+                data={CATALOG_KEY: json.dumps({tag: entry})})
+            try:
+                lab.core.create_namespaced_config_map(CATALOG_NAMESPACE, body)
+                return
+            except client.ApiException as race:
+                if race.status != 409:
+                    raise
+                continue
+        images = json.loads((current.data or {}).get(CATALOG_KEY, "{}"))
+        images[tag] = entry
+        current.data = {CATALOG_KEY: json.dumps(images, sort_keys=True)}
+        try:
+            lab.core.replace_namespaced_config_map(CATALOG_NAME, CATALOG_NAMESPACE, current)
+            return
+        except client.ApiException as error:
+            if error.status != 409:  # someone else changed it in between: read again
+                raise
+    raise RuntimeError(f"could not record {tag} in {CATALOG_NAMESPACE}/{CATALOG_NAME}: too many conflicts")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to stop a model server when its router dies, however it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Backend:
+    """One model-server process serving one image's app on a loopback port."""
+
+    tag: str
+    entry: dict
+    port: int
+    process: subprocess.Popen
+
+    @classmethod
+    def start(cls, tag: str, entry: dict, log_dir: Path) -> Backend:
+        port = ports.free_port()
+        app = Path(entry["app"])
+        log_file = (log_dir / f"{snapshot_dir(tag).name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "app.py", "run", "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=app, env={**os.environ, **entry["env"], "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent)
+        log_file.close()
+        backend = cls(tag=tag, entry=entry, port=port, process=process)
+        try:
+            ports.wait_http(f"http://127.0.0.1:{port}/health", 30, alive=lambda: process.poll() is None)
+        except (RuntimeError, TimeoutError):
+            backend.stop()
+            raise
+        return backend
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Router:
+    """Keeps model servers and PortForward objects in step with the pods of the cluster."""
+
+    def __init__(self, api: client.ApiClient, log_dir: Path) -> None:
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.log_dir = log_dir
+        self.backends: dict[str, Backend] = {}
+        self.failed: dict[str, dict] = {}
+
+    def reconcile(self) -> str:
+        """One pass: start/stop model servers, create/replace PortForwards; returns the pods' version."""
+        images = catalog(self.core)
+        pods = self.core.list_pod_for_all_namespaces()
+        serving = [pod for pod in pods.items if _serving(pod) and _images(pod) & images.keys()]
+        for tag in {tag for pod in serving for tag in _images(pod)} & images.keys():
+            self._ensure_backend(tag, images[tag])
+        for pod in serving:
+            forwards = _forwards(pod, self.backends)
+            if forwards:
+                self._ensure_port_forward(pod, forwards)
+        in_use = {tag for pod in serving for tag in _images(pod)}
+        for tag in [tag for tag in self.backends if tag not in in_use]:
+            self.backends.pop(tag).stop()
+        return pods.metadata.resource_version
+
+    def _ensure_backend(self, tag: str, entry: dict) -> None:
+        backend = self.backends.get(tag)
+        if backend and backend.entry == entry and backend.process.poll() is None:
+            return
+        if self.failed.get(tag) == entry:
+            return  # this app already failed to start; wait for a new load of the image
+        if backend:
+            self.backends.pop(tag).stop()
+        try:
+            self.backends[tag] = Backend.start(tag, entry, self.log_dir)
+            self.failed.pop(tag, None)
+        except (RuntimeError, TimeoutError, OSError) as error:
+            self.failed[tag] = entry
+            print(f"model server for {tag} did not start: {error}", flush=True)
+
+    def _ensure_port_forward(self, pod: client.V1Pod, forwards: list[dict]) -> None:
+        name, namespace = pod.metadata.name, pod.metadata.namespace
+        body = {
+            "apiVersion": "/".join(KWOK), "kind": "PortForward",
+            "metadata": {"name": name, "namespace": namespace, "labels": MANAGED_BY,
+                         # The garbage collector deletes it with its pod.
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name,
+                                              "uid": pod.metadata.uid}]},
+            "spec": {"forwards": forwards},
+        }
+        try:
+            current = self.custom.get_namespaced_custom_object(*KWOK, namespace, "portforwards", name)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            self.custom.create_namespaced_custom_object(*KWOK, namespace, "portforwards", body)
+            return
+        if current.get("spec") != body["spec"]:
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            self.custom.replace_namespaced_custom_object(*KWOK, namespace, "portforwards", name, body)
+
+    def close(self) -> None:
+        for backend in self.backends.values():
+            backend.stop()
+        self.backends.clear()
+
+
+def _serving(pod: client.V1Pod) -> bool:
+    return bool(pod.spec.node_name) and pod.metadata.deletion_timestamp is None \
+        and pod.status.phase == "Running"
+
+
+def _images(pod: client.V1Pod) -> set[str]:
+    return {container.image for container in pod.spec.containers}
+
+
+def _forwards(pod: client.V1Pod, backends: dict[str, Backend]) -> list[dict]:
+    """kwok forward rules: each container's ports go to the model server of that container's image."""
+    forwards: list[dict] = []
+    for container in pod.spec.containers:
+        backend = backends.get(container.image)
+        if backend is None:
+            continue
+        target = {"address": "127.0.0.1", "port": backend.port}
+        declared = [port.container_port for port in container.ports or []]
+        forwards.append({"ports": declared, "target": target} if declared else {"target": target})
+    return forwards
+
+
+def serve(context: str) -> int:
+    """The router's main loop: reconcile after every pod change, exit when the cluster is gone."""
+    directory = state_dir(context)
+    lock = (directory / "router.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("another router already serves this cluster", flush=True)
+        return 0
+    router = Router(kubeconfig.api_client(context), directory)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    last_answer = time.monotonic()
+    try:
+        while time.monotonic() - last_answer < GONE_AFTER:
+            try:
+                version = router.reconcile()
+                (directory / "router.pid").write_text(str(os.getpid()))
+                last_answer = time.monotonic()
+                for _ in watch.Watch().stream(router.core.list_pod_for_all_namespaces,
+                                              resource_version=version, timeout_seconds=2):
+                    break
+            except (client.ApiException, HTTPError, OSError) as error:
+                print(f"cluster did not answer: {error}", flush=True)
+                time.sleep(1)
+        print(f"cluster {context} gone for {GONE_AFTER:.0f} s; stopping", flush=True)
+        return 0
+    finally:
+        router.close()
+        (directory / "router.pid").unlink(missing_ok=True)
+
+
+def _router_pid(context: str) -> int | None:
+    """The pid of the router serving `context`, when one runs."""
+    pidfile = state_dir(context) / "router.pid"
+    try:
+        pid = int(pidfile.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if b"autograder.lab.traffic" in cmdline else None
+
+
+def ensure_router(lab: Lab, log: Log = print, timeout: float = 30) -> int:
+    """Start the router for this practice cluster unless one runs; returns its pid."""
+    pid = _router_pid(lab.context)
+    if pid:
+        return pid
+    directory = state_dir(lab.context)
+    with (directory / "router.log").open("ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "autograder.lab.traffic", "--context", lab.context],
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while (pid := _router_pid(lab.context)) is None:
+        if process.poll() is not None and process.returncode != 0 or time.monotonic() > deadline:
+            tail = (directory / "router.log").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"the traffic router did not start; its log ({directory / 'router.log'}):\n{tail}")
+        time.sleep(0.2)
+    log(f"traffic router running (pid {pid}, log {directory / 'router.log'})")
+    return pid
+
+
+def stop_router(context: str, timeout: float = 15) -> bool:
+    """Stop the router (and its model servers) for `context`; False when none ran."""
+    pid = _router_pid(context)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return True
+
+
+def wait_routed(lab: Lab, selector: str, timeout: float = 30) -> None:
+    """Block until every serving pod behind `selector` has its PortForward, so traffic can flow."""
+    custom = client.CustomObjectsApi(lab.api)
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = [pod for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
+                if _serving(pod)]
+        routed = {item["metadata"]["name"] for item in custom.list_namespaced_custom_object(
+            *KWOK, lab.namespace, "portforwards")["items"]}
+        missing = [pod.metadata.name for pod in pods if pod.metadata.name not in routed]
+        if pods and not missing:
+            return
+        if time.monotonic() > deadline:
+            known = ", ".join(catalog(lab.core)) or "none"
+            raise TimeoutError(
+                f"no route to pods {missing or '(none running)'} after {timeout:.0f} s: their image "
+                f"must be loaded into the cluster first (images.load_into_cluster); loaded: {known}; "
+                f"router log: {state_dir(lab.context) / 'router.log'}")
+        time.sleep(0.2)
+
+
+@dataclass
+class Forward:
+    """A running port-forward: the local URL that reaches the Service."""
+
+    url: str
+    local_port: int
+
+    def predict(self, features: Sequence[float]) -> dict:
+        return probe.predict(self.url, features)
+
+    def health(self) -> dict:
+        return probe.health(self.url)
+
+
+@contextmanager
+def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | None = None,
+                 timeout: float = 30) -> Iterator[Forward]:
+    """`kubectl port-forward service/NAME LOCAL:PORT` for the block's duration, on any cluster.
+
+    kubectl, not the Python client: the client only forwards to a named pod through a socket
+    object, while kubectl resolves the Service to a ready pod and listens on a local port,
+    which is what the lesson teaches and what curl or a browser can use.
+    """
+    spec = lab.core.read_namespaced_service(service, lab.namespace).spec
+    selector = ",".join(f"{key}={value}" for key, value in (spec.selector or {}).items())
+    if lab.provider == "practice":
+        ensure_router(lab)
+        wait_routed(lab, selector, timeout)
+    local_port = ports.free_port() if local_port is None else local_port
+    ports.require_free(local_port)
+    kubectl = binaries.ensure(["kubectl"])["kubectl"]
+    process = subprocess.Popen(
+        [str(kubectl), "--context", lab.context, "-n", lab.namespace, "port-forward",
+         f"service/{service}", f"{local_port}:{spec.ports[0].port}", "--address", "127.0.0.1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        if not first.startswith("Forwarding from"):
+            process.wait(5)
+            raise RuntimeError(f"kubectl port-forward service/{service} failed: "
+                               f"{(first + process.stderr.read()).strip()}")
+        yield Forward(url=f"http://127.0.0.1:{local_port}", local_port=local_port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autograder.lab.traffic", description=__doc__)
+    parser.add_argument("--context", required=True, help="the practice cluster's kubeconfig context")
+    return serve(parser.parse_args(argv).context)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
