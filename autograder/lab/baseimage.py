@@ -52,18 +52,18 @@ class BaseImageError(RuntimeError):
     """The stand-in image could not be made; the message says why and what to do next."""
 
 
-def debian_mirror(suite: str = SUITE) -> str:
+def debian_mirror(suite: str = SUITE, apt_dir: Path = APT_SOURCES) -> str:
     """The Debian archive this host's apt uses for `suite` (or $LAB_DEBIAN_MIRROR)."""
     if os.environ.get(MIRROR_ENV):
         return os.environ[MIRROR_ENV]
-    for uri, suites in _apt_sources(APT_SOURCES):
+    for uri, suites in apt_sources(apt_dir):
         if suite in suites:
             return uri
-    raise BaseImageError(f"no apt source for Debian {suite} in {APT_SOURCES}/sources.list(.d); "
+    raise BaseImageError(f"no apt source for Debian {suite} in {apt_dir}/sources.list(.d); "
                          f"set {MIRROR_ENV}=http://<a Debian mirror>/debian")
 
 
-def _apt_sources(apt_dir: Path) -> Iterable[tuple[str, list[str]]]:
+def apt_sources(apt_dir: Path) -> Iterable[tuple[str, list[str]]]:
     """(URI, suites) of every enabled `deb` source, one-line or deb822 format."""
     one_line = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
     for path in one_line:

@@ -22,6 +22,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,10 @@ KWOK = ("kwok.x-k8s.io", "v1alpha1")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "k8s-ml-lab-traffic"}
 GONE_AFTER = 30.0
 PR_SET_PDEATHSIG = 1
+
+
+class ImageNotLoaded(RuntimeError):
+    """Pods run an image the practice cluster never received; the message says how to load it."""
 
 
 def state_dir(context: str) -> Path:
@@ -312,17 +317,21 @@ def wait_routed(lab: Lab, selector: str, timeout: float = 30) -> None:
     while True:
         pods = [pod for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
                 if _serving(pod)]
+        unloaded = sorted({image for pod in pods for image in _images(pod)} - catalog(lab.core).keys())
+        if unloaded:
+            raise ImageNotLoaded(
+                f"the pods behind {selector} run {', '.join(unloaded)}, which was never loaded into "
+                "the practice cluster (a real kubelet would report ErrImageNeverPull): run "
+                "images.load_into_cluster(lab, TAG) first")
         routed = {item["metadata"]["name"] for item in custom.list_namespaced_custom_object(
             *KWOK, lab.namespace, "portforwards")["items"]}
         missing = [pod.metadata.name for pod in pods if pod.metadata.name not in routed]
         if pods and not missing:
             return
         if time.monotonic() > deadline:
-            known = ", ".join(catalog(lab.core)) or "none"
             raise TimeoutError(
-                f"no route to pods {missing or '(none running)'} after {timeout:.0f} s: their image "
-                f"must be loaded into the cluster first (images.load_into_cluster); loaded: {known}; "
-                f"router log: {state_dir(lab.context) / 'router.log'}")
+                f"no route to pods {missing or '(none running)'} behind {selector} after "
+                f"{timeout:.0f} s; the router's log says why: {state_dir(lab.context) / 'router.log'}")
         time.sleep(0.2)
 
 
@@ -368,6 +377,9 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
             process.wait(5)
             raise RuntimeError(f"kubectl port-forward service/{service} failed: "
                                f"{(first + process.stderr.read()).strip()}")
+        # kubectl prints a line per connection: keep reading so its pipes never fill up.
+        for pipe in (process.stdout, process.stderr):
+            threading.Thread(target=pipe.read, daemon=True).start()
         yield Forward(url=f"http://127.0.0.1:{local_port}", local_port=local_port)
     finally:
         process.terminate()
