@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -60,6 +61,14 @@ def run(target: str, provider_name: str = "practice") -> int:
     """Print one benchmark's figures as `name: value` lines (medians of several runs)."""
     if target == "cluster" and provider_name == "practice":
         figures = bench_cluster()
+    elif target == "image":
+        from autograder.bench_image import IMAGE_ERRORS, bench_image
+
+        try:
+            figures = bench_image()
+        except IMAGE_ERRORS as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     else:
         raise ValueError(f"no benchmark for {target} on {provider_name}")
     width = max(len(name) for name in figures)

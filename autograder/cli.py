@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     found.set_defaults(handler=_binaries)
 
     bench = commands.add_parser("bench", help="print timing and memory figures")
-    bench.add_argument("target", choices=["cluster"])
+    bench.add_argument("target", choices=["cluster", "image"])
     bench.add_argument("--provider", choices=list(PROVIDERS), default="practice")
     bench.set_defaults(handler=_bench)
 
