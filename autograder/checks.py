@@ -312,8 +312,8 @@ def rolled_back(lab: LabLike, name: str, image: str, replaced: str) -> str:
 
 
 @_check
-def namespace_clean(lab: LabLike, selector: str) -> str:
-    """No Deployment, ReplicaSet, Pod or Service with the label `selector` is left."""
+def namespace_clean(lab: LabLike, selector: str, deployed: str | None = None) -> str:
+    """Nothing labelled `selector` is left (and, if `deployed` is named, that Deployment once ran here)."""
     ns = lab.namespace
     left = [f"deployment/{d.metadata.name}" for d in
             lab.apps.list_namespaced_deployment(ns, label_selector=selector).items]
@@ -327,6 +327,9 @@ def namespace_clean(lab: LabLike, selector: str) -> str:
         shown = ", ".join(left[:6]) + (f" and {len(left) - 6} more" if len(left) > 6 else "")
         raise _Failed(f"still present with label {selector}: {shown}; delete them with "
                       f"`kubectl delete deployment,service -l {selector}` (pods go with their Deployment)")
+    if deployed is not None and not scaling_events(lab, deployed):
+        raise _Failed(f"nothing labelled {selector} is here, but the cluster has no record of "
+                      f"deployment/{deployed} ever running in namespace {ns!r}: deploy it before cleaning up")
     return f"nothing labelled {selector} is left in namespace {ns!r}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from autograder import MANIFESTS, checks
 from autograder.checks import CheckResult
 from autograder.lab import workloads
@@ -54,6 +55,8 @@ def _lesson_manifests() -> list[dict]:
 def test_checks_follow_the_lesson_from_start_to_cleanup(lab) -> None:
     assert "does not exist" in checks.deployment_ready(lab, "ml-api", replicas=3).message
     assert not checks.scaled_to(lab, "ml-api", 5)
+    assert checks.namespace_clean(lab, "app=ml-api")
+    assert "no record of deployment/ml-api" in checks.namespace_clean(lab, "app=ml-api", deployed="ml-api").message
 
     workloads.apply(lab, _lesson_manifests())
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
@@ -81,7 +84,7 @@ def test_checks_follow_the_lesson_from_start_to_cleanup(lab) -> None:
     assert "runs 'ml-api:v1'" in checks.rolled_out(lab, "ml-api", "ml-api:v2").message
 
     workloads.delete_by_label(lab, "app=ml-api")
-    checks.eventually(checks.namespace_clean, lab, "app=ml-api", timeout=60).assert_passed()
+    checks.eventually(checks.namespace_clean, lab, "app=ml-api", deployed="ml-api", timeout=60).assert_passed()
 
 
 @pytest.mark.cluster

@@ -82,15 +82,15 @@ def _call_of(node: ast.Call) -> CheckCall | None:
 def check_calls(source: str) -> list[CheckCall]:
     """Every check call in a cell's source, in order (IPython magics allowed)."""
     tree = ast.parse(TransformerManager().transform_cell(source))
-    calls: list[CheckCall] = []
+    found: list[tuple[tuple[int, int], CheckCall]] = []
     claimed: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and id(node) not in claimed:
             call = _call_of(node)
             if call is not None:
-                calls.append(call)
+                found.append(((node.lineno, node.col_offset), call))
                 claimed.update(id(inner) for inner in ast.walk(node) if inner is not node)
-    return calls
+    return [call for _, call in sorted(found, key=lambda item: item[0])]
 
 
 @dataclass
