@@ -1,0 +1,172 @@
+"""The lesson's data and reference logic: figures as the lesson states them, edge cases handled."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from matplotlib.figure import Figure
+
+from autograder.lesson import ecosystem, platforms, scenarios
+from autograder.lesson.platforms import (CLOUD_NATIVE, COMPOSE, CONTAINERIZE_FIRST, KUBERNETES,
+                                         MATRIX, PLATFORMS, SWARM, Workload)
+
+
+def test_four_scenarios_and_seven_capabilities():
+    assert [s.name for s in scenarios.SCENARIOS] == ["Scaling", "Reliability", "Updates",
+                                                     "Resource management"]
+    assert len(scenarios.CORE_CAPABILITIES) == 7
+    assert len(scenarios.WITHOUT_ORCHESTRATION) == 5
+    assert [m.year for m in scenarios.HISTORY] == [None, 2014, 2015]
+
+
+def test_cases_carry_the_lessons_figures():
+    labels = {(c.company, f.label) for c in scenarios.CASES for f in c.figures}
+    assert labels >= {("Uber", "1,000+"), ("Uber", "95%"), ("Spotify", "200+"), ("Spotify", "3x"),
+                      ("Spotify", "70%"), ("Airbnb", "500+"), ("Airbnb", "10+"),
+                      ("OpenAI", "thousands")}
+    assert scenarios.case(" SPOTIFY ").platform == "ML feature platform"
+
+
+def test_unknown_case_lists_the_known_ones():
+    with pytest.raises(KeyError, match="Uber, Spotify, OpenAI, Airbnb"):
+        scenarios.case("Netflix")
+
+
+@pytest.mark.parametrize("load, capacity, utilization, expected", [
+    (10_000, 200, 1.0, 50), (100, 200, 1.0, 1), (0, 200, 1.0, 1), (200, 200, 1.0, 1),
+    (201, 200, 1.0, 2), (10_000, 200, 0.7, 72), (10_000, 200, 0.5, 100), (0.3, 0.1, 1.0, 3),
+    (0.7, 0.1, 1.0, 7), (1_000_000, 200, 1.0, 5000),
+])
+def test_replicas_needed(load, capacity, utilization, expected):
+    assert scenarios.replicas_needed(load, capacity, utilization) == expected
+
+
+@pytest.mark.parametrize("args", [(-1, 200), (100, 0), (100, -1), (100, 200, 0), (100, 200, 1.01)])
+def test_replicas_needed_rejects_bad_input(args):
+    with pytest.raises(ValueError):
+        scenarios.replicas_needed(*args)
+
+
+def test_spike_figures_agree_with_each_other():
+    assert scenarios.implied_capacity_per_replica() == 200
+    per_server = scenarios.spread(scenarios.SPIKE_EXTRA_CONTAINERS, scenarios.SPIKE_SERVERS)
+    assert per_server == [5] * 10 and max(per_server) == scenarios.CRASHED_SERVER_CONTAINERS
+    assert scenarios.spread(7, 3) == [3, 2, 2]
+    with pytest.raises(ValueError):
+        scenarios.spread(5, 0)
+
+
+def test_spike_profile_goes_from_base_to_peak_and_back():
+    loads = [rps for _, rps in scenarios.spike_profile()]
+    assert loads[0] == loads[-1] == 100 and max(loads) == 10_000 and len(loads) == 61
+
+
+def test_plots_are_figures():
+    assert isinstance(scenarios.plot_cases(), Figure)
+    assert isinstance(scenarios.plot_spike(200, 0.7), Figure)
+    assert isinstance(platforms.plot_matrix(), Figure)
+
+
+def test_plot_spike_uses_the_function_it_is_given():
+    calls = []
+    scenarios.plot_spike(200, replicas=lambda *args: calls.append(args) or 1)
+    assert len(calls) == 61
+
+
+def test_matrix_is_the_lessons():
+    assert list(MATRIX) == ["Multi-host", "Auto-healing", "Load balancing", "GPU support",
+                            "Ecosystem", "Learning curve", "ML use cases", "Cost (managed)"]
+    assert MATRIX["GPU support"] == {COMPOSE: "Manual", SWARM: "Manual", KUBERNETES: "Native",
+                                     CLOUD_NATIVE: "Limited"}
+    assert MATRIX["Cost (managed)"][KUBERNETES] == "Free (self-hosted)"
+    assert all(set(row) == set(PLATFORMS) for row in MATRIX.values())
+
+
+def test_every_rating_has_a_score():
+    table = platforms.score_table()
+    assert len(table) == 8 and all(len(row) == 4 and all(0 <= s <= 3 for s in row) for row in table)
+
+
+def test_rating_names_the_valid_choices():
+    assert platforms.rating("Learning curve", KUBERNETES) == "Steep"
+    with pytest.raises(KeyError, match="Multi-host"):
+        platforms.rating("Speed", KUBERNETES)
+    with pytest.raises(KeyError, match="Docker Swarm"):
+        platforms.rating("Multi-host", "Nomad")
+
+
+@pytest.mark.parametrize("answers, expected", [
+    ((False, False, False, False), CONTAINERIZE_FIRST),
+    ((False, True, True, True), CONTAINERIZE_FIRST),
+    ((True, False, False, False), COMPOSE),
+    ((True, False, True, True), COMPOSE),
+    ((True, True, True, False), CLOUD_NATIVE),
+    ((True, True, False, False), KUBERNETES),
+    ((True, True, False, True), KUBERNETES),
+    ((True, True, True, True), KUBERNETES),
+])
+def test_decision_framework(answers, expected):
+    assert platforms.choose_platform(*answers) == expected
+
+
+def test_decision_framework_covers_every_answer_with_a_known_platform():
+    outcomes = {platforms.choose_platform(*a) for a in itertools.product([True, False], repeat=4)}
+    assert outcomes == {CONTAINERIZE_FIRST, COMPOSE, CLOUD_NATIVE, KUBERNETES}
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0, None, 1.0])
+@pytest.mark.parametrize("position", range(4))
+def test_decision_framework_rejects_non_bool_answers(bad, position):
+    answers = [True, True, True, False]
+    answers[position] = bad
+    with pytest.raises(TypeError, match="must be True or False"):
+        platforms.choose_platform(*answers)
+
+
+@pytest.mark.parametrize("workload, expected", [
+    (Workload("prototype", False, 5, 1, 1, 95.0), CONTAINERIZE_FIRST),
+    (Workload("low traffic", True, 99, 1, 1, 99.0), COMPOSE),
+    (Workload("at 1000 req/s", True, 1000, 1, 2, 99.0), CLOUD_NATIVE),
+    (Workload("just under 1000 req/s", True, 999, 9, 2, 99.8), COMPOSE),
+    (Workload("ten services", True, 10, 10, 2, 99.0), CLOUD_NATIVE),
+    (Workload("three nines", True, 10, 1, 8, 99.9), KUBERNETES),
+    (Workload("five engineers", True, 2000, 5, 5, 99.0), KUBERNETES),
+    (Workload("small team with GPUs", True, 10, 1, 2, 99.0, gpus=True), KUBERNETES),
+    (Workload("small team, multi-cloud", True, 10, 1, 2, 99.0, multi_cloud=True), KUBERNETES),
+    (Workload("100 services, small team", True, 5000, 100, 3, 99.0), KUBERNETES),
+])
+def test_recommend_reads_the_lessons_thresholds(workload, expected):
+    assert platforms.recommend(workload) == expected
+
+
+def test_example_workloads_span_every_outcome():
+    assert {platforms.recommend(w) for w in platforms.EXAMPLE_WORKLOADS} == {
+        CONTAINERIZE_FIRST, COMPOSE, CLOUD_NATIVE, KUBERNETES}
+
+
+def test_landscape_categories_and_queries():
+    assert ecosystem.CATEGORIES == ("Core infrastructure", "Networking", "Storage", "Observability",
+                                    "CI/CD", "ML-specific", "Security")
+    assert [p.name for p in ecosystem.projects_in("ml-specific")] == [
+        "Kubeflow", "KServe", "Seldon Core", "Argo Workflows"]
+    assert ecosystem.find_project("opa").category == "Security"
+    assert {p.name for p in ecosystem.projects_for("GitOps")} == {"ArgoCD", "Flux"}
+    assert ecosystem.projects_for("quantum") == []
+
+
+def test_near_misses_get_suggestions():
+    with pytest.raises(KeyError, match="did you mean Prometheus"):
+        ecosystem.find_project("Promethius")
+    with pytest.raises(KeyError, match="choose one of"):
+        ecosystem.projects_in("zzz")
+
+
+def test_distributions():
+    assert set(ecosystem.DISTRIBUTIONS) == {"Local development", "Production (cloud)", "On-premises",
+                                            "ML workloads"}
+    assert list(ecosystem.distributions("production")) == ["GKE", "EKS", "AKS", "DOKS", "LKE"]
+    assert len(ecosystem.distributions()) == 17
+    assert "kind" in ecosystem.distributions("local")
+    assert [o.name for o in ecosystem.INSTALL_OPTIONS] == ["minikube", "kind", "Docker Desktop",
+                                                           "practice cluster"]

@@ -1,0 +1,176 @@
+"""Every notebook runs top to bottom: solved masters pass their own tests, student copies fail only
+where a student has work to do, and notebooks/ is exactly what nbgrader generates."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from autograder import REPO_ROOT, notebooks
+
+MASTERS = REPO_ROOT / notebooks.SOURCE_DIR / notebooks.ASSIGNMENT
+STUDENTS = REPO_ROOT / notebooks.STUDENT_DIR
+NO_CLUSTER = {"01-why-orchestration", "02-choosing-a-platform"}
+TIMINGS = REPO_ROOT / ".pytest_cache" / "notebook-timings.json"
+
+# Facts each solved notebook must print: the lesson's figures and the cluster's real answers.
+KEY_FACTS = {
+    "01-why-orchestration": ["Exercise 1.1 passed", "Exercise 1.2 passed", "Exercise 1.3 passed",
+                             "200 req/s per container", "one crash loses 5 replicas"],
+    "02-choosing-a-platform": ["Exercise 2.1 passed", "Exercise 2.2 passed", "Exercise 2.3 passed",
+                               "two-person startup API                   -> Cloud-Native (ECS/Run)",
+                               "did you mean Prometheus?"],
+}
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(path.stem for path in folder.glob("*.ipynb"))
+
+
+def _marks(name: str) -> list[pytest.MarkDecorator]:
+    return [] if name in NO_CLUSTER else [pytest.mark.cluster, pytest.mark.slow]
+
+
+def _params(folder: Path) -> list:
+    return [pytest.param(name, marks=_marks(name), id=name) for name in _names(folder)]
+
+
+def _text(cell: nbformat.NotebookNode) -> str:
+    """Everything a code cell showed: streams, results and error names."""
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif output.output_type in ("execute_result", "display_data"):
+            parts.append(output.get("data", {}).get("text/plain", ""))
+        elif output.output_type == "error":
+            parts.append(f"{output.ename}: {output.evalue}")
+    return "".join(parts)
+
+
+def _execute(path: Path, name: str, allow_errors: bool) -> nbformat.NotebookNode:
+    """Run a notebook in a fresh kernel (cluster ones in a namespace of their own) and record its time."""
+    notebook = nbformat.read(path, as_version=4)
+    namespace = None
+    if name not in NO_CLUSTER:
+        namespace = f"nb-{name[:2]}-{'m' if path.parent == MASTERS else 's'}-{uuid.uuid4().hex[:6]}"
+        os.environ.update(LAB_CLUSTER="practice", LAB_NAMESPACE=namespace)
+    started = time.monotonic()
+    try:
+        NotebookClient(notebook, timeout=600, kernel_name="python3", allow_errors=allow_errors,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        os.environ.pop("LAB_NAMESPACE", None)
+        if namespace:
+            _delete_namespace(namespace)
+    _record_time(f"{path.parent.name}/{name}", time.monotonic() - started)
+    return notebook
+
+
+def _delete_namespace(namespace: str) -> None:
+    from kubernetes import client
+
+    from autograder.lab import connect
+
+    lab = connect("practice", namespace="default", log=lambda _: None)
+    try:
+        lab.core.delete_namespace(namespace)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def _record_time(key: str, seconds: float) -> None:
+    TIMINGS.parent.mkdir(exist_ok=True)
+    timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+    timings[key] = round(seconds, 1)
+    TIMINGS.write_text(json.dumps(timings, indent=1, sort_keys=True))
+
+
+@pytest.fixture
+def cluster_for(request: pytest.FixtureRequest):
+    """The practice cluster, only for the notebooks that need one."""
+    def ensure(name: str) -> None:
+        if name not in NO_CLUSTER:
+            request.getfixturevalue("practice_cluster")
+    return ensure
+
+
+@pytest.mark.parametrize("name", _params(MASTERS))
+def test_solved_master_runs_and_passes_its_tests(name, cluster_for):
+    cluster_for(name)
+    notebook = _execute(MASTERS / f"{name}.ipynb", name, allow_errors=False)
+    shown = "\n".join(_text(cell) for cell in notebook.cells if cell.cell_type == "code")
+    for fact in KEY_FACTS.get(name, []):
+        assert fact in shown, f"{name} did not show {fact!r}"
+
+
+@pytest.mark.parametrize("name", _params(STUDENTS))
+def test_student_notebook_fails_only_where_work_is_expected(name, cluster_for):
+    cluster_for(name)
+    notebook = _execute(STUDENTS / f"{name}.ipynb", name, allow_errors=True)
+    unexpected = []
+    for cell in notebook.cells:
+        graded = "nbgrader" in cell.metadata and (cell.metadata.nbgrader.get("solution")
+                                                  or cell.metadata.nbgrader.get("grade"))
+        for output in cell.get("outputs", []):
+            if output.output_type == "error" and not graded and output.ename != "NotImplementedError":
+                unexpected.append(f"{cell.source[:80]!r}: {output.ename}: {output.evalue}")
+    assert not unexpected, "cells without student work failed:\n" + "\n".join(unexpected)
+    graded_errors = [cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("solution")
+                     and any(o.output_type == "error" for o in cell.get("outputs", []))]
+    assert graded_errors, "an unsolved notebook should stop at its exercises"
+
+
+def test_masters_carry_valid_nbgrader_metadata():
+    ids = set()
+    for path in sorted(MASTERS.glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+        cells = [c for c in notebook.cells if "nbgrader" in c.metadata]
+        assert cells, f"{path.name} has no graded cells"
+        for cell in cells:
+            meta = cell.metadata.nbgrader
+            where = f"{path.name}:{meta.get('grade_id')}"
+            assert meta["schema_version"] == 3 and re.fullmatch(r"[a-z0-9-]+", meta["grade_id"]), where
+            assert meta["grade_id"] not in ids, f"duplicate grade_id {where}"
+            ids.add(meta["grade_id"])
+            assert not cell.get("outputs"), f"{where} has saved outputs"
+            if meta["solution"]:
+                assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source, where
+                assert not meta["locked"], where
+            if meta["grade"]:
+                assert meta["locked"] and meta["points"] > 0, where
+                assert cell.source.count("### BEGIN HIDDEN TESTS") == \
+                    cell.source.count("### END HIDDEN TESTS") == 1, where
+
+
+def test_nbgrader_generate_assignment_succeeds(tmp_path):
+    shutil.copy(REPO_ROOT / "nbgrader_config.py", tmp_path)
+    shutil.copytree(MASTERS, tmp_path / notebooks.SOURCE_DIR / notebooks.ASSIGNMENT)
+    scripts = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", notebooks.ASSIGNMENT],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    released = _names(tmp_path / "release" / notebooks.ASSIGNMENT)
+    assert released == _names(MASTERS)
+    for name in released:
+        text = (tmp_path / "release" / notebooks.ASSIGNMENT / f"{name}.ipynb").read_text()
+        assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, name
+
+
+def test_student_notebooks_match_what_nbgrader_generates():
+    stale = notebooks.drift()
+    assert not stale, f"notebooks/ drifted from source/ in {stale}: run `python -m autograder notebooks sync`"
