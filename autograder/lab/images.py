@@ -21,6 +21,7 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, ImageNotFound
 from docker.models.containers import Container
+from docker.models.images import Image
 from kubernetes import client as k8s
 from tqdm.auto import tqdm
 
@@ -217,30 +218,39 @@ def load_into_cluster(lab: Lab, tag: str, *, context: Path | str | None = None,
 
 
 def _practice_image(tag: str, context: Path | str | None, version: str | None) -> tuple[Path, dict, int]:
-    """The app folder, environment and size of `tag`: taken from Docker's image, else from `context`."""
+    """The app folder, environment and size of `tag`: from `context` when given, else from Docker's image."""
     snapshot = traffic.snapshot_dir(tag)
-    if docker_unreachable_reason() is None:
-        client = docker.from_env()
-        try:
-            image = client.images.get(tag)
-        except ImageNotFound:
-            image = None
-        if image is not None:
-            config = image.attrs["Config"]
-            _copy_out(client, tag, config.get("WorkingDir") or "/", snapshot)
-            env = dict(item.split("=", 1) for item in config.get("Env") or [] if item.startswith(VERSION_ARG))
-            return snapshot, env, image.attrs.get("Size", 0)
-    if context is None:
+    if context is not None:
+        source = Path(context)
+        if not (source / "app.py").is_file():
+            raise FileNotFoundError(f"no app.py in {source}: write the model server there first")
+        if snapshot.exists():
+            shutil.rmtree(snapshot)
+        shutil.copytree(source, snapshot, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        env = {VERSION_ARG: version} if version else {}
+        return snapshot, env, sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file())
+    image = _docker_image(tag)
+    if image is None:
         raise ImageMissing(f"image {tag} is not in Docker (or Docker is down); pass context= (the "
                            "folder with app.py) and version= to deploy it from source")
-    source = Path(context)
-    if not (source / "app.py").is_file():
-        raise FileNotFoundError(f"no app.py in {source}: write the model server there first")
-    if snapshot.exists():
-        shutil.rmtree(snapshot)
-    shutil.copytree(source, snapshot, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    env = {VERSION_ARG: version} if version else {}
-    return snapshot, env, sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file())
+    config = image.attrs["Config"]
+    workdir = config.get("WorkingDir") or "/"
+    if workdir == "/":
+        raise ImageMissing(f"image {tag} has no WORKDIR holding app.py; the practice cluster serves "
+                           "images built like the lesson's (WORKDIR /app), or pass context=")
+    _copy_out(docker.from_env(), tag, workdir, snapshot)
+    env = dict(item.split("=", 1) for item in config.get("Env") or [] if item.startswith(VERSION_ARG + "="))
+    return snapshot, env, image.attrs.get("Size", 0)
+
+
+def _docker_image(tag: str) -> Image | None:
+    """The image `tag` in Docker, or None when it is not there or Docker does not answer."""
+    if docker_unreachable_reason() is not None:
+        return None
+    try:
+        return docker.from_env().images.get(tag)
+    except ImageNotFound:
+        return None
 
 
 def _copy_out(client: docker.DockerClient, tag: str, path: str, target: Path) -> None:
@@ -254,10 +264,10 @@ def _copy_out(client: docker.DockerClient, tag: str, path: str, target: Path) ->
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    top = Path(path).name
+    top = Path(path).name  # get_archive("/app") puts everything under "app/"
     with tarfile.open(fileobj=data) as tar:
         for member in tar.getmembers():
-            member.name = str(Path(member.name).relative_to(top)) if top else member.name
+            member.name = str(Path(member.name).relative_to(top))
         tar.extractall(target, filter="data")
 
 

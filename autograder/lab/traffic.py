@@ -3,8 +3,9 @@
 kwok plays every kubelet. For a port-forward it dials whatever the PortForward object with the
 pod's name and namespace names. The router keeps one local model-server process per image the
 pods run (started from that image's app, with its MODEL_VERSION) and one PortForward per pod
-pointing at the process for that pod's image. New pods from `set image` or `rollout undo` get
-their own target, so an answer always carries the version of the image the serving pod runs.
+pointing at the process for that pod's image (plus a Logs object, so `kubectl logs` shows that
+server's output). New pods from `set image` or `rollout undo` get their own target, so an
+answer always carries the version of the image the serving pod runs.
 
 The router runs as a background process (`python -m autograder.lab.traffic --context C`) so a
 terminal's `kubectl port-forward` works too. It stops its model servers when it stops, and it
@@ -43,6 +44,7 @@ KWOK = ("kwok.x-k8s.io", "v1alpha1")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "k8s-ml-lab-traffic"}
 GONE_AFTER = 30.0
 PR_SET_PDEATHSIG = 1
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 
 class ImageNotLoaded(RuntimeError):
@@ -110,26 +112,26 @@ def _die_with_parent() -> None:
 
 @dataclass
 class Backend:
-    """One model-server process serving one image's app on a loopback port."""
+    """One model-server process serving one image's app on a loopback port, logging to a file."""
 
     tag: str
     entry: dict
     port: int
+    log_path: Path
     process: subprocess.Popen
 
     @classmethod
     def start(cls, tag: str, entry: dict, log_dir: Path) -> Backend:
         port = ports.free_port()
-        app = Path(entry["app"])
-        log_file = (log_dir / f"{snapshot_dir(tag).name}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "app.py", "run", "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=app, env={**os.environ, **entry["env"], "PYTHONUNBUFFERED": "1"},
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent)
-        log_file.close()
-        backend = cls(tag=tag, entry=entry, port=port, process=process)
+        log_path = log_dir / f"{snapshot_dir(tag).name}-{port}.log"
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "app.py", "run", "--host", "127.0.0.1",
+                 "--port", str(port)],
+                cwd=entry["app"], env={**os.environ, **entry["env"], "PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent)
+        backend = cls(tag=tag, entry=entry, port=port, log_path=log_path, process=process)
         try:
             ports.wait_http(f"http://127.0.0.1:{port}/health", 30, alive=lambda: process.poll() is None)
         except (RuntimeError, TimeoutError):
@@ -144,6 +146,7 @@ class Backend:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.log_path.unlink(missing_ok=True)
 
 
 class Router:
@@ -164,9 +167,10 @@ class Router:
         for tag in {tag for pod in serving for tag in _images(pod)} & images.keys():
             self._ensure_backend(tag, images[tag])
         for pod in serving:
-            forwards = _forwards(pod, self.backends)
+            forwards, logs = _routes(pod, self.backends)
             if forwards:
-                self._ensure_port_forward(pod, forwards)
+                self._ensure_pod_object(pod, "PortForward", "portforwards", {"forwards": forwards})
+                self._ensure_pod_object(pod, "Logs", "logs", {"logs": logs})
         in_use = {tag for pod in serving for tag in _images(pod)}
         for tag in [tag for tag in self.backends if tag not in in_use]:
             self.backends.pop(tag).stop()
@@ -187,26 +191,27 @@ class Router:
             self.failed[tag] = entry
             print(f"model server for {tag} did not start: {error}", flush=True)
 
-    def _ensure_port_forward(self, pod: client.V1Pod, forwards: list[dict]) -> None:
+    def _ensure_pod_object(self, pod: client.V1Pod, kind: str, plural: str, spec: dict) -> None:
+        """Create or update the kwok object (same name as the pod) that kwok reads for that pod."""
         name, namespace = pod.metadata.name, pod.metadata.namespace
         body = {
-            "apiVersion": "/".join(KWOK), "kind": "PortForward",
+            "apiVersion": "/".join(KWOK), "kind": kind,
             "metadata": {"name": name, "namespace": namespace, "labels": MANAGED_BY,
                          # The garbage collector deletes it with its pod.
                          "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name,
                                               "uid": pod.metadata.uid}]},
-            "spec": {"forwards": forwards},
+            "spec": spec,
         }
         try:
-            current = self.custom.get_namespaced_custom_object(*KWOK, namespace, "portforwards", name)
+            current = self.custom.get_namespaced_custom_object(*KWOK, namespace, plural, name)
         except client.ApiException as error:
             if error.status != 404:
                 raise
-            self.custom.create_namespaced_custom_object(*KWOK, namespace, "portforwards", body)
+            self.custom.create_namespaced_custom_object(*KWOK, namespace, plural, body)
             return
-        if current.get("spec") != body["spec"]:
+        if current.get("spec") != spec:
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            self.custom.replace_namespaced_custom_object(*KWOK, namespace, "portforwards", name, body)
+            self.custom.replace_namespaced_custom_object(*KWOK, namespace, plural, name, body)
 
     def close(self) -> None:
         for backend in self.backends.values():
@@ -223,9 +228,10 @@ def _images(pod: client.V1Pod) -> set[str]:
     return {container.image for container in pod.spec.containers}
 
 
-def _forwards(pod: client.V1Pod, backends: dict[str, Backend]) -> list[dict]:
-    """kwok forward rules: each container's ports go to the model server of that container's image."""
+def _routes(pod: client.V1Pod, backends: dict[str, Backend]) -> tuple[list[dict], list[dict]]:
+    """kwok rules for one pod: each container's ports and logs lead to its image's model server."""
     forwards: list[dict] = []
+    logs: list[dict] = []
     for container in pod.spec.containers:
         backend = backends.get(container.image)
         if backend is None:
@@ -233,7 +239,8 @@ def _forwards(pod: client.V1Pod, backends: dict[str, Backend]) -> list[dict]:
         target = {"address": "127.0.0.1", "port": backend.port}
         declared = [port.container_port for port in container.ports or []]
         forwards.append({"ports": declared, "target": target} if declared else {"target": target})
-    return forwards
+        logs.append({"containers": [container.name], "logsFile": str(backend.log_path), "follow": True})
+    return forwards, logs
 
 
 def serve(context: str) -> int:
@@ -267,7 +274,7 @@ def serve(context: str) -> int:
         (directory / "router.pid").unlink(missing_ok=True)
 
 
-def _router_pid(context: str) -> int | None:
+def router_pid(context: str) -> int | None:
     """The pid of the router serving `context`, when one runs."""
     pidfile = state_dir(context) / "router.pid"
     try:
@@ -280,16 +287,17 @@ def _router_pid(context: str) -> int | None:
 
 def ensure_router(lab: Lab, log: Log = print, timeout: float = 30) -> int:
     """Start the router for this practice cluster unless one runs; returns its pid."""
-    pid = _router_pid(lab.context)
+    pid = router_pid(lab.context)
     if pid:
         return pid
     directory = state_dir(lab.context)
     with (directory / "router.log").open("ab") as out:
+        # Its own session: the router outlives a notebook kernel restart, as the cluster does.
         process = subprocess.Popen([sys.executable, "-m", "autograder.lab.traffic", "--context", lab.context],
-                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   cwd=PACKAGE_PARENT, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
-    while (pid := _router_pid(lab.context)) is None:
+    while (pid := router_pid(lab.context)) is None:
         if process.poll() is not None and process.returncode != 0 or time.monotonic() > deadline:
             tail = (directory / "router.log").read_text(errors="replace")[-1500:]
             raise RuntimeError(f"the traffic router did not start; its log ({directory / 'router.log'}):\n{tail}")
@@ -300,7 +308,7 @@ def ensure_router(lab: Lab, log: Log = print, timeout: float = 30) -> int:
 
 def stop_router(context: str, timeout: float = 15) -> bool:
     """Stop the router (and its model servers) for `context`; False when none ran."""
-    pid = _router_pid(context)
+    pid = router_pid(context)
     if pid is None:
         return False
     os.kill(pid, signal.SIGTERM)

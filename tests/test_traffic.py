@@ -1,0 +1,122 @@
+"""Traffic on the practice cluster: port-forward through the Service answers from the student's app,
+with the version of the image the serving pods run, across a rolling update and an undo."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+
+from autograder import MANIFESTS
+from autograder.lab import Lab, images, ports, traffic
+from autograder.lab import workloads as w
+from autograder.lab.practice import Practice
+from autograder.modelserver import SOURCE
+
+pytestmark = pytest.mark.cluster
+
+# Fixed tags: re-loading them each run replaces their record instead of piling up new ones.
+V1, V2 = "t-traffic-ml-api:v1", "t-traffic-ml-api:v2"
+
+
+@pytest.fixture(scope="module")
+def router(practice_cluster: Practice) -> Iterator[None]:
+    """Stop the traffic router after these tests if they were the ones that started it."""
+    already = traffic.router_pid(practice_cluster.context) is not None
+    yield
+    if not already:
+        traffic.stop_router(practice_cluster.context)
+
+
+@pytest.fixture
+def loaded(lab: Lab, router: None) -> Lab:
+    """v1 and v2 of the reference server loaded into the practice cluster from source."""
+    images.load_into_cluster(lab, V1, context=SOURCE, version="v1.0", log=lambda _: None)
+    images.load_into_cluster(lab, V2, context=SOURCE, version="v2.0", log=lambda _: None)
+    return lab
+
+
+def deploy(lab: Lab, image: str) -> None:
+    docs = w.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")
+    docs[0]["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    w.apply(lab, docs)
+    w.wait_for_rollout(lab, "ml-api", progress=False)
+
+
+def answer(lab: Lab) -> dict:
+    with traffic.port_forward(lab) as forward:
+        assert forward.health() == {"status": "healthy"}
+        return forward.predict([1, 2, 3, 4, 5])
+
+
+def test_port_forward_answers_with_the_version_across_update_and_undo(loaded: Lab) -> None:
+    lab = loaded
+    deploy(lab, V1)
+    assert answer(lab) == {"prediction": 15.0, "model_version": "v1.0"}
+
+    w.set_image(lab, "ml-api", "ml-api", V2)
+    w.wait_for_rollout(lab, "ml-api", progress=False)
+    assert answer(lab) == {"prediction": 15.0, "model_version": "v2.0"}
+
+    w.rollback(lab, "ml-api")
+    w.wait_for_rollout(lab, "ml-api", progress=False)
+    assert answer(lab) == {"prediction": 15.0, "model_version": "v1.0"}
+
+
+def test_every_pod_is_routed_to_the_server_of_its_own_image(loaded: Lab) -> None:
+    lab = loaded
+    deploy(lab, V2)
+    custom = client.CustomObjectsApi(lab.api)
+    traffic.wait_routed(lab, "app=ml-api")
+    forwards = custom.list_namespaced_custom_object(*traffic.KWOK, lab.namespace, "portforwards")["items"]
+    pods = lab.core.list_namespaced_pod(lab.namespace, label_selector="app=ml-api").items
+    assert {f["metadata"]["name"] for f in forwards} >= {p.metadata.name for p in pods}
+    targets = {f["spec"]["forwards"][0]["target"]["port"] for f in forwards}
+    assert len(targets) == 1, "all v2 pods share one model server"
+    assert all(f["spec"]["forwards"][0]["ports"] == [8080] for f in forwards)
+
+
+def test_the_image_is_reported_by_the_nodes(loaded: Lab) -> None:
+    on_nodes = images.images_on_nodes(loaded)
+    assert {V1, V2, f"docker.io/library/{V1}"} <= on_nodes
+
+
+def test_an_image_never_loaded_is_explained(lab: Lab, router: None) -> None:
+    deploy(lab, "t-traffic-never-loaded:v9")
+    with pytest.raises(traffic.ImageNotLoaded, match="never loaded.*ErrImageNeverPull"):
+        with traffic.port_forward(lab):
+            pass
+    assert any("ErrImageNeverPull" in problem for problem in images.image_problems(lab))
+
+
+def test_a_busy_local_port_is_explained(loaded: Lab) -> None:
+    deploy(loaded, V1)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(ports.PortBusy, match=f"port {port} is already in use"):
+            with traffic.port_forward(loaded, local_port=port):
+                pass
+
+
+def test_loading_without_docker_or_source_says_what_to_pass(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    with pytest.raises(images.ImageMissing, match="pass context="):
+        images.load_into_cluster(lab, "t-traffic-nowhere:v1", log=lambda _: None)
+
+
+@pytest.mark.docker
+def test_an_image_built_with_docker_serves_the_app_inside_it(lab: Lab, router: None) -> None:
+    tag = "t-traffic-docker-ml-api:v2"
+    images.build(tag, SOURCE, "v2.0", progress=False, log=lambda _: None)
+    try:
+        images.load_into_cluster(lab, tag, log=lambda _: None)
+        deploy(lab, tag)
+        assert answer(lab) == {"prediction": 15.0, "model_version": "v2.0"}
+    finally:
+        images.docker_client().images.remove(tag)
