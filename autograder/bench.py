@@ -61,6 +61,14 @@ def run(target: str, provider_name: str = "practice") -> int:
     """Print one benchmark's figures as `name: value` lines (medians of several runs)."""
     if target == "cluster" and provider_name == "practice":
         figures = bench_cluster()
+    elif target == "cluster" and provider_name == "kind":
+        from autograder.bench_kind import KIND_ERRORS, bench_kind
+
+        try:
+            figures = bench_kind()
+        except KIND_ERRORS as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     elif target == "image":
         from autograder.bench_image import IMAGE_ERRORS, bench_image
 

@@ -72,6 +72,19 @@ def _notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind_image(args: argparse.Namespace) -> int:
+    from autograder.lab import nodeimage
+    from autograder.lab.baseimage import BaseImageError
+
+    try:
+        built = nodeimage.build(force=args.force)
+    except (nodeimage.NodeImageError, BaseImageError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(built.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     found = commands.add_parser("binaries", help="find or build the cluster binaries")
     found.add_argument("--all", action="store_true", help="also kubelet, kubeadm, kube-proxy and kind")
     found.set_defaults(handler=_binaries)
+
+    kind_image = commands.add_parser("kind-image", help="build the kind node image offline, from local parts")
+    kind_image.add_argument("action", choices=["build"])
+    kind_image.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    kind_image.set_defaults(handler=_kind_image)
 
     bench = commands.add_parser("bench", help="print timing and memory figures")
     bench.add_argument("target", choices=["cluster", "image"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,14 @@ import docker
 from docker.errors import DockerException, ImageNotFound
 
 from autograder import MANIFESTS
-from autograder.lab import binaries, kubeconfig
+from autograder.lab import binaries, kubeconfig, nodeimage
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, Log, run
 
 KIND_CONFIG = MANIFESTS / "kind-config.yaml"
 NODE_IMAGE_ENV = "LAB_KIND_IMAGE"
 OFFICIAL_NODE_IMAGE = f"kindest/node:v{binaries.KUBERNETES_VERSION}"
+READY_WAIT = "180s"
+LOG_LINES = 30
 
 
 def docker_unreachable_reason() -> str | None:
@@ -30,8 +33,14 @@ def docker_unreachable_reason() -> str | None:
 
 
 def node_image() -> str:
-    """The kind node image to use: $LAB_KIND_IMAGE, else the official one for the pinned version."""
-    return os.environ.get(NODE_IMAGE_ENV) or OFFICIAL_NODE_IMAGE
+    """$LAB_KIND_IMAGE, else the official image when Docker has it, else the one built here offline."""
+    if os.environ.get(NODE_IMAGE_ENV):
+        return os.environ[NODE_IMAGE_ENV]
+    try:
+        docker.from_env(timeout=5).images.get(OFFICIAL_NODE_IMAGE)
+    except DockerException:
+        return nodeimage.ALIAS_TAG
+    return OFFICIAL_NODE_IMAGE
 
 
 @dataclass
@@ -48,6 +57,11 @@ class Kind:
     @property
     def kubeconfig_file(self) -> Path | None:
         return None
+
+    @property
+    def node(self) -> str:
+        """The Docker container that is the cluster's one node."""
+        return f"{self.cluster}-control-plane"
 
     def unusable_reason(self) -> str | None:
         if binaries.find("kind") is None:
@@ -94,13 +108,46 @@ class Kind:
         log(f"Creating kind cluster {self.cluster!r} from {node_image()} (about a minute)...")
         started = time.monotonic()
         try:
+            # --retain keeps a failed node long enough to read its logs; it is deleted below.
             self._kind("create", "cluster", "--name", self.cluster, "--image", node_image(),
-                       "--config", str(KIND_CONFIG), "--wait", "180s",
+                       "--config", str(KIND_CONFIG), "--wait", READY_WAIT, "--retain",
                        what="kind create cluster")
-        except BaseException:
+            self._require_ready_node()
+        except BaseException as error:
+            diagnosis = self.node_diagnosis() if isinstance(error, ClusterError) else ""
             self._kind("delete", "cluster", "--name", self.cluster)
+            if diagnosis:
+                raise ClusterError(f"{error}\n\n{diagnosis}") from error
             raise
         log(f"kind cluster ready in {time.monotonic() - started:.1f} s (kubectl context {self.context}).")
+
+    def _require_ready_node(self) -> None:
+        """kind only warns when its wait for Ready times out; treat that as the failure it is."""
+        query = '{.items[*].status.conditions[?(@.type=="Ready")].status}'
+        try:
+            code, output = docker.from_env(timeout=30).containers.get(self.node).exec_run(
+                ["kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "get", "nodes", "-o", f"jsonpath={query}"])
+        except DockerException as error:
+            raise ClusterError(f"the kind node {self.node} cannot be inspected: {error}") from error
+        if code != 0 or output.decode().split() != ["True"]:
+            raise ClusterError(f"the kind node {self.node} did not become Ready within {READY_WAIT}")
+
+    def node_diagnosis(self) -> str:
+        """Why a node is not Ready, in plain words: the tail of kubelet's and containerd's logs."""
+        try:
+            node = docker.from_env(timeout=30).containers.get(self.node)
+        except DockerException as error:
+            return f"The node container {self.node} cannot be read ({error.__class__.__name__})."
+        if node.status != "running":
+            output = node.logs(tail=LOG_LINES).decode(errors="replace")
+            return f"The node container {self.node} is {node.status}; its last output:\n{textwrap.indent(output, '  ')}"
+        sections = []
+        for unit, role in (("kubelet", "the agent that starts pods"), ("containerd", "the container runtime")):
+            _, output = node.exec_run(["journalctl", "-u", unit, "-n", str(LOG_LINES), "--no-pager", "-o", "cat"])
+            sections.append(f"Last {LOG_LINES} lines from {unit}, {role} "
+                            f"(`docker exec {self.node} journalctl -u {unit}`):\n"
+                            + textwrap.indent(output.decode(errors="replace").rstrip(), "  "))
+        return "\n\n".join(sections)
 
     def down(self, log: Log = print) -> None:
         if binaries.find("kind") is None or docker_unreachable_reason() or not self.exists():

@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import docker
 import yaml
-from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from tqdm.auto import tqdm
 
 from autograder.lab import baseimage, binaries
@@ -187,12 +186,22 @@ def _file_mode(relative: str) -> int:
 
 
 def containerd_config(kind_config: str, pause_image: str = PAUSE_IMAGE) -> str:
-    """kind's containerd config with the sandbox image kubeadm lists and no rootless proxy plugin."""
-    text, replaced = re.subn(r'sandbox_image = "[^"]*"', f'sandbox_image = "{pause_image}"', kind_config)
-    if replaced != 1:
-        raise NodeImageError("kind's containerd config no longer has one sandbox_image line; "
-                             f"update containerd_config() in {__name__} for kind v{binaries.KIND_VERSION}")
-    # fuse-overlayfs serves rootless Docker only, and its snapshotter is not built here.
+    """kind's containerd config, adjusted for this image and for hosts short of capabilities.
+
+    The sandbox image becomes the pause kubeadm lists; the fuse-overlayfs proxy plugin goes (it
+    serves rootless Docker and is not built here); and pods never ask for an OOM score below
+    containerd's own, which needs CAP_SYS_RESOURCE that some hosts (these CI machines) lack.
+    """
+    edits = (
+        (r'sandbox_image = "[^"]*"', f'sandbox_image = "{pause_image}"'),
+        (r"restrict_oom_score_adj = false", "restrict_oom_score_adj = true"),
+    )
+    text = kind_config
+    for pattern, replacement in edits:
+        text, replaced = re.subn(pattern, replacement, text)
+        if replaced != 1:
+            raise NodeImageError(f"kind's containerd config no longer has one {pattern.split()[0]} line; "
+                                 f"update containerd_config() in {__name__} for kind v{binaries.KIND_VERSION}")
     return re.sub(r'\[proxy_plugins\][^\[]*\[proxy_plugins\."fuse-overlayfs"\][^\[]*', "", text)
 
 
@@ -226,9 +235,9 @@ def node_files(kind_files: Path) -> dict[str, tuple[bytes, int]]:
 NODE_SETUP = " && ".join((
     # systemd in a container: kind's trimming of units that make no sense there.
     "find /lib/systemd/system/sysinit.target.wants/ -name systemd-tmpfiles-setup.service -delete",
-    "rm -f /lib/systemd/system/multi-user.target.wants/* /etc/systemd/system/*.wants/*"
-    " /lib/systemd/system/local-fs.target.wants/* /lib/systemd/system/sockets.target.wants/*udev*"
-    " /lib/systemd/system/sockets.target.wants/*initctl* /lib/systemd/system/basic.target.wants/*",
+    ("rm -f /lib/systemd/system/multi-user.target.wants/* /etc/systemd/system/*.wants/*"
+     " /lib/systemd/system/local-fs.target.wants/* /lib/systemd/system/sockets.target.wants/*udev*"
+     " /lib/systemd/system/sockets.target.wants/*initctl* /lib/systemd/system/basic.target.wants/*"),
     "echo ReadKMsg=no >> /etc/systemd/journald.conf",
     "ln -sf /usr/lib/systemd/systemd /sbin/init",
     "systemctl enable kubelet.service containerd.service undo-mount-hacks.service",
@@ -236,10 +245,10 @@ NODE_SETUP = " && ".join((
     # kind's units and kind itself expect upstream's install paths.
     "for tool in containerd ctr containerd-shim-runc-v2; do ln -s /usr/bin/$tool /usr/local/bin/$tool; done",
     "mkdir -p /etc/kubernetes/manifests /opt/cni && ln -s /usr/lib/cni /opt/cni/bin",
-    "ctr oci spec"
-    " | jq '.hooks.createContainer[.hooks.createContainer | length] |= . + "
-    "{\"path\": \"/kind/bin/mount-product-files.sh\"}'"
-    " | jq 'del(.process.rlimits)' > /etc/containerd/cri-base.json",
+    ("ctr oci spec"
+     " | jq '.hooks.createContainer[.hooks.createContainer | length] |= . + "
+     "{\"path\": \"/kind/bin/mount-product-files.sh\"}'"
+     " | jq 'del(.process.rlimits)' > /etc/containerd/cri-base.json"),
 ))
 
 NODE_CONFIG = (
@@ -251,13 +260,13 @@ NODE_CONFIG = (
 
 def node_dockerfile(rootfs: str) -> str:
     """The node stage: the rootfs plus kind's files, the binaries and kind's systemd set-up."""
-    return "\n".join((f"FROM {rootfs}", "COPY rootfs/ /", f"RUN {NODE_SETUP}", *NODE_CONFIG, ""))
+    return "\n".join((f"FROM {rootfs}", "COPY rootfs/ /", f"RUN {NODE_SETUP}", *NODE_CONFIG)) + "\n"
 
 
 # What distroless/static gives upstream's images: a CA bundle, users and a writable /tmp.
 STATIC_BASE = {
-    "base/etc/passwd": (b"root:x:0:0:root:/root:/sbin/nologin\n"
-                        b"nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n", 0o644),
+    "base/etc/passwd": ((b"root:x:0:0:root:/root:/sbin/nologin\n"
+                         b"nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"), 0o644),
     "base/etc/group": (b"root:x:0:\nnonroot:x:65532:\n", 0o644),
     "base/tmp/": (b"", 0o1777),
 }
@@ -345,9 +354,19 @@ def _remove_leftovers(client: docker.DockerClient, log: Log) -> None:
         container.remove(force=True)
     for image in client.images.list():
         for tag in image.tags:
-            if tag.startswith("k8s-ml-lab/staging-") or tag.startswith(f"{REPOSITORY}:staging-"):
+            if tag.startswith(("k8s-ml-lab/staging-", f"{REPOSITORY}:staging-")):
                 log(f"removing leftover staging tag {tag}")
                 client.images.remove(tag)
+
+
+def _drop_untagged(client: docker.DockerClient, image_ids: list[str]) -> None:
+    """Remove node images a rebuild left without a tag, unless a kind node still runs one."""
+    for image_id in dict.fromkeys(image_ids):
+        try:
+            if not client.images.get(image_id).tags:
+                client.images.remove(image_id)
+        except (ImageNotFound, APIError):
+            pass
 
 
 def pause_binary(log: Log = print) -> Path:
@@ -447,8 +466,8 @@ def ensure_rootfs(client: docker.DockerClient, log: Log = print) -> str:
                     item.unlink()
         baseimage.import_rootfs(
             rootfs, tag, client=client, log=log,
-            check=("sh", "-c", "containerd --version && runc --version | head -n1 "
-                               "&& systemctl --version | head -n1 && ls /usr/lib/cni/ptp"))
+            check=("sh", "-c", ("containerd --version && runc --version | head -n1 "
+                                "&& systemctl --version | head -n1 && ls /usr/lib/cni/ptp")))
     finally:
         baseimage._unmount_below(work)
         shutil.rmtree(work, ignore_errors=True)
@@ -472,10 +491,10 @@ def preload(client: docker.DockerClient, stage: str, images: dict[str, str], int
     for number, staging in enumerate(images):
         bar.set_postfix_str(f"docker save {images[staging]}")
         with open(saved / f"{number}.tar", "wb") as stream:
-            for chunk in client.images.get(staging).save(named=True):
-                stream.write(chunk)
+            stream.writelines(client.images.get(staging).save(named=True))
+    # Importing without unpacking needs only containerd's content store: no privileges, no mounts.
     container = client.containers.run(
-        stage, entrypoint=["/usr/local/bin/containerd"], detach=True, privileged=True,
+        stage, entrypoint=["/usr/local/bin/containerd"], detach=True,
         name=f"k8s-ml-lab-preload-{uuid.uuid4().hex[:8]}", tmpfs={"/run": "", "/tmp": ""},
         volumes={str(saved): {"bind": "/preload", "mode": "ro"}})
     try:
@@ -502,9 +521,9 @@ def preload(client: docker.DockerClient, stage: str, images: dict[str, str], int
         container.remove(force=True)
 
 
-NODE_CHECK = ("sh", "-c", "kubelet --version && kubeadm version -o short && kubectl version --client "
-              "&& crictl --version && containerd --version && runc --version | head -n1 "
-              "&& test -x /opt/cni/bin/ptp && cat /kind/version")
+NODE_CHECK = ("sh", "-c", ("kubelet --version && kubeadm version -o short && kubectl version --client "
+                           "&& crictl --version && containerd --version && runc --version | head -n1 "
+                           "&& test -x /opt/cni/bin/ptp && cat /kind/version"))
 
 
 def build(force: bool = False, log: Log = print) -> NodeImage:
@@ -516,12 +535,31 @@ def build(force: bool = False, log: Log = print) -> NodeImage:
     with _build_lock():
         cached = not force and _image_exists(client, tag)
         if not cached:
+            replaced = [client.images.get(name).id for name in (tag, ALIAS_TAG) if _image_exists(client, name)]
             _remove_leftovers(client, log)
             _build(client, files, tag, log)
         image = client.images.get(tag)
         image.tag(*baseimage.split_tag(ALIAS_TAG))
-    return NodeImage(tag=tag, alias=ALIAS_TAG, size_bytes=image.attrs["Size"],
-                     seconds=time.monotonic() - started, cached=cached)
+        if not cached:
+            _drop_untagged(client, replaced)
+    built = NodeImage(tag=tag, alias=ALIAS_TAG, size_bytes=image.attrs["Size"],
+                      seconds=time.monotonic() - started, cached=cached)
+    if not cached:
+        _build_record().write_text(json.dumps({"tag": tag, "seconds": built.seconds,
+                                                "size_bytes": built.size_bytes}))
+    return built
+
+
+def _build_record() -> Path:
+    return binaries.cache_root() / "kind-node-image.json"
+
+
+def last_build() -> dict | None:
+    """Tag, seconds and size of the last full build here, so a benchmark can report it later."""
+    try:
+        return json.loads(_build_record().read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag: str, log: Log) -> None:
@@ -569,6 +607,6 @@ def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag
         for staging in reversed(made):
             try:
                 client.images.remove(staging)
-            except (ImageNotFound, NotFound):
+            except NotFound:
                 pass
         shutil.rmtree(work, ignore_errors=True)

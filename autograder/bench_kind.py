@@ -1,0 +1,54 @@
+"""`bench cluster --provider kind`: the offline node image and the lesson on real containers, timed."""
+
+from __future__ import annotations
+
+import time
+
+from autograder.bench import bench_cluster
+from autograder.demo import lesson_flow
+from autograder.lab import ClusterError, connect, nodeimage
+from autograder.lab import images as model_images
+from autograder.lab.baseimage import BaseImageError
+from autograder.lab.kind import Kind
+
+KIND_ERRORS = (ClusterError, nodeimage.NodeImageError, BaseImageError, model_images.DockerUnavailable,
+               model_images.BuildFailed)
+
+
+def quiet(_: str) -> None:
+    """The figures are this benchmark's output; progress messages would bury them."""
+
+
+def bench_kind() -> dict[str, float]:
+    """Node image (cold when missing, then cached), kind create, image load, the lesson's steps."""
+    figures: dict[str, float] = {}
+    first = nodeimage.build(log=quiet)
+    if not first.cached:
+        figures["node image build, cold (s)"] = first.seconds
+    last = nodeimage.last_build()
+    if last:
+        figures["node image build, last full build (s)"] = last["seconds"]
+    figures["node image build, cached (s)"] = nodeimage.build(log=quiet).seconds
+    figures["node image size (MB)"] = first.size_bytes / 1e6
+
+    kind = Kind()
+    kind.down(log=quiet)
+    started = time.monotonic()
+    kind.up(log=quiet)
+    figures["kind create cluster (s)"] = time.monotonic() - started
+
+    lab = connect("kind", namespace=f"bench-kind-{int(time.time())}", log=quiet)
+    started = time.monotonic()
+    for tag, version in (("ml-api:v1", "v1.0"), ("ml-api:v2", "v2.0")):
+        model_images.build(tag, version=version, progress=False, log=quiet)
+        model_images.load_into_cluster(lab, tag, log=quiet)
+    figures["build + kind load ml-api v1 and v2 (s)"] = time.monotonic() - started
+    try:
+        steps = {step.name: step.seconds for step in lesson_flow(lab)}
+    finally:
+        lab.core.delete_namespace(lab.namespace)
+    figures["deploy to 3/3 ready, real containers (s)"] = steps["apply deployment + service, 3/3 ready"]
+    figures["rolling update to v2 (s)"] = steps["rolling update to ml-api:v2"]
+    figures["rollout undo (s)"] = steps["rollout undo"]
+    figures.update({f"practice: {name}": value for name, value in bench_cluster(runs=1).items()})
+    return figures

@@ -1,0 +1,141 @@
+"""The lesson on a real kind cluster, made from the node image built here offline."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from autograder import MANIFESTS
+from autograder.lab import Lab, connect, nodeimage
+from autograder.lab import images as model_images
+from autograder.lab import workloads as w
+from autograder.lab.kind import Kind
+from autograder.lab.traffic import port_forward
+
+pytestmark = [pytest.mark.kind, pytest.mark.docker, pytest.mark.slow]
+
+FEATURES = [1, 2, 3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def node_image() -> nodeimage.NodeImage:
+    return nodeimage.build()
+
+
+@pytest.fixture(scope="module")
+def kind_cluster(node_image: nodeimage.NodeImage) -> Kind:
+    kind = Kind()
+    kind.up()
+    return kind
+
+
+@pytest.fixture(scope="module")
+def model_server_images(kind_cluster: Kind) -> list[str]:
+    lab = connect("kind", log=lambda _: None)
+    for tag, version in (("ml-api:v1", "v1.0"), ("ml-api:v2", "v2.0")):
+        model_images.build(tag, version=version, progress=False, log=lambda _: None)
+        model_images.load_into_cluster(lab, tag, log=lambda _: None)
+    return ["ml-api:v1", "ml-api:v2"]
+
+
+@pytest.fixture
+def kind_lab(kind_cluster: Kind, model_server_images: list[str]) -> Iterator[Lab]:
+    lab = connect("kind", namespace=f"t-kind-{uuid.uuid4().hex[:6]}", log=lambda _: None)
+    yield lab
+    lab.core.delete_namespace(lab.namespace)
+
+
+def node_container(kind: Kind):
+    return docker.from_env().containers.get(kind.node)
+
+
+def test_a_second_build_reuses_the_image(node_image: nodeimage.NodeImage) -> None:
+    again = nodeimage.build()
+    assert again.cached and again.tag == node_image.tag
+    assert again.seconds < 60
+
+
+def test_the_node_holds_exactly_what_kubeadm_pulls(kind_cluster: Kind) -> None:
+    code, output = node_container(kind_cluster).exec_run(
+        ["ctr", "--namespace=k8s.io", "images", "ls", "-q"])
+    assert code == 0
+    assert set(nodeimage.KUBEADM_IMAGES) <= set(output.decode().split())
+
+
+def test_kind_load_puts_the_model_server_in_the_node(kind_cluster: Kind, model_server_images: list[str]) -> None:
+    for tag in model_server_images:
+        code, output = node_container(kind_cluster).exec_run(["crictl", "inspecti", f"docker.io/library/{tag}"])
+        assert code == 0, output.decode()
+
+
+def test_the_lesson_flow_runs_real_containers(kind_lab: Lab) -> None:
+    w.apply(kind_lab, w.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml"))
+    w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
+    pods = kind_lab.core.list_namespaced_pod(kind_lab.namespace, label_selector="app=ml-api").items
+    running = [pod for pod in pods if pod.status.phase == "Running"]
+    assert len(running) == 3
+    assert all(pod.status.container_statuses[0].container_id.startswith("containerd://") for pod in running)
+    with port_forward(kind_lab) as forward:
+        assert forward.predict(FEATURES) == {"prediction": 15.0, "model_version": "v1.0"}
+
+    w.scale(kind_lab, "ml-api", 5)
+    w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
+    w.scale(kind_lab, "ml-api", 3)
+    w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
+
+    w.set_image(kind_lab, "ml-api", "ml-api", "ml-api:v2")
+    w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
+    with port_forward(kind_lab) as forward:
+        assert forward.predict(FEATURES)["model_version"] == "v2.0"
+
+    w.rollback(kind_lab, "ml-api")
+    w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
+    with port_forward(kind_lab) as forward:
+        assert forward.predict(FEATURES)["model_version"] == "v1.0"
+
+
+def test_a_node_that_is_not_ready_is_explained_with_its_logs(kind_cluster: Kind) -> None:
+    node = node_container(kind_cluster)
+    assert node.exec_run(["systemctl", "stop", "kubelet"]).exit_code == 0
+    try:
+        diagnosis = kind_cluster.node_diagnosis()
+    finally:
+        assert node.exec_run(["systemctl", "start", "kubelet"]).exit_code == 0
+    assert "Last 30 lines from kubelet" in diagnosis
+    assert "Last 30 lines from containerd" in diagnosis
+    assert "Stopp" in diagnosis  # systemd's "Stopping/Stopped kubelet" line
+
+
+def test_docker_down_is_reported_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    assert "Docker daemon does not answer" in (Kind().unusable_reason() or "")
+    with pytest.raises(nodeimage.NodeImageError, match="docker-engine start"):
+        nodeimage.build()
+
+
+def test_an_interrupted_build_tags_nothing(node_image: nodeimage.NodeImage) -> None:
+    client = docker.from_env()
+    before = client.images.get(node_image.tag).id
+
+    def interrupt(message: str) -> None:
+        if message.startswith("node image check"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        nodeimage.build(force=True, log=interrupt)
+    assert client.images.get(node_image.tag).id == before
+    leftovers = [tag for image in client.images.list() for tag in image.tags if "staging-" in tag]
+    assert leftovers == []
+    assert client.containers.list(all=True, filters={"name": "k8s-ml-lab-preload-"}) == []
+
+
+def test_a_half_created_cluster_is_recreated(kind_cluster: Kind) -> None:
+    node_container(kind_cluster).stop(timeout=10)
+    started = time.monotonic()
+    kind_cluster.up(log=lambda _: None)
+    assert connect("kind", log=lambda _: None).core.list_node().items
+    assert time.monotonic() - started < 300

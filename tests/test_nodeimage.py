@@ -1,0 +1,69 @@
+"""The offline kind node image's recipe: files, modes, configs and the inputs hash (pure logic)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from autograder.lab import binaries, nodeimage
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, tuple[bytes, int]]:
+    return nodeimage.node_files(nodeimage.kind_base_files())
+
+
+def test_scripts_get_their_exec_bits_back(files: dict[str, tuple[bytes, int]]) -> None:
+    assert files["usr/local/bin/entrypoint"][1] == 0o755
+    assert files["kind/bin/mount-product-files.sh"][1] == 0o755
+    assert files["etc/systemd/system/kubelet.service"][1] == 0o644
+    assert not any(name.startswith("LICENSES") for name in files)
+
+
+def test_node_says_its_version_and_carries_a_static_cni(files: dict[str, tuple[bytes, int]]) -> None:
+    assert files["kind/version"][0] == f"v{binaries.KUBERNETES_VERSION}".encode()
+    conflist = json.loads(files["etc/cni/net.d/10-lab-ptp.conflist"][0])
+    assert [plugin["type"] for plugin in conflist["plugins"]] == ["ptp", "portmap"]
+    manifest = yaml.safe_load(files["kind/manifests/default-cni.yaml"][0])
+    assert manifest["kind"] == "ConfigMap"
+    assert json.loads(manifest["data"]["10-lab-ptp.conflist"]) == conflist
+
+
+def test_containerd_uses_kubeadms_pause_and_drops_the_rootless_plugin(files: dict[str, tuple[bytes, int]]) -> None:
+    config = files["etc/containerd/config.toml"][0].decode()
+    assert f'sandbox_image = "{nodeimage.PAUSE_IMAGE}"' in config
+    assert "proxy_plugins" not in config
+    assert "SystemdCgroup = true" in config
+
+
+def test_an_unfamiliar_containerd_config_is_refused() -> None:
+    with pytest.raises(nodeimage.NodeImageError, match="sandbox_image"):
+        nodeimage.containerd_config("version = 2\n")
+
+
+def test_components_follow_upstream_layouts() -> None:
+    made = {component.name: component for component in nodeimage.components()}
+    assert set(made) == {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy",
+                         "coredns", "pause", "etcd"}
+    assert made["kube-proxy"].on_rootfs and not made["etcd"].on_rootfs
+    assert made["coredns"].entrypoint == ("/coredns",)
+    assert made["pause"].user == "65535:65535"
+    scratch = nodeimage.component_dockerfile(made["kube-apiserver"], "rootfs:x")
+    assert scratch.startswith("FROM scratch") and "ca-certificates.crt" in scratch
+    assert "COPY kube-apiserver /usr/local/bin/kube-apiserver" in scratch
+    assert nodeimage.component_dockerfile(made["kube-proxy"], "rootfs:x").startswith("FROM rootfs:x")
+
+
+def test_the_inputs_hash_moves_only_with_the_inputs(files: dict[str, tuple[bytes, int]]) -> None:
+    same = nodeimage.inputs_digest(dict(files))
+    assert same == nodeimage.inputs_digest(files)
+    changed = {**files, "kind/version": (b"v0.0.0", 0o644)}
+    assert nodeimage.inputs_digest(changed) != same
+
+
+@pytest.mark.slow
+def test_kubeadm_lists_exactly_the_images_the_node_preloads() -> None:
+    kubeadm = binaries.ensure(["kubeadm"])["kubeadm"]
+    nodeimage.check_kubeadm_images(kubeadm)
