@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from autograder.lab import PROVIDERS, ClusterError, provider
 from autograder.lab.binaries import BinaryNotFound
@@ -47,9 +48,22 @@ def _binaries(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.target == "grade":
+        from autograder.grading import bench as grading_bench
+
+        return grading_bench.run(args.students, args.jobs, provider=args.provider)
     from autograder import bench
 
     return bench.run(args.target, provider_name=args.provider)
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from autograder.grading import Settings, grade_class, table
+
+    settings = Settings(jobs=args.jobs, cell_timeout=args.cell_timeout, regrade=args.regrade)
+    outcomes = grade_class(args.course, args.assignment, args.student, settings, provider=args.provider)
+    print(table(outcomes))
+    return 0 if all(o.status == "graded" for o in outcomes) else 2
 
 
 def _notebooks(args: argparse.Namespace) -> int:
@@ -112,9 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     kind_image.set_defaults(handler=_kind_image)
 
     bench = commands.add_parser("bench", help="print timing and memory figures")
-    bench.add_argument("target", choices=["cluster", "image"])
+    bench.add_argument("target", choices=["cluster", "image", "grade"])
     bench.add_argument("--provider", choices=list(PROVIDERS), default="practice")
+    bench.add_argument("--students", type=int, default=4, help="grade: how many synthetic submissions")
+    bench.add_argument("--jobs", type=int, default=2, help="grade: parallel workers for the second pass")
     bench.set_defaults(handler=_bench)
+
+    grade = commands.add_parser("grade", help="autograde submissions by the cluster state they produce")
+    grade.add_argument("assignment", help="an assignment under source/, e.g. lesson01")
+    grade.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
+    grade.add_argument("--cell-timeout", type=int, default=120, help="seconds a cell may run")
+    grade.add_argument("--regrade", action="store_true", help="grade again submissions already graded")
+    grade.add_argument("--provider", choices=list(PROVIDERS), help="the cluster to grade on")
+    grade.add_argument("--course", type=Path, default=Path.cwd(), help="the nbgrader course directory")
+    grade.set_defaults(handler=_grade)
 
     books = commands.add_parser("notebooks", help="regenerate or check the student notebooks")
     books.add_argument("action", choices=["sync", "check"],

@@ -1,0 +1,223 @@
+"""Round trips through `grade_class` on the real practice cluster with real nbgrader.
+
+A small cluster assignment (the lesson's deploy, service, scale, update, rollback and cleanup
+steps, one graded test per step) is generated in a throwaway course directory; submissions that
+are solved, untouched, partial, broken and hostile must each get exactly the score they earned,
+leave no namespace behind and touch no other namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+from kubernetes import client
+from nbformat.v4 import new_code_cell, new_notebook
+
+from autograder import REPO_ROOT
+from autograder.grading import GradingError, Settings, grade_class, sandbox, submissions
+from autograder.grading.ledger import Ledger
+from autograder.grading.runner import Course, ensure_in_gradebook
+from autograder.lab import kubeconfig
+
+ASSIGNMENT = "k8s-steps"
+NOTEBOOK = "steps.ipynb"
+SETUP = """from autograder import MANIFESTS
+from autograder.checks import *
+from autograder.lab import connect, workloads
+lab = connect(log=lambda _: None)
+deployment, service = workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")"""
+STEPS = [  # (step, solution, test, points)
+    ("deploy", 'workloads.apply(lab, [deployment])\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)',
+     'deployment_ready(lab, "ml-api", replicas=3).assert_passed()', 3),
+    ("service", "workloads.apply(lab, [service])",
+     'eventually(service_routes, lab, "ml-api-service", "ml-api").assert_passed()', 2),
+    ("scale", 'workloads.scale(lab, "ml-api", 5)\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)\n'
+              'workloads.scale(lab, "ml-api", 3)\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)',
+     'scaled_to(lab, "ml-api", 5).assert_passed()', 1),
+    ("update", 'workloads.set_image(lab, "ml-api", "ml-api", "ml-api:v2")\n'
+               'workloads.wait_for_rollout(lab, "ml-api", progress=False)',
+     'rolled_out(lab, "ml-api", "ml-api:v2", replaced="ml-api:v1").assert_passed()', 1),
+    ("rollback", 'workloads.rollback(lab, "ml-api")\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)',
+     'rolled_back(lab, "ml-api", "ml-api:v1", replaced="ml-api:v2").assert_passed()', 2),
+    ("cleanup", 'workloads.delete_by_label(lab, "app=ml-api")',
+     'eventually(namespace_clean, lab, "app=ml-api", deployed="ml-api", timeout=60).assert_passed()', 1),
+]
+POINTS = {step: points for step, _, _, points in STEPS}
+FULL = sum(POINTS.values())
+
+
+def _meta(grade_id: str, **flags: object) -> dict:
+    return {"nbgrader": {"grade_id": grade_id, "grade": False, "solution": False, "locked": False,
+                         "schema_version": 3, **flags}}
+
+
+def master() -> nbformat.NotebookNode:
+    """The instructor's notebook: a solution cell and a partly hidden test cell per step."""
+    cells = [new_code_cell(SETUP, metadata=_meta("setup", locked=True))]
+    for step, solution, test, points in STEPS:
+        cells.append(new_code_cell(f"### BEGIN SOLUTION\n{solution}\n### END SOLUTION",
+                                   metadata=_meta(step, solution=True)))
+        cells.append(new_code_cell(f"### BEGIN HIDDEN TESTS\n{test}\n### END HIDDEN TESTS",
+                                   metadata=_meta(f"test-{step}", grade=True, locked=True, points=points)))
+    notebook = new_notebook(cells=cells)
+    notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return notebook
+
+
+def edit(course: Path, student: str, change) -> None:
+    """Apply `change(cell)` to every cell of a student's submitted notebook."""
+    path = course / "submitted" / student / ASSIGNMENT / NOTEBOOK
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        change(cell)
+    nbformat.write(notebook, path)
+
+
+def replace_step(step: str, source: str):
+    def change(cell: nbformat.NotebookNode) -> None:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == step:
+            cell.source = source
+    return change
+
+
+MONKEYPATCH = """import autograder.checks as checks
+faked = lambda *args, **kwargs: checks.CheckResult("faked", True, "faked")
+for name in list(checks.CHECKS):
+    checks.CHECKS[name] = faked
+    globals()[name] = faked
+checks.eventually = globals()["eventually"] = lambda check, *args, **kwargs: faked()"""
+
+
+@pytest.fixture(scope="module")
+def bystander(practice_cluster) -> str:
+    """A namespace no submission may touch."""
+    api = kubeconfig.api_client(practice_cluster.context)
+    core = client.CoreV1Api(api)
+    name = f"bystander-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespaced_config_map(name, {"metadata": {"name": "precious"}, "data": {"keep": "me"}})
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
+    """A throwaway course with the cluster assignment generated into its gradebook."""
+    root = tmp_path_factory.mktemp("course")
+    shutil.copy2(REPO_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
+    (root / "source" / ASSIGNMENT).mkdir(parents=True)
+    nbformat.write(master(), root / "source" / ASSIGNMENT / NOTEBOOK)
+    ensure_in_gradebook(Course(root), ASSIGNMENT, log=print)
+    return root
+
+
+def _pod_watch(admin: client.ApiClient, course_key: str, peaks: dict[str, int], stop: threading.Event) -> None:
+    """Record the most pods each grading namespace ever held."""
+    core = client.CoreV1Api(admin)
+    while not stop.is_set():
+        for namespace in sandbox.leftovers(admin, course_key):
+            count = len(core.list_namespaced_pod(namespace).items)
+            peaks[namespace] = max(peaks.get(namespace, 0), count)
+        time.sleep(0.5)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, practice_cluster) -> None:
+    write = lambda student, steps=(): submissions.write(course, ASSIGNMENT, student, steps)  # noqa: E731
+    write("solved", None)
+    write("untouched")
+    write("partial", {"deploy", "service"})
+    write("broken-first-cell", None)
+    edit(course, "broken-first-cell", replace_step("deploy", "raise RuntimeError('typo')"))
+    write("infinite-loop", None)
+    edit(course, "infinite-loop", replace_step("scale", "while True:\n    pass"))
+    write("hostile-namespace", None)
+    edit(course, "hostile-namespace", replace_step(
+        "deploy", f'lab.core.delete_namespace("{bystander}")\n' + STEPS[0][1]))
+    write("hostile-scale", {"deploy", "service"})
+    edit(course, "hostile-scale", replace_step("scale", 'workloads.scale(lab, "ml-api", 1000)'))
+    write("hostile-monkeypatch")
+    edit(course, "hostile-monkeypatch", replace_step("deploy", MONKEYPATCH))
+    write("hostile-edits-tests")
+    edit(course, "hostile-edits-tests", lambda cell: cell.metadata.get("nbgrader", {}).get("grade")
+         and cell.update(source="print('all tests pass')"))
+
+    admin = kubeconfig.api_client(practice_cluster.context)
+    peaks: dict[str, int] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_pod_watch, args=(admin, Course(course).key, peaks, stop), daemon=True)
+    watcher.start()
+    try:
+        outcomes = grade_class(course, ASSIGNMENT, settings=Settings(jobs=3, cell_timeout=25, patience=15),
+                               provider="practice", log=print)
+    finally:
+        stop.set()
+        watcher.join()
+
+    got = {o.student: o for o in outcomes}
+    expected = {
+        "solved": FULL, "untouched": 0, "partial": POINTS["deploy"] + POINTS["service"],
+        "broken-first-cell": 0, "infinite-loop": FULL - POINTS["scale"], "hostile-namespace": FULL,
+        "hostile-scale": POINTS["deploy"] + POINTS["service"], "hostile-monkeypatch": 0,
+        "hostile-edits-tests": 0,
+    }
+    assert {s: (o.status, o.score) for s, o in got.items()} == {s: ("graded", p) for s, p in expected.items()}
+    assert all(o.max_score == FULL for o in outcomes)
+    assert got["partial"].steps[f"{NOTEBOOK[:-6]}/test-scale"] == [0, POINTS["scale"]]
+
+    core = client.CoreV1Api(admin)
+    assert core.read_namespaced_config_map("precious", bystander).data == {"keep": "me"}
+    assert sandbox.leftovers(admin, Course(course).key) == []
+    assert peaks and max(peaks.values()) <= int(sandbox.QUOTA["pods"])
+    assert (course / "grades.csv").read_text().count(ASSIGNMENT) == len(expected)
+    assert (course / "feedback" / "solved" / ASSIGNMENT / "steps.html").is_file()
+
+    again = grade_class(course, ASSIGNMENT, ["solved", "partial"], Settings(jobs=2, regrade=True),
+                        provider="practice", log=print)
+    assert [(o.student, o.score) for o in again] == [("solved", FULL), ("partial", got["partial"].score)]
+
+    ledger = Ledger(course, ASSIGNMENT)
+    ledger._path("untouched").unlink()
+    resumed = grade_class(course, ASSIGNMENT, settings=Settings(jobs=2), provider="practice", log=print)
+    assert {o.student: o.score for o in resumed} == expected
+    assert [o.student for o in resumed if "resumed" not in o.detail] == ["untouched"]
+
+
+@pytest.mark.cluster
+def test_bad_student_ids_and_missing_submissions_are_reported_not_fatal(course: Path) -> None:
+    outcomes = grade_class(course, ASSIGNMENT, ["../escape", "nobody-submitted"], provider="practice", log=print)
+    assert [o.status for o in outcomes] == ["error", "error"]
+    assert "folder name" in outcomes[0].detail and "no submission" in outcomes[1].detail
+
+
+def test_unknown_assignment_names_the_ones_that_exist(tmp_path: Path) -> None:
+    (tmp_path / "source" / "lesson01").mkdir(parents=True)
+    nbformat.write(new_notebook(), tmp_path / "source" / "lesson01" / "a.ipynb")
+    with pytest.raises(GradingError, match="unknown assignment 'lesson99'.*found: lesson01"):
+        grade_class(tmp_path, "lesson99", log=print)
+
+
+def test_a_cluster_that_is_down_records_nothing(tmp_path: Path) -> None:
+    (tmp_path / "source" / ASSIGNMENT).mkdir(parents=True)
+    nbformat.write(master(), tmp_path / "source" / ASSIGNMENT / NOTEBOOK)
+    (tmp_path / "submitted" / "alice" / ASSIGNMENT).mkdir(parents=True)
+    dead = tmp_path / "dead.kubeconfig"
+    dead.write_text("apiVersion: v1\nkind: Config\ncurrent-context: dead\nclusters: [{name: dead, cluster: "
+                    "{server: 'https://127.0.0.1:9'}}]\nusers: [{name: u, user: {token: x}}]\n"
+                    "contexts: [{name: dead, context: {cluster: dead, user: u}}]\n")
+    done = subprocess.run([sys.executable, "-m", "autograder", "grade", ASSIGNMENT, "--course", str(tmp_path),
+                           "--provider", "existing"], env={**os.environ, "KUBECONFIG": str(dead)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "does not answer, so nothing was graded" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "gradebook.db").exists() and not (tmp_path / ".grading").exists()
