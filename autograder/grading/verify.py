@@ -20,6 +20,7 @@ from typing import Any
 
 from IPython.core.inputtransformer2 import TransformerManager
 from kubernetes import client, config
+from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade, is_solution
@@ -126,9 +127,9 @@ def _stream(text: str) -> NotebookNode:
     return NotebookNode(output_type="stream", name="stdout", text=text)
 
 
-def _error(text: str) -> NotebookNode:
-    return NotebookNode(output_type="error", ename="AssertionError", evalue=text,
-                        traceback=[f"AssertionError: {line}" for line in text.splitlines()])
+def _error(text: str, ename: str = "AssertionError") -> NotebookNode:
+    return NotebookNode(output_type="error", ename=ename, evalue=text,
+                        traceback=[f"{ename}: {line}" for line in text.splitlines()])
 
 
 def rewrite_outputs(cell: NotebookNode, results: list[checks.CheckResult]) -> None:
@@ -151,6 +152,7 @@ class ClusterVerifiedExecute(Execute):
     patience = Float(30.0, help="seconds a check may wait for the cluster to converge").tag(config=True)
 
     _lab: ReaderLab | None = None
+    _kernel_dead = False
 
     def _reader(self) -> ReaderLab:
         if self._lab is None:
@@ -162,7 +164,30 @@ class ClusterVerifiedExecute(Execute):
 
     def on_cell_executed(self, **kwargs: Any) -> None:
         super().on_cell_executed(**kwargs)
-        cell = kwargs["cell"]
+        self._verify(kwargs["cell"])
+
+    def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> Any:
+        self._kernel_dead = False
+        return super().preprocess(nb, resources, km)
+
+    def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> Any:
+        """A kernel that dies (os._exit, out of memory) loses the cells after it, not the grading."""
+        if not self._kernel_dead:
+            try:
+                return super().preprocess_cell(cell, resources, index)
+            except DeadKernelError:
+                self._kernel_dead = True
+                cell.outputs.append(_error("the kernel died while running this cell; the cells after it "
+                                           "were not run", ename="DeadKernelError"))
+                self._verify(cell)
+                return cell, self.resources
+        if cell.cell_type == "code" and is_grade(cell) and not is_solution(cell):
+            cell.outputs = [_error("not run: the kernel died in an earlier cell", ename="DeadKernelError")]
+            self._verify(cell)
+        return cell, self.resources
+
+    def _verify(self, cell: NotebookNode) -> None:
+        """Replace a test cell's outcome with the grader's own check of the cluster."""
         if cell.cell_type != "code" or not is_grade(cell) or is_solution(cell):
             return
         try:
