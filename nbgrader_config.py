@@ -8,3 +8,10 @@ c.CourseDirectory.root = str(Path(__file__).resolve().parent)
 c.CourseDirectory.source_directory = "source"
 c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.course_id = "k8s-ml-lesson01"
+
+# Grading (`python -m autograder grade` sets these per run; plain `nbgrader autograde` uses them as is).
+# A cell gets two minutes, then the kernel is interrupted and the next cell runs.
+c.Execute.timeout = 120
+c.Execute.interrupt_on_timeout = True
+# Parallel graders wait up to a minute for SQLite's write lock instead of failing.
+c.CourseDirectory.db_url = f"sqlite:///{Path(c.CourseDirectory.root) / 'gradebook.db'}?timeout=60"
