@@ -58,10 +58,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from autograder.grading import Settings, grade_class, table
+    from autograder.grading import Settings, grade_class, submit_masters, table
 
     settings = Settings(jobs=args.jobs, cell_timeout=args.cell_timeout, regrade=args.regrade)
-    outcomes = grade_class(args.course, args.assignment, args.student, settings, provider=args.provider)
+    students = args.student
+    if args.masters:
+        solved = submit_masters(args.course, args.assignment)
+        students = [*students, solved] if students else None
+    outcomes = grade_class(args.course, args.assignment, students, settings, provider=args.provider)
     print(table(outcomes))
     return 0 if all(o.status == "graded" for o in outcomes) else 2
 
@@ -140,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--regrade", action="store_true", help="grade again submissions already graded")
     grade.add_argument("--provider", choices=list(PROVIDERS), help="the cluster to grade on")
     grade.add_argument("--course", type=Path, default=Path.cwd(), help="the nbgrader course directory")
+    grade.add_argument("--masters", action="store_true",
+                       help="first submit the solved masters as student 'masters' (the assignment's self-test)")
     grade.set_defaults(handler=_grade)
 
     books = commands.add_parser("notebooks", help="regenerate or check the student notebooks")

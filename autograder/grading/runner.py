@@ -25,7 +25,7 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins import CsvExportPlugin
 from tqdm.auto import tqdm
 
-from autograder.grading import sandbox
+from autograder.grading import sandbox, submissions
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
 from autograder.grading.names import check_student_id, digest, namespace_for
 from autograder.grading.worker import course_config
@@ -265,6 +265,21 @@ def feedback_and_export(course: Course, assignment: str, students: list[str], lo
     with Gradebook(course.dirs.db_url) as gradebook:
         CsvExportPlugin(to=str(target)).export(gradebook)
     return target
+
+
+def submit_masters(course_root: Path, assignment: str, student: str = "masters", log: Log = print) -> str:
+    """Generate the assignment and submit its solved masters as `student`: the assignment's self-test."""
+    course = Course(course_root)
+    require_masters(course, assignment)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    result = course.api().generate_assignment(assignment)
+    if not result["success"]:
+        raise GradingError(f"nbgrader generate_assignment {assignment} failed:\n{result.get('error') or result['log']}")
+    folder = submissions.write(course.root, assignment, student, steps=None,
+                               release_dir=course.dirs.release_directory, source_dir=course.dirs.source_directory,
+                               submitted_dir=course.dirs.submitted_directory)
+    log(f"submitted the solved masters of {assignment} as student {student!r} in {folder}")
+    return student
 
 
 def grade_class(course_root: Path, assignment: str, students: list[str] | None = None,
