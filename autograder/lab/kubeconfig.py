@@ -36,13 +36,14 @@ def api_client(context: str | None = None, config_file: Path | None = None) -> c
 
 
 def answers(context: str | None = None, timeout: float = 3.0, config_file: Path | None = None) -> bool:
-    """Whether the API server behind `context` answers /readyz within `timeout` seconds."""
+    """Whether the API server behind `context` answers /version within `timeout` seconds."""
     try:
         api = api_client(context, config_file)
     except (ConfigException, FileNotFoundError, TypeError):
         return False
     try:
-        api.call_api("/readyz", "GET", _request_timeout=timeout, _preload_content=False)
+        # VersionApi rather than call_api: call_api's signature changed in kubernetes client 37.
+        client.VersionApi(api).get_code(_request_timeout=timeout)
         return True
     except Exception:  # any transport or HTTP failure means "does not answer"
         return False
