@@ -104,7 +104,7 @@ RECIPES: dict[str, GoRecipe] = {
             requires={
                 **{
                     f"go.etcd.io/etcd/{module}/v3": f"v{ETCD_VERSION}"
-                    for module in ("server", "api", "client/pkg", "client", "pkg", "raft")
+                    for module in ("server", "etcdctl", "api", "client/pkg", "client", "pkg", "raft")
                 },
                 "go.etcd.io/etcd/client/v2": "v2.305." + ETCD_VERSION.rsplit(".", 1)[1],
             },
@@ -261,7 +261,10 @@ def _go_build(recipe: GoRecipe, staging: Path, log: Callable[[str], None]) -> No
     outputs = staging / "bin"
     outputs.mkdir()
     tail: list[str] = []
-    with tqdm(total=total, desc=f"go build {recipe.name}", unit="pkg", file=sys.stderr) as bar:
+    # A CI log is not a terminal: redraw the bar rarely there so the log stays readable.
+    interval = 0.5 if sys.stderr.isatty() else 30
+    with tqdm(total=total, desc=f"go build {recipe.name}", unit="pkg", file=sys.stderr,
+              mininterval=interval) as bar:
         for binary, package in recipe.packages.items():
             command = [
                 "go", "build", "-v", "-trimpath", "-o", str(outputs / binary),

@@ -7,9 +7,12 @@ kwok plays the kubelets, moving pods to Running and Ready. No Docker is needed.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +80,19 @@ class Practice:
         env = {**os.environ, "PATH": f"{paths['kubectl'].parent}{os.pathsep}{os.environ['PATH']}"}
         return run([str(paths["kwokctl"]), *args], env=env, timeout=timeout, what=what).stdout
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One `up`/`down` at a time per cluster, across processes (tests, notebooks, CLI)."""
+        self.workdir.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.workdir.parent / f".{self.cluster}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def up(self, log: Log = print) -> None:
+        with self._exclusive():
+            self._up(log)
+
+    def _up(self, log: Log) -> None:
         if self.exists():
             if self.answers():
                 log(f"Practice cluster {self.cluster!r} is already running.")
@@ -91,11 +106,15 @@ class Practice:
                 return
             except ClusterError as error:
                 log(f"Restart failed ({str(error).splitlines()[0]}); recreating the cluster.")
-                self.down(log)
+                self._delete_quietly()
         self._create(log)
 
     def _create(self, log: Log) -> None:
         paths = binaries.ensure(binaries.PRACTICE_BINARIES, log=log)
+        if self.workdir.exists():
+            log(f"Removing the remains of a half-created cluster in {self.workdir}.")
+            self._delete_quietly()
+            shutil.rmtree(self.workdir, ignore_errors=True)
         log(f"Starting practice cluster {self.cluster!r} (kube-apiserver, etcd, controller-manager, "
             "scheduler and kwok as local processes)...")
         started = time.monotonic()
@@ -163,17 +182,20 @@ class Practice:
 
     def stop(self, log: Log = print) -> None:
         """Stop the cluster's processes but keep its data, as a reboot would."""
-        if self.exists():
+        with self._exclusive():
+            if not self.exists():
+                return
             self._kwokctl("stop", "cluster", "--name", self.cluster, what="kwokctl stop cluster")
             log(f"Stopped practice cluster {self.cluster!r}; `cluster up` restarts it.")
 
     def down(self, log: Log = print) -> None:
-        if not self.exists():
-            log(f"No practice cluster {self.cluster!r} to delete.")
-            return
-        self._kwokctl("delete", "cluster", "--name", self.cluster, timeout=120,
-                      what="kwokctl delete cluster")
-        log(f"Deleted practice cluster {self.cluster!r}.")
+        with self._exclusive():
+            if not self.exists():
+                log(f"No practice cluster {self.cluster!r} to delete.")
+                return
+            self._kwokctl("delete", "cluster", "--name", self.cluster, timeout=120,
+                          what="kwokctl delete cluster")
+            log(f"Deleted practice cluster {self.cluster!r}.")
 
 
 def _all_nodes_ready(core: client.CoreV1Api) -> bool:
