@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ class Step:
     result: str
 
 
-def lesson_flow(lab: Lab) -> list[Step]:
+def lesson_flow(lab: Lab, progress: bool = False) -> list[Step]:
     """Deploy, expose, scale 5 and back to 3, roll out v2, roll back: what the lesson does by hand."""
     steps: list[Step] = []
 
@@ -33,24 +34,24 @@ def lesson_flow(lab: Lab) -> list[Step]:
 
     def deploy() -> str:
         w.apply(lab, w.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml"))
-        w.wait_for_rollout(lab, DEPLOYMENT)
+        w.wait_for_rollout(lab, DEPLOYMENT, progress=progress)
         return _ready(lab)
 
     def scale_to(replicas: int) -> Callable[[], str]:
         def action() -> str:
             w.scale(lab, DEPLOYMENT, replicas)
-            w.wait_for_rollout(lab, DEPLOYMENT)
+            w.wait_for_rollout(lab, DEPLOYMENT, progress=progress)
             return _ready(lab)
         return action
 
     def update() -> str:
         w.set_image(lab, DEPLOYMENT, "ml-api", "ml-api:v2")
-        w.wait_for_rollout(lab, DEPLOYMENT)
+        w.wait_for_rollout(lab, DEPLOYMENT, progress=progress)
         return _current(lab)
 
     def undo() -> str:
         w.rollback(lab, DEPLOYMENT)
-        w.wait_for_rollout(lab, DEPLOYMENT)
+        w.wait_for_rollout(lab, DEPLOYMENT, progress=progress)
         return _current(lab)
 
     timed("apply deployment + service, 3/3 ready", deploy)
@@ -88,7 +89,7 @@ def run_lesson_flow(provider: str | None = None) -> int:
     lab = connect(provider, namespace=f"demo-{int(time.time())}")
     print(f"Running the lesson flow on {lab}")
     try:
-        steps = lesson_flow(lab)
+        steps = lesson_flow(lab, progress=sys.stderr.isatty())
         revisions = w.history(lab, DEPLOYMENT)
     finally:
         lab.core.delete_namespace(lab.namespace)
