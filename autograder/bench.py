@@ -10,7 +10,8 @@ from collections.abc import Callable
 import psutil
 
 from autograder.demo import lesson_flow
-from autograder.lab import binaries, connect
+from autograder.lab import binaries
+from autograder.lab.cluster import attach
 from autograder.lab.practice import Practice
 
 
@@ -32,8 +33,11 @@ def practice_rss_mib(practice: Practice) -> float:
 
 
 def bench_cluster(runs: int = 3) -> dict[str, float]:
-    """Cold build (when binaries are missing), create, restart, 3/3 ready, rollout, undo, memory."""
-    practice = Practice()
+    """Cold build (when binaries are missing), create, restart, 3/3 ready, rollout, undo, memory.
+
+    Runs on a cluster of its own, so a student's or a test's `ml-learning` cluster is left alone.
+    """
+    practice = Practice(cluster="lab-bench", make_current=False)
     missing = [name for name in binaries.PRACTICE_BINARIES if binaries.find(name) is None]
     figures: dict[str, float] = {}
     if missing:
@@ -44,7 +48,7 @@ def bench_cluster(runs: int = 3) -> dict[str, float]:
         practice.down(log=lambda _: None)
         samples.setdefault("create cluster, binaries cached (s)", []).append(
             _seconds(lambda: practice.up(log=lambda _: None)))
-        lab = connect("practice", namespace=f"bench-{run}", log=lambda _: None)
+        lab = attach(practice, namespace=f"bench-{run}")
         steps = {step.name: step.seconds for step in lesson_flow(lab)}
         lab.core.delete_namespace(lab.namespace)
         samples.setdefault("deploy to 3/3 ready (s)", []).append(steps["apply deployment + service, 3/3 ready"])
@@ -54,6 +58,7 @@ def bench_cluster(runs: int = 3) -> dict[str, float]:
     figures["resident memory of the cluster (MiB)"] = practice_rss_mib(practice)
     practice.stop(log=lambda _: None)
     figures["restart a stopped cluster (s)"] = _seconds(lambda: practice.up(log=lambda _: None))
+    practice.down(log=lambda _: None)
     return figures
 
 

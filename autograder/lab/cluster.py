@@ -70,6 +70,11 @@ def connect(name: str | None = None, namespace: str | None = None, log: Log = pr
     """Bring up (or reuse) a cluster and return clients for it and the namespace to use."""
     chosen = choose(name)
     chosen.up(log)
+    return attach(chosen, namespace)
+
+
+def attach(chosen: Provider, namespace: str | None = None) -> Lab:
+    """Clients for a provider whose cluster is up, in `namespace` (created when missing)."""
     context = chosen.context
     namespace = (namespace or os.environ.get(NAMESPACE_ENV)
                  or kubeconfig.context_namespace(context) or "default")
