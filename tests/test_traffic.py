@@ -79,6 +79,13 @@ def test_every_pod_is_routed_to_the_server_of_its_own_image(loaded: Lab) -> None
     assert all(f["spec"]["forwards"][0]["ports"] == [8080] for f in forwards)
 
 
+def test_kubectl_logs_shows_the_model_servers_requests(loaded: Lab) -> None:
+    deploy(loaded, V1)
+    answer(loaded)
+    pod = loaded.core.list_namespaced_pod(loaded.namespace, label_selector="app=ml-api").items[0]
+    assert "POST /predict" in loaded.core.read_namespaced_pod_log(pod.metadata.name, loaded.namespace)
+
+
 def test_the_image_is_reported_by_the_nodes(loaded: Lab) -> None:
     on_nodes = images.images_on_nodes(loaded)
     assert {V1, V2, f"docker.io/library/{V1}"} <= on_nodes

@@ -7,13 +7,15 @@ node.status.images) and hands its app to the traffic router, which needs no Dock
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import shutil
 import tarfile
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,16 +221,18 @@ def load_into_cluster(lab: Lab, tag: str, *, context: Path | str | None = None,
 
 def _practice_image(tag: str, context: Path | str | None, version: str | None) -> tuple[Path, dict, int]:
     """The app folder, environment and size of `tag`: from `context` when given, else from Docker's image."""
-    snapshot = traffic.snapshot_dir(tag)
     if context is not None:
         source = Path(context)
         if not (source / "app.py").is_file():
             raise FileNotFoundError(f"no app.py in {source}: write the model server there first")
-        if snapshot.exists():
-            shutil.rmtree(snapshot)
-        shutil.copytree(source, snapshot, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        files = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
+        snapshot = _snapshot(traffic.snapshot_dir(tag, digest.hexdigest()), lambda target: shutil.copytree(
+            source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")))
         env = {VERSION_ARG: version} if version else {}
-        return snapshot, env, sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file())
+        return snapshot, env, sum(path.stat().st_size for path in files)
     image = _docker_image(tag)
     if image is None:
         raise ImageMissing(f"image {tag} is not in Docker (or Docker is down); pass context= (the "
@@ -238,9 +242,25 @@ def _practice_image(tag: str, context: Path | str | None, version: str | None) -
     if workdir == "/":
         raise ImageMissing(f"image {tag} has no WORKDIR holding app.py; the practice cluster serves "
                            "images built like the lesson's (WORKDIR /app), or pass context=")
-    _copy_out(docker.from_env(), tag, workdir, snapshot)
+    snapshot = _snapshot(traffic.snapshot_dir(tag, image.id.split(":")[-1]),
+                         lambda target: _copy_out(docker.from_env(), tag, workdir, target))
     env = dict(item.split("=", 1) for item in config.get("Env") or [] if item.startswith(VERSION_ARG + "="))
     return snapshot, env, image.attrs.get("Size", 0)
+
+
+def _snapshot(target: Path, fill: Callable[[Path], object]) -> Path:
+    """`target`, filled once by `fill` into a scratch folder and renamed: never seen half-written."""
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        fill(Path(scratch) / "app")
+        try:
+            (Path(scratch) / "app").rename(target)
+        except OSError:
+            if not target.is_dir():  # another load of the same content won the race: keep it
+                raise
+    return target
 
 
 def _docker_image(tag: str) -> Image | None:
@@ -261,8 +281,6 @@ def _copy_out(client: docker.DockerClient, tag: str, path: str, target: Path) ->
         data = io.BytesIO(b"".join(stream))
     finally:
         container.remove(force=True)
-    if target.exists():
-        shutil.rmtree(target)
     target.mkdir(parents=True)
     top = Path(path).name  # get_archive("/app") puts everything under "app/"
     with tarfile.open(fileobj=data) as tar:

@@ -26,15 +26,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
 from kubernetes import client, watch
+from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
 from autograder.lab import binaries, kubeconfig, ports, probe
 from autograder.lab.cluster import Lab
+from autograder.lab.practice import Practice
 from autograder.lab.provider import Log
 
 CATALOG_NAMESPACE = "kube-system"
@@ -42,7 +46,7 @@ CATALOG_NAME = "lab-images"
 CATALOG_KEY = "images.json"
 KWOK = ("kwok.x-k8s.io", "v1alpha1")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "k8s-ml-lab-traffic"}
-GONE_AFTER = 30.0
+GONE_AFTER = 60.0
 PR_SET_PDEATHSIG = 1
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
@@ -58,9 +62,22 @@ def state_dir(context: str) -> Path:
     return path
 
 
-def snapshot_dir(tag: str) -> Path:
-    """Where an image's app is copied, so rebuilding v2 never changes what v1 serves."""
-    return binaries.cache_root() / "practice-images" / re.sub(r"[^A-Za-z0-9_.-]", "_", tag)
+def kubeconfig_file(context: str) -> Path | None:
+    """A practice cluster's own kubeconfig: right even when ~/.kube/config lacks or changes the context."""
+    if not context.startswith("kwok-"):
+        return None
+    path = Practice(cluster=context.removeprefix("kwok-")).kubeconfig_file
+    return path if path.is_file() else None
+
+
+def safe_name(tag: str) -> str:
+    """An image tag as a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", tag)
+
+
+def snapshot_dir(tag: str, digest: str) -> Path:
+    """Where one content of an image's app is kept: rebuilding v2 never changes what v1 serves."""
+    return binaries.cache_root() / "practice-images" / safe_name(tag) / digest[:16]
 
 
 def catalog(core: client.CoreV1Api) -> dict[str, dict]:
@@ -76,7 +93,7 @@ def catalog(core: client.CoreV1Api) -> dict[str, dict]:
 
 def register_image(lab: Lab, tag: str, app: Path, env: dict[str, str]) -> None:
     """Record that the cluster holds `tag` and which app and environment it serves."""
-    entry = {"app": str(app), "env": env, "loaded": time.time()}
+    entry = {"app": str(app), "env": env}
     for _ in range(10):
         try:
             current = lab.core.read_namespaced_config_map(CATALOG_NAME, CATALOG_NAMESPACE)
@@ -110,6 +127,16 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _write_cri_log(pipe: IO[bytes], stream: str, path: Path, lock: threading.Lock) -> None:
+    """Copy a model server's output into `path` in the CRI log format kwok reads for `kubectl logs`."""
+    with path.open("ab") as out:
+        for line in pipe:
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            with lock:
+                out.write(f"{stamp} {stream} F ".encode() + line.rstrip(b"\n") + b"\n")
+                out.flush()
+
+
 @dataclass
 class Backend:
     """One model-server process serving one image's app on a loopback port, logging to a file."""
@@ -123,14 +150,16 @@ class Backend:
     @classmethod
     def start(cls, tag: str, entry: dict, log_dir: Path) -> Backend:
         port = ports.free_port()
-        log_path = log_dir / f"{snapshot_dir(tag).name}-{port}.log"
-        with log_path.open("ab") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "flask", "--app", "app.py", "run", "--host", "127.0.0.1",
-                 "--port", str(port)],
-                cwd=entry["app"], env={**os.environ, **entry["env"], "PYTHONUNBUFFERED": "1"},
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent)
+        log_path = log_dir / f"{safe_name(tag)}-{port}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "app.py", "run", "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=entry["app"], env={**os.environ, **entry["env"], "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent)
+        lock = threading.Lock()
+        for pipe, stream in ((process.stdout, "stdout"), (process.stderr, "stderr")):
+            threading.Thread(target=_write_cri_log, args=(pipe, stream, log_path, lock), daemon=True).start()
         backend = cls(tag=tag, entry=entry, port=port, log_path=log_path, process=process)
         try:
             ports.wait_http(f"http://127.0.0.1:{port}/health", 30, alive=lambda: process.poll() is None)
@@ -152,12 +181,18 @@ class Backend:
 class Router:
     """Keeps model servers and PortForward objects in step with the pods of the cluster."""
 
-    def __init__(self, api: client.ApiClient, log_dir: Path) -> None:
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
+    def __init__(self, context: str, log_dir: Path) -> None:
+        self.context = context
         self.log_dir = log_dir
         self.backends: dict[str, Backend] = {}
         self.failed: dict[str, dict] = {}
+        self.connect()
+
+    def connect(self) -> None:
+        """(Re)read the kubeconfig: a restarted or recreated cluster has a new port and new certs."""
+        api = kubeconfig.api_client(self.context, kubeconfig_file(self.context))
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
 
     def reconcile(self) -> str:
         """One pass: start/stop model servers, create/replace PortForwards; returns the pods' version."""
@@ -168,9 +203,14 @@ class Router:
             self._ensure_backend(tag, images[tag])
         for pod in serving:
             forwards, logs = _routes(pod, self.backends)
-            if forwards:
-                self._ensure_pod_object(pod, "PortForward", "portforwards", {"forwards": forwards})
-                self._ensure_pod_object(pod, "Logs", "logs", {"logs": logs})
+            try:
+                if forwards:
+                    self._ensure_pod_object(pod, "PortForward", "portforwards", {"forwards": forwards})
+                    self._ensure_pod_object(pod, "Logs", "logs", {"logs": logs})
+            except client.ApiException as error:
+                # A namespace being deleted refuses new objects (403); the pod goes with it.
+                if error.status not in (403, 404, 409):
+                    raise
         in_use = {tag for pod in serving for tag in _images(pod)}
         for tag in [tag for tag in self.backends if tag not in in_use]:
             self.backends.pop(tag).stop()
@@ -252,7 +292,7 @@ def serve(context: str) -> int:
     except BlockingIOError:
         print("another router already serves this cluster", flush=True)
         return 0
-    router = Router(kubeconfig.api_client(context), directory)
+    router = Router(context, directory)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     last_answer = time.monotonic()
     try:
@@ -264,10 +304,12 @@ def serve(context: str) -> int:
                 for _ in watch.Watch().stream(router.core.list_pod_for_all_namespaces,
                                               resource_version=version, timeout_seconds=2):
                     break
-            except (client.ApiException, HTTPError, OSError) as error:
-                print(f"cluster did not answer: {error}", flush=True)
+            except (client.ApiException, HTTPError, OSError, ConfigException) as error:
+                print(f"cluster did not answer: {str(error)[:300]}", flush=True)
                 time.sleep(1)
-        print(f"cluster {context} gone for {GONE_AFTER:.0f} s; stopping", flush=True)
+                with suppress(ConfigException, OSError):
+                    router.connect()
+        print(f"cluster {context} unreachable for {GONE_AFTER:.0f} s; stopping", flush=True)
         return 0
     finally:
         router.close()
@@ -374,8 +416,10 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
     local_port = ports.free_port() if local_port is None else local_port
     ports.require_free(local_port)
     kubectl = binaries.ensure(["kubectl"])["kubectl"]
+    config = kubeconfig_file(lab.context)
     process = subprocess.Popen(
-        [str(kubectl), "--context", lab.context, "-n", lab.namespace, "port-forward",
+        [str(kubectl), *(["--kubeconfig", str(config)] if config else []),
+         "--context", lab.context, "-n", lab.namespace, "port-forward",
          f"service/{service}", f"{local_port}:{spec.ports[0].port}", "--address", "127.0.0.1"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
