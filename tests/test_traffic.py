@@ -4,14 +4,16 @@ with the version of the image the serving pods run, across a rolling update and 
 from __future__ import annotations
 
 import socket
+import uuid
 from pathlib import Path
 from collections.abc import Iterator
 
+import psutil
 import pytest
 from kubernetes import client
 
 from autograder import MANIFESTS
-from autograder.lab import Lab, images, ports, traffic
+from autograder.lab import Lab, images, kubeconfig, ports, traffic
 from autograder.lab import workloads as w
 from autograder.lab.practice import Practice
 from autograder.modelserver import SOURCE
@@ -32,8 +34,9 @@ def router(practice_cluster: Practice) -> Iterator[None]:
 
 
 @pytest.fixture
-def loaded(lab: Lab, router: None) -> Lab:
-    """v1 and v2 of the reference server loaded into the practice cluster from source."""
+def loaded(lab: Lab, router: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Lab:
+    """v1 and v2 of the reference server loaded into the practice cluster from source, no Docker."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     images.load_into_cluster(lab, V1, context=SOURCE, version="v1.0", log=lambda _: None)
     images.load_into_cluster(lab, V2, context=SOURCE, version="v2.0", log=lambda _: None)
     return lab
@@ -127,3 +130,27 @@ def test_an_image_built_with_docker_serves_the_app_inside_it(lab: Lab, router: N
         assert answer(lab) == {"prediction": 15.0, "model_version": "v2.0"}
     finally:
         images.docker_client().images.remove(tag)
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Lab]:
+    """A practice cluster of this test's own, so stopping its router disturbs nobody else."""
+    practice = Practice(cluster=f"t-traffic-{uuid.uuid4().hex[:6]}", gpu_nodes=False, make_current=False)
+    practice.up(log=lambda _: None)
+    try:
+        yield Lab(provider="practice", context=practice.context, namespace="default",
+                  api=kubeconfig.api_client(practice.context, practice.kubeconfig_file))
+    finally:
+        traffic.stop_router(practice.context)
+        practice.down(log=lambda _: None)
+
+
+def test_stopping_the_router_leaves_no_model_server_behind(own_cluster: Lab) -> None:
+    images.load_into_cluster(own_cluster, V1, context=SOURCE, version="v1.0", log=lambda _: None)
+    deploy(own_cluster, V1)
+    assert answer(own_cluster)["model_version"] == "v1.0"
+    servers = psutil.Process(traffic.router_pid(own_cluster.context)).children()
+    assert servers, "the router runs a model server for v1"
+    assert traffic.stop_router(own_cluster.context)
+    _, alive = psutil.wait_procs(servers, timeout=10)
+    assert not alive
