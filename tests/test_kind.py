@@ -8,12 +8,14 @@ from collections.abc import Iterator
 
 import docker
 import pytest
+from kubernetes.client import ApiException
 
 from autograder import MANIFESTS
 from autograder.lab import Lab, connect, nodeimage
 from autograder.lab import images as model_images
 from autograder.lab import workloads as w
 from autograder.lab.kind import Kind
+from autograder.lab.ports import wait_http
 from autograder.lab.traffic import port_forward
 
 pytestmark = [pytest.mark.kind, pytest.mark.docker, pytest.mark.slow]
@@ -53,6 +55,34 @@ def node_container(kind: Kind):
     return docker.from_env().containers.get(kind.node)
 
 
+def answer_through_service(lab: Lab, image: str) -> dict:
+    """/predict through `kubectl port-forward service/...` once only `image` pods serve.
+
+    The lesson's Deployment has no readiness probe, so a pod counts as ready as soon as its
+    container starts, a moment before Flask listens (and kubectl's port-forward quits on a
+    refused connection); port-forward also picks one pod when it starts, so pods of the
+    previous image must be gone first.
+    """
+    deadline = time.monotonic() + 120
+    while True:
+        pods = lab.core.list_namespaced_pod(lab.namespace, label_selector="app=ml-api").items
+        if {pod.spec.containers[0].image for pod in pods} == {image} and all(
+                flask_listens(lab, pod.metadata.name) for pod in pods):
+            break
+        assert time.monotonic() < deadline, f"pods of {image} did not all serve within 120 s"
+        time.sleep(1)
+    with port_forward(lab) as forward:
+        wait_http(f"{forward.url}/health", timeout=30)
+        return forward.predict(FEATURES)
+
+
+def flask_listens(lab: Lab, pod: str) -> bool:
+    try:
+        return "Running on" in lab.core.read_namespaced_pod_log(pod, lab.namespace)
+    except ApiException:
+        return False
+
+
 def test_a_second_build_reuses_the_image(node_image: nodeimage.NodeImage) -> None:
     again = nodeimage.build()
     assert again.cached and again.tag == node_image.tag
@@ -79,8 +109,7 @@ def test_the_lesson_flow_runs_real_containers(kind_lab: Lab) -> None:
     running = [pod for pod in pods if pod.status.phase == "Running"]
     assert len(running) == 3
     assert all(pod.status.container_statuses[0].container_id.startswith("containerd://") for pod in running)
-    with port_forward(kind_lab) as forward:
-        assert forward.predict(FEATURES) == {"prediction": 15.0, "model_version": "v1.0"}
+    assert answer_through_service(kind_lab, "ml-api:v1") == {"prediction": 15.0, "model_version": "v1.0"}
 
     w.scale(kind_lab, "ml-api", 5)
     w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
@@ -89,13 +118,11 @@ def test_the_lesson_flow_runs_real_containers(kind_lab: Lab) -> None:
 
     w.set_image(kind_lab, "ml-api", "ml-api", "ml-api:v2")
     w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
-    with port_forward(kind_lab) as forward:
-        assert forward.predict(FEATURES)["model_version"] == "v2.0"
+    assert answer_through_service(kind_lab, "ml-api:v2")["model_version"] == "v2.0"
 
     w.rollback(kind_lab, "ml-api")
     w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
-    with port_forward(kind_lab) as forward:
-        assert forward.predict(FEATURES)["model_version"] == "v1.0"
+    assert answer_through_service(kind_lab, "ml-api:v1")["model_version"] == "v1.0"
 
 
 def test_a_node_that_is_not_ready_is_explained_with_its_logs(kind_cluster: Kind) -> None:

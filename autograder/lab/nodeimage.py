@@ -251,11 +251,9 @@ NODE_SETUP = " && ".join((
      " | jq 'del(.process.rlimits)' > /etc/containerd/cri-base.json"),
 ))
 
-NODE_CONFIG = (
-    "ENV container=docker",
-    "STOPSIGNAL SIGRTMIN+3",
-    'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
-)
+NODE_ENTRYPOINT = 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]'
+# systemd must know it runs in a container, and it stops on SIGRTMIN+3 (SIGTERM re-executes it).
+NODE_CONFIG = ("ENV container=docker", "STOPSIGNAL SIGRTMIN+3", NODE_ENTRYPOINT)
 
 
 def node_dockerfile(rootfs: str) -> str:
@@ -511,12 +509,18 @@ def preload(client: docker.DockerClient, stage: str, images: dict[str, str], int
             _run(container, [*ctr, "tag", "--force", f"docker.io/{staging}", final])
             _run(container, [*ctr, "rm", f"docker.io/{staging}"])
         present = set(_run(container, ["ctr", "--namespace=k8s.io", "images", "ls", "-q"]).split())
+        # ctr also names each imported image by its config digest; kubelet would list those as <none>.
+        by_digest = sorted(name for name in present if name.startswith("sha256:"))
+        if by_digest:
+            _run(container, ["ctr", "--namespace=k8s.io", "images", "rm", *by_digest])
+        present -= set(by_digest)
         if present != set(images.values()):
             raise NodeImageError(f"the node's containerd holds {sorted(present)}, "
                                  f"expected {sorted(images.values())}")
         container.stop(timeout=30)
         repository, tag = baseimage.split_tag(into)
-        container.commit(repository=repository, tag=tag, changes=list(NODE_CONFIG))
+        # The rest of the config (env, stop signal) carries over from the stage image.
+        container.commit(repository=repository, tag=tag, changes=[NODE_ENTRYPOINT])
     finally:
         container.remove(force=True)
 
@@ -603,6 +607,8 @@ def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag
             log("node image check: " + " | ".join(report.decode().split("\n")).strip(" |"))
             client.images.get(whole).tag(*baseimage.split_tag(tag))
             bar.update()
+    except DockerException as error:
+        raise NodeImageError(f"Docker failed during the node image build: {error}") from error
     finally:
         for staging in reversed(made):
             try:
