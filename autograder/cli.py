@@ -58,7 +58,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from autograder.grading import Settings, grade_class, submit_masters, table
+    from autograder.grading.runner import Settings, grade_class, submit_masters, table
 
     settings = Settings(jobs=args.jobs, cell_timeout=args.cell_timeout, regrade=args.regrade)
     students = args.student

@@ -25,7 +25,7 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins import CsvExportPlugin
 from tqdm.auto import tqdm
 
-from autograder.grading import sandbox, submissions
+from autograder.grading import jail, sandbox, submissions
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
 from autograder.grading.names import check_student_id, digest, namespace_for
 from autograder.grading.worker import course_config
@@ -48,6 +48,7 @@ class Settings:
     patience: float = 30.0
     regrade: bool = False
     feedback: bool = True
+    jail: bool = True
 
 
 @dataclass
@@ -140,6 +141,12 @@ def kernel_environment(box: sandbox.Sandbox) -> dict[str, str]:
     return env
 
 
+def jail_hides() -> list[Path]:
+    """What the jailed kernel must not see: the usual secrets and the grader's own kubeconfig."""
+    own = [Path(p) for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return [*jail.default_secrets(), *own]
+
+
 def deadline(course: Course, assignment: str, settings: Settings) -> float:
     """The longest a whole submission may take: every code cell at its timeout, plus start-up."""
     cells = sum(
@@ -158,6 +165,7 @@ class Grader:
         self.ledger = Ledger(course.root, assignment)
         self.deadline = deadline(course, assignment, settings)
         self.stopping = threading.Event()
+        self.hide = jail_hides() if settings.jail else []
         self._running: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
 
@@ -207,7 +215,8 @@ class Grader:
         command = [sys.executable, "-m", "autograder.grading.worker", "--course", str(self.course.root),
                    "--assignment", self.assignment, "--student", student, "--namespace", box.namespace,
                    "--reader-kubeconfig", str(box.reader_kubeconfig),
-                   "--cell-timeout", str(self.settings.cell_timeout), "--patience", str(self.settings.patience)]
+                   "--cell-timeout", str(self.settings.cell_timeout), "--patience", str(self.settings.patience),
+                   *(f"--jail-hide={path}" for path in self.hide)]
         process = subprocess.Popen(command, env=kernel_environment(box), cwd=self.course.root, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         with self._lock:
@@ -294,6 +303,10 @@ def grade_class(course_root: Path, assignment: str, students: list[str] | None =
         raise GradingError(f"no submissions for {assignment!r} under "
                            f"{course.root / course.dirs.submitted_directory}/<student>/{assignment}")
     admin = admin_client(provider)
+    if settings.jail and (reason := jail.unavailable_reason()):
+        log(f"warning: student kernels run without the jail ({reason}); a hostile notebook could read "
+            "this machine's cluster credentials. Grade as root on Linux with util-linux to isolate them.")
+        settings.jail = False
     with class_lock(course, assignment):
         ensure_in_gradebook(course, assignment, log)
         for namespace in sandbox.leftovers(admin, course.key, digest(assignment)):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
@@ -18,6 +20,7 @@ from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, Ignor
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
+from autograder.grading import jail
 from autograder.grading.verify import ClusterVerifiedExecute
 
 CONFIG_FILE = "nbgrader_config.py"
@@ -33,7 +36,7 @@ def course_config(course: Path) -> Config:
 
 
 def grading_config(course: Path, namespace: str, reader_kubeconfig: Path, cell_timeout: int,
-                   patience: float) -> Config:
+                   patience: float, kernel_name: str = "") -> Config:
     """The course's settings with nbgrader's Execute swapped for the cluster-verifying one."""
     config = course_config(course)
     config.Autograde.autograde_preprocessors = [
@@ -42,6 +45,8 @@ def grading_config(course: Path, namespace: str, reader_kubeconfig: Path, cell_t
     ]
     config.Execute.timeout = cell_timeout
     config.Execute.interrupt_on_timeout = True
+    if kernel_name:
+        config.Execute.kernel_name = kernel_name
     config.ClusterVerifiedExecute.namespace = namespace
     config.ClusterVerifiedExecute.reader_kubeconfig = str(reader_kubeconfig)
     config.ClusterVerifiedExecute.patience = patience
@@ -57,10 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reader-kubeconfig", type=Path, required=True)
     parser.add_argument("--cell-timeout", type=int, default=120)
     parser.add_argument("--patience", type=float, default=30.0)
+    parser.add_argument("--jail-hide", type=Path, action="append",
+                        help="run the kernel in the jail, with these paths covered (repeatable)")
     args = parser.parse_args(argv)
-    config = grading_config(args.course, args.namespace, args.reader_kubeconfig, args.cell_timeout, args.patience)
-    api = NbGraderAPI(config=config)
-    result = api.autograde(args.assignment, args.student, force=True, create=True)
+    with tempfile.TemporaryDirectory(prefix="kernelspec-") as specs:
+        kernel_name = ""
+        if args.jail_hide:
+            jail.write_kernelspec(Path(specs), args.jail_hide)
+            os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [specs, os.environ.get("JUPYTER_PATH")]))
+            kernel_name = jail.KERNEL_NAME
+        config = grading_config(args.course, args.namespace, args.reader_kubeconfig, args.cell_timeout,
+                                args.patience, kernel_name)
+        result = NbGraderAPI(config=config).autograde(args.assignment, args.student, force=True, create=True)
     json.dump({"success": bool(result.get("success")), "error": result.get("error", ""),
                "log": result.get("log", "")}, sys.stdout)
     return 0 if result.get("success") else 1
