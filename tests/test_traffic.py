@@ -82,13 +82,6 @@ def test_every_pod_is_routed_to_the_server_of_its_own_image(loaded: Lab) -> None
     assert all(f["spec"]["forwards"][0]["ports"] == [8080] for f in forwards)
 
 
-def test_kubectl_logs_shows_the_model_servers_requests(loaded: Lab) -> None:
-    deploy(loaded, V1)
-    answer(loaded)
-    pod = loaded.core.list_namespaced_pod(loaded.namespace, label_selector="app=ml-api").items[0]
-    assert "POST /predict" in loaded.core.read_namespaced_pod_log(pod.metadata.name, loaded.namespace)
-
-
 def test_the_image_is_reported_by_the_nodes(loaded: Lab) -> None:
     on_nodes = images.images_on_nodes(loaded)
     assert {V1, V2, f"docker.io/library/{V1}"} <= on_nodes
@@ -145,10 +138,13 @@ def own_cluster() -> Iterator[Lab]:
         practice.down(log=lambda _: None)
 
 
-def test_stopping_the_router_leaves_no_model_server_behind(own_cluster: Lab) -> None:
+def test_kubectl_logs_shows_the_requests_and_no_model_server_outlives_the_router(own_cluster: Lab) -> None:
     images.load_into_cluster(own_cluster, V1, context=SOURCE, version="v1.0", log=lambda _: None)
     deploy(own_cluster, V1)
     assert answer(own_cluster)["model_version"] == "v1.0"
+    pod = own_cluster.core.list_namespaced_pod("default", label_selector="app=ml-api").items[0]
+    assert "POST /predict" in own_cluster.core.read_namespaced_pod_log(pod.metadata.name, "default")
+
     servers = psutil.Process(traffic.router_pid(own_cluster.context)).children()
     assert servers, "the router runs a model server for v1"
     assert traffic.stop_router(own_cluster.context)
