@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # nbgrader calls alembic (and jupyter) through PATH: the venv's scripts must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install binaries cluster docker clean-cluster
+.PHONY: run test install binaries cluster docker kind-image clean-cluster
 
 install: $(VENV)/.installed
 
@@ -26,10 +26,15 @@ cluster: binaries
 docker:
 	.ci/docker-engine start
 
+# The kind node image is built offline from local parts; cached until its inputs change.
+kind-image: binaries docker
+	$(BIN)/python -m autograder kind-image build
+
 run: cluster
 	$(BIN)/python -m autograder demo --provider practice
+	$(BIN)/python -m autograder grade lesson01 --masters --provider practice
 
-test: binaries docker
+test: binaries docker kind-image
 	$(BIN)/python -m pytest -ra
 
 clean-cluster: install
