@@ -195,6 +195,10 @@ class Practice:
                 return
             self._kwokctl("delete", "cluster", "--name", self.cluster, timeout=120,
                           what="kwokctl delete cluster")
+            # The traffic router imports this module, so it is imported here, when needed.
+            from autograder.lab.traffic import stop_router
+
+            stop_router(self.context)
             log(f"Deleted practice cluster {self.cluster!r}.")
 
 
