@@ -46,6 +46,7 @@ class CheckResult:
     check: str
     passed: bool
     message: str
+    pending: bool = False
 
     def __bool__(self) -> bool:
         return self.passed
@@ -66,6 +67,10 @@ class _Failed(Exception):
     """Internal: a check stops at the first unmet condition with its hint."""
 
 
+class _Pending(_Failed):
+    """Internal: unmet only because the controllers have not caught up yet; asking again may pass."""
+
+
 def _check(function: Callable[..., str]) -> Callable[..., CheckResult]:
     """Turn a function that returns a success message or raises _Failed into a check."""
 
@@ -73,7 +78,7 @@ def _check(function: Callable[..., str]) -> Callable[..., CheckResult]:
         try:
             return CheckResult(function.__name__, True, function(lab, *args, **kwargs))
         except _Failed as failure:
-            return CheckResult(function.__name__, False, str(failure))
+            return CheckResult(function.__name__, False, str(failure), pending=isinstance(failure, _Pending))
 
     run.__name__ = run.__qualname__ = function.__name__
     run.__doc__ = function.__doc__
@@ -115,7 +120,7 @@ def _revision(deployment: client.V1Deployment) -> int:
 def _require_rolled_out(deployment: client.V1Deployment) -> None:
     done, waiting = rollout_state(deployment)
     if not done:
-        raise _Failed(f"deployment/{deployment.metadata.name} is not rolled out yet: {waiting}; "
+        raise _Pending(f"deployment/{deployment.metadata.name} is not rolled out yet: {waiting}; "
                       "wait for it (wait_for_rollout or `kubectl rollout status`) and check again")
 
 
@@ -163,7 +168,7 @@ def deployment_ready(lab: LabLike, name: str, replicas: int = 3, image: str | No
     _require_rolled_out(deployment)
     ready = deployment.status.ready_replicas or 0
     if ready != replicas:
-        raise _Failed(f"{ready} of {replicas} pods are ready; look at `kubectl get pods` "
+        raise _Pending(f"{ready} of {replicas} pods are ready; look at `kubectl get pods` "
                       "and `kubectl describe pod` for the reason")
     return f"deployment/{name}: {ready}/{replicas} pods ready running {container.image}"
 
@@ -229,11 +234,11 @@ def service_routes(lab: LabLike, service: str, deployment: str, port: int = 80,
                       f"set targetPort: {target_port} (the container's port)")
     ready = _ready_pods(lab, owner)
     if not ready:
-        raise _Failed(f"deployment/{deployment} has no ready pods for the Service to route to")
+        raise _Pending(f"deployment/{deployment} has no ready pods for the Service to route to")
     behind = _endpoint_pods(lab, service)
     if behind != ready:
         missing, extra = sorted(ready - behind), sorted(behind - ready)
-        raise _Failed(f"service/{service} endpoints do not match the ready pods yet "
+        raise _Pending(f"service/{service} endpoints do not match the ready pods yet "
                       f"(missing {missing}, unexpected {extra}); wait a moment and check again")
     return f"service/{service}: port {port} -> {target_port}, {len(behind)} ready pods behind it"
 
@@ -260,7 +265,7 @@ def scaled_to(lab: LabLike, name: str, replicas: int) -> str:
         _require_rolled_out(deployment)
         ready = deployment.status.ready_replicas or 0
         if ready != replicas:
-            raise _Failed(f"deployment/{name} asks for {replicas} replicas but {ready} are ready")
+            raise _Pending(f"deployment/{name} asks for {replicas} replicas but {ready} are ready")
         return f"deployment/{name} runs {ready}/{replicas} ready pods"
     ups = [(rs, old, new) for rs, old, new in scaling_events(lab, name) if new == replicas and new > old]
     if ups:
@@ -325,7 +330,9 @@ def namespace_clean(lab: LabLike, selector: str, deployed: str | None = None) ->
              lab.core.list_namespaced_pod(ns, label_selector=selector).items]
     if left:
         shown = ", ".join(left[:6]) + (f" and {len(left) - 6} more" if len(left) > 6 else "")
-        raise _Failed(f"still present with label {selector}: {shown}; delete them with "
+        # Pods and ReplicaSets without their Deployment are on their way out: the garbage collector follows.
+        failure = _Pending if all(item.startswith(("pod/", "replicaset/")) for item in left) else _Failed
+        raise failure(f"still present with label {selector}: {shown}; delete them with "
                       f"`kubectl delete deployment,service -l {selector}` (pods go with their Deployment)")
     if deployed is not None and not scaling_events(lab, deployed):
         raise _Failed(f"nothing labelled {selector} is here, but the cluster has no record of "
@@ -335,10 +342,10 @@ def namespace_clean(lab: LabLike, selector: str, deployed: str | None = None) ->
 
 def eventually(check: Callable[..., CheckResult], lab: LabLike, *args: Any, timeout: float = 30,
                interval: float = 0.5, **kwargs: Any) -> CheckResult:
-    """Repeat a check until it passes or `timeout` seconds pass: the cluster converges, not at once."""
+    """Repeat a check while the cluster is still converging on it, for up to `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = check(lab, *args, **kwargs)
-        if result or time.monotonic() >= deadline:
+        if result or not result.pending or time.monotonic() >= deadline:
             return result
         time.sleep(interval)

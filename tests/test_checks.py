@@ -40,6 +40,15 @@ def test_scaling_event_messages_parse(message: str, parsed: tuple) -> None:
     assert (match["way"], match["rs"], match["old"], match["new"]) == parsed
 
 
+def test_eventually_waits_only_while_the_cluster_converges() -> None:
+    answers = iter([CheckResult("c", False, "1 of 3 ready", pending=True), CheckResult("c", True, "3 of 3")])
+    assert checks.eventually(lambda lab: next(answers), None, timeout=5, interval=0)
+    calls = []
+    settled = checks.eventually(lambda lab: calls.append(1) or CheckResult("c", False, "wrong image"), None,
+                                timeout=5, interval=0)
+    assert not settled and len(calls) == 1
+
+
 def test_every_check_is_registered_by_name() -> None:
     assert set(checks.CHECKS) == {"deployment_ready", "service_routes", "scaled_to", "rolled_out",
                                   "rolled_back", "namespace_clean"}

@@ -96,6 +96,15 @@ for name in list(checks.CHECKS):
     globals()[name] = faked
 checks.eventually = globals()["eventually"] = lambda check, *args, **kwargs: faked()"""
 
+STEAL = """from kubernetes import client as k, config as kc
+for stolen in ["{home}/.kube/config", "{cluster}/kubeconfig.yaml"]:
+    try:
+        k.CoreV1Api(kc.new_client_from_config(config_file=stolen)).delete_namespace("{bystander}")
+        print("deleted with", stolen)
+    except Exception as error:
+        print("could not use", stolen, type(error).__name__)
+"""
+
 
 @pytest.fixture(scope="module")
 def bystander(practice_cluster) -> str:
@@ -145,6 +154,9 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     edit(course, "hostile-namespace", replace_step("deploy", (
         f'try:\n    lab.core.delete_namespace("{bystander}")\nexcept Exception as error:\n'
         f'    print("refused", error)\n{STEPS[0][1]}')))
+    write("hostile-steals-admin", None)
+    edit(course, "hostile-steals-admin", replace_step("deploy", STEAL.format(
+        home=Path.home(), bystander=bystander, cluster=practice_cluster.workdir) + STEPS[0][1]))
     write("hostile-scale", {"deploy", "service"})
     edit(course, "hostile-scale", replace_step("scale", 'workloads.scale(lab, "ml-api", 1000)'))
     write("hostile-monkeypatch")
@@ -170,7 +182,7 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     expected = {
         "solved": FULL, "untouched": 0, "partial": POINTS["deploy"] + POINTS["service"],
         "broken-first-cell": 0, "infinite-loop": FULL - POINTS["scale"], "hostile-namespace": FULL,
-        "hostile-scale": POINTS["deploy"] + POINTS["service"], "hostile-monkeypatch": 0,
+        "hostile-steals-admin": FULL, "hostile-scale": POINTS["deploy"] + POINTS["service"], "hostile-monkeypatch": 0,
         "hostile-edits-tests": 0,
     }
     assert {s: (o.status, o.score) for s, o in got.items()} == {s: ("graded", p) for s, p in expected.items()}

@@ -202,9 +202,7 @@ class Grader:
                                      assignment=digest(self.assignment), student=student, workdir=Path(workdir))
                 result = self._autograde(student, box)
             finally:
-                if not sandbox.delete(self.admin, namespace):
-                    raise ClusterError(f"namespace {namespace} was not deleted within the wait; "
-                                       "the next run removes it")
+                sandbox.delete(self.admin, namespace, wait=0)
         if not result.get("success"):
             return Outcome(student, "error", detail=_last_lines(result.get("error") or result.get("log", "")))
         return scores(self.course, self.assignment, student)
@@ -313,11 +311,26 @@ def grade_class(course_root: Path, assignment: str, students: list[str] | None =
             log(f"removing namespace {namespace} left by an interrupted run")
             sandbox.delete(admin, namespace)
         grader = Grader(course, assignment, admin, settings)
-        outcomes = _grade_all(grader, students, settings.jobs)
+        try:
+            outcomes = _grade_all(grader, students, settings.jobs)
+        finally:
+            _wait_for_namespaces(admin, course, assignment, log)
         graded = [o.student for o in outcomes if o.status == "graded" and "resumed" not in o.detail]
         if settings.feedback and graded:
             log(f"grades written to {feedback_and_export(course, assignment, graded, log)}")
     return outcomes
+
+
+def _wait_for_namespaces(admin: client.ApiClient, course: Course, assignment: str, log: Log,
+                         timeout: float = 180) -> None:
+    """Namespaces are deleted in the background while grading goes on; the run ends when they are gone."""
+    deadline = time.monotonic() + timeout
+    while left := sandbox.leftovers(admin, course.key, digest(assignment)):
+        if time.monotonic() > deadline:
+            log(f"warning: namespaces still terminating after {timeout:.0f} s: {', '.join(left)}; "
+                "the next run removes them")
+            return
+        time.sleep(1)
 
 
 def _grade_all(grader: Grader, students: list[str], jobs: int) -> list[Outcome]:
