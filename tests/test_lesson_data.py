@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from matplotlib.figure import Figure
 
-from autograder.lesson import ecosystem, platforms, scenarios
+from autograder.lesson import ecosystem, fleet, manifests, observe, platforms, scenarios
 from autograder.lesson.platforms import (CLOUD_NATIVE, COMPOSE, CONTAINERIZE_FIRST, KUBERNETES,
                                          MATRIX, PLATFORMS, SWARM, Workload)
 
@@ -170,3 +171,47 @@ def test_distributions():
     assert "kind" in ecosystem.distributions("local")
     assert [o.name for o in ecosystem.INSTALL_OPTIONS] == ["minikube", "kind", "Docker Desktop",
                                                            "practice cluster"]
+
+
+def test_table_prints_aligned_and_reads_columns():
+    table = observe.Table(("NAME", "STATUS"), (("practice-worker-1", "Ready"), ("gpu", "NotReady")))
+    assert str(table).splitlines() == ["NAME                STATUS", "practice-worker-1   Ready",
+                                       "gpu                 NotReady"]
+    assert table.column("STATUS") == ["Ready", "NotReady"]
+    assert "<th style='text-align:left'>NAME</th>" in table._repr_html_()
+
+
+def test_age_is_compact_like_kubectl():
+    now = datetime.now(timezone.utc)
+    assert observe.age(now - timedelta(seconds=42)) == "42s"
+    assert observe.age(now - timedelta(minutes=7, seconds=3)) == "7m"
+    assert observe.age(now - timedelta(days=2, hours=1)) == "2d"
+    assert observe.age(None) == "<unknown>"
+
+
+def test_rollout_timeline_backfills_new_replica_sets():
+    timeline = observe.RolloutTimeline("ml-api")
+    timeline.add(0.0, {"old": 3})
+    timeline.add(0.5, {"old": 3, "new": 1})
+    timeline.add(1.0, {"old": 2, "new": 1})
+    assert timeline.ready == {"old": [3, 3, 2], "new": [0, 1, 1]}
+    assert isinstance(timeline.plot(), Figure)
+
+
+def test_deployment_manifest_labels_and_resources():
+    doc = manifests.deployment("gpu-model", replicas=2, limits={"nvidia.com/gpu": "1"}, part="gpu")
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    assert doc["metadata"]["labels"] == {"app": "gpu-model", manifests.PART_LABEL: "gpu"}
+    assert doc["spec"]["selector"]["matchLabels"] == {"app": "gpu-model"}
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
+    assert "command" not in container and "nodeSelector" not in doc["spec"]["template"]["spec"]
+
+
+def test_model_fleet_fits_the_practice_cluster():
+    cpu, memory = fleet.fleet_requests()
+    assert sum(m.replicas for m in fleet.MODEL_FLEET) == 21
+    assert cpu == 19.5 and cpu < 3 * 4 + 2 * 8 and memory < 3 * 16 + 2 * 61
+    docs = fleet.fleet_manifests()
+    assert [d["metadata"]["name"] for d in docs] == [m.name for m in fleet.MODEL_FLEET]
+    resources = docs[0]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == resources["limits"] == {"cpu": "500m", "memory": "1Gi"}

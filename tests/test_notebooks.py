@@ -31,6 +31,19 @@ KEY_FACTS = {
     "02-choosing-a-platform": ["Exercise 2.1 passed", "Exercise 2.2 passed", "Exercise 2.3 passed",
                                "two-person startup API                   -> Cloud-Native (ECS/Run)",
                                "did you mean Prometheus?"],
+    "03-your-cluster": ["PASS cluster_ready: 5 nodes Ready", "Exercise 3.1 passed",
+                        "GPU nodes: ['practice-gpu-1', 'practice-gpu-2']"],
+    "04-first-deployment": ["{'model_version': 'v1.0', 'prediction': 15.0}", "{'status': 'healthy'}",
+                            "PASS deployment_ready", "3/3 pods ready", "PASS service_routes",
+                            "Exercise 4.2 passed", "Exercise 4.3 passed", "Exercise 4.4 passed"],
+    "05-scale-update-rollback": ["PASS scaled_to", "Exercise 5.1 passed",
+                                 "{'model_version': 'v2.0', 'prediction': 6.0}", "Exercise 5.2 passed",
+                                 "PASS rolled_back", "ml-api:v2", "Exercise 5.3 passed",
+                                 "PASS namespace_clean", "Exercise 5.4 passed"],
+    "06-troubleshooting-and-review": ["was never loaded", "Insufficient cpu", "Exercise 6.1 passed",
+                                      "FAIL service_routes", "Exercise 6.2 passed", "Q6 answered"],
+    "07-beyond-the-lesson": ["Exercise 7.1 passed", "Exercise 7.2 passed", "Insufficient nvidia.com/gpu",
+                             "Exercise 7.3 passed", "PASS namespace_clean"],
 }
 
 

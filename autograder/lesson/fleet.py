@@ -1,0 +1,127 @@
+"""Beyond the lesson on a multi-node cluster: a node failure, GPU placement and many models packed."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from kubernetes.utils import parse_quantity
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from autograder.lab.cluster import Lab
+from autograder.lesson.manifests import deployment
+
+GPU = "nvidia.com/gpu"
+
+
+def pods_per_node(lab: Lab, selector: str) -> Counter[str]:
+    """How many live pods behind `selector` each node runs."""
+    return Counter(p.spec.node_name for p in lab.core.list_namespaced_pod(lab.namespace,
+                                                                          label_selector=selector).items
+                   if p.spec.node_name and p.metadata.deletion_timestamp is None)
+
+
+def schedulable_nodes(lab: Lab) -> list[str]:
+    """Nodes the scheduler may use: not cordoned and not tainted NoSchedule/NoExecute."""
+    return sorted(n.metadata.name for n in lab.core.list_node().items
+                  if not n.spec.unschedulable
+                  and not any(t.effect in ("NoSchedule", "NoExecute") for t in n.spec.taints or []))
+
+
+@contextmanager
+def node_failure(lab: Lab, node: str, selector: str) -> Iterator[list[str]]:
+    """Take `node` out as a crash would for the pods behind `selector`, and put it back afterwards.
+
+    A dead node stops reporting; the node controller taints it and, once the pods' tolerance
+    (300 s by default) runs out, their pods are deleted. Here the node is cordoned and this
+    namespace's pods on it are deleted at once, so other namespaces' pods are left alone.
+    Yields the names of the pods that were lost.
+    """
+    others = [name for name in schedulable_nodes(lab) if name != node]
+    if not others:
+        raise ValueError(f"no other schedulable node to move the pods of {node} to: this needs a "
+                         "multi-node cluster such as the practice cluster")
+    lab.core.patch_node(node, {"spec": {"unschedulable": True}})
+    try:
+        lost = [p.metadata.name for p in lab.core.list_namespaced_pod(
+            lab.namespace, label_selector=selector, field_selector=f"spec.nodeName={node}").items]
+        for name in lost:
+            lab.core.delete_namespaced_pod(name, lab.namespace, grace_period_seconds=0)
+        yield lost
+    finally:
+        lab.core.patch_node(node, {"spec": {"unschedulable": False}})
+
+
+def wait_for_ready_pods(lab: Lab, selector: str, count: int, timeout: float = 60) -> float:
+    """Block until `count` live, ready pods match `selector` (counted from the pods, not a status that lags)."""
+    started = time.monotonic()
+    while True:
+        ready = [p for p in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
+                 if p.metadata.deletion_timestamp is None
+                 and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+        if len(ready) == count:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{len(ready)} of {count} pods behind {selector} ready after {timeout:.0f} s")
+        time.sleep(0.25)
+
+
+def plot_pods_per_node(before: Counter[str], after: Counter[str], nodes: list[str], crashed: str) -> Figure:
+    """Pods per node before and after a node failure, side by side."""
+    figure = Figure(figsize=(9, 3.8), layout="constrained")
+    ax = figure.subplots()
+    width = 0.4
+    positions = range(len(nodes))
+    ax.bar([p - width / 2 for p in positions], [before.get(n, 0) for n in nodes], width, label="before")
+    ax.bar([p + width / 2 for p in positions], [after.get(n, 0) for n in nodes], width, label="after")
+    ax.set_xticks(list(positions), [f"{n}\n(crashed)" if n == crashed else n for n in nodes], fontsize=8)
+    ax.set_ylabel("ml-api pods")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    ax.set_title(f"{crashed} fails: its pods are recreated on the other nodes")
+    return figure
+
+
+def gpu_nodes(lab: Lab) -> list[str]:
+    """Nodes that offer at least one nvidia.com/gpu."""
+    return sorted(n.metadata.name for n in lab.core.list_node().items
+                  if parse_quantity((n.status.allocatable or {}).get(GPU, "0")) > 0)
+
+
+@dataclass(frozen=True)
+class Model:
+    """One model to serve: how many replicas and what each replica requests."""
+
+    name: str
+    replicas: int
+    cpu: str
+    memory: str
+
+
+MODEL_FLEET: tuple[Model, ...] = (
+    Model("fraud-detector", 4, "500m", "1Gi"),
+    Model("recommender", 3, "1", "4Gi"),
+    Model("image-classifier", 2, "2", "6Gi"),
+    Model("churn-model", 6, "250m", "512Mi"),
+    Model("text-embedder", 2, "3", "12Gi"),
+    Model("search-ranker", 4, "750m", "2Gi"),
+)
+
+
+def fleet_manifests(models: tuple[Model, ...] = MODEL_FLEET, part: str = "bin-packing") -> list[dict]:
+    """One Deployment per model, requests equal to limits so each replica's share is fixed."""
+    return [deployment(m.name, replicas=m.replicas, part=part,
+                       requests={"cpu": m.cpu, "memory": m.memory},
+                       limits={"cpu": m.cpu, "memory": m.memory}) for m in models]
+
+
+def fleet_requests(models: tuple[Model, ...] = MODEL_FLEET) -> tuple[float, float]:
+    """Total CPU cores and GiB of memory the fleet asks for."""
+    cpu = sum(float(parse_quantity(m.cpu)) * m.replicas for m in models)
+    memory = sum(float(parse_quantity(m.memory)) * m.replicas for m in models) / 2**30
+    return cpu, memory
+

@@ -1,0 +1,29 @@
+"""Small Deployment manifests for the troubleshooting and beyond-the-lesson exercises."""
+
+from __future__ import annotations
+
+PART_LABEL = "lesson-part"
+
+
+def deployment(name: str, image: str = "ml-api:v1", replicas: int = 1, *,
+               requests: dict[str, str] | None = None, limits: dict[str, str] | None = None,
+               command: list[str] | None = None, part: str = "extra",
+               node_selector: dict[str, str] | None = None) -> dict:
+    """A one-container Deployment labelled app=NAME and lesson-part=PART, so clean-up is one selector."""
+    labels = {"app": name, PART_LABEL: part}
+    container: dict = {"name": name, "image": image, "imagePullPolicy": "Never",
+                       "ports": [{"containerPort": 8080}]}
+    resources = {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
+    if resources:
+        container["resources"] = resources
+    if command:
+        container["command"] = command
+    pod_spec: dict = {"containers": [container]}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
+    }
