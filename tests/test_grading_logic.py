@@ -75,14 +75,18 @@ def test_a_faked_pass_is_overwritten_by_the_graders_failure() -> None:
     assert "does not exist" in cell.outputs[-1].evalue
 
 
-def test_a_kernel_error_or_stderr_is_cleared_when_the_grader_passes() -> None:
-    cell = _test_cell(NotebookNode(output_type="stream", name="stderr", text="warning\n"),
-                      NotebookNode(output_type="execute_result", data={"text/plain": "0.0"}, metadata={},
-                                   execution_count=1),
-                      NotebookNode(output_type="error", ename="AssertionError", evalue="", traceback=[]))
+def test_the_cell_scores_only_when_kernel_and_grader_both_pass() -> None:
+    stderr = NotebookNode(output_type="stream", name="stderr", text="warning\n")
+    partial = NotebookNode(output_type="execute_result", data={"text/plain": "0.0"}, metadata={}, execution_count=1)
+    cell = _test_cell(stderr, partial)
     rewrite_outputs(cell, [CheckResult("scaled_to", True, "runs 5/5")])
     assert determine_grade(cell) == (2, 2)
-    assert [o.output_type for o in cell.outputs] == ["stream"]
+    assert [o.output_type for o in cell.outputs] == ["stream", "stream"]
+
+    kernel_error = NotebookNode(output_type="error", ename="AssertionError", evalue="pods not Running", traceback=[])
+    cell = _test_cell(kernel_error)
+    rewrite_outputs(cell, [CheckResult("scaled_to", True, "runs 5/5")])
+    assert determine_grade(cell) == (0, 2)
 
 
 def test_ledger_resumes_only_the_same_submission(tmp_path: Path) -> None:

@@ -29,7 +29,9 @@ from autograder.grading import jail, sandbox, submissions
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
 from autograder.grading.names import check_student_id, digest, namespace_for
 from autograder.grading.worker import course_config
-from autograder.lab import ClusterError, choose, kubeconfig
+from autograder.lab import ClusterError, Lab, binaries, choose, kubeconfig
+from autograder.lab.cluster import provider_of_context
+from autograder.lesson import steps
 
 Log = Callable[[str], None]
 GRADES_CSV = "grades.csv"
@@ -86,6 +88,21 @@ class Course:
         return NbGraderAPI(config=self.config)
 
 
+def serve_practice_images(admin: client.ApiClient, provider: str | None, log: Log) -> None:
+    """On the practice cluster, load the lesson's images and start the traffic router as the grader.
+
+    Student kernels connect as `existing` with a namespace-scoped identity, which can neither
+    record images on the nodes nor run the cluster-wide router that port-forwards need.
+    """
+    chosen = choose(provider)
+    if chosen.name != "practice" and provider_of_context(chosen.context) != "practice":
+        return
+    lab = Lab(provider="practice", context=chosen.context, namespace="default", api=admin)
+    for tag in steps.VERSIONS:
+        steps.load_image(lab, tag, log=lambda _: None)
+    log(f"practice cluster: images {', '.join(steps.VERSIONS)} loaded and the traffic router running")
+
+
 def admin_client(provider: str | None) -> client.ApiClient:
     """The grader's own client; a cluster that does not answer stops the run before anything is recorded."""
     chosen = choose(provider)
@@ -137,7 +154,9 @@ def kernel_environment(box: sandbox.Sandbox) -> dict[str, str]:
     """The worker's and the student kernel's environment: only the student's kubeconfig is reachable."""
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("LAB_")}
     env.update(KUBECONFIG=str(box.student_kubeconfig), LAB_CLUSTER="existing", LAB_NAMESPACE=box.namespace)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # kubectl (for port-forward) from wherever the grader found it: the jailed kernel has an empty cache.
+    tools = [str(path.parent) for path in map(binaries.find, ["kubectl"]) if path is not None]
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *tools, env.get("PATH", "")])
     return env
 
 
@@ -301,6 +320,8 @@ def grade_class(course_root: Path, assignment: str, students: list[str] | None =
         raise GradingError(f"no submissions for {assignment!r} under "
                            f"{course.root / course.dirs.submitted_directory}/<student>/{assignment}")
     admin = admin_client(provider)
+    sandbox.ensure_node_access(admin)
+    serve_practice_images(admin, provider, log)
     if settings.jail and (reason := jail.unavailable_reason()):
         log(f"warning: student kernels run without the jail ({reason}); a hostile notebook could read "
             "this machine's cluster credentials. Grade as root on Linux with util-linux to isolate them.")

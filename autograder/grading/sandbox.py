@@ -43,6 +43,26 @@ READER_RULES = [
     {"apiGroups": [""], "resources": ["pods", "services", "endpoints", "events"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
 ]
+# The lesson reads nodes and cordons one to simulate a crash: students may read every node and
+# patch nodes, and an admission policy lets that patch change nothing but spec.unschedulable.
+NODE_ROLE = "k8s-ml-grader-student-nodes"
+NODE_RULES = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]}]
+NODE_POLICY = "k8s-ml-grader-cordon-only"
+NODE_POLICY_SPEC = {
+    "failurePolicy": "Fail",
+    "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+                                            "resources": ["nodes"]}]},
+    "matchConditions": [{"name": "grading-student", "expression":
+                         "request.userInfo.username.startsWith('system:serviceaccount:grade-') && "
+                         "request.userInfo.username.endsWith(':student')"}],
+    "validations": [{
+        "expression": "object.metadata.?labels.orValue({}) == oldObject.metadata.?labels.orValue({}) && "
+                      "object.metadata.?annotations.orValue({}) == oldObject.metadata.?annotations.orValue({}) && "
+                      "object.spec.?taints.orValue([]) == oldObject.spec.?taints.orValue([])",
+        "message": "a grading identity may only cordon or uncordon nodes (spec.unschedulable)",
+    }],
+}
+
 QUOTA = {
     "pods": "20", "services": "5", "configmaps": "10", "count/deployments.apps": "5",
     "count/replicasets.apps": "30", "requests.cpu": "4", "requests.memory": "4Gi",
@@ -99,6 +119,26 @@ def _kubeconfig(admin: client.ApiClient, namespace: str, user: str, token: str, 
     return path
 
 
+def ensure_node_access(admin: client.ApiClient) -> None:
+    """The cluster-wide pieces every grading namespace shares: the node role and its admission policy."""
+    rbac = client.RbacAuthorizationV1Api(admin)
+    policies = client.AdmissionregistrationV1Api(admin)
+    labels = {MANAGED_BY: GRADER}
+    for create, body in [
+        (rbac.create_cluster_role, {"metadata": {"name": NODE_ROLE, "labels": labels}, "rules": NODE_RULES}),
+        (policies.create_validating_admission_policy,
+         {"metadata": {"name": NODE_POLICY, "labels": labels}, "spec": NODE_POLICY_SPEC}),
+        (policies.create_validating_admission_policy_binding,
+         {"metadata": {"name": NODE_POLICY, "labels": labels},
+          "spec": {"policyName": NODE_POLICY, "validationActions": ["Deny"]}}),
+    ]:
+        try:
+            create(body)
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+
+
 def create(admin: client.ApiClient, namespace: str, *, course: str, assignment: str, student: str,
            workdir: Path) -> Sandbox:
     """Make the namespace with its quota, limits and two identities; kubeconfigs go in `workdir`."""
@@ -113,6 +153,12 @@ def create(admin: client.ApiClient, namespace: str, *, course: str, assignment: 
     _wait_for_default_service_account(core, namespace)
     student_token = _identity(rbac, core, namespace, "student", STUDENT_RULES)
     reader_token = _identity(rbac, core, namespace, "grader-reader", READER_RULES)
+    rbac.create_cluster_role_binding({
+        "metadata": {"name": namespace, "labels": {MANAGED_BY: GRADER, COURSE_LABEL: course,
+                                                   ASSIGNMENT_LABEL: assignment}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NODE_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": "student", "namespace": namespace}],
+    })
     workdir.mkdir(parents=True, exist_ok=True)
     return Sandbox(
         namespace=namespace,
@@ -133,11 +179,13 @@ def _wait_for_default_service_account(core: client.CoreV1Api, namespace: str, ti
 def delete(admin: client.ApiClient, namespace: str, wait: float = 120) -> bool:
     """Delete the namespace and everything in it; True once it is gone within `wait` seconds."""
     core = client.CoreV1Api(admin)
-    try:
-        core.delete_namespace(namespace, propagation_policy="Background")
-    except client.ApiException as error:
-        if error.status != 404:
-            raise
+    for remove in (client.RbacAuthorizationV1Api(admin).delete_cluster_role_binding,
+                   lambda name: core.delete_namespace(name, propagation_policy="Background")):
+        try:
+            remove(namespace)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
@@ -151,8 +199,11 @@ def delete(admin: client.ApiClient, namespace: str, wait: float = 120) -> bool:
 
 
 def leftovers(admin: client.ApiClient, course: str, assignment: str | None = None) -> list[str]:
-    """Namespaces an earlier, interrupted run of this course left behind."""
+    """Namespaces (and their node bindings) an earlier, interrupted run of this course left behind."""
     selector = f"{MANAGED_BY}={GRADER},{COURSE_LABEL}={course}"
     if assignment:
         selector += f",{ASSIGNMENT_LABEL}={assignment}"
-    return [ns.metadata.name for ns in client.CoreV1Api(admin).list_namespace(label_selector=selector).items]
+    namespaces = {ns.metadata.name for ns in client.CoreV1Api(admin).list_namespace(label_selector=selector).items}
+    bindings = {b.metadata.name for b in
+                client.RbacAuthorizationV1Api(admin).list_cluster_role_binding(label_selector=selector).items}
+    return sorted(namespaces | bindings)

@@ -1,11 +1,12 @@
-"""Grade cluster steps in the grader's process, not the student's kernel.
+"""Grade cluster steps in the grader's process, not only in the student's kernel.
 
 nbgrader scores an autograder test cell by its outputs: no error means full points. A kernel
 can fake that (monkeypatch `autograder.checks`, swallow the AssertionError). So right after
 each test cell runs, `ClusterVerifiedExecute` (an nbgrader `Execute` preprocessor, running in
 the nbgrader process) finds the check calls in the cell's source, as restored from the
-gradebook by nbgrader's OverwriteCells, runs them itself with read-only credentials, and
-rewrites the cell's outputs to its own verdict. Hidden-test arguments must be literals after the
+gradebook by nbgrader's OverwriteCells, runs them itself with read-only credentials, and adds
+its verdict: the cell scores only when the kernel's run and the grader's checks both pass.
+Hidden-test arguments must be literals after the
 lab, e.g. `deployment_ready(lab, "ml-api", replicas=3).assert_passed()` or
 `eventually(scaled_to, lab, "ml-api", 5)`.
 """
@@ -133,11 +134,19 @@ def _error(text: str, ename: str = "AssertionError") -> NotebookNode:
 
 
 def rewrite_outputs(cell: NotebookNode, results: list[checks.CheckResult]) -> None:
-    """Replace what decides the score (errors, stderr, results) with the grader's verdicts."""
-    kept = [o for o in cell.outputs
-            if (o.output_type == "stream" and o.name == "stdout") or o.output_type == "display_data"]
-    report = "".join(f"{GRADER_MARK} {result}\n" for result in results)
-    kept.append(_stream(report))
+    """Add the grader's verdicts to a test cell: it scores only if the kernel and the grader both pass.
+
+    Kernel errors stay (the instructor's other asserts count); results that could claim partial
+    credit go, and stderr becomes stdout (a warning is not a failure the grader judges).
+    """
+    kept = []
+    for output in cell.outputs:
+        if output.output_type == "execute_result":
+            continue
+        if output.output_type == "stream" and output.name == "stderr":
+            output = _stream(output.text)
+        kept.append(output)
+    kept.append(_stream("".join(f"{GRADER_MARK} {result}\n" for result in results)))
     failed = [result for result in results if not result]
     if failed:
         kept.append(_error("\n".join(str(result) for result in failed)))
@@ -179,11 +188,9 @@ class ClusterVerifiedExecute(Execute):
                 self._kernel_dead = True
                 cell.outputs.append(_error("the kernel died while running this cell; the cells after it "
                                            "were not run", ename="DeadKernelError"))
-                self._verify(cell)
                 return cell, self.resources
         if cell.cell_type == "code" and is_grade(cell) and not is_solution(cell):
             cell.outputs = [_error("not run: the kernel died in an earlier cell", ename="DeadKernelError")]
-            self._verify(cell)
         return cell, self.resources
 
     def _verify(self, cell: NotebookNode) -> None:
