@@ -30,7 +30,15 @@ def node_image() -> nodeimage.NodeImage:
 
 @pytest.fixture(scope="module")
 def kind_cluster(node_image: nodeimage.NodeImage) -> Kind:
+    """The lab's kind cluster, recreated when it runs another node image than the one just built."""
     kind = Kind()
+    client = docker.from_env()
+    try:
+        stale = client.containers.get(kind.node).image.id != client.images.get(node_image.tag).id
+    except docker.errors.NotFound:
+        stale = False
+    if stale:
+        kind.down()
     kind.up()
     return kind
 

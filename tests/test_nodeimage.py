@@ -47,13 +47,13 @@ def test_components_follow_upstream_layouts() -> None:
     made = {component.name: component for component in nodeimage.components()}
     assert set(made) == {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy",
                          "coredns", "pause", "etcd"}
-    assert made["kube-proxy"].on_rootfs and not made["etcd"].on_rootfs
+    assert made["kube-proxy"].needs_iptables and not made["etcd"].needs_iptables
     assert made["coredns"].entrypoint == ("/coredns",)
     assert made["pause"].user == "65535:65535"
-    scratch = nodeimage.component_dockerfile(made["kube-apiserver"], "rootfs:x")
+    scratch = nodeimage.component_dockerfile(made["kube-apiserver"], "rootfs:x", "iptables:x")
     assert scratch.startswith("FROM scratch") and "ca-certificates.crt" in scratch
     assert "COPY kube-apiserver /usr/local/bin/kube-apiserver" in scratch
-    assert nodeimage.component_dockerfile(made["kube-proxy"], "rootfs:x").startswith("FROM rootfs:x")
+    assert nodeimage.component_dockerfile(made["kube-proxy"], "rootfs:x", "iptables:x").startswith("FROM iptables:x")
 
 
 def test_the_inputs_hash_moves_only_with_the_inputs(files: dict[str, tuple[bytes, int]]) -> None:

@@ -43,6 +43,21 @@ def node_image() -> str:
     return OFFICIAL_NODE_IMAGE
 
 
+def privileged_blocked_reason(image: str) -> str | None:
+    """None when Docker can start a privileged container (a kind node must be one), else why not."""
+    try:
+        docker.from_env(timeout=30).containers.run(
+            image, entrypoint=["true"], privileged=True, network_mode="none", remove=True)
+    except DockerException as error:
+        if "apply caps" in str(error):
+            return ("Docker cannot start privileged containers here: this host's capability "
+                    "bounding set lacks one Docker 20.10 asks for (these CI machines have no "
+                    "CAP_SYS_RESOURCE). Start dockerd with `--add-runtime runc-bounded=<repo>/"
+                    ".ci/runc-bounded --default-runtime runc-bounded` (see that file)")
+        return f"Docker cannot start a privileged container from {image}: {error}"
+    return None
+
+
 @dataclass
 class Kind:
     """`kind create cluster --name ml-learning`, as the lesson does it."""
@@ -76,7 +91,7 @@ class Kind:
                     "offline; build one with `python -m autograder kind-image build`")
         except DockerException as error:
             return f"Docker could not list images: {error}"
-        return None
+        return privileged_blocked_reason(node_image())
 
     def _kind(self, *args: str, timeout: float = 600, what: str = "") -> str:
         kind = binaries.ensure(["kind"])["kind"]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import requests
 import yaml
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from tqdm.auto import tqdm
@@ -57,11 +58,39 @@ KUBEADM_IMAGES = (
 )
 PAUSE_IMAGE = KUBEADM_IMAGES[5]
 
+
+
+@dataclass(frozen=True)
+class Rootfs:
+    """A Debian bookworm root filesystem, debootstrapped once and kept as a Docker image."""
+
+    name: str
+    packages: tuple[str, ...]
+    check: str  # a shell command that must pass inside it before it is tagged
+
+    @property
+    def tag(self) -> str:
+        """The image's tag: the suite and a hash of the package list."""
+        digest = hashlib.sha256(" ".join((baseimage.SUITE, *self.packages)).encode()).hexdigest()
+        return f"{ROOTFS_REPOSITORY}:{self.name}-{baseimage.SUITE}-{digest[:12]}"
+
+
 # What kind's base image installs, minus storage-test and rootless extras, plus Debian's runtime.
-NODE_PACKAGES = (
-    "systemd", "conntrack", "iptables", "nftables", "iproute2", "ethtool", "util-linux", "mount",
-    "kmod", "libseccomp2", "pigz", "e2fsprogs", "bash", "ca-certificates", "curl", "jq", "procps",
-    "containerd", "runc", "containernetworking-plugins",
+NODE_ROOTFS = Rootfs(
+    name="node",
+    packages=(
+        "systemd", "conntrack", "iptables", "nftables", "iproute2", "ethtool", "util-linux", "mount",
+        "kmod", "libseccomp2", "pigz", "e2fsprogs", "bash", "ca-certificates", "curl", "jq", "procps",
+        "containerd", "runc", "containernetworking-plugins",
+    ),
+    check=("containerd --version && runc --version | head -n1 && systemctl --version | head -n1 "
+           "&& ls /usr/lib/cni/ptp"),
+)
+# What upstream's distroless-iptables gives kube-proxy: iptables and nftables, conntrack, ipset.
+IPTABLES_ROOTFS = Rootfs(
+    name="iptables",
+    packages=("iptables", "nftables", "conntrack", "ipset", "kmod"),
+    check="iptables --version && nft --version && conntrack --version",
 )
 NODE_BINARIES = ("kubelet", "kubeadm", "kubectl")
 KUBERNETES_IMAGE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
@@ -142,7 +171,7 @@ class Component:
     ref: str                # as kubeadm lists it, e.g. registry.k8s.io/kube-apiserver:v1.34.12
     name: str               # the binary, and the file name in the build context
     path: str               # where the binary lives in the image
-    on_rootfs: bool = False  # needs iptables and a shell (kube-proxy)
+    needs_iptables: bool = False  # kube-proxy programs the node's iptables
     entrypoint: tuple[str, ...] = ()
     user: str = ""
 
@@ -157,7 +186,7 @@ def components(refs: tuple[str, ...] = KUBEADM_IMAGES) -> list[Component]:
         elif name == "pause":
             made.append(Component(ref, name, "/pause", entrypoint=("/pause",), user="65535:65535"))
         else:
-            made.append(Component(ref, name, f"/usr/local/bin/{name}", on_rootfs=name == "kube-proxy"))
+            made.append(Component(ref, name, f"/usr/local/bin/{name}", needs_iptables=name == "kube-proxy"))
     return made
 
 
@@ -270,9 +299,9 @@ STATIC_BASE = {
 }
 
 
-def component_dockerfile(component: Component, rootfs: str) -> str:
-    """One component image: distroless-like from scratch, or on the rootfs when it needs iptables."""
-    lines = [f"FROM {rootfs}"] if component.on_rootfs else [
+def component_dockerfile(component: Component, rootfs: str, iptables_rootfs: str) -> str:
+    """One component image: distroless-like from scratch, or on the iptables rootfs (kube-proxy)."""
+    lines = [f"FROM {iptables_rootfs}"] if component.needs_iptables else [
         "FROM scratch",
         f"COPY --from={rootfs} /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt",
         "COPY base/ /",
@@ -286,12 +315,6 @@ def component_dockerfile(component: Component, rootfs: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rootfs_tag() -> str:
-    """The rootfs image's tag: the suite and a hash of the package list."""
-    digest = hashlib.sha256(" ".join((baseimage.SUITE, *NODE_PACKAGES)).encode()).hexdigest()
-    return f"{ROOTFS_REPOSITORY}:{baseimage.SUITE}-{digest[:12]}"
-
-
 def inputs_digest(files: dict[str, tuple[bytes, int]]) -> str:
     """A hash of everything that decides the image's content: versions, packages, files, recipes."""
     recipe = {
@@ -300,9 +323,9 @@ def inputs_digest(files: dict[str, tuple[bytes, int]]) -> str:
             "etcd": ETCD_VERSION, "coredns": COREDNS_VERSION, "cri-tools": CRI_TOOLS_VERSION,
             "pause": PAUSE_VERSION,
         },
-        "rootfs": rootfs_tag(),
+        "rootfs": [NODE_ROOTFS.tag, IPTABLES_ROOTFS.tag],
         "node": node_dockerfile("rootfs"),
-        "components": [component_dockerfile(c, "rootfs") for c in components()],
+        "components": [component_dockerfile(c, "rootfs", "iptables") for c in components()],
         "static-base": {name: [content.decode(), mode] for name, (content, mode) in STATIC_BASE.items()},
         "files": {name: [hashlib.sha256(content).hexdigest(), mode]
                   for name, (content, mode) in sorted(files.items())},
@@ -357,13 +380,16 @@ def _remove_leftovers(client: docker.DockerClient, log: Log) -> None:
                 client.images.remove(tag)
 
 
-def _drop_untagged(client: docker.DockerClient, image_ids: list[str]) -> None:
-    """Remove node images a rebuild left without a tag, unless a kind node still runs one."""
-    for image_id in dict.fromkeys(image_ids):
+def _drop_older(client: docker.DockerClient, current: str, replaced: list[str]) -> None:
+    """Remove node images of other inputs, and those a rebuild left untagged, unless a node runs one."""
+    older = [tag for image in client.images.list(name=REPOSITORY) for tag in image.tags
+             if tag not in (current, ALIAS_TAG)]
+    untagged = [image_id for image_id in dict.fromkeys(replaced)
+                if _image_exists(client, image_id) and not client.images.get(image_id).tags]
+    for target in (*older, *untagged):
         try:
-            if not client.images.get(image_id).tags:
-                client.images.remove(image_id)
-        except (ImageNotFound, APIError):
+            client.images.remove(target)
+        except APIError:  # a kind node still runs it
             pass
 
 
@@ -449,23 +475,20 @@ def docker_build(client: docker.DockerClient, context: Path, tag: str, bar: tqdm
                     bar.set_postfix_str(f"{tag.rsplit('/', 1)[-1]}: {line[:60]}")
 
 
-def ensure_rootfs(client: docker.DockerClient, log: Log = print) -> str:
-    """The bookworm rootfs image the node and kube-proxy start from, debootstrapped once."""
-    tag = rootfs_tag()
+def ensure_rootfs(client: docker.DockerClient, wanted: Rootfs, log: Log = print) -> str:
+    """The rootfs image `wanted`, debootstrapped and imported the first time only."""
+    tag = wanted.tag
     if _image_exists(client, tag):
         return tag
     binaries.cache_root().mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="kind-node-rootfs-", dir=binaries.cache_root()))
+    work = Path(tempfile.mkdtemp(prefix=f"kind-{wanted.name}-rootfs-", dir=binaries.cache_root()))
     try:
-        rootfs = baseimage.debootstrap(work / "rootfs", NODE_PACKAGES, log=log)
+        rootfs = baseimage.debootstrap(work / "rootfs", wanted.packages, log=log)
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for item in (rootfs / leftover).glob("*"):
                 if item.is_file():
                     item.unlink()
-        baseimage.import_rootfs(
-            rootfs, tag, client=client, log=log,
-            check=("sh", "-c", ("containerd --version && runc --version | head -n1 "
-                                "&& systemctl --version | head -n1 && ls /usr/lib/cni/ptp")))
+        baseimage.import_rootfs(rootfs, tag, client=client, log=log, check=("sh", "-c", wanted.check))
     finally:
         baseimage._unmount_below(work)
         shutil.rmtree(work, ignore_errors=True)
@@ -545,7 +568,7 @@ def build(force: bool = False, log: Log = print) -> NodeImage:
         image = client.images.get(tag)
         image.tag(*baseimage.split_tag(ALIAS_TAG))
         if not cached:
-            _drop_untagged(client, replaced)
+            _drop_older(client, tag, replaced)
     built = NodeImage(tag=tag, alias=ALIAS_TAG, size_bytes=image.attrs["Size"],
                       seconds=time.monotonic() - started, cached=cached)
     if not cached:
@@ -579,13 +602,14 @@ def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag
             check_kubeadm_images(paths["kubeadm"])
             bar.update()
             bar.set_postfix_str("bookworm rootfs")
-            rootfs = ensure_rootfs(client, log)
+            rootfs = ensure_rootfs(client, NODE_ROOTFS, log)
+            iptables_rootfs = ensure_rootfs(client, IPTABLES_ROOTFS, log)
             bar.update()
             preloaded = {}
             for component in components():
                 staging = f"k8s-ml-lab/staging-{build_id}/{component.name}:{baseimage.split_tag(component.ref)[1]}"
-                extra = {} if component.on_rootfs else STATIC_BASE
-                context = _context(component_dockerfile(component, rootfs),
+                extra = {} if component.needs_iptables else STATIC_BASE
+                context = _context(component_dockerfile(component, rootfs, iptables_rootfs),
                                    {component.name: paths[component.name], **extra}, work)
                 made.append(staging)
                 docker_build(client, context, staging, bar)
@@ -607,8 +631,9 @@ def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag
             log("node image check: " + " | ".join(report.decode().split("\n")).strip(" |"))
             client.images.get(whole).tag(*baseimage.split_tag(tag))
             bar.update()
-    except DockerException as error:
-        raise NodeImageError(f"Docker failed during the node image build: {error}") from error
+    except (DockerException, requests.RequestException) as error:
+        raise NodeImageError(f"Docker failed during the node image build ({error}); is dockerd "
+                             "still running? (`docker info`)") from error
     finally:
         for staging in reversed(made):
             try:
