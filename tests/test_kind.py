@@ -140,6 +140,7 @@ def test_a_node_that_is_not_ready_is_explained_with_its_logs(kind_cluster: Kind)
         diagnosis = kind_cluster.node_diagnosis()
     finally:
         assert node.exec_run(["systemctl", "start", "kubelet"]).exit_code == 0
+    assert diagnosis.startswith("kubelet")  # a one-line summary comes first
     assert "Last 30 lines from kubelet" in diagnosis
     assert "Last 30 lines from containerd" in diagnosis
     assert "Stopp" in diagnosis  # systemd's "Stopping/Stopped kubelet" line

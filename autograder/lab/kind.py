@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ NODE_IMAGE_ENV = "LAB_KIND_IMAGE"
 OFFICIAL_NODE_IMAGE = f"kindest/node:v{binaries.KUBERNETES_VERSION}"
 READY_WAIT = "180s"
 LOG_LINES = 30
+KLOG_ERROR = re.compile(r"^E\d{4} ")  # klog's error lines: E1128 03:00:00.000000 ...
 
 
 def docker_unreachable_reason() -> str | None:
@@ -156,13 +158,17 @@ class Kind:
         if node.status != "running":
             output = node.logs(tail=LOG_LINES).decode(errors="replace")
             return f"The node container {self.node} is {node.status}; its last output:\n{textwrap.indent(output, '  ')}"
-        sections = []
+        summary, sections = [], []
         for unit, role in (("kubelet", "the agent that starts pods"), ("containerd", "the container runtime")):
             _, output = node.exec_run(["journalctl", "-u", unit, "-n", str(LOG_LINES), "--no-pager", "-o", "cat"])
+            lines = output.decode(errors="replace").rstrip().splitlines()
+            errors = [line for line in lines if KLOG_ERROR.match(line) or "level=error" in line]
+            summary.append(f"{unit}'s last error: {errors[-1].strip()[:300]}" if errors
+                           else f"{unit} logged no error in its last {LOG_LINES} lines")
             sections.append(f"Last {LOG_LINES} lines from {unit}, {role} "
                             f"(`docker exec {self.node} journalctl -u {unit}`):\n"
-                            + textwrap.indent(output.decode(errors="replace").rstrip(), "  "))
-        return "\n\n".join(sections)
+                            + textwrap.indent("\n".join(lines), "  "))
+        return "\n".join(summary) + "\n\n" + "\n\n".join(sections)
 
     def down(self, log: Log = print) -> None:
         if binaries.find("kind") is None or docker_unreachable_reason() or not self.exists():
