@@ -46,6 +46,10 @@ KEY_FACTS = {
                              "Exercise 7.3 passed", "PASS namespace_clean"],
 }
 
+# Charts each solved notebook must draw (as PNG, so they show in Jupyter and in exported HTML).
+CHARTS = {"01-why-orchestration": 2, "02-choosing-a-platform": 1, "05-scale-update-rollback": 1,
+          "07-beyond-the-lesson": 2}
+
 
 def _names(folder: Path) -> list[str]:
     return sorted(path.stem for path in folder.glob("*.ipynb"))
@@ -75,6 +79,10 @@ def _text(cell: nbformat.NotebookNode) -> str:
 def _execute(path: Path, name: str, allow_errors: bool) -> nbformat.NotebookNode:
     """Run a notebook in a fresh kernel (cluster ones in a namespace of their own) and record its time."""
     notebook = nbformat.read(path, as_version=4)
+    # The kernel must be this interpreter (with the package installed): its scripts come first.
+    scripts = str(Path(sys.executable).parent)
+    if not os.environ["PATH"].startswith(scripts + os.pathsep):
+        os.environ["PATH"] = f"{scripts}{os.pathsep}{os.environ['PATH']}"
     namespace = None
     if name not in NO_CLUSTER:
         namespace = f"nb-{name[:2]}-{'m' if path.parent == MASTERS else 's'}-{uuid.uuid4().hex[:6]}"
@@ -127,6 +135,9 @@ def test_solved_master_runs_and_passes_its_tests(name, cluster_for):
     shown = "\n".join(_text(cell) for cell in notebook.cells if cell.cell_type == "code")
     for fact in KEY_FACTS.get(name, []):
         assert fact in shown, f"{name} did not show {fact!r}"
+    charts = sum("image/png" in output.get("data", {})
+                 for cell in notebook.cells for output in cell.get("outputs", []))
+    assert charts >= CHARTS.get(name, 0), f"{name} drew {charts} charts"
 
 
 @pytest.mark.parametrize("name", _params(STUDENTS))

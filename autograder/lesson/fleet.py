@@ -16,6 +16,7 @@ from autograder.lab.cluster import Lab
 from autograder.lesson.manifests import deployment
 
 GPU = "nvidia.com/gpu"
+CORDON_TAINT = "node.kubernetes.io/unschedulable"
 
 
 def pods_per_node(lab: Lab, selector: str) -> Counter[str]:
@@ -26,10 +27,15 @@ def pods_per_node(lab: Lab, selector: str) -> Counter[str]:
 
 
 def schedulable_nodes(lab: Lab) -> list[str]:
-    """Nodes the scheduler may use: not cordoned and not tainted NoSchedule/NoExecute."""
+    """Nodes the scheduler may use: not cordoned and not tainted NoSchedule/NoExecute.
+
+    The node controller mirrors a cordon as the taint node.kubernetes.io/unschedulable and
+    lifts it a moment after an uncordon; spec.unschedulable is the truth, so that taint is skipped.
+    """
     return sorted(n.metadata.name for n in lab.core.list_node().items
                   if not n.spec.unschedulable
-                  and not any(t.effect in ("NoSchedule", "NoExecute") for t in n.spec.taints or []))
+                  and not any(t.effect in ("NoSchedule", "NoExecute") and t.key != CORDON_TAINT
+                              for t in n.spec.taints or []))
 
 
 @contextmanager

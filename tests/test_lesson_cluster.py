@@ -1,0 +1,83 @@
+"""The notebooks' cluster helpers against the real practice control plane."""
+
+from __future__ import annotations
+
+import pytest
+
+from autograder.lab import workloads
+from autograder.lesson import fleet, manifests, observe, troubleshoot
+
+pytestmark = pytest.mark.cluster
+
+
+def test_nodes_table_lists_the_practice_nodes(lab):
+    table = observe.nodes(lab)
+    assert table.column("NAME") == ["practice-gpu-1", "practice-gpu-2", "practice-worker-1",
+                                    "practice-worker-2", "practice-worker-3"]
+    assert table.column("GPU") == ["1", "1", "0", "0", "0"]
+    assert observe.cluster_ready(lab).passed
+    assert fleet.gpu_nodes(lab) == ["practice-gpu-1", "practice-gpu-2"]
+
+
+def test_unschedulable_pod_is_explained_by_the_scheduler(lab):
+    workloads.apply(lab, [manifests.deployment("too-big", requests={"cpu": "64"})])
+    troubleshoot.wait_until_settled(lab, "app=too-big", timeout=30)
+    findings = troubleshoot.diagnose(lab, "app=too-big")
+    assert len(findings) == 1 and "Insufficient cpu" in findings[0] and "Pending" in findings[0]
+    assert observe.pods(lab, "app=too-big").column("STATUS") == ["Pending"]
+
+
+def test_missing_image_and_missing_pods_are_reported(lab):
+    assert troubleshoot.diagnose(lab, "app=nothing") == [
+        "no pods match app=nothing: is the Deployment applied, and does its label match?"]
+    workloads.apply(lab, [manifests.deployment("ghost", image="ml-api:never-built")])
+    troubleshoot.wait_until_settled(lab, "app=ghost", timeout=30)
+    assert any("ml-api:never-built was never loaded" in f for f in troubleshoot.diagnose(lab, "app=ghost"))
+
+
+def test_gpu_pods_only_land_on_gpu_nodes(lab):
+    workloads.apply(lab, [manifests.deployment("gpu", replicas=3, limits={"nvidia.com/gpu": "1"})])
+    troubleshoot.wait_until_settled(lab, "app=gpu", timeout=30)
+    placed = fleet.pods_per_node(lab, "app=gpu")
+    assert sorted(placed.items()) == [("practice-gpu-1", 1), ("practice-gpu-2", 1)]
+    assert any("Insufficient nvidia.com/gpu" in f for f in troubleshoot.diagnose(lab, "app=gpu"))
+
+
+def test_node_failure_moves_pods_and_always_uncordons(lab):
+    workloads.apply(lab, [manifests.deployment("spread", replicas=5)])
+    fleet.wait_for_ready_pods(lab, "app=spread", 5)
+    node = fleet.pods_per_node(lab, "app=spread").most_common(1)[0][0]
+    with pytest.raises(RuntimeError, match="boom"):
+        with fleet.node_failure(lab, node, "app=spread") as lost:
+            assert lost and node not in fleet.schedulable_nodes(lab)
+            fleet.wait_for_ready_pods(lab, "app=spread", 5)
+            assert node not in fleet.pods_per_node(lab, "app=spread")
+            raise RuntimeError("boom")
+    assert node in fleet.schedulable_nodes(lab)
+
+
+def test_watch_rollout_records_both_replica_sets(lab):
+    workloads.apply(lab, [manifests.deployment("roll", replicas=3)])
+    workloads.wait_for_rollout(lab, "roll", progress=False)
+    lab.apps.patch_namespaced_deployment("roll", lab.namespace, {"spec": {"minReadySeconds": 1}})
+    workloads.set_image(lab, "roll", "roll", "ml-api:v2")
+    timeline = observe.watch_rollout(lab, "roll", live=False)
+    assert sorted(timeline.labels.values()) == ["revision 1: ml-api:v1", "revision 2: ml-api:v2"]
+    final = {timeline.labels[name]: series[-1] for name, series in timeline.ready.items()}
+    assert final == {"revision 1: ml-api:v1": 0, "revision 2: ml-api:v2": 3}
+    assert len(timeline.seconds) > 3
+    assert [r[1] for r in observe.rollout_history(lab, "roll").rows] == ["ml-api:v1", "ml-api:v2"]
+
+
+def test_bin_packing_loads_add_up(lab):
+    workloads.apply(lab, fleet.fleet_manifests())
+    fleet.wait_for_ready_pods(lab, "lesson-part=bin-packing", 21, timeout=120)
+    loads = observe.node_loads(lab, "lesson-part=bin-packing")
+    assert sum(load.cpu for load in loads) == pytest.approx(fleet.fleet_requests()[0])
+    assert all(load.cpu <= load.cpu_allocatable for load in loads)
+    assert observe.plot_bin_packing(lab, "lesson-part=bin-packing") is not None
+
+
+def test_logs_failure_is_a_sentence(lab):
+    text = observe.logs(lab, "no-such-pod")
+    assert text.startswith("(the cluster could not return logs of no-such-pod: 404")
