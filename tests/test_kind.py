@@ -11,7 +11,7 @@ import pytest
 from kubernetes.client import ApiException
 
 from autograder import MANIFESTS
-from autograder.lab import Lab, connect, nodeimage
+from autograder.lab import Lab, connect, nodeimage, nodeparts
 from autograder.lab import images as model_images
 from autograder.lab import workloads as w
 from autograder.lab.kind import Kind
@@ -101,7 +101,7 @@ def test_the_node_holds_exactly_what_kubeadm_pulls(kind_cluster: Kind) -> None:
     code, output = node_container(kind_cluster).exec_run(
         ["ctr", "--namespace=k8s.io", "images", "ls", "-q"])
     assert code == 0
-    assert set(nodeimage.KUBEADM_IMAGES) <= set(output.decode().split())
+    assert set(nodeparts.KUBEADM_IMAGES) <= set(output.decode().split())
 
 
 def test_kind_load_puts_the_model_server_in_the_node(kind_cluster: Kind, model_server_images: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""The offline kind node image's recipe: files, modes, configs and the inputs hash (pure logic)."""
+"""What the offline kind node image is made of: files, modes, configs and the inputs hash (pure logic)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import json
 import pytest
 import yaml
 
-from autograder.lab import binaries, nodeimage
+from autograder.lab import binaries, nodeparts
 
 
 @pytest.fixture(scope="module")
 def files() -> dict[str, tuple[bytes, int]]:
-    return nodeimage.node_files(nodeimage.kind_base_files())
+    return nodeparts.node_files(nodeparts.kind_base_files())
 
 
 def test_scripts_get_their_exec_bits_back(files: dict[str, tuple[bytes, int]]) -> None:
@@ -33,37 +33,37 @@ def test_node_says_its_version_and_carries_a_static_cni(files: dict[str, tuple[b
 
 def test_containerd_uses_kubeadms_pause_and_drops_the_rootless_plugin(files: dict[str, tuple[bytes, int]]) -> None:
     config = files["etc/containerd/config.toml"][0].decode()
-    assert f'sandbox_image = "{nodeimage.PAUSE_IMAGE}"' in config
+    assert f'sandbox_image = "{nodeparts.PAUSE_IMAGE}"' in config
     assert "proxy_plugins" not in config
     assert "SystemdCgroup = true" in config
 
 
 def test_an_unfamiliar_containerd_config_is_refused() -> None:
-    with pytest.raises(nodeimage.NodeImageError, match="sandbox_image"):
-        nodeimage.containerd_config("version = 2\n")
+    with pytest.raises(nodeparts.NodeImageError, match="sandbox_image"):
+        nodeparts.containerd_config("version = 2\n")
 
 
 def test_components_follow_upstream_layouts() -> None:
-    made = {component.name: component for component in nodeimage.components()}
+    made = {component.name: component for component in nodeparts.components()}
     assert set(made) == {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy",
                          "coredns", "pause", "etcd"}
     assert made["kube-proxy"].needs_iptables and not made["etcd"].needs_iptables
     assert made["coredns"].entrypoint == ("/coredns",)
     assert made["pause"].user == "65535:65535"
-    scratch = nodeimage.component_dockerfile(made["kube-apiserver"], "rootfs:x", "iptables:x")
+    scratch = nodeparts.component_dockerfile(made["kube-apiserver"], "rootfs:x", "iptables:x")
     assert scratch.startswith("FROM scratch") and "ca-certificates.crt" in scratch
     assert "COPY kube-apiserver /usr/local/bin/kube-apiserver" in scratch
-    assert nodeimage.component_dockerfile(made["kube-proxy"], "rootfs:x", "iptables:x").startswith("FROM iptables:x")
+    assert nodeparts.component_dockerfile(made["kube-proxy"], "rootfs:x", "iptables:x").startswith("FROM iptables:x")
 
 
 def test_the_inputs_hash_moves_only_with_the_inputs(files: dict[str, tuple[bytes, int]]) -> None:
-    same = nodeimage.inputs_digest(dict(files))
-    assert same == nodeimage.inputs_digest(files)
+    same = nodeparts.inputs_digest(dict(files))
+    assert same == nodeparts.inputs_digest(files)
     changed = {**files, "kind/version": (b"v0.0.0", 0o644)}
-    assert nodeimage.inputs_digest(changed) != same
+    assert nodeparts.inputs_digest(changed) != same
 
 
 @pytest.mark.slow
 def test_kubeadm_lists_exactly_the_images_the_node_preloads() -> None:
     kubeadm = binaries.ensure(["kubeadm"])["kubeadm"]
-    nodeimage.check_kubeadm_images(kubeadm)
+    nodeparts.check_kubeadm_images(kubeadm)
