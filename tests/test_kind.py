@@ -11,7 +11,7 @@ import pytest
 from kubernetes.client import ApiException
 
 from autograder import MANIFESTS
-from autograder.lab import Lab, connect, nodeimage, nodeparts
+from autograder.lab import Lab, binaries, connect, nodeimage, nodeparts
 from autograder.lab import images as model_images
 from autograder.lab import workloads as w
 from autograder.lab.kind import Kind
@@ -147,6 +147,7 @@ def test_a_node_that_is_not_ready_is_explained_with_its_logs(kind_cluster: Kind)
 
 
 def test_docker_down_is_reported_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    binaries.ensure(["kind"])  # so the reason given is Docker's, not a missing kind binary
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     assert "Docker daemon does not answer" in (Kind().unusable_reason() or "")
     with pytest.raises(nodeimage.NodeImageError, match="docker-engine start"):
