@@ -47,9 +47,14 @@ def node_image() -> str:
 
 def privileged_blocked_reason(image: str) -> str | None:
     """None when Docker can start a privileged container (a kind node must be one), else why not."""
+    client = docker.from_env(timeout=30)
     try:
-        docker.from_env(timeout=30).containers.run(
-            image, entrypoint=["true"], privileged=True, network_mode="none", remove=True)
+        probe = client.containers.create(image, entrypoint=["true"], privileged=True, network_mode="none")
+        try:
+            probe.start()
+            probe.wait(timeout=30)
+        finally:
+            probe.remove(force=True)
     except DockerException as error:
         if "apply caps" in str(error):
             return ("Docker cannot start privileged containers here: this host's capability "
