@@ -15,3 +15,6 @@ c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
 # Parallel graders wait up to a minute for SQLite's write lock instead of failing.
 c.CourseDirectory.db_url = f"sqlite:///{Path(c.CourseDirectory.root) / 'gradebook.db'}?timeout=60"
+# Notebooks that use the whole practice cluster (both GPU nodes, a cordoned node, bin packing):
+# parallel graders run these one submission at a time.
+c.ClusterVerifiedExecute.exclusive_notebooks = ["07-beyond-the-lesson"]

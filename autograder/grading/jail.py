@@ -10,9 +10,11 @@ kubeconfig is left to reach the cluster with. Needs root, util-linux's unshare a
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 INSIDE = "LAB_JAIL_INSIDE"
 KERNEL_NAME = "lab-jail"
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+PR_SET_PDEATHSIG = 1
 
 
 def unavailable_reason() -> str | None:
@@ -55,6 +58,11 @@ def write_kernelspec(folder: Path, hide: list[Path]) -> Path:
         "interrupt_mode": "message",
     }))
     return folder
+
+
+def _die_with_parent() -> None:
+    """Outside the PID namespace nothing would stop the jail if the grading worker were killed."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _mount(*args: str) -> None:
@@ -96,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not os.environ.get(INSIDE):
         os.environ[INSIDE] = "1"
+        _die_with_parent()
         os.execvp("unshare", ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
                               "--propagation", "private", sys.executable, "-m", "autograder.grading.jail",
                               *(f"--hide={path}" for path in args.hide), "--", *command])

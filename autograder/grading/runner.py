@@ -249,7 +249,7 @@ class Grader:
         try:
             return json.loads(out)
         except ValueError:
-            return {"success": False, "error": f"the worker ended with exit code {process.returncode}:\n{err}"}
+            return {"success": False, "error": f"{err}\nthe grading worker ended with exit code {process.returncode}"}
 
     def stop(self) -> None:
         """Ctrl-C: end running workers; their namespaces are still deleted by `_run`."""
@@ -264,7 +264,10 @@ def _kill(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    process.communicate()
+    try:
+        process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # a straggler still holds the pipes; the worker itself is gone
+        pass
 
 
 def _last_lines(text: str, count: int = 6) -> str:
@@ -375,6 +378,6 @@ def table(outcomes: list[Outcome]) -> str:
     lines = [f"{'student':<{width}}  {'score':>11}  {'time':>6}  note"]
     for o in outcomes:
         score = f"{o.score:g}/{o.max_score:g}" if o.status == "graded" else "not graded"
-        note = o.detail.splitlines()[0] if o.detail else ""
+        note = o.detail.strip().splitlines()[-1] if o.detail.strip() else ""
         lines.append(f"{o.student:<{width}}  {score:>11}  {o.seconds:5.0f}s  {note}")
     return "\n".join(lines)

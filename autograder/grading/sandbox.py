@@ -63,17 +63,14 @@ NODE_POLICY_SPEC = {
     }],
 }
 
+# Counts, not CPU or memory: the lesson itself asks for 64 CPUs to show a Pending pod, so a
+# compute quota would turn its lesson into an admission error. The pod count bounds a runaway scale.
 QUOTA = {
-    "pods": "20", "services": "5", "configmaps": "10", "count/deployments.apps": "5",
-    "count/replicasets.apps": "30", "requests.cpu": "4", "requests.memory": "4Gi",
-    "limits.cpu": "8", "limits.memory": "8Gi",
+    "pods": "20", "services": "5", "configmaps": "10", "count/deployments.apps": "8",
+    "count/replicasets.apps": "40",
 }
-LIMITS = {
-    "type": "Container",
-    "default": {"cpu": "200m", "memory": "256Mi"},
-    "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
-    "max": {"cpu": "1", "memory": "1Gi"},
-}
+# Requests only: a default limit would fall below a request the student sets and make the pod invalid.
+LIMITS = {"type": "Container", "defaultRequest": {"cpu": "100m", "memory": "128Mi"}}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ lab, e.g. `deployment_ready(lab, "ml-api", replicas=3).assert_passed()` or
 from __future__ import annotations
 
 import ast
+import fcntl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade, is_solution
-from traitlets import Float, Unicode
+from traitlets import Float, List, Unicode
 
 from autograder import checks
 
@@ -159,6 +160,9 @@ class ClusterVerifiedExecute(Execute):
     reader_kubeconfig = Unicode("", help="kubeconfig of the read-only grader identity").tag(config=True)
     namespace = Unicode("", help="namespace the submission ran in").tag(config=True)
     patience = Float(30.0, help="seconds a check may wait for the cluster to converge").tag(config=True)
+    exclusive_notebooks = List(Unicode(), help="notebooks that need the whole cluster's nodes (GPUs, "
+                               "cordoning): run one submission's at a time").tag(config=True)
+    exclusive_lock = Unicode("", help="lock file shared by the parallel workers").tag(config=True)
 
     _lab: ReaderLab | None = None
     _kernel_dead = False
@@ -177,7 +181,12 @@ class ClusterVerifiedExecute(Execute):
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> Any:
         self._kernel_dead = False
-        return super().preprocess(nb, resources, km)
+        name = (resources or {}).get("unique_key", "")
+        if name not in self.exclusive_notebooks or not self.exclusive_lock:
+            return super().preprocess(nb, resources, km)
+        with open(self.exclusive_lock, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return super().preprocess(nb, resources, km)
 
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> Any:
         """A kernel that dies (os._exit, out of memory) loses the cells after it, not the grading."""

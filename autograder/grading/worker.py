@@ -50,6 +50,7 @@ def grading_config(course: Path, namespace: str, reader_kubeconfig: Path, cell_t
     config.ClusterVerifiedExecute.namespace = namespace
     config.ClusterVerifiedExecute.reader_kubeconfig = str(reader_kubeconfig)
     config.ClusterVerifiedExecute.patience = patience
+    config.ClusterVerifiedExecute.exclusive_lock = str(course / ".grading" / "cluster-exclusive.lock")
     return config
 
 
