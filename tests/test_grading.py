@@ -23,7 +23,7 @@ from kubernetes import client
 from nbformat.v4 import new_code_cell, new_notebook
 
 from autograder import REPO_ROOT
-from autograder.grading import sandbox, submissions
+from autograder.grading import bench, sandbox, submissions
 from autograder.grading.ledger import Ledger
 from autograder.grading.runner import Course, GradingError, Settings, ensure_in_gradebook, grade_class, table
 from autograder.lab import kubeconfig
@@ -235,3 +235,18 @@ def test_a_cluster_that_is_down_records_nothing(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "does not answer, so nothing was graded" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "gradebook.db").exists() and not (tmp_path / ".grading").exists()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_lesson01_masters_get_full_marks_and_its_release_gets_zero(tmp_path: Path, practice_cluster) -> None:
+    root = bench.course_copy(tmp_path / "course")
+    ensure_in_gradebook(Course(root), bench.ASSIGNMENT, log=print)
+    submissions.write(root, bench.ASSIGNMENT, "masters", steps=None)
+    submissions.write(root, bench.ASSIGNMENT, "untouched")
+    outcomes = grade_class(root, bench.ASSIGNMENT, settings=Settings(jobs=2), provider="practice", log=print)
+    print(table(outcomes))
+    scores = {o.student: (o.status, o.score, o.max_score) for o in outcomes}
+    assert scores["masters"][0] == "graded" and scores["masters"][1] == scores["masters"][2] > 0
+    assert scores["untouched"][:2] == ("graded", 0)
+    assert sandbox.leftovers(kubeconfig.api_client(practice_cluster.context), Course(root).key) == []

@@ -64,10 +64,11 @@ NODE_POLICY_SPEC = {
 }
 
 # Counts, not CPU or memory: the lesson itself asks for 64 CPUs to show a Pending pod, so a
-# compute quota would turn its lesson into an admission error. The pod count bounds a runaway scale.
+# compute quota would turn its lesson into an admission error. The pod count bounds a runaway
+# scale; it leaves room for the lesson's largest moment (a 21-pod fleet beside ml-api and the GPU pods).
 QUOTA = {
-    "pods": "20", "services": "5", "configmaps": "10", "count/deployments.apps": "8",
-    "count/replicasets.apps": "40",
+    "pods": "60", "services": "10", "configmaps": "20", "count/deployments.apps": "30",
+    "count/replicasets.apps": "100",
 }
 # Requests only: a default limit would fall below a request the student sets and make the pod invalid.
 LIMITS = {"type": "Container", "defaultRequest": {"cpu": "100m", "memory": "128Mi"}}
