@@ -24,6 +24,7 @@ from nbgrader.apps import NbGraderAPI
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins import CsvExportPlugin
 from tqdm.auto import tqdm
+from traitlets.config import Config
 
 from autograder.grading import jail, sandbox, submissions
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
@@ -58,13 +59,13 @@ class Course:
     """An nbgrader course directory and the paths the grader needs from it."""
 
     root: Path
+    config: Config = field(init=False)
     dirs: CourseDirectory = field(init=False)
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
-        config = course_config(self.root)
-        self.dirs = CourseDirectory(config=config)
-        self.config = config
+        self.config = course_config(self.root)
+        self.dirs = CourseDirectory(config=self.config)
 
     @property
     def key(self) -> str:
