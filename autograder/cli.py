@@ -74,6 +74,8 @@ def _notebooks(args: argparse.Namespace) -> int:
     from autograder import notebooks
 
     try:
+        if args.action == "run":
+            return _run_notebooks(notebooks, args)
         if args.action == "sync":
             changed = notebooks.sync()
             print("notebooks/ updated: " + ", ".join(changed) if changed else "notebooks/ already up to date")
@@ -87,6 +89,22 @@ def _notebooks(args: argparse.Namespace) -> int:
               + "\nrun `python -m autograder notebooks sync` and commit the result", file=sys.stderr)
         return 1
     print("notebooks/ matches what nbgrader generates from source/")
+    return 0
+
+
+def _run_notebooks(notebooks, args: argparse.Namespace) -> int:
+    """Run every master (or, with --student, every student notebook) and print a timing table."""
+    folder = notebooks.REPO_ROOT / (notebooks.STUDENT_DIR if args.student
+                                    else f"{notebooks.SOURCE_DIR}/{notebooks.ASSIGNMENT}")
+    runs = notebooks.run_all(folder, args.provider)
+    width = max(len(run.name) for run in runs)
+    print(f"{'notebook':<{width}}  seconds  errors")
+    for run in runs:
+        print(f"{run.name:<{width}}  {run.seconds:>7.1f}  {len(run.errors)}")
+    failed = [f"{run.name}: {error}" for run in runs for error in run.errors]
+    if failed and not args.student:
+        print("the solved masters must run without errors:\n" + "\n".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -149,8 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     grade.set_defaults(handler=_grade)
 
     books = commands.add_parser("notebooks", help="regenerate or check the student notebooks")
-    books.add_argument("action", choices=["sync", "check"],
-                       help="sync: write notebooks/ from source/ with nbgrader; check: report drift")
+    books.add_argument("action", choices=["sync", "check", "run"],
+                       help="sync: write notebooks/ from source/ with nbgrader; check: report drift; "
+                            "run: execute the solved masters (or --student notebooks) with timings")
+    books.add_argument("--student", action="store_true", help="run: the student notebooks instead")
+    books.add_argument("--provider", choices=list(PROVIDERS), help="run: which cluster to use")
     books.set_defaults(handler=_notebooks)
     return parser
 

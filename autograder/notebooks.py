@@ -1,4 +1,4 @@
-"""Student notebooks are nbgrader's output: generate them from the masters and spot any drift."""
+"""Student notebooks are nbgrader's output: generate them from the masters, spot drift, run them."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ import os
 import shutil
 import sys
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+from nbclient import NotebookClient
 from traitlets.config.loader import PyFileConfigLoader
 
 from autograder import REPO_ROOT
+from autograder.lab.provider import Log
 
 ASSIGNMENT = "lesson01"
 STUDENT_DIR = "notebooks"
 SOURCE_DIR = "source"
+NO_CLUSTER = ("01-why-orchestration", "02-choosing-a-platform")
 
 
 class NotebookError(RuntimeError):
@@ -89,3 +95,72 @@ def sync(course: Path = REPO_ROOT) -> list[str]:
                 shutil.copyfile(release / name, target / name)
                 changed.append(name)
         return changed
+
+
+def needs_cluster(path: Path) -> bool:
+    """Notebooks 1 and 2 are pure Python; every later one drives a cluster."""
+    return path.stem not in NO_CLUSTER
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for a kernel about to start, and put the old values back."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def execute(path: Path, *, namespace: str | None = None, allow_errors: bool = False,
+            timeout: float = 600) -> tuple[nbformat.NotebookNode, float]:
+    """Run a notebook top to bottom in a fresh kernel of this Python; returns it with its outputs and the seconds taken.
+
+    A cluster notebook works in `namespace` (through LAB_NAMESPACE, as a student's would).
+    """
+    notebook = nbformat.read(path, as_version=4)
+    variables = {"LAB_NAMESPACE": namespace} if namespace else {}
+    started = time.monotonic()
+    with _python_scripts_on_path(), _environment(**variables):
+        NotebookClient(notebook, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    return notebook, time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class Run:
+    """One notebook's run: how long it took and the errors its cells showed."""
+
+    name: str
+    seconds: float
+    errors: tuple[str, ...]
+
+
+def errors(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
+    """Every error a cell showed, as "ErrorName: message"."""
+    return tuple(f"{output.ename}: {output.evalue}"[:300] for cell in notebook.cells
+                 for output in cell.get("outputs", []) if output.output_type == "error")
+
+
+def run_all(folder: Path, provider: str | None = None, log: Log = print) -> list[Run]:
+    """Run every notebook in `folder` in order, each cluster one in a throwaway namespace; errors are recorded, not raised."""
+    from autograder.lab import connect
+
+    runs = []
+    for path in sorted(folder.glob("*.ipynb")):
+        namespace = f"nb-{path.stem[:2]}-{uuid.uuid4().hex[:6]}" if needs_cluster(path) else None
+        lab = connect(provider, namespace=namespace, log=log) if namespace else None
+        log(f"running {path.name}" + (f" on {lab.context} in namespace {namespace}" if lab else ""))
+        try:
+            with _environment(**({"LAB_CLUSTER": lab.provider} if lab else {})):
+                notebook, seconds = execute(path, namespace=namespace, allow_errors=True)
+        finally:
+            if lab:
+                lab.core.delete_namespace(namespace)
+        runs.append(Run(path.stem, seconds, errors(notebook)))
+    return runs

@@ -47,12 +47,11 @@ def test_node_failure_moves_pods_and_always_uncordons(lab):
     workloads.apply(lab, [manifests.deployment("spread", replicas=5)])
     fleet.wait_for_ready_pods(lab, "app=spread", 5)
     node = fleet.pods_per_node(lab, "app=spread").most_common(1)[0][0]
-    with pytest.raises(RuntimeError, match="boom"):
-        with fleet.node_failure(lab, node, "app=spread") as lost:
-            assert lost and node not in fleet.schedulable_nodes(lab)
-            fleet.wait_for_ready_pods(lab, "app=spread", 5)
-            assert node not in fleet.pods_per_node(lab, "app=spread")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), fleet.node_failure(lab, node, "app=spread") as lost:
+        assert lost and node not in fleet.schedulable_nodes(lab)
+        fleet.wait_for_ready_pods(lab, "app=spread", 5)
+        assert node not in fleet.pods_per_node(lab, "app=spread")
+        raise RuntimeError("boom")
     assert node in fleet.schedulable_nodes(lab)
 
 

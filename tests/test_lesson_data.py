@@ -9,8 +9,16 @@ import pytest
 from matplotlib.figure import Figure
 
 from autograder.lesson import ecosystem, fleet, manifests, observe, platforms, scenarios
-from autograder.lesson.platforms import (CLOUD_NATIVE, COMPOSE, CONTAINERIZE_FIRST, KUBERNETES,
-                                         MATRIX, PLATFORMS, SWARM, Workload)
+from autograder.lesson.platforms import (
+    CLOUD_NATIVE,
+    COMPOSE,
+    CONTAINERIZE_FIRST,
+    KUBERNETES,
+    MATRIX,
+    PLATFORMS,
+    SWARM,
+    Workload,
+)
 
 
 def test_four_scenarios_and_seven_capabilities():

@@ -66,7 +66,7 @@ PROFILES: dict[str, Profile] = {
         ("built into Docker Engine", "simpler than Kubernetes", "orchestrates across hosts"),
         ("smaller ecosystem", "less community support", "fewer advanced features",
          "not the industry standard for ML"),
-        ("small production setups by teams already on Docker",),
+        ("small production deployments",),
     ),
     CLOUD_NATIVE: Profile(
         "managed container services such as AWS ECS and Google Cloud Run",
