@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 
+def default_file() -> str:
+    """$KUBECONFIG as it is now (the client library reads it once, at import), else ~/.kube/config."""
+    return os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+
+
 def current_context() -> str | None:
     """The name of the current kubeconfig context, or None when there is no kubeconfig."""
     try:
-        _, active = config.list_kube_config_contexts()
+        _, active = config.list_kube_config_contexts(config_file=default_file())
     except (ConfigException, FileNotFoundError, TypeError):
         return None
     return active["name"] if active else None
@@ -20,7 +26,7 @@ def current_context() -> str | None:
 def context_namespace(context: str | None = None) -> str | None:
     """The namespace a context names, as `kubectl` would use it."""
     try:
-        contexts, active = config.list_kube_config_contexts()
+        contexts, active = config.list_kube_config_contexts(config_file=default_file())
     except (ConfigException, FileNotFoundError, TypeError):
         return None
     chosen = next((c for c in contexts if c["name"] == context), active) if context else active
@@ -30,7 +36,7 @@ def context_namespace(context: str | None = None) -> str | None:
 def api_client(context: str | None = None, config_file: Path | None = None) -> client.ApiClient:
     """A client for `context` (the current one by default) that never touches global state."""
     configuration = client.Configuration()
-    config.load_kube_config(config_file=str(config_file) if config_file else None,
+    config.load_kube_config(config_file=str(config_file) if config_file else default_file(),
                             context=context, client_configuration=configuration)
     return client.ApiClient(configuration)
 
