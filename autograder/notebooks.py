@@ -41,8 +41,8 @@ def _python_scripts_on_path() -> Iterator[None]:
         os.environ["PATH"] = before
 
 
-def generate(course: Path = REPO_ROOT, into: Path | None = None) -> Path:
-    """Run `nbgrader generate_assignment` on a scratch copy of the course; returns the release folder.
+def generate(course: Path, into: Path) -> Path:
+    """Run `nbgrader generate_assignment` on a copy of the course in `into`; returns the release folder.
 
     Working on a copy keeps the instructor's gradebook and release folder untouched.
     """
@@ -51,16 +51,15 @@ def generate(course: Path = REPO_ROOT, into: Path | None = None) -> Path:
     masters = course / SOURCE_DIR / ASSIGNMENT
     if not any(masters.glob("*.ipynb")):
         raise NotebookError(f"no master notebooks in {masters}; the masters live in source/{ASSIGNMENT}/")
-    scratch = into or Path(tempfile.mkdtemp(prefix="nbgrader-course-"))
-    shutil.copytree(masters, scratch / SOURCE_DIR / ASSIGNMENT, dirs_exist_ok=True)
+    shutil.copytree(masters, into / SOURCE_DIR / ASSIGNMENT, dirs_exist_ok=True)
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
-    config.CourseDirectory.root = str(scratch)
+    config.CourseDirectory.root = str(into)
     with _python_scripts_on_path():
         result = NbGraderAPI(config=config).generate_assignment(ASSIGNMENT, force=True)
     if not result["success"]:
         raise NotebookError(f"nbgrader generate_assignment {ASSIGNMENT} failed:\n"
                             f"{result.get('error') or result.get('log')}")
-    return scratch / "release" / ASSIGNMENT
+    return into / "release" / ASSIGNMENT
 
 
 def _same(a: Path, b: Path) -> bool:

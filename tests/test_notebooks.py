@@ -186,3 +186,17 @@ def test_nbgrader_generate_assignment_succeeds(tmp_path):
 def test_student_notebooks_match_what_nbgrader_generates():
     stale = notebooks.drift()
     assert not stale, f"notebooks/ drifted from source/ in {stale}: run `python -m autograder notebooks sync`"
+
+
+def test_drift_is_detected_and_sync_repairs_it(tmp_path):
+    shutil.copy(REPO_ROOT / "nbgrader_config.py", tmp_path)
+    shutil.copytree(MASTERS, tmp_path / notebooks.SOURCE_DIR / notebooks.ASSIGNMENT)
+    shutil.copytree(STUDENTS, tmp_path / notebooks.STUDENT_DIR)
+    edited = tmp_path / notebooks.STUDENT_DIR / "02-choosing-a-platform.ipynb"
+    notebook = nbformat.read(edited, as_version=4)
+    notebook.cells[0].source += "\nAn edit made by hand in the student copy."
+    nbformat.write(notebook, edited)
+    (tmp_path / notebooks.STUDENT_DIR / "99-orphan.ipynb").write_text(edited.read_text())
+    assert notebooks.drift(tmp_path) == ["02-choosing-a-platform.ipynb", "99-orphan.ipynb"]
+    assert notebooks.sync(tmp_path) == ["99-orphan.ipynb", "02-choosing-a-platform.ipynb"]
+    assert notebooks.drift(tmp_path) == []
