@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,9 +14,11 @@ from kubernetes.client import ApiException
 from autograder import MANIFESTS
 from autograder.lab import Lab, binaries, connect, nodeimage, nodeparts
 from autograder.lab import images as model_images
+from autograder.lab import kind as kind_module
 from autograder.lab import workloads as w
 from autograder.lab.kind import Kind
 from autograder.lab.ports import wait_http
+from autograder.lab.provider import ClusterError
 from autograder.lab.traffic import port_forward
 
 pytestmark = [pytest.mark.kind, pytest.mark.docker, pytest.mark.slow]
@@ -176,3 +179,24 @@ def test_a_half_created_cluster_is_recreated(kind_cluster: Kind) -> None:
     kind_cluster.up(log=lambda _: None)
     assert connect("kind", log=lambda _: None).core.list_node().items
     assert time.monotonic() - started < 300
+
+
+def test_a_node_that_never_gets_ready_is_deleted_and_explained(
+        node_image: nodeimage.NodeImage, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = docker.from_env()
+    broken = "k8s-ml-lab/kind-node:test-no-cni"
+    context = io.BytesIO(f"FROM {node_image.tag}\nRUN rm /etc/cni/net.d/10-lab-ptp.conflist\n".encode())
+    client.images.build(fileobj=context, tag=broken, rm=True)
+    monkeypatch.setenv("LAB_KIND_IMAGE", broken)
+    monkeypatch.setattr(kind_module, "READY_WAIT", "15s")
+    without_cni = Kind(cluster="lab-no-cni")
+    try:
+        with pytest.raises(ClusterError) as failure:
+            without_cni.up(log=lambda _: None)
+        message = str(failure.value)
+        assert "did not become Ready" in message and "the node says: " in message
+        assert "kubelet's last error" in message and "cni" in message.lower()
+        assert not without_cni.exists()
+    finally:
+        without_cni.down(log=lambda _: None)
+        client.images.remove(broken)

@@ -145,14 +145,16 @@ class Kind:
 
     def _require_ready_node(self) -> None:
         """kind only warns when its wait for Ready times out; treat that as the failure it is."""
-        query = '{.items[*].status.conditions[?(@.type=="Ready")].status}'
+        query = '{.items[0].status.conditions[?(@.type=="Ready")].status} {.items[0].status.conditions[?(@.type=="Ready")].message}'
         try:
             code, output = docker.from_env(timeout=30).containers.get(self.node).exec_run(
                 ["kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "get", "nodes", "-o", f"jsonpath={query}"])
         except DockerException as error:
             raise ClusterError(f"the kind node {self.node} cannot be inspected: {error}") from error
-        if code != 0 or output.decode().split() != ["True"]:
-            raise ClusterError(f"the kind node {self.node} did not become Ready within {READY_WAIT}")
+        status, _, why = output.decode(errors="replace").partition(" ")
+        if code != 0 or status != "True":
+            raise ClusterError(f"the kind node {self.node} did not become Ready within {READY_WAIT}"
+                               + (f"; the node says: {why.strip()}" if code == 0 and why.strip() else ""))
 
     def node_diagnosis(self) -> str:
         """Why a node is not Ready, in plain words: the tail of kubelet's and containerd's logs."""
