@@ -99,7 +99,7 @@ def debootstrap(target: Path, packages: Sequence[str], *, suite: str = SUITE,
             bar.set_postfix_str(line.strip()[:60])
             bar.update()
     if proc.returncode != 0:
-        _unmount_below(target)
+        unmount_below(target)
         raise BaseImageError(f"debootstrap failed (exit {proc.returncode}); last lines:\n" + "\n".join(tail))
     return target
 
@@ -118,7 +118,7 @@ def _apt_install(package: str, log: Log) -> str:
     return found
 
 
-def _unmount_below(path: Path) -> None:
+def unmount_below(path: Path) -> None:
     """Undo mounts an interrupted debootstrap left inside `path`, deepest first."""
     root = str(path.resolve())
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
@@ -257,7 +257,7 @@ def build_python_rootfs(tarball: Path, log: Log = print) -> Path:
             f"{', '.join(f'{k}={v}' for k, v in settings.items()) or 'none (pypi.org)'}")
         return pack(rootfs, tarball)
     finally:
-        _unmount_below(work)
+        unmount_below(work)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -181,7 +181,7 @@ def ensure_rootfs(client: docker.DockerClient, wanted: Rootfs, log: Log = print)
                     item.unlink()
         baseimage.import_rootfs(rootfs, tag, client=client, log=log, check=("sh", "-c", wanted.check))
     finally:
-        baseimage._unmount_below(work)
+        baseimage.unmount_below(work)
         shutil.rmtree(work, ignore_errors=True)
     return tag
 
