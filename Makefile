@@ -28,6 +28,7 @@ docker:
 
 # The kind node image is built offline from local parts; cached until its inputs change.
 kind-image: binaries docker
+	command -v gcc >/dev/null || (apt-get update -qq && apt-get install -y -qq gcc libc6-dev)
 	$(BIN)/python -m autograder kind-image build
 
 run: cluster
