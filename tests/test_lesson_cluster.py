@@ -80,3 +80,7 @@ def test_bin_packing_loads_add_up(lab):
 def test_logs_failure_is_a_sentence(lab):
     text = observe.logs(lab, "no-such-pod")
     assert text.startswith("(the cluster could not return logs of no-such-pod: 404")
+
+
+def test_the_practice_cluster_has_what_notebook_7_needs(lab):
+    assert fleet.missing_features(lab) == []

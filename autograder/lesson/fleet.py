@@ -98,6 +98,16 @@ def gpu_nodes(lab: Lab) -> list[str]:
                   if parse_quantity((n.status.allocatable or {}).get(GPU, "0")) > 0)
 
 
+def missing_features(lab: Lab) -> list[str]:
+    """What notebook 7 needs that this cluster lacks, each with the way to get it."""
+    missing = []
+    if len(schedulable_nodes(lab)) < 2:
+        missing.append("a second schedulable node, for the node failure (7.1)")
+    if not gpu_nodes(lab):
+        missing.append("nodes offering nvidia.com/gpu, for GPU scheduling (7.2)")
+    return missing
+
+
 @dataclass(frozen=True)
 class Model:
     """One model to serve: how many replicas and what each replica requests."""
