@@ -33,6 +33,7 @@ kind-image: binaries docker
 
 run: cluster
 	$(BIN)/python -m autograder demo --provider practice
+	$(BIN)/python -m autograder notebooks run --provider practice
 	$(BIN)/python -m autograder grade lesson01 --masters --provider practice
 
 test: binaries docker kind-image
