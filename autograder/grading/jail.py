@@ -41,7 +41,7 @@ def unavailable_reason() -> str | None:
 def default_secrets(home: Path = Path.home()) -> list[Path]:
     """Places that hold credentials stronger than the student's own."""
     return [home / ".kube", home / ".kwok", home / ".docker", home / ".config" / "kind",
-            Path("/var/run/docker.sock"), Path("/run/docker.sock")]
+            Path("/etc/kubernetes"), Path("/var/run/docker.sock"), Path("/run/docker.sock")]
 
 
 def write_kernelspec(folder: Path, hide: list[Path]) -> Path:
