@@ -69,6 +69,14 @@ def test_port_forward_answers_with_the_version_across_update_and_undo(loaded: La
     assert answer(lab) == {"prediction": 15.0, "model_version": "v1.0"}
 
 
+def test_a_kernel_that_sees_the_practice_cluster_as_existing_still_waits_for_routes(loaded: Lab) -> None:
+    """A grader's student kernel connects as "existing"; its port-forward must not race the router."""
+    as_existing = Lab(provider="existing", context=loaded.context, namespace=loaded.namespace, api=loaded.api)
+    assert traffic.serves_kwok_routes(as_existing)
+    deploy(as_existing, V1)
+    assert answer(as_existing) == {"prediction": 15.0, "model_version": "v1.0"}
+
+
 def test_every_pod_is_routed_to_the_server_of_its_own_image(loaded: Lab) -> None:
     lab = loaded
     deploy(lab, V2)

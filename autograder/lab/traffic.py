@@ -385,6 +385,12 @@ def wait_routed(lab: Lab, selector: str, timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
+def serves_kwok_routes(lab: Lab) -> bool:
+    """Whether the cluster has kwok's PortForward API, i.e. its pods are simulated."""
+    groups = client.ApisApi(lab.api).get_api_versions().groups or []
+    return any(group.name == KWOK[0] for group in groups)
+
+
 @dataclass
 class Forward:
     """A running port-forward: the local URL that reaches the Service."""
@@ -412,6 +418,9 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
     selector = ",".join(f"{key}={value}" for key, value in (spec.selector or {}).items())
     if lab.provider == "practice":
         ensure_router(lab)
+    if lab.provider == "practice" or serves_kwok_routes(lab):
+        # Simulated pods answer only once the router has given each one its PortForward
+        # (a grader's student kernel sees the practice cluster as "existing").
         wait_routed(lab, selector, timeout)
     local_port = ports.free_port() if local_port is None else local_port
     ports.require_free(local_port)
