@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from IPython.core.inputtransformer2 import TransformerManager
-from kubernetes import client, config
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
@@ -29,6 +28,8 @@ from nbgrader.utils import is_grade, is_solution
 from traitlets import Float, List, Unicode
 
 from autograder import checks
+from autograder.lab import kubeconfig
+from autograder.lab.cluster import Lab
 
 GRADER_MARK = "[grader]"
 
@@ -96,27 +97,11 @@ def check_calls(source: str) -> list[CheckCall]:
     return [call for _, call in sorted(found, key=lambda item: item[0])]
 
 
-@dataclass
-class ReaderLab:
+def reader_lab(kubeconfig_file: str | Path, namespace: str) -> Lab:
     """The grader's own view of one namespace, through the read-only kubeconfig."""
-
-    namespace: str
-    api: client.ApiClient
-
-    @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
-
-    @property
-    def apps(self) -> client.AppsV1Api:
-        return client.AppsV1Api(self.api)
-
-
-def reader_lab(kubeconfig: str | Path, namespace: str) -> ReaderLab:
-    """Clients from a kubeconfig file, independent of the process's default configuration."""
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    return ReaderLab(namespace=namespace, api=client.ApiClient(configuration))
+    path = Path(kubeconfig_file)
+    return Lab(provider="existing", context=kubeconfig.current_context(path) or "grader",
+               namespace=namespace, api=kubeconfig.api_client(config_file=path))
 
 
 def verdicts(lab: Any, calls: list[CheckCall], patience: float) -> Iterator[checks.CheckResult]:
@@ -164,10 +149,10 @@ class ClusterVerifiedExecute(Execute):
                                "cordoning): run one submission's at a time").tag(config=True)
     exclusive_lock = Unicode("", help="lock file shared by the parallel workers").tag(config=True)
 
-    _lab: ReaderLab | None = None
+    _lab: Lab | None = None
     _kernel_dead = False
 
-    def _reader(self) -> ReaderLab:
+    def _reader(self) -> Lab:
         if self._lab is None:
             if not self.reader_kubeconfig or not self.namespace:
                 raise RuntimeError("ClusterVerifiedExecute needs reader_kubeconfig and namespace; "

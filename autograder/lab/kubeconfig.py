@@ -14,10 +14,10 @@ def default_file() -> str:
     return os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
 
 
-def current_context() -> str | None:
+def current_context(config_file: Path | None = None) -> str | None:
     """The name of the current kubeconfig context, or None when there is no kubeconfig."""
     try:
-        _, active = config.list_kube_config_contexts(config_file=default_file())
+        _, active = config.list_kube_config_contexts(config_file=str(config_file or default_file()))
     except (ConfigException, FileNotFoundError, TypeError):
         return None
     return active["name"] if active else None
