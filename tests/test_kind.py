@@ -11,7 +11,7 @@ import docker
 import pytest
 from kubernetes.client import ApiException
 
-from autograder import MANIFESTS
+from autograder import MANIFESTS, REPO_ROOT, notebooks
 from autograder.lab import Lab, binaries, connect, nodeimage, nodeparts
 from autograder.lab import images as model_images
 from autograder.lab import kind as kind_module
@@ -200,3 +200,23 @@ def test_a_node_that_never_gets_ready_is_deleted_and_explained(
     finally:
         without_cni.down(log=lambda _: None)
         client.images.remove(broken)
+
+
+@pytest.mark.parametrize("name", ["04-first-deployment", "05-scale-update-rollback"])
+def test_the_hands_on_notebooks_run_on_kind(name: str, model_server_images: list[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same solved masters CI runs on the practice cluster, on real containers."""
+    monkeypatch.setenv("LAB_CLUSTER", "kind")
+    namespace = f"nb-kind-{name[:2]}-{uuid.uuid4().hex[:6]}"
+    lab = connect("kind", namespace=namespace, log=lambda _: None)
+    try:
+        notebook, _ = notebooks.execute(REPO_ROOT / "source" / "lesson01" / f"{name}.ipynb",
+                                        namespace=namespace)
+    finally:
+        lab.core.delete_namespace(namespace)
+    assert notebooks.errors(notebook) == ()
+    shown = "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "")
+                    for cell in notebook.cells for output in cell.get("outputs", []))
+    expected = {"04-first-deployment": "{'model_version': 'v1.0', 'prediction': 15.0}",
+                "05-scale-update-rollback": "{'model_version': 'v2.0', 'prediction': 6.0}"}[name]
+    assert expected in shown and "PASS" in shown

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
+import requests
 from kubernetes import client, watch
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
@@ -424,31 +425,67 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
         wait_routed(lab, selector, timeout)
     local_port = ports.free_port() if local_port is None else local_port
     ports.require_free(local_port)
+    url = f"http://127.0.0.1:{local_port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        process = _kubectl_port_forward(lab, service, local_port, spec.ports[0].port)
+        if _answers_health(url, process, deadline):
+            break
+        _stop(process)
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"service/{service} did not answer /health through port-forward within {timeout:.0f} s; "
+                "are its pods Running, and does the app listen on the Service's targetPort?")
+        time.sleep(0.5)
+    try:
+        yield Forward(url=url, local_port=local_port)
+    finally:
+        _stop(process)
+
+
+def _kubectl_port_forward(lab: Lab, service: str, local_port: int, port: int) -> subprocess.Popen[str]:
+    """Start `kubectl port-forward service/NAME` and return once it listens (or raise its error)."""
     kubectl = binaries.ensure(["kubectl"])["kubectl"]
     config = kubeconfig_file(lab.context)
     process = subprocess.Popen(
         [str(kubectl), *(["--kubeconfig", str(config)] if config else []),
          "--context", lab.context, "-n", lab.namespace, "port-forward",
-         f"service/{service}", f"{local_port}:{spec.ports[0].port}", "--address", "127.0.0.1"],
+         f"service/{service}", f"{local_port}:{port}", "--address", "127.0.0.1"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None and process.stderr is not None
-        first = process.stdout.readline()
-        if not first.startswith("Forwarding from"):
-            process.wait(5)
-            raise RuntimeError(f"kubectl port-forward service/{service} failed: "
-                               f"{(first + process.stderr.read()).strip()}")
-        # kubectl prints a line per connection: keep reading so its pipes never fill up.
-        for pipe in (process.stdout, process.stderr):
-            threading.Thread(target=pipe.read, daemon=True).start()
-        yield Forward(url=f"http://127.0.0.1:{local_port}", local_port=local_port)
-    finally:
-        process.terminate()
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    if not first.startswith("Forwarding from"):
+        _stop(process)
+        raise RuntimeError(f"kubectl port-forward service/{service} failed: "
+                           f"{(first + process.stderr.read()).strip()}")
+    # kubectl prints a line per connection: keep reading so its pipes never fill up.
+    for pipe in (process.stdout, process.stderr):
+        threading.Thread(target=pipe.read, daemon=True).start()
+    return process
+
+
+def _answers_health(url: str, process: subprocess.Popen[str], deadline: float) -> bool:
+    """Whether the app answers through the forward; False once kubectl has given up.
+
+    A pod can be Ready before its app listens (the lesson's Deployment has no readiness
+    probe); kubectl then loses the connection and exits, and the caller starts it again.
+    """
+    while process.poll() is None and time.monotonic() < deadline:
         try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            probe.health(url)
+            return True
+        except requests.RequestException:
+            time.sleep(0.3)
+    return False
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
