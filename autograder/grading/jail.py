@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from autograder import REPO_ROOT
+
 INSIDE = "LAB_JAIL_INSIDE"
 KERNEL_NAME = "lab-jail"
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
@@ -86,14 +88,19 @@ def _seal(hide: list[Path], workdir: Path) -> None:
     for point in _mount_points():
         if point != str(workdir):
             _mount("-o", "remount,bind,ro", point)
-    # A fresh /tmp would cover a notebook folder below it: keep a handle and mount the folder back
-    # through the handle itself (a path, even canonicalized, would now lead into the new /tmp).
-    handle = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    # A fresh /tmp would cover what lives below it (a checkout in /tmp, its venv, the notebook's
+    # folder): keep a handle on each and mount it back through the handle itself (a path, even
+    # canonicalized, would now lead into the new /tmp). Parents first; only `workdir` stays writable.
+    keep = sorted({path.resolve() for path in (Path(sys.prefix), REPO_ROOT, workdir)
+                   if path.resolve().is_relative_to("/tmp")}, key=lambda path: len(path.parts))
+    handles = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in keep}
     _mount("-t", "tmpfs", "-o", "size=256m,mode=1777", "scratch", "/tmp")
-    if workdir.is_relative_to("/tmp"):
-        workdir.mkdir(parents=True)
-        _mount("--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{handle}", str(workdir))
-    os.close(handle)
+    for path, handle in handles.items():
+        path.mkdir(parents=True, exist_ok=True)
+        _mount("--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{handle}", str(path))
+        if path != workdir.resolve():
+            _mount("-o", "remount,bind,ro", str(path))
+        os.close(handle)
 
 
 def main(argv: list[str] | None = None) -> int:
