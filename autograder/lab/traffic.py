@@ -92,6 +92,17 @@ def catalog(core: client.CoreV1Api) -> dict[str, dict]:
     return json.loads((config_map.data or {}).get(CATALOG_KEY, "{}"))
 
 
+def _loaded_images(lab: Lab) -> set[str]:
+    """Tags in the catalog; a namespace-scoped identity (a graded kernel) may not read it, and
+    then every image counts as loaded: the router, which can, still serves only loaded ones."""
+    try:
+        return set(catalog(lab.core))
+    except client.ApiException as error:
+        if error.status != 403:
+            raise
+        return {image for pod in lab.core.list_namespaced_pod(lab.namespace).items for image in _images(pod)}
+
+
 def register_image(lab: Lab, tag: str, app: Path, env: dict[str, str]) -> None:
     """Record that the cluster holds `tag` and which app and environment it serves."""
     entry = {"app": str(app), "env": env}
@@ -368,7 +379,7 @@ def wait_routed(lab: Lab, selector: str, timeout: float = 30) -> None:
     while True:
         pods = [pod for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
                 if _serving(pod)]
-        unloaded = sorted({image for pod in pods for image in _images(pod)} - catalog(lab.core).keys())
+        unloaded = sorted({image for pod in pods for image in _images(pod)} - _loaded_images(lab))
         if unloaded:
             raise ImageNotLoaded(
                 f"the pods behind {selector} run {', '.join(unloaded)}, which was never loaded into "
