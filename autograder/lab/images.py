@@ -15,7 +15,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,18 +136,11 @@ def build(tag: str = "ml-api:v1", context: Path | str = MODEL_SERVER, version: s
 
 
 @dataclass
-class LocalServer:
+class LocalServer(probe.ModelServer):
     """A model server container answering on this machine (the lesson's `docker run -p`)."""
 
     container_name: str
-    url: str
     seconds_to_healthy: float
-
-    def predict(self, features: Sequence[float]) -> dict:
-        return probe.predict(self.url, features)
-
-    def health(self) -> dict:
-        return probe.health(self.url)
 
 
 def _port_holder(client: docker.DockerClient, port: int) -> str | None:

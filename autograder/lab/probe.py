@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import requests
 
@@ -19,3 +20,16 @@ def health(url: str) -> dict:
     answer = requests.get(f"{url}/health", timeout=10)
     answer.raise_for_status()
     return answer.json()
+
+
+@dataclass
+class ModelServer:
+    """Where a model server answers: a local container, a port-forward to a Service."""
+
+    url: str
+
+    def predict(self, features: Sequence[float]) -> dict:
+        return predict(self.url, features)
+
+    def health(self) -> dict:
+        return health(self.url)

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -404,17 +404,10 @@ def serves_kwok_routes(lab: Lab) -> bool:
 
 
 @dataclass
-class Forward:
+class Forward(probe.ModelServer):
     """A running port-forward: the local URL that reaches the Service."""
 
-    url: str
     local_port: int
-
-    def predict(self, features: Sequence[float]) -> dict:
-        return probe.predict(self.url, features)
-
-    def health(self) -> dict:
-        return probe.health(self.url)
 
 
 @contextmanager
