@@ -38,11 +38,19 @@ def _demo(args: argparse.Namespace) -> int:
     return run_lesson_flow(args.provider)
 
 
+def binaries_wanted(args: argparse.Namespace) -> list[str]:
+    """The binaries `binaries` obtains: every known one, or those the named providers run."""
+    from autograder.lab import binaries
+
+    if args.all:
+        return sorted(binaries.RECIPE_OF)
+    return list(dict.fromkeys(name for chosen in args.providers or ["practice"] for name in provider(chosen).required_binaries))
+
+
 def _binaries(args: argparse.Namespace) -> int:
     from autograder.lab import binaries
 
-    names = sorted(binaries.RECIPE_OF) if args.all else binaries.PRACTICE_BINARIES
-    for name, path in binaries.ensure(names).items():
+    for name, path in binaries.ensure(binaries_wanted(args)).items():
         print(f"{name:<24} {path}")
     return 0
 
@@ -121,6 +129,13 @@ def _kind_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _provider_name(text: str) -> str:
+    """Validate a positional provider name (argparse rejects an empty `nargs="*"` with choices)."""
+    if text not in PROVIDERS:
+        raise argparse.ArgumentTypeError(f"unknown provider {text!r}; choose from {', '.join(PROVIDERS)}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -138,8 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--provider", choices=list(PROVIDERS))
     demo.set_defaults(handler=_demo)
 
-    found = commands.add_parser("binaries", help="find or build the cluster binaries")
-    found.add_argument("--all", action="store_true", help="also kubelet, kubeadm, kube-proxy and kind")
+    found = commands.add_parser("binaries", help="find or build the binaries the named clusters run")
+    found.add_argument("providers", nargs="*", type=_provider_name,
+                       metavar="PROVIDER", help="practice (the default), kind or existing; repeatable")
+    found.add_argument("--all", action="store_true", help="every binary the lab knows, kubelet included")
     found.set_defaults(handler=_binaries)
 
     kind_image = commands.add_parser("kind-image", help="build the kind node image offline, from local parts")

@@ -14,6 +14,7 @@ class Existing:
     """The lab never creates or deletes this cluster; it only uses it."""
 
     name: str = "existing"
+    required_binaries: tuple[str, ...] = ("kubectl",)  # the lesson's kubectl cells and port-forward
 
     @property
     def context(self) -> str:

@@ -70,6 +70,7 @@ class Kind:
     """`kind create cluster --name ml-learning`, as the lesson does it."""
 
     name: str = "kind"
+    required_binaries: tuple[str, ...] = ("kind", "kubectl")  # kubectl: the lesson's port-forward
     cluster: str = CLUSTER_NAME
 
     @property
@@ -86,8 +87,10 @@ class Kind:
         return f"{self.cluster}-control-plane"
 
     def unusable_reason(self) -> str | None:
-        if binaries.find("kind") is None:
-            return "the kind binary is missing (python -m autograder doctor says how to get it)"
+        missing = [name for name in self.required_binaries if binaries.find(name) is None]
+        if missing:
+            return (f"missing: {', '.join(missing)} (`python -m autograder binaries kind` builds "
+                    "them; `python -m autograder doctor` lists other ways)")
         reason = docker_unreachable_reason()
         if reason:
             return reason

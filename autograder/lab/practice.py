@@ -39,6 +39,7 @@ class Practice:
     """kwokctl's binary runtime: the processes run on this machine, no containers."""
 
     name: str = "practice"
+    required_binaries: tuple[str, ...] = binaries.PRACTICE_BINARIES
     cluster: str = CLUSTER_NAME
     gpu_nodes: bool = True
     make_current: bool = True  # write the context into ~/.kube/config and switch kubectl to it
@@ -60,7 +61,7 @@ class Practice:
         return self.exists() and kubeconfig.answers(self.context, config_file=self.kubeconfig_file)
 
     def unusable_reason(self) -> str | None:
-        missing = [name for name in binaries.PRACTICE_BINARIES if binaries.find(name) is None]
+        missing = [name for name in self.required_binaries if binaries.find(name) is None]
         if missing and not shutil.which("go"):
             return binaries.how_to_get(missing)
         return None
@@ -110,7 +111,7 @@ class Practice:
         self._create(log)
 
     def _create(self, log: Log) -> None:
-        paths = binaries.ensure(binaries.PRACTICE_BINARIES, log=log)
+        paths = binaries.ensure(self.required_binaries, log=log)
         if self.workdir.exists():
             log(f"Removing the remains of a half-created cluster in {self.workdir}.")
             self._delete_quietly()

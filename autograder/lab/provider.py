@@ -20,6 +20,7 @@ class Provider(Protocol):
     """A way to get a Kubernetes cluster for the lesson."""
 
     name: str
+    required_binaries: tuple[str, ...]  # the cluster binaries it runs; `make test` must obtain these
 
     @property
     def context(self) -> str:
