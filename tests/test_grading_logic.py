@@ -11,7 +11,7 @@ from nbgrader.utils import determine_grade
 
 from autograder.checks import CheckResult
 from autograder.grading.ledger import Ledger, Outcome, submission_digest
-from autograder.grading.names import check_student_id, namespace_for
+from autograder.grading.names import check_student_id, folder_name, namespace_for, printable
 from autograder.grading.verify import CheckCall, UnreadableCheck, check_calls, rewrite_outputs
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -29,8 +29,10 @@ def test_namespaces_differ_for_ids_that_slug_alike_and_stay_stable() -> None:
     assert namespace_for("a_b", "lesson01", "c") != namespace_for("a_b", "lesson01", "other course")
 
 
-@pytest.mark.parametrize(("student", "ok"), [("alice", True), ("Bob.Smith@uni.edu", True), ("../x", False),
-                                             ("", False), (" bob", False), (".hidden", False)])
+@pytest.mark.parametrize(("student", "ok"), [
+    ("alice", True), ("Bob.Smith_2-x", True), ("x" * 64, True), ("x" * 65, False), ("Bob.Smith@uni.edu", False),
+    ("../x", False), ("", False), (" bob", False), (".hidden", False), ("a-ctl-s*", False), ("a[bc]", False),
+    ("a?", False), ("a/b", False), ("élodie", False), (folder_name(b"caf\xe9"), False)])
 def test_student_ids_must_be_folder_names(student: str, ok: bool) -> None:
     assert (check_student_id(student) is None) == ok
 

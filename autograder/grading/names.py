@@ -6,6 +6,8 @@ import hashlib
 import re
 
 MAX_LABEL = 63
+MAX_ID = 64
+STUDENT_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID - 1}}}")
 _INVALID = re.compile(r"[^a-z0-9]+")
 
 
@@ -23,9 +25,18 @@ def namespace_for(student_id: str, assignment: str, course: str) -> str:
 
 
 def check_student_id(student_id: str) -> str | None:
-    """None when nbgrader can use the ID as a folder name, else why not."""
-    if not student_id or student_id.strip() != student_id:
-        return f"student ID {student_id!r} is empty or has leading/trailing spaces"
-    if student_id in {".", ".."} or "/" in student_id or "\0" in student_id or student_id.startswith("."):
-        return f"student ID {student_id!r} cannot be a folder name under submitted/"
+    """None when the ID is safe as a folder name and as an nbgrader pattern, else why not."""
+    if not STUDENT_ID.fullmatch(student_id):
+        return (f"student ID '{printable(student_id)}' is refused as a folder name: use 1-{MAX_ID} letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit (no spaces, glob characters or path separators)")
     return None
+
+
+def folder_name(raw: bytes) -> str:
+    """A folder name listed as bytes, as a str that keeps non-UTF-8 bytes (and so fails `check_student_id`)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def printable(name: str) -> str:
+    """A name for logs and tables: non-UTF-8 bytes shown as escapes, never an encoding error."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reader-kubeconfig", type=Path, required=True)
     parser.add_argument("--cell-timeout", type=int, default=120)
     parser.add_argument("--patience", type=float, default=30.0)
+    parser.add_argument("--submitted-directory", type=Path,
+                        help="read submissions from here (the grader's regular-file copies), not submitted/")
     parser.add_argument("--jail-hide", type=Path, action="append",
                         help="run the kernel in the jail, with these paths covered (repeatable)")
     args = parser.parse_args(argv)
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             kernel_name = jail.KERNEL_NAME
         config = grading_config(args.course, args.namespace, args.reader_kubeconfig, args.cell_timeout,
                                 args.patience, kernel_name)
+        if args.submitted_directory:
+            config.CourseDirectory.submitted_directory = str(args.submitted_directory)
         result = NbGraderAPI(config=config).autograde(args.assignment, args.student, force=True, create=True)
     json.dump({"success": bool(result.get("success")), "error": result.get("error", ""),
                "log": result.get("log", "")}, sys.stdout)
