@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from autograder.grading import UNISOLATED_FLAG
 from autograder.lab import PROVIDERS, ClusterError, provider
 from autograder.lab.binaries import BinaryNotFound
 
@@ -66,14 +67,21 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from autograder.grading.runner import Settings, grade_class, submit_masters, table
+    from autograder.grading.runner import Settings, grade_class, require_isolation, submit_masters, table
 
-    settings = Settings(jobs=args.jobs, cell_timeout=args.cell_timeout, regrade=args.regrade)
+    settings = Settings(jobs=args.jobs, cell_timeout=args.cell_timeout, regrade=args.regrade,
+                        unisolated=args.unisolated)
+    require_isolation(settings)
     students = args.student
     if args.masters:
         solved = submit_masters(args.course, args.assignment)
         students = [*students, solved] if students else None
-    outcomes = grade_class(args.course, args.assignment, students, settings, provider=args.provider)
+    try:
+        outcomes = grade_class(args.course, args.assignment, students, settings, provider=args.provider)
+    except KeyboardInterrupt:
+        print("interrupted: running submissions were stopped and their namespaces removed; the grades recorded "
+              "so far are kept. Run the same command again to resume.", file=sys.stderr)
+        return 130
     print(table(outcomes))
     return 0 if all(o.status == "graded" for o in outcomes) else 2
 
@@ -181,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--course", type=Path, default=Path.cwd(), help="the nbgrader course directory")
     grade.add_argument("--masters", action="store_true",
                        help="first submit the solved masters as student 'masters' (the assignment's self-test)")
+    grade.add_argument(UNISOLATED_FLAG, dest="unisolated", action="store_true",
+                       help="grade even where student kernels cannot be jailed: their code can then read "
+                            "this machine's cluster credentials")
     grade.set_defaults(handler=_grade)
 
     books = commands.add_parser("notebooks", help="regenerate or check the student notebooks")

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import sqlite3
+import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from autograder.grading.names import digest
 
 LEDGER_DIR = ".grading"
+BACKUPS = "backups"
+KEEP_BACKUPS = 5
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,9 +39,10 @@ class Outcome:
 
 
 def submission_digest(folder: Path) -> str:
-    """A hash of every file a student submitted, so a changed submission is graded again."""
+    """A hash of every file of the grader's copy of a submission, so a changed submission is graded again."""
     sha = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".ipynb_checkpoints" not in p.parts):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+                       and ".ipynb_checkpoints" not in p.parts):
         sha.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
     return sha.hexdigest()
 
@@ -66,3 +74,58 @@ class Ledger:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(asdict(outcome), indent=1))
         os.replace(temporary, path)
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def _copy(source: Path, target: Path) -> None:
+    """SQLite's online backup: a consistent copy even while nbgrader has the database open."""
+    with closing(_read_only(source)) as reader, closing(sqlite3.connect(target)) as writer:
+        reader.backup(writer)
+    os.chmod(target, 0o600)
+
+
+class GradebookDamaged(ValueError):
+    """gradebook.db does not open as an SQLite database; the message names a backup to restore."""
+
+
+def gradebook_problem(path: Path) -> str | None:
+    """None when the gradebook opens and passes SQLite's quick check, else what is wrong."""
+    try:
+        with closing(_read_only(path)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as error:
+        return str(error)
+    return None if verdict == "ok" else verdict
+
+
+def backups(course: Path) -> list[Path]:
+    """This course's gradebook backups, oldest first."""
+    return sorted((course / LEDGER_DIR / BACKUPS).glob("gradebook-*.db"))
+
+
+def backup_gradebook(course: Path, path: Path) -> Path:
+    """Copy the gradebook with SQLite's online backup before a run writes to it; keep the last few."""
+    problem = gradebook_problem(path)
+    if problem:
+        kept = backups(course)
+        advice = f"restore the last backup: cp {kept[-1]} {path}" if kept else "no backup of it exists"
+        raise GradebookDamaged(f"{path} cannot be opened ({problem}); {advice}")
+    folder = course / LEDGER_DIR / BACKUPS
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = folder / f"gradebook-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}.db"
+    _copy(path, target)
+    for old in backups(course)[:-KEEP_BACKUPS]:
+        old.unlink()
+    return target
+
+
+def restore_gradebook(backup: Path, path: Path) -> None:
+    """Put a backup back in place of a damaged gradebook (a fresh file: the damaged one may be a link)."""
+    temporary = path.with_name(f".{path.name}.restoring")
+    temporary.unlink(missing_ok=True)
+    _copy(backup, temporary)
+    os.replace(temporary, path)
+    log.warning("restored %s from %s", path, backup)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -26,9 +28,9 @@ from nbgrader.plugins import CsvExportPlugin
 from tqdm.auto import tqdm
 from traitlets.config import Config
 
-from autograder.grading import jail, sandbox, submissions
+from autograder.grading import UNISOLATED_FLAG, jail, ledger, nodes, sandbox, submissions
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
-from autograder.grading.names import check_student_id, digest, namespace_for
+from autograder.grading.names import check_student_id, digest, folder_name, namespace_for, printable
 from autograder.grading.worker import course_config
 from autograder.lab import ClusterError, Lab, binaries, choose, kubeconfig
 from autograder.lab.cluster import provider_of_context
@@ -36,6 +38,7 @@ from autograder.lesson import steps
 
 Log = Callable[[str], None]
 GRADES_CSV = "grades.csv"
+EXCLUSIVE_LOCK = "cluster-exclusive.lock"  # the lock the workers hold around notebooks that cordon nodes
 
 
 class GradingError(ValueError):
@@ -52,6 +55,7 @@ class Settings:
     regrade: bool = False
     feedback: bool = True
     jail: bool = True
+    unisolated: bool = False  # grade even without the jail: the instructor named that risk
 
 
 @dataclass
@@ -78,12 +82,26 @@ class Course:
     def submitted(self, student: str, assignment: str) -> Path:
         return Path(self.dirs.format_path(self.dirs.submitted_directory, student, assignment))
 
+    def autograded(self, student: str, assignment: str) -> Path:
+        return Path(self.dirs.format_path(self.dirs.autograded_directory, student, assignment))
+
+    def gradebook(self) -> Path | None:
+        """The gradebook's file when it is SQLite (nbgrader's default), else None."""
+        prefix = "sqlite:///"
+        return Path(self.dirs.db_url[len(prefix):]) if self.dirs.db_url.startswith(prefix) else None
+
     def notebooks(self, assignment: str) -> list[str]:
         return sorted(p.name for p in self.source(assignment).glob("*.ipynb"))
 
     def submitters(self, assignment: str) -> list[str]:
+        """Every folder under submitted/ that holds `assignment`, listed as bytes so no name can break the run."""
         base = Path(self.dirs.root) / self.dirs.submitted_directory
-        return sorted(p.parent.name for p in base.glob(f"*/{assignment}") if p.is_dir()) if base.is_dir() else []
+        if not base.is_dir():
+            return []
+        with os.scandir(os.fsencode(base)) as entries:
+            names = [entry.name for entry in entries
+                     if os.path.lexists(os.path.join(entry.path, os.fsencode(assignment)))]
+        return sorted(map(folder_name, names))
 
     def api(self) -> NbGraderAPI:
         return NbGraderAPI(config=self.config)
@@ -180,42 +198,71 @@ def deadline(course: Course, assignment: str, settings: Settings) -> float:
 class Grader:
     """Grades submissions one by one or in parallel; each failure stays with its submission."""
 
-    def __init__(self, course: Course, assignment: str, admin: client.ApiClient, settings: Settings) -> None:
-        self.course, self.assignment, self.admin, self.settings = course, assignment, admin, settings
+    def __init__(self, course: Course, assignment: str, settings: Settings, staging: Path) -> None:
+        self.course, self.assignment, self.settings, self.staging = course, assignment, settings, staging
+        self.admin: client.ApiClient | None = None
+        self.nodes: nodes.Snapshot = {}
         self.ledger = Ledger(course.root, assignment)
+        self.recorded = recorded_scores(course, assignment)
         self.deadline = deadline(course, assignment, settings)
         self.stopping = threading.Event()
+        self.damaged: str | None = None
         self.hide = jail_hides() if settings.jail else []
+        self._staged: dict[str, tuple[str, list[str]]] = {}
         self._running: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
 
-    def grade(self, student: str) -> Outcome:
-        """Grade one submission; every problem becomes an error outcome, never an exception."""
-        started = time.monotonic()
-        folder = self.course.submitted(student, self.assignment)
-        problem = check_student_id(student)
-        if problem is None and not folder.is_dir():
-            problem = f"no submission: {folder} does not exist"
+    def prepare(self, student: str) -> Outcome | None:
+        """Check the ID, copy the submission in and resume it; None when it still has to be graded."""
+        problem = check_student_id(student) or self._folder_problem(student)
         if problem:
-            return Outcome(student, "error", detail=problem)
-        submission = submission_digest(folder)
-        if not self.settings.regrade and (done := self.ledger.done(student, submission)):
-            done.status, done.detail = "graded", "already graded (resumed)"
-            return done
-        missing = [n for n in self.course.notebooks(self.assignment) if not (folder / n).is_file()]
+            return Outcome(printable(student), "error", detail=problem)
+        copy = self.staging / student / self.assignment
+        try:
+            skipped = submissions.stage(self.course.submitted(student, self.assignment), copy)
+        except OSError as error:
+            return Outcome(student, "error", detail=f"the submission could not be copied in: {error}")
+        submission = submission_digest(copy)
+        self._staged[student] = submission, skipped
+        done = self.ledger.done(student, submission)
+        if self.settings.regrade or done is None or self.recorded.get(student) != done.score:
+            return None
+        done.status, done.detail = "graded", "already graded (resumed)"
+        return done
+
+    def _folder_problem(self, student: str) -> str | None:
+        """Why submitted/<student>/<assignment> cannot be read as the student's own folder, if it cannot."""
+        folder = self.course.submitted(student, self.assignment)
+        for path in (folder.parent, folder):
+            if not path.is_dir():
+                return f"no submission: {path} does not exist"
+            if path.is_symlink():
+                return f"{path} is a symlink; a submission must be a folder of its own"
+        return None
+
+    def grade(self, student: str) -> Outcome:
+        """Grade one prepared submission; every problem becomes an error outcome, never an exception."""
+        started = time.monotonic()
+        submission, skipped = self._staged[student]
+        missing = [n for n in self.course.notebooks(self.assignment)
+                   if not (self.staging / student / self.assignment / n).is_file()]
         try:
             outcome = self._run(student)
         except Exception as error:  # a broken submission or a cluster hiccup must not stop the class
             outcome = Outcome(student, "error", detail=f"{type(error).__name__}: {error}")
         outcome.seconds, outcome.submission = time.monotonic() - started, submission
-        if missing:
-            outcome.detail = f"missing notebook(s): {', '.join(missing)}. {outcome.detail}".strip()
+        notes = [f"missing notebook(s): {', '.join(missing)}."] if missing else []
+        if skipped:
+            notes.append(f"not graded, not a regular file: {', '.join(skipped)}.")
+        outcome.detail = " ".join([*notes, outcome.detail]).strip()
         if outcome.status == "graded":
             self.ledger.record(outcome)
         return outcome
 
     def _run(self, student: str) -> Outcome:
         namespace = namespace_for(student, self.assignment, self.course.key)
+        output = self.course.autograded(student, self.assignment)
+        clear_output(output)
         with tempfile.TemporaryDirectory(prefix=f"{namespace}-") as workdir:
             try:
                 box = sandbox.create(self.admin, namespace, course=self.course.key,
@@ -223,40 +270,68 @@ class Grader:
                 result = self._autograde(student, box)
             finally:
                 sandbox.delete(self.admin, namespace, wait=0)
+                self._restore_nodes()
+        if (planted := foreign_entries(output)) or self._gradebook_damaged(student):
+            clear_output(output)
+            return Outcome(student, "error", detail=f"its grading left links in {output}: {', '.join(planted)}"
+                           if planted else "the gradebook was damaged while it was graded")
         if not result.get("success"):
             return Outcome(student, "error", detail=_last_lines(result.get("error") or result.get("log", "")))
         return scores(self.course, self.assignment, student)
+
+    def _restore_nodes(self) -> None:
+        """Nodes as before the run, once no notebook that may cordon them is running."""
+        with open(self.course.root / LEDGER_DIR / EXCLUSIVE_LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            nodes.restore(self.admin, self.nodes)
+
+    def _gradebook_damaged(self, student: str) -> bool:
+        path = self.course.gradebook()
+        if path is None or ledger.gradebook_problem(path) is None:
+            return False
+        self.damaged = student
+        self.stop()
+        return True
 
     def _autograde(self, student: str, box: sandbox.Sandbox) -> dict:
         if self.stopping.is_set():
             return {"success": False, "error": "grading was interrupted before this submission ran"}
         command = [sys.executable, "-m", "autograder.grading.worker", "--course", str(self.course.root),
                    "--assignment", self.assignment, "--student", student, "--namespace", box.namespace,
-                   "--reader-kubeconfig", str(box.reader_kubeconfig),
+                   "--reader-kubeconfig", str(box.reader_kubeconfig), "--submitted-directory", str(self.staging),
                    "--cell-timeout", str(self.settings.cell_timeout), "--patience", str(self.settings.patience),
                    *(f"--jail-hide={path}" for path in self.hide)]
-        process = subprocess.Popen(command, env=kernel_environment(box), cwd=self.course.root, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        with self._lock:
+        with self._lock:  # a Ctrl-C between start and registration would leave the worker running
+            if self.stopping.is_set():
+                return {"success": False, "error": "grading was interrupted before this submission ran"}
+            process = subprocess.Popen(command, env=kernel_environment(box), cwd=self.course.root, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
             self._running.add(process)
         try:
             out, err = process.communicate(timeout=self.deadline)
         except subprocess.TimeoutExpired:
             _kill(process)
+            _reap(process)
             return {"success": False, "error": f"stopped after {self.deadline:.0f} s (the whole-submission limit)"}
         finally:
             with self._lock:
                 self._running.discard(process)
+        if self.stopping.is_set():
+            return {"success": False, "error": "grading was interrupted while this submission ran"}
         try:
             return json.loads(out)
         except ValueError:
             return {"success": False, "error": f"{err}\nthe grading worker ended with exit code {process.returncode}"}
 
     def stop(self) -> None:
-        """Ctrl-C: end running workers; their namespaces are still deleted by `_run`."""
+        """Ctrl-C: kill running workers' process groups; the thread that owns each reaps it and deletes its namespace.
+
+        Only the owning thread reads a worker's pipes: two threads in communicate() on one process
+        close each other's file descriptors (the `Bad file descriptor` a Ctrl-C used to end with).
+        """
         self.stopping.set()
         with self._lock:
-            for process in list(self._running):
+            for process in self._running:
                 _kill(process)
 
 
@@ -265,10 +340,38 @@ def _kill(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _reap(process: subprocess.Popen) -> None:
     try:
         process.communicate(timeout=30)
     except subprocess.TimeoutExpired:  # a straggler still holds the pipes; the worker itself is gone
         pass
+
+
+def clear_output(folder: Path) -> None:
+    """Remove autograded/<student>/<assignment> and any link on the way to it, so nbgrader writes to a new folder."""
+    for path in (folder.parent.parent, folder.parent):
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            path.unlink()
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Entries of an output folder that are not plain folders or singly linked regular files."""
+    if not folder.exists() and not folder.is_symlink():
+        return []
+    if folder.is_symlink() or folder.parent.is_symlink():
+        return [str(folder)]
+    found = []
+    for path in folder.rglob("*"):
+        info = path.lstat()
+        if not (stat.S_ISDIR(info.st_mode) or (stat.S_ISREG(info.st_mode) and info.st_nlink == 1)):
+            found.append(str(path.relative_to(folder)))
+    return sorted(found)
 
 
 def _last_lines(text: str, count: int = 6) -> str:
@@ -282,6 +385,15 @@ def scores(course: Course, assignment: str, student: str) -> Outcome:
         steps = {f"{notebook.name}/{grade.name}": [grade.score, grade.max_score]
                  for notebook in submission.notebooks for grade in notebook.grades}
         return Outcome(student, "graded", score=submission.score, max_score=submission.max_score, steps=steps)
+
+
+def recorded_scores(course: Course, assignment: str) -> dict[str, float]:
+    """Each student's score in the gradebook, so a ledger entry the gradebook lost is graded again."""
+    try:
+        with Gradebook(course.dirs.db_url) as gradebook:
+            return {s.student_id: s.score for s in gradebook.find_assignment(assignment).submissions}
+    except MissingEntry:
+        return {}
 
 
 def feedback_and_export(course: Course, assignment: str, students: list[str], log: Log) -> Path:
@@ -312,10 +424,25 @@ def submit_masters(course_root: Path, assignment: str, student: str = "masters",
     return student
 
 
+def require_isolation(settings: Settings, log: Log = print) -> None:
+    """Student code runs only in the jail, unless the instructor named the risk of running it without."""
+    reason = jail.unavailable_reason() if settings.jail else None
+    if reason is None:
+        return
+    if not settings.unisolated:
+        raise GradingError(f"student kernels cannot be isolated here ({reason}), so nothing was graded: "
+                           "grade as root on Linux with util-linux, or accept that a notebook can read this "
+                           f"machine's cluster credentials with {UNISOLATED_FLAG}")
+    log(f"warning: student kernels run without the jail ({reason}), as {UNISOLATED_FLAG} asked: "
+        "a hostile notebook can read this machine's cluster credentials")
+    settings.jail = False
+
+
 def grade_class(course_root: Path, assignment: str, students: list[str] | None = None,
                 settings: Settings | None = None, provider: str | None = None, log: Log = print) -> list[Outcome]:
     """Grade `students` (everyone who submitted by default); returns one outcome per student."""
     settings = settings or Settings()
+    require_isolation(settings, log)
     course = Course(course_root)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     require_masters(course, assignment)
@@ -324,25 +451,76 @@ def grade_class(course_root: Path, assignment: str, students: list[str] | None =
         raise GradingError(f"no submissions for {assignment!r} under "
                            f"{course.root / course.dirs.submitted_directory}/<student>/{assignment}")
     admin = admin_client(provider)
-    sandbox.ensure_node_access(admin)
-    serve_practice_images(admin, provider, log)
-    if settings.jail and (reason := jail.unavailable_reason()):
-        log(f"warning: student kernels run without the jail ({reason}); a hostile notebook could read "
-            "this machine's cluster credentials. Grade as root on Linux with util-linux to isolate them.")
-        settings.jail = False
-    with class_lock(course, assignment):
-        ensure_in_gradebook(course, assignment, log)
-        for namespace in sandbox.leftovers(admin, course.key, digest(assignment)):
-            log(f"removing namespace {namespace} left by an interrupted run")
-            sandbox.delete(admin, namespace)
-        grader = Grader(course, assignment, admin, settings)
-        try:
-            outcomes = _grade_all(grader, students, settings.jobs)
-        finally:
-            _wait_for_namespaces(admin, course, assignment, log)
-        graded = [o.student for o in outcomes if o.status == "graded" and "resumed" not in o.detail]
+    with class_lock(course, assignment), staging(course, assignment) as staged:
+        backup = backup_gradebook(course, log)
+        grader = Grader(course, assignment, settings, staged)
+        outcomes = {student: grader.prepare(student) for student in students}
+        pending = [student for student, outcome in outcomes.items() if outcome is None]
+        if pending:
+            outcomes.update(_grade_on_cluster(grader, admin, pending, provider, log))
+        if grader.damaged:
+            raise GradingError(_restore_damaged(course, backup, grader.damaged))
+        graded = [o.student for o in outcomes.values() if o.status == "graded" and "resumed" not in o.detail]
         if settings.feedback and graded:
             log(f"grades written to {feedback_and_export(course, assignment, graded, log)}")
+    return list(outcomes.values())
+
+
+@contextmanager
+def staging(course: Course, assignment: str) -> Iterator[Path]:
+    """A folder only the grader writes: the regular-file copies of this run's submissions, read by nbgrader."""
+    folder = course.root / LEDGER_DIR / "staging" / assignment
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(mode=0o700, parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def backup_gradebook(course: Course, log: Log) -> Path | None:
+    """A copy of the gradebook from before this run, and how to put it back."""
+    path = course.gradebook()
+    if path is None or not path.exists():
+        return None
+    os.chmod(course.root / LEDGER_DIR, 0o700)
+    os.chmod(path, 0o600)
+    backup = ledger.backup_gradebook(course.root, path)
+    log(f"gradebook backed up to {backup} (to restore it: cp {backup} {path})")
+    return backup
+
+
+def _restore_damaged(course: Course, backup: Path | None, student: str) -> str:
+    """Put the run's backup back after a submission's grading damaged the gradebook; the message says so."""
+    path = course.gradebook()
+    if backup is None:
+        return f"{path} was damaged while grading {printable(student)} and no backup exists"
+    ledger.restore_gradebook(backup, path)
+    return (f"{path} was damaged while grading {printable(student)}; it was restored from {backup}. "
+            "Grade again with the same command: submissions graded in this run are graded again")
+
+
+def _grade_on_cluster(grader: Grader, admin: client.ApiClient, students: list[str], provider: str | None,
+                      log: Log) -> dict[str, Outcome]:
+    """Set the cluster up for grading, grade `students` and put nodes and namespaces back as they were."""
+    course, assignment = grader.course, grader.assignment
+    sandbox.ensure_node_access(admin)
+    serve_practice_images(admin, provider, log)
+    ensure_in_gradebook(course, assignment, log)
+    for namespace in sandbox.leftovers(admin, course.key, digest(assignment)):
+        log(f"removing namespace {namespace} left by an interrupted run")
+        sandbox.delete(admin, namespace)
+    saved = course.root / LEDGER_DIR / f"{assignment}.nodes.json"
+    if (before := nodes.load(saved)) is not None:
+        log(f"restoring nodes an interrupted run left changed: {', '.join(nodes.restore(admin, before)) or 'none'}")
+    grader.admin, grader.nodes = admin, nodes.snapshot(admin)
+    nodes.save(saved, grader.nodes)
+    try:
+        outcomes = _grade_all(grader, students, grader.settings.jobs)
+    finally:
+        _wait_for_namespaces(admin, course, assignment, log)
+    saved.unlink()
     return outcomes
 
 
@@ -355,29 +533,31 @@ def _wait_for_namespaces(admin: client.ApiClient, course: Course, assignment: st
             log(f"warning: namespaces still terminating after {timeout:.0f} s: {', '.join(left)}; "
                 "the next run removes them")
             return
+        for namespace in left:
+            sandbox.delete(admin, namespace, wait=0)
         time.sleep(1)
 
 
-def _grade_all(grader: Grader, students: list[str], jobs: int) -> list[Outcome]:
+def _grade_all(grader: Grader, students: list[str], jobs: int) -> dict[str, Outcome]:
     outcomes: dict[str, Outcome] = {}
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(grader.grade, student): student for student in students}
-        try:
-            for future in tqdm(as_completed(futures), total=len(futures), desc="grading", unit="submission"):
-                outcomes[futures[future]] = future.result()
-        except KeyboardInterrupt:
-            for future in futures:
-                future.cancel()
-            grader.stop()
-            raise
-    return [outcomes[student] for student in students]
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    futures = {pool.submit(grader.grade, student): student for student in students}
+    try:
+        for future in tqdm(as_completed(futures), total=len(futures), desc="grading", unit="submission"):
+            outcomes[futures[future]] = future.result()
+    except KeyboardInterrupt:
+        grader.stop()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return outcomes
 
 
 def table(outcomes: list[Outcome]) -> str:
     """The grade table printed at the end of a run."""
     width = max([len("student")] + [len(o.student) for o in outcomes])
     lines = [f"{'student':<{width}}  {'score':>11}  {'time':>6}  note"]
-    for o in outcomes:
+    for o in outcomes:  # error outcomes carry printable names: a bad folder name cannot break the table
         score = f"{o.score:g}/{o.max_score:g}" if o.status == "graded" else "not graded"
         note = o.detail.strip().splitlines()[-1] if o.detail.strip() else ""
         lines.append(f"{o.student:<{width}}  {score:>11}  {o.seconds:5.0f}s  {note}")

@@ -1,0 +1,91 @@
+"""What a submission may change on the cluster's nodes, put back before the next submission grades.
+
+The lesson lets a student cordon nodes (notebook 07 simulates a crash that way); a submission that
+leaves one cordoned would cost the next student points. The node controller mirrors a cordon as
+its own `node.kubernetes.io/*` taints and lifts them after the uncordon, so those taints are its to
+restore, not the grader's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from kubernetes import client
+
+log = logging.getLogger(__name__)
+CONTROLLER_TAINTS = "node.kubernetes.io/"
+Snapshot = dict[str, dict]
+
+
+def _state(node: client.V1Node) -> dict:
+    """The fields of one node a submission could change."""
+    meta, spec = node.metadata, node.spec
+    return {
+        "unschedulable": bool(spec.unschedulable),
+        "taints": sorted(({"key": t.key, "value": t.value, "effect": t.effect} for t in spec.taints or []
+                          if not t.key.startswith(CONTROLLER_TAINTS)), key=json.dumps),
+        "labels": dict(meta.labels or {}),
+        "annotations": dict(meta.annotations or {}),
+        "ownerReferences": [client.ApiClient().sanitize_for_serialization(r) for r in meta.owner_references or []],
+    }
+
+
+def snapshot(admin: client.ApiClient) -> Snapshot:
+    """Every node's changeable fields, by node name."""
+    return {node.metadata.name: _state(node) for node in client.CoreV1Api(admin).list_node().items}
+
+
+def restore_patch(before: dict, now: dict, controller_taints: list[dict]) -> list[dict]:
+    """A JSON patch that puts `before` back where `now` differs; the controller's taints are kept."""
+    paths = {"unschedulable": "/spec/unschedulable", "taints": "/spec/taints", "labels": "/metadata/labels",
+             "annotations": "/metadata/annotations", "ownerReferences": "/metadata/ownerReferences"}
+    patch = []
+    for field, path in paths.items():
+        if before[field] != now[field]:
+            value = [*before[field], *controller_taints] if field == "taints" else before[field]
+            patch.append({"op": "add", "path": path, "value": value})
+    return patch
+
+
+def restore(admin: client.ApiClient, before: Snapshot, attempts: int = 3) -> list[str]:
+    """Put every node's fields back as in `before`, then check; returns the nodes that had changed."""
+    core = client.CoreV1Api(admin)
+    changed: set[str] = set()
+    for attempt in range(attempts + 1):
+        differing = {node.metadata.name: node for node in core.list_node().items
+                     if node.metadata.name in before and _state(node) != before[node.metadata.name]}
+        if not differing:
+            return sorted(changed)
+        if attempt == attempts:
+            break
+        for name, node in differing.items():
+            log.warning("node %s was changed by a submission: restoring it", name)
+            core.patch_node(name, restore_patch(before[name], _state(node), _controller_taints(node)))
+        changed |= differing.keys()
+        time.sleep(0.2 * attempt)
+    raise RuntimeError(f"node(s) {', '.join(sorted(differing))} still differ from before the submission "
+                       f"after {attempts} restores")
+
+
+def _controller_taints(node: client.V1Node) -> list[dict]:
+    return [client.ApiClient().sanitize_for_serialization(t) for t in node.spec.taints or []
+            if t.key.startswith(CONTROLLER_TAINTS)]
+
+
+def save(path: Path, state: Snapshot) -> None:
+    """Keep the run's starting point on disk, so a run killed mid-submission is repaired by the next."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state))
+    temporary.replace(path)
+
+
+def load(path: Path) -> Snapshot | None:
+    """The starting point an interrupted run left, if any."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
