@@ -57,10 +57,18 @@ class CheckResult:
     __repr__ = __str__
 
     def assert_passed(self) -> CheckResult:
-        """Raise AssertionError with the hint unless passed: what hidden tests call."""
+        """Raise `CheckFailed` (an AssertionError) with the hint unless passed: what hidden tests call."""
         if not self.passed:
-            raise AssertionError(str(self))
+            raise CheckFailed(self)
         return self
+
+
+class CheckFailed(AssertionError):
+    """A failed check, raised by a test; the grader retries while the result is only pending."""
+
+    def __init__(self, result: CheckResult) -> None:
+        super().__init__(str(result))
+        self.result = result
 
 
 class _Failed(Exception):

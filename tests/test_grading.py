@@ -73,9 +73,9 @@ def master() -> nbformat.NotebookNode:
     return notebook
 
 
-def edit(course: Path, student: str, change) -> None:
+def edit(course: Path, student: str, change, assignment: str = ASSIGNMENT, notebook: str = NOTEBOOK) -> None:
     """Apply `change(cell)` to every cell of a student's submitted notebook."""
-    path = course / "submitted" / student / ASSIGNMENT / NOTEBOOK
+    path = course / "submitted" / student / assignment / notebook
     notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:
         change(cell)

@@ -1,156 +1,68 @@
-"""Grade cluster steps in the grader's process, not only in the student's kernel.
+"""nbgrader's Execute step, with every verdict decided outside the student's kernel.
 
-nbgrader scores an autograder test cell by its outputs: no error means full points. A kernel
-can fake that (monkeypatch `autograder.checks`, swallow the AssertionError). So right after
-each test cell runs, `ClusterVerifiedExecute` (an nbgrader `Execute` preprocessor, running in
-the nbgrader process) finds the check calls in the cell's source, as restored from the
-gradebook by nbgrader's OverwriteCells, runs them itself with read-only credentials, and adds
-its verdict: the cell scores only when the kernel's run and the grader's checks both pass.
-Hidden-test arguments must be literals after the
-lab, e.g. `deployment_ready(lab, "ml-api", replicas=3).assert_passed()` or
-`eventually(scaled_to, lab, "ml-api", 5)`.
+`ClusterVerifiedExecute` runs the student's cells in their (jailed) kernel as nbgrader does,
+but never sends an autograded test cell there: `judge` runs it in this process on the student's
+answers read as data. It also keeps one submission from taking down the grading: output past a
+cap is dropped while the cell runs, and a kernel that dies or ignores the interrupt at its
+timeout is restarted, so that cell fails and the rest are still graded.
 """
 
 from __future__ import annotations
 
 import ast
 import fcntl
-from collections.abc import Iterator
-from dataclasses import dataclass
+import json
 from pathlib import Path
+from queue import Empty
+from time import monotonic
 from typing import Any
 
-from IPython.core.inputtransformer2 import TransformerManager
-from nbclient.exceptions import DeadKernelError
+import nbformat
+from jupyter_core.utils import ensure_async, run_sync
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
-from nbgrader.utils import is_grade, is_solution
-from traitlets import Float, List, Unicode
+from traitlets import Float, Integer, List, Unicode
 
-from autograder import checks
+from autograder.grading import judge, values
 from autograder.lab import kubeconfig
 from autograder.lab.cluster import Lab
 
-GRADER_MARK = "[grader]"
-
-
-@dataclass(frozen=True)
-class CheckCall:
-    """One check a hidden test asks for: its name and the literal arguments after the lab."""
-
-    name: str
-    args: tuple
-    kwargs: dict[str, Any]
-
-    def __str__(self) -> str:
-        shown = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
-        return f"{self.name}(lab, {', '.join(shown)})"
-
-
-class UnreadableCheck(ValueError):
-    """A test cell calls a check with arguments the grader cannot evaluate without the kernel."""
-
-
-def _name_of(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return None
-
-
-def _literal(node: ast.expr, where: str) -> Any:
-    try:
-        return ast.literal_eval(node)
-    except ValueError:
-        raise UnreadableCheck(f"{where}: argument {ast.unparse(node)!r} is not a literal") from None
-
-
-def _call_of(node: ast.Call) -> CheckCall | None:
-    """The check a call runs: `check(lab, ...)` or `eventually(check, lab, ...)`."""
-    name, args = _name_of(node.func), list(node.args)
-    if name == "eventually" and args and _name_of(args[0]) in checks.CHECKS:
-        name, args = _name_of(args[0]), args[1:]
-        keywords = [k for k in node.keywords if k.arg not in {"timeout", "interval"}]
-    elif name in checks.CHECKS:
-        keywords = node.keywords
-    else:
-        return None
-    if not args or any(isinstance(a, ast.Starred) for a in args) or any(k.arg is None for k in keywords):
-        raise UnreadableCheck(f"{ast.unparse(node)}: pass the lab first, then literal arguments")
-    where = ast.unparse(node)
-    return CheckCall(name, tuple(_literal(a, where) for a in args[1:]),
-                     {k.arg: _literal(k.value, where) for k in keywords})
-
-
-def check_calls(source: str) -> list[CheckCall]:
-    """Every check call in a cell's source, in order (IPython magics allowed)."""
-    tree = ast.parse(TransformerManager().transform_cell(source))
-    found: list[tuple[tuple[int, int], CheckCall]] = []
-    claimed: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and id(node) not in claimed:
-            call = _call_of(node)
-            if call is not None:
-                found.append(((node.lineno, node.col_offset), call))
-                claimed.update(id(inner) for inner in ast.walk(node) if inner is not node)
-    return [call for _, call in sorted(found, key=lambda item: item[0])]
+VALUES_MODULE = "__import__('autograder.grading.values', fromlist=['call'])"
 
 
 def reader_lab(kubeconfig_file: str | Path, namespace: str) -> Lab:
     """The grader's own view of one namespace, through the read-only kubeconfig."""
     path = Path(kubeconfig_file)
     return Lab(provider="existing", context=kubeconfig.current_context(path) or "grader",
-               namespace=namespace, api=kubeconfig.api_client(config_file=path))
+               namespace=namespace, api=kubeconfig.api_client(config_file=path), kubeconfig_file=path)
 
 
-def verdicts(lab: Any, calls: list[CheckCall], patience: float) -> Iterator[checks.CheckResult]:
-    """Run each call with up to `patience` seconds for the cluster to converge."""
-    for call in calls:
-        yield checks.eventually(checks.CHECKS[call.name], lab, *call.args, timeout=patience, **call.kwargs)
+def _error(text: str, ename: str) -> NotebookNode:
+    return NotebookNode(output_type="error", ename=ename, evalue=text, traceback=[f"{ename}: {text}"])
 
 
-def _stream(text: str) -> NotebookNode:
-    return NotebookNode(output_type="stream", name="stdout", text=text)
-
-
-def _error(text: str, ename: str = "AssertionError") -> NotebookNode:
-    return NotebookNode(output_type="error", ename=ename, evalue=text,
-                        traceback=[f"{ename}: {line}" for line in text.splitlines()])
-
-
-def rewrite_outputs(cell: NotebookNode, results: list[checks.CheckResult]) -> None:
-    """Add the grader's verdicts to a test cell: it scores only if the kernel and the grader both pass.
-
-    Kernel errors stay (the instructor's other asserts count); results that could claim partial
-    credit go, and stderr becomes stdout (a warning is not a failure the grader judges).
-    """
-    kept = []
-    for output in cell.outputs:
-        if output.output_type == "execute_result":
-            continue
-        if output.output_type == "stream" and output.name == "stderr":
-            output = _stream(output.text)
-        kept.append(output)
-    kept.append(_stream("".join(f"{GRADER_MARK} {result}\n" for result in results)))
-    failed = [result for result in results if not result]
-    if failed:
-        kept.append(_error("\n".join(str(result) for result in failed)))
-    cell.outputs = kept
+class KernelUnresponsive(RuntimeError):
+    """The kernel did not answer the grader in time; it has been restarted."""
 
 
 class ClusterVerifiedExecute(Execute):
-    """nbgrader's Execute, plus the grader's own cluster checks after each autograder test cell."""
+    """nbgrader's Execute whose test cells are judged by the grader, not by the student's kernel."""
 
     reader_kubeconfig = Unicode("", help="kubeconfig of the read-only grader identity").tag(config=True)
     namespace = Unicode("", help="namespace the submission ran in").tag(config=True)
-    patience = Float(30.0, help="seconds a check may wait for the cluster to converge").tag(config=True)
+    masters = Unicode("", help="folder of the assignment's master notebooks, for their imports").tag(config=True)
+    patience = Float(30.0, help="seconds a test may wait for the cluster to converge").tag(config=True)
+    max_output_bytes = Integer(1_000_000, help="output one cell may keep; more is dropped as it "
+                               "arrives").tag(config=True)
     exclusive_notebooks = List(Unicode(), help="notebooks that need the whole cluster's nodes (GPUs, "
                                "cordoning): run one submission's at a time").tag(config=True)
     exclusive_lock = Unicode("", help="lock file shared by the parallel workers").tag(config=True)
 
     _lab: Lab | None = None
-    _kernel_dead = False
+    _imports = ""
+    _provided: set[str] = set()
+    _output_bytes: dict[int, int]
 
     def _reader(self) -> Lab:
         if self._lab is None:
@@ -160,13 +72,12 @@ class ClusterVerifiedExecute(Execute):
             self._lab = reader_lab(self.reader_kubeconfig, self.namespace)
         return self._lab
 
-    def on_cell_executed(self, **kwargs: Any) -> None:
-        super().on_cell_executed(**kwargs)
-        self._verify(kwargs["cell"])
-
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> Any:
-        self._kernel_dead = False
         name = (resources or {}).get("unique_key", "")
+        master = nbformat.read(Path(self.masters) / f"{name}.ipynb", as_version=4)
+        self._imports = judge.trusted_imports(master)
+        self._provided = judge.bound_names(ast.parse(self._imports))
+        self._output_bytes = {}
         if name not in self.exclusive_notebooks or not self.exclusive_lock:
             return super().preprocess(nb, resources, km)
         with open(self.exclusive_lock, "w") as lock:
@@ -174,29 +85,73 @@ class ClusterVerifiedExecute(Execute):
             return super().preprocess(nb, resources, km)
 
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> Any:
-        """A kernel that dies (os._exit, out of memory) loses the cells after it, not the grading."""
-        if not self._kernel_dead:
-            try:
-                return super().preprocess_cell(cell, resources, index)
-            except DeadKernelError:
-                self._kernel_dead = True
-                cell.outputs.append(_error("the kernel died while running this cell; the cells after it "
-                                           "were not run", ename="DeadKernelError"))
-                return cell, self.resources
-        if cell.cell_type == "code" and is_grade(cell) and not is_solution(cell):
-            cell.outputs = [_error("not run: the kernel died in an earlier cell", ename="DeadKernelError")]
-        return cell, self.resources
-
-    def _verify(self, cell: NotebookNode) -> None:
-        """Replace a test cell's outcome with the grader's own check of the cluster."""
-        if cell.cell_type != "code" or not is_grade(cell) or is_solution(cell):
-            return
+        if judge.is_test(cell):
+            cell.outputs, cell.execution_count = self._judge(cell), None
+            return cell, self.resources
         try:
-            calls = check_calls(cell.source)
-        except (SyntaxError, UnreadableCheck) as error:
-            self.log.error("test cell %s cannot be verified by the grader: %s",
-                           cell.metadata.nbgrader.get("grade_id"), error)
-            rewrite_outputs(cell, [checks.CheckResult("grader", False, f"cannot verify this test: {error}")])
-            return
-        if calls:
-            rewrite_outputs(cell, list(verdicts(self._reader(), calls, self.patience)))
+            return super().preprocess_cell(cell, resources, index)
+        except (DeadKernelError, CellTimeoutError) as failure:
+            reason = ("the kernel died" if isinstance(failure, DeadKernelError)
+                      else f"the cell ran past {self.timeout} s and ignored the interrupt")
+            self._restart_kernel()
+            cell.outputs.append(_error(f"{reason}; the kernel was restarted, so the names earlier "
+                                       "cells defined are gone", type(failure).__name__))
+            return cell, self.resources
+
+    def _judge(self, cell: NotebookNode) -> list[NotebookNode]:
+        """The grader's verdict on one test cell (its source as nbgrader restored it)."""
+        try:
+            student = judge.student_values(judge.free_names(cell.source), self._provided, self._ask)
+            scope = judge.namespace(self._imports, self._reader(), student)
+        except (KernelUnresponsive, ValueError, SyntaxError) as error:
+            return [_error(f"the grader could not read your answers: {error}", type(error).__name__)]
+        return judge.run(cell.source, scope, self.patience)
+
+    def _ask(self, call: str) -> str:
+        """Evaluate `values.<call>` in the student's kernel and return the string it gives."""
+        return run_sync(self._async_ask)(f"{VALUES_MODULE}.{call}")
+
+    async def _async_ask(self, expression: str) -> str:
+        assert self.kc is not None
+        message = self.kc.execute("", silent=True, store_history=False, user_expressions={"answer": expression})
+        deadline = monotonic() + (self.timeout or 120)
+        while (remaining := deadline - monotonic()) > 0:
+            try:
+                reply = await ensure_async(self.kc.shell_channel.get_msg(timeout=min(remaining, 1)))
+            except Empty:
+                if not await ensure_async(self.kc.is_alive()):
+                    break
+                continue
+            if reply["parent_header"].get("msg_id") != message:
+                continue
+            answer = reply["content"].get("user_expressions", {}).get("answer", {})
+            if answer.get("status") != "ok":
+                raise ValueError(f"{answer.get('ename', 'error')}: {answer.get('evalue', '')}")
+            text = answer["data"]["text/plain"]
+            if len(text) > values.MAX_REPLY_CHARS:
+                raise ValueError("the answer is larger than the grader accepts")
+            return str(ast.literal_eval(text))
+        await self._async_restart_kernel()
+        raise KernelUnresponsive("the kernel did not answer (busy past its timeout, or dead); it was restarted")
+
+    def _restart_kernel(self) -> None:
+        run_sync(self._async_restart_kernel)()
+
+    async def _async_restart_kernel(self) -> None:
+        """A fresh kernel for the cells that follow; the failed one is killed, not waited for."""
+        assert self.km is not None and self.kc is not None
+        self.log.warning("restarting the student's kernel")
+        await ensure_async(self.km.restart_kernel(now=True))
+        await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+
+    def output(self, outs: list[NotebookNode], msg: dict, display_id: str | None, cell_index: int) -> Any:
+        """Keep at most `max_output_bytes` of one cell's output; a flood never reaches memory or disk."""
+        used = self._output_bytes.get(cell_index, 0)
+        size = len(json.dumps(msg.get("content", {})))
+        self._output_bytes[cell_index] = used + size
+        if used + size <= self.max_output_bytes:
+            return super().output(outs, msg, display_id, cell_index)
+        if used <= self.max_output_bytes:
+            outs.append(NotebookNode(output_type="stream", name="stdout",
+                                     text=f"\n[grader] output past {self.max_output_bytes:,} bytes was dropped\n"))
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from kubernetes import client
 
@@ -53,6 +54,7 @@ class Lab:
     context: str
     namespace: str
     api: client.ApiClient
+    kubeconfig_file: Path | None = None  # for kubectl, when the context is not in the default kubeconfig
 
     @property
     def core(self) -> client.CoreV1Api:

@@ -450,7 +450,7 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
 def _kubectl_port_forward(lab: Lab, service: str, local_port: int, port: int) -> subprocess.Popen[str]:
     """Start `kubectl port-forward service/NAME` and return once it listens (or raise its error)."""
     kubectl = binaries.ensure(["kubectl"])["kubectl"]
-    config = kubeconfig_file(lab.context)
+    config = lab.kubeconfig_file or kubeconfig_file(lab.context)
     process = subprocess.Popen(
         [str(kubectl), *(["--kubeconfig", str(config)] if config else []),
          "--context", lab.context, "-n", lab.namespace, "port-forward",

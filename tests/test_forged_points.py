@@ -1,0 +1,116 @@
+"""No point can be forged from inside the kernel: every test cell is judged by the grader.
+
+A small assignment asks for a value, a function and a Deployment. Blank submissions that try
+the kernel-side tricks (an AST transformer that swallows failures, patched modules, edited
+tests) must get exactly 0; kernels that die, ignore the interrupt or flood their output lose
+only what they broke.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+from test_grading import _meta, edit, replace_step
+
+from autograder import REPO_ROOT
+from autograder.grading import submissions
+from autograder.grading.runner import Course, Settings, ensure_in_gradebook, grade_class, table
+
+ASSIGNMENT = "answers"
+NOTEBOOK = "answers.ipynb"
+SETUP = """from autograder import MANIFESTS
+from autograder.checks import deployment_ready
+from autograder.lab import connect, workloads
+lab = connect(log=lambda _: None)"""
+STEPS = [  # (step, solution, test with hidden parts, points)
+    ("letter", 'q = "b"', 'assert q in "abcd"\n### BEGIN HIDDEN TESTS\nassert q == "b"\n### END HIDDEN TESTS', 1),
+    ("double", "def double(x):\n    return 2 * x",
+     "assert double(2) == 4\n### BEGIN HIDDEN TESTS\nassert [double(i) for i in range(4)] == [0, 2, 4, 6]\n"
+     "### END HIDDEN TESTS", 2),
+    ("deploy", 'workloads.apply(lab, workloads.load_manifests(MANIFESTS / "deployment.yaml"))\n'
+               'workloads.wait_for_rollout(lab, "ml-api", progress=False)',
+     'deployment_ready(lab, "ml-api", replicas=3).assert_passed()', 3),
+]
+POINTS = {step: points for step, _, _, points in STEPS}
+FULL = sum(POINTS.values())
+
+SWALLOW = """import ast
+class Swallow(ast.NodeTransformer):
+    def visit_Module(self, node):
+        handler = ast.ExceptHandler(type=ast.Name("BaseException", ast.Load()), name=None, body=[ast.Pass()])
+        return ast.fix_missing_locations(ast.Module(
+            body=[ast.Try(body=node.body or [ast.Pass()], handlers=[handler], orelse=[], finalbody=[])],
+            type_ignores=[]))
+get_ipython().ast_transformers.append(Swallow())"""
+PATCH_MODULES = """import sys, types, builtins
+fake = types.ModuleType("autograder.checks")
+fake.deployment_ready = lambda *a, **k: type("R", (), {"assert_passed": lambda self: self})()
+sys.modules["autograder.checks"] = fake
+builtins.AssertionError = type("Never", (Exception,), {})
+q, double = "b", (lambda x: 2 * x)"""
+DIES_WHEN_CALLED = "def double(x):\n    import os\n    os._exit(0)"
+IGNORES_INTERRUPT = 'import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nq = "b"\nwhile True:\n    pass'
+FLOOD = 'q = "b"\nfor _ in range(200):\n    print("x" * 100_000)'
+
+
+def master() -> nbformat.NotebookNode:
+    cells = [new_code_cell(SETUP, metadata=_meta("setup", locked=True))]
+    for step, solution, test, points in STEPS:
+        cells.append(new_code_cell(f"### BEGIN SOLUTION\n{solution}\n### END SOLUTION", metadata=_meta(step, solution=True)))
+        cells.append(new_code_cell(test, metadata=_meta(f"test-{step}", grade=True, locked=True, points=points)))
+    notebook = new_notebook(cells=cells)
+    notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return notebook
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
+    root = tmp_path_factory.mktemp("answers-course")
+    shutil.copy2(REPO_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
+    (root / "source" / ASSIGNMENT).mkdir(parents=True)
+    nbformat.write(master(), root / "source" / ASSIGNMENT / NOTEBOOK)
+    ensure_in_gradebook(Course(root), ASSIGNMENT, log=print)
+    return root
+
+
+def _submit(course: Path, student: str, steps, **replaced: str) -> None:
+    """The released notebook with `steps` answered (None: all), then some answers replaced."""
+    submissions.write(course, ASSIGNMENT, student, steps)
+    for step, source in replaced.items():
+        edit(course, student, replace_step(step, source), ASSIGNMENT, NOTEBOOK)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_kernel_side_tricks_earn_nothing_and_broken_kernels_lose_only_what_they_broke(course: Path) -> None:
+    _submit(course, "solved", None)
+    _submit(course, "blank", ())
+    _submit(course, "swallows-failures", (), letter=SWALLOW)
+    _submit(course, "patches-modules", (), letter=PATCH_MODULES)
+    _submit(course, "edits-tests", ())
+    edit(course, "edits-tests", lambda cell: cell.metadata.get("nbgrader", {}).get("grade")
+         and cell.update(source="print('all tests pass')"), ASSIGNMENT, NOTEBOOK)
+    _submit(course, "dies-when-called", None, double=DIES_WHEN_CALLED)
+    _submit(course, "ignores-interrupt", None, letter=IGNORES_INTERRUPT)
+    _submit(course, "floods-output", None, letter=FLOOD)
+
+    outcomes = grade_class(course, ASSIGNMENT, settings=Settings(jobs=2, cell_timeout=15, patience=8),
+                           provider="practice", log=print)
+    print(table(outcomes))
+
+    expected = {
+        "solved": FULL, "blank": 0, "swallows-failures": 0, "patches-modules": POINTS["letter"] + POINTS["double"],
+        "edits-tests": 0,
+        # The kernel dies while the grader calls double(); the fresh kernel has no `lab`, so deploy fails too.
+        "dies-when-called": POINTS["letter"],
+        # The loop is killed with its kernel: q is gone, the later cells run in a fresh kernel without `lab`.
+        "ignores-interrupt": POINTS["double"],
+        "floods-output": FULL,
+    }
+    assert {o.student: (o.status, o.score) for o in outcomes} == {s: ("graded", p) for s, p in expected.items()}
+    flooded = course / "autograded" / "floods-output" / ASSIGNMENT / NOTEBOOK
+    assert flooded.stat().st_size < 2_000_000
