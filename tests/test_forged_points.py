@@ -8,17 +8,15 @@ only what they broke.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
-from test_grading import _meta, edit, replace_step
+from test_grading import _meta, edit, new_course, replace_step
 
-from autograder import REPO_ROOT
 from autograder.grading import submissions
-from autograder.grading.runner import Course, Settings, ensure_in_gradebook, grade_class, table
+from autograder.grading.runner import Settings, grade_class, table
 
 ASSIGNMENT = "answers"
 NOTEBOOK = "answers.ipynb"
@@ -69,12 +67,7 @@ def master() -> nbformat.NotebookNode:
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
-    root = tmp_path_factory.mktemp("answers-course")
-    shutil.copy2(REPO_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
-    (root / "source" / ASSIGNMENT).mkdir(parents=True)
-    nbformat.write(master(), root / "source" / ASSIGNMENT / NOTEBOOK)
-    ensure_in_gradebook(Course(root), ASSIGNMENT, log=print)
-    return root
+    return new_course(tmp_path_factory.mktemp("answers-course"), master(), ASSIGNMENT, NOTEBOOK)
 
 
 def _submit(course: Path, student: str, steps, **replaced: str) -> None:

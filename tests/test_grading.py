@@ -118,15 +118,20 @@ def bystander(practice_cluster) -> str:
     core.delete_namespace(name)
 
 
+def new_course(root: Path, notebook: nbformat.NotebookNode, assignment: str = ASSIGNMENT,
+               name: str = NOTEBOOK) -> Path:
+    """A throwaway course in `root` whose one assignment is `notebook`, generated into its gradebook."""
+    shutil.copy2(REPO_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
+    (root / "source" / assignment).mkdir(parents=True)
+    nbformat.write(notebook, root / "source" / assignment / name)
+    ensure_in_gradebook(Course(root), assignment, log=print)
+    return root
+
+
 @pytest.fixture(scope="module")
 def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
     """A throwaway course with the cluster assignment generated into its gradebook."""
-    root = tmp_path_factory.mktemp("course")
-    shutil.copy2(REPO_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
-    (root / "source" / ASSIGNMENT).mkdir(parents=True)
-    nbformat.write(master(), root / "source" / ASSIGNMENT / NOTEBOOK)
-    ensure_in_gradebook(Course(root), ASSIGNMENT, log=print)
-    return root
+    return new_course(tmp_path_factory.mktemp("course"), master())
 
 
 def _pod_watch(admin: client.ApiClient, course_key: str, peaks: dict[str, int], stop: threading.Event) -> None:
