@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
+import resource
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from autograder import REPO_ROOT
-from autograder.grading import jail
+from autograder.grading import bridge, jail
 
 PROBE = """
-import json, os, pathlib, sys
+import json, os, pathlib, resource, socket, sys, urllib.request
 def readable(path):
     try:
         pathlib.Path(path).read_bytes() if pathlib.Path(path).is_file() else os.listdir(path)
@@ -24,55 +32,147 @@ def writable(path):
         return True
     except OSError:
         return False
+def reaches(port):
+    with socket.socket() as connection:
+        connection.settimeout(2)
+        return connection.connect_ex(("127.0.0.1", port)) == 0
+secret, secret_dir, outside, folder, host_port, api_port, grader_home = sys.argv[1:8]
 report = {
-    "secret_readable": readable(sys.argv[1]), "secret_dir_readable": readable(sys.argv[2]),
-    "outside_writable": writable(sys.argv[3]), "workdir_writable": writable("made-here.txt"),
+    "secret_readable": readable(secret), "secret_dir_readable": readable(secret_dir),
+    "outside_writable": writable(outside), "folder_writable": writable(folder + "/made-there.txt"),
+    "cwd": os.getcwd(), "cwd_files": sorted(os.listdir(".")), "cwd_writable": writable("made-here.txt"),
     "tmp_writable": writable("/tmp/scratch"), "pids": [p for p in os.listdir("/proc") if p.isdigit()],
     "caps": [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0],
+    "ids": [os.getgid(), os.getgroups(), os.getuid() >= 1_900_000_000],
+    "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0], "grader_home": sorted(os.listdir(grader_home)),
     "home": os.environ["HOME"], "kubeconfig": pathlib.Path(os.environ["KUBECONFIG"]).read_text(),
-    "connection": pathlib.Path(sys.argv[sys.argv.index("-f") + 1]).read_text(),
+    "connection": json.loads(pathlib.Path(sys.argv[sys.argv.index("-f") + 1]).read_text())["transport"],
+    "host_port_reached": reaches(int(host_port)),
+    "api": urllib.request.urlopen(f"http://127.0.0.1:{api_port}/version", timeout=10).read().decode(),
 }
 print(json.dumps(report))
 """
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"the api server")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def api_server() -> Iterator[int]:
+    """A stand-in API server on the host's loopback; its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
 
 
 def test_jail_is_usable_on_this_machine() -> None:
     assert jail.unavailable_reason() is None
 
 
-def test_a_jailed_process_sees_no_secrets_and_writes_only_its_folder(tmp_path: Path) -> None:
+def _kubeconfig(server: str) -> str:
+    return (f"apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{{name: k, cluster: {{server: '{server}'}}}}]\n"
+            "users: [{name: u, user: {token: student-token}}]\n"
+            "contexts: [{name: c, context: {cluster: k, user: u, namespace: ns}}]\n")
+
+
+def test_a_jailed_kernel_sees_no_secrets_works_in_a_copy_and_reaches_only_the_api_server(
+        tmp_path: Path, api_server: int) -> None:
     secret_dir = tmp_path / "kube"
     secret_dir.mkdir()
     secret = tmp_path / "admin.kubeconfig"
     secret.write_text("admin token")
     outside = REPO_ROOT / "jail-probe.txt"  # outside /tmp, which the jail replaces by a scratch tmpfs
-    workdir = tmp_path / "autograded" / "alice" / "lesson01"
-    workdir.mkdir(parents=True)
-    student = tmp_path / "student.kubeconfig"
-    student.write_text("student token")
+    folder = tmp_path / "autograded" / "alice" / "lesson01"
+    folder.mkdir(parents=True)
+    (folder / "data.csv").write_text("a,b\n")
+    (folder / "later.ipynb").symlink_to(secret)
+    os.link(secret, folder / "hard-link")
+    os.mkfifo(folder / "pipe")
+    sockets = tmp_path / "sockets"
+    sockets.mkdir(mode=0o1733)
+    sockets.chmod(0o1733)
     connection = tmp_path / "connection.json"
-    connection.write_text('{"shell_port": 1}')
-
-    done = subprocess.run(
-        [sys.executable, "-m", "autograder.grading.jail", "--hide", str(secret), "--hide", str(secret_dir), "--",
-         sys.executable, "-c", PROBE, str(secret), str(secret_dir), str(outside), "-f", str(connection)],
-        cwd=workdir, env={"KUBECONFIG": str(student), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        capture_output=True, text=True, timeout=60, check=True)
+    connection.write_text(json.dumps({"transport": "ipc", "ip": str(sockets / "kernel")}))
+    student = tmp_path / "student.kubeconfig"
+    student.write_text(_kubeconfig(f"http://127.0.0.1:{api_server}"))
+    bridge.relay(sockets / "api.sock", "127.0.0.1", api_server)
+    with socket.socket() as host_service:  # a host port that is not the API server: etcd, kwok, ...
+        host_service.bind(("127.0.0.1", 0))
+        host_service.listen()
+        done = subprocess.run(
+            [sys.executable, "-I", "-m", "autograder.grading.jail", "--hide", str(secret), "--hide", str(secret_dir),
+             "--api-socket", str(sockets / "api.sock"), "--", sys.executable, "-c", PROBE, str(secret),
+             str(secret_dir), str(outside), str(folder), str(host_service.getsockname()[1]), str(api_server),
+             str(Path.home()),
+             "-f", str(connection)],
+            cwd=folder, env={"KUBECONFIG": str(student), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            capture_output=True, text=True, timeout=60, check=True)
     report = json.loads(done.stdout)
 
+    # The grader's home shows only the interpreter and tools the kernel runs.
+    interpreter = Path(sys.base_prefix).resolve()
+    assert set(report.pop("grader_home")) == ({interpreter.relative_to(Path.home()).parts[0]}
+                                               if interpreter.is_relative_to(Path.home()) else set())
     assert report == {
         "secret_readable": False, "secret_dir_readable": False, "outside_writable": False,
-        "workdir_writable": True, "tmp_writable": True, "pids": ["1"], "caps": "0000000000000000",
-        "home": "/tmp/home", "kubeconfig": "student token", "connection": '{"shell_port": 1}',
+        "folder_writable": False, "cwd": "/tmp/work", "cwd_files": ["data.csv"], "cwd_writable": True,
+        "tmp_writable": True, "pids": ["1", report["pids"][1]], "caps": "0000000000000000",
+        "ids": [jail.KERNEL_GID, [], True], "nproc": jail.LIMITS[resource.RLIMIT_NPROC],
+        "home": "/tmp/home", "kubeconfig": student.read_text(), "connection": "ipc",
+        "host_port_reached": False, "api": "the api server",
     }
-    assert (workdir / "made-here.txt").is_file() and not outside.exists()
-    assert not Path("/tmp/scratch").exists()
+    assert len(report["pids"]) == 2  # the kernel and its API forwarder
+    assert sorted(p.name for p in folder.iterdir()) == ["data.csv", "hard-link", "later.ipynb", "pipe"]
+    assert not outside.exists() and not Path("/tmp/scratch").exists()
+    assert "is not a regular file" in done.stderr
 
 
-def test_kernelspec_runs_ipykernel_through_the_jail(tmp_path: Path) -> None:
-    jail.write_kernelspec(tmp_path, [Path("/nowhere")])
+def test_the_launcher_imports_nothing_from_the_notebook_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "submission"
+    (folder / "autograder" / "grading").mkdir(parents=True)
+    marker = tmp_path / "shadowed-as-root"
+    (folder / "autograder" / "__init__.py").write_text("")
+    (folder / "autograder" / "grading" / "__init__.py").write_text("")
+    (folder / "autograder" / "grading" / "jail.py").write_text(f"open({str(marker)!r}, 'w').write('root')\n")
+    connection = tmp_path / "connection.json"
+    connection.write_text(json.dumps({"transport": "ipc", "ip": str(tmp_path / "kernel")}))
+    argv = json.loads((jail.write_kernelspec(tmp_path, []) / "kernels" / jail.KERNEL_NAME / "kernel.json")
+                      .read_text())["argv"]
+    command = [arg.replace("{connection_file}", str(connection)) for arg in argv]
+    command[command.index("ipykernel_launcher") - 1:command.index("ipykernel_launcher") + 1] = ["-c", "print('ran')"]
+    done = subprocess.run(command, cwd=folder, env={"PYTHONPATH": str(folder), "PATH": os.environ["PATH"]},
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "ran"), done.stderr
+    assert not marker.exists()
+
+
+def test_a_kernel_without_ipc_transport_is_refused(tmp_path: Path) -> None:
+    connection = tmp_path / "connection.json"
+    connection.write_text(json.dumps({"transport": "tcp", "ip": "127.0.0.1"}))
+    done = subprocess.run([sys.executable, "-I", "-m", "autograder.grading.jail", "--", sys.executable, "-c", "",
+                           "-f", str(connection)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "transport = 'ipc'" in done.stderr
+
+
+def test_kernelspec_runs_ipykernel_through_the_isolated_jail(tmp_path: Path) -> None:
+    jail.write_kernelspec(tmp_path, [Path("/nowhere")], Path("/run/api.sock"))
     spec = json.loads((tmp_path / "kernels" / jail.KERNEL_NAME / "kernel.json").read_text())
-    assert spec["argv"][:3] == [sys.executable, "-m", "autograder.grading.jail"]
+    assert spec["argv"][:4] == [sys.executable, "-I", "-m", "autograder.grading.jail"]
     assert spec["argv"][-4:] == ["-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    assert ["--hide", "/nowhere"] == spec["argv"][3:5]
+    assert spec["argv"][4:8] == ["--hide", "/nowhere", "--api-socket", "/run/api.sock"]
     assert spec["interrupt_mode"] == "message"
+
+
+def test_a_hostname_server_is_reached_on_loopback_with_tls_checking_its_name() -> None:
+    jailed = jail.jailed_kubeconfig(_kubeconfig("https://api.example.org:6443"))
+    assert jail.api_address(_kubeconfig("https://api.example.org:6443")) == ("api.example.org", 6443)
+    assert "server: https://127.0.0.1:6443" in jailed and "tls-server-name: api.example.org" in jailed
+    assert jail.jailed_kubeconfig(_kubeconfig("https://127.0.0.1:32764")) == _kubeconfig("https://127.0.0.1:32764")

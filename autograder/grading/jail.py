@@ -1,30 +1,62 @@
-"""Start a student's kernel where it cannot reach the grader's secrets or files.
+"""Start a student's kernel where it cannot reach the grader's secrets, files, rights or network.
 
-The kernel gets its own mount and PID namespaces (`unshare`): the admin kubeconfigs, kwok's
-certificates and the Docker socket are covered, every filesystem is read-only except a fresh
-/tmp and the notebook's own folder, and it sees no process but itself. It then runs with no
-capabilities (`setpriv`), so it cannot undo any of that. Only the student's namespace-scoped
-kubeconfig is left to reach the cluster with. Needs root, util-linux's unshare and setpriv.
+The kernel gets its own mount, PID and network namespaces (`unshare`): the admin kubeconfigs,
+kwok's certificates and the Docker socket are covered, the grader's home shows only the
+interpreter and tools, every filesystem is read-only except a fresh /tmp and the folder of its
+ZMQ sockets, and it sees no process but itself. It works in a private copy of its notebook's
+folder (regular files only), so nothing it writes or links there reaches nbgrader's outputs or
+a later kernel. It runs as a uid of its own with no capabilities and bounded resources
+(`setpriv`, rlimits). Its network namespace holds only loopback, where a forwarder relays the
+API server's port to the grading worker (`bridge`): the student's namespace-scoped kubeconfig
+is its one way out. Everything that runs as root here runs `python -I`, so no file of the
+submission is ever imported with the grader's rights. Needs root, util-linux's unshare and setpriv.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import json
+import logging
 import os
+import resource
 import shutil
 import signal
+import socket
+import stat
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
 
 from autograder import REPO_ROOT
 
-INSIDE = "LAB_JAIL_INSIDE"
+log = logging.getLogger(__name__)
 KERNEL_NAME = "lab-jail"
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 PR_SET_PDEATHSIG = 1
+# A uid per kernel (base + the launcher's host pid, unique while it runs): RLIMIT_NPROC counts
+# a real uid's tasks host-wide, so a fork bomb exhausts only its own kernel's share.
+KERNEL_UID_BASE = 1_900_000_000
+KERNEL_GID = 65534  # nogroup
+LIMITS = {
+    resource.RLIMIT_AS: 3 * 2**30,  # numpy, matplotlib, the kubernetes client and kubectl fit well below
+    resource.RLIMIT_NPROC: 256,  # tasks, threads included: ipykernel, kubectl and the forwarder need ~60
+    resource.RLIMIT_FSIZE: 256 * 2**20,
+    resource.RLIMIT_NOFILE: 1024,
+    resource.RLIMIT_CORE: 0,
+}
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+HOME, WORK = Path("/tmp/home"), Path("/tmp/work")
+LOOPBACK = "127.0.0.1"
+
+
+class JailError(RuntimeError):
+    """The kernel cannot be started in the jail as asked."""
 
 
 def unavailable_reason() -> str | None:
@@ -34,7 +66,8 @@ def unavailable_reason() -> str | None:
     missing = [tool for tool in ("unshare", "setpriv", "mount") if shutil.which(tool) is None]
     if missing:
         return f"{', '.join(missing)} not found (install util-linux)"
-    trial = subprocess.run(["unshare", "--mount", "--pid", "--fork", "true"], capture_output=True, check=False)
+    trial = subprocess.run(["unshare", "--mount", "--pid", "--net", "--fork", "true"], capture_output=True,
+                           check=False)
     if trial.returncode != 0:
         return f"unshare is not permitted here: {trial.stderr.decode().strip()}"
     return None
@@ -46,11 +79,17 @@ def default_secrets(home: Path = Path.home()) -> list[Path]:
             Path("/etc/kubernetes"), Path("/var/run/docker.sock"), Path("/run/docker.sock")]
 
 
-def write_kernelspec(folder: Path, hide: list[Path]) -> Path:
-    """A kernelspec named `lab-jail` in `folder`/kernels; put `folder` on JUPYTER_PATH to use it."""
-    argv = [sys.executable, "-m", "autograder.grading.jail"]
+def write_kernelspec(folder: Path, hide: list[Path], api_socket: Path | None = None) -> Path:
+    """A kernelspec named `lab-jail` in `folder`/kernels; put `folder` on JUPYTER_PATH to use it.
+
+    The kernel must be started with ipc transport (the jail keeps the folder of its sockets) and,
+    to reach the API server, with the worker's `bridge.relay` serving `api_socket`.
+    """
+    argv = [sys.executable, "-I", "-m", "autograder.grading.jail"]
     for path in hide:
         argv += ["--hide", str(path)]
+    if api_socket is not None:
+        argv += ["--api-socket", str(api_socket)]
     argv += ["--", sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     spec = folder / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True, exist_ok=True)
@@ -60,6 +99,39 @@ def write_kernelspec(folder: Path, hide: list[Path]) -> Path:
         "interrupt_mode": "message",
     }))
     return folder
+
+
+def _cluster_of(document: dict) -> dict:
+    """The cluster entry of a kubeconfig's current context."""
+    contexts = {entry["name"]: entry["context"] for entry in document.get("contexts") or []}
+    clusters = {entry["name"]: entry["cluster"] for entry in document.get("clusters") or []}
+    current = document.get("current-context") or next(iter(contexts), "")
+    if current not in contexts or contexts[current].get("cluster") not in clusters:
+        raise JailError(f"the student's kubeconfig has no cluster for its context {current!r}")
+    return clusters[contexts[current]["cluster"]]
+
+
+def _server(cluster: dict) -> tuple[str, int]:
+    """Host and port of a kubeconfig cluster's API server."""
+    server = urlsplit(cluster["server"])
+    return server.hostname or LOOPBACK, server.port or (443 if server.scheme == "https" else 80)
+
+
+def api_address(kubeconfig_text: str) -> tuple[str, int]:
+    """Host and port of the API server a kubeconfig's current context talks to."""
+    return _server(_cluster_of(yaml.safe_load(kubeconfig_text)))
+
+
+def jailed_kubeconfig(kubeconfig_text: str) -> str:
+    """The kubeconfig as seen from the jail: its API server on loopback, TLS still checking the real name."""
+    document = yaml.safe_load(kubeconfig_text)
+    cluster = _cluster_of(document)
+    host, port = _server(cluster)
+    if host == LOOPBACK:
+        return kubeconfig_text
+    cluster["server"] = urlsplit(cluster["server"])._replace(netloc=f"{LOOPBACK}:{port}").geturl()
+    cluster.setdefault("tls-server-name", host)
+    return yaml.safe_dump(document)
 
 
 def _die_with_parent() -> None:
@@ -77,62 +149,159 @@ def _mount_points() -> list[str]:
     return [p for p in dict.fromkeys(points) if not p.startswith(PSEUDO_FILESYSTEMS)]
 
 
-def _seal(hide: list[Path], workdir: Path) -> None:
-    """Inside fresh namespaces: cover secrets, make everything read-only, keep /tmp and `workdir` writable."""
+def _cover(top: Path, options: str, keep: list[Path], writable: Path | None, hidden: list[Path]) -> None:
+    """Mount a fresh tmpfs on `top`, then mount back the kept paths below it (read-only but `writable`).
+
+    A path, even canonicalized, would lead into the new tmpfs: keep a handle on each and mount it
+    back through the handle itself, parents first. A bind carries no mounts from below it, so a
+    path holding a hidden one is not kept.
+    """
+    kept = sorted({path for path in (entry.resolve() for entry in keep if entry.exists())
+                   if path.is_relative_to(top) and not any(h.is_relative_to(path) for h in hidden)},
+                  key=lambda path: len(path.parts))
+    handles = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in kept}
+    _mount("-t", "tmpfs", "-o", options, "jail", str(top))
+    for path, handle in handles.items():
+        path.mkdir(parents=True, exist_ok=True)
+        _mount("--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{handle}", str(path))
+        if path != writable:
+            _mount("-o", "remount,bind,ro", str(path))
+        os.close(handle)
+
+
+def _seal(hide: list[Path], keep: list[Path], writable: Path | None) -> None:
+    """Inside fresh namespaces: cover secrets and the grader's home, make everything read-only, fresh /tmp."""
     for path in hide:
         if path.is_dir():
             _mount("-t", "tmpfs", "-o", "size=4k,mode=000", "hidden", str(path))
         elif path.exists():
             _mount("--bind", "/dev/null", str(path))
-    _mount("--bind", str(workdir), str(workdir))
+    if writable is not None:
+        _mount("--bind", str(writable), str(writable))
     for point in _mount_points():
-        if point != str(workdir):
+        if point != str(writable):
             _mount("-o", "remount,bind,ro", point)
-    # A fresh /tmp would cover what lives below it (a checkout in /tmp, its venv, the notebook's
-    # folder): keep a handle on each and mount it back through the handle itself (a path, even
-    # canonicalized, would now lead into the new /tmp). Parents first; only `workdir` stays writable.
-    keep = sorted({path.resolve() for path in (Path(sys.prefix), REPO_ROOT, workdir)
-                   if path.resolve().is_relative_to("/tmp")}, key=lambda path: len(path.parts))
-    handles = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in keep}
-    _mount("-t", "tmpfs", "-o", "size=256m,mode=1777", "scratch", "/tmp")
-    for path, handle in handles.items():
-        path.mkdir(parents=True, exist_ok=True)
-        _mount("--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{handle}", str(path))
-        if path != workdir.resolve():
-            _mount("-o", "remount,bind,ro", str(path))
-        os.close(handle)
+    hidden = [path.resolve() for path in hide]
+    keep = [*keep, *([writable] if writable else [])]
+    home = Path.home().resolve()
+    if home != Path("/") and home.is_dir():
+        _cover(home, "size=1m,mode=755", keep, writable, hidden)
+    _cover(Path("/tmp"), "size=256m,mode=1777", keep, writable, hidden)
+
+
+def _copy_regular_files(source: Path, target: Path, owner: tuple[int, int]) -> None:
+    """The kernel's own copy of its folder: regular files only, so no link leads out of it."""
+    target.mkdir(mode=0o755)
+    os.chown(target, *owner)
+    for entry in os.scandir(source):
+        status = entry.stat(follow_symlinks=False)
+        copy = target / entry.name
+        try:
+            if stat.S_ISDIR(status.st_mode):
+                _copy_regular_files(Path(entry.path), copy, owner)
+            elif stat.S_ISREG(status.st_mode) and status.st_nlink == 1:
+                shutil.copyfile(entry.path, copy, follow_symlinks=False)
+                os.chown(copy, *owner)
+            else:
+                log.warning("jail: %s is not a regular file; the kernel does not get it", entry.path)
+        except OSError as error:
+            log.warning("jail: %s was not copied for the kernel: %s", entry.path, error)
+
+
+def _give(path: Path, content: str, owner: tuple[int, int]) -> Path:
+    """A private file of the kernel's."""
+    path.write_text(content)
+    path.chmod(0o600)
+    os.chown(path, *owner)
+    return path
+
+
+def _loopback_up() -> None:
+    """A new network namespace starts with loopback down; the forwarder and port-forwards listen on it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as handle:
+        request = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack_from("16sH", fcntl.ioctl(handle, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(handle, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+def _drop(owner: tuple[int, int]) -> list[str]:
+    """The command prefix that runs a program as the kernel's uid, with no capability it could regain."""
+    uid, gid = owner
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--bounding-set=-all",
+            "--inh-caps=-all", "--no-new-privs", "--"]
+
+
+def _start_forwarder(port: int, api_socket: Path, owner: tuple[int, int]) -> None:
+    """Listen on loopback at the API server's port (before the kernel starts) and relay to the worker."""
+    listener = socket.socket()
+    listener.bind((LOOPBACK, port))
+    listener.listen(64)
+    subprocess.Popen([*_drop(owner), sys.executable, "-I", "-m", "autograder.grading.bridge",
+                      "--fd", str(listener.fileno()), str(api_socket)],
+                     # its own session: the kernel's shutdown waits for the children in its group
+                     pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL, cwd="/", start_new_session=True)
+    listener.close()
+
+
+def _limit() -> None:
+    for kind, value in LIMITS.items():
+        resource.setrlimit(kind, (value, value))
+
+
+def _unshare(args: argparse.Namespace, command: list[str]) -> None:
+    """Outside: re-run this module, isolated from the notebook's folder, in fresh namespaces."""
+    _die_with_parent()
+    options = [f"--uid={KERNEL_UID_BASE + os.getpid()}", *(f"--hide={path}" for path in args.hide)]
+    if args.api_socket:
+        options.append(f"--api-socket={args.api_socket}")
+    os.execvp("unshare", ["unshare", "--mount", "--pid", "--net", "--fork", "--kill-child", "--mount-proc",
+                          "--propagation", "private", sys.executable, "-I", "-m", "autograder.grading.jail",
+                          *options, "--", *command])
+
+
+def _inside(args: argparse.Namespace, command: list[str]) -> None:
+    """Inside the namespaces: seal, give the kernel its files and its API server, drop to its uid, run it."""
+    if os.getpid() != 1:
+        raise JailError("--uid is only for the jail's own run inside its new namespaces")
+    owner = (args.uid, KERNEL_GID)
+    notebook_folder = Path.cwd()
+    connection_at = command.index("-f") + 1
+    # The connection file and the student's kubeconfig may live under the /tmp about to be covered.
+    connection = Path(command[connection_at]).read_text()
+    if json.loads(connection).get("transport") != "ipc":
+        raise JailError("the jailed kernel has no network: start it with KernelManager.transport = 'ipc'")
+    sockets = Path(json.loads(connection)["ip"]).parent.resolve()
+    kubeconfig = Path(os.environ["KUBECONFIG"]).read_text() if os.environ.get("KUBECONFIG") else None
+    tools = [Path(entry) for entry in os.environ.get("PATH", "").split(os.pathsep) if entry]
+    _seal(args.hide, [Path(sys.prefix), Path(sys.base_prefix), REPO_ROOT, notebook_folder, *tools], sockets)
+    HOME.mkdir(mode=0o700)
+    os.chown(HOME, *owner)
+    command[connection_at] = str(_give(HOME / "connection.json", connection, owner))
+    os.environ.update(HOME=str(HOME), IPYTHONDIR=str(HOME / ".ipython"), MPLCONFIGDIR=str(HOME / ".matplotlib"))
+    if kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(_give(HOME / "kubeconfig", jailed_kubeconfig(kubeconfig), owner))
+    _copy_regular_files(notebook_folder, WORK, owner)
+    _loopback_up()
+    _limit()
+    if args.api_socket and kubeconfig is not None:
+        _start_forwarder(api_address(kubeconfig)[1], args.api_socket, owner)
+    os.chdir(WORK)
+    os.execvp("setpriv", [*_drop(owner), *command])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder.grading.jail", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -I -m autograder.grading.jail", description=__doc__)
     parser.add_argument("--hide", type=Path, action="append", default=[])
+    parser.add_argument("--api-socket", type=Path, help="the worker's relay to the API server (bridge.relay)")
+    parser.add_argument("--uid", type=int, help=argparse.SUPPRESS)  # set by the launcher for the inside run
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not os.environ.get(INSIDE):
-        os.environ[INSIDE] = "1"
-        _die_with_parent()
-        os.execvp("unshare", ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
-                              "--propagation", "private", sys.executable, "-m", "autograder.grading.jail",
-                              *(f"--hide={path}" for path in args.hide), "--", *command])
-    workdir = Path.cwd()
-    connection_at = command.index("-f") + 1
-    # The connection file and the student's kubeconfig may live under the /tmp about to be covered.
-    carried = {"connection.json": Path(command[connection_at]).read_text()}
-    if os.environ.get("KUBECONFIG"):
-        carried["kubeconfig"] = Path(os.environ["KUBECONFIG"]).read_text()
-    _seal(args.hide, workdir)
-    home = Path("/tmp/home")
-    home.mkdir()
-    for name, content in carried.items():
-        (home / name).write_text(content)
-        (home / name).chmod(0o600)
-    command[connection_at] = str(home / "connection.json")
-    os.environ.update(HOME=str(home), IPYTHONDIR=str(home / ".ipython"), MPLCONFIGDIR=str(home / ".matplotlib"))
-    if "kubeconfig" in carried:
-        os.environ["KUBECONFIG"] = str(home / "kubeconfig")
-    os.chdir(workdir)
-    os.execvp("setpriv", ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs", "--", *command])
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.uid is None:
+        _unshare(args, command)
+    else:
+        _inside(args, command)
     return 1
 
 

@@ -20,7 +20,7 @@ from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, Ignor
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from autograder.grading import jail
+from autograder.grading import bridge, jail
 from autograder.grading.verify import ClusterVerifiedExecute
 
 CONFIG_FILE = "nbgrader_config.py"
@@ -36,7 +36,7 @@ def course_config(course: Path) -> Config:
 
 
 def grading_config(course: Path, namespace: str, reader_kubeconfig: Path, cell_timeout: int,
-                   patience: float, kernel_name: str = "") -> Config:
+                   patience: float) -> Config:
     """The course's settings with nbgrader's Execute swapped for the cluster-verifying one."""
     config = course_config(course)
     config.Autograde.autograde_preprocessors = [
@@ -45,12 +45,33 @@ def grading_config(course: Path, namespace: str, reader_kubeconfig: Path, cell_t
     ]
     config.Execute.timeout = cell_timeout
     config.Execute.interrupt_on_timeout = True
-    if kernel_name:
-        config.Execute.kernel_name = kernel_name
     config.ClusterVerifiedExecute.namespace = namespace
     config.ClusterVerifiedExecute.reader_kubeconfig = str(reader_kubeconfig)
     config.ClusterVerifiedExecute.patience = patience
     config.ClusterVerifiedExecute.exclusive_lock = str(course / ".grading" / "cluster-exclusive.lock")
+    return config
+
+
+def jail_kernel(folder: Path, hide: list[Path]) -> Config:
+    """A kernelspec in `folder` that starts each kernel in the jail, and the kernel settings it needs.
+
+    The jailed kernel has no network: its ZMQ sockets are files in a folder the jail keeps
+    writable, and its one connection out, to the API server, is relayed through a unix socket there.
+    """
+    sockets = folder / "sockets"
+    sockets.mkdir()
+    sockets.chmod(0o1733)  # every kernel uid may make its sockets there; none may see or remove others'
+    folder.chmod(0o711)
+    api_socket = None
+    if os.environ.get("KUBECONFIG"):
+        api_socket = sockets / "apiserver.sock"
+        bridge.relay(api_socket, *jail.api_address(Path(os.environ["KUBECONFIG"]).read_text()))
+    jail.write_kernelspec(folder, hide, api_socket)
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")]))
+    config = Config()
+    config.Execute.kernel_name = jail.KERNEL_NAME
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.ip = str(sockets / "kernel")
     return config
 
 
@@ -69,13 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the kernel in the jail, with these paths covered (repeatable)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kernelspec-") as specs:
-        kernel_name = ""
-        if args.jail_hide:
-            jail.write_kernelspec(Path(specs), args.jail_hide)
-            os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [specs, os.environ.get("JUPYTER_PATH")]))
-            kernel_name = jail.KERNEL_NAME
         config = grading_config(args.course, args.namespace, args.reader_kubeconfig, args.cell_timeout,
-                                args.patience, kernel_name)
+                                args.patience)
+        if args.jail_hide:
+            config.merge(jail_kernel(Path(specs), args.jail_hide))
         if args.submitted_directory:
             config.CourseDirectory.submitted_directory = str(args.submitted_directory)
         result = NbGraderAPI(config=config).autograde(args.assignment, args.student, force=True, create=True)

@@ -1,0 +1,96 @@
+"""The jailed kernel's one way out of its network namespace: a byte relay to the API server.
+
+Outside, the grading worker accepts on a unix socket and connects each client to the API
+server's TCP address. Inside the kernel's empty network namespace an unprivileged forwarder
+accepts on 127.0.0.1:<the API server's port> and connects each client to that unix socket, so
+the student's kubeconfig (and `kubectl port-forward`) work unchanged while etcd, kwok and every
+other host port stay out of reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+CHUNK = 65536
+
+
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    """Copy one direction until its end closes, then pass the close on (TLS and SPDY need half-close)."""
+    try:
+        while data := source.recv(CHUNK):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            target.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _splice(client: socket.socket, connect: Callable[[], socket.socket]) -> None:
+    """Join one accepted client to a fresh upstream connection, both directions."""
+    try:
+        upstream = connect()
+    except OSError as error:
+        log.warning("cannot reach the API server for a jailed kernel: %s", error)
+        client.close()
+        return
+    other = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+    other.start()
+    _pump(client, upstream)
+    other.join()
+    client.close()
+    upstream.close()
+
+
+def serve(listener: socket.socket, connect: Callable[[], socket.socket]) -> None:
+    """Accept forever; each client gets its own upstream connection."""
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=_splice, args=(client, connect), daemon=True).start()
+
+
+def relay(path: Path, host: str, port: int) -> threading.Thread:
+    """Outside the jail: serve `path` (connectable by any uid) in a thread, relaying to host:port."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    path.chmod(0o666)
+    listener.listen(64)
+    thread = threading.Thread(target=serve, args=(listener, lambda: socket.create_connection((host, port))),
+                              name="apiserver-relay", daemon=True)
+    thread.start()
+    return thread
+
+
+def _unix(path: str) -> socket.socket:
+    """A connection to the worker's relay."""
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(path)
+    except OSError:
+        connection.close()
+        raise
+    return connection
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Inside the jail: accept on an inherited listening socket, relay to the worker's unix socket."""
+    parser = argparse.ArgumentParser(prog="python -I -m autograder.grading.bridge", description=__doc__)
+    parser.add_argument("--fd", type=int, required=True, help="a listening TCP socket inherited from the jail")
+    parser.add_argument("socket", help="the worker's relay socket")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="bridge: %(message)s")
+    serve(socket.socket(fileno=args.fd), lambda: _unix(args.socket))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
