@@ -46,6 +46,13 @@ def test_values_cross_as_data_and_functions_as_handles() -> None:
         found["broken"].keys()
 
 
+def test_a_function_lost_with_its_kernel_is_not_an_exception_a_test_may_expect() -> None:
+    double = judge.student_values(["double"], set(), kernel({"double": lambda x: 2 * x}))["double"]
+    values._HANDLES.clear()  # what a kernel restart does
+    with pytest.raises(values.StudentError, match="kernel was restarted"):
+        double(1)
+
+
 def test_a_student_exception_type_of_its_own_cannot_pose_as_a_pass() -> None:
     student: dict[str, Any] = {}
     exec("class Sneaky(Exception):\n    pass\ndef f():\n    raise Sneaky('x')", student)

@@ -43,7 +43,7 @@ class Unreadable:
 
 
 class StudentError(Exception):
-    """The student's function raised an exception that is not one of Python's own."""
+    """The student's function failed in a way no test may catch as a wanted exception."""
 
 
 def encode(value: Any, depth: int = 0) -> Any:
@@ -113,6 +113,8 @@ def _tagged(value: dict[str, Any], inner: Callable[[Any], Any]) -> Any:
 
 def call(handle: str, arguments: str) -> str:
     """In the kernel: call a handed-out function with JSON arguments; its result or exception as JSON."""
+    if handle not in _HANDLES:  # a restarted kernel has lost it: never mistake that for the function's error
+        return json.dumps({"lost": handle})
     positional, named = json.loads(arguments)
     args, kwargs = _revive(positional), {key: _revive(value) for key, value in named.items()}
     try:
@@ -149,6 +151,8 @@ class StudentFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         reply = json.loads(self._ask(f"call({self.handle!r}, {arguments(args, kwargs)!r})"))
+        if "lost" in reply:
+            raise StudentError(f"{self.__name__} is gone: the kernel was restarted after it failed")
         if "raised" in reply:
             raised = getattr(builtins, reply["raised"], None)
             if isinstance(raised, type) and issubclass(raised, Exception) and raised is not StopIteration:

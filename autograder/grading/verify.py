@@ -12,6 +12,9 @@ from __future__ import annotations
 import ast
 import fcntl
 import json
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from queue import Empty
 from time import monotonic
@@ -29,6 +32,18 @@ from autograder.lab import kubeconfig
 from autograder.lab.cluster import Lab
 
 VALUES_MODULE = "__import__('autograder.grading.values', fromlist=['call'])"
+# Seconds this worker spent per phase; a worker process grades exactly one submission.
+PHASES: dict[str, float] = defaultdict(float)
+
+
+@contextmanager
+def timed(phase: str) -> Iterator[None]:
+    """Add the block's duration to `PHASES[phase]`."""
+    started = monotonic()
+    try:
+        yield
+    finally:
+        PHASES[phase] += monotonic() - started
 
 
 def reader_lab(kubeconfig_file: str | Path, namespace: str) -> Lab:
@@ -63,6 +78,7 @@ class ClusterVerifiedExecute(Execute):
     _imports = ""
     _provided: set[str] = set()
     _output_bytes: dict[int, int]
+    _deadline = 0.0  # when the test cell being judged runs out of time, kernel calls included
 
     def _reader(self) -> Lab:
         if self._lab is None:
@@ -84,12 +100,22 @@ class ClusterVerifiedExecute(Execute):
             fcntl.flock(lock, fcntl.LOCK_EX)
             return super().preprocess(nb, resources, km)
 
+    async def async_start_new_kernel(self, **kwargs: Any) -> None:
+        with timed("kernel starts"):
+            await super().async_start_new_kernel(**kwargs)
+
+    async def async_start_new_kernel_client(self) -> Any:
+        with timed("kernel starts"):
+            return await super().async_start_new_kernel_client()
+
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> Any:
         if judge.is_test(cell):
-            cell.outputs, cell.execution_count = self._judge(cell), None
+            with timed("judging"):
+                cell.outputs, cell.execution_count = self._judge(cell), None
             return cell, self.resources
         try:
-            return super().preprocess_cell(cell, resources, index)
+            with timed("cells"):
+                return super().preprocess_cell(cell, resources, index)
         except (DeadKernelError, CellTimeoutError) as failure:
             reason = ("the kernel died" if isinstance(failure, DeadKernelError)
                       else f"the cell ran past {self.timeout} s and ignored the interrupt")
@@ -100,6 +126,7 @@ class ClusterVerifiedExecute(Execute):
 
     def _judge(self, cell: NotebookNode) -> list[NotebookNode]:
         """The grader's verdict on one test cell (its source as nbgrader restored it)."""
+        self._deadline = monotonic() + (self.timeout or 120)
         try:
             student = judge.student_values(judge.free_names(cell.source), self._provided, self._ask)
             scope = judge.namespace(self._imports, self._reader(), student)
@@ -114,8 +141,7 @@ class ClusterVerifiedExecute(Execute):
     async def _async_ask(self, expression: str) -> str:
         assert self.kc is not None
         message = self.kc.execute("", silent=True, store_history=False, user_expressions={"answer": expression})
-        deadline = monotonic() + (self.timeout or 120)
-        while (remaining := deadline - monotonic()) > 0:
+        while (remaining := self._deadline - monotonic()) > 0:
             try:
                 reply = await ensure_async(self.kc.shell_channel.get_msg(timeout=min(remaining, 1)))
             except Empty:
