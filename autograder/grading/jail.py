@@ -244,6 +244,7 @@ def _start_forwarder(port: int, api_socket: Path, owner: tuple[int, int]) -> Non
 
 
 def _limit() -> None:
+    """Bound the kernel's memory, tasks, file sizes and open files; its children inherit the bounds."""
     for kind, value in LIMITS.items():
         resource.setrlimit(kind, (value, value))
 
