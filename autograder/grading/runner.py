@@ -88,7 +88,8 @@ class Course:
     def gradebook(self) -> Path | None:
         """The gradebook's file when it is SQLite (nbgrader's default), else None."""
         prefix = "sqlite:///"
-        return Path(self.dirs.db_url[len(prefix):]) if self.dirs.db_url.startswith(prefix) else None
+        url = self.dirs.db_url.split("?", 1)[0]
+        return Path(url[len(prefix):]) if url.startswith(prefix) else None
 
     def notebooks(self, assignment: str) -> list[str]:
         return sorted(p.name for p in self.source(assignment).glob("*.ipynb"))
