@@ -1,18 +1,21 @@
-"""Pure logic of the grader: namespace names, hidden-test parsing, output rewriting, the ledger."""
+"""Pure logic of the grader: names, staging, output checks, node restores, the ledger and its gradebook backups."""
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
-from nbformat import NotebookNode
-from nbgrader.utils import determine_grade
 
-from autograder.checks import CheckResult
-from autograder.grading.ledger import Ledger, Outcome, submission_digest
+from autograder.grading.ledger import (GradebookDamaged, Ledger, Outcome, backup_gradebook, gradebook_problem,
+                                       restore_gradebook, submission_digest)
 from autograder.grading.names import check_student_id, folder_name, namespace_for, printable
-from autograder.grading.verify import CheckCall, UnreadableCheck, check_calls, rewrite_outputs
+from autograder.grading.nodes import restore_patch
+from autograder.grading.runner import clear_output, foreign_entries
+from autograder.grading.submissions import stage
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -37,60 +40,6 @@ def test_student_ids_must_be_folder_names(student: str, ok: bool) -> None:
     assert (check_student_id(student) is None) == ok
 
 
-def test_hidden_tests_are_parsed_into_check_calls() -> None:
-    source = (
-        "%time x = 1\n"
-        "from autograder.checks import *\n"
-        "deployment_ready(lab, 'ml-api', replicas=3).assert_passed()\n"
-        "assert checks.service_routes(lab, 'ml-api-service', 'ml-api')\n"
-        "eventually(scaled_to, lab, 'ml-api', 5, timeout=60).assert_passed()\n"
-    )
-    assert check_calls(source) == [
-        CheckCall("deployment_ready", ("ml-api",), {"replicas": 3}),
-        CheckCall("service_routes", ("ml-api-service", "ml-api"), {}),
-        CheckCall("scaled_to", ("ml-api", 5), {}),
-    ]
-    assert str(check_calls("rolled_back(lab, 'a', 'v1', replaced='v2')")[0]) == \
-        "rolled_back(lab, 'a', 'v1', replaced='v2')"
-
-
-@pytest.mark.parametrize("source", ["deployment_ready(lab, name)", "scaled_to(lab, *args)",
-                                    "scaled_to(lab, **kw)", "deployment_ready(lab=lab)"])
-def test_checks_with_non_literal_arguments_cannot_be_verified(source: str) -> None:
-    with pytest.raises(UnreadableCheck):
-        check_calls(source)
-
-
-def test_cells_without_checks_have_no_calls() -> None:
-    assert check_calls("assert 1 + 1 == 2\nprint(lab)") == []
-
-
-def _test_cell(*outputs: NotebookNode) -> NotebookNode:
-    return NotebookNode(cell_type="code", source="", outputs=list(outputs), metadata=NotebookNode(
-        nbgrader=NotebookNode(grade=True, solution=False, points=2, grade_id="t", locked=True)))
-
-
-def test_a_faked_pass_is_overwritten_by_the_graders_failure() -> None:
-    cell = _test_cell(NotebookNode(output_type="stream", name="stdout", text="all good\n"))
-    rewrite_outputs(cell, [CheckResult("deployment_ready", False, "deployment/ml-api does not exist")])
-    assert determine_grade(cell) == (0, 2)
-    assert "does not exist" in cell.outputs[-1].evalue
-
-
-def test_the_cell_scores_only_when_kernel_and_grader_both_pass() -> None:
-    stderr = NotebookNode(output_type="stream", name="stderr", text="warning\n")
-    partial = NotebookNode(output_type="execute_result", data={"text/plain": "0.0"}, metadata={}, execution_count=1)
-    cell = _test_cell(stderr, partial)
-    rewrite_outputs(cell, [CheckResult("scaled_to", True, "runs 5/5")])
-    assert determine_grade(cell) == (2, 2)
-    assert [o.output_type for o in cell.outputs] == ["stream", "stream"]
-
-    kernel_error = NotebookNode(output_type="error", ename="AssertionError", evalue="pods not Running", traceback=[])
-    cell = _test_cell(kernel_error)
-    rewrite_outputs(cell, [CheckResult("scaled_to", True, "runs 5/5")])
-    assert determine_grade(cell) == (0, 2)
-
-
 def test_ledger_resumes_only_the_same_submission(tmp_path: Path) -> None:
     folder = tmp_path / "submitted" / "alice" / "lesson01"
     folder.mkdir(parents=True)
@@ -102,3 +51,62 @@ def test_ledger_resumes_only_the_same_submission(tmp_path: Path) -> None:
     (folder / "a.ipynb").write_text('{"changed": 1}')
     assert ledger.done("alice", submission_digest(folder)) is None
     assert ledger.done("bob", first) is None
+
+
+def test_non_utf8_names_print_as_escapes() -> None:
+    assert printable(folder_name(b"caf\xe9")) == "caf\\xe9"
+
+
+def test_staging_copies_regular_files_and_names_the_rest(tmp_path: Path) -> None:
+    source, secret = tmp_path / "submitted", tmp_path / "admin.kubeconfig"
+    (source / "data").mkdir(parents=True)
+    secret.write_text("token")
+    (source / "a.ipynb").write_text("{}")
+    (source / "data" / "x.csv").write_text("1")
+    (source / "link").symlink_to(secret)
+    (source / "data" / "dir-link").symlink_to(tmp_path)
+    os.link(secret, source / "hard")
+    os.mkfifo(source / "pipe")
+    skipped = stage(source, tmp_path / "staged")
+    assert skipped == ["data/dir-link (a symlink)", "hard (a hard link)", "link (a symlink)",
+                       "pipe (not a regular file)"]
+    assert sorted(str(p.relative_to(tmp_path / "staged")) for p in (tmp_path / "staged").rglob("*")) == [
+        "a.ipynb", "data", "data/x.csv"]
+
+
+def test_output_folders_with_links_are_caught_and_cleared(tmp_path: Path) -> None:
+    output = tmp_path / "autograded" / "alice" / "lesson01"
+    output.mkdir(parents=True)
+    (output / "steps.ipynb").symlink_to(tmp_path / "gradebook.db")
+    assert foreign_entries(output) == ["steps.ipynb"]
+    clear_output(output)
+    assert not output.exists() and (tmp_path / "autograded" / "alice").is_dir()
+    (tmp_path / "autograded" / "alice").rmdir()
+    (tmp_path / "autograded" / "alice").symlink_to(tmp_path)
+    clear_output(output)
+    assert not (tmp_path / "autograded" / "alice").exists()
+
+
+def test_node_restore_puts_back_only_what_changed() -> None:
+    before = {"unschedulable": False, "taints": [], "labels": {"a": "1"}, "annotations": {}, "ownerReferences": []}
+    now = {**before, "unschedulable": True, "labels": {"a": "1", "b": "2"}}
+    cordon = [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]
+    assert restore_patch(before, now, cordon) == [
+        {"op": "add", "path": "/spec/unschedulable", "value": False},
+        {"op": "add", "path": "/metadata/labels", "value": {"a": "1"}},
+    ]
+    tainted = {**before, "taints": [{"key": "x", "value": None, "effect": "NoSchedule"}]}
+    assert restore_patch(before, tainted, cordon) == [{"op": "add", "path": "/spec/taints", "value": cordon}]
+
+
+def test_a_damaged_gradebook_names_its_backup(tmp_path: Path) -> None:
+    path = tmp_path / "gradebook.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("create table grade (score)")
+        db.commit()
+    backup = backup_gradebook(tmp_path, path)
+    path.write_text('{"cells": []}' * 100)
+    with pytest.raises(GradebookDamaged, match=f"cp {backup} {path}"):
+        backup_gradebook(tmp_path, path)
+    restore_gradebook(backup, path)
+    assert gradebook_problem(path) is None
