@@ -44,7 +44,13 @@ READER_RULES = [
     {"apiGroups": ["apps"], "resources": ["deployments", "replicasets"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods", "services", "endpoints", "events"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+    # Hidden tests call the deployed model server through `kubectl port-forward`, as students do.
+    {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
+    {"apiGroups": ["kwok.x-k8s.io"], "resources": ["portforwards"], "verbs": ["get", "list", "watch"]},
 ]
+# Hidden tests compare a student's node readings with the nodes themselves.
+NODE_READER_ROLE = "k8s-ml-grader-reader-nodes"
+NODE_READER_RULES = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
 # The lesson reads nodes and cordons one to simulate a crash: students may read every node and
 # patch nodes, and an admission policy lets that patch change nothing but spec.unschedulable.
 NODE_ROLE = "k8s-ml-grader-student-nodes"
@@ -132,6 +138,8 @@ def ensure_node_access(admin: client.ApiClient) -> None:
     labels = {MANAGED_BY: GRADER}
     for create, body in [
         (rbac.create_cluster_role, {"metadata": {"name": NODE_ROLE, "labels": labels}, "rules": NODE_RULES}),
+        (rbac.create_cluster_role,
+         {"metadata": {"name": NODE_READER_ROLE, "labels": labels}, "rules": NODE_READER_RULES}),
         (policies.create_validating_admission_policy,
          {"metadata": {"name": NODE_POLICY, "labels": labels}, "spec": NODE_POLICY_SPEC}),
         (policies.create_validating_admission_policy_binding,
@@ -167,18 +175,24 @@ def create(admin: client.ApiClient, namespace: str, *, course: str, assignment: 
     _wait_for_default_service_account(core, namespace)
     student_token = _identity(rbac, core, namespace, "student", STUDENT_RULES)
     reader_token = _identity(rbac, core, namespace, "grader-reader", READER_RULES)
-    rbac.create_cluster_role_binding({
-        "metadata": {"name": namespace, "labels": {MANAGED_BY: GRADER, COURSE_LABEL: course,
-                                                   ASSIGNMENT_LABEL: assignment}},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NODE_ROLE},
-        "subjects": [{"kind": "ServiceAccount", "name": "student", "namespace": namespace}],
-    })
+    labels = {MANAGED_BY: GRADER, COURSE_LABEL: course, ASSIGNMENT_LABEL: assignment}
+    for binding, role, account in node_bindings(namespace):
+        rbac.create_cluster_role_binding({
+            "metadata": {"name": binding, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+        })
     workdir.mkdir(parents=True, exist_ok=True)
     return Sandbox(
         namespace=namespace,
         student_kubeconfig=_kubeconfig(admin, namespace, "student", student_token, workdir / "student.kubeconfig"),
         reader_kubeconfig=_kubeconfig(admin, namespace, "grader-reader", reader_token, workdir / "reader.kubeconfig"),
     )
+
+
+def node_bindings(namespace: str) -> list[tuple[str, str, str]]:
+    """(binding, cluster role, service account) for a submission's cluster-wide node access."""
+    return [(namespace, NODE_ROLE, "student"), (f"{namespace}-reader", NODE_READER_ROLE, "grader-reader")]
 
 
 def _wait_for_default_service_account(core: client.CoreV1Api, namespace: str, timeout: float = 30) -> None:
@@ -193,10 +207,12 @@ def _wait_for_default_service_account(core: client.CoreV1Api, namespace: str, ti
 def delete(admin: client.ApiClient, namespace: str, wait: float = 120) -> bool:
     """Delete the namespace and everything in it, finalizers too; True once it is gone within `wait` seconds."""
     core = client.CoreV1Api(admin)
-    for remove in (client.RbacAuthorizationV1Api(admin).delete_cluster_role_binding,
-                   lambda name: core.delete_namespace(name, propagation_policy="Background")):
+    rbac = client.RbacAuthorizationV1Api(admin)
+    removals = [(rbac.delete_cluster_role_binding, binding) for binding, _, _ in node_bindings(namespace)]
+    for remove, name in [*removals, (lambda name: core.delete_namespace(name, propagation_policy="Background"),
+                                     namespace)]:
         try:
-            remove(namespace)
+            remove(name)
         except client.ApiException as error:
             if error.status != 404:
                 raise

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.apps import NbGraderAPI
+from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
@@ -35,10 +36,12 @@ def course_config(course: Path) -> Config:
     return config
 
 
-def grading_config(course: Path, namespace: str, reader_kubeconfig: Path, cell_timeout: int,
+def grading_config(course: Path, assignment: str, namespace: str, reader_kubeconfig: Path, cell_timeout: int,
                    patience: float) -> Config:
     """The course's settings with nbgrader's Execute swapped for the cluster-verifying one."""
     config = course_config(course)
+    folders = CourseDirectory(config=config)
+    config.ClusterVerifiedExecute.masters = folders.format_path(folders.source_directory, ".", assignment)
     config.Autograde.autograde_preprocessors = [
         ClusterVerifiedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
         SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the kernel in the jail, with these paths covered (repeatable)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kernelspec-") as specs:
-        config = grading_config(args.course, args.namespace, args.reader_kubeconfig, args.cell_timeout,
+        config = grading_config(args.course, args.assignment, args.namespace, args.reader_kubeconfig, args.cell_timeout,
                                 args.patience)
         if args.jail_hide:
             config.merge(jail_kernel(Path(specs), args.jail_hide))
