@@ -1,0 +1,247 @@
+"""Hostile submissions against the jail, graded by `grade_class` on the real practice cluster.
+
+Each reproduces an escape found in a hostile trial: a submission that shadows the jail's own
+module, a kernel that plants one for the next kernel, a kwok PortForward that runs a command on
+the host, etcd and the other control-plane ports on loopback, a symlink at a later notebook's
+output, a node given an owner in the student's namespace, and memory and fork bombs. Each must
+get exactly the score its honest work earned, and leave the bystander namespace, the nodes and
+the marker paths untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+from kubernetes import client
+from nbformat.v4 import new_code_cell, new_notebook
+from test_grading import ASSIGNMENT, FULL, NOTEBOOK, POINTS, STEPS, _meta, edit, master, replace_step
+from test_grading import bystander  # noqa: F401 (a fixture the test asks for)
+
+import autograder
+from autograder import REPO_ROOT
+from autograder.grading import sandbox, submissions
+from autograder.grading.runner import Course, Settings, ensure_in_gradebook, grade_class, table
+from autograder.lab import kubeconfig
+
+LATER = "wrap-up.ipynb"  # sorts after steps.ipynb: nbgrader writes its output after the first kernel ran
+SOLUTION = {step: solution for step, solution, _, _ in STEPS}
+TOTAL = FULL + 1
+
+SHADOW_INIT = """import os
+if os.geteuid() == 0:
+    open({marker!r}, "a").write("submission code ran as root\\n")
+__path__[:], __file__ = [{real!r}], {real!r} + "/__init__.py"
+exec(compile(open(__file__).read(), __file__, "exec"))
+"""
+SHADOW_JAIL = 'open({marker!r}, "a").write("the submission\'s jail module ran\\n")\n'
+PLANT = """import os, pathlib
+for file, text in {files!r}.items():
+    for base in (".", {autograded!r}):
+        try:
+            (pathlib.Path(base) / file).parent.mkdir(parents=True, exist_ok=True)
+            (pathlib.Path(base) / file).write_text(text)
+            print("PROBE planted", base, file)
+        except OSError as error:
+            print("PROBE refused", base, file, error.errno)
+"""
+KWOK_COMMAND = """from kubernetes import client as k8s
+for plural, namespaced in [("portforwards", True), ("clusterportforwards", False), ("logs", True), ("clusterlogs", False)]:
+    body = {{"apiVersion": "kwok.x-k8s.io/v1alpha1", "metadata": {{"name": "ml-api"}},
+            "spec": {{"forwards": [{{"ports": [8080], "command": ["sh", "-c", "touch {marker}"]}}],
+                     "logs": [{{"containers": ["ml-api"], "logsFile": "/etc/shadow"}}]}}}}
+    api = k8s.CustomObjectsApi(lab.api)
+    try:
+        if namespaced:
+            api.create_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", lab.namespace, plural, body)
+        else:
+            api.create_cluster_custom_object("kwok.x-k8s.io", "v1alpha1", plural, body)
+        print("PROBE created", plural)
+    except k8s.ApiException as error:
+        print("PROBE refused", plural, error.status)
+"""
+PORTS = """import socket
+for host, port in {targets!r}:
+    with socket.socket() as connection:
+        connection.settimeout(3)
+        print("PROBE", host, port, "reached" if connection.connect_ex((host, port)) == 0 else "unreachable")
+"""
+SYMLINK = """import os
+for base in (".", {autograded!r}):
+    link = os.path.join(base, {later!r})
+    try:
+        os.symlink({target!r}, link + ".new")
+        os.replace(link + ".new", link)
+        print("PROBE linked", base)
+    except OSError as error:
+        print("PROBE refused", base, error.errno)
+"""
+NODES = """from kubernetes import client as k8s
+owner = lab.core.create_namespaced_config_map(lab.namespace, {{"metadata": {{"name": "node-owner"}}}})
+for what, patch in [
+        ("owner", {{"metadata": {{"ownerReferences": [{{"apiVersion": "v1", "kind": "ConfigMap", "name": "node-owner",
+                                                     "uid": owner.metadata.uid}}]}}}}),
+        ("finalizer", {{"metadata": {{"finalizers": ["example.com/keep"]}}}}),
+        ("label", {{"metadata": {{"labels": {{"hacked": "yes"}}}}}}),
+        ("taint", {{"spec": {{"taints": [{{"key": "hacked", "effect": "NoSchedule"}}]}}}}),
+        ("cordon", {{"spec": {{"unschedulable": True}}}}), ("uncordon", {{"spec": {{"unschedulable": False}}}})]:
+    try:
+        lab.core.patch_node({node!r}, patch)
+        print("PROBE allowed", what)
+    except k8s.ApiException as error:
+        print("PROBE refused", what)
+"""
+MEMORY_HOG = """def hog():
+    chunks = []
+    while True:
+        chunks.append(b"x" * (64 * 2**20))
+hog()
+"""
+FORK_BOMB = """import os, time
+def bomb():
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            time.sleep(0.5)
+try:
+    while True:
+        if os.fork() == 0:
+            bomb()
+except OSError as error:
+    print("PROBE fork refused", error.errno)
+"""
+
+
+def later_notebook() -> nbformat.NotebookNode:
+    """A second notebook with no cluster work: a kernel of its own, after the first one."""
+    notebook = new_notebook(cells=[
+        new_code_cell("### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION", metadata=_meta("answer", solution=True)),
+        new_code_cell("assert answer == 42", metadata=_meta("test-answer", grade=True, locked=True, points=1)),
+    ])
+    notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return notebook
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
+    """The cluster steps assignment of test_grading plus a later notebook, generated into a gradebook."""
+    root = tmp_path_factory.mktemp("course")
+    shutil.copy2(REPO_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
+    (root / "source" / ASSIGNMENT).mkdir(parents=True)
+    nbformat.write(master(), root / "source" / ASSIGNMENT / NOTEBOOK)
+    nbformat.write(later_notebook(), root / "source" / ASSIGNMENT / LATER)
+    ensure_in_gradebook(Course(root), ASSIGNMENT, log=print)
+    return root
+
+
+@pytest.fixture(scope="module")
+def markers() -> Iterator[Path]:
+    """A folder outside /tmp that only code running outside the jail could write in."""
+    folder = Path("/var/tmp") / f"isolation-markers-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    (folder / "gradebook-stand-in.db").write_text("precious")
+    yield folder
+    shutil.rmtree(folder)
+
+
+def _shadow_package(marker: Path) -> dict[str, str]:
+    """Files that make `autograder` the submission's own (then hand over to the real package)."""
+    real = str(Path(autograder.__file__).parent)
+    return {"autograder/__init__.py": SHADOW_INIT.format(marker=str(marker), real=real),
+            "autograder/grading/__init__.py": "",
+            "autograder/grading/jail.py": SHADOW_JAIL.format(marker=str(marker))}
+
+
+def _control_plane_targets(practice_cluster) -> list[tuple[str, int]]:
+    """etcd, kwok and the controllers on loopback and on every host address."""
+    text = (practice_cluster.workdir / "kwok.yaml").read_text()
+    ports = {name: int(port) for name, port in re.findall(r"^\s*(\w+Port): (\d+)$", text, re.MULTILINE)}
+    wanted = [ports[name] for name in ("etcdPort", "kwokControllerPort", "kubeControllerManagerPort")]
+    hosts = sorted({address.address for addresses in psutil.net_if_addrs().values() for address in addresses
+                    if address.family.name == "AF_INET"})
+    return [(host, port) for host in hosts for port in wanted]
+
+
+def _probes(course: Path, student: str, step: str) -> list[str]:
+    """The PROBE lines a step's cell printed, as nbgrader saved them."""
+    path = course / "autograded" / student / ASSIGNMENT / NOTEBOOK
+    cell = next(cell for cell in nbformat.read(path, as_version=4).cells
+                if cell.metadata.get("nbgrader", {}).get("grade_id") == step)
+    text = "".join(output.get("text", "") + output.get("ename", "") for output in cell.outputs)
+    return [line.removeprefix("PROBE ") for line in text.splitlines() if line.startswith("PROBE ")] or [text]
+
+
+def _node_state(core: client.CoreV1Api) -> dict[str, tuple]:
+    return {node.metadata.name: (node.metadata.labels, node.metadata.annotations, node.metadata.owner_references,
+                                 node.metadata.finalizers, node.spec.taints)
+            for node in core.list_node().items}
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_hostile_kernels_stay_in_the_jail(course: Path, bystander: str, markers: Path, practice_cluster) -> None:
+    admin = kubeconfig.api_client(practice_cluster.context)
+    core = client.CoreV1Api(admin)
+    nodes_before = _node_state(core)
+    node = sorted(nodes_before)[0]
+    marker = markers / "escaped"
+    target = markers / "gradebook-stand-in.db"
+    autograded = lambda student: str(course / "autograded" / student / ASSIGNMENT)  # noqa: E731
+    hostile = {
+        "shadows-jail": None,
+        "plants-module": PLANT.format(files=_shadow_package(marker), autograded=autograded("plants-module")),
+        "kwok-command": KWOK_COMMAND.format(marker=marker),
+        "control-plane": PORTS.format(targets=_control_plane_targets(practice_cluster)),
+        "symlinks-output": SYMLINK.format(autograded=autograded("symlinks-output"), later=LATER, target=str(target)),
+        "patches-node": NODES.format(node=node),
+    }
+    for student, code in hostile.items():
+        submissions.write(course, ASSIGNMENT, student, None)
+        if code:
+            edit(course, student, replace_step("deploy", f"{code}\n{SOLUTION['deploy']}"))
+    for file, text in _shadow_package(marker).items():
+        path = course / "submitted" / "shadows-jail" / ASSIGNMENT / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    submissions.write(course, ASSIGNMENT, "memory-hog", None)
+    edit(course, "memory-hog", replace_step("scale", MEMORY_HOG))
+    submissions.write(course, ASSIGNMENT, "fork-bomb", None)
+    edit(course, "fork-bomb", replace_step("cleanup", FORK_BOMB))
+    submissions.write(course, ASSIGNMENT, "solved", None)
+
+    outcomes = grade_class(course, ASSIGNMENT, settings=Settings(jobs=2, cell_timeout=40, patience=8),
+                           provider="practice", log=print)
+
+    print(table(outcomes))
+    expected = {student: TOTAL for student in [*hostile, "solved"]}
+    expected |= {"memory-hog": TOTAL - POINTS["scale"], "fork-bomb": TOTAL - POINTS["cleanup"]}
+    assert {o.student: (o.status, o.score) for o in outcomes} == {s: ("graded", p) for s, p in expected.items()}
+    probes = {student: _probes(course, student, "deploy") for student in hostile if student != "shadows-jail"}
+    probes["memory-hog"] = _probes(course, "memory-hog", "scale")
+    probes["fork-bomb"] = _probes(course, "fork-bomb", "cleanup")
+    print(probes)
+    assert probes["plants-module"] == [
+        line for file in _shadow_package(marker)
+        for line in (f"planted . {file}", f"refused {autograded('plants-module')} {file} 30")]
+    assert probes["kwok-command"] == [f"refused {plural} 403"
+                                      for plural in ("portforwards", "clusterportforwards", "logs", "clusterlogs")]
+    assert probes["control-plane"] == [f"{host} {port} unreachable"
+                                       for host, port in _control_plane_targets(practice_cluster)]
+    assert probes["symlinks-output"] == ["linked .", f"refused {autograded('symlinks-output')} 30"]
+    assert probes["patches-node"] == ["refused owner", "refused finalizer", "refused label", "refused taint",
+                                      "allowed cordon", "allowed uncordon"]
+    assert "MemoryError" in probes["memory-hog"][0]
+    assert probes["fork-bomb"] == ["fork refused 11"]
+
+    assert sorted(path.name for path in markers.iterdir()) == ["gradebook-stand-in.db"]
+    assert target.read_text() == "precious"
+    assert core.read_namespaced_config_map("precious", bystander).data == {"keep": "me"}
+    assert _node_state(core) == nodes_before
+    assert sandbox.leftovers(admin, Course(course).key) == []
