@@ -15,6 +15,8 @@ c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
 # Parallel graders wait up to a minute for SQLite's write lock instead of failing.
 c.CourseDirectory.db_url = f"sqlite:///{Path(c.CourseDirectory.root) / 'gradebook.db'}?timeout=60"
+# Before grading on the practice cluster, load the lesson's v1 and v2 images as the grader.
+c.CoursePreparation.practice_setup = "autograder.lesson.steps:serve_lesson_images"
 # Notebooks that use the whole practice cluster (both GPU nodes, a cordoned node, bin packing):
 # parallel graders run these one submission at a time.
 c.ClusterVerifiedExecute.exclusive_notebooks = ["07-beyond-the-lesson"]

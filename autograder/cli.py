@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from autograder.grading import UNISOLATED_FLAG
-from autograder.lab import PROVIDERS, ClusterError, provider
-from autograder.lab.binaries import BinaryNotFound
+from autograder.errors import LabError
+from autograder.pins import PIN_OF
+from autograder.lab import PROVIDERS, provider
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -41,10 +42,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def binaries_wanted(args: argparse.Namespace) -> list[str]:
     """The binaries `binaries` obtains: every known one, or those the named providers run."""
-    from autograder.lab import binaries
-
     if args.all:
-        return sorted(binaries.RECIPE_OF)
+        return sorted(PIN_OF)
     return list(dict.fromkeys(name for chosen in args.providers or ["practice"] for name in provider(chosen).required_binaries))
 
 
@@ -58,7 +57,7 @@ def _binaries(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     if args.target == "grade":
-        from autograder.grading import bench as grading_bench
+        from autograder.bench import grade as grading_bench
 
         return grading_bench.run(args.students, args.jobs, provider=args.provider)
     from autograder import bench
@@ -89,17 +88,13 @@ def _grade(args: argparse.Namespace) -> int:
 def _notebooks(args: argparse.Namespace) -> int:
     from autograder import notebooks
 
-    try:
-        if args.action == "run":
-            return _run_notebooks(notebooks, args)
-        if args.action == "sync":
-            changed = notebooks.sync()
-            print("notebooks/ updated: " + ", ".join(changed) if changed else "notebooks/ already up to date")
-            return 0
-        stale = notebooks.drift()
-    except notebooks.NotebookError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.action == "run":
+        return _run_notebooks(notebooks, args)
+    if args.action == "sync":
+        changed = notebooks.sync()
+        print("notebooks/ updated: " + ", ".join(changed) if changed else "notebooks/ already up to date")
+        return 0
+    stale = notebooks.drift()
     if stale:
         print("notebooks/ differs from the masters in: " + ", ".join(stale)
               + "\nrun `python -m autograder notebooks sync` and commit the result", file=sys.stderr)
@@ -125,15 +120,9 @@ def _run_notebooks(notebooks, args: argparse.Namespace) -> int:
 
 
 def _kind_image(args: argparse.Namespace) -> int:
-    from autograder.lab import nodeimage
-    from autograder.lab.baseimage import BaseImageError
+    from autograder.build import nodeimage
 
-    try:
-        built = nodeimage.build(force=args.force)
-    except (nodeimage.NodeImageError, BaseImageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(built.summary())
+    print(nodeimage.build(force=args.force).summary())
     return 0
 
 
@@ -208,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ClusterError, BinaryNotFound, ValueError) as error:
+    except (LabError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

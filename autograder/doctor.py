@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 from autograder.lab import binaries, kubeconfig
+from autograder.pins import PIN_OF
 from autograder.lab.kind import docker_unreachable_reason
 
 OK, MISSING = "ok", "MISSING"
@@ -26,10 +27,10 @@ def findings() -> list[tuple[str, str, str]]:
     go = _go_version()
     rows.append(("go", OK if go else MISSING,
                  go or "install Go >= 1.24 so missing binaries can be built (https://go.dev/doc/install)"))
-    for name in sorted(binaries.RECIPE_OF):
+    for name in sorted(PIN_OF):
         path = binaries.find(name)
-        fix = (f"`python -m autograder cluster up` builds it ({binaries.RECIPE_OF[name].name} "
-               f"{binaries.RECIPE_OF[name].version})" if go else "see: conda env create -f environment.yml")
+        fix = (f"`python -m autograder cluster up` builds it ({PIN_OF[name].name} "
+               f"{PIN_OF[name].version})" if go else "see: conda env create -f environment.yml")
         rows.append((name, OK if path else MISSING, str(path) if path else fix))
     context = kubeconfig.current_context()
     if context is None:

@@ -17,6 +17,7 @@ import nbformat
 from nbclient import NotebookClient
 from traitlets.config.loader import PyFileConfigLoader
 
+from autograder.errors import LabError
 from autograder import REPO_ROOT
 from autograder.lab.provider import Log
 
@@ -26,7 +27,7 @@ SOURCE_DIR = "source"
 NO_CLUSTER = ("01-why-orchestration", "02-choosing-a-platform")
 
 
-class NotebookError(RuntimeError):
+class NotebookError(LabError):
     """nbgrader could not produce the student notebooks; the message carries its log."""
 
 

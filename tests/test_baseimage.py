@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder.lab import baseimage
+from autograder.build import baseimage
 from autograder.lab.images import base_images
 from autograder.modelserver import SOURCE
 

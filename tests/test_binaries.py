@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from autograder import pins
 from autograder.lab import binaries
-from autograder.lab.binaries import GoRecipe
+from autograder.build import gobuild
+from autograder.build.gobuild import GoRecipe
 
 GO_DIR = Path(shutil.which("go") or "/usr/local/go/bin/go").parent
 
@@ -26,7 +28,7 @@ def fake_binary(folder: Path, name: str, version_line: str = "") -> Path:
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty cache, no $LAB_BIN_DIR and a PATH holding only the shell."""
-    monkeypatch.setenv(binaries.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(pins.CACHE_DIR_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv(binaries.BIN_DIR_ENV, raising=False)
     monkeypatch.setenv("PATH", "/bin")
     return tmp_path
@@ -35,7 +37,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_env_dir_wins_over_path_and_cache(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_kwok = fake_binary(isolated / "envdir", "kwok")
     path_kwok = fake_binary(isolated / "pathdir", "kwok")
-    fake_binary(binaries.cache_dir(binaries.RECIPES["kwok"]), "kwok")
+    fake_binary(pins.cache_dir(gobuild.RECIPES["kwok"]), "kwok")
     monkeypatch.setenv(binaries.BIN_DIR_ENV, str(isolated / "envdir"))
     monkeypatch.setenv("PATH", f"{isolated / 'pathdir'}:/bin")
     assert binaries.find("kwok") == env_kwok
@@ -44,7 +46,7 @@ def test_env_dir_wins_over_path_and_cache(isolated: Path, monkeypatch: pytest.Mo
 
 
 def test_cache_is_last_before_building(isolated: Path) -> None:
-    cached = fake_binary(binaries.cache_dir(binaries.RECIPES["kind"]), "kind")
+    cached = fake_binary(pins.cache_dir(gobuild.RECIPES["kind"]), "kind")
     assert binaries.find("kind") == cached
 
 
@@ -70,7 +72,7 @@ def test_unknown_binary_is_named() -> None:
 
 
 def test_wrapper_module_replaces_every_staging_module() -> None:
-    go_mod = binaries.RECIPES["kubernetes"].go_mod()
+    go_mod = gobuild.RECIPES["kubernetes"].go_mod()
     assert "require k8s.io/kubernetes v1.34.12" in go_mod
     assert "godebug default=go1.24" in go_mod
     for module in ("api", "client-go", "kubelet", "pod-security-admission"):
@@ -78,7 +80,7 @@ def test_wrapper_module_replaces_every_staging_module() -> None:
 
 
 def test_version_stamp_covers_both_version_packages() -> None:
-    flags = " ".join(binaries.RECIPES["kubernetes"].ldflags)
+    flags = " ".join(gobuild.RECIPES["kubernetes"].ldflags)
     for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         assert f"{package}.gitVersion=v1.34.12" in flags and f"{package}.gitMinor=34" in flags
 
@@ -91,9 +93,9 @@ BROKEN = GoRecipe(name="broken", version="0.0.1",
 def test_failed_build_leaves_no_binary_and_no_partial(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", f"{GO_DIR}:/bin")
     with pytest.raises(RuntimeError, match="could not resolve"):
-        binaries.build(BROKEN, log=lambda _: None)
-    folder = binaries.cache_dir(BROKEN).parent
-    assert not binaries.cache_dir(BROKEN).exists()
+        gobuild.build(BROKEN, log=lambda _: None)
+    folder = pins.cache_dir(BROKEN).parent
+    assert not pins.cache_dir(BROKEN).exists()
     assert not list(folder.glob(".broken-0.0.1.partial-*"))
 
 
@@ -103,8 +105,8 @@ def test_interrupted_build_leaves_nothing_half_made(isolated: Path, monkeypatch:
         (staging / "bin" / "nothing").write_text("half a binary")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(binaries, "_go_build", interrupted)
+    monkeypatch.setattr(gobuild, "_go_build", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        binaries.build(BROKEN, log=lambda _: None)
-    assert not binaries.cache_dir(BROKEN).exists()
-    assert not list(binaries.cache_dir(BROKEN).parent.glob(".broken-0.0.1.partial-*"))
+        gobuild.build(BROKEN, log=lambda _: None)
+    assert not pins.cache_dir(BROKEN).exists()
+    assert not list(pins.cache_dir(BROKEN).parent.glob(".broken-0.0.1.partial-*"))

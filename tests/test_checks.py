@@ -1,4 +1,4 @@
-"""autograder.checks: pure logic without a cluster, then every check against the practice cluster."""
+"""autograder.lesson.checks: pure logic without a cluster, then every check against the practice cluster."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import copy
 
 import pytest
 
-from autograder import MANIFESTS, checks
-from autograder.checks import CheckResult
+from autograder import MANIFESTS
+from autograder.lesson import checks
+from autograder.lesson.checks import CheckResult
 from autograder.lab import workloads
 
 

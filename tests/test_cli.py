@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from autograder import pins
 from autograder import doctor
 from autograder.lab import binaries
 
@@ -41,10 +42,10 @@ def test_doctor_names_each_missing_piece_and_its_fix(tmp_path: Path, monkeypatch
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
-    monkeypatch.setenv(binaries.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(pins.CACHE_DIR_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv(binaries.BIN_DIR_ENV, raising=False)
     rows = {item: (state, detail) for item, state, detail in doctor.findings()}
-    assert set(binaries.RECIPE_OF) <= set(rows)
+    assert set(pins.PIN_OF) <= set(rows)
     assert rows["docker"][0] == doctor.MISSING and "start" in rows["docker"][1]
     assert rows["go"][0] == doctor.MISSING and "go.dev" in rows["go"][1]
     assert rows["kube-apiserver"] == (doctor.MISSING, "see: conda env create -f environment.yml")

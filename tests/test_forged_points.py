@@ -21,7 +21,7 @@ from autograder.grading.runner import Settings, grade_class, table
 ASSIGNMENT = "answers"
 NOTEBOOK = "answers.ipynb"
 SETUP = """from autograder import MANIFESTS
-from autograder.checks import deployment_ready
+from autograder.lesson.checks import deployment_ready
 from autograder.lab import connect, workloads
 lab = connect(log=lambda _: None)"""
 STEPS = [  # (step, solution, test with hidden parts, points)
@@ -45,9 +45,9 @@ class Swallow(ast.NodeTransformer):
             type_ignores=[]))
 get_ipython().ast_transformers.append(Swallow())"""
 PATCH_MODULES = """import sys, types, builtins
-fake = types.ModuleType("autograder.checks")
+fake = types.ModuleType("autograder.lesson.checks")
 fake.deployment_ready = lambda *a, **k: type("R", (), {"assert_passed": lambda self: self})()
-sys.modules["autograder.checks"] = fake
+sys.modules["autograder.lesson.checks"] = fake
 builtins.AssertionError = type("Never", (Exception,), {})
 q, double = "b", (lambda x: 2 * x)"""
 DIES_WHEN_CALLED = "def double(x):\n    import os\n    os._exit(0)"

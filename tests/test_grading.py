@@ -23,7 +23,8 @@ from kubernetes import client
 from nbformat.v4 import new_code_cell, new_notebook
 
 from autograder import REPO_ROOT
-from autograder.grading import bench, sandbox, submissions
+from autograder.bench import grade as bench
+from autograder.grading import sandbox, submissions
 from autograder.grading.ledger import Ledger
 from autograder.grading.runner import Course, GradingError, Settings, ensure_in_gradebook, grade_class, table
 from autograder.lab import kubeconfig
@@ -31,7 +32,7 @@ from autograder.lab import kubeconfig
 ASSIGNMENT = "k8s-steps"
 NOTEBOOK = "steps.ipynb"
 SETUP = """from autograder import MANIFESTS
-from autograder.checks import *
+from autograder.lesson.checks import *
 from autograder.lab import connect, workloads
 lab = connect(log=lambda _: None)
 deployment, service = workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")"""
@@ -89,7 +90,7 @@ def replace_step(step: str, source: str):
     return change
 
 
-MONKEYPATCH = """import autograder.checks as checks
+MONKEYPATCH = """import autograder.lesson.checks as checks
 faked = lambda *args, **kwargs: checks.CheckResult("faked", True, "faked")
 for name in list(checks.CHECKS):
     checks.CHECKS[name] = faked

@@ -12,7 +12,8 @@ import pytest
 from kubernetes.client import ApiException
 
 from autograder import MANIFESTS, REPO_ROOT, notebooks
-from autograder.lab import Lab, binaries, connect, nodeimage, nodeparts
+from autograder.build import nodeimage, nodeparts
+from autograder.lab import Lab, binaries, connect
 from autograder.lab import images as model_images
 from autograder.lab import kind as kind_module
 from autograder.lab import workloads as w

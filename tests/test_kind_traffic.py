@@ -11,6 +11,7 @@ import pytest
 from autograder import MANIFESTS
 from autograder.lab import Lab, connect, images, traffic
 from autograder.lab import workloads as w
+from autograder.lesson import troubleshoot
 from autograder.modelserver import SOURCE
 
 pytestmark = [pytest.mark.kind, pytest.mark.docker]
@@ -47,6 +48,6 @@ def test_a_loaded_image_answers_through_the_service(kind_lab: Lab) -> None:
 def test_an_image_never_loaded_is_explained_in_plain_words(kind_lab: Lab) -> None:
     deploy(kind_lab, "t-kind-ml-api:never-built", wait=False)
     deadline = time.monotonic() + 60
-    while not (problems := images.image_problems(kind_lab)) and time.monotonic() < deadline:
+    while not (problems := troubleshoot.image_problems(kind_lab)) and time.monotonic() < deadline:
         time.sleep(1)
     assert any("ErrImageNeverPull" in p and "load it first" in p for p in problems)

@@ -7,7 +7,9 @@ import json
 import pytest
 import yaml
 
-from autograder.lab import binaries, nodeparts
+from autograder import pins
+from autograder.build import nodeparts
+from autograder.lab import binaries
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def test_scripts_get_their_exec_bits_back(files: dict[str, tuple[bytes, int]]) -
 
 
 def test_node_says_its_version_and_carries_a_static_cni(files: dict[str, tuple[bytes, int]]) -> None:
-    assert files["kind/version"][0] == f"v{binaries.KUBERNETES_VERSION}".encode()
+    assert files["kind/version"][0] == f"v{pins.KUBERNETES_VERSION}".encode()
     conflist = json.loads(files["etc/cni/net.d/10-lab-ptp.conflist"][0])
     assert [plugin["type"] for plugin in conflist["plugins"]] == ["ptp", "portmap"]
     manifest = yaml.safe_load(files["kind/manifests/default-cni.yaml"][0])

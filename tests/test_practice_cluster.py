@@ -8,7 +8,7 @@ import psutil
 import pytest
 
 from autograder import MANIFESTS
-from autograder.bench import practice_rss_mib
+from autograder.bench.cluster import practice_rss_mib
 from autograder.lab import Lab, cluster, kubeconfig
 from autograder.lab import workloads as w
 from autograder.lab.practice import Practice

@@ -14,6 +14,8 @@ from kubernetes import client
 
 from autograder import MANIFESTS
 from autograder.lab import Lab, images, kubeconfig, ports, traffic
+from autograder.lesson import troubleshoot
+from autograder.practice import catalog, supervise
 from autograder.lab import workloads as w
 from autograder.lab.practice import Practice
 from autograder.modelserver import SOURCE
@@ -27,10 +29,10 @@ V1, V2 = "t-traffic-ml-api:v1", "t-traffic-ml-api:v2"
 @pytest.fixture(scope="module")
 def router(practice_cluster: Practice) -> Iterator[None]:
     """Stop the traffic router after these tests if they were the ones that started it."""
-    already = traffic.router_pid(practice_cluster.context) is not None
+    already = supervise.router_pid(practice_cluster.context) is not None
     yield
     if not already:
-        traffic.stop_router(practice_cluster.context)
+        supervise.stop_router(practice_cluster.context)
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ def test_port_forward_answers_with_the_version_across_update_and_undo(loaded: La
 def test_a_kernel_that_sees_the_practice_cluster_as_existing_still_waits_for_routes(loaded: Lab) -> None:
     """A grader's student kernel connects as "existing"; its port-forward must not race the router."""
     as_existing = Lab(provider="existing", context=loaded.context, namespace=loaded.namespace, api=loaded.api)
-    assert traffic.serves_kwok_routes(as_existing)
+    assert catalog.serves_kwok_routes(as_existing)
     deploy(as_existing, V1)
     assert answer(as_existing) == {"prediction": 15.0, "model_version": "v1.0"}
 
@@ -81,8 +83,8 @@ def test_every_pod_is_routed_to_the_server_of_its_own_image(loaded: Lab) -> None
     lab = loaded
     deploy(lab, V2)
     custom = client.CustomObjectsApi(lab.api)
-    traffic.wait_routed(lab, "app=ml-api")
-    forwards = custom.list_namespaced_custom_object(*traffic.KWOK, lab.namespace, "portforwards")["items"]
+    catalog.wait_routed(lab, "app=ml-api")
+    forwards = custom.list_namespaced_custom_object(*catalog.KWOK, lab.namespace, "portforwards")["items"]
     pods = lab.core.list_namespaced_pod(lab.namespace, label_selector="app=ml-api").items
     assert {f["metadata"]["name"] for f in forwards} >= {p.metadata.name for p in pods}
     targets = {f["spec"]["forwards"][0]["target"]["port"] for f in forwards}
@@ -91,16 +93,16 @@ def test_every_pod_is_routed_to_the_server_of_its_own_image(loaded: Lab) -> None
 
 
 def test_the_image_is_reported_by_the_nodes(loaded: Lab) -> None:
-    on_nodes = images.images_on_nodes(loaded)
+    on_nodes = catalog.images_on_nodes(loaded)
     assert {V1, V2, f"docker.io/library/{V1}"} <= on_nodes
 
 
 def test_an_image_never_loaded_is_explained(lab: Lab, router: None) -> None:
     deploy(lab, "t-traffic-never-loaded:v9")
-    with pytest.raises(traffic.ImageNotLoaded, match="never loaded.*ErrImageNeverPull"):
+    with pytest.raises(catalog.ImageNotLoaded, match="never loaded.*ErrImageNeverPull"):
         with traffic.port_forward(lab):
             pass
-    assert any("ErrImageNeverPull" in problem for problem in images.image_problems(lab))
+    assert any("ErrImageNeverPull" in problem for problem in troubleshoot.image_problems(lab))
 
 
 def test_a_busy_local_port_is_explained(loaded: Lab) -> None:
@@ -142,7 +144,7 @@ def own_cluster() -> Iterator[Lab]:
         yield Lab(provider="practice", context=practice.context, namespace="default",
                   api=kubeconfig.api_client(practice.context, practice.kubeconfig_file))
     finally:
-        traffic.stop_router(practice.context)
+        supervise.stop_router(practice.context)
         practice.down(log=lambda _: None)
 
 
@@ -153,8 +155,8 @@ def test_kubectl_logs_shows_the_requests_and_no_model_server_outlives_the_router
     pod = own_cluster.core.list_namespaced_pod("default", label_selector="app=ml-api").items[0]
     assert "POST /predict" in own_cluster.core.read_namespaced_pod_log(pod.metadata.name, "default")
 
-    servers = psutil.Process(traffic.router_pid(own_cluster.context)).children()
+    servers = psutil.Process(supervise.router_pid(own_cluster.context)).children()
     assert servers, "the router runs a model server for v1"
-    assert traffic.stop_router(own_cluster.context)
+    assert supervise.stop_router(own_cluster.context)
     _, alive = psutil.wait_procs(servers, timeout=10)
     assert not alive

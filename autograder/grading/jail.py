@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from autograder.errors import LabError
 from autograder import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ HOME, WORK = Path("/tmp/home"), Path("/tmp/work")
 LOOPBACK = "127.0.0.1"
 
 
-class JailError(RuntimeError):
+class JailError(LabError):
     """The kernel cannot be started in the jail as asked."""
 
 

@@ -16,6 +16,7 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from autograder.errors import LabError
 from autograder.grading.names import digest
 
 LEDGER_DIR = ".grading"
@@ -87,7 +88,7 @@ def _copy(source: Path, target: Path) -> None:
     os.chmod(target, 0o600)
 
 
-class GradebookDamaged(ValueError):
+class GradebookDamaged(LabError):
     """gradebook.db does not open as an SQLite database; the message names a backup to restore."""
 
 

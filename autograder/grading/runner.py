@@ -28,20 +28,21 @@ from nbgrader.plugins import CsvExportPlugin
 from tqdm.auto import tqdm
 from traitlets.config import Config
 
+from autograder.errors import LabError
 from autograder.grading import UNISOLATED_FLAG, jail, ledger, nodes, sandbox, submissions
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
+from autograder.grading.preparation import CoursePreparation
 from autograder.grading.names import check_student_id, digest, folder_name, namespace_for, printable
 from autograder.grading.worker import course_config
 from autograder.lab import ClusterError, Lab, binaries, choose, kubeconfig
 from autograder.lab.cluster import provider_of_context
-from autograder.lesson import steps
 
 Log = Callable[[str], None]
 GRADES_CSV = "grades.csv"
 EXCLUSIVE_LOCK = "cluster-exclusive.lock"  # the lock the workers hold around notebooks that cordon nodes
 
 
-class GradingError(ValueError):
+class GradingError(LabError):
     """The class cannot be graded as asked; the message says what to do."""
 
 
@@ -108,19 +109,19 @@ class Course:
         return NbGraderAPI(config=self.config)
 
 
-def serve_practice_images(admin: client.ApiClient, provider: str | None, log: Log) -> None:
-    """On the practice cluster, load the lesson's images and start the traffic router as the grader.
+def prepare_practice(course: Course, admin: client.ApiClient, provider: str | None, log: Log) -> None:
+    """On the practice cluster, run the course's preparation hook (loading images) as the grader.
 
     Student kernels connect as `existing` with a namespace-scoped identity, which can neither
     record images on the nodes nor run the cluster-wide router that port-forwards need.
     """
+    preparation = CoursePreparation(config=course.config)
+    hook = preparation.practice_hook()
     chosen = choose(provider)
-    if chosen.name != "practice" and provider_of_context(chosen.context) != "practice":
+    if hook is None or (chosen.name != "practice" and provider_of_context(chosen.context) != "practice"):
         return
-    lab = Lab(provider="practice", context=chosen.context, namespace="default", api=admin)
-    for tag in steps.VERSIONS:
-        steps.load_image(lab, tag, log=lambda _: None)
-    log(f"practice cluster: images {', '.join(steps.VERSIONS)} loaded and the traffic router running")
+    hook(Lab(provider="practice", context=chosen.context, namespace="default", api=admin))
+    log(f"practice cluster prepared for grading ({preparation.practice_setup})")
 
 
 def admin_client(provider: str | None) -> client.ApiClient:
@@ -507,7 +508,7 @@ def _grade_on_cluster(grader: Grader, admin: client.ApiClient, students: list[st
     """Set the cluster up for grading, grade `students` and put nodes and namespaces back as they were."""
     course, assignment = grader.course, grader.assignment
     sandbox.ensure_node_access(admin)
-    serve_practice_images(admin, provider, log)
+    prepare_practice(course, admin, provider, log)
     ensure_in_gradebook(course, assignment, log)
     for namespace in sandbox.leftovers(admin, course.key, digest(assignment)):
         log(f"removing namespace {namespace} left by an interrupted run")

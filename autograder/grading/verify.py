@@ -27,6 +27,7 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Float, Integer, List, Unicode
 
+from autograder.errors import LabError
 from autograder.grading import judge, values
 from autograder.lab import kubeconfig
 from autograder.lab.cluster import Lab
@@ -57,7 +58,7 @@ def _error(text: str, ename: str) -> NotebookNode:
     return NotebookNode(output_type="error", ename=ename, evalue=text, traceback=[f"{ename}: {text}"])
 
 
-class KernelUnresponsive(RuntimeError):
+class KernelUnresponsive(LabError):
     """The kernel did not answer the grader in time; it has been restarted."""
 
 

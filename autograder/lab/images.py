@@ -1,8 +1,8 @@
 """The model server image, the lesson's steps 2, 5 and 7: build it, run it locally, load it into the cluster.
 
 Builds use the Docker SDK's low-level API so the build log streams into a notebook as it happens.
-On the practice cluster "loading" records the image on the simulated nodes (as a kubelet reports
-node.status.images) and hands its app to the traffic router, which needs no Docker at all.
+On the practice cluster "loading" hands the image's app to `autograder.practice`, which needs
+no Docker at all.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,41 +23,33 @@ import docker
 from docker.errors import APIError, ImageNotFound
 from docker.models.containers import Container
 from docker.models.images import Image
-from kubernetes import client as k8s
 from tqdm.auto import tqdm
 
-from autograder.lab import baseimage, binaries, ports, probe, traffic
+from autograder.errors import LabError
+from autograder.lab import binaries, ports, probe
 from autograder.lab.cluster import Lab
 from autograder.lab.kind import docker_unreachable_reason
 from autograder.lab.provider import CLUSTER_NAME, Log, run
 from autograder.modelserver import SOURCE as MODEL_SERVER
+from autograder.practice import catalog, supervise
 
 VERSION_ARG = "MODEL_VERSION"
 CONTAINER_PORT = 8080
 LOCAL_RUN_LABEL = "k8s-ml-lab.local-run"
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-PULL_REASONS = {
-    "ErrImageNeverPull": "the image is not in the cluster and imagePullPolicy is Never, so the "
-                         "kubelet will not fetch it: load it first (images.load_into_cluster or "
-                         "`kind load docker-image {image} --name ml-learning`)",
-    "ErrImagePull": "the kubelet tried to pull {image} from a registry and failed: check the "
-                    "name and tag, or build and load the image and set imagePullPolicy: Never",
-    "ImagePullBackOff": "pulling {image} failed and the kubelet is waiting before it retries: "
-                        "check the tag exists (`docker images`), load it into the cluster",
-    "InvalidImageName": "{image} is not a valid image reference: fix the image: line",
-}
+PYTHON_BASE = "python:3.11-slim"  # the model server's base; made offline when Docker cannot pull it
 
 
-class DockerUnavailable(RuntimeError):
+class DockerUnavailable(LabError):
     """The Docker daemon cannot be reached; the message says how to start it."""
 
 
-class BuildFailed(RuntimeError):
+class BuildFailed(LabError):
     """A Dockerfile step failed; the message shows that step and the end of its output."""
 
 
-class ImageMissing(RuntimeError):
+class ImageMissing(LabError):
     """An image tag that was never built (locally) or never loaded (into the cluster)."""
 
 
@@ -104,7 +95,9 @@ def build(tag: str = "ml-api:v1", context: Path | str = MODEL_SERVER, version: s
     if not dockerfile.is_file():
         raise FileNotFoundError(f"no Dockerfile in {context}: write one next to app.py first")
     client = docker_client()
-    if baseimage.BASE_IMAGE in base_images(dockerfile):
+    if PYTHON_BASE in base_images(dockerfile):
+        from autograder.build import baseimage  # only when the base image must be made offline
+
         baseimage.ensure_python_base(client, log=log)
     buildargs = {name: os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)}
     if version:
@@ -203,9 +196,9 @@ def load_into_cluster(lab: Lab, tag: str, *, context: Path | str | None = None,
         log(f"loaded {tag} into kind cluster {CLUSTER_NAME!r}")
     elif lab.provider == "practice":
         app, env, size = _practice_image(tag, context, version)
-        traffic.register_image(lab, tag, app, env)
-        _record_on_nodes(lab, tag, size)
-        traffic.ensure_router(lab, log=log)
+        catalog.register_image(lab, tag, app, env)
+        catalog.record_on_nodes(lab, tag, size)
+        supervise.ensure_router(lab.context, log=log)
         log(f"recorded {tag} on the practice cluster's nodes (serves {env.get(VERSION_ARG, 'its default version')})")
     else:
         raise ValueError(f"load images into {lab.context!r} with its own tools (a registry, "
@@ -222,7 +215,7 @@ def _practice_image(tag: str, context: Path | str | None, version: str | None) -
         digest = hashlib.sha256()
         for path in files:
             digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
-        snapshot = _snapshot(traffic.snapshot_dir(tag, digest.hexdigest()), lambda target: shutil.copytree(
+        snapshot = catalog.snapshot(catalog.snapshot_dir(tag, digest.hexdigest()), lambda target: shutil.copytree(
             source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")))
         env = {VERSION_ARG: version} if version else {}
         return snapshot, env, sum(path.stat().st_size for path in files)
@@ -235,25 +228,10 @@ def _practice_image(tag: str, context: Path | str | None, version: str | None) -
     if workdir == "/":
         raise ImageMissing(f"image {tag} has no WORKDIR holding app.py; the practice cluster serves "
                            "images built like the lesson's (WORKDIR /app), or pass context=")
-    snapshot = _snapshot(traffic.snapshot_dir(tag, image.id.split(":")[-1]),
+    snapshot = catalog.snapshot(catalog.snapshot_dir(tag, image.id.split(":")[-1]),
                          lambda target: _copy_out(docker.from_env(), tag, workdir, target))
     env = dict(item.split("=", 1) for item in config.get("Env") or [] if item.startswith(VERSION_ARG + "="))
     return snapshot, env, image.attrs.get("Size", 0)
-
-
-def _snapshot(target: Path, fill: Callable[[Path], object]) -> Path:
-    """`target`, filled once by `fill` into a scratch folder and renamed: never seen half-written."""
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        fill(Path(scratch) / "app")
-        try:
-            (Path(scratch) / "app").rename(target)
-        except OSError:
-            if not target.is_dir():  # another load of the same content won the race: keep it
-                raise
-    return target
 
 
 def _docker_image(tag: str) -> Image | None:
@@ -280,39 +258,3 @@ def _copy_out(client: docker.DockerClient, tag: str, path: str, target: Path) ->
         for member in tar.getmembers():
             member.name = str(Path(member.name).relative_to(top))
         tar.extractall(target, filter="data")
-
-
-def _record_on_nodes(lab: Lab, tag: str, size: int) -> None:
-    """Add `tag` to every node's status.images, as a kubelet reports images it holds."""
-    names = [tag if "/" in tag else f"docker.io/library/{tag}", tag]
-    for node in lab.core.list_node().items:
-        images = [image for image in node.status.images or [] if tag not in image.names]
-        images.append(k8s.V1ContainerImage(names=names, size_bytes=size))
-        lab.core.patch_node_status(node.metadata.name, {"status": {"images": [
-            {"names": image.names, "sizeBytes": image.size_bytes} for image in images]}})
-
-
-def images_on_nodes(lab: Lab) -> set[str]:
-    """Every image name any node reports holding."""
-    return {name for node in lab.core.list_node().items
-            for image in node.status.images or [] for name in image.names or []}
-
-
-def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
-    """Plain-words reasons why pods matching `selector` cannot get their image."""
-    problems = []
-    known = images_on_nodes(lab) if lab.provider == "practice" else set()
-    for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items:
-        for status in pod.status.container_statuses or []:
-            waiting = status.state.waiting if status.state else None
-            if waiting and waiting.reason in PULL_REASONS:
-                problems.append(f"pod {pod.metadata.name}: {waiting.reason}: "
-                                + PULL_REASONS[waiting.reason].format(image=status.image))
-        if lab.provider == "practice":
-            for container in pod.spec.containers:
-                if container.image not in known and f"docker.io/library/{container.image}" not in known:
-                    problems.append(f"pod {pod.metadata.name}: {container.image} was never loaded "
-                                    "into the cluster; a real kubelet would report ErrImageNeverPull. "
-                                    + PULL_REASONS["ErrImageNeverPull"].format(image=container.image))
-    return problems
-

@@ -12,13 +12,17 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException, ImageNotFound
 
+from autograder import pins
 from autograder import MANIFESTS
-from autograder.lab import binaries, kubeconfig, nodeimage
+from autograder.lab import binaries, kubeconfig
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, Log, run
 
 KIND_CONFIG = MANIFESTS / "kind-config.yaml"
 NODE_IMAGE_ENV = "LAB_KIND_IMAGE"
-OFFICIAL_NODE_IMAGE = f"kindest/node:v{binaries.KUBERNETES_VERSION}"
+OFFICIAL_NODE_IMAGE = f"kindest/node:v{pins.KUBERNETES_VERSION}"
+# What `python -m autograder kind-image build` tags (autograder.build.nodeimage) when Docker
+# cannot pull the official image.
+LOCAL_NODE_IMAGE = f"k8s-ml-lab/kind-node:v{pins.KUBERNETES_VERSION}"
 READY_WAIT = "180s"
 LOG_LINES = 30
 KLOG_ERROR = re.compile(r"^E\d{4} ")  # klog's error lines: E1128 03:00:00.000000 ...
@@ -41,7 +45,7 @@ def node_image() -> str:
     try:
         docker.from_env(timeout=5).images.get(OFFICIAL_NODE_IMAGE)
     except DockerException:
-        return nodeimage.ALIAS_TAG
+        return LOCAL_NODE_IMAGE
     return OFFICIAL_NODE_IMAGE
 
 

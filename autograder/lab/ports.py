@@ -8,8 +8,10 @@ from collections.abc import Callable
 
 import requests
 
+from autograder.errors import LabError
 
-class PortBusy(RuntimeError):
+
+class PortBusy(LabError):
     """A local port is taken; the message names the holder when it can and what to do next."""
 
 

@@ -22,6 +22,7 @@ from kubernetes import client, utils
 from autograder import MANIFESTS
 from autograder.lab import binaries, kubeconfig
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, Log, run
+from autograder.practice.supervise import stop_router
 
 PRACTICE_MANIFESTS = MANIFESTS / "practice"
 NODES_MANIFEST = PRACTICE_MANIFESTS / "nodes.yaml"
@@ -32,6 +33,14 @@ KWOKCTL_CONFIG = PRACTICE_MANIFESTS / "kwokctl.yaml"
 def kwok_workdir() -> Path:
     """Where kwokctl keeps its clusters (`$KWOK_WORKDIR`, as kwokctl itself reads it)."""
     return Path(os.environ.get("KWOK_WORKDIR") or Path.home() / ".kwok")
+
+
+def kubeconfig_of(context: str) -> Path | None:
+    """A practice cluster's own kubeconfig: right even when ~/.kube/config lacks or changes the context."""
+    if not context.startswith("kwok-"):
+        return None
+    path = Practice(cluster=context.removeprefix("kwok-")).kubeconfig_file
+    return path if path.is_file() else None
 
 
 @dataclass
@@ -196,9 +205,6 @@ class Practice:
                 return
             self._kwokctl("delete", "cluster", "--name", self.cluster, timeout=120,
                           what="kwokctl delete cluster")
-            # The traffic router imports this module, so it is imported here, when needed.
-            from autograder.lab.traffic import stop_router
-
             stop_router(self.context)
             log(f"Deleted practice cluster {self.cluster!r}.")
 

@@ -7,12 +7,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from autograder.errors import LabError
+
 CLUSTER_NAME = "ml-learning"
 
 Log = Callable[[str], None]
 
 
-class ClusterError(RuntimeError):
+class ClusterError(LabError):
     """A cluster could not be created, reached or removed; the message says what to do next."""
 
 

@@ -11,12 +11,13 @@ import yaml
 from kubernetes import client
 from tqdm.auto import tqdm
 
+from autograder.errors import LabError
 from autograder.lab.cluster import Lab
 
 REVISION = "deployment.kubernetes.io/revision"
 
 
-class RolloutTimeout(TimeoutError):
+class RolloutTimeout(LabError, TimeoutError):
     """A Deployment did not reach the wanted state in time; the message says what it is stuck on."""
 
 

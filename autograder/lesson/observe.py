@@ -11,7 +11,7 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 from matplotlib.figure import Figure
 
-from autograder.checks import CheckResult
+from autograder.lesson.checks import CheckResult
 from autograder.lab.cluster import Lab
 from autograder.lab.workloads import REVISION, history, rollout_state
 

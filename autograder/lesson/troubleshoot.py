@@ -6,11 +6,21 @@ import time
 
 from kubernetes import client
 
-from autograder.lab import images
 from autograder.lab.cluster import Lab
 from autograder.lesson.observe import pod_status
+from autograder.practice.catalog import images_on_nodes
 
-STUCK = {"CrashLoopBackOff", "CreateContainerConfigError", *images.PULL_REASONS}
+PULL_REASONS = {
+    "ErrImageNeverPull": "the image is not in the cluster and imagePullPolicy is Never, so the "
+                         "kubelet will not fetch it: load it first (images.load_into_cluster or "
+                         "`kind load docker-image {image} --name ml-learning`)",
+    "ErrImagePull": "the kubelet tried to pull {image} from a registry and failed: check the "
+                    "name and tag, or build and load the image and set imagePullPolicy: Never",
+    "ImagePullBackOff": "pulling {image} failed and the kubelet is waiting before it retries: "
+                        "check the tag exists (`docker images`), load it into the cluster",
+    "InvalidImageName": "{image} is not a valid image reference: fix the image: line",
+}
+STUCK = {"CrashLoopBackOff", "CreateContainerConfigError", *PULL_REASONS}
 WAITING_HINTS = {
     "CrashLoopBackOff": "the container starts and exits again and again: read its logs "
                         "(`kubectl logs POD --previous`) for the error",
@@ -50,7 +60,7 @@ def diagnose(lab: Lab, selector: str) -> list[str]:
             logs = _last_logs(lab, pod)
             findings.append(f"pod {name} is {status}: {WAITING_HINTS[status]}"
                             + (f"; its last output: {logs}" if logs else ""))
-    findings += images.image_problems(lab, selector)
+    findings += image_problems(lab, selector)
     return findings
 
 
@@ -70,3 +80,22 @@ def wait_until_settled(lab: Lab, selector: str, timeout: float = 60) -> None:
         if pods and all(_settled(lab, pod) for pod in pods):
             return
         time.sleep(0.5)
+
+
+def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
+    """Plain-words reasons why pods matching `selector` cannot get their image."""
+    problems = []
+    known = images_on_nodes(lab) if lab.provider == "practice" else set()
+    for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items:
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting and waiting.reason in PULL_REASONS:
+                problems.append(f"pod {pod.metadata.name}: {waiting.reason}: "
+                                + PULL_REASONS[waiting.reason].format(image=status.image))
+        if lab.provider == "practice":
+            for container in pod.spec.containers:
+                if container.image not in known and f"docker.io/library/{container.image}" not in known:
+                    problems.append(f"pod {pod.metadata.name}: {container.image} was never loaded "
+                                    "into the cluster; a real kubelet would report ErrImageNeverPull. "
+                                    + PULL_REASONS["ErrImageNeverPull"].format(image=container.image))
+    return problems

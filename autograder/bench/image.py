@@ -7,10 +7,10 @@ import time
 
 import docker
 
-from autograder.lab import baseimage, images
+from autograder.build import baseimage
+from autograder.lab import images
 
 BENCH_TAG = "bench-ml-api:v1"
-IMAGE_ERRORS = (images.DockerUnavailable, images.BuildFailed, baseimage.BaseImageError)
 
 
 def _quiet(_: str) -> None:

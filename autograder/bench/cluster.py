@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
@@ -61,31 +60,3 @@ def bench_cluster(runs: int = 3) -> dict[str, float]:
     practice.down(log=lambda _: None)
     return figures
 
-
-def run(target: str, provider_name: str = "practice") -> int:
-    """Print one benchmark's figures as `name: value` lines (medians of several runs)."""
-    if target == "cluster" and provider_name == "practice":
-        figures = bench_cluster()
-    elif target == "cluster" and provider_name == "kind":
-        from autograder.bench_kind import KIND_ERRORS, bench_kind
-
-        try:
-            figures = bench_kind()
-        except KIND_ERRORS as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-    elif target == "image":
-        from autograder.bench_image import IMAGE_ERRORS, bench_image
-
-        try:
-            figures = bench_image()
-        except IMAGE_ERRORS as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-    else:
-        raise ValueError(f"no benchmark for {target} on {provider_name}")
-    width = max(len(name) for name in figures)
-    print(f"benchmark {target} ({provider_name}), medians of 3 runs where repeated:")
-    for name, value in figures.items():
-        print(f"  {name:<{width}}  {value:8.2f}")
-    return 0

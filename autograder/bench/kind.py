@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import time
 
-from autograder.bench import bench_cluster
+from autograder.bench.cluster import bench_cluster
 from autograder.demo import lesson_flow
-from autograder.lab import ClusterError, connect, nodeimage
+from autograder.build import nodeimage
+from autograder.lab import connect
 from autograder.lab import images as model_images
-from autograder.lab.baseimage import BaseImageError
 from autograder.lab.kind import Kind
-
-KIND_ERRORS = (ClusterError, nodeimage.NodeImageError, BaseImageError, model_images.DockerUnavailable,
-               model_images.BuildFailed)
 
 
 def quiet(_: str) -> None:

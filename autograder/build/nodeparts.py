@@ -19,8 +19,12 @@ from pathlib import Path
 
 import yaml
 
-from autograder.lab import baseimage, binaries
-from autograder.lab.binaries import GoRecipe
+from autograder import pins
+from autograder.errors import LabError
+from autograder.build import baseimage
+from autograder.lab import binaries
+from autograder.build import gobuild
+from autograder.build.gobuild import GoRecipe
 
 Log = Callable[[str], None]
 
@@ -35,7 +39,7 @@ PAUSE_VERSION = "3.10.1"
 
 # Exactly what `kubeadm config images list --kubernetes-version v1.34.12` prints, in its order.
 KUBEADM_IMAGES = (
-    *(f"registry.k8s.io/{name}:v{binaries.KUBERNETES_VERSION}"
+    *(f"registry.k8s.io/{name}:v{pins.KUBERNETES_VERSION}"
       for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")),
     f"registry.k8s.io/coredns/coredns:v{COREDNS_VERSION}",
     f"registry.k8s.io/pause:{PAUSE_VERSION}",
@@ -126,7 +130,7 @@ NODE_RECIPES: tuple[GoRecipe, ...] = (
 )
 
 
-class NodeImageError(RuntimeError):
+class NodeImageError(LabError):
     """The node image could not be built; the message says why and what to do next."""
 
 
@@ -172,7 +176,7 @@ def go_module_dir(module: str, version: str) -> Path:
 
 def kind_base_files() -> Path:
     """kind's base-image files (entrypoint, systemd units, containerd config) from its Go module."""
-    return go_module_dir("sigs.k8s.io/kind", f"v{binaries.KIND_VERSION}") / "images/base/files"
+    return go_module_dir("sigs.k8s.io/kind", f"v{pins.KIND_VERSION}") / "images/base/files"
 
 
 def _file_mode(relative: str) -> int:
@@ -196,7 +200,7 @@ def containerd_config(kind_config: str, pause_image: str = PAUSE_IMAGE) -> str:
         text, replaced = re.subn(pattern, replacement, text)
         if replaced != 1:
             raise NodeImageError(f"kind's containerd config no longer has one {pattern.split()[0]} line; "
-                                 f"update containerd_config() in {__name__} for kind v{binaries.KIND_VERSION}")
+                                 f"update containerd_config() in {__name__} for kind v{pins.KIND_VERSION}")
     return re.sub(r'\[proxy_plugins\][^\[]*\[proxy_plugins\."fuse-overlayfs"\][^\[]*', "", text)
 
 
@@ -222,7 +226,7 @@ def node_files(kind_files: Path) -> dict[str, tuple[bytes, int]]:
     files["etc/containerd/config.toml"] = containerd_config(
         files["etc/containerd/config.toml"].decode()).encode()
     files["etc/cni/net.d/10-lab-ptp.conflist"] = json.dumps(CNI_CONFIG, indent=2).encode()
-    files["kind/version"] = f"v{binaries.KUBERNETES_VERSION}".encode()
+    files["kind/version"] = f"v{pins.KUBERNETES_VERSION}".encode()
     files["kind/manifests/default-cni.yaml"] = default_cni_manifest().encode()
     return {name: (content, _file_mode(name)) for name, content in files.items()}
 
@@ -285,7 +289,7 @@ def inputs_digest(files: dict[str, tuple[bytes, int]]) -> str:
     """A hash of everything that decides the image's content: versions, packages, files, recipes."""
     recipe = {
         "versions": {
-            "kubernetes": binaries.KUBERNETES_VERSION, "kind": binaries.KIND_VERSION,
+            "kubernetes": pins.KUBERNETES_VERSION, "kind": pins.KIND_VERSION,
             "etcd": ETCD_VERSION, "coredns": COREDNS_VERSION, "cri-tools": CRI_TOOLS_VERSION,
             "pause": PAUSE_VERSION,
         },
@@ -301,14 +305,14 @@ def inputs_digest(files: dict[str, tuple[bytes, int]]) -> str:
 
 def pause_binary(log: Log = print) -> Path:
     """Upstream's pause (build/pause/linux/pause.c in k8s.io/kubernetes), compiled static here."""
-    target = binaries.cache_root() / "bin" / f"pause-{PAUSE_VERSION}" / "pause"
+    target = pins.cache_root() / "bin" / f"pause-{PAUSE_VERSION}" / "pause"
     if target.is_file():
         return target
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise NodeImageError("a C compiler is needed for the pause program; "
                              "`apt-get install gcc libc6-dev` (Debian) and retry")
-    source = go_module_dir("k8s.io/kubernetes", f"v{binaries.KUBERNETES_VERSION}") / "build/pause/linux/pause.c"
+    source = go_module_dir("k8s.io/kubernetes", f"v{pins.KUBERNETES_VERSION}") / "build/pause/linux/pause.c"
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".pause.{uuid.uuid4().hex[:8]}")
     log(f"compiling pause {PAUSE_VERSION} from {source}")
@@ -327,7 +331,7 @@ def gather_binaries(log: Log = print) -> dict[str, Path]:
     """Every binary the node and its images need, built from Go modules (or C, for pause) once."""
     found = binaries.ensure([*NODE_BINARIES, *KUBERNETES_IMAGE_BINARIES], log=log)
     for recipe in NODE_RECIPES:
-        folder = binaries.build(recipe, log=log)
+        folder = gobuild.build(recipe, log=log)
         found.update({name: folder / name for name in recipe.packages})
     found["pause"] = pause_binary(log)
     return found
@@ -336,7 +340,7 @@ def gather_binaries(log: Log = print) -> dict[str, Path]:
 def check_kubeadm_images(kubeadm: Path) -> None:
     """Fail early when kubeadm wants other images than this build preloads."""
     done = subprocess.run([str(kubeadm), "config", "images", "list",
-                           "--kubernetes-version", f"v{binaries.KUBERNETES_VERSION}"],
+                           "--kubernetes-version", f"v{pins.KUBERNETES_VERSION}"],
                           capture_output=True, text=True, check=False)
     listed = tuple(done.stdout.split())
     if done.returncode != 0 or listed != KUBEADM_IMAGES:

@@ -28,8 +28,10 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from tqdm.auto import tqdm
 
-from autograder.lab import baseimage, binaries
-from autograder.lab.nodeparts import (
+from autograder import pins
+from autograder.build import baseimage
+from autograder.lab.kind import LOCAL_NODE_IMAGE
+from autograder.build.nodeparts import (
     IPTABLES_ROOTFS,
     NODE_BINARIES,
     NODE_ENTRYPOINT,
@@ -50,8 +52,8 @@ from autograder.lab.nodeparts import (
 
 __all__ = ["ALIAS_TAG", "NodeImage", "NodeImageError", "build", "last_build"]
 
-REPOSITORY = "k8s-ml-lab/kind-node"
-ALIAS_TAG = f"{REPOSITORY}:v{binaries.KUBERNETES_VERSION}"
+ALIAS_TAG = LOCAL_NODE_IMAGE
+REPOSITORY = ALIAS_TAG.split(":")[0]
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class NodeImage:
 
 def image_tag(files: dict[str, tuple[bytes, int]]) -> str:
     """The tag a build of `files` and today's pins gets: `k8s-ml-lab/kind-node:v1.34.12-<hash>`."""
-    return f"{REPOSITORY}:v{binaries.KUBERNETES_VERSION}-{inputs_digest(files)[:12]}"
+    return f"{REPOSITORY}:v{pins.KUBERNETES_VERSION}-{inputs_digest(files)[:12]}"
 
 
 def docker_client() -> docker.DockerClient:
@@ -99,8 +101,8 @@ def _image_exists(client: docker.DockerClient, tag: str) -> bool:
 @contextmanager
 def _build_lock() -> Iterator[None]:
     """One node-image build at a time on this machine; a second caller waits for the first."""
-    binaries.cache_root().mkdir(parents=True, exist_ok=True)
-    with open(binaries.cache_root() / ".kind-node-image.lock", "w") as lock:
+    pins.cache_root().mkdir(parents=True, exist_ok=True)
+    with open(pins.cache_root() / ".kind-node-image.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -171,8 +173,8 @@ def ensure_rootfs(client: docker.DockerClient, wanted: Rootfs, log: Log = print)
     tag = wanted.tag
     if _image_exists(client, tag):
         return tag
-    binaries.cache_root().mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"kind-{wanted.name}-rootfs-", dir=binaries.cache_root()))
+    pins.cache_root().mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"kind-{wanted.name}-rootfs-", dir=pins.cache_root()))
     try:
         rootfs = baseimage.debootstrap(work / "rootfs", wanted.packages, log=log)
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -269,7 +271,7 @@ def build(force: bool = False, log: Log = print) -> NodeImage:
 
 
 def _build_record() -> Path:
-    return binaries.cache_root() / "kind-node-image.json"
+    return pins.cache_root() / "kind-node-image.json"
 
 
 def last_build() -> dict | None:
@@ -285,7 +287,7 @@ def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag
     build_id = uuid.uuid4().hex[:8]
     stage, whole = f"{REPOSITORY}:staging-{build_id}", f"{REPOSITORY}:staging-{build_id}-whole"
     made: list[str] = []
-    work = Path(tempfile.mkdtemp(prefix="kind-node-build-", dir=binaries.cache_root()))
+    work = Path(tempfile.mkdtemp(prefix="kind-node-build-", dir=pins.cache_root()))
     try:
         with tqdm(total=6, desc="kind node image", unit="step") as bar:
             bar.set_postfix_str("binaries")

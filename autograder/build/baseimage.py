@@ -26,7 +26,8 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 from tqdm.auto import tqdm
 
-from autograder.lab.binaries import cache_root
+from autograder.errors import LabError
+from autograder.pins import cache_root
 
 Log = Callable[[str], None]
 
@@ -48,7 +49,7 @@ PIP_KEYS = ("index-url", "extra-index-url", "trusted-host", "proxy", "timeout", 
 PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
-class BaseImageError(RuntimeError):
+class BaseImageError(LabError):
     """The stand-in image could not be made; the message says why and what to do next."""
 
 

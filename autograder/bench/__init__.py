@@ -1,0 +1,29 @@
+"""Benchmarks that print figures, never pass or fail: cluster, image, kind and grading."""
+
+from __future__ import annotations
+
+import sys
+
+from autograder.errors import LabError
+
+
+def run(target: str, provider_name: str = "practice") -> int:
+    """Print one benchmark's figures as `name: value` lines (medians of several runs)."""
+    if target == "cluster" and provider_name == "practice":
+        from autograder.bench.cluster import bench_cluster as bench
+    elif target == "cluster" and provider_name == "kind":
+        from autograder.bench.kind import bench_kind as bench
+    elif target == "image":
+        from autograder.bench.image import bench_image as bench
+    else:
+        raise ValueError(f"no benchmark for {target} on {provider_name}")
+    try:
+        figures = bench()
+    except LabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    width = max(len(name) for name in figures)
+    print(f"benchmark {target} ({provider_name}), medians of 3 runs where repeated:")
+    for name, value in figures.items():
+        print(f"  {name:<{width}}  {value:8.2f}")
+    return 0

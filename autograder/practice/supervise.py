@@ -1,0 +1,59 @@
+"""Start, find and stop the practice cluster's traffic router: one pidfile, checked with psutil."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from autograder import pins
+from autograder.errors import LabError
+from autograder.lab.provider import Log
+from autograder.processes import PidFile, stop
+
+ROUTER_MODULE = "autograder.practice.router"
+# Where `python -m` finds the package when it runs from a checkout rather than an install.
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+
+def state_dir(context: str) -> Path:
+    """Where the router keeps its lock, pid and logs for one cluster context."""
+    path = pins.cache_root() / "traffic" / context
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+def router_pidfile(context: str) -> PidFile:
+    return PidFile(state_dir(context) / "router.pid", ROUTER_MODULE)
+
+def router_pid(context: str) -> int | None:
+    """The pid of the router serving `context`, when one runs."""
+    return router_pidfile(context).read()
+
+def ensure_router(context: str, log: Log = print, timeout: float = 30) -> int:
+    """Start the router for this practice cluster unless one runs; returns its pid."""
+    pid = router_pid(context)
+    if pid:
+        return pid
+    log_path = state_dir(context) / "router.log"
+    with log_path.open("ab") as out:
+        # Its own session: the router outlives a notebook kernel restart, as the cluster does.
+        process = subprocess.Popen([sys.executable, "-m", ROUTER_MODULE, "--context", context],
+                                   cwd=PACKAGE_PARENT, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while (pid := router_pid(context)) is None:
+        # The router writes its pidfile once it has reconciled; nothing to watch but the file.
+        if process.poll() not in (None, 0) or time.monotonic() > deadline:
+            tail = log_path.read_text(errors="replace")[-1500:]
+            raise LabError(f"the traffic router did not start; its log ({log_path}):\n{tail}")
+        time.sleep(0.2)
+    log(f"traffic router running (pid {pid}, log {log_path})")
+    return pid
+
+def stop_router(context: str, timeout: float = 15) -> bool:
+    """Stop the router (and its model servers) for `context`; False when none ran."""
+    pid = router_pid(context)
+    if pid is None:
+        return False
+    stop(pid, grace=timeout)
+    return True

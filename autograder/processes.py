@@ -1,0 +1,46 @@
+"""The lab's background processes, stopped and found one way everywhere (psutil, no /proc reading)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import psutil
+
+
+def stop(process: subprocess.Popen | int, grace: float = 5) -> None:
+    """SIGTERM, then SIGKILL once `grace` seconds pass; a process already gone is fine."""
+    try:
+        target = psutil.Process(process if isinstance(process, int) else process.pid)
+        target.terminate()
+        target.wait(grace)
+    except psutil.TimeoutExpired:
+        target.kill()
+        target.wait()
+    except psutil.NoSuchProcess:
+        pass
+    if isinstance(process, subprocess.Popen):
+        process.wait()  # reap it, so no zombie stays behind
+
+
+class PidFile:
+    """A daemon's pid on disk, believed only while that pid still runs a command containing `marker`."""
+
+    def __init__(self, path: Path, marker: str) -> None:
+        self.path, self.marker = path, marker
+
+    def write(self, pid: int | None = None) -> None:
+        self.path.write_text(str(pid or os.getpid()))
+
+    def read(self) -> int | None:
+        """The live daemon's pid, or None (no file, a stale pid, or a reused pid running something else)."""
+        try:
+            pid = int(self.path.read_text())
+            running = " ".join(psutil.Process(pid).cmdline())
+        except (FileNotFoundError, ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+        return pid if self.marker in running else None
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

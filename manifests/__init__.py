@@ -1,0 +1,1 @@
+"""The lesson's Kubernetes YAML; installed as the package autograder.manifests (see pyproject.toml)."""
