@@ -11,6 +11,7 @@ import pytest
 from autograder import pins
 from autograder.lab import binaries
 from autograder.build import gobuild
+from autograder.errors import LabError
 from autograder.build.gobuild import GoRecipe
 
 GO_DIR = Path(shutil.which("go") or "/usr/local/go/bin/go").parent
@@ -92,7 +93,7 @@ BROKEN = GoRecipe(name="broken", version="0.0.1",
 
 def test_failed_build_leaves_no_binary_and_no_partial(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", f"{GO_DIR}:/bin")
-    with pytest.raises(RuntimeError, match="could not resolve"):
+    with pytest.raises(LabError, match="could not resolve"):
         gobuild.build(BROKEN, log=lambda _: None)
     folder = pins.cache_dir(BROKEN).parent
     assert not pins.cache_dir(BROKEN).exists()

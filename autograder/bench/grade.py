@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from autograder.errors import LabError
 from autograder import REPO_ROOT
 from autograder.grading import submissions
 from autograder.grading.runner import Course, Settings, ensure_in_gradebook, grade_class, require_masters
@@ -29,7 +30,7 @@ def _measure(course: Path, students: list[str], jobs: int, provider: str | None)
     elapsed = time.monotonic() - started
     failed = [o for o in outcomes if o.status != "graded" or o.score != o.max_score]
     if failed:
-        raise RuntimeError(f"{len(failed)} solved submission(s) did not get full marks, e.g. "
+        raise LabError(f"{len(failed)} solved submission(s) did not get full marks, e.g. "
                            f"{failed[0].student}: {failed[0].score}/{failed[0].max_score} {failed[0].detail}")
     return elapsed
 

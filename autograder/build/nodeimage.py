@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from autograder import pins
 from autograder.build import baseimage
 from autograder.lab.kind import LOCAL_NODE_IMAGE
+from autograder.waiting import poll
 from autograder.build.nodeparts import (
     IPTABLES_ROOTFS,
     NODE_BINARIES,
@@ -212,12 +213,9 @@ def preload(client: docker.DockerClient, stage: str, images: dict[str, str], int
         name=f"k8s-ml-lab-preload-{uuid.uuid4().hex[:8]}", tmpfs={"/run": "", "/tmp": ""},
         volumes={str(saved): {"bind": "/preload", "mode": "ro"}})
     try:
-        deadline = time.monotonic() + 60
-        while container.exec_run(["ctr", "version"]).exit_code != 0:
-            if time.monotonic() > deadline:
-                raise NodeImageError("containerd in the build container did not answer within 60 s:\n"
-                                     + container.logs(tail=20).decode(errors="replace"))
-            time.sleep(0.5)
+        if poll(lambda: container.exec_run(["ctr", "version"]).exit_code, lambda code: code == 0, 60) != 0:
+            raise NodeImageError("containerd in the build container did not answer within 60 s:\n"
+                                 + container.logs(tail=20).decode(errors="replace"))
         for number, (staging, final) in enumerate(images.items()):
             bar.set_postfix_str(f"ctr import {final}")
             ctr = ["ctr", "--namespace=k8s.io", "images"]

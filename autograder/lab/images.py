@@ -168,9 +168,9 @@ def run_local(tag: str = "ml-api:v1", port: int | None = 8080, *,
         url = f"http://127.0.0.1:{port}"
         try:
             waited = ports.wait_http(f"{url}/health", timeout, alive=lambda: _running(container))
-        except (RuntimeError, TimeoutError) as error:
+        except ports.NotAnswering as error:
             logs = container.logs(tail=20).decode(errors="replace")
-            raise RuntimeError(f"{tag} did not become healthy ({error}); its last output:\n{logs}") from None
+            raise LabError(f"{tag} did not become healthy ({error}); its last output:\n{logs}") from None
         yield LocalServer(container_name=container.name, url=url, seconds_to_healthy=waited)
     finally:
         container.remove(force=True)

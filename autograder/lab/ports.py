@@ -9,10 +9,15 @@ from collections.abc import Callable
 import requests
 
 from autograder.errors import LabError
+from autograder.waiting import poll
 
 
 class PortBusy(LabError):
     """A local port is taken; the message names the holder when it can and what to do next."""
+
+
+class NotAnswering(LabError, TimeoutError):
+    """A local server did not answer in time, or stopped before it did."""
 
 
 def free_port() -> int:
@@ -46,14 +51,15 @@ def require_free(port: int, holder: str | None = None) -> None:
 def wait_http(url: str, timeout: float = 30, alive: Callable[[], bool] | None = None) -> float:
     """Poll `url` until it answers 200; returns the seconds waited. `alive()` False stops early."""
     started = time.monotonic()
-    while True:
+
+    def answered() -> bool:
         try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return time.monotonic() - started
+            return requests.get(url, timeout=1).status_code == 200
         except requests.RequestException:
-            pass
-        if alive is not None and not alive():
-            raise RuntimeError(f"{url} stopped before it answered")
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
-        time.sleep(0.1)
+            if alive is not None and not alive():
+                raise NotAnswering(f"{url} stopped before it answered") from None
+            return False
+
+    if not poll(answered, bool, timeout, interval=0.1):
+        raise NotAnswering(f"{url} did not answer within {timeout:.0f} s")
+    return time.monotonic() - started

@@ -20,9 +20,10 @@ import yaml
 from kubernetes import client, utils
 
 from autograder import MANIFESTS
-from autograder.lab import binaries, kubeconfig
+from autograder.lab import binaries, k8s, kubeconfig
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, Log, run
 from autograder.practice.supervise import stop_router
+from autograder.waiting import poll
 
 PRACTICE_MANIFESTS = MANIFESTS / "practice"
 NODES_MANIFEST = PRACTICE_MANIFESTS / "nodes.yaml"
@@ -151,21 +152,22 @@ class Practice:
 
     def _wait_until_ready(self, log: Log, timeout: float = 120) -> None:
         """Nodes registered and Ready, and the default ServiceAccount made (pods need it)."""
-        deadline = time.monotonic() + timeout
-        while not self.answers():
-            if time.monotonic() > deadline:
-                raise ClusterError(f"the practice API server did not answer within {timeout:.0f} s; "
-                                   f"see the logs in {self.workdir / 'logs'}")
-            time.sleep(0.5)
+        started = time.monotonic()
+        if not poll(self.answers, bool, timeout):
+            raise ClusterError(f"the practice API server did not answer within {timeout:.0f} s; "
+                               f"see the logs in {self.workdir / 'logs'}")
+        remaining = max(1.0, timeout - (time.monotonic() - started))
         api = kubeconfig.api_client(self.context, config_file=self.kubeconfig_file)
         try:
             self._apply_nodes(api)
             core = client.CoreV1Api(api)
-            while not (_all_nodes_ready(core) and _has_default_service_account(core)):
-                if time.monotonic() > deadline:
-                    raise ClusterError("the simulated nodes did not become Ready; "
-                                       f"see {self.workdir / 'logs' / 'kwok-controller.log'}")
-                time.sleep(0.5)
+            k8s.wait_for(core.list_node, until=lambda nodes: nodes and all(map(k8s.condition_true, nodes)),
+                         timeout=remaining, what="the simulated nodes becoming Ready (see "
+                         f"{self.workdir / 'logs' / 'kwok-controller.log'})")
+            k8s.wait_for(core.list_namespaced_service_account, "default", field_selector="metadata.name=default",
+                         until=bool, timeout=remaining, what="the default ServiceAccount")
+        except k8s.WaitTimeout as error:
+            raise ClusterError(str(error)) from None
         finally:
             api.close()
 
@@ -209,14 +211,4 @@ class Practice:
             log(f"Deleted practice cluster {self.cluster!r}.")
 
 
-def _all_nodes_ready(core: client.CoreV1Api) -> bool:
-    nodes = core.list_node().items
-    return bool(nodes) and all(
-        any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
-        for node in nodes
-    )
 
-
-def _has_default_service_account(core: client.CoreV1Api) -> bool:
-    return bool(core.list_namespaced_service_account(
-        "default", field_selector="metadata.name=default").items)

@@ -11,12 +11,14 @@ from dataclasses import dataclass
 
 import requests
 
-from autograder.lab import binaries, ports, probe
+from autograder.errors import LabError
+from autograder.lab import binaries, k8s, ports, probe
 from autograder.lab.cluster import Lab
 from autograder.lab.practice import kubeconfig_of
 from autograder.practice.catalog import serves_kwok_routes, wait_routed
 from autograder.practice.supervise import ensure_router
 from autograder.processes import stop
+from autograder.waiting import poll
 
 @dataclass
 class Forward(probe.ModelServer):
@@ -34,7 +36,7 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
     which is what the lesson teaches and what curl or a browser can use.
     """
     spec = lab.core.read_namespaced_service(service, lab.namespace).spec
-    selector = ",".join(f"{key}={value}" for key, value in (spec.selector or {}).items())
+    selector = k8s.selector(spec.selector)
     if lab.provider == "practice":
         ensure_router(lab.context)
     if lab.provider == "practice" or serves_kwok_routes(lab):
@@ -45,16 +47,19 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
     ports.require_free(local_port)
     url = f"http://127.0.0.1:{local_port}"
     deadline = time.monotonic() + timeout
-    while True:
+
+    def forwarding() -> subprocess.Popen[str] | None:
         process = _kubectl_port_forward(lab, service, local_port, spec.ports[0].port)
         if _answers_health(url, process, deadline):
-            break
+            return process
         stop(process)
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"service/{service} did not answer /health through port-forward within {timeout:.0f} s; "
-                "are its pods Running, and does the app listen on the Service's targetPort?")
-        time.sleep(0.5)
+        return None
+
+    process = poll(forwarding, lambda started: started is not None, timeout)
+    if process is None:
+        raise k8s.WaitTimeout(
+            f"service/{service} did not answer /health through port-forward within {timeout:.0f} s; "
+            "are its pods Running, and does the app listen on the Service's targetPort?")
     try:
         yield Forward(url=url, local_port=local_port)
     finally:
@@ -73,7 +78,7 @@ def _kubectl_port_forward(lab: Lab, service: str, local_port: int, port: int) ->
     first = process.stdout.readline()
     if not first.startswith("Forwarding from"):
         stop(process)
-        raise RuntimeError(f"kubectl port-forward service/{service} failed: "
+        raise LabError(f"kubectl port-forward service/{service} failed: "
                            f"{(first + process.stderr.read()).strip()}")
     # kubectl prints a line per connection: keep reading so its pipes never fill up.
     for pipe in (process.stdout, process.stderr):
@@ -86,10 +91,12 @@ def _answers_health(url: str, process: subprocess.Popen[str], deadline: float) -
     A pod can be Ready before its app listens (the lesson's Deployment has no readiness
     probe); kubectl then loses the connection and exits, and the caller starts it again.
     """
-    while process.poll() is None and time.monotonic() < deadline:
+    def answer() -> bool | None:
+        """True once /health answers, False once kubectl has exited, None while neither."""
         try:
             probe.health(url)
             return True
         except requests.RequestException:
-            time.sleep(0.3)
-    return False
+            return None if process.poll() is None else False
+
+    return bool(poll(answer, lambda state: state is not None, max(0.0, deadline - time.monotonic()), 0.3))

@@ -12,10 +12,8 @@ from kubernetes import client
 from tqdm.auto import tqdm
 
 from autograder.errors import LabError
+from autograder.lab import k8s
 from autograder.lab.cluster import Lab
-
-REVISION = "deployment.kubernetes.io/revision"
-
 
 class RolloutTimeout(LabError, TimeoutError):
     """A Deployment did not reach the wanted state in time; the message says what it is stuck on."""
@@ -27,24 +25,8 @@ def load_manifests(*paths: Path | str) -> list[dict]:
 
 
 def apply(lab: Lab, documents: Iterable[dict]) -> list[str]:
-    """Create each Deployment or Service, or patch it when it exists, like `kubectl apply`."""
-    applied = []
-    for doc in documents:
-        kind, name = doc["kind"], doc["metadata"]["name"]
-        if kind == "Deployment":
-            create, patch = lab.apps.create_namespaced_deployment, lab.apps.patch_namespaced_deployment
-        elif kind == "Service":
-            create, patch = lab.core.create_namespaced_service, lab.core.patch_namespaced_service
-        else:
-            raise ValueError(f"apply() handles Deployments and Services, not {kind} {name!r}")
-        try:
-            create(lab.namespace, doc)
-        except client.ApiException as error:
-            if error.status != 409:
-                raise
-            patch(name, lab.namespace, doc)
-        applied.append(f"{kind.lower()}/{name}")
-    return applied
+    """`kubectl apply --server-side -f`: every document, of any kind, into the lab's namespace."""
+    return k8s.apply(lab.api, documents, lab.namespace)
 
 
 def rollout_state(deployment: client.V1Deployment) -> tuple[bool, str]:
@@ -69,17 +51,21 @@ def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool =
     """Block until the Deployment's rollout is complete; returns the seconds it took."""
     started = time.monotonic()
     with tqdm(desc=f"rollout {name}", unit="ready", disable=not progress, leave=False) as bar:
-        while True:
-            deployment = lab.apps.read_namespaced_deployment(name, lab.namespace)
-            done, message = rollout_state(deployment)
-            bar.total = deployment.spec.replicas
-            bar.n = deployment.status.ready_replicas or 0
+        def complete(found: list[client.V1Deployment]) -> bool:
+            if not found:
+                return False
+            done, message = rollout_state(found[0])
+            bar.total, bar.n = found[0].spec.replicas, found[0].status.ready_replicas or 0
             bar.set_postfix_str(message)
-            if done:
-                return time.monotonic() - started
-            if time.monotonic() - started > timeout:
-                raise RolloutTimeout(f"deployment/{name} not rolled out after {timeout:.0f} s: {message}")
-            time.sleep(0.25)
+            return done
+
+        try:
+            k8s.wait_for(lab.apps.list_namespaced_deployment, lab.namespace, field_selector=f"metadata.name={name}",
+                         until=complete, timeout=timeout, what=f"the rollout of deployment/{name}",
+                         seen=lambda found: rollout_state(found[0])[1] if found else "no such Deployment")
+        except k8s.WaitTimeout as error:
+            raise RolloutTimeout(str(error)) from None
+    return time.monotonic() - started
 
 
 def scale(lab: Lab, name: str, replicas: int) -> None:
@@ -108,22 +94,14 @@ def history(lab: Lab, name: str) -> list[Revision]:
     deployment = lab.apps.read_namespaced_deployment(name, lab.namespace)
     revisions = [
         Revision(
-            number=int((rs.metadata.annotations or {}).get(REVISION, 0)),
+            number=k8s.revision(rs),
             replica_set=rs.metadata.name,
             images=tuple(c.image for c in rs.spec.template.spec.containers),
             ready=rs.status.ready_replicas or 0,
         )
-        for rs in _owned_replica_sets(lab, deployment)
+        for rs in k8s.owned_replica_sets(lab.apps, deployment)
     ]
     return sorted(revisions, key=lambda revision: revision.number)
-
-
-def _owned_replica_sets(lab: Lab, deployment: client.V1Deployment) -> list[client.V1ReplicaSet]:
-    selector = ",".join(f"{k}={v}" for k, v in deployment.spec.selector.match_labels.items())
-    return [
-        rs for rs in lab.apps.list_namespaced_replica_set(lab.namespace, label_selector=selector).items
-        if any(owner.uid == deployment.metadata.uid for owner in rs.metadata.owner_references or [])
-    ]
 
 
 def rollback(lab: Lab, name: str, to_revision: int | None = None) -> int:
@@ -133,9 +111,8 @@ def rollback(lab: Lab, name: str, to_revision: int | None = None) -> int:
     Deployment, and the controller then gives that template the next revision number.
     """
     deployment = lab.apps.read_namespaced_deployment(name, lab.namespace)
-    current = int((deployment.metadata.annotations or {}).get(REVISION, 0))
-    by_number = {int((rs.metadata.annotations or {}).get(REVISION, 0)): rs
-                 for rs in _owned_replica_sets(lab, deployment)}
+    current = k8s.revision(deployment)
+    by_number = {k8s.revision(rs): rs for rs in k8s.owned_replica_sets(lab.apps, deployment)}
     earlier = [number for number in by_number if number < current]
     target = to_revision if to_revision is not None else max(earlier, default=None)
     if target is None or target not in by_number or target == current:

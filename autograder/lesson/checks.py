@@ -10,7 +10,6 @@ annotations of the Deployment's ReplicaSets.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,7 +17,9 @@ from typing import Any, Protocol
 from kubernetes import client
 from kubernetes.utils import parse_quantity
 
-from autograder.lab.workloads import REVISION, history, rollout_state
+from autograder.lab import k8s
+from autograder.waiting import poll
+from autograder.lab.workloads import history, rollout_state
 
 SCALING_EVENT = re.compile(r"Scaled (?P<way>up|down) replica set (?P<rs>\S+) (?:from (?P<old>\d+) )?to (?P<new>\d+)")
 
@@ -121,10 +122,6 @@ def _container(deployment: client.V1Deployment) -> client.V1Container:
     return next((c for c in containers if c.name == deployment.metadata.name), containers[0])
 
 
-def _revision(deployment: client.V1Deployment) -> int:
-    return int((deployment.metadata.annotations or {}).get(REVISION, 0))
-
-
 def _require_rolled_out(deployment: client.V1Deployment) -> None:
     done, waiting = rollout_state(deployment)
     if not done:
@@ -198,13 +195,8 @@ def _target_port(service_port: client.V1ServicePort, container: client.V1Contain
 
 
 def _ready_pods(lab: LabLike, deployment: client.V1Deployment) -> set[str]:
-    selector = ",".join(f"{k}={v}" for k, v in (deployment.spec.selector.match_labels or {}).items())
-    pods = lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
-    return {
-        pod.metadata.name for pod in pods
-        if pod.metadata.deletion_timestamp is None
-        and any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
-    }
+    pods = lab.core.list_namespaced_pod(lab.namespace, label_selector=k8s.selector(deployment.spec.selector.match_labels))
+    return {pod.metadata.name for pod in pods.items if k8s.pod_ready(pod)}
 
 
 def _endpoint_pods(lab: LabLike, service: str) -> set[str]:
@@ -293,7 +285,7 @@ def rolled_out(lab: LabLike, name: str, image: str, replaced: str | None = None)
         raise _Failed(f"deployment/{name} runs {current!r}; update it with "
                       f"`kubectl set image deployment/{name} {_container(deployment).name}={image}`")
     _require_rolled_out(deployment)
-    revision = _revision(deployment)
+    revision = k8s.revision(deployment)
     if replaced is not None:
         if not any(replaced in r.images and r.number < revision for r in history(lab, name)):
             raise _Failed(f"deployment/{name} runs {image!r} but its history shows no earlier revision "
@@ -306,7 +298,7 @@ def rolled_back(lab: LabLike, name: str, image: str, replaced: str) -> str:
     """The Deployment runs `image` again at a newer revision than the one that ran `replaced`."""
     deployment = _deployment(lab, name)
     current = _container(deployment).image
-    revision = _revision(deployment)
+    revision = k8s.revision(deployment)
     revisions = history(lab, name)
     replaced_at = [r.number for r in revisions if replaced in r.images]
     if not replaced_at:
@@ -351,9 +343,5 @@ def namespace_clean(lab: LabLike, selector: str, deployed: str | None = None) ->
 def eventually(check: Callable[..., CheckResult], lab: LabLike, *args: Any, timeout: float = 30,
                interval: float = 0.5, **kwargs: Any) -> CheckResult:
     """Repeat a check while the cluster is still converging on it, for up to `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check(lab, *args, **kwargs)
-        if result or not result.pending or time.monotonic() >= deadline:
-            return result
-        time.sleep(interval)
+    return poll(lambda: check(lab, *args, **kwargs), lambda result: bool(result) or not result.pending,
+                    timeout, interval)

@@ -12,6 +12,7 @@ from kubernetes.utils import parse_quantity
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from autograder.lab import k8s
 from autograder.lab.cluster import Lab
 from autograder.lesson.manifests import deployment
 
@@ -65,15 +66,11 @@ def node_failure(lab: Lab, node: str, selector: str) -> Iterator[list[str]]:
 def wait_for_ready_pods(lab: Lab, selector: str, count: int, timeout: float = 60) -> float:
     """Block until `count` live, ready pods match `selector` (counted from the pods, not a status that lags)."""
     started = time.monotonic()
-    while True:
-        ready = [p for p in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
-                 if p.metadata.deletion_timestamp is None
-                 and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
-        if len(ready) == count:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"{len(ready)} of {count} pods behind {selector} ready after {timeout:.0f} s")
-        time.sleep(0.25)
+    k8s.wait_for(lab.core.list_namespaced_pod, lab.namespace, label_selector=selector,
+                 until=lambda pods: sum(map(k8s.pod_ready, pods)) == count, timeout=timeout,
+                 what=f"{count} ready pods behind {selector}",
+                 seen=lambda pods: f"{sum(map(k8s.pod_ready, pods))} ready")
+    return time.monotonic() - started
 
 
 def plot_pods_per_node(before: Counter[str], after: Counter[str], nodes: list[str], crashed: str) -> Figure:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -13,7 +12,8 @@ from matplotlib.figure import Figure
 
 from autograder.lesson.checks import CheckResult
 from autograder.lab.cluster import Lab
-from autograder.lab.workloads import REVISION, history, rollout_state
+from autograder.lab import k8s
+from autograder.lab.workloads import history, rollout_state
 
 GPU = "nvidia.com/gpu"
 
@@ -55,10 +55,6 @@ def age(moment: datetime | None) -> str:
     return f"{seconds}s"
 
 
-def _ready(conditions: Sequence[client.V1NodeCondition | client.V1PodCondition] | None) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in conditions or [])
-
-
 def nodes(lab: Lab) -> Table:
     """`kubectl get nodes` plus each node's allocatable CPU, memory and GPUs."""
     rows = []
@@ -67,7 +63,7 @@ def nodes(lab: Lab) -> Table:
         roles = sorted(key.split("/", 1)[1] for key in labels
                        if key.startswith("node-role.kubernetes.io/")) or ["<none>"]
         allocatable = node.status.allocatable or {}
-        status = "Ready" if _ready(node.status.conditions) else "NotReady"
+        status = "Ready" if k8s.condition_true(node) else "NotReady"
         if node.spec.unschedulable:
             status += ",SchedulingDisabled"
         rows.append((node.metadata.name, status, ",".join(roles), age(node.metadata.creation_timestamp),
@@ -186,15 +182,8 @@ class RolloutTimeline:
         return figure
 
 
-def _replica_sets(lab: Lab, deployment: client.V1Deployment) -> list[client.V1ReplicaSet]:
-    selector = ",".join(f"{k}={v}" for k, v in deployment.spec.selector.match_labels.items())
-    return [rs for rs in lab.apps.list_namespaced_replica_set(lab.namespace, label_selector=selector).items
-            if any(o.uid == deployment.metadata.uid for o in rs.metadata.owner_references or [])]
-
-
-def watch_rollout(lab: Lab, name: str, timeout: float = 180, interval: float = 0.1,
-                  live: bool = True) -> RolloutTimeline:
-    """Sample ready pods per ReplicaSet until the rollout completes, redrawing the chart as it goes."""
+def watch_rollout(lab: Lab, name: str, timeout: float = 180, live: bool = True) -> RolloutTimeline:
+    """Record ready pods per ReplicaSet on every change until the rollout completes, redrawing the chart."""
     timeline = RolloutTimeline(name)
     handle = None
     if live:
@@ -202,30 +191,31 @@ def watch_rollout(lab: Lab, name: str, timeout: float = 180, interval: float = 0
 
         handle = display(timeline.plot(), display_id=True)
     started = last_drawn = time.monotonic()
-    while True:
-        deployment = lab.apps.read_namespaced_deployment(name, lab.namespace)
-        sets = _replica_sets(lab, deployment)
+
+    def record(found: list[client.V1Deployment]) -> bool:
+        nonlocal last_drawn
+        if not found:
+            return False
+        deployment = found[0]
+        sets = k8s.owned_replica_sets(lab.apps, deployment)
         for rs in sets:
-            revision = (rs.metadata.annotations or {}).get(REVISION, "?")
             images = ",".join(c.image for c in rs.spec.template.spec.containers)
-            timeline.labels[rs.metadata.name] = f"revision {revision}: {images}"
+            timeline.labels[rs.metadata.name] = f"revision {k8s.revision(rs) or '?'}: {images}"
         now = time.monotonic()
         timeline.add(now - started, {rs.metadata.name: rs.status.ready_replicas or 0 for rs in sets})
-        done, message = rollout_state(deployment)
         # The Deployment's status can finish a moment before the old ReplicaSets' own status
-        # shows their last pod gone: keep sampling until it does.
-        current = (deployment.metadata.annotations or {}).get(REVISION)
-        old_ready = sum(rs.status.ready_replicas or 0 for rs in sets
-                        if (rs.metadata.annotations or {}).get(REVISION) != current)
-        done = done and (old_ready == 0 or now - started > timeout)
+        # shows their last pod gone: wait for that too.
+        old_ready = sum(rs.status.ready_replicas or 0 for rs in sets if k8s.revision(rs) != k8s.revision(deployment))
+        done = rollout_state(deployment)[0] and old_ready == 0
         if handle is not None and (done or now - last_drawn > 1):
             handle.update(timeline.plot())
             last_drawn = now
-        if done:
-            return timeline
-        if now - started > timeout:
-            raise TimeoutError(f"deployment/{name} did not finish rolling out in {timeout:.0f} s: {message}")
-        time.sleep(interval)
+        return done
+
+    k8s.wait_for(lab.apps.list_namespaced_deployment, lab.namespace, field_selector=f"metadata.name={name}",
+                 until=record, timeout=timeout, what=f"the rollout of deployment/{name}", resync=0.5,
+                 seen=lambda found: rollout_state(found[0])[1] if found else "no such Deployment")
+    return timeline
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
+from contextlib import suppress
 
 from kubernetes import client
 
+from autograder.lab import k8s
 from autograder.lab.cluster import Lab
 from autograder.lesson.observe import pod_status
 from autograder.practice.catalog import images_on_nodes
@@ -68,18 +69,15 @@ def _settled(lab: Lab, pod: client.V1Pod) -> bool:
     """Whether a pod has reached a state worth diagnosing: ready, stuck, or refused by the scheduler."""
     if not pod.spec.node_name:
         return bool(_scheduling_failures(lab, pod))
-    ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-    return ready or pod_status(pod) in STUCK
+    return k8s.condition_true(pod) or pod_status(pod) in STUCK
 
 
 def wait_until_settled(lab: Lab, selector: str, timeout: float = 60) -> None:
     """Give new pods time to be scheduled and started (or to fail) before diagnosing them."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pods = lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
-        if pods and all(_settled(lab, pod) for pod in pods):
-            return
-        time.sleep(0.5)
+    with suppress(k8s.WaitTimeout):  # unsettled pods are diagnosed as they are
+        k8s.wait_for(lab.core.list_namespaced_pod, lab.namespace, label_selector=selector, timeout=timeout,
+                     until=lambda pods: pods and all(_settled(lab, pod) for pod in pods),
+                     what=f"the pods behind {selector} settling")
 
 
 def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:

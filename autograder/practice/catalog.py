@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from kubernetes import client
 
 from autograder import pins
 from autograder.errors import LabError
+from autograder.lab import k8s
 from autograder.practice.supervise import state_dir
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def register_image(lab: Lab, tag: str, app: Path, env: dict[str, str]) -> None:
         except client.ApiException as error:
             if error.status != 409:  # someone else changed it in between: read again
                 raise
-    raise RuntimeError(f"could not record {tag} in {CATALOG_NAMESPACE}/{CATALOG_NAME}: too many conflicts")
+    raise LabError(f"could not record {tag} in {CATALOG_NAMESPACE}/{CATALOG_NAME}: too many conflicts")
 
 
 def record_on_nodes(lab: Lab, tag: str, size: int) -> None:
@@ -139,8 +139,9 @@ def pod_images(pod: client.V1Pod) -> set[str]:
 def wait_routed(lab: Lab, selector: str, timeout: float = 30) -> None:
     """Block until every serving pod behind `selector` has its PortForward, so traffic can flow."""
     custom = client.CustomObjectsApi(lab.api)
-    deadline = time.monotonic() + timeout
-    while True:
+    missing: list[str] = []
+
+    def routed(forwards: list[dict]) -> bool:
         pods = [pod for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
                 if serving(pod)]
         unloaded = sorted({image for pod in pods for image in pod_images(pod)} - loaded_images(lab))
@@ -149,16 +150,17 @@ def wait_routed(lab: Lab, selector: str, timeout: float = 30) -> None:
                 f"the pods behind {selector} run {', '.join(unloaded)}, which was never loaded into "
                 "the practice cluster (a real kubelet would report ErrImageNeverPull): run "
                 "images.load_into_cluster(lab, TAG) first")
-        routed = {item["metadata"]["name"] for item in custom.list_namespaced_custom_object(
-            *KWOK, lab.namespace, "portforwards")["items"]}
-        missing = [pod.metadata.name for pod in pods if pod.metadata.name not in routed]
-        if pods and not missing:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"no route to pods {missing or '(none running)'} behind {selector} after "
-                f"{timeout:.0f} s; the router's log says why: {state_dir(lab.context) / 'router.log'}")
-        time.sleep(0.2)
+        names = {item["metadata"]["name"] for item in forwards}
+        missing[:] = [pod.metadata.name for pod in pods if pod.metadata.name not in names] or (
+            [] if pods else ["(none running)"])
+        return not missing
+
+    try:
+        k8s.wait_for(custom.list_namespaced_custom_object, *KWOK, lab.namespace, "portforwards", until=routed,
+                     timeout=timeout, what=f"routes to the pods behind {selector}", resync=0.5)
+    except k8s.WaitTimeout:
+        raise k8s.WaitTimeout(f"no route to pods {missing} behind {selector} after {timeout:.0f} s; the "
+                              f"router's log says why: {state_dir(lab.context) / 'router.log'}") from None
 
 def serves_kwok_routes(lab: Lab) -> bool:
     """Whether the cluster has kwok's PortForward API, i.e. its pods are simulated."""

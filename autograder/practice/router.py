@@ -33,6 +33,7 @@ from kubernetes import client, watch
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
+from autograder.errors import LabError
 from autograder.lab import kubeconfig, ports
 from autograder.lab.practice import kubeconfig_of
 from autograder.practice.catalog import KWOK, MANAGED_BY, catalog, pod_images, safe_name, serving
@@ -83,7 +84,7 @@ class Backend:
         backend = cls(tag=tag, entry=entry, port=port, log_path=log_path, process=process)
         try:
             ports.wait_http(f"http://127.0.0.1:{port}/health", 30, alive=lambda: process.poll() is None)
-        except (RuntimeError, TimeoutError):
+        except ports.NotAnswering:
             backend.stop()
             raise
         return backend
@@ -141,7 +142,7 @@ class Router:
         try:
             self.backends[tag] = Backend.start(tag, entry, self.log_dir)
             self.failed.pop(tag, None)
-        except (RuntimeError, TimeoutError, OSError) as error:
+        except (LabError, OSError) as error:
             self.failed[tag] = entry
             print(f"model server for {tag} did not start: {error}", flush=True)
 

@@ -1,0 +1,20 @@
+"""Asking again until an answer is right, under a deadline: for what no Kubernetes watch can follow."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def poll(ask: Callable[[], T], done: Callable[[T], bool], timeout: float, interval: float = 0.5) -> T:
+    """`ask()` until `done(answer)` or `timeout` seconds pass; returns the last answer either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = ask()
+        if done(answer) or time.monotonic() >= deadline:
+            return answer
+        # The one sleep for questions about several objects, a process or a port: no event to wait on.
+        time.sleep(interval)
