@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -19,7 +20,8 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.errors import LabError
 from autograder import REPO_ROOT
-from autograder.lab.provider import Log
+
+logger = logging.getLogger(__name__)
 
 ASSIGNMENT = "lesson01"
 STUDENT_DIR = "notebooks"
@@ -147,15 +149,15 @@ def errors(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
                  for output in cell.get("outputs", []) if output.output_type == "error")
 
 
-def run_all(folder: Path, provider: str | None = None, log: Log = print) -> list[Run]:
+def run_all(folder: Path, provider: str | None = None) -> list[Run]:
     """Run every notebook in `folder` in order, each cluster one in a throwaway namespace; errors are recorded, not raised."""
     from autograder.lab import connect
 
     runs = []
     for path in sorted(folder.glob("*.ipynb")):
         namespace = f"nb-{path.stem[:2]}-{uuid.uuid4().hex[:6]}" if needs_cluster(path) else None
-        lab = connect(provider, namespace=namespace, log=log) if namespace else None
-        log(f"running {path.name}" + (f" on {lab.context} in namespace {namespace}" if lab else ""))
+        lab = connect(provider, namespace=namespace) if namespace else None
+        logger.info(f"running {path.name}" + (f" on {lab.context} in namespace {namespace}" if lab else ""))
         try:
             with _environment(**({"LAB_CLUSTER": lab.provider} if lab else {})):
                 notebook, seconds = execute(path, namespace=namespace, allow_errors=True)

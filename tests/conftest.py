@@ -27,6 +27,6 @@ def lab(practice_cluster: Practice, request: pytest.FixtureRequest) -> Iterator[
     """A Lab on the practice cluster in a namespace of its own, deleted after the test."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
     namespace = f"t-{slug}-{uuid.uuid4().hex[:6]}"
-    lab = connect("practice", namespace=namespace, log=lambda _: None)
+    lab = connect("practice", namespace=namespace)
     yield lab
     lab.core.delete_namespace(namespace)

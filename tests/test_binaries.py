@@ -94,7 +94,7 @@ BROKEN = GoRecipe(name="broken", version="0.0.1",
 def test_failed_build_leaves_no_binary_and_no_partial(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", f"{GO_DIR}:/bin")
     with pytest.raises(LabError, match="could not resolve"):
-        gobuild.build(BROKEN, log=lambda _: None)
+        gobuild.build(BROKEN)
     folder = pins.cache_dir(BROKEN).parent
     assert not pins.cache_dir(BROKEN).exists()
     assert not list(folder.glob(".broken-0.0.1.partial-*"))
@@ -108,6 +108,6 @@ def test_interrupted_build_leaves_nothing_half_made(isolated: Path, monkeypatch:
 
     monkeypatch.setattr(gobuild, "_go_build", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        gobuild.build(BROKEN, log=lambda _: None)
+        gobuild.build(BROKEN)
     assert not pins.cache_dir(BROKEN).exists()
     assert not list(pins.cache_dir(BROKEN).parent.glob(".broken-0.0.1.partial-*"))

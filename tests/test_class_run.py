@@ -80,7 +80,7 @@ def class_run(course: Path, secret: Path, practice_cluster) -> dict:
     cordoned = _unschedulable(admin)
     order = ["a-ctl-solved", GLOB_ID, os.fsdecode(NON_UTF8), "partial", "symlinker", "cordoner", "after-cordon",
              "finalizer"]
-    outcomes = grade_class(course, ASSIGNMENT, order, settings=SETTINGS, provider="practice", log=print)
+    outcomes = grade_class(course, ASSIGNMENT, order, settings=SETTINGS, provider="practice")
     print(table(outcomes))
     return {"outcomes": {o.student: o for o in outcomes}, "admin": admin, "cordoned_before": cordoned}
 
@@ -145,7 +145,7 @@ def test_the_gradebook_is_backed_up_before_each_run(class_run: dict, course: Pat
 @pytest.mark.slow
 def test_a_fully_graded_class_resumes_in_seconds(class_run: dict, course: Path) -> None:
     started = time.monotonic()
-    again = grade_class(course, ASSIGNMENT, settings=SETTINGS, provider="practice", log=print)
+    again = grade_class(course, ASSIGNMENT, settings=SETTINGS, provider="practice")
     elapsed = time.monotonic() - started
     print(f"resumed a fully graded class of {len(again)} in {elapsed:.1f} s")
     got = {o.student: o for o in again}
@@ -159,7 +159,7 @@ def test_no_jail_no_grading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
 
     monkeypatch.setattr(jail, "unavailable_reason", lambda: "unshare is not permitted here")
     with pytest.raises(GradingError, match=f"unshare is not permitted here.*{UNISOLATED_FLAG}"):
-        grade_class(tmp_path, ASSIGNMENT, ["alice"], log=print)
+        grade_class(tmp_path, ASSIGNMENT, ["alice"])
     assert cli.main(["grade", ASSIGNMENT, "--course", str(tmp_path), "--masters"]) == 1
     assert UNISOLATED_FLAG in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -23,7 +23,7 @@ NOTEBOOK = "answers.ipynb"
 SETUP = """from autograder import MANIFESTS
 from autograder.lesson.checks import deployment_ready
 from autograder.lab import connect, workloads
-lab = connect(log=lambda _: None)"""
+lab = connect()"""
 STEPS = [  # (step, solution, test with hidden parts, points)
     ("letter", 'q = "b"', 'assert q in "abcd"\n### BEGIN HIDDEN TESTS\nassert q == "b"\n### END HIDDEN TESTS', 1),
     ("double", "def double(x):\n    return 2 * x",
@@ -92,7 +92,7 @@ def test_kernel_side_tricks_earn_nothing_and_broken_kernels_lose_only_what_they_
     _submit(course, "floods-output", None, letter=FLOOD)
 
     outcomes = grade_class(course, ASSIGNMENT, settings=Settings(jobs=2, cell_timeout=15, patience=8),
-                           provider="practice", log=print)
+                           provider="practice")
     print(table(outcomes))
 
     expected = {

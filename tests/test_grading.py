@@ -34,7 +34,7 @@ NOTEBOOK = "steps.ipynb"
 SETUP = """from autograder import MANIFESTS
 from autograder.lesson.checks import *
 from autograder.lab import connect, workloads
-lab = connect(log=lambda _: None)
+lab = connect()
 deployment, service = workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")"""
 STEPS = [  # (step, solution, test, points)
     ("deploy", 'workloads.apply(lab, [deployment])\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)',
@@ -125,7 +125,7 @@ def new_course(root: Path, notebook: nbformat.NotebookNode, assignment: str = AS
     shutil.copy2(REPO_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
     (root / "source" / assignment).mkdir(parents=True)
     nbformat.write(notebook, root / "source" / assignment / name)
-    ensure_in_gradebook(Course(root), assignment, log=print)
+    ensure_in_gradebook(Course(root), assignment)
     return root
 
 
@@ -178,7 +178,7 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     watcher.start()
     try:
         outcomes = grade_class(course, ASSIGNMENT, settings=Settings(jobs=3, cell_timeout=25, patience=8),
-                               provider="practice", log=print)
+                               provider="practice")
     finally:
         stop.set()
         watcher.join()
@@ -203,19 +203,19 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     assert (course / "feedback" / "solved" / ASSIGNMENT / "steps.html").is_file()
 
     again = grade_class(course, ASSIGNMENT, ["solved", "partial"], Settings(jobs=2, regrade=True, patience=8),
-                        provider="practice", log=print)
+                        provider="practice")
     assert [(o.student, o.score) for o in again] == [("solved", FULL), ("partial", got["partial"].score)]
 
     ledger = Ledger(course, ASSIGNMENT)
     ledger._path("untouched").unlink()
-    resumed = grade_class(course, ASSIGNMENT, settings=Settings(jobs=2, patience=8), provider="practice", log=print)
+    resumed = grade_class(course, ASSIGNMENT, settings=Settings(jobs=2, patience=8), provider="practice")
     assert {o.student: o.score for o in resumed} == expected
     assert [o.student for o in resumed if "resumed" not in o.detail] == ["untouched"]
 
 
 @pytest.mark.cluster
 def test_bad_student_ids_and_missing_submissions_are_reported_not_fatal(course: Path) -> None:
-    outcomes = grade_class(course, ASSIGNMENT, ["../escape", "nobody-submitted"], provider="practice", log=print)
+    outcomes = grade_class(course, ASSIGNMENT, ["../escape", "nobody-submitted"], provider="practice")
     assert [o.status for o in outcomes] == ["error", "error"]
     assert "folder name" in outcomes[0].detail and "no submission" in outcomes[1].detail
 
@@ -224,7 +224,7 @@ def test_unknown_assignment_names_the_ones_that_exist(tmp_path: Path) -> None:
     (tmp_path / "source" / "lesson01").mkdir(parents=True)
     nbformat.write(new_notebook(), tmp_path / "source" / "lesson01" / "a.ipynb")
     with pytest.raises(GradingError, match="unknown assignment 'lesson99'.*found: lesson01"):
-        grade_class(tmp_path, "lesson99", log=print)
+        grade_class(tmp_path, "lesson99")
 
 
 def test_a_cluster_that_is_down_records_nothing(tmp_path: Path) -> None:
@@ -247,10 +247,10 @@ def test_a_cluster_that_is_down_records_nothing(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_lesson01_masters_get_full_marks_and_its_release_gets_zero(tmp_path: Path, practice_cluster) -> None:
     root = bench.course_copy(tmp_path / "course")
-    ensure_in_gradebook(Course(root), bench.ASSIGNMENT, log=print)
+    ensure_in_gradebook(Course(root), bench.ASSIGNMENT)
     submissions.write(root, bench.ASSIGNMENT, "masters", steps=None)
     submissions.write(root, bench.ASSIGNMENT, "untouched")
-    outcomes = grade_class(root, bench.ASSIGNMENT, settings=Settings(jobs=2), provider="practice", log=print)
+    outcomes = grade_class(root, bench.ASSIGNMENT, settings=Settings(jobs=2), provider="practice")
     print(table(outcomes))
     scores = {o.student: (o.status, o.score, o.max_score) for o in outcomes}
     assert scores["masters"][0] == "graded" and scores["masters"][1] == scores["masters"][2] > 0

@@ -49,16 +49,16 @@ def kind_cluster(node_image: nodeimage.NodeImage) -> Kind:
 
 @pytest.fixture(scope="module")
 def model_server_images(kind_cluster: Kind) -> list[str]:
-    lab = connect("kind", log=lambda _: None)
+    lab = connect("kind")
     for tag, version in (("ml-api:v1", "v1.0"), ("ml-api:v2", "v2.0")):
-        model_images.build(tag, version=version, progress=False, log=lambda _: None)
-        model_images.load_into_cluster(lab, tag, log=lambda _: None)
+        model_images.build(tag, version=version, progress=False)
+        model_images.load_into_cluster(lab, tag)
     return ["ml-api:v1", "ml-api:v2"]
 
 
 @pytest.fixture
 def kind_lab(kind_cluster: Kind, model_server_images: list[str]) -> Iterator[Lab]:
-    lab = connect("kind", namespace=f"t-kind-{uuid.uuid4().hex[:6]}", log=lambda _: None)
+    lab = connect("kind", namespace=f"t-kind-{uuid.uuid4().hex[:6]}")
     yield lab
     lab.core.delete_namespace(lab.namespace)
 
@@ -167,7 +167,7 @@ def test_an_interrupted_build_tags_nothing(node_image: nodeimage.NodeImage) -> N
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        nodeimage.build(force=True, log=interrupt)
+        nodeimage.build(force=True)
     assert client.images.get(node_image.tag).id == before
     leftovers = [tag for image in client.images.list() for tag in image.tags if "staging-" in tag]
     assert leftovers == []
@@ -177,8 +177,8 @@ def test_an_interrupted_build_tags_nothing(node_image: nodeimage.NodeImage) -> N
 def test_a_half_created_cluster_is_recreated(kind_cluster: Kind) -> None:
     node_container(kind_cluster).stop(timeout=10)
     started = time.monotonic()
-    kind_cluster.up(log=lambda _: None)
-    assert connect("kind", log=lambda _: None).core.list_node().items
+    kind_cluster.up()
+    assert connect("kind").core.list_node().items
     assert time.monotonic() - started < 300
 
 
@@ -193,13 +193,13 @@ def test_a_node_that_never_gets_ready_is_deleted_and_explained(
     without_cni = Kind(cluster="lab-no-cni")
     try:
         with pytest.raises(ClusterError) as failure:
-            without_cni.up(log=lambda _: None)
+            without_cni.up()
         message = str(failure.value)
         assert "did not become Ready" in message and "the node says: " in message
         assert "kubelet's last error" in message and "cni" in message.lower()
         assert not without_cni.exists()
     finally:
-        without_cni.down(log=lambda _: None)
+        without_cni.down()
         client.images.remove(broken)
 
 
@@ -209,7 +209,7 @@ def test_the_hands_on_notebooks_run_on_kind(name: str, model_server_images: list
     """The same solved masters CI runs on the practice cluster, on real containers."""
     monkeypatch.setenv("LAB_CLUSTER", "kind")
     namespace = f"nb-kind-{name[:2]}-{uuid.uuid4().hex[:6]}"
-    lab = connect("kind", namespace=namespace, log=lambda _: None)
+    lab = connect("kind", namespace=namespace)
     try:
         notebook, _ = notebooks.execute(REPO_ROOT / "source" / "lesson01" / f"{name}.ipynb",
                                         namespace=namespace)

@@ -22,8 +22,8 @@ TAG = "t-kind-ml-api:v2"
 @pytest.fixture(scope="module")
 def kind_lab() -> Iterator[Lab]:
     """The kind cluster (created when missing) with a namespace of this module's own."""
-    lab = connect("kind", namespace=f"t-kind-traffic-{uuid.uuid4().hex[:6]}", log=lambda _: None)
-    images.build(TAG, SOURCE, "v2.0", progress=False, log=lambda _: None)
+    lab = connect("kind", namespace=f"t-kind-traffic-{uuid.uuid4().hex[:6]}")
+    images.build(TAG, SOURCE, "v2.0", progress=False)
     yield lab
     lab.core.delete_namespace(lab.namespace)
     images.docker_client().images.remove(TAG)
@@ -38,7 +38,7 @@ def deploy(lab: Lab, image: str, wait: bool = True) -> None:
 
 
 def test_a_loaded_image_answers_through_the_service(kind_lab: Lab) -> None:
-    images.load_into_cluster(kind_lab, TAG, log=lambda _: None)
+    images.load_into_cluster(kind_lab, TAG)
     deploy(kind_lab, TAG)
     with traffic.port_forward(kind_lab) as forward:
         assert forward.predict([1, 2, 3, 4, 5]) == {"prediction": 15.0, "model_version": "v2.0"}

@@ -92,7 +92,7 @@ def _delete_namespace(namespace: str) -> None:
 
     from autograder.lab import connect
 
-    lab = connect("practice", namespace="default", log=lambda _: None)
+    lab = connect("practice", namespace="default")
     try:
         lab.core.delete_namespace(namespace)
     except client.ApiException as error:

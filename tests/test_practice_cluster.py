@@ -134,22 +134,22 @@ def listeners(marker: str) -> dict[int, int]:
 @pytest.mark.slow
 def test_stale_cluster_is_restarted_and_down_leaves_nothing_behind(practice_cluster: Practice) -> None:
     spare = Practice(cluster="lab-test-lifecycle", gpu_nodes=False, make_current=False)
-    spare.down(log=lambda _: None)
-    spare.up(log=lambda _: None)
+    spare.down()
+    spare.up()
     try:
         assert listeners(str(spare.workdir)), "the spare cluster's components listen on ports"
-        spare.stop(log=lambda _: None)
+        spare.stop()
         assert not spare.answers()
-        spare.up(log=lambda _: None)
+        spare.up()
         assert spare.answers(), "a stopped cluster is detected and restarted"
         owned = listeners(str(spare.workdir))
     finally:
-        spare.down(log=lambda _: None)
+        spare.down()
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(spare.workdir) in " ".join(p.info["cmdline"] or [])]
     # A freed port may be taken again at once by another program; none may still be the cluster's.
     still = {c.laddr.port: c.pid for c in psutil.net_connections("tcp")
              if c.status == psutil.CONN_LISTEN and c.laddr.port in owned and c.pid in owned.values()}
     assert not still, f"ports still held by the deleted cluster's processes: {still}"
     messages: list[str] = []
-    spare.down(log=messages.append)
+    spare.down()
     assert messages == ["No practice cluster 'lab-test-lifecycle' to delete."]

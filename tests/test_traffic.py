@@ -39,8 +39,8 @@ def router(practice_cluster: Practice) -> Iterator[None]:
 def loaded(lab: Lab, router: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Lab:
     """v1 and v2 of the reference server loaded into the practice cluster from source, no Docker."""
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
-    images.load_into_cluster(lab, V1, context=SOURCE, version="v1.0", log=lambda _: None)
-    images.load_into_cluster(lab, V2, context=SOURCE, version="v2.0", log=lambda _: None)
+    images.load_into_cluster(lab, V1, context=SOURCE, version="v1.0")
+    images.load_into_cluster(lab, V2, context=SOURCE, version="v2.0")
     return lab
 
 
@@ -120,15 +120,15 @@ def test_loading_without_docker_or_source_says_what_to_pass(
         lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     with pytest.raises(images.ImageMissing, match="pass context="):
-        images.load_into_cluster(lab, "t-traffic-nowhere:v1", log=lambda _: None)
+        images.load_into_cluster(lab, "t-traffic-nowhere:v1")
 
 
 @pytest.mark.docker
 def test_an_image_built_with_docker_serves_the_app_inside_it(lab: Lab, router: None) -> None:
     tag = "t-traffic-docker-ml-api:v2"
-    images.build(tag, SOURCE, "v2.0", progress=False, log=lambda _: None)
+    images.build(tag, SOURCE, "v2.0", progress=False)
     try:
-        images.load_into_cluster(lab, tag, log=lambda _: None)
+        images.load_into_cluster(lab, tag)
         deploy(lab, tag)
         assert answer(lab) == {"prediction": 15.0, "model_version": "v2.0"}
     finally:
@@ -139,17 +139,17 @@ def test_an_image_built_with_docker_serves_the_app_inside_it(lab: Lab, router: N
 def own_cluster() -> Iterator[Lab]:
     """A practice cluster of this test's own, so stopping its router disturbs nobody else."""
     practice = Practice(cluster=f"t-traffic-{uuid.uuid4().hex[:6]}", gpu_nodes=False, make_current=False)
-    practice.up(log=lambda _: None)
+    practice.up()
     try:
         yield Lab(provider="practice", context=practice.context, namespace="default",
                   api=kubeconfig.api_client(practice.context, practice.kubeconfig_file))
     finally:
         supervise.stop_router(practice.context)
-        practice.down(log=lambda _: None)
+        practice.down()
 
 
 def test_kubectl_logs_shows_the_requests_and_no_model_server_outlives_the_router(own_cluster: Lab) -> None:
-    images.load_into_cluster(own_cluster, V1, context=SOURCE, version="v1.0", log=lambda _: None)
+    images.load_into_cluster(own_cluster, V1, context=SOURCE, version="v1.0")
     deploy(own_cluster, V1)
     assert answer(own_cluster)["model_version"] == "v1.0"
     pod = own_cluster.core.list_namespaced_pod("default", label_selector="app=ml-api").items[0]

@@ -44,9 +44,9 @@ def bench_cluster(runs: int = 3) -> dict[str, float]:
             lambda: binaries.ensure(binaries.PRACTICE_BINARIES))
     samples: dict[str, list[float]] = {}
     for run in range(runs):
-        practice.down(log=lambda _: None)
+        practice.down()
         samples.setdefault("create cluster, binaries cached (s)", []).append(
-            _seconds(lambda: practice.up(log=lambda _: None)))
+            _seconds(lambda: practice.up()))
         lab = attach(practice, namespace=f"bench-{run}")
         steps = {step.name: step.seconds for step in lesson_flow(lab)}
         lab.core.delete_namespace(lab.namespace)
@@ -55,8 +55,8 @@ def bench_cluster(runs: int = 3) -> dict[str, float]:
         samples.setdefault("rollout undo (s)", []).append(steps["rollout undo"])
     figures.update({name: statistics.median(values) for name, values in samples.items()})
     figures["resident memory of the cluster (MiB)"] = practice_rss_mib(practice)
-    practice.stop(log=lambda _: None)
-    figures["restart a stopped cluster (s)"] = _seconds(lambda: practice.up(log=lambda _: None))
-    practice.down(log=lambda _: None)
+    practice.stop()
+    figures["restart a stopped cluster (s)"] = _seconds(lambda: practice.up())
+    practice.down()
     return figures
 

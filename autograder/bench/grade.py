@@ -26,7 +26,7 @@ def course_copy(target: Path, source: Path = REPO_ROOT, assignment: str = ASSIGN
 def _measure(course: Path, students: list[str], jobs: int, provider: str | None) -> float:
     started = time.monotonic()
     outcomes = grade_class(course, ASSIGNMENT, students, Settings(jobs=jobs, regrade=True, feedback=False),
-                           provider=provider, log=lambda _: None)
+                           provider=provider)
     elapsed = time.monotonic() - started
     failed = [o for o in outcomes if o.status != "graded" or o.score != o.max_score]
     if failed:
@@ -40,7 +40,7 @@ def run(students: int, jobs: int, provider: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-grade-") as workdir:
         course = course_copy(Path(workdir) / "course")
         require_masters(Course(course), ASSIGNMENT)
-        ensure_in_gradebook(Course(course), ASSIGNMENT, log=lambda _: None)
+        ensure_in_gradebook(Course(course), ASSIGNMENT)
         names = [f"student-{number:03d}" for number in range(1, students + 1)]
         for name in names:
             submissions.write(course, ASSIGNMENT, name, steps=None)

@@ -22,12 +22,12 @@ def bench_image(runs: int = 3) -> dict[str, float]:
     client = images.docker_client()
     figures: dict[str, float] = {}
     started = time.monotonic()
-    baseimage.ensure_python_base(client, log=_quiet)
+    baseimage.ensure_python_base(client)
     figures[f"{baseimage.BASE_IMAGE} present, pulled or made (s)"] = time.monotonic() - started
     figures["cold build, no layer cache (s)"] = images.build(
-        BENCH_TAG, nocache=True, progress=False, log=_quiet).seconds
+        BENCH_TAG, nocache=True, progress=False).seconds
     figures["warm build, every layer cached (s)"] = statistics.median(
-        images.build(BENCH_TAG, progress=False, log=_quiet).seconds for _ in range(runs))
+        images.build(BENCH_TAG, progress=False).seconds for _ in range(runs))
     starts = []
     for _ in range(runs):
         started = time.monotonic()

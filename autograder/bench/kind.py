@@ -19,26 +19,26 @@ def quiet(_: str) -> None:
 def bench_kind() -> dict[str, float]:
     """Node image (cold when missing, then cached), kind create, image load, the lesson's steps."""
     figures: dict[str, float] = {}
-    first = nodeimage.build(log=quiet)
+    first = nodeimage.build()
     if not first.cached:
         figures["node image build, cold (s)"] = first.seconds
     last = nodeimage.last_build()
     if last:
         figures["node image build, last full build (s)"] = last["seconds"]
-    figures["node image build, cached (s)"] = nodeimage.build(log=quiet).seconds
+    figures["node image build, cached (s)"] = nodeimage.build().seconds
     figures["node image size (MB)"] = first.size_bytes / 1e6
 
     kind = Kind()
-    kind.down(log=quiet)
+    kind.down()
     started = time.monotonic()
-    kind.up(log=quiet)
+    kind.up()
     figures["kind create cluster (s)"] = time.monotonic() - started
 
-    lab = connect("kind", namespace=f"bench-kind-{int(time.time())}", log=quiet)
+    lab = connect("kind", namespace=f"bench-kind-{int(time.time())}")
     started = time.monotonic()
     for tag, version in (("ml-api:v1", "v1.0"), ("ml-api:v2", "v2.0")):
-        model_images.build(tag, version=version, progress=False, log=quiet)
-        model_images.load_into_cluster(lab, tag, log=quiet)
+        model_images.build(tag, version=version, progress=False)
+        model_images.load_into_cluster(lab, tag)
     figures["build + kind load ml-api v1 and v2 (s)"] = time.monotonic() - started
     try:
         steps = {step.name: step.seconds for step in lesson_flow(lab)}

@@ -10,6 +10,7 @@ build` reaches the package index the way the host does, and import it under the 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import docker
@@ -29,7 +30,6 @@ from tqdm.auto import tqdm
 from autograder.errors import LabError
 from autograder.pins import cache_root
 
-Log = Callable[[str], None]
 
 BASE_IMAGE = "python:3.11-slim"
 SUITE = "bookworm"
@@ -43,6 +43,8 @@ PYTHON_IMAGE_CHANGES = (
     "ENV LANG=C.UTF-8",
     'CMD ["python3"]',
 )
+
+logger = logging.getLogger(__name__)
 PYTHON_IMAGE_CHECK = ("sh", "-c", "python --version && pip --version && python -c 'import ssl, venv'")
 # pip settings worth carrying from the host into the image; host-local paths (find-links) are not.
 PIP_KEYS = ("index-url", "extra-index-url", "trusted-host", "proxy", "timeout", "default-timeout", "retries")
@@ -81,16 +83,16 @@ def apt_sources(apt_dir: Path) -> Iterable[tuple[str, list[str]]]:
 
 
 def debootstrap(target: Path, packages: Sequence[str], *, suite: str = SUITE,
-                mirror: str | None = None, variant: str = "minbase", log: Log = print) -> Path:
+                mirror: str | None = None, variant: str = "minbase") -> Path:
     """Fill the empty directory `target` with a Debian root filesystem holding `packages`."""
     if os.geteuid() != 0:
         raise BaseImageError("debootstrap needs root (it creates device files and chroots); "
                              "run as root or in CI")
-    program = shutil.which("debootstrap") or _apt_install("debootstrap", log)
+    program = shutil.which("debootstrap") or _apt_install("debootstrap")
     mirror = mirror or debian_mirror(suite)
     command = [program, f"--variant={variant}", f"--include={','.join(packages)}",
                suite, str(target), mirror]
-    log(f"debootstrap {suite} from {mirror} with {', '.join(packages)} into {target}")
+    logger.info(f"debootstrap {suite} from {mirror} with {', '.join(packages)} into {target}")
     tail: list[str] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc, \
             tqdm(desc="debootstrap", unit=" steps", leave=False) as bar:
@@ -105,9 +107,9 @@ def debootstrap(target: Path, packages: Sequence[str], *, suite: str = SUITE,
     return target
 
 
-def _apt_install(package: str, log: Log) -> str:
+def _apt_install(package: str) -> str:
     """Install a Debian package this module needs and return the program's path."""
-    log(f"installing {package} with apt-get")
+    logger.info(f"installing {package} with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -198,8 +200,7 @@ def pack(rootfs: Path, tarball: Path) -> Path:
 
 
 def import_rootfs(source: Path, tag: str, *, changes: Sequence[str] = (),
-                  check: Sequence[str] = (), client: docker.DockerClient | None = None,
-                  log: Log = print) -> str:
+                  check: Sequence[str] = (), client: docker.DockerClient | None = None) -> str:
     """`docker import` a rootfs directory or tar as `tag`, tagged only once `check` passed in it."""
     client = client or docker.from_env()
     repository, version = split_tag(tag)
@@ -207,13 +208,13 @@ def import_rootfs(source: Path, tag: str, *, changes: Sequence[str] = (),
     cache_root().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_root()) as scratch:
         tarball = pack(source, Path(scratch) / "rootfs.tar") if source.is_dir() else source
-        log(f"docker import {tarball.name} ({tarball.stat().st_size / 2**20:.0f} MiB) as {tag}")
+        logger.info(f"docker import {tarball.name} ({tarball.stat().st_size / 2**20:.0f} MiB) as {tag}")
         client.api.import_image(src=str(tarball), repository=repository,
                                 tag=split_tag(staging)[1], changes=list(changes))
     try:
         if check:
             output = client.containers.run(staging, list(check), remove=True, stderr=True)
-            log(f"{tag} check: {output.decode().strip()}")
+            logger.info(f"{tag} check: {output.decode().strip()}")
         client.api.tag(staging, repository, version)
         return client.images.get(tag).id
     except DockerException as error:
@@ -230,12 +231,12 @@ def split_tag(tag: str) -> tuple[str, str]:
     return name, version
 
 
-def _pullable(client: docker.DockerClient, tag: str, log: Log) -> bool:
+def _pullable(client: docker.DockerClient, tag: str) -> bool:
     """Pull `tag` from its registry; False (quietly) when no registry can be reached."""
     try:
         client.images.pull(tag)
     except (APIError, DockerException) as error:
-        log(f"cannot pull {tag} ({str(error).splitlines()[0][:120]}); making a local stand-in")
+        logger.info(f"cannot pull {tag} ({str(error).splitlines()[0][:120]}); making a local stand-in")
         return False
     return True
 
@@ -245,16 +246,16 @@ def stand_in_tarball() -> Path:
     return cache_root() / "images" / f"{BASE_IMAGE.replace(':', '-')}-{SUITE}-standin.tar"
 
 
-def build_python_rootfs(tarball: Path, log: Log = print) -> Path:
+def build_python_rootfs(tarball: Path) -> Path:
     """Debootstrap bookworm with python3 and pip, set it up like the official image, pack it."""
     tarball.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=tarball.parent))
     try:
-        rootfs = debootstrap(work / "rootfs", PYTHON_PACKAGES, log=log)
+        rootfs = debootstrap(work / "rootfs", PYTHON_PACKAGES)
         added = install_host_certificates(rootfs)
         settings = host_pip_settings()
         make_python_official_like(rootfs, settings)
-        log(f"trusted {added} host CA certificate(s); pip settings from the host: "
+        logger.info(f"trusted {added} host CA certificate(s); pip settings from the host: "
             f"{', '.join(f'{k}={v}' for k, v in settings.items()) or 'none (pypi.org)'}")
         return pack(rootfs, tarball)
     finally:
@@ -262,20 +263,20 @@ def build_python_rootfs(tarball: Path, log: Log = print) -> Path:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def ensure_python_base(client: docker.DockerClient | None = None, log: Log = print) -> str:
+def ensure_python_base(client: docker.DockerClient | None = None) -> str:
     """Make `python:3.11-slim` present: as it is, pulled, or built locally; returns its image id."""
     client = client or docker.from_env()
     try:
         return client.images.get(BASE_IMAGE).id
     except ImageNotFound:
         pass
-    if _pullable(client, BASE_IMAGE, log):
+    if _pullable(client, BASE_IMAGE):
         return client.images.get(BASE_IMAGE).id
     started = time.monotonic()
     tarball = stand_in_tarball()
     if not tarball.is_file():
-        build_python_rootfs(tarball, log)
+        build_python_rootfs(tarball)
     image = import_rootfs(tarball, BASE_IMAGE, changes=PYTHON_IMAGE_CHANGES,
-                          check=PYTHON_IMAGE_CHECK, client=client, log=log)
-    log(f"{BASE_IMAGE} stand-in ready in {time.monotonic() - started:.0f} s ({image[:19]})")
+                          check=PYTHON_IMAGE_CHECK, client=client)
+    logger.info(f"{BASE_IMAGE} stand-in ready in {time.monotonic() - started:.0f} s ({image[:19]})")
     return image

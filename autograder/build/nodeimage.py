@@ -10,6 +10,7 @@ so a rebuild happens only when an input changes.
 
 from __future__ import annotations
 
+import logging
 import fcntl
 import io
 import json
@@ -38,7 +39,6 @@ from autograder.build.nodeparts import (
     NODE_ENTRYPOINT,
     NODE_ROOTFS,
     STATIC_BASE,
-    Log,
     NodeImageError,
     Rootfs,
     check_kubeadm_images,
@@ -50,6 +50,8 @@ from autograder.build.nodeparts import (
     node_dockerfile,
     node_files,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ALIAS_TAG", "NodeImage", "NodeImageError", "build", "last_build"]
 
@@ -108,15 +110,15 @@ def _build_lock() -> Iterator[None]:
         yield
 
 
-def _remove_leftovers(client: docker.DockerClient, log: Log) -> None:
+def _remove_leftovers(client: docker.DockerClient) -> None:
     """Drop what an earlier build killed halfway left behind: its containers and staging tags."""
     for container in client.containers.list(all=True, filters={"name": "k8s-ml-lab-preload-"}):
-        log(f"removing leftover build container {container.name}")
+        logger.info(f"removing leftover build container {container.name}")
         container.remove(force=True)
     for image in client.images.list():
         for tag in image.tags:
             if tag.startswith(("k8s-ml-lab/staging-", f"{REPOSITORY}:staging-")):
-                log(f"removing leftover staging tag {tag}")
+                logger.info(f"removing leftover staging tag {tag}")
                 client.images.remove(tag)
 
 
@@ -169,7 +171,7 @@ def docker_build(client: docker.DockerClient, context: Path, tag: str, bar: tqdm
                     bar.set_postfix_str(f"{tag.rsplit('/', 1)[-1]}: {line[:60]}")
 
 
-def ensure_rootfs(client: docker.DockerClient, wanted: Rootfs, log: Log = print) -> str:
+def ensure_rootfs(client: docker.DockerClient, wanted: Rootfs) -> str:
     """The rootfs image `wanted`, debootstrapped and imported the first time only."""
     tag = wanted.tag
     if _image_exists(client, tag):
@@ -177,12 +179,12 @@ def ensure_rootfs(client: docker.DockerClient, wanted: Rootfs, log: Log = print)
     pins.cache_root().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"kind-{wanted.name}-rootfs-", dir=pins.cache_root()))
     try:
-        rootfs = baseimage.debootstrap(work / "rootfs", wanted.packages, log=log)
+        rootfs = baseimage.debootstrap(work / "rootfs", wanted.packages)
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for item in (rootfs / leftover).glob("*"):
                 if item.is_file():
                     item.unlink()
-        baseimage.import_rootfs(rootfs, tag, client=client, log=log, check=("sh", "-c", wanted.check))
+        baseimage.import_rootfs(rootfs, tag, client=client, check=("sh", "-c", wanted.check))
     finally:
         baseimage.unmount_below(work)
         shutil.rmtree(work, ignore_errors=True)
@@ -244,7 +246,7 @@ NODE_CHECK = ("sh", "-c", ("kubelet --version && kubeadm version -o short && kub
                            "&& test -x /opt/cni/bin/ptp && cat /kind/version"))
 
 
-def build(force: bool = False, log: Log = print) -> NodeImage:
+def build(force: bool = False) -> NodeImage:
     """Build the node image unless one with the same inputs exists; it is tagged only when whole."""
     started = time.monotonic()
     client = docker_client()
@@ -254,8 +256,8 @@ def build(force: bool = False, log: Log = print) -> NodeImage:
         cached = not force and _image_exists(client, tag)
         if not cached:
             replaced = [client.images.get(name).id for name in (tag, ALIAS_TAG) if _image_exists(client, name)]
-            _remove_leftovers(client, log)
-            _build(client, files, tag, log)
+            _remove_leftovers(client)
+            _build(client, files, tag)
         image = client.images.get(tag)
         image.tag(*baseimage.split_tag(ALIAS_TAG))
         if not cached:
@@ -280,7 +282,7 @@ def last_build() -> dict | None:
         return None
 
 
-def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag: str, log: Log) -> None:
+def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag: str) -> None:
     """Every step of a build; whatever fails or is interrupted, only staging tags are removed."""
     build_id = uuid.uuid4().hex[:8]
     stage, whole = f"{REPOSITORY}:staging-{build_id}", f"{REPOSITORY}:staging-{build_id}-whole"
@@ -289,12 +291,12 @@ def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag
     try:
         with tqdm(total=6, desc="kind node image", unit="step") as bar:
             bar.set_postfix_str("binaries")
-            paths = gather_binaries(log)
+            paths = gather_binaries()
             check_kubeadm_images(paths["kubeadm"])
             bar.update()
             bar.set_postfix_str("bookworm rootfs")
-            rootfs = ensure_rootfs(client, NODE_ROOTFS, log)
-            iptables_rootfs = ensure_rootfs(client, IPTABLES_ROOTFS, log)
+            rootfs = ensure_rootfs(client, NODE_ROOTFS)
+            iptables_rootfs = ensure_rootfs(client, IPTABLES_ROOTFS)
             bar.update()
             preloaded = {}
             for component in components():
@@ -319,7 +321,7 @@ def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag
             bar.update()
             bar.set_postfix_str("check")
             report = client.containers.run(whole, entrypoint=list(NODE_CHECK), remove=True)
-            log("node image check: " + " | ".join(report.decode().split("\n")).strip(" |"))
+            logger.info("node image check: " + " | ".join(report.decode().split("\n")).strip(" |"))
             client.images.get(whole).tag(*baseimage.split_tag(tag))
             bar.update()
     except (DockerException, requests.RequestException) as error:

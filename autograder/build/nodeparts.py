@@ -7,13 +7,13 @@ of the node and of each component image, and a hash of all of it, which names th
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,8 @@ from autograder.lab import binaries
 from autograder.build import gobuild
 from autograder.build.gobuild import GoRecipe
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
+
 
 ROOTFS_REPOSITORY = "k8s-ml-lab/kind-node-rootfs"
 
@@ -303,7 +304,7 @@ def inputs_digest(files: dict[str, tuple[bytes, int]]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
-def pause_binary(log: Log = print) -> Path:
+def pause_binary() -> Path:
     """Upstream's pause (build/pause/linux/pause.c in k8s.io/kubernetes), compiled static here."""
     target = pins.cache_root() / "bin" / f"pause-{PAUSE_VERSION}" / "pause"
     if target.is_file():
@@ -315,7 +316,7 @@ def pause_binary(log: Log = print) -> Path:
     source = go_module_dir("k8s.io/kubernetes", f"v{pins.KUBERNETES_VERSION}") / "build/pause/linux/pause.c"
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".pause.{uuid.uuid4().hex[:8]}")
-    log(f"compiling pause {PAUSE_VERSION} from {source}")
+    logger.info(f"compiling pause {PAUSE_VERSION} from {source}")
     done = subprocess.run([compiler, "-Os", "-Wall", "-Werror", "-static", "-s",
                            f"-DVERSION=v{PAUSE_VERSION}", "-o", str(partial), str(source)],
                           capture_output=True, text=True, check=False)
@@ -327,13 +328,13 @@ def pause_binary(log: Log = print) -> Path:
     return target
 
 
-def gather_binaries(log: Log = print) -> dict[str, Path]:
+def gather_binaries() -> dict[str, Path]:
     """Every binary the node and its images need, built from Go modules (or C, for pause) once."""
-    found = binaries.ensure([*NODE_BINARIES, *KUBERNETES_IMAGE_BINARIES], log=log)
+    found = binaries.ensure([*NODE_BINARIES, *KUBERNETES_IMAGE_BINARIES])
     for recipe in NODE_RECIPES:
-        folder = gobuild.build(recipe, log=log)
+        folder = gobuild.build(recipe)
         found.update({name: folder / name for name in recipe.packages})
-    found["pause"] = pause_binary(log)
+    found["pause"] = pause_binary()
     return found
 
 

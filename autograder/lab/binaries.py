@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from autograder.errors import LabError
@@ -76,7 +76,7 @@ def how_to_get(names: Iterable[str]) -> str:
     )
 
 
-def ensure(names: Iterable[str], log: Callable[[str], None] = print) -> dict[str, Path]:
+def ensure(names: Iterable[str]) -> dict[str, Path]:
     """Paths of every binary in `names`, building the missing ones with Go."""
     names = list(dict.fromkeys(names))
     found = {name: find(name) for name in names}
@@ -87,7 +87,7 @@ def ensure(names: Iterable[str], log: Callable[[str], None] = print) -> dict[str
         from autograder.build import gobuild  # only when something must be built
 
         for group in dict.fromkeys(PIN_OF[name].name for name in missing):
-            gobuild.build(gobuild.RECIPES[group], log=log)
+            gobuild.build(gobuild.RECIPES[group])
     return {name: path or cache_dir(PIN_OF[name]) / name for name, path in found.items()}
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from autograder.lab import kubeconfig
 from autograder.lab.existing import Existing
 from autograder.lab.kind import Kind
 from autograder.lab.practice import Practice
-from autograder.lab.provider import Log, Provider
+from autograder.lab.provider import Provider
 
 PROVIDER_ENV = "LAB_CLUSTER"
 NAMESPACE_ENV = "LAB_NAMESPACE"
@@ -68,10 +70,21 @@ class Lab:
         return f"Lab(provider={self.provider!r}, context={self.context!r}, namespace={self.namespace!r})"
 
 
-def connect(name: str | None = None, namespace: str | None = None, log: Log = print) -> Lab:
+def show_messages() -> None:
+    """Print the lab's own messages (a cluster starting, an image loading) where nobody configured logging."""
+    package = logging.getLogger("autograder")
+    if not package.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package.addHandler(handler)
+        package.setLevel(logging.INFO)
+
+
+def connect(name: str | None = None, namespace: str | None = None) -> Lab:
     """Bring up (or reuse) a cluster and return clients for it and the namespace to use."""
+    show_messages()
     chosen = choose(name)
-    chosen.up(log)
+    chosen.up()
     return attach(chosen, namespace)
 
 

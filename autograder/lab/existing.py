@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.lab import kubeconfig
-from autograder.lab.provider import ClusterError, Log
+from autograder.lab.provider import ClusterError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,11 +42,11 @@ class Existing:
     def status(self) -> str:
         return f"existing cluster: {self.unusable_reason() or f'context {self.context!r} answers'}"
 
-    def up(self, log: Log = print) -> None:
+    def up(self) -> None:
         reason = self.unusable_reason()
         if reason:
             raise ClusterError(f"cannot use the existing cluster: {reason}")
-        log(f"Using the existing cluster of context {self.context!r}.")
+        logger.info(f"Using the existing cluster of context {self.context!r}.")
 
-    def down(self, log: Log = print) -> None:
-        log("The existing cluster is not the lab's to delete; nothing done.")
+    def down(self) -> None:
+        logger.info("The existing cluster is not the lab's to delete; nothing done.")

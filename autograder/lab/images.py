@@ -7,6 +7,7 @@ no Docker at all.
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import io
 import os
@@ -29,9 +30,11 @@ from autograder.errors import LabError
 from autograder.lab import binaries, ports, probe
 from autograder.lab.cluster import Lab
 from autograder.lab.kind import docker_unreachable_reason
-from autograder.lab.provider import CLUSTER_NAME, Log, run
+from autograder.lab.provider import CLUSTER_NAME, run
 from autograder.modelserver import SOURCE as MODEL_SERVER
 from autograder.practice import catalog, supervise
+
+logger = logging.getLogger(__name__)
 
 VERSION_ARG = "MODEL_VERSION"
 CONTAINER_PORT = 8080
@@ -88,7 +91,7 @@ def base_images(dockerfile: Path) -> list[str]:
 
 
 def build(tag: str = "ml-api:v1", context: Path | str = MODEL_SERVER, version: str | None = None,
-          *, nocache: bool = False, progress: bool = True, log: Log = print) -> Build:
+          *, nocache: bool = False, progress: bool = True) -> Build:
     """`docker build -t TAG [--build-arg MODEL_VERSION=...] CONTEXT`, streaming its log."""
     context = Path(context)
     dockerfile = context / "Dockerfile"
@@ -98,7 +101,7 @@ def build(tag: str = "ml-api:v1", context: Path | str = MODEL_SERVER, version: s
     if PYTHON_BASE in base_images(dockerfile):
         from autograder.build import baseimage  # only when the base image must be made offline
 
-        baseimage.ensure_python_base(client, log=log)
+        baseimage.ensure_python_base(client)
     buildargs = {name: os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)}
     if version:
         buildargs[VERSION_ARG] = version
@@ -124,7 +127,7 @@ def build(tag: str = "ml-api:v1", context: Path | str = MODEL_SERVER, version: s
         bar.n = bar.total or bar.n
     seconds = time.monotonic() - started
     image_id = image_id or client.images.get(tag).id
-    log(f"built {tag} ({image_id[:19]}) in {seconds:.1f} s")
+    logger.info(f"built {tag} ({image_id[:19]}) in {seconds:.1f} s")
     return Build(tag=tag, image_id=image_id, seconds=seconds, log=lines)
 
 
@@ -182,7 +185,7 @@ def _running(container: Container) -> bool:
 
 
 def load_into_cluster(lab: Lab, tag: str, *, context: Path | str | None = None,
-                      version: str | None = None, log: Log = print) -> None:
+                      version: str | None = None) -> None:
     """Make `tag` available to the cluster's nodes: `kind load docker-image`, or record it on practice."""
     if lab.provider == "kind":
         client = docker_client()
@@ -190,16 +193,16 @@ def load_into_cluster(lab: Lab, tag: str, *, context: Path | str | None = None,
             client.images.get(tag)
         except ImageNotFound:
             raise ImageMissing(f"no image {tag} in Docker to load: build it first") from None
-        kind = binaries.ensure(["kind"], log=log)["kind"]
+        kind = binaries.ensure(["kind"])["kind"]
         run([str(kind), "load", "docker-image", tag, "--name", CLUSTER_NAME],
             what=f"kind load docker-image {tag}")
-        log(f"loaded {tag} into kind cluster {CLUSTER_NAME!r}")
+        logger.info(f"loaded {tag} into kind cluster {CLUSTER_NAME!r}")
     elif lab.provider == "practice":
         app, env, size = _practice_image(tag, context, version)
         catalog.register_image(lab, tag, app, env)
         catalog.record_on_nodes(lab, tag, size)
-        supervise.ensure_router(lab.context, log=log)
-        log(f"recorded {tag} on the practice cluster's nodes (serves {env.get(VERSION_ARG, 'its default version')})")
+        supervise.ensure_router(lab.context)
+        logger.info(f"recorded {tag} on the practice cluster's nodes (serves {env.get(VERSION_ARG, 'its default version')})")
     else:
         raise ValueError(f"load images into {lab.context!r} with its own tools (a registry, "
                          "`minikube image load`, ...); the lab loads into kind and practice only")

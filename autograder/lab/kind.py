@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import textwrap
@@ -15,7 +16,9 @@ from docker.errors import DockerException, ImageNotFound
 from autograder import pins
 from autograder import MANIFESTS
 from autograder.lab import binaries, kubeconfig
-from autograder.lab.provider import CLUSTER_NAME, ClusterError, Log, run
+from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
+
+logger = logging.getLogger(__name__)
 
 KIND_CONFIG = MANIFESTS / "kind-config.yaml"
 NODE_IMAGE_ENV = "LAB_KIND_IMAGE"
@@ -123,18 +126,18 @@ class Kind:
         state = "answers" if kubeconfig.answers(self.context) else "does not answer"
         return f"kind cluster {self.cluster!r}: created, API {state} (context {self.context})"
 
-    def up(self, log: Log = print) -> None:
+    def up(self) -> None:
         reason = self.unusable_reason()
         if reason:
             raise ClusterError(f"kind cannot run here: {reason}")
         if self.exists():
             if kubeconfig.answers(self.context):
-                log(f"kind cluster {self.cluster!r} is already running.")
+                logger.info(f"kind cluster {self.cluster!r} is already running.")
                 self._kind("export", "kubeconfig", "--name", self.cluster)
                 return
-            log(f"kind cluster {self.cluster!r} is half-created or stopped; recreating it.")
-            self.down(log)
-        log(f"Creating kind cluster {self.cluster!r} from {node_image()} (about a minute)...")
+            logger.info(f"kind cluster {self.cluster!r} is half-created or stopped; recreating it.")
+            self.down()
+        logger.info(f"Creating kind cluster {self.cluster!r} from {node_image()} (about a minute)...")
         started = time.monotonic()
         try:
             # --retain keeps a failed node long enough to read its logs; it is deleted below.
@@ -148,7 +151,7 @@ class Kind:
             if diagnosis:
                 raise ClusterError(f"{error}\n\n{diagnosis}") from error
             raise
-        log(f"kind cluster ready in {time.monotonic() - started:.1f} s (kubectl context {self.context}).")
+        logger.info(f"kind cluster ready in {time.monotonic() - started:.1f} s (kubectl context {self.context}).")
 
     def _require_ready_node(self) -> None:
         """kind only warns when its wait for Ready times out; treat that as the failure it is."""
@@ -184,9 +187,9 @@ class Kind:
                             + textwrap.indent("\n".join(lines), "  "))
         return "\n".join(summary) + "\n\n" + "\n\n".join(sections)
 
-    def down(self, log: Log = print) -> None:
+    def down(self) -> None:
         if binaries.find("kind") is None or docker_unreachable_reason() or not self.exists():
-            log(f"No kind cluster {self.cluster!r} to delete.")
+            logger.info(f"No kind cluster {self.cluster!r} to delete.")
             return
         self._kind("delete", "cluster", "--name", self.cluster, what="kind delete cluster")
-        log(f"Deleted kind cluster {self.cluster!r}.")
+        logger.info(f"Deleted kind cluster {self.cluster!r}.")

@@ -7,6 +7,7 @@ kwok plays the kubelets, moving pods to Running and Ready. No Docker is needed.
 
 from __future__ import annotations
 
+import logging
 import fcntl
 import os
 import shutil
@@ -21,9 +22,11 @@ from kubernetes import client, utils
 
 from autograder import MANIFESTS
 from autograder.lab import binaries, k8s, kubeconfig
-from autograder.lab.provider import CLUSTER_NAME, ClusterError, Log, run
+from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
 from autograder.practice.supervise import stop_router
 from autograder.waiting import poll
+
+logger = logging.getLogger(__name__)
 
 PRACTICE_MANIFESTS = MANIFESTS / "practice"
 NODES_MANIFEST = PRACTICE_MANIFESTS / "nodes.yaml"
@@ -99,34 +102,34 @@ class Practice:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    def up(self, log: Log = print) -> None:
+    def up(self) -> None:
         with self._exclusive():
-            self._up(log)
+            self._up()
 
-    def _up(self, log: Log) -> None:
+    def _up(self) -> None:
         if self.exists():
             if self.answers():
-                log(f"Practice cluster {self.cluster!r} is already running.")
+                logger.info(f"Practice cluster {self.cluster!r} is already running.")
                 self._ensure_context()
                 return
-            log(f"Practice cluster {self.cluster!r} exists but does not answer; restarting it.")
+            logger.info(f"Practice cluster {self.cluster!r} exists but does not answer; restarting it.")
             try:
                 self._kwokctl("start", "cluster", "--name", self.cluster, what="kwokctl start cluster")
-                self._wait_until_ready(log)
+                self._wait_until_ready()
                 self._ensure_context()
                 return
             except ClusterError as error:
-                log(f"Restart failed ({str(error).splitlines()[0]}); recreating the cluster.")
+                logger.info(f"Restart failed ({str(error).splitlines()[0]}); recreating the cluster.")
                 self._delete_quietly()
-        self._create(log)
+        self._create()
 
-    def _create(self, log: Log) -> None:
-        paths = binaries.ensure(self.required_binaries, log=log)
+    def _create(self) -> None:
+        paths = binaries.ensure(self.required_binaries)
         if self.workdir.exists():
-            log(f"Removing the remains of a half-created cluster in {self.workdir}.")
+            logger.info(f"Removing the remains of a half-created cluster in {self.workdir}.")
             self._delete_quietly()
             shutil.rmtree(self.workdir, ignore_errors=True)
-        log(f"Starting practice cluster {self.cluster!r} (kube-apiserver, etcd, controller-manager, "
+        logger.info(f"Starting practice cluster {self.cluster!r} (kube-apiserver, etcd, controller-manager, "
             "scheduler and kwok as local processes)...")
         started = time.monotonic()
         try:
@@ -142,15 +145,15 @@ class Practice:
                 *([] if self.make_current else ["--kubeconfig", ""]),
                 timeout=300, what="kwokctl create cluster",
             )
-            self._wait_until_ready(log)
+            self._wait_until_ready()
         except BaseException:
             # Ctrl-C or a failure halfway leaves no half-made cluster behind.
             self._delete_quietly()
             raise
-        log(f"Practice cluster ready in {time.monotonic() - started:.1f} s "
+        logger.info(f"Practice cluster ready in {time.monotonic() - started:.1f} s "
             f"(kubectl context {self.context}).")
 
-    def _wait_until_ready(self, log: Log, timeout: float = 120) -> None:
+    def _wait_until_ready(self, timeout: float = 120) -> None:
         """Nodes registered and Ready, and the default ServiceAccount made (pods need it)."""
         started = time.monotonic()
         if not poll(self.answers, bool, timeout):
@@ -192,23 +195,23 @@ class Practice:
         except ClusterError:
             pass
 
-    def stop(self, log: Log = print) -> None:
+    def stop(self) -> None:
         """Stop the cluster's processes but keep its data, as a reboot would."""
         with self._exclusive():
             if not self.exists():
                 return
             self._kwokctl("stop", "cluster", "--name", self.cluster, what="kwokctl stop cluster")
-            log(f"Stopped practice cluster {self.cluster!r}; `cluster up` restarts it.")
+            logger.info(f"Stopped practice cluster {self.cluster!r}; `cluster up` restarts it.")
 
-    def down(self, log: Log = print) -> None:
+    def down(self) -> None:
         with self._exclusive():
             if not self.exists():
-                log(f"No practice cluster {self.cluster!r} to delete.")
+                logger.info(f"No practice cluster {self.cluster!r} to delete.")
                 return
             self._kwokctl("delete", "cluster", "--name", self.cluster, timeout=120,
                           what="kwokctl delete cluster")
             stop_router(self.context)
-            log(f"Deleted practice cluster {self.cluster!r}.")
+            logger.info(f"Deleted practice cluster {self.cluster!r}.")
 
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -11,7 +11,6 @@ from autograder.errors import LabError
 
 CLUSTER_NAME = "ml-learning"
 
-Log = Callable[[str], None]
 
 
 class ClusterError(LabError):
@@ -35,10 +34,10 @@ class Provider(Protocol):
     def unusable_reason(self) -> str | None:
         """None when this provider can work on this machine, else why not and how to fix it."""
 
-    def up(self, log: Log = print) -> None:
+    def up(self) -> None:
         """Create or restart the cluster until its API answers; a healthy cluster is kept."""
 
-    def down(self, log: Log = print) -> None:
+    def down(self) -> None:
         """Remove the cluster and every process it started; no cluster is a no-op."""
 
     def status(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from docker.errors import ImageNotFound
@@ -10,8 +11,9 @@ from autograder import MANIFESTS
 from autograder.lab import images, workloads
 from autograder.lab.cluster import Lab
 from autograder.lab.kind import docker_unreachable_reason
-from autograder.lab.provider import Log
 from autograder.modelserver import SOURCE as MODEL_SERVER
+
+logger = logging.getLogger(__name__)
 
 DEPLOYMENT = "ml-api"
 SERVICE = "ml-api-service"
@@ -19,30 +21,30 @@ SELECTOR = "app=ml-api"
 VERSIONS = {"ml-api:v1": "v1.0", "ml-api:v2": "v2.0"}
 
 
-def build_and_try(tag: str, context: Path = MODEL_SERVER, log: Log = print) -> dict | None:
+def build_and_try(tag: str, context: Path = MODEL_SERVER) -> dict | None:
     """Step 2 with Docker: build the image, run it, POST /predict once; None (and why) without Docker."""
     reason = docker_unreachable_reason()
     if reason:
-        log(f"No Docker engine here ({reason}), so no local build. The practice cluster "
+        logger.info(f"No Docker engine here ({reason}), so no local build. The practice cluster "
             "serves the app straight from its source folder; kind needs Docker.")
         return None
-    images.build(tag, context, version=VERSIONS.get(tag), log=log)
+    images.build(tag, context, version=VERSIONS.get(tag))
     with images.run_local(tag, port=None) as server:
         answer = server.predict([1, 2, 3, 4, 5])
-    log(f"docker run {tag} -> POST /predict [1, 2, 3, 4, 5] -> {answer}")
+    logger.info(f"docker run {tag} -> POST /predict [1, 2, 3, 4, 5] -> {answer}")
     return answer
 
 
-def load_image(lab: Lab, tag: str, context: Path = MODEL_SERVER, log: Log = print) -> None:
+def load_image(lab: Lab, tag: str, context: Path = MODEL_SERVER) -> None:
     """Make `tag` available to the cluster's nodes (`kind load docker-image` or its practice twin)."""
     if lab.provider == "practice":
-        images.load_into_cluster(lab, tag, context=context, version=VERSIONS.get(tag), log=log)
+        images.load_into_cluster(lab, tag, context=context, version=VERSIONS.get(tag))
     elif lab.provider == "kind":
         if not _in_docker(tag):
-            images.build(tag, context, version=VERSIONS.get(tag), log=log)
-        images.load_into_cluster(lab, tag, log=log)
+            images.build(tag, context, version=VERSIONS.get(tag))
+        images.load_into_cluster(lab, tag)
     else:
-        log(f"Cluster {lab.context!r} pulls images itself: push {tag} to a registry it can reach "
+        logger.info(f"Cluster {lab.context!r} pulls images itself: push {tag} to a registry it can reach "
             "(or `minikube image load`), and make sure imagePullPolicy allows the pull.")
 
 
@@ -54,16 +56,16 @@ def _in_docker(tag: str) -> bool:
     return True
 
 
-def deploy_first_app(lab: Lab, log: Log = print) -> None:
+def deploy_first_app(lab: Lab) -> None:
     """Steps 2-4 in one go: image v1 loaded, Deployment and Service applied, 3 replicas ready."""
-    load_image(lab, "ml-api:v1", log=log)
+    load_image(lab, "ml-api:v1")
     applied = workloads.apply(lab, workloads.load_manifests(MANIFESTS / "deployment.yaml",
                                                             MANIFESTS / "service.yaml"))
     seconds = workloads.wait_for_rollout(lab, DEPLOYMENT)
-    log(f"applied {', '.join(applied)}; rolled out in {seconds:.1f} s")
+    logger.info(f"applied {', '.join(applied)}; rolled out in {seconds:.1f} s")
 
 
 def serve_lesson_images(lab: Lab) -> None:
     """Before grading on the practice cluster: v1 and v2 loaded, so students' Deployments find them."""
     for tag in VERSIONS:
-        load_image(lab, tag, log=lambda _: None)
+        load_image(lab, tag)

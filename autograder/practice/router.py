@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import fcntl
+import logging
 import os
 import signal
 import subprocess
@@ -39,6 +40,8 @@ from autograder.lab.practice import kubeconfig_of
 from autograder.practice.catalog import KWOK, MANAGED_BY, catalog, pod_images, safe_name, serving
 from autograder.practice.supervise import router_pidfile, state_dir
 from autograder.processes import stop
+
+logger = logging.getLogger(__name__)
 
 GONE_AFTER = 60.0
 
@@ -144,7 +147,7 @@ class Router:
             self.failed.pop(tag, None)
         except (LabError, OSError) as error:
             self.failed[tag] = entry
-            print(f"model server for {tag} did not start: {error}", flush=True)
+            logger.warning("model server for %s did not start: %s", tag, error)
 
     def _ensure_pod_object(self, pod: client.V1Pod, kind: str, plural: str, spec: dict) -> None:
         """Create or update the kwok object (same name as the pod) that kwok reads for that pod."""
@@ -194,7 +197,7 @@ def serve(context: str) -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        print("another router already serves this cluster", flush=True)
+        logger.info("another router already serves this cluster")
         return 0
     router = Router(context, directory)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -209,17 +212,18 @@ def serve(context: str) -> int:
                                               resource_version=version, timeout_seconds=2):
                     break
             except (client.ApiException, HTTPError, OSError, ConfigException) as error:
-                print(f"cluster did not answer: {str(error)[:300]}", flush=True)
+                logger.warning("cluster did not answer: %s", str(error)[:300])
                 time.sleep(1)
                 with suppress(ConfigException, OSError):
                     router.connect()
-        print(f"cluster {context} unreachable for {GONE_AFTER:.0f} s; stopping", flush=True)
+        logger.info("cluster %s unreachable for %.0f s; stopping", context, GONE_AFTER)
         return 0
     finally:
         router.close()
         router_pidfile(context).remove()
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     parser = argparse.ArgumentParser(prog="python -m autograder.practice.router", description=__doc__)
     parser.add_argument("--context", required=True, help="the practice cluster's kubeconfig context")
     return serve(parser.parse_args(argv).context)

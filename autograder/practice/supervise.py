@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -9,8 +10,9 @@ from pathlib import Path
 
 from autograder import pins
 from autograder.errors import LabError
-from autograder.lab.provider import Log
 from autograder.processes import PidFile, stop
+
+logger = logging.getLogger(__name__)
 
 ROUTER_MODULE = "autograder.practice.router"
 # Where `python -m` finds the package when it runs from a checkout rather than an install.
@@ -29,7 +31,7 @@ def router_pid(context: str) -> int | None:
     """The pid of the router serving `context`, when one runs."""
     return router_pidfile(context).read()
 
-def ensure_router(context: str, log: Log = print, timeout: float = 30) -> int:
+def ensure_router(context: str, timeout: float = 30) -> int:
     """Start the router for this practice cluster unless one runs; returns its pid."""
     pid = router_pid(context)
     if pid:
@@ -47,7 +49,7 @@ def ensure_router(context: str, log: Log = print, timeout: float = 30) -> int:
             tail = log_path.read_text(errors="replace")[-1500:]
             raise LabError(f"the traffic router did not start; its log ({log_path}):\n{tail}")
         time.sleep(0.2)
-    log(f"traffic router running (pid {pid}, log {log_path})")
+    logger.info(f"traffic router running (pid {pid}, log {log_path})")
     return pid
 
 def stop_router(context: str, timeout: float = 15) -> bool:
