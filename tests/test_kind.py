@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -162,12 +163,20 @@ def test_an_interrupted_build_tags_nothing(node_image: nodeimage.NodeImage) -> N
     client = docker.from_env()
     before = client.images.get(node_image.tag).id
 
-    def interrupt(message: str) -> None:
-        if message.startswith("node image check"):
-            raise KeyboardInterrupt
+    class Interrupt(logging.Handler):
+        """Ctrl-C at the moment the build reports its check."""
 
-    with pytest.raises(KeyboardInterrupt):
-        nodeimage.build(force=True)
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("node image check"):
+                raise KeyboardInterrupt
+
+    handler = Interrupt()
+    logging.getLogger("autograder.build").addHandler(handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            nodeimage.build(force=True)
+    finally:
+        logging.getLogger("autograder.build").removeHandler(handler)
     assert client.images.get(node_image.tag).id == before
     leftovers = [tag for image in client.images.list() for tag in image.tags if "staging-" in tag]
     assert leftovers == []

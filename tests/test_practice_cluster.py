@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import psutil
@@ -132,7 +133,8 @@ def listeners(marker: str) -> dict[int, int]:
 
 
 @pytest.mark.slow
-def test_stale_cluster_is_restarted_and_down_leaves_nothing_behind(practice_cluster: Practice) -> None:
+def test_stale_cluster_is_restarted_and_down_leaves_nothing_behind(practice_cluster: Practice,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     spare = Practice(cluster="lab-test-lifecycle", gpu_nodes=False, make_current=False)
     spare.down()
     spare.up()
@@ -150,6 +152,7 @@ def test_stale_cluster_is_restarted_and_down_leaves_nothing_behind(practice_clus
     still = {c.laddr.port: c.pid for c in psutil.net_connections("tcp")
              if c.status == psutil.CONN_LISTEN and c.laddr.port in owned and c.pid in owned.values()}
     assert not still, f"ports still held by the deleted cluster's processes: {still}"
-    messages: list[str] = []
-    spare.down()
-    assert messages == ["No practice cluster 'lab-test-lifecycle' to delete."]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="autograder"):
+        spare.down()
+    assert caplog.messages == ["No practice cluster 'lab-test-lifecycle' to delete."]
