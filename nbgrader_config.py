@@ -9,14 +9,14 @@ c.CourseDirectory.source_directory = "source"
 c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.course_id = "k8s-ml-lesson01"
 
-# Grading (`python -m autograder grade` sets these per run; plain `nbgrader autograde` uses them as is).
-# A cell gets two minutes, then the kernel is interrupted and the next cell runs.
-c.Execute.timeout = 120
-c.Execute.interrupt_on_timeout = True
+# Grading with `python -m autograder grade` (its --jobs, --cell-timeout, ... override these).
+# A cell gets two minutes; then its kernel is interrupted, or killed if it will not stop.
+c.GradingSettings.cell_timeout = 120
+c.GradingSettings.jobs = 1
 # Parallel graders wait up to a minute for SQLite's write lock instead of failing.
 c.CourseDirectory.db_url = f"sqlite:///{Path(c.CourseDirectory.root) / 'gradebook.db'}?timeout=60"
 # Before grading on the practice cluster, load the lesson's v1 and v2 images as the grader.
-c.CoursePreparation.practice_setup = "autograder.lesson.steps:serve_lesson_images"
+c.GradingSettings.practice_setup = "autograder.lesson.steps:serve_lesson_images"
 # Notebooks that use the whole practice cluster (both GPU nodes, a cordoned node, bin packing):
 # parallel graders run these one submission at a time.
 c.ClusterVerifiedExecute.exclusive_notebooks = ["07-beyond-the-lesson"]

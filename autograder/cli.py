@@ -67,10 +67,12 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from autograder.grading.runner import Settings, grade_class, require_isolation, submit_masters, table
+    from autograder.grading.runner import Course, grade_class, require_isolation, submit_masters, table
+    from autograder.grading.settings import GradingSettings
 
-    settings = Settings(jobs=args.jobs, cell_timeout=args.cell_timeout, regrade=args.regrade,
-                        unisolated=args.unisolated)
+    given = {name: getattr(args, name) for name in ("jobs", "cell_timeout", "regrade", "unisolated")
+             if getattr(args, name) is not None}
+    settings = GradingSettings(config=Course(args.course).config, **given)  # the command line wins over the config
     require_isolation(settings)
     students = args.student
     if args.masters:
@@ -172,14 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     grade = commands.add_parser("grade", help="autograde submissions by the cluster state they produce")
     grade.add_argument("assignment", help="an assignment under source/, e.g. lesson01")
     grade.add_argument("--student", action="append", help="grade only this student (repeatable)")
-    grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
-    grade.add_argument("--cell-timeout", type=int, default=120, help="seconds a cell may run")
-    grade.add_argument("--regrade", action="store_true", help="grade again submissions already graded")
+    grade.add_argument("--jobs", type=int, help="submissions graded at once (GradingSettings.jobs: 1)")
+    grade.add_argument("--cell-timeout", type=int, help="seconds a cell may run (GradingSettings.cell_timeout: 120)")
+    grade.add_argument("--regrade", action="store_true", default=None, help="grade again submissions already graded")
     grade.add_argument("--provider", choices=list(PROVIDERS), help="the cluster to grade on")
     grade.add_argument("--course", type=Path, default=Path.cwd(), help="the nbgrader course directory")
     grade.add_argument("--masters", action="store_true",
                        help="first submit the solved masters as student 'masters' (the assignment's self-test)")
-    grade.add_argument(UNISOLATED_FLAG, dest="unisolated", action="store_true",
+    grade.add_argument(UNISOLATED_FLAG, dest="unisolated", action="store_true", default=None,
                        help="grade even where student kernels cannot be jailed: their code can then read "
                             "this machine's cluster credentials")
     grade.set_defaults(handler=_grade)

@@ -21,7 +21,8 @@ from kubernetes import client
 from nbgrader.api import Gradebook
 
 from autograder.grading import UNISOLATED_FLAG, jail, runner, sandbox, submissions
-from autograder.grading.runner import Course, GradingError, Settings, grade_class, table
+from autograder.grading.runner import Course, GradingError, grade_class, table
+from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
 from test_grading import ASSIGNMENT, FULL, NOTEBOOK, POINTS, STEPS, course, edit, replace_step
 
@@ -35,7 +36,7 @@ CORDON_ALL = ('for node in lab.core.list_node().items:\n'
 HOLD = ('lab.core.create_namespaced_config_map(lab.namespace, {"metadata": {"name": "held", '
         '"finalizers": ["example.com/hold"]}})\n')
 READ_LINK = "try:\n    print(open('stolen.txt').read())\nexcept OSError as error:\n    print('not here', error)\n"
-SETTINGS = Settings(jobs=1, cell_timeout=25, patience=8)
+SETTINGS = GradingSettings(jobs=1, cell_timeout=25, patience=8)
 
 
 def _write(course: Path, student: str, steps=None) -> Path:

@@ -16,7 +16,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 from test_grading import _meta, edit, new_course, replace_step
 
 from autograder.grading import submissions
-from autograder.grading.runner import Settings, grade_class, table
+from autograder.grading.settings import GradingSettings
+from autograder.grading.runner import grade_class, table
 
 ASSIGNMENT = "answers"
 NOTEBOOK = "answers.ipynb"
@@ -91,7 +92,7 @@ def test_kernel_side_tricks_earn_nothing_and_broken_kernels_lose_only_what_they_
     _submit(course, "ignores-interrupt", None, letter=IGNORES_INTERRUPT)
     _submit(course, "floods-output", None, letter=FLOOD)
 
-    outcomes = grade_class(course, ASSIGNMENT, settings=Settings(jobs=2, cell_timeout=15, patience=8),
+    outcomes = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=2, cell_timeout=15, patience=8),
                            provider="practice")
     print(table(outcomes))
 

@@ -26,7 +26,8 @@ from autograder import REPO_ROOT
 from autograder.bench import grade as bench
 from autograder.grading import sandbox, submissions
 from autograder.grading.ledger import Ledger
-from autograder.grading.runner import Course, GradingError, Settings, ensure_in_gradebook, grade_class, table
+from autograder.grading.runner import Course, GradingError, ensure_in_gradebook, grade_class, table
+from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
 
 ASSIGNMENT = "k8s-steps"
@@ -177,7 +178,7 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     watcher = threading.Thread(target=_pod_watch, args=(admin, Course(course).key, peaks, stop), daemon=True)
     watcher.start()
     try:
-        outcomes = grade_class(course, ASSIGNMENT, settings=Settings(jobs=3, cell_timeout=25, patience=8),
+        outcomes = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=3, cell_timeout=25, patience=8),
                                provider="practice")
     finally:
         stop.set()
@@ -202,13 +203,13 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     assert (course / "grades.csv").read_text().count(ASSIGNMENT) == len(expected)
     assert (course / "feedback" / "solved" / ASSIGNMENT / "steps.html").is_file()
 
-    again = grade_class(course, ASSIGNMENT, ["solved", "partial"], Settings(jobs=2, regrade=True, patience=8),
+    again = grade_class(course, ASSIGNMENT, ["solved", "partial"], GradingSettings(jobs=2, regrade=True, patience=8),
                         provider="practice")
     assert [(o.student, o.score) for o in again] == [("solved", FULL), ("partial", got["partial"].score)]
 
     ledger = Ledger(course, ASSIGNMENT)
     ledger._path("untouched").unlink()
-    resumed = grade_class(course, ASSIGNMENT, settings=Settings(jobs=2, patience=8), provider="practice")
+    resumed = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=2, patience=8), provider="practice")
     assert {o.student: o.score for o in resumed} == expected
     assert [o.student for o in resumed if "resumed" not in o.detail] == ["untouched"]
 
@@ -250,7 +251,7 @@ def test_lesson01_masters_get_full_marks_and_its_release_gets_zero(tmp_path: Pat
     ensure_in_gradebook(Course(root), bench.ASSIGNMENT)
     submissions.write(root, bench.ASSIGNMENT, "masters", steps=None)
     submissions.write(root, bench.ASSIGNMENT, "untouched")
-    outcomes = grade_class(root, bench.ASSIGNMENT, settings=Settings(jobs=2), provider="practice")
+    outcomes = grade_class(root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider="practice")
     print(table(outcomes))
     scores = {o.student: (o.status, o.score, o.max_score) for o in outcomes}
     assert scores["masters"][0] == "graded" and scores["masters"][1] == scores["masters"][2] > 0

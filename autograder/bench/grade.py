@@ -10,7 +10,8 @@ from pathlib import Path
 from autograder.errors import LabError
 from autograder import REPO_ROOT
 from autograder.grading import submissions
-from autograder.grading.runner import Course, Settings, ensure_in_gradebook, grade_class, require_masters
+from autograder.grading.runner import Course, ensure_in_gradebook, grade_class, require_masters
+from autograder.grading.settings import GradingSettings
 
 ASSIGNMENT = "lesson01"
 
@@ -25,7 +26,7 @@ def course_copy(target: Path, source: Path = REPO_ROOT, assignment: str = ASSIGN
 
 def _measure(course: Path, students: list[str], jobs: int, provider: str | None) -> float:
     started = time.monotonic()
-    outcomes = grade_class(course, ASSIGNMENT, students, Settings(jobs=jobs, regrade=True, feedback=False),
+    outcomes = grade_class(course, ASSIGNMENT, students, GradingSettings(jobs=jobs, regrade=True, feedback=False),
                            provider=provider)
     elapsed = time.monotonic() - started
     failed = [o for o in outcomes if o.status != "graded" or o.score != o.max_score]

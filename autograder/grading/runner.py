@@ -31,7 +31,7 @@ from traitlets.config import Config
 from autograder.errors import LabError
 from autograder.grading import UNISOLATED_FLAG, jail, ledger, nodes, sandbox, submissions
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
-from autograder.grading.preparation import CoursePreparation
+from autograder.grading.settings import GradingSettings
 from autograder.grading.names import check_student_id, digest, folder_name, namespace_for, printable
 from autograder.grading.worker import course_config
 from autograder.lab import ClusterError, Lab, binaries, choose, kubeconfig
@@ -44,19 +44,6 @@ EXCLUSIVE_LOCK = "cluster-exclusive.lock"  # the lock the workers hold around no
 
 class GradingError(LabError):
     """The class cannot be graded as asked; the message says what to do."""
-
-
-@dataclass
-class Settings:
-    """How long a submission may take and how many run at once."""
-
-    jobs: int = 1
-    cell_timeout: int = 120
-    patience: float = 30.0
-    regrade: bool = False
-    feedback: bool = True
-    jail: bool = True
-    unisolated: bool = False  # grade even without the jail: the instructor named that risk
 
 
 @dataclass
@@ -115,13 +102,13 @@ def prepare_practice(course: Course, admin: client.ApiClient, provider: str | No
     Student kernels connect as `existing` with a namespace-scoped identity, which can neither
     record images on the nodes nor run the cluster-wide router that port-forwards need.
     """
-    preparation = CoursePreparation(config=course.config)
-    hook = preparation.practice_hook()
+    settings = GradingSettings(config=course.config)
+    hook = settings.practice_hook()
     chosen = choose(provider)
     if hook is None or (chosen.name != "practice" and provider_of_context(chosen.context) != "practice"):
         return
     hook(Lab(provider="practice", context=chosen.context, namespace="default", api=admin))
-    log(f"practice cluster prepared for grading ({preparation.practice_setup})")
+    log(f"practice cluster prepared for grading ({settings.practice_setup})")
 
 
 def admin_client(provider: str | None) -> client.ApiClient:
@@ -187,7 +174,7 @@ def jail_hides() -> list[Path]:
     return [*jail.default_secrets(), *own]
 
 
-def deadline(course: Course, assignment: str, settings: Settings) -> float:
+def deadline(course: Course, assignment: str, settings: GradingSettings) -> float:
     """The longest a whole submission may take: every code cell at its timeout, plus start-up."""
     cells = sum(
         sum(1 for cell in nbformat.read(course.source(assignment) / name, as_version=4).cells
@@ -200,7 +187,7 @@ def deadline(course: Course, assignment: str, settings: Settings) -> float:
 class Grader:
     """Grades submissions one by one or in parallel; each failure stays with its submission."""
 
-    def __init__(self, course: Course, assignment: str, settings: Settings, staging: Path) -> None:
+    def __init__(self, course: Course, assignment: str, settings: GradingSettings, staging: Path) -> None:
         self.course, self.assignment, self.settings, self.staging = course, assignment, settings, staging
         self.admin: client.ApiClient | None = None
         self.nodes: nodes.Snapshot = {}
@@ -426,7 +413,7 @@ def submit_masters(course_root: Path, assignment: str, student: str = "masters",
     return student
 
 
-def require_isolation(settings: Settings, log: Log = print) -> None:
+def require_isolation(settings: GradingSettings, log: Log = print) -> None:
     """Student code runs only in the jail, unless the instructor named the risk of running it without."""
     reason = jail.unavailable_reason() if settings.jail else None
     if reason is None:
@@ -441,11 +428,11 @@ def require_isolation(settings: Settings, log: Log = print) -> None:
 
 
 def grade_class(course_root: Path, assignment: str, students: list[str] | None = None,
-                settings: Settings | None = None, provider: str | None = None, log: Log = print) -> list[Outcome]:
+                settings: GradingSettings | None = None, provider: str | None = None, log: Log = print) -> list[Outcome]:
     """Grade `students` (everyone who submitted by default); returns one outcome per student."""
-    settings = settings or Settings()
-    require_isolation(settings, log)
     course = Course(course_root)
+    settings = settings or GradingSettings(config=course.config)
+    require_isolation(settings, log)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     require_masters(course, assignment)
     students = students or course.submitters(assignment)

@@ -8,16 +8,17 @@ the grader's read-only kubeconfig is.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.apps import NbGraderAPI
+from nbgrader.converters import Autograde
 from nbgrader.coursedir import CourseDirectory
-from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
+from nbgrader.preprocessors import Execute
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
@@ -27,13 +28,26 @@ from autograder.grading.verify import ClusterVerifiedExecute
 CONFIG_FILE = "nbgrader_config.py"
 
 
-def course_config(course: Path) -> Config:
-    """The course's nbgrader_config.py, loaded as nbgrader itself would."""
-    config = Config()
+@functools.cache
+def _course_file(course: Path) -> Config:
+    """nbgrader_config.py, read once per process."""
     if (course / CONFIG_FILE).is_file():
-        config.merge(PyFileConfigLoader(CONFIG_FILE, path=str(course)).load_config())
+        return PyFileConfigLoader(CONFIG_FILE, path=str(course)).load_config()
+    return Config()
+
+
+def course_config(course: Path) -> Config:
+    """The course's settings as nbgrader itself loads them, in a copy the caller may change."""
+    config = Config()
+    config.merge(_course_file(course))
     config.CourseDirectory.root = str(course)
     return config
+
+
+def autograde_steps() -> list[type]:
+    """nbgrader's own autograde chain, its Execute step replaced by the one whose verdicts are the grader's."""
+    default = Autograde.class_traits()["autograde_preprocessors"].default()
+    return [ClusterVerifiedExecute if step is Execute else step for step in default]
 
 
 def grading_config(course: Path, assignment: str, namespace: str, reader_kubeconfig: Path, cell_timeout: int,
@@ -42,10 +56,7 @@ def grading_config(course: Path, assignment: str, namespace: str, reader_kubecon
     config = course_config(course)
     folders = CourseDirectory(config=config)
     config.ClusterVerifiedExecute.masters = folders.format_path(folders.source_directory, ".", assignment)
-    config.Autograde.autograde_preprocessors = [
-        ClusterVerifiedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
-    ]
+    config.Autograde.autograde_preprocessors = autograde_steps()
     config.Execute.timeout = cell_timeout
     config.Execute.interrupt_on_timeout = True
     config.ClusterVerifiedExecute.namespace = namespace
