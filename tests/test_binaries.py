@@ -101,7 +101,7 @@ def test_failed_build_leaves_no_binary_and_no_partial(isolated: Path, monkeypatc
 
 
 def test_interrupted_build_leaves_nothing_half_made(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def interrupted(recipe: GoRecipe, staging: Path, log: object) -> None:
+    def interrupted(recipe: GoRecipe, staging: Path) -> None:
         (staging / "bin").mkdir()
         (staging / "bin" / "nothing").write_text("half a binary")
         raise KeyboardInterrupt

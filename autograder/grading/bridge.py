@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 CHUNK = 65536
 
 
@@ -40,7 +40,7 @@ def _splice(client: socket.socket, connect: Callable[[], socket.socket]) -> None
     try:
         upstream = connect()
     except OSError as error:
-        log.warning("cannot reach the API server for a jailed kernel: %s", error)
+        logger.warning("cannot reach the API server for a jailed kernel: %s", error)
         client.close()
         return
     other = threading.Thread(target=_pump, args=(upstream, client), daemon=True)

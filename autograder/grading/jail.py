@@ -36,7 +36,7 @@ import yaml
 from autograder.errors import LabError
 from autograder import REPO_ROOT
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 KERNEL_NAME = "lab-jail"
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 PR_SET_PDEATHSIG = 1
@@ -204,9 +204,9 @@ def _copy_regular_files(source: Path, target: Path, owner: tuple[int, int]) -> N
                 shutil.copyfile(entry.path, copy, follow_symlinks=False)
                 os.chown(copy, *owner)
             else:
-                log.warning("jail: %s is not a regular file; the kernel does not get it", entry.path)
+                logger.warning("jail: %s is not a regular file; the kernel does not get it", entry.path)
         except OSError as error:
-            log.warning("jail: %s was not copied for the kernel: %s", entry.path, error)
+            logger.warning("jail: %s was not copied for the kernel: %s", entry.path, error)
 
 
 def _give(path: Path, content: str, owner: tuple[int, int]) -> Path:

@@ -15,7 +15,6 @@ import builtins
 import contextlib
 import io
 import json
-import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,6 +24,7 @@ from nbformat import NotebookNode
 from nbgrader.utils import is_grade, is_solution
 
 from autograder.grading import values
+from autograder.waiting import poll
 
 FILENAME = "<test cell>"
 
@@ -123,19 +123,20 @@ def student_values(names: Iterable[str], provided: set[str], ask: Callable[[str]
 def run(source: str, scope: dict[str, Any], patience: float) -> list[NotebookNode]:
     """Execute a test cell; retry while a check says the cluster is still converging."""
     code = compile(python_source(source), FILENAME, "exec")
-    deadline = time.monotonic() + patience
-    while True:
+
+    def attempt() -> tuple[str, Exception | None]:
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
                 exec(code, dict(scope))
-            return _outputs(printed.getvalue())
         except Exception as error:  # the test's verdict: any exception fails the cell
-            # A check that failed only because the controllers lag (`pending`) is asked again.
-            if getattr(getattr(error, "result", None), "pending", False) and time.monotonic() < deadline:
-                time.sleep(0.5)
-                continue
-            return _outputs(printed.getvalue(), error)
+            return printed.getvalue(), error
+        return printed.getvalue(), None
+
+    # A check that failed only because the controllers lag (its result is `pending`) is asked again.
+    printed, error = poll(attempt, lambda outcome: not getattr(getattr(outcome[1], "result", None), "pending", False),
+                          patience)
+    return _outputs(printed, error)
 
 
 def _outputs(printed: str, error: BaseException | None = None) -> list[NotebookNode]:

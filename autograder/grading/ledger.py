@@ -22,7 +22,7 @@ from autograder.grading.names import digest
 LEDGER_DIR = ".grading"
 BACKUPS = "backups"
 KEEP_BACKUPS = 5
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -129,4 +129,4 @@ def restore_gradebook(backup: Path, path: Path) -> None:
     temporary.unlink(missing_ok=True)
     _copy(backup, temporary)
     os.replace(temporary, path)
-    log.warning("restored %s from %s", path, backup)
+    logger.warning("restored %s from %s", path, backup)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 from kubernetes import client
 
-log = logging.getLogger(__name__)
+from autograder.errors import LabError
+from autograder.lab import k8s
+
+logger = logging.getLogger(__name__)
 CONTROLLER_TAINTS = "node.kubernetes.io/"
 Snapshot = dict[str, dict]
 
@@ -50,24 +52,27 @@ def restore_patch(before: dict, now: dict, controller_taints: list[dict]) -> lis
     return patch
 
 
-def restore(admin: client.ApiClient, before: Snapshot, attempts: int = 3) -> list[str]:
+def restore(admin: client.ApiClient, before: Snapshot, timeout: float = 30) -> list[str]:
     """Put every node's fields back as in `before`, then check; returns the nodes that had changed."""
     core = client.CoreV1Api(admin)
     changed: set[str] = set()
-    for attempt in range(attempts + 1):
-        differing = {node.metadata.name: node for node in core.list_node().items
-                     if node.metadata.name in before and _state(node) != before[node.metadata.name]}
-        if not differing:
-            return sorted(changed)
-        if attempt == attempts:
-            break
-        for name, node in differing.items():
-            log.warning("node %s was changed by a submission: restoring it", name)
+
+    def put_back(nodes: list[client.V1Node]) -> bool:
+        """On every change of the nodes: patch back what differs; done once nothing does."""
+        differing = [node for node in nodes
+                     if node.metadata.name in before and _state(node) != before[node.metadata.name]]
+        for node in differing:
+            name = node.metadata.name
+            logger.warning("node %s was changed by a submission: restoring it", name)
             core.patch_node(name, restore_patch(before[name], _state(node), _controller_taints(node)))
-        changed |= differing.keys()
-        time.sleep(0.2 * attempt)
-    raise RuntimeError(f"node(s) {', '.join(sorted(differing))} still differ from before the submission "
-                       f"after {attempts} restores")
+        changed.update(node.metadata.name for node in differing)
+        return not differing
+
+    try:
+        k8s.wait_for(core.list_node, until=put_back, timeout=timeout, what="the nodes' restore")
+    except k8s.WaitTimeout as error:
+        raise LabError(f"nodes still differ from before the submission: {error}") from None
+    return sorted(changed)
 
 
 def _controller_taints(node: client.V1Node) -> list[dict]:

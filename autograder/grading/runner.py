@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import fcntl
 import json
 import os
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from nbgrader.plugins import CsvExportPlugin
 from tqdm.auto import tqdm
 from traitlets.config import Config
 
+from autograder.lab import k8s
 from autograder.errors import LabError
 from autograder.grading import UNISOLATED_FLAG, jail, ledger, nodes, sandbox, submissions
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
@@ -37,7 +39,8 @@ from autograder.grading.worker import course_config
 from autograder.lab import ClusterError, Lab, binaries, choose, kubeconfig
 from autograder.lab.cluster import provider_of_context
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
+
 GRADES_CSV = "grades.csv"
 EXCLUSIVE_LOCK = "cluster-exclusive.lock"  # the lock the workers hold around notebooks that cordon nodes
 
@@ -96,7 +99,7 @@ class Course:
         return NbGraderAPI(config=self.config)
 
 
-def prepare_practice(course: Course, admin: client.ApiClient, provider: str | None, log: Log) -> None:
+def prepare_practice(course: Course, admin: client.ApiClient, provider: str | None) -> None:
     """On the practice cluster, run the course's preparation hook (loading images) as the grader.
 
     Student kernels connect as `existing` with a namespace-scoped identity, which can neither
@@ -108,7 +111,7 @@ def prepare_practice(course: Course, admin: client.ApiClient, provider: str | No
     if hook is None or (chosen.name != "practice" and provider_of_context(chosen.context) != "practice"):
         return
     hook(Lab(provider="practice", context=chosen.context, namespace="default", api=admin))
-    log(f"practice cluster prepared for grading ({settings.practice_setup})")
+    logger.info(f"practice cluster prepared for grading ({settings.practice_setup})")
 
 
 def admin_client(provider: str | None) -> client.ApiClient:
@@ -144,7 +147,7 @@ def require_masters(course: Course, assignment: str) -> None:
                        f"assignments found: {', '.join(known) or 'none'}")
 
 
-def ensure_in_gradebook(course: Course, assignment: str, log: Log) -> None:
+def ensure_in_gradebook(course: Course, assignment: str) -> None:
     """Autograding needs the assignment in the gradebook: generate it when it is missing there."""
     try:
         with Gradebook(course.dirs.db_url) as gradebook:
@@ -152,7 +155,7 @@ def ensure_in_gradebook(course: Course, assignment: str, log: Log) -> None:
             return
     except MissingEntry:
         pass
-    log(f"{assignment} is not in the gradebook yet: running nbgrader generate_assignment {assignment}")
+    logger.info(f"{assignment} is not in the gradebook yet: running nbgrader generate_assignment {assignment}")
     result = course.api().generate_assignment(assignment)
     if not result["success"]:
         raise GradingError(f"nbgrader generate_assignment {assignment} failed:\n{result.get('error') or result['log']}")
@@ -385,20 +388,20 @@ def recorded_scores(course: Course, assignment: str) -> dict[str, float]:
         return {}
 
 
-def feedback_and_export(course: Course, assignment: str, students: list[str], log: Log) -> Path:
+def feedback_and_export(course: Course, assignment: str, students: list[str]) -> Path:
     """Feedback HTML for each graded student, then every grade of the course as a CSV."""
     api = course.api()
     for student in students:
         result = api.generate_feedback(assignment, student)
         if not result["success"]:
-            log(f"feedback for {student} failed: {_last_lines(result.get('error') or result['log'], 2)}")
+            logger.info(f"feedback for {student} failed: {_last_lines(result.get('error') or result['log'], 2)}")
     target = course.root / GRADES_CSV
     with Gradebook(course.dirs.db_url) as gradebook:
         CsvExportPlugin(to=str(target)).export(gradebook)
     return target
 
 
-def submit_masters(course_root: Path, assignment: str, student: str = "masters", log: Log = print) -> str:
+def submit_masters(course_root: Path, assignment: str, student: str = "masters") -> str:
     """Generate the assignment and submit its solved masters as `student`: the assignment's self-test."""
     course = Course(course_root)
     require_masters(course, assignment)
@@ -409,11 +412,11 @@ def submit_masters(course_root: Path, assignment: str, student: str = "masters",
     folder = submissions.write(course.root, assignment, student, steps=None,
                                release_dir=course.dirs.release_directory, source_dir=course.dirs.source_directory,
                                submitted_dir=course.dirs.submitted_directory)
-    log(f"submitted the solved masters of {assignment} as student {student!r} in {folder}")
+    logger.info(f"submitted the solved masters of {assignment} as student {student!r} in {folder}")
     return student
 
 
-def require_isolation(settings: GradingSettings, log: Log = print) -> None:
+def require_isolation(settings: GradingSettings) -> None:
     """Student code runs only in the jail, unless the instructor named the risk of running it without."""
     reason = jail.unavailable_reason() if settings.jail else None
     if reason is None:
@@ -422,17 +425,17 @@ def require_isolation(settings: GradingSettings, log: Log = print) -> None:
         raise GradingError(f"student kernels cannot be isolated here ({reason}), so nothing was graded: "
                            "grade as root on Linux with util-linux, or accept that a notebook can read this "
                            f"machine's cluster credentials with {UNISOLATED_FLAG}")
-    log(f"warning: student kernels run without the jail ({reason}), as {UNISOLATED_FLAG} asked: "
+    logger.warning(f"student kernels run without the jail ({reason}), as {UNISOLATED_FLAG} asked: "
         "a hostile notebook can read this machine's cluster credentials")
     settings.jail = False
 
 
 def grade_class(course_root: Path, assignment: str, students: list[str] | None = None,
-                settings: GradingSettings | None = None, provider: str | None = None, log: Log = print) -> list[Outcome]:
+                settings: GradingSettings | None = None, provider: str | None = None) -> list[Outcome]:
     """Grade `students` (everyone who submitted by default); returns one outcome per student."""
     course = Course(course_root)
     settings = settings or GradingSettings(config=course.config)
-    require_isolation(settings, log)
+    require_isolation(settings)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     require_masters(course, assignment)
     students = students or course.submitters(assignment)
@@ -441,17 +444,17 @@ def grade_class(course_root: Path, assignment: str, students: list[str] | None =
                            f"{course.root / course.dirs.submitted_directory}/<student>/{assignment}")
     admin = admin_client(provider)
     with class_lock(course, assignment), staging(course, assignment) as staged:
-        backup = backup_gradebook(course, log)
+        backup = backup_gradebook(course)
         grader = Grader(course, assignment, settings, staged)
         outcomes = {student: grader.prepare(student) for student in students}
         pending = [student for student, outcome in outcomes.items() if outcome is None]
         if pending:
-            outcomes.update(_grade_on_cluster(grader, admin, pending, provider, log))
+            outcomes.update(_grade_on_cluster(grader, admin, pending, provider))
         if grader.damaged:
             raise GradingError(_restore_damaged(course, backup, grader.damaged))
         graded = [o.student for o in outcomes.values() if o.status == "graded" and "resumed" not in o.detail]
         if settings.feedback and graded:
-            log(f"grades written to {feedback_and_export(course, assignment, graded, log)}")
+            logger.info(f"grades written to {feedback_and_export(course, assignment, graded)}")
     return list(outcomes.values())
 
 
@@ -468,7 +471,7 @@ def staging(course: Course, assignment: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def backup_gradebook(course: Course, log: Log) -> Path | None:
+def backup_gradebook(course: Course) -> Path | None:
     """A copy of the gradebook from before this run, and how to put it back."""
     path = course.gradebook()
     if path is None or not path.exists():
@@ -476,7 +479,7 @@ def backup_gradebook(course: Course, log: Log) -> Path | None:
     os.chmod(course.root / LEDGER_DIR, 0o700)
     os.chmod(path, 0o600)
     backup = ledger.backup_gradebook(course.root, path)
-    log(f"gradebook backed up to {backup} (to restore it: cp {backup} {path})")
+    logger.info(f"gradebook backed up to {backup} (to restore it: cp {backup} {path})")
     return backup
 
 
@@ -490,41 +493,42 @@ def _restore_damaged(course: Course, backup: Path | None, student: str) -> str:
             "Grade again with the same command: submissions graded in this run are graded again")
 
 
-def _grade_on_cluster(grader: Grader, admin: client.ApiClient, students: list[str], provider: str | None,
-                      log: Log) -> dict[str, Outcome]:
+def _grade_on_cluster(grader: Grader, admin: client.ApiClient, students: list[str], provider: str | None) -> dict[str, Outcome]:
     """Set the cluster up for grading, grade `students` and put nodes and namespaces back as they were."""
     course, assignment = grader.course, grader.assignment
     sandbox.ensure_node_access(admin)
-    prepare_practice(course, admin, provider, log)
-    ensure_in_gradebook(course, assignment, log)
+    prepare_practice(course, admin, provider)
+    ensure_in_gradebook(course, assignment)
     for namespace in sandbox.leftovers(admin, course.key, digest(assignment)):
-        log(f"removing namespace {namespace} left by an interrupted run")
+        logger.info(f"removing namespace {namespace} left by an interrupted run")
         sandbox.delete(admin, namespace)
     saved = course.root / LEDGER_DIR / f"{assignment}.nodes.json"
     if (before := nodes.load(saved)) is not None:
-        log(f"restoring nodes an interrupted run left changed: {', '.join(nodes.restore(admin, before)) or 'none'}")
+        logger.info(f"restoring nodes an interrupted run left changed: {', '.join(nodes.restore(admin, before)) or 'none'}")
     grader.admin, grader.nodes = admin, nodes.snapshot(admin)
     nodes.save(saved, grader.nodes)
     try:
         outcomes = _grade_all(grader, students, grader.settings.jobs)
     finally:
-        _wait_for_namespaces(admin, course, assignment, log)
+        _wait_for_namespaces(admin, course, assignment)
     saved.unlink()
     return outcomes
 
 
-def _wait_for_namespaces(admin: client.ApiClient, course: Course, assignment: str, log: Log,
+def _wait_for_namespaces(admin: client.ApiClient, course: Course, assignment: str,
                          timeout: float = 180) -> None:
     """Namespaces are deleted in the background while grading goes on; the run ends when they are gone."""
-    deadline = time.monotonic() + timeout
-    while left := sandbox.leftovers(admin, course.key, digest(assignment)):
-        if time.monotonic() > deadline:
-            log(f"warning: namespaces still terminating after {timeout:.0f} s: {', '.join(left)}; "
-                "the next run removes them")
-            return
-        for namespace in left:
-            sandbox.delete(admin, namespace, wait=0)
-        time.sleep(1)
+    def none_left(namespaces: list[client.V1Namespace]) -> bool:
+        for namespace in namespaces:
+            sandbox.delete(admin, namespace.metadata.name, wait=0)
+        return not namespaces
+
+    try:
+        k8s.wait_for(client.CoreV1Api(admin).list_namespace, until=none_left, timeout=timeout,
+                     label_selector=sandbox.course_selector(course.key, digest(assignment)),
+                     what="the graded namespaces' deletion", seen=lambda left: ", ".join(n.metadata.name for n in left))
+    except k8s.WaitTimeout as error:
+        logger.warning("%s; the next run removes them", error)
 
 
 def _grade_all(grader: Grader, students: list[str], jobs: int) -> dict[str, Outcome]:

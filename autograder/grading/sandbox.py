@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from kubernetes import client
+
+from autograder.lab import k8s
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 GRADER = "k8s-ml-grader"
@@ -197,11 +198,8 @@ def node_bindings(namespace: str) -> list[tuple[str, str, str]]:
 
 def _wait_for_default_service_account(core: client.CoreV1Api, namespace: str, timeout: float = 30) -> None:
     """Pods are refused until the namespace's default ServiceAccount exists."""
-    deadline = time.monotonic() + timeout
-    while not core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"namespace {namespace} got no default ServiceAccount within {timeout:.0f} s")
-        time.sleep(0.2)
+    k8s.wait_for(core.list_namespaced_service_account, namespace, field_selector="metadata.name=default",
+                 until=bool, timeout=timeout, what=f"the default ServiceAccount of namespace {namespace}")
 
 
 def delete(admin: client.ApiClient, namespace: str, wait: float = 120) -> bool:
@@ -216,20 +214,22 @@ def delete(admin: client.ApiClient, namespace: str, wait: float = 120) -> bool:
         except client.ApiException as error:
             if error.status != 404:
                 raise
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            held = core.read_namespace(namespace).metadata.finalizers
-        except client.ApiException as error:
-            if error.status == 404:
-                return True
-            raise
-        _drop_finalizers(admin, namespace)
-        if held:
-            _patch_away(lambda body: core.patch_namespace(namespace, body))
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.5)
+    def gone(found: list[client.V1Namespace]) -> bool:
+        """On every change of the namespace: strip what would hold it; done once it is deleted."""
+        if found:
+            _drop_finalizers(admin, namespace)
+            if found[0].metadata.finalizers:
+                _patch_away(lambda body: core.patch_namespace(namespace, body))
+        return not found
+
+    this = f"metadata.name={namespace}"
+    if wait <= 0:
+        return gone(core.list_namespace(field_selector=this).items)
+    try:
+        return k8s.wait_for(core.list_namespace, field_selector=this, until=gone, timeout=wait,
+                            what=f"the deletion of namespace {namespace}")
+    except k8s.WaitTimeout:
+        return False
 
 
 KWOK_KINDS = ("portforwards", "logs")  # kwok.x-k8s.io/v1alpha1, present on the practice cluster only
@@ -274,11 +274,15 @@ def _patch_away(patch) -> None:
             raise
 
 
+def course_selector(course: str, assignment: str | None = None) -> str:
+    """The labels of everything the grader made on the cluster for this course (and assignment)."""
+    selector = f"{MANAGED_BY}={GRADER},{COURSE_LABEL}={course}"
+    return f"{selector},{ASSIGNMENT_LABEL}={assignment}" if assignment else selector
+
+
 def leftovers(admin: client.ApiClient, course: str, assignment: str | None = None) -> list[str]:
     """Namespaces (and their node bindings) an earlier, interrupted run of this course left behind."""
-    selector = f"{MANAGED_BY}={GRADER},{COURSE_LABEL}={course}"
-    if assignment:
-        selector += f",{ASSIGNMENT_LABEL}={assignment}"
+    selector = course_selector(course, assignment)
     namespaces = {ns.metadata.name for ns in client.CoreV1Api(admin).list_namespace(label_selector=selector).items}
     bindings = {b.metadata.name for b in
                 client.RbacAuthorizationV1Api(admin).list_cluster_role_binding(label_selector=selector).items}

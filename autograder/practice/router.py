@@ -213,6 +213,7 @@ def serve(context: str) -> int:
                     break
             except (client.ApiException, HTTPError, OSError, ConfigException) as error:
                 logger.warning("cluster did not answer: %s", str(error)[:300])
+                # No API server to watch: wait a moment before reconnecting (it may be restarting).
                 time.sleep(1)
                 with suppress(ConfigException, OSError):
                     router.connect()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from autograder import pins
 from autograder.errors import LabError
 from autograder.processes import PidFile, stop
+from autograder.waiting import poll
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +42,14 @@ def ensure_router(context: str, timeout: float = 30) -> int:
         process = subprocess.Popen([sys.executable, "-m", ROUTER_MODULE, "--context", context],
                                    cwd=PACKAGE_PARENT, stdin=subprocess.DEVNULL, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while (pid := router_pid(context)) is None:
-        # The router writes its pidfile once it has reconciled; nothing to watch but the file.
-        if process.poll() not in (None, 0) or time.monotonic() > deadline:
-            tail = log_path.read_text(errors="replace")[-1500:]
-            raise LabError(f"the traffic router did not start; its log ({log_path}):\n{tail}")
-        time.sleep(0.2)
+    def started() -> int | None:
+        """The router's pid once it has reconciled (it writes its pidfile then); 0 once it has failed."""
+        return router_pid(context) or (0 if process.poll() not in (None, 0) else None)
+
+    pid = poll(started, lambda found: found is not None, timeout, interval=0.2)
+    if not pid:
+        tail = log_path.read_text(errors="replace")[-1500:]
+        raise LabError(f"the traffic router did not start; its log ({log_path}):\n{tail}")
     logger.info(f"traffic router running (pid {pid}, log {log_path})")
     return pid
 
