@@ -37,6 +37,7 @@ class Outcome:
     detail: str = ""
     steps: dict[str, list[float]] = field(default_factory=dict)
     submission: str = ""
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of this grading
 
 
 def submission_digest(folder: Path) -> str:

@@ -34,6 +34,7 @@ from autograder.errors import LabError
 from autograder.grading import UNISOLATED_FLAG, jail, ledger, nodes, sandbox, submissions
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
 from autograder.grading.settings import GradingSettings
+from autograder.grading.verify import timed
 from autograder.grading.names import check_student_id, digest, folder_name, namespace_for, printable
 from autograder.grading.worker import course_config
 from autograder.lab import ClusterError, Lab, binaries, choose, kubeconfig
@@ -255,21 +256,30 @@ class Grader:
         namespace = namespace_for(student, self.assignment, self.course.key)
         output = self.course.autograded(student, self.assignment)
         clear_output(output)
+        phases: dict[str, float] = {}
         with tempfile.TemporaryDirectory(prefix=f"{namespace}-") as workdir:
             try:
-                box = sandbox.create(self.admin, namespace, course=self.course.key,
-                                     assignment=digest(self.assignment), student=student, workdir=Path(workdir))
-                result = self._autograde(student, box)
+                with timed("sandbox set-up", phases):
+                    box = sandbox.create(self.admin, namespace, course=self.course.key,
+                                         assignment=digest(self.assignment), student=student, workdir=Path(workdir))
+                with timed("worker", phases):
+                    result = self._autograde(student, box)
             finally:
-                sandbox.delete(self.admin, namespace, wait=0)
-                self._restore_nodes()
+                with timed("clean-up", phases):
+                    sandbox.delete(self.admin, namespace, wait=0)
+                    self._restore_nodes()
+        inside = result.get("phases") or {}
+        phases.update(inside, worker=phases["worker"] - sum(inside.values()))
         if (planted := foreign_entries(output)) or self._gradebook_damaged(student):
             clear_output(output)
             return Outcome(student, "error", detail=f"its grading left links in {output}: {', '.join(planted)}"
                            if planted else "the gradebook was damaged while it was graded")
         if not result.get("success"):
-            return Outcome(student, "error", detail=_last_lines(result.get("error") or result.get("log", "")))
-        return scores(self.course, self.assignment, student)
+            return Outcome(student, "error", detail=_last_lines(result.get("error") or result.get("log", "")),
+                           phases=phases)
+        outcome = scores(self.course, self.assignment, student)
+        outcome.phases = phases
+        return outcome
 
     def _restore_nodes(self) -> None:
         """Nodes as before the run, once no notebook that may cordon them is running."""
@@ -288,7 +298,7 @@ class Grader:
     def _autograde(self, student: str, box: sandbox.Sandbox) -> dict:
         if self.stopping.is_set():
             return {"success": False, "error": "grading was interrupted before this submission ran"}
-        command = [sys.executable, "-m", "autograder.grading.worker", "--course", str(self.course.root),
+        command = [sys.executable, "-I", "-m", "autograder.grading.worker", "--course", str(self.course.root),
                    "--assignment", self.assignment, "--student", student, "--namespace", box.namespace,
                    "--reader-kubeconfig", str(box.reader_kubeconfig), "--submitted-directory", str(self.staging),
                    "--cell-timeout", str(self.settings.cell_timeout), "--patience", str(self.settings.patience),

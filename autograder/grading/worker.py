@@ -23,7 +23,7 @@ from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.grading import bridge, jail
-from autograder.grading.verify import ClusterVerifiedExecute
+from autograder.grading.verify import PHASES, ClusterVerifiedExecute
 
 CONFIG_FILE = "nbgrader_config.py"
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             config.CourseDirectory.submitted_directory = str(args.submitted_directory)
         result = NbGraderAPI(config=config).autograde(args.assignment, args.student, force=True, create=True)
     json.dump({"success": bool(result.get("success")), "error": result.get("error", ""),
-               "log": result.get("log", "")}, sys.stdout)
+               "log": result.get("log", ""), "phases": PHASES}, sys.stdout)
     return 0 if result.get("success") else 1
 
 
