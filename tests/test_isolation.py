@@ -27,7 +27,8 @@ from test_grading import bystander  # noqa: F401 (a fixture the test asks for)
 import autograder
 from autograder import REPO_ROOT
 from autograder.grading import sandbox, submissions
-from autograder.grading.runner import Course, Settings, ensure_in_gradebook, grade_class, table
+from autograder.grading.runner import Course, ensure_in_gradebook, grade_class, table
+from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
 
 LATER = "wrap-up.ipynb"  # sorts after steps.ipynb: nbgrader writes its output after the first kernel ran
@@ -137,7 +138,7 @@ def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
     (root / "source" / ASSIGNMENT).mkdir(parents=True)
     nbformat.write(master(), root / "source" / ASSIGNMENT / NOTEBOOK)
     nbformat.write(later_notebook(), root / "source" / ASSIGNMENT / LATER)
-    ensure_in_gradebook(Course(root), ASSIGNMENT, log=print)
+    ensure_in_gradebook(Course(root), ASSIGNMENT)
     return root
 
 
@@ -216,8 +217,8 @@ def test_hostile_kernels_stay_in_the_jail(course: Path, bystander: str, markers:
     edit(course, "fork-bomb", replace_step("cleanup", FORK_BOMB))
     submissions.write(course, ASSIGNMENT, "solved", None)
 
-    outcomes = grade_class(course, ASSIGNMENT, settings=Settings(jobs=2, cell_timeout=40, patience=8),
-                           provider="practice", log=print)
+    outcomes = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=2, cell_timeout=40, patience=8),
+                           provider="practice")
 
     print(table(outcomes))
     expected = {student: TOTAL for student in [*hostile, "solved"]}
