@@ -1,0 +1,1 @@
+"""Offline build tooling no notebook imports: the python base image and the kind node image."""
