@@ -30,7 +30,7 @@ def apply(lab: Lab, documents: Iterable[dict]) -> list[str]:
 
 
 def rollout_state(deployment: client.V1Deployment) -> tuple[bool, str]:
-    """Whether a rollout is complete, judged as `kubectl rollout status` judges it."""
+    """Whether a rollout is complete, as `kubectl rollout status` judges it and with no surplus replica left."""
     spec, status = deployment.spec, deployment.status
     want = spec.replicas if spec.replicas is not None else 1
     updated = status.updated_replicas or 0
@@ -42,6 +42,8 @@ def rollout_state(deployment: client.V1Deployment) -> tuple[bool, str]:
         return False, f"{updated} of {want} new replicas updated"
     if total > updated:
         return False, f"{total - updated} old replicas pending termination"
+    if total > want:  # a scale-down: kubectl would already say done, but the surplus pods still run
+        return False, f"{total - want} surplus replicas pending termination"
     if available < updated:
         return False, f"{available} of {updated} updated replicas available"
     return True, f"{available}/{want} replicas ready and up to date"
