@@ -67,7 +67,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from autograder.grading.runner import Course, grade_class, require_isolation, submit_masters, table
+    from autograder.grading.course import Course, submit_masters
+    from autograder.grading.runner import grade_class, require_isolation, table
     from autograder.grading.settings import GradingSettings
 
     given = {name: getattr(args, name) for name in ("jobs", "cell_timeout", "regrade", "unisolated")

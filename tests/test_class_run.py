@@ -20,8 +20,9 @@ import pytest
 from kubernetes import client
 from nbgrader.api import Gradebook
 
-from autograder.grading import UNISOLATED_FLAG, jail, runner, sandbox, submissions
-from autograder.grading.runner import Course, GradingError, grade_class, table
+from autograder.grading import UNISOLATED_FLAG, grader, jail, sandbox, submissions
+from autograder.grading.course import Course, GradingError
+from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
 from test_grading import ASSIGNMENT, FULL, NOTEBOOK, POINTS, STEPS, course, edit, replace_step
@@ -123,7 +124,7 @@ def test_a_symlinked_file_is_skipped_and_never_read(class_run: dict, course: Pat
     graded = course / "autograded" / "symlinker" / ASSIGNMENT
     assert not (graded / "stolen.txt").exists()
     assert SECRET not in (graded / NOTEBOOK).read_text()
-    assert runner.foreign_entries(graded) == []
+    assert grader.foreign_entries(graded) == []
 
 
 @pytest.mark.cluster

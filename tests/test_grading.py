@@ -26,7 +26,8 @@ from autograder import REPO_ROOT
 from autograder.bench import grade as bench
 from autograder.grading import sandbox, submissions
 from autograder.grading.ledger import Ledger
-from autograder.grading.runner import Course, GradingError, ensure_in_gradebook, grade_class, table
+from autograder.grading.course import Course, GradingError, ensure_in_gradebook
+from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
 

@@ -14,7 +14,7 @@ from autograder.grading.ledger import (GradebookDamaged, Ledger, Outcome, backup
                                        restore_gradebook, submission_digest)
 from autograder.grading.names import check_student_id, folder_name, namespace_for, printable
 from autograder.grading.nodes import restore_patch
-from autograder.grading.runner import clear_output, foreign_entries
+from autograder.grading.grader import clear_output, foreign_entries
 from autograder.grading.submissions import stage
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -27,7 +27,8 @@ from test_grading import bystander  # noqa: F401 (a fixture the test asks for)
 import autograder
 from autograder import REPO_ROOT
 from autograder.grading import sandbox, submissions
-from autograder.grading.runner import Course, ensure_in_gradebook, grade_class, table
+from autograder.grading.course import Course, ensure_in_gradebook
+from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
 

@@ -12,7 +12,8 @@ from autograder.errors import LabError
 from autograder import REPO_ROOT
 from autograder.grading import submissions
 from autograder.grading.ledger import Outcome
-from autograder.grading.runner import Course, ensure_in_gradebook, grade_class, require_masters
+from autograder.grading.course import Course, ensure_in_gradebook, require_masters
+from autograder.grading.runner import grade_class
 from autograder.grading.settings import GradingSettings
 
 ASSIGNMENT = "lesson01"

@@ -1,0 +1,248 @@
+"""Grade one submission: its namespace, its worker process (the jailed kernels run under it), its clean-up."""
+
+from __future__ import annotations
+
+import logging
+import fcntl
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+from kubernetes import client
+
+from autograder.grading import jail, ledger, nodes, sandbox, submissions
+from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
+from autograder.grading.settings import GradingSettings
+from autograder.grading.verify import timed
+from autograder.grading.names import check_student_id, digest, namespace_for, printable
+from autograder.grading.course import Course, last_lines, recorded_scores, scores
+from autograder.lab import binaries
+
+logger = logging.getLogger(__name__)
+
+EXCLUSIVE_LOCK = "cluster-exclusive.lock"  # the lock the workers hold around notebooks that cordon nodes
+
+
+class Grader:
+    """Grades submissions one by one or in parallel; each failure stays with its submission."""
+
+    def __init__(self, course: Course, assignment: str, settings: GradingSettings, staging: Path) -> None:
+        self.course, self.assignment, self.settings, self.staging = course, assignment, settings, staging
+        self.admin: client.ApiClient | None = None
+        self.nodes: nodes.Snapshot = {}
+        self.ledger = Ledger(course.root, assignment)
+        self.recorded = recorded_scores(course, assignment)
+        self.deadline = deadline(course, assignment, settings)
+        self.stopping = threading.Event()
+        self.damaged: str | None = None
+        self.hide = jail_hides() if settings.jail else []
+        self._staged: dict[str, tuple[str, list[str]]] = {}
+        self._running: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def prepare(self, student: str) -> Outcome | None:
+        """Check the ID, copy the submission in and resume it; None when it still has to be graded."""
+        problem = check_student_id(student) or self._folder_problem(student)
+        if problem:
+            return Outcome(printable(student), "error", detail=problem)
+        copy = self.staging / student / self.assignment
+        try:
+            skipped = submissions.stage(self.course.submitted(student, self.assignment), copy)
+        except OSError as error:
+            return Outcome(student, "error", detail=f"the submission could not be copied in: {error}")
+        submission = submission_digest(copy)
+        self._staged[student] = submission, skipped
+        done = self.ledger.done(student, submission)
+        if self.settings.regrade or done is None or self.recorded.get(student) != done.score:
+            return None
+        done.status, done.detail = "graded", "already graded (resumed)"
+        return done
+
+    def _folder_problem(self, student: str) -> str | None:
+        """Why submitted/<student>/<assignment> cannot be read as the student's own folder, if it cannot."""
+        folder = self.course.submitted(student, self.assignment)
+        for path in (folder.parent, folder):
+            if not path.is_dir():
+                return f"no submission: {path} does not exist"
+            if path.is_symlink():
+                return f"{path} is a symlink; a submission must be a folder of its own"
+        return None
+
+    def grade(self, student: str) -> Outcome:
+        """Grade one prepared submission; every problem becomes an error outcome, never an exception."""
+        started = time.monotonic()
+        submission, skipped = self._staged[student]
+        missing = [n for n in self.course.notebooks(self.assignment)
+                   if not (self.staging / student / self.assignment / n).is_file()]
+        try:
+            outcome = self._run(student)
+        except Exception as error:  # a broken submission or a cluster hiccup must not stop the class
+            outcome = Outcome(student, "error", detail=f"{type(error).__name__}: {error}")
+        outcome.seconds, outcome.submission = time.monotonic() - started, submission
+        notes = [f"missing notebook(s): {', '.join(missing)}."] if missing else []
+        if skipped:
+            notes.append(f"not graded, not a regular file: {', '.join(skipped)}.")
+        outcome.detail = " ".join([*notes, outcome.detail]).strip()
+        if outcome.status == "graded":
+            self.ledger.record(outcome)
+        return outcome
+
+    def _run(self, student: str) -> Outcome:
+        namespace = namespace_for(student, self.assignment, self.course.key)
+        output = self.course.autograded(student, self.assignment)
+        clear_output(output)
+        phases: dict[str, float] = {}
+        with tempfile.TemporaryDirectory(prefix=f"{namespace}-") as workdir:
+            try:
+                with timed("sandbox set-up", phases):
+                    box = sandbox.create(self.admin, namespace, course=self.course.key,
+                                         assignment=digest(self.assignment), student=student, workdir=Path(workdir))
+                with timed("worker", phases):
+                    result = self._autograde(student, box)
+            finally:
+                with timed("clean-up", phases):
+                    sandbox.delete(self.admin, namespace, wait=0)
+                    self._restore_nodes()
+        inside = result.get("phases") or {}
+        phases.update(inside, worker=phases["worker"] - sum(inside.values()))
+        if (planted := foreign_entries(output)) or self._gradebook_damaged(student):
+            clear_output(output)
+            return Outcome(student, "error", detail=f"its grading left links in {output}: {', '.join(planted)}"
+                           if planted else "the gradebook was damaged while it was graded")
+        if not result.get("success"):
+            return Outcome(student, "error", detail=last_lines(result.get("error") or result.get("log", "")),
+                           phases=phases)
+        outcome = scores(self.course, self.assignment, student)
+        outcome.phases = phases
+        return outcome
+
+    def _restore_nodes(self) -> None:
+        """Nodes as before the run, once no notebook that may cordon them is running."""
+        with open(self.course.root / LEDGER_DIR / EXCLUSIVE_LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            nodes.restore(self.admin, self.nodes)
+
+    def _gradebook_damaged(self, student: str) -> bool:
+        path = self.course.gradebook()
+        if path is None or ledger.gradebook_problem(path) is None:
+            return False
+        self.damaged = student
+        self.stop()
+        return True
+
+    def _autograde(self, student: str, box: sandbox.Sandbox) -> dict:
+        if self.stopping.is_set():
+            return {"success": False, "error": "grading was interrupted before this submission ran"}
+        command = [sys.executable, "-I", "-m", "autograder.grading.worker", "--course", str(self.course.root),
+                   "--assignment", self.assignment, "--student", student, "--namespace", box.namespace,
+                   "--reader-kubeconfig", str(box.reader_kubeconfig), "--submitted-directory", str(self.staging),
+                   "--cell-timeout", str(self.settings.cell_timeout), "--patience", str(self.settings.patience),
+                   *(f"--jail-hide={path}" for path in self.hide)]
+        with self._lock:  # a Ctrl-C between start and registration would leave the worker running
+            if self.stopping.is_set():
+                return {"success": False, "error": "grading was interrupted before this submission ran"}
+            process = subprocess.Popen(command, env=kernel_environment(box), cwd=self.course.root, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            self._running.add(process)
+        try:
+            out, err = process.communicate(timeout=self.deadline)
+        except subprocess.TimeoutExpired:
+            _kill(process)
+            _reap(process)
+            return {"success": False, "error": f"stopped after {self.deadline:.0f} s (the whole-submission limit)"}
+        finally:
+            with self._lock:
+                self._running.discard(process)
+        if self.stopping.is_set():
+            return {"success": False, "error": "grading was interrupted while this submission ran"}
+        try:
+            return json.loads(out)
+        except ValueError:
+            return {"success": False, "error": f"{err}\nthe grading worker ended with exit code {process.returncode}"}
+
+    def stop(self) -> None:
+        """Ctrl-C: kill running workers' process groups; the thread that owns each reaps it and deletes its namespace.
+
+        Only the owning thread reads a worker's pipes: two threads in communicate() on one process
+        close each other's file descriptors (the `Bad file descriptor` a Ctrl-C used to end with).
+        """
+        self.stopping.set()
+        with self._lock:
+            for process in self._running:
+                _kill(process)
+
+
+def kernel_environment(box: sandbox.Sandbox) -> dict[str, str]:
+    """The worker's and the student kernel's environment: only the student's kubeconfig is reachable."""
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("LAB_")}
+    env.update(KUBECONFIG=str(box.student_kubeconfig), LAB_CLUSTER="existing", LAB_NAMESPACE=box.namespace)
+    # kubectl (for port-forward) from wherever the grader found it: the jailed kernel has an empty cache.
+    tools = [str(path.parent) for path in map(binaries.find, ["kubectl"]) if path is not None]
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *tools, env.get("PATH", "")])
+    return env
+
+
+def jail_hides() -> list[Path]:
+    """What the jailed kernel must not see: the usual secrets and the grader's own kubeconfig."""
+    own = [Path(p) for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return [*jail.default_secrets(), *own]
+
+
+def deadline(course: Course, assignment: str, settings: GradingSettings) -> float:
+    """The longest a whole submission may take: every code cell at its timeout, plus start-up."""
+    cells = sum(
+        sum(1 for cell in nbformat.read(course.source(assignment) / name, as_version=4).cells
+            if cell.cell_type == "code")
+        for name in course.notebooks(assignment)
+    )
+    return cells * (settings.cell_timeout + settings.patience) + 120
+
+
+def _kill(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(process: subprocess.Popen) -> None:
+    try:
+        process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # a straggler still holds the pipes; the worker itself is gone
+        pass
+
+
+def clear_output(folder: Path) -> None:
+    """Remove autograded/<student>/<assignment> and any link on the way to it, so nbgrader writes to a new folder."""
+    for path in (folder.parent.parent, folder.parent):
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            path.unlink()
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Entries of an output folder that are not plain folders or singly linked regular files."""
+    if not folder.exists() and not folder.is_symlink():
+        return []
+    if folder.is_symlink() or folder.parent.is_symlink():
+        return [str(folder)]
+    found = []
+    for path in folder.rglob("*"):
+        info = path.lstat()
+        if not (stat.S_ISDIR(info.st_mode) or (stat.S_ISREG(info.st_mode) and info.st_nlink == 1)):
+            found.append(str(path.relative_to(folder)))
+    return sorted(found)
+
+
