@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import fcntl
 import json
+import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,6 +103,8 @@ class ClusterVerifiedExecute(Execute):
             return super().preprocess(nb, resources, km)
 
     async def async_start_new_kernel(self, **kwargs: Any) -> None:
+        # The kernel must not hold the worker's own output pipes: the grader reads those to the end.
+        kwargs.update(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with timed("kernel starts"):
             await super().async_start_new_kernel(**kwargs)
 
