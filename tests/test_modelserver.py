@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
 
+import docker
 import pytest
 from flask.testing import FlaskClient
 
+from autograder.lab import images, ports
 from autograder.modelserver import SOURCE
 
 
@@ -88,3 +96,34 @@ def test_requirements_and_dockerfile_follow_the_lesson() -> None:
     for line in ("FROM python:3.11-slim", "WORKDIR /app", "RUN pip install --no-cache-dir -r requirements.txt",
                  "COPY app.py .", "EXPOSE 8080", 'CMD ["python", "app.py"]', "ARG MODEL_VERSION=v1.0"):
         assert line in dockerfile
+
+
+def test_sigterm_stops_the_server_at_once_with_exit_code_0() -> None:
+    port = ports.free_port()
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=SOURCE, env={**os.environ, "PORT": str(port)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        ports.wait_http(f"http://127.0.0.1:{port}/health", 30, alive=lambda: server.poll() is None)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=3) == 0
+        assert b"SIGTERM received" in server.stdout.read()
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.docker
+def test_docker_stop_returns_well_before_the_10_s_grace_period() -> None:
+    tag = f"t-ml-api-stop-{uuid.uuid4().hex[:6]}:v1"
+    images.build(tag, SOURCE, progress=False)
+    try:
+        with images.run_local(tag, port=None) as server:
+            container = docker.from_env().containers.get(server.container_name)
+            started = time.monotonic()
+            container.stop(timeout=10)
+            seconds = time.monotonic() - started
+            container.reload()
+            assert container.attrs["State"]["ExitCode"] == 0
+            assert seconds < 3, f"docker stop took {seconds:.1f} s"
+    finally:
+        docker.from_env().images.remove(tag, force=True)

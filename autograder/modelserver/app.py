@@ -2,6 +2,8 @@
 
 import math
 import os
+import signal
+import sys
 
 import numpy as np
 from flask import Flask, jsonify, request
@@ -59,5 +61,12 @@ def http_error(error):
     return jsonify({"error": f"{error.code} {error.name}: {error.description}"}), error.code
 
 
+def stop_serving(signum, frame):
+    """SIGTERM (docker stop, a pod's deletion) ends the server at once: as PID 1 it would be ignored."""
+    print("SIGTERM received: stopping the server", flush=True)
+    sys.exit(0)
+
+
 if __name__ == "__main__":
-    app.run(host="0.0.0.0", port=8080)
+    signal.signal(signal.SIGTERM, stop_serving)
+    app.run(host="0.0.0.0", port=int(os.environ.get("PORT", "8080")))
