@@ -116,10 +116,10 @@ class Router:
         """One pass: start/stop model servers, create/replace PortForwards; returns the pods' version."""
         images = catalog(self.core)
         pods = self.core.list_pod_for_all_namespaces()
-        serving = [pod for pod in pods.items if serving(pod) and pod_images(pod) & images.keys()]
-        for tag in {tag for pod in serving for tag in pod_images(pod)} & images.keys():
+        running = [pod for pod in pods.items if serving(pod) and pod_images(pod) & images.keys()]
+        for tag in {tag for pod in running for tag in pod_images(pod)} & images.keys():
             self._ensure_backend(tag, images[tag])
-        for pod in serving:
+        for pod in running:
             forwards, logs = _routes(pod, self.backends)
             try:
                 if forwards:
@@ -129,7 +129,7 @@ class Router:
                 # A namespace being deleted refuses new objects (403); the pod goes with it.
                 if error.status not in (403, 404, 409):
                     raise
-        in_use = {tag for pod in serving for tag in pod_images(pod)}
+        in_use = {tag for pod in running for tag in pod_images(pod)}
         for tag in [tag for tag in self.backends if tag not in in_use]:
             self.backends.pop(tag).stop()
         return pods.metadata.resource_version
