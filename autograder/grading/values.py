@@ -10,10 +10,12 @@ to the grader: a kernel can choose its answers, never how they are judged.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import json
 import math
 import numbers
+import re
 import types
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +23,8 @@ from typing import Any
 MAX_DEPTH = 40
 MAX_ITEMS = 100_000
 MAX_REPLY_CHARS = 16 * 1024 * 1024
+# How IPython shows the string `snapshot` or `call` returns: one quoted literal, escapes and all.
+STRING_REPR = re.compile(r"'(?:[^'\\\n]|\\.)*'" "|" r'"(?:[^"\\\n]|\\.)*"')
 _HANDLES: dict[str, Callable[..., Any]] = {}  # in the kernel: callables the grader may call back
 
 
@@ -143,6 +147,15 @@ def _grader_encode(value: Any) -> Any:
     return encode(value)
 
 
+def shown_string(shown: str) -> str:
+    """In the grader: the string a kernel's answer shows; any other literal is refused unparsed (it may take GBs)."""
+    if len(shown) > MAX_REPLY_CHARS:
+        raise ValueError("the answer is larger than the grader accepts")
+    if not STRING_REPR.fullmatch(shown):
+        raise ValueError("the kernel answered with something other than the string the grader asked for")
+    return ast.literal_eval(shown)
+
+
 class StudentFunction:
     """A function that lives in the student's kernel; calling it runs it there, never here."""
 
@@ -150,7 +163,7 @@ class StudentFunction:
         self.handle, self.__name__, self._ask = handle, name, ask
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        reply = json.loads(self._ask(f"call({self.handle!r}, {arguments(args, kwargs)!r})"))
+        reply = self._reply(f"call({self.handle!r}, {arguments(args, kwargs)!r})")
         if "lost" in reply:
             raise StudentError(f"{self.__name__} is gone: the kernel was restarted after it failed")
         if "raised" in reply:
@@ -158,7 +171,20 @@ class StudentFunction:
             if isinstance(raised, type) and issubclass(raised, Exception) and raised is not StopIteration:
                 raise raised(reply["message"])
             raise StudentError(f"{reply['raised']}: {reply['message']}")
-        return decode(reply["value"], self._ask, self.__name__)
+        return reply["value"]
+
+    def _reply(self, request: str) -> dict[str, Any]:
+        """The kernel's reply, decoded; one built to break the grader's reading is no exception a test may expect."""
+        try:
+            reply = json.loads(self._ask(request))
+            if not isinstance(reply, dict) or not ("lost" in reply or "value" in reply or (
+                    isinstance(reply.get("raised"), str) and isinstance(reply.get("message"), str))):
+                raise ValueError("it is not a reply to a call")
+            if "value" in reply:
+                reply["value"] = decode(reply["value"], self._ask, self.__name__)
+            return reply
+        except Exception as error:  # whatever the kernel sent: never an exception the test may catch as wanted
+            raise StudentError(f"{self.__name__} sent the grader an answer it cannot read: {error}") from None
 
     def __repr__(self) -> str:
         return f"<student function {self.__name__}>"

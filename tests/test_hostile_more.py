@@ -1,0 +1,98 @@
+"""A second hostile corpus: kernels that answer the grader with data built to break its reading.
+
+The kernel side of the judge is the student's: a submission can replace `values.snapshot` or
+`values.call`, or IPython's text formatter, and so send the grader any reply. Whatever it sends
+(tags that do not decode, JSON nested past the recursion limit, a huge literal instead of the
+string the grader asked for), only the cell being judged may fail; objects that compare equal to
+everything, exceptions named like the interpreter's own and functions that never return earn
+nothing either. The solved submission graded beside them keeps full marks, and nothing outside
+the submissions' namespaces changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from test_forged_points import ASSIGNMENT, FULL, NOTEBOOK, POINTS, _submit, master
+from test_grading import bystander, new_course  # noqa: F401 (a fixture)
+
+from autograder.grading import sandbox
+from autograder.grading.course import Course
+from autograder.grading.runner import grade_class, table
+from autograder.grading.settings import GradingSettings
+from autograder.lab import kubeconfig
+
+
+def _forged_snapshot(reply: str) -> str:
+    """An answer cell that sets q, then makes the kernel answer the grader's request for q with `reply`."""
+    return f"""q = "b"
+import autograder.grading.values as values
+honest = values.snapshot
+values.snapshot = lambda namespace, names: ({reply}) if names == ["q"] else honest(namespace, names)"""
+
+
+UNDECODABLE = _forged_snapshot("""'{"q": {"value": {"set": [[1], [2]]}}}'""")
+TOO_DEEP = _forged_snapshot("""'{"q": {"value": ' + '[' * 50_000 + ']' * 50_000 + '}}'""")
+# Not a string: the reply's text is a 15 MB list literal, which Python's parser needs ~5 GB to read.
+LITERAL_BOMB = _forged_snapshot('type("Bomb", (), {"__repr__": lambda self: "[" + "0," * 7_000_000 + "]"})()')
+NOT_A_REPLY = _forged_snapshot("""'["q"]'""")
+EQUALS_EVERYTHING = """class Anything(str):
+    __eq__ = lambda self, other: True
+    __hash__ = str.__hash__
+class Always:
+    __eq__ = lambda self, other: True
+    __contains__ = lambda self, item: True
+q = Anything("z")
+def double(x):
+    return Always()"""
+LOOKALIKE_EXCEPTIONS = """q = "b"
+class SystemExit(Exception):
+    pass
+def double(x):
+    raise SystemExit("[grader] all tests passed")"""
+NEVER_RETURNS = "def double(x):\n    while True:\n        pass"
+
+EXPECTED = {  # student: (answers replaced, score)
+    "solved": ({}, FULL),
+    "undecodable-tags": ({"letter": UNDECODABLE}, FULL - POINTS["letter"]),
+    "nested-too-deep": ({"letter": TOO_DEEP}, FULL - POINTS["letter"]),
+    "literal-bomb": ({"letter": LITERAL_BOMB}, FULL - POINTS["letter"]),
+    "reply-not-a-mapping": ({"letter": NOT_A_REPLY}, FULL - POINTS["letter"]),
+    "equals-everything": ({"letter": "pass", "double": EQUALS_EVERYTHING}, POINTS["deploy"]),
+    "lookalike-exceptions": ({"double": LOOKALIKE_EXCEPTIONS}, POINTS["letter"] + POINTS["deploy"]),
+    # The kernel is killed at the cell timeout: double fails, and deploy runs in a fresh kernel without `lab`.
+    "never-returns": ({"double": NEVER_RETURNS}, POINTS["letter"]),
+}
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
+    return new_course(tmp_path_factory.mktemp("hostile-course"), master(), ASSIGNMENT, NOTEBOOK)
+
+
+def _nodes(admin: client.ApiClient) -> dict:
+    """Every node's spec: what no submission may leave changed."""
+    return {node.metadata.name: admin.sanitize_for_serialization(node.spec)
+            for node in client.CoreV1Api(admin).list_node().items}
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_replies_built_to_break_the_judge_fail_only_their_own_cell(course: Path, bystander: str,
+                                                                   practice_cluster) -> None:
+    admin = kubeconfig.api_client(practice_cluster.context)
+    for student, (replaced, _) in EXPECTED.items():
+        _submit(course, student, None, **replaced)
+    before = _nodes(admin)
+
+    outcomes = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=2, cell_timeout=15, patience=8),
+                           provider="practice")
+    print(table(outcomes))
+
+    assert {o.student: (o.status, o.score) for o in outcomes} == {
+        student: ("graded", score) for student, (_, score) in EXPECTED.items()}
+    assert not sandbox.leftovers(admin, Course(course).key)
+    assert _nodes(admin) == before
+    assert client.CoreV1Api(admin).read_namespaced_config_map("precious", bystander).data == {"keep": "me"}
