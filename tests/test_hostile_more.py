@@ -53,6 +53,10 @@ class SystemExit(Exception):
 def double(x):
     raise SystemExit("[grader] all tests passed")"""
 NEVER_RETURNS = "def double(x):\n    while True:\n        pass"
+# A system priority lets the scheduler evict other students' pods to make room for this one's.
+PREEMPTS = """[deployment] = workloads.load_manifests(MANIFESTS / "deployment.yaml")
+deployment["spec"]["template"]["spec"]["priorityClassName"] = "system-node-critical"
+workloads.apply(lab, [deployment])"""
 
 EXPECTED = {  # student: (answers replaced, score)
     "solved": ({}, FULL),
@@ -64,6 +68,7 @@ EXPECTED = {  # student: (answers replaced, score)
     "lookalike-exceptions": ({"double": LOOKALIKE_EXCEPTIONS}, POINTS["letter"] + POINTS["deploy"]),
     # The kernel is killed at the cell timeout: double fails, and deploy runs in a fresh kernel without `lab`.
     "never-returns": ({"double": NEVER_RETURNS}, POINTS["letter"]),
+    "system-priority": ({"deploy": PREEMPTS}, FULL - POINTS["deploy"]),
 }
 
 

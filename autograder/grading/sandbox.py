@@ -85,6 +85,9 @@ QUOTA = {
     "pods": "60", "services": "10", "configmaps": "20", "count/deployments.apps": "30",
     "count/replicasets.apps": "100",
 }
+# No pod of a submission may take a system priority: the scheduler would evict other namespaces' pods for it.
+CRITICAL_PRIORITY = {"hard": {"pods": "0"}, "scopeSelector": {"matchExpressions": [
+    {"scopeName": "PriorityClass", "operator": "In", "values": ["system-node-critical", "system-cluster-critical"]}]}}
 # Requests only: a default limit would fall below a request the student sets and make the pod invalid.
 LIMITS = {"type": "Container", "defaultRequest": {"cpu": "100m", "memory": "128Mi"}}
 
@@ -172,6 +175,8 @@ def create(admin: client.ApiClient, namespace: str, *, course: str, assignment: 
         "annotations": {STUDENT_ANNOTATION: student},
     }})
     core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "grading"}, "spec": {"hard": QUOTA}})
+    core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "no-system-priority"},
+                                                      "spec": CRITICAL_PRIORITY})
     core.create_namespaced_limit_range(namespace, {"metadata": {"name": "grading"}, "spec": {"limits": [LIMITS]}})
     _wait_for_default_service_account(core, namespace)
     student_token = _identity(rbac, core, namespace, "student", STUDENT_RULES)
