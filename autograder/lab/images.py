@@ -8,11 +8,9 @@ no Docker at all.
 from __future__ import annotations
 
 import logging
-import hashlib
 import io
 import os
 import re
-import shutil
 import tarfile
 import time
 from collections.abc import Iterator
@@ -199,8 +197,8 @@ def load_into_cluster(lab: Lab, tag: str, *, context: Path | str | None = None,
         logger.info(f"loaded {tag} into kind cluster {CLUSTER_NAME!r}")
     elif lab.provider == "practice":
         app, env, size = _practice_image(tag, context, version)
-        catalog.register_image(lab, tag, app, env)
-        catalog.record_on_nodes(lab, tag, size)
+        catalog.register_image(lab.core, tag, app, env)
+        catalog.record_on_nodes(lab.core, tag, size)
         supervise.ensure_router(lab.context)
         logger.info(f"recorded {tag} on the practice cluster's nodes (serves {env.get(VERSION_ARG, 'its default version')})")
     else:
@@ -211,17 +209,8 @@ def load_into_cluster(lab: Lab, tag: str, *, context: Path | str | None = None,
 def _practice_image(tag: str, context: Path | str | None, version: str | None) -> tuple[Path, dict, int]:
     """The app folder, environment and size of `tag`: from `context` when given, else from Docker's image."""
     if context is not None:
-        source = Path(context)
-        if not (source / "app.py").is_file():
-            raise FileNotFoundError(f"no app.py in {source}: write the model server there first")
-        files = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-        digest = hashlib.sha256()
-        for path in files:
-            digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
-        snapshot = catalog.snapshot(catalog.snapshot_dir(tag, digest.hexdigest()), lambda target: shutil.copytree(
-            source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")))
-        env = {VERSION_ARG: version} if version else {}
-        return snapshot, env, sum(path.stat().st_size for path in files)
+        snapshot, size = catalog.snapshot_source(tag, Path(context))
+        return snapshot, {VERSION_ARG: version} if version else {}, size
     image = _docker_image(tag)
     if image is None:
         raise ImageMissing(f"image {tag} is not in Docker (or Docker is down); pass context= (the "

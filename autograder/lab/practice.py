@@ -2,7 +2,8 @@
 
 kube-apiserver, etcd, kube-controller-manager and kube-scheduler are the real programs, so
 Deployments, ReplicaSets, rollouts, Services and Endpoints are the real controllers' work;
-kwok plays the kubelets, moving pods to Running and Ready. No Docker is needed.
+kwok registers the nodes; the lab's pod runtime (autograder/practice) plays their kubelets, running
+each pod's containers as processes of the image's app. No Docker is needed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from kubernetes import client, utils
 from autograder import MANIFESTS
 from autograder.lab import binaries, k8s, kubeconfig
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
-from autograder.practice.supervise import stop_router
+from autograder.practice.supervise import ensure_router, stop_router
 from autograder.waiting import poll
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ class Practice:
     def up(self) -> None:
         with self._exclusive():
             self._up()
+            # The pod runtime is the nodes' kubelet: without it no pod would start.
+            ensure_router(self.context)
 
     def _up(self) -> None:
         if self.exists():

@@ -8,8 +8,10 @@ routes by which `kubectl port-forward` reaches the app of the pod's image.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from kubernetes import client
 from autograder import pins
 from autograder.errors import LabError
 from autograder.lab import k8s
+from autograder.modelserver import SOURCE as MODEL_SERVER
 from autograder.practice.supervise import state_dir
 
 if TYPE_CHECKING:
@@ -34,6 +37,9 @@ CATALOG_KEY = "images.json"
 KWOK = ("kwok.x-k8s.io", "v1alpha1")
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "k8s-ml-lab-traffic"}
+
+# The lesson's images, as `docker build --build-arg MODEL_VERSION=...` makes them from the reference app.
+REFERENCE_IMAGES = {"ml-api:v1": "v1.0", "ml-api:v2": "v2.0"}
 
 
 class ImageNotLoaded(LabError):
@@ -83,12 +89,12 @@ def loaded_images(lab: Lab) -> set[str]:
             raise
         return {image for pod in lab.core.list_namespaced_pod(lab.namespace).items for image in pod_images(pod)}
 
-def register_image(lab: Lab, tag: str, app: Path, env: dict[str, str]) -> None:
+def register_image(core: client.CoreV1Api, tag: str, app: Path, env: dict[str, str]) -> None:
     """Record that the cluster holds `tag` and which app and environment it serves."""
     entry = {"app": str(app), "env": env}
     for _ in range(10):
         try:
-            current = lab.core.read_namespaced_config_map(CATALOG_NAME, CATALOG_NAMESPACE)
+            current = core.read_namespaced_config_map(CATALOG_NAME, CATALOG_NAMESPACE)
         except client.ApiException as error:
             if error.status != 404:
                 raise
@@ -96,7 +102,7 @@ def register_image(lab: Lab, tag: str, app: Path, env: dict[str, str]) -> None:
                 metadata=client.V1ObjectMeta(name=CATALOG_NAME, labels=MANAGED_BY),
                 data={CATALOG_KEY: json.dumps({tag: entry})})
             try:
-                lab.core.create_namespaced_config_map(CATALOG_NAMESPACE, body)
+                core.create_namespaced_config_map(CATALOG_NAMESPACE, body)
                 return
             except client.ApiException as race:
                 if race.status != 409:
@@ -106,7 +112,7 @@ def register_image(lab: Lab, tag: str, app: Path, env: dict[str, str]) -> None:
         images[tag] = entry
         current.data = {CATALOG_KEY: json.dumps(images, sort_keys=True)}
         try:
-            lab.core.replace_namespaced_config_map(CATALOG_NAME, CATALOG_NAMESPACE, current)
+            core.replace_namespaced_config_map(CATALOG_NAME, CATALOG_NAMESPACE, current)
             return
         except client.ApiException as error:
             if error.status != 409:  # someone else changed it in between: read again
@@ -114,14 +120,37 @@ def register_image(lab: Lab, tag: str, app: Path, env: dict[str, str]) -> None:
     raise LabError(f"could not record {tag} in {CATALOG_NAMESPACE}/{CATALOG_NAME}: too many conflicts")
 
 
-def record_on_nodes(lab: Lab, tag: str, size: int) -> None:
+def record_on_nodes(core: client.CoreV1Api, tag: str, size: int) -> None:
     """Add `tag` to every node's status.images, as a kubelet reports images it holds."""
     names = [tag if "/" in tag else f"docker.io/library/{tag}", tag]
-    for node in lab.core.list_node().items:
+    for node in core.list_node().items:
         images = [image for image in node.status.images or [] if tag not in image.names]
         images.append(client.V1ContainerImage(names=names, size_bytes=size))
-        lab.core.patch_node_status(node.metadata.name, {"status": {"images": [
+        core.patch_node_status(node.metadata.name, {"status": {"images": [
             {"names": image.names, "sizeBytes": image.size_bytes} for image in images]}})
+
+def snapshot_source(tag: str, source: Path) -> tuple[Path, int]:
+    """A frozen copy of the build context `source` (the folder with app.py) and its size in bytes."""
+    if not (source / "app.py").is_file():
+        raise FileNotFoundError(f"no app.py in {source}: write the model server there first")
+    files = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
+    folder = snapshot(snapshot_dir(tag, digest.hexdigest()), lambda target: shutil.copytree(
+        source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")))
+    return folder, sum(path.stat().st_size for path in files)
+
+
+def preload_reference_images(core: client.CoreV1Api) -> None:
+    """The course's reference ml-api:v1/v2 come pre-pulled on the practice nodes; a student's load replaces them."""
+    loaded = catalog(core)
+    for tag, version in REFERENCE_IMAGES.items():
+        if tag not in loaded:
+            folder, size = snapshot_source(tag, MODEL_SERVER)
+            register_image(core, tag, folder, {"MODEL_VERSION": version})
+            record_on_nodes(core, tag, size)
+
 
 def images_on_nodes(lab: Lab) -> set[str]:
     """Every image name any node reports holding."""
@@ -130,8 +159,8 @@ def images_on_nodes(lab: Lab) -> set[str]:
 
 
 def serving(pod: client.V1Pod) -> bool:
-    return bool(pod.spec.node_name) and pod.metadata.deletion_timestamp is None \
-        and pod.status.phase == "Running"
+    """Whether a Service would send traffic to the pod: bound, not being deleted, Ready."""
+    return bool(pod.spec.node_name) and pod.metadata.deletion_timestamp is None and k8s.pod_ready(pod)
 
 def pod_images(pod: client.V1Pod) -> set[str]:
     return {container.image for container in pod.spec.containers}

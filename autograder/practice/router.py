@@ -1,153 +1,149 @@
-"""The practice cluster's traffic router: the student's own app answers for each simulated pod.
+"""The practice cluster's kubelet stand-in: runs every pod's containers (runtime.py) and routes to them.
 
-kwok plays every kubelet. For a port-forward it dials whatever the PortForward object with the
-pod's name and namespace names. The router keeps one local model-server process per image the
-pods run (started from that image's app, with its MODEL_VERSION) and one PortForward per pod
-pointing at the process for that pod's image (plus a Logs object, so `kubectl logs` shows that
-server's output). New pods from `set image` or `rollout undo` get their own target, so an
-answer always carries the version of the image the serving pod runs.
+kwok registers the nodes and removes pods once their deletion is due; this daemon does the rest of
+a kubelet's work for every pod bound to a node: processes, probes, restarts, termination, the pod's
+status and events (see runtime.py), plus the kwok objects that make `kubectl port-forward` and
+`kubectl logs` reach them: one PortForward per pod pointing at its own process (or at a relay into
+the process's network when the runtime isolates it) and one Logs object with the current and
+previous log of each container.
 
 It runs as a background process (`python -m autograder.practice.router --context C`, started by
-`supervise.ensure_router`) so a terminal's `kubectl port-forward` works too. It stops its model
-servers when it stops, and it stops by itself once the cluster is gone.
+`supervise.ensure_router` when the cluster comes up) so a terminal's kubectl works too. It stops its
+containers when it stops, and it stops by itself once the cluster is gone. A cluster created before
+the runtime still has kwok's own pod stages (kwok marks pods Ready): there it only routes.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import fcntl
 import logging
-import os
+import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 from contextlib import suppress
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
 
 from kubernetes import client, watch
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
-from autograder.errors import LabError
-from autograder.lab import kubeconfig, ports
-from autograder.lab.practice import kubeconfig_of
-from autograder.practice.catalog import KWOK, MANAGED_BY, catalog, pod_images, safe_name, serving
+from autograder.lab import kubeconfig
+from autograder.lab.practice import Practice, kubeconfig_of
+from autograder.practice import container as sandbox
+from autograder.practice.catalog import KWOK, MANAGED_BY, catalog, preload_reference_images
+from autograder.practice.runtime import EventRecorder, PodRuntime, Relay, free_ip
 from autograder.practice.supervise import router_pidfile, state_dir
 from autograder.processes import stop
 
 logger = logging.getLogger(__name__)
 
 GONE_AFTER = 60.0
+TICK_SECONDS = 1  # probes and back-offs are due on their own clock: look again at least this often
 
-PR_SET_PDEATHSIG = 1
 
+def kwok_sets_pod_status(context: str) -> bool:
+    """Whether the cluster still runs kwok's default pod stages (made before this runtime existed)."""
+    if not context.startswith("kwok-"):
+        return False
+    config = Practice(cluster=context.removeprefix("kwok-")).workdir / "kwok.yaml"
+    return config.is_file() and "name: pod-ready" in config.read_text()
 
-def _die_with_parent() -> None:
-    """Ask Linux to stop a model server when its router dies, however it dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-def _write_cri_log(pipe: IO[bytes], stream: str, path: Path, lock: threading.Lock) -> None:
-    """Copy a model server's output into `path` in the CRI log format kwok reads for `kubectl logs`."""
-    with path.open("ab") as out:
-        for line in pipe:
-            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            with lock:
-                out.write(f"{stamp} {stream} F ".encode() + line.rstrip(b"\n") + b"\n")
-                out.flush()
-
-@dataclass
-class Backend:
-    """One model-server process serving one image's app on a loopback port, logging to a file."""
-
-    tag: str
-    entry: dict
-    port: int
-    log_path: Path
-    process: subprocess.Popen
-
-    @classmethod
-    def start(cls, tag: str, entry: dict, log_dir: Path) -> Backend:
-        port = ports.free_port()
-        log_path = log_dir / f"{safe_name(tag)}-{port}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "app.py", "run", "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=entry["app"], env={**os.environ, **entry["env"], "PYTHONUNBUFFERED": "1"},
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent)
-        lock = threading.Lock()
-        for pipe, stream in ((process.stdout, "stdout"), (process.stderr, "stderr")):
-            threading.Thread(target=_write_cri_log, args=(pipe, stream, log_path, lock), daemon=True).start()
-        backend = cls(tag=tag, entry=entry, port=port, log_path=log_path, process=process)
-        try:
-            ports.wait_http(f"http://127.0.0.1:{port}/health", 30, alive=lambda: process.poll() is None)
-        except ports.NotAnswering:
-            backend.stop()
-            raise
-        return backend
-
-    def stop(self) -> None:
-        stop(self.process, grace=10)
-        self.log_path.unlink(missing_ok=True)
 
 class Router:
-    """Keeps model servers and PortForward objects in step with the pods of the cluster."""
+    """Keeps the containers, statuses and kwok routes of every pod in step with the cluster."""
 
-    def __init__(self, context: str, log_dir: Path) -> None:
+    def __init__(self, context: str, state: Path) -> None:
         self.context = context
-        self.log_dir = log_dir
-        self.backends: dict[str, Backend] = {}
-        self.failed: dict[str, dict] = {}
+        self.state = state
+        self.legacy = kwok_sets_pod_status(context)
+        self.pods: dict[str, PodRuntime] = {}
+        self.relays: dict[tuple[str, str], Relay] = {}
+        self.host_ips: dict[str, str] = {}
         self.connect()
+        preload_reference_images(self.core)
 
     def connect(self) -> None:
         """(Re)read the kubeconfig: a restarted or recreated cluster has a new port and new certs."""
         api = kubeconfig.api_client(self.context, kubeconfig_of(self.context))
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.events = EventRecorder(self.core)
+        for runtime in self.pods.values():
+            runtime.recorder = self.events
 
     def reconcile(self) -> str:
-        """One pass: start/stop model servers, create/replace PortForwards; returns the pods' version."""
+        """One pass over every pod bound to a node; returns the pod list's resourceVersion to watch from."""
         images = catalog(self.core)
         pods = self.core.list_pod_for_all_namespaces()
-        running = [pod for pod in pods.items if serving(pod) and pod_images(pod) & images.keys()]
-        for tag in {tag for pod in running for tag in pod_images(pod)} & images.keys():
-            self._ensure_backend(tag, images[tag])
-        for pod in running:
-            forwards, logs = _routes(pod, self.backends)
+        now = time.monotonic()
+        used_ips = {pod.status.pod_ip for pod in pods.items if pod.status and pod.status.pod_ip}
+        present = set()
+        for pod in pods.items:
+            uid = pod.metadata.uid
+            if not pod.spec.node_name or (uid not in self.pods and pod.status.phase in ("Succeeded", "Failed")):
+                continue
+            present.add(uid)
+            runtime = self.pods.get(uid)
+            if runtime is None:
+                ip = pod.status.pod_ip or free_ip(used_ips)
+                runtime = self.pods[uid] = PodRuntime(pod, self.state / "pods" / uid, ip, self.events)
+            runtime.sync(pod, images, now)
             try:
-                if forwards:
-                    self._ensure_pod_object(pod, "PortForward", "portforwards", {"forwards": forwards})
-                    self._ensure_pod_object(pod, "Logs", "logs", {"logs": logs})
+                self._publish(runtime)
             except client.ApiException as error:
-                # A namespace being deleted refuses new objects (403); the pod goes with it.
-                if error.status not in (403, 404, 409):
+                # A namespace being deleted refuses new objects (403); a pod gone meanwhile is 404/409.
+                if error.status not in (403, 404, 409, 422):
                     raise
-        in_use = {tag for pod in running for tag in pod_images(pod)}
-        for tag in [tag for tag in self.backends if tag not in in_use]:
-            self.backends.pop(tag).stop()
+        for uid in set(self.pods) - present:
+            self._forget(uid)
         return pods.metadata.resource_version
 
-    def _ensure_backend(self, tag: str, entry: dict) -> None:
-        backend = self.backends.get(tag)
-        if backend and backend.entry == entry and backend.process.poll() is None:
+    def _publish(self, runtime: PodRuntime) -> None:
+        """Write what the cluster should see of this pod: status, routes and logs; remove it once it is over."""
+        if runtime.finished() and not self.legacy:
+            self.core.delete_namespaced_pod(runtime.name, runtime.namespace, body=client.V1DeleteOptions(
+                grace_period_seconds=0, preconditions=client.V1Preconditions(uid=runtime.uid)))
             return
-        if self.failed.get(tag) == entry:
-            return  # this app already failed to start; wait for a new load of the image
-        if backend:
-            self.backends.pop(tag).stop()
-        try:
-            self.backends[tag] = Backend.start(tag, entry, self.log_dir)
-            self.failed.pop(tag, None)
-        except (LabError, OSError) as error:
-            self.failed[tag] = entry
-            logger.warning("model server for %s did not start: %s", tag, error)
+        if not self.legacy:
+            status = runtime.status(self._host_ip(runtime.pod.spec.node_name))
+            if status != runtime.last_status:
+                self.core.patch_namespaced_pod_status(runtime.name, runtime.namespace, {"status": status})
+                runtime.last_status = status
+        forwards, logs = [], []
+        for one in runtime.containers:
+            if one.running():
+                port = self._relay(runtime, one).port if sandbox.isolated() else one.port
+                target = {"address": "127.0.0.1", "port": port}
+                declared = [entry.container_port for entry in one.spec.ports or []]
+                forwards.append({"ports": declared, "target": target} if declared else {"target": target})
+            logs.append({"containers": [one.name], "logsFile": str(one.log), "follow": True,
+                         **({"previousLogsFile": str(one.previous_log)} if one.previous_log.exists() else {})})
+        if forwards:
+            self._ensure_pod_object(runtime.pod, "PortForward", "portforwards", {"forwards": forwards})
+        self._ensure_pod_object(runtime.pod, "Logs", "logs", {"logs": logs})
+
+    def _relay(self, runtime: PodRuntime, one) -> Relay:
+        key = (runtime.uid, one.name)
+        if key not in self.relays:
+            self.relays[key] = Relay(one)
+        return self.relays[key]
+
+    def _host_ip(self, node: str) -> str:
+        """The node's InternalIP, as kubelet reports it in hostIP."""
+        if node not in self.host_ips:
+            addresses = self.core.read_node(node).status.addresses or []
+            self.host_ips[node] = next((a.address for a in addresses if a.type == "InternalIP"), "10.0.0.1")
+        return self.host_ips[node]
+
+    def _forget(self, uid: str) -> None:
+        """The pod is gone from the API: its processes, relays, events and files go too."""
+        self.pods.pop(uid).kill()
+        for key in [key for key in self.relays if key[0] == uid]:
+            self.relays.pop(key).close()
+        self.events.forget(uid)
+        shutil.rmtree(self.state / "pods" / uid, ignore_errors=True)
 
     def _ensure_pod_object(self, pod: client.V1Pod, kind: str, plural: str, spec: dict) -> None:
         """Create or update the kwok object (same name as the pod) that kwok reads for that pod."""
@@ -172,23 +168,14 @@ class Router:
             self.custom.replace_namespaced_custom_object(*KWOK, namespace, plural, name, body)
 
     def close(self) -> None:
-        for backend in self.backends.values():
-            backend.stop()
-        self.backends.clear()
-
-def _routes(pod: client.V1Pod, backends: dict[str, Backend]) -> tuple[list[dict], list[dict]]:
-    """kwok rules for one pod: each container's ports and logs lead to its image's model server."""
-    forwards: list[dict] = []
-    logs: list[dict] = []
-    for container in pod.spec.containers:
-        backend = backends.get(container.image)
-        if backend is None:
-            continue
-        target = {"address": "127.0.0.1", "port": backend.port}
-        declared = [port.container_port for port in container.ports or []]
-        forwards.append({"ports": declared, "target": target} if declared else {"target": target})
-        logs.append({"containers": [container.name], "logsFile": str(backend.log_path), "follow": True})
-    return forwards, logs
+        """Stop every container (SIGTERM, then SIGKILL after 5 s) and every relay."""
+        for runtime in self.pods.values():
+            for one in runtime.containers:
+                if one.process is not None:
+                    stop(one.process, grace=5)
+        for relay in self.relays.values():
+            relay.close()
+        self.pods.clear()
 
 def serve(context: str) -> int:
     """The router's main loop: reconcile after every pod change, exit when the cluster is gone."""
@@ -209,7 +196,7 @@ def serve(context: str) -> int:
                 router_pidfile(context).write()
                 last_answer = time.monotonic()
                 for _ in watch.Watch().stream(router.core.list_pod_for_all_namespaces,
-                                              resource_version=version, timeout_seconds=2):
+                                              resource_version=version, timeout_seconds=TICK_SECONDS):
                     break
             except (client.ApiException, HTTPError, OSError, ConfigException) as error:
                 logger.warning("cluster did not answer: %s", str(error)[:300])

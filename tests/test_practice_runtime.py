@@ -1,0 +1,235 @@
+"""Pods fail the way a real cluster's do: the same cases on the practice runtime and on kind, same status fields."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from kubernetes import client
+
+from autograder.lab import Lab, binaries, k8s, kubeconfig
+from autograder.lab.practice import Practice
+from autograder.lab.provider import run
+from autograder.practice import container as sandbox
+from autograder.practice import supervise
+from test_kind import kind_cluster, kind_lab, model_server_images, node_image  # noqa: F401 (fixtures)
+
+pytestmark = [pytest.mark.cluster]
+
+IMAGE = "ml-api:v1"
+
+
+@pytest.fixture(scope="module")
+def runtime_cluster() -> Iterator[Practice]:
+    """A practice cluster of this module's own (the shared one may still run kwok's old pod stages)."""
+    practice = Practice(cluster="lab-runtime", gpu_nodes=False, make_current=False)
+    practice.up()
+    yield practice
+    supervise.stop_router(practice.context)
+    practice.down()
+
+
+@pytest.fixture
+def runtime_lab(runtime_cluster: Practice) -> Iterator[Lab]:
+    namespace = f"t-runtime-{uuid.uuid4().hex[:6]}"
+    api = kubeconfig.api_client(runtime_cluster.context, runtime_cluster.kubeconfig_file)
+    lab = Lab(provider="practice", context=runtime_cluster.context, namespace=namespace, api=api)
+    lab.core.create_namespace({"metadata": {"name": namespace}})
+    k8s.wait_for(lab.core.list_namespaced_service_account, namespace, field_selector="metadata.name=default",
+                 until=bool, timeout=30, what="the default ServiceAccount")
+    yield lab
+    lab.core.delete_namespace(namespace)
+
+
+@pytest.fixture(params=["practice", pytest.param("kind", marks=[pytest.mark.kind, pytest.mark.docker,
+                                                                   pytest.mark.slow])])
+def cluster(request: pytest.FixtureRequest) -> Lab:
+    """The same case on the practice runtime and on kind with real containers."""
+    return request.getfixturevalue("runtime_lab" if request.param == "practice" else "kind_lab")
+
+
+def kubectl(lab: Lab, *args: str) -> str:
+    """An independent kubectl, as a student's terminal runs it."""
+    config = ["--kubeconfig", str(Practice(cluster=lab.context.removeprefix("kwok-")).kubeconfig_file)] \
+        if lab.provider == "practice" else []
+    command = [str(binaries.ensure(["kubectl"])["kubectl"]), *config, "--context", lab.context, "-n", lab.namespace]
+    return run([*command, *args], what="kubectl " + " ".join(args)).stdout
+
+
+def create_pod(lab: Lab, name: str, container: dict, **spec: object) -> None:
+    lab.core.create_namespaced_pod(lab.namespace, {
+        "metadata": {"name": name}, "spec": {"containers": [{"name": "app", **container}], **spec}})
+
+
+def wait_pod(lab: Lab, name: str, until: Callable[[client.V1Pod], bool], timeout: float, what: str) -> client.V1Pod:
+    pods = k8s.wait_for(lab.core.list_namespaced_pod, lab.namespace, field_selector=f"metadata.name={name}",
+                        until=lambda pods: pods if pods and until(pods[0]) else None, timeout=timeout, what=what)
+    return pods[0]
+
+
+def status_of(pod: client.V1Pod) -> client.V1ContainerStatus:
+    return pod.status.container_statuses[0]
+
+
+def waiting(reason: str) -> Callable[[client.V1Pod], bool]:
+    def reached(pod: client.V1Pod) -> bool:
+        state = pod.status.container_statuses and status_of(pod).state.waiting
+        return bool(state) and state.reason == reason
+    return reached
+
+
+def events(lab: Lab, name: str) -> list[str]:
+    return [f"{event.reason}: {event.message}" for event in lab.core.list_namespaced_event(
+        lab.namespace, field_selector=f"involvedObject.name={name}").items]
+
+
+def test_an_image_never_built_shows_ErrImagePull_then_ImagePullBackOff(cluster: Lab) -> None:
+    tag = f"t-never-built-{uuid.uuid4().hex[:6]}:v1"
+    create_pod(cluster, "nopull", {"image": tag, "imagePullPolicy": "IfNotPresent"})
+    pod = wait_pod(cluster, "nopull", waiting("ImagePullBackOff"), 120, "ImagePullBackOff")
+    assert pod.status.phase == "Pending"
+    assert status_of(pod).ready is False and status_of(pod).restart_count == 0
+    assert any(text.startswith(f'Failed: Failed to pull image "{tag}"') for text in events(cluster, "nopull"))
+    assert any(text == "Failed: Error: ErrImagePull" for text in events(cluster, "nopull"))
+    assert re.search(r"nopull\s+0/1\s+(ImagePullBackOff|ErrImagePull)", kubectl(cluster, "get", "pods"))
+
+
+def test_an_image_never_loaded_with_pull_policy_never_is_ErrImageNeverPull(cluster: Lab) -> None:
+    tag = f"t-never-built-{uuid.uuid4().hex[:6]}:v1"
+    create_pod(cluster, "neverpull", {"image": tag, "imagePullPolicy": "Never"})
+    pod = wait_pod(cluster, "neverpull", waiting("ErrImageNeverPull"), 60, "ErrImageNeverPull")
+    assert status_of(pod).state.waiting.message == f'Container image "{tag}" is not present with pull policy of Never'
+
+
+def test_a_crashing_container_is_restarted_with_back_off_and_keeps_its_last_output(cluster: Lab) -> None:
+    create_pod(cluster, "crash", {"image": IMAGE, "command": ["python", "-c",
+                                                               "import sys; print('boom'); sys.exit(3)"]})
+    started = time.monotonic()
+    pod = wait_pod(cluster, "crash", lambda pod: waiting("CrashLoopBackOff")(pod) and
+                   status_of(pod).restart_count >= 2, 90, "CrashLoopBackOff with 2 restarts")
+    assert time.monotonic() - started < 90
+    state = status_of(pod)
+    assert state.last_state.terminated.exit_code == 3
+    assert state.last_state.terminated.reason == "Error"
+    assert state.ready is False and state.started is False
+    assert pod.status.phase == "Running"
+    assert "boom" in kubectl(cluster, "logs", "crash", "--previous")
+    assert "CrashLoopBackOff" in kubectl(cluster, "get", "pod", "crash")
+    assert any(text.startswith("BackOff: Back-off restarting failed container app")
+               for text in events(cluster, "crash"))
+
+
+def test_readiness_on_a_404_path_keeps_the_pod_unready_and_on_health_makes_it_ready(cluster: Lab) -> None:
+    for name, path in (("unready", "/no-such-path"), ("ready", "/health")):
+        create_pod(cluster, name, {"image": IMAGE, "ports": [{"containerPort": 8080}], "readinessProbe": {
+            "httpGet": {"path": path, "port": 8080}, "periodSeconds": 1, "failureThreshold": 1}})
+    pod = wait_pod(cluster, "ready", k8s.pod_ready, 120, "the pod probed on /health to be Ready")
+    assert status_of(pod).ready is True and status_of(pod).started is True
+    assert status_of(pod).state.running is not None
+    wait_pod(cluster, "unready", lambda pod: any(text.startswith("Unhealthy: Readiness probe failed: HTTP probe "
+                                                                  "failed with statuscode: 404")
+                                                 for text in events(cluster, "unready")), 60, "a 404 probe")
+    pod = cluster.core.read_namespaced_pod("unready", cluster.namespace)
+    assert pod.status.phase == "Running" and not k8s.pod_ready(pod)
+    assert status_of(pod).ready is False and status_of(pod).state.running is not None
+    ready = next(c for c in pod.status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "ContainersNotReady")
+    assert re.search(r"unready\s+0/1\s+Running", kubectl(cluster, "get", "pod", "unready"))
+
+
+def test_a_failing_liveness_probe_restarts_the_container(cluster: Lab) -> None:
+    create_pod(cluster, "unlive", {"image": IMAGE, "ports": [{"containerPort": 8080}], "livenessProbe": {
+        "httpGet": {"path": "/no-such-path", "port": 8080}, "initialDelaySeconds": 2, "periodSeconds": 1,
+        "failureThreshold": 1}})
+    pod = wait_pod(cluster, "unlive", lambda pod: pod.status.container_statuses and
+                   status_of(pod).restart_count >= 1, 120, "a restart by the liveness probe")
+    assert status_of(pod).last_state.terminated is not None
+    assert any("failed liveness probe, will be restarted" in text for text in events(cluster, "unlive"))
+
+
+def test_logs_show_the_processs_own_output_with_the_pods_env_and_args(cluster: Lab) -> None:
+    create_pod(cluster, "talk", {"image": IMAGE, "command": ["python", "-c"], "env": [{"name": "WHO", "value": "pod"}],
+                                 "args": ["import os, time; print('hello from', os.environ['WHO'], flush=True); "
+                                          "time.sleep(600)"]})
+    wait_pod(cluster, "talk", lambda pod: pod.status.phase == "Running", 120, "Running")
+    deadline = time.monotonic() + 30
+    while "hello from pod" not in kubectl(cluster, "logs", "talk") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "hello from pod" in kubectl(cluster, "logs", "talk")
+
+
+def test_restart_policy_never_ends_in_succeeded_or_failed(cluster: Lab) -> None:
+    for name, code in (("done", 0), ("failed", 1)):
+        create_pod(cluster, name, {"image": IMAGE, "command": ["python", "-c", f"raise SystemExit({code})"]},
+                   restartPolicy="Never")
+    for name, phase, reason in (("done", "Succeeded", "Completed"), ("failed", "Failed", "Error")):
+        pod = wait_pod(cluster, name, lambda pod, phase=phase: pod.status.phase == phase, 120, phase)
+        assert status_of(pod).state.terminated.reason == reason
+        assert status_of(pod).restart_count == 0
+
+
+def _deletion_seconds(lab: Lab, name: str) -> float:
+    started = time.monotonic()
+    lab.core.delete_namespaced_pod(name, lab.namespace)
+    k8s.wait_for(lab.core.list_namespaced_pod, lab.namespace, field_selector=f"metadata.name={name}",
+                 until=lambda pods: not pods, timeout=60, what=f"pod {name} gone")
+    return time.monotonic() - started
+
+
+def test_deletion_sends_sigterm_and_sigkill_after_the_grace_period(cluster: Lab) -> None:
+    create_pod(cluster, "server", {"image": IMAGE, "ports": [{"containerPort": 8080}]})
+    create_pod(cluster, "stubborn", {"image": IMAGE, "command": [
+        "python", "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"]},
+        terminationGracePeriodSeconds=4)
+    for name in ("server", "stubborn"):
+        wait_pod(cluster, name, k8s.pod_ready, 120, f"{name} Ready")
+    assert _deletion_seconds(cluster, "server") < 4, "the model server stops at SIGTERM"
+    assert 3.5 < _deletion_seconds(cluster, "stubborn") < 15, "SIGKILL comes once the 4 s grace period is over"
+
+
+HOSTILE = """
+import os, socket, pathlib
+print("uid", os.getuid(), flush=True)
+for path in ("/root/.kube/config", "/root/.kwok", "/etc/shadow", "/proc/1/root/etc/shadow"):
+    try:
+        pathlib.Path(path).read_bytes() if not os.path.isdir(path) else os.listdir(path)
+        print("READ", path, flush=True)
+    except OSError as error:
+        print("denied", path, type(error).__name__, flush=True)
+for port in PORTS:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        print("REACHED", port, flush=True)
+    except OSError:
+        print("unreachable", port, flush=True)
+try:
+    os.setuid(0)
+    print("BECAME ROOT", flush=True)
+except OSError:
+    print("setuid denied", flush=True)
+"""
+
+
+def test_a_hostile_pod_spec_gets_no_more_rights_than_the_students_code(runtime_lab: Lab) -> None:
+    if not sandbox.isolated():
+        pytest.skip("run by a user, a pod is that user's own code; isolation is for a runtime run as root")
+    api_port = int(runtime_lab.api.configuration.host.rsplit(":", 1)[1])
+    etcd_ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", (
+        Practice(cluster="lab-runtime").workdir / "kwok.yaml").read_text())]
+    script = HOSTILE.replace("PORTS", repr([api_port, *etcd_ports]))
+    create_pod(runtime_lab, "hostile", {
+        "image": IMAGE, "command": ["python", "-c", script],
+        "securityContext": {"privileged": True, "runAsUser": 0, "allowPrivilegeEscalation": True,
+                            "capabilities": {"add": ["SYS_ADMIN", "NET_ADMIN"]}},
+        "volumeMounts": [{"name": "host", "mountPath": "/host"}]},
+        hostNetwork=True, hostPID=True, restartPolicy="Never",
+        volumes=[{"name": "host", "hostPath": {"path": "/"}}])
+    wait_pod(runtime_lab, "hostile", lambda pod: pod.status.phase in ("Succeeded", "Failed"), 120, "the end")
+    output = kubectl(runtime_lab, "logs", "hostile")
+    assert f"uid {os.getuid()}" not in output and "uid " in output
+    assert "READ" not in output and "REACHED" not in output and "BECAME ROOT" not in output, output
+    assert output.count("denied") >= 5 and output.count("unreachable") >= 2, output
