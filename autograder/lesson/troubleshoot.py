@@ -85,15 +85,17 @@ def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
     problems = []
     known = images_on_nodes(lab) if lab.provider == "practice" else set()
     for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items:
-        for status in pod.status.container_statuses or []:
-            waiting = status.state.waiting if status.state else None
-            if waiting and waiting.reason in PULL_REASONS:
-                problems.append(f"pod {pod.metadata.name}: {waiting.reason}: "
-                                + PULL_REASONS[waiting.reason].format(image=status.image))
-        if lab.provider == "practice":
-            for container in pod.spec.containers:
-                if container.image not in known and f"docker.io/library/{container.image}" not in known:
-                    problems.append(f"pod {pod.metadata.name}: {container.image} was never loaded "
-                                    "into the cluster; a real kubelet would report ErrImageNeverPull. "
-                                    + PULL_REASONS["ErrImageNeverPull"].format(image=container.image))
+        reasons = {status.name: status.state.waiting.reason for status in pod.status.container_statuses or []
+                   if status.state and status.state.waiting and status.state.waiting.reason in PULL_REASONS}
+        for container in pod.spec.containers:
+            reason = reasons.get(container.name)
+            if lab.provider == "practice" and not {container.image, f"docker.io/library/{container.image}"} & known:
+                # Loading is the cure on practice, whatever the pull policy; a cluster made before the
+                # pod runtime reports no pull at all, so the kubelet's reason is named for it.
+                problems.append(f"pod {pod.metadata.name}: {container.image} was never loaded into the cluster "
+                                f"({reason or 'a real kubelet would report ErrImageNeverPull'}). "
+                                + PULL_REASONS["ErrImageNeverPull"].format(image=container.image))
+            elif reason:
+                problems.append(f"pod {pod.metadata.name}: {reason}: "
+                                + PULL_REASONS[reason].format(image=container.image))
     return problems
