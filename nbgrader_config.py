@@ -8,6 +8,8 @@ c.CourseDirectory.root = str(Path(__file__).resolve().parent)
 c.CourseDirectory.source_directory = "source"
 c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.course_id = "k8s-ml-lesson01"
+# ml-api/ is the work folder notebooks 4 and 5 write (app.py, Dockerfile, deployment.yaml): never an assignment file.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "ml-api"]
 
 # Grading with `python -m autograder grade` (its --jobs, --cell-timeout, ... override these).
 # A cell gets two minutes; then its kernel is interrupted, or killed if it will not stop.

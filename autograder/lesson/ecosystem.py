@@ -94,7 +94,7 @@ INSTALL_OPTIONS: tuple[InstallOption, ...] = (
                   "Settings -> Kubernetes -> Enable Kubernetes -> Apply & Restart",
                   "kubectl cluster-info", "the easiest on macOS and Windows"),
     InstallOption("practice cluster", ("nothing beyond this lab",),
-                  "python -m autograder cluster up --provider practice",
+                  "lab = connect(\"practice\") in a notebook",
                   "kubectl --context kwok-ml-learning get nodes",
                   "the real API server, scheduler and controllers with simulated nodes (kwok)"),
 )

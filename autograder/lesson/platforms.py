@@ -23,7 +23,8 @@ MATRIX: dict[str, dict[str, str]] = {
     "Learning curve": {COMPOSE: "Easy", SWARM: "Medium", KUBERNETES: "Steep", CLOUD_NATIVE: "Easy"},
     "ML use cases": {COMPOSE: "Dev/test", SWARM: "Small prod", KUBERNETES: "Enterprise",
                      CLOUD_NATIVE: "Simple prod"},
-    "Cost (managed)": {COMPOSE: "Free", SWARM: "Free", KUBERNETES: "Free (self-hosted)",
+    # The lesson printed "Free (self-hosted)" for Kubernetes; a managed control plane (EKS, GKE, AKS) is billed.
+    "Cost (managed)": {COMPOSE: "Free", SWARM: "Free", KUBERNETES: "Control plane fee + nodes",
                        CLOUD_NATIVE: "Pay per use"},
 }
 
@@ -36,7 +37,7 @@ SCORES: dict[str, dict[str, int]] = {
     "Ecosystem": {"Small": 1, "Cloud-specific": 2, "Medium": 2, "Massive": 3},
     "Learning curve": {"Steep": 1, "Medium": 2, "Easy": 3},
     "ML use cases": {"Dev/test": 1, "Small prod": 2, "Simple prod": 2, "Enterprise": 3},
-    "Cost (managed)": {"Pay per use": 1, "Free (self-hosted)": 3, "Free": 3},
+    "Cost (managed)": {"Pay per use": 1, "Control plane fee + nodes": 1, "Free": 3},
 }
 
 KUBERNETES_MARKET_SHARE = 0.90
@@ -143,28 +144,6 @@ def plot_matrix() -> Figure:
     return figure
 
 
-def choose_platform(containerized: bool, multi_host: bool, simple_and_cloud_native_ok: bool,
-                    multi_cloud_or_advanced: bool) -> str:
-    """The lesson's decision framework: answer its questions in order, get a platform.
-
-    A later question is only read when the earlier ones leave the choice open, and a need for
-    multi-cloud or advanced features rules out a cloud-native service (it is neither portable
-    nor deeply customisable), so it wins over "simple use case".
-    """
-    for name, answer in (("containerized", containerized), ("multi_host", multi_host),
-                         ("simple_and_cloud_native_ok", simple_and_cloud_native_ok),
-                         ("multi_cloud_or_advanced", multi_cloud_or_advanced)):
-        if not isinstance(answer, bool):
-            raise TypeError(f"{name} must be True or False, not {answer!r}")
-    if not containerized:
-        return CONTAINERIZE_FIRST
-    if not multi_host:
-        return COMPOSE
-    if multi_cloud_or_advanced:
-        return KUBERNETES
-    return CLOUD_NATIVE if simple_and_cloud_native_ok else KUBERNETES
-
-
 @dataclass(frozen=True)
 class Workload:
     """A team's situation in the lesson's own terms, to turn into the framework's answers."""
@@ -189,11 +168,6 @@ def framework_answers(workload: Workload) -> dict[str, bool]:
         "simple_and_cloud_native_ok": workload.engineers < 5 and workload.services < 100,
         "multi_cloud_or_advanced": workload.multi_cloud or workload.gpus or workload.services >= 100,
     }
-
-
-def recommend(workload: Workload) -> str:
-    """The platform the decision framework picks for a workload."""
-    return choose_platform(**framework_answers(workload))
 
 
 EXAMPLE_WORKLOADS: tuple[Workload, ...] = (

@@ -194,22 +194,8 @@ def plot_cases() -> Figure:
         ax.margins(x=0.35)
         if unit == "count":
             ax.set_xscale("log")
-    figure.suptitle("Kubernetes in production ML: the lesson's four cases")
+    figure.suptitle("Kubernetes in production ML: the four cases as the lesson claims them")
     return figure
-
-
-def replicas_needed(requests_per_second: float, capacity_per_replica: float,
-                    target_utilization: float = 1.0, min_replicas: int = 1) -> int:
-    """Replicas to serve a load when each replica should run at `target_utilization` of its capacity."""
-    if requests_per_second < 0:
-        raise ValueError("requests_per_second cannot be negative")
-    if capacity_per_replica <= 0:
-        raise ValueError("capacity_per_replica must be a positive number of requests/second")
-    if not 0 < target_utilization <= 1:
-        raise ValueError("target_utilization is a fraction in (0, 1], for example 0.7 for 70%")
-    usable = capacity_per_replica * target_utilization
-    # A hair under the exact quotient so 10_000 / 200 is 50, not 51 from float noise.
-    return max(min_replicas, math.ceil(requests_per_second / usable - 1e-9))
 
 
 def implied_capacity_per_replica() -> float:
@@ -242,10 +228,10 @@ def spike_profile(base: float = SPIKE_FROM_RPS, peak: float = SPIKE_TO_RPS,
     return [(minute, load(minute)) for minute in range(minutes + 1)]
 
 
-def plot_spike(capacity_per_replica: float, target_utilization: float = 1.0,
-               profile: list[tuple[int, float]] | None = None,
-               replicas: Callable[[float, float, float], int] = replicas_needed) -> Figure:
-    """Traffic over time and the replicas it needs, on twin axes; `replicas` may be a student's own."""
+def plot_spike(capacity_per_replica: float, target_utilization: float,
+               replicas: Callable[[float, float, float], int],
+               profile: list[tuple[int, float]] | None = None) -> Figure:
+    """Traffic over time and the replicas a student's `replicas` function asks for, on twin axes."""
     profile = profile or spike_profile()
     minutes = [m for m, _ in profile]
     load = [rps for _, rps in profile]
