@@ -5,8 +5,10 @@ The kernel side of the judge is the student's: a submission can replace `values.
 (tags that do not decode, JSON nested past the recursion limit, a huge literal instead of the
 string the grader asked for), only the cell being judged may fail; objects that compare equal to
 everything, exceptions named like the interpreter's own and functions that never return earn
-nothing either. The solved submission graded beside them keeps full marks, and nothing outside
-the submissions' namespaces changes.
+nothing either. What the cluster shares is out of reach too: a system priority (which would let
+the scheduler evict other namespaces' pods) and the cluster's node ports are refused by quota.
+The solved submission graded beside them keeps full marks, and nothing outside the
+submissions' namespaces changes.
 """
 
 from __future__ import annotations
@@ -25,30 +27,25 @@ from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
 
 
-def _forged_snapshot(reply: str) -> str:
-    """An answer cell that sets q, then makes the kernel answer the grader's request for q with `reply`."""
+def _forged(snapshot: str, call: str) -> str:
+    """An answer cell that sets q, then makes the kernel answer the grader's reads of q and its calls with forgeries."""
     return f"""q = "b"
 import autograder.grading.values as values
 honest = values.snapshot
-values.snapshot = lambda namespace, names: ({reply}) if names == ["q"] else honest(namespace, names)"""
+values.snapshot = lambda namespace, names: ({snapshot}) if names == ["q"] else honest(namespace, names)
+values.call = lambda handle, arguments: ({call})"""
 
 
-UNDECODABLE = _forged_snapshot("""'{"q": {"value": {"set": [[1], [2]]}}}'""")
-TOO_DEEP = _forged_snapshot("""'{"q": {"value": ' + '[' * 50_000 + ']' * 50_000 + '}}'""")
-# Not a string: the reply's text is a 15 MB list literal, which Python's parser needs ~5 GB to read.
-LITERAL_BOMB = _forged_snapshot('type("Bomb", (), {"__repr__": lambda self: "[" + "0," * 7_000_000 + "]"})()')
-NOT_A_REPLY = _forged_snapshot("""'["q"]'""")
+UNDECODABLE = """'{"q": {"value": {"set": [[1], [2]]}}}'"""
+TOO_DEEP = """'{"value": ' + '[' * 50_000 + ']' * 50_000 + '}'"""
+# Not a string: the reply's text is a 14 MB list literal, which Python's parser needs ~5 GB to read.
+LITERAL_BOMB = 'type("Bomb", (), {"__repr__": lambda self: "[" + "0," * 7_000_000 + "]"})()'
+NOT_A_REPLY = """'["value", 4]'"""
 EQUALS_EVERYTHING = """class Anything(str):
     __eq__ = lambda self, other: True
     __hash__ = str.__hash__
-class Always:
-    __eq__ = lambda self, other: True
-    __contains__ = lambda self, item: True
-q = Anything("z")
-def double(x):
-    return Always()"""
-LOOKALIKE_EXCEPTIONS = """q = "b"
-class SystemExit(Exception):
+q = Anything("z")"""
+LOOKALIKE_EXCEPTIONS = """class SystemExit(Exception):
     pass
 def double(x):
     raise SystemExit("[grader] all tests passed")"""
@@ -58,17 +55,22 @@ PREEMPTS = """[deployment] = workloads.load_manifests(MANIFESTS / "deployment.ya
 deployment["spec"]["template"]["spec"]["priorityClassName"] = "system-node-critical"
 workloads.apply(lab, [deployment])"""
 
+# One Service with many ports holds that many of the cluster's node ports (2,768 in all) while it is graded.
+NODE_PORTS = """from kubernetes import client
+ports = [{"name": f"p{i}", "port": 1000 + i} for i in range(40)]
+client.CoreV1Api(lab.api).create_namespaced_service(lab.namespace, {"metadata": {"name": "ports"}, "spec": {
+    "type": "NodePort", "selector": {"app": "none"}, "ports": ports}})
+q = 'b'"""
+
 EXPECTED = {  # student: (answers replaced, score)
     "solved": ({}, FULL),
-    "undecodable-tags": ({"letter": UNDECODABLE}, FULL - POINTS["letter"]),
-    "nested-too-deep": ({"letter": TOO_DEEP}, FULL - POINTS["letter"]),
-    "literal-bomb": ({"letter": LITERAL_BOMB}, FULL - POINTS["letter"]),
-    "reply-not-a-mapping": ({"letter": NOT_A_REPLY}, FULL - POINTS["letter"]),
-    "equals-everything": ({"letter": "pass", "double": EQUALS_EVERYTHING}, POINTS["deploy"]),
-    "lookalike-exceptions": ({"double": LOOKALIKE_EXCEPTIONS}, POINTS["letter"] + POINTS["deploy"]),
+    "breaks-decoding": ({"letter": _forged(UNDECODABLE, TOO_DEEP)}, POINTS["deploy"]),
+    "not-a-string-reply": ({"letter": _forged(LITERAL_BOMB, NOT_A_REPLY)}, POINTS["deploy"]),
+    "objects-that-lie": ({"letter": EQUALS_EVERYTHING, "double": LOOKALIKE_EXCEPTIONS}, POINTS["deploy"]),
     # The kernel is killed at the cell timeout: double fails, and deploy runs in a fresh kernel without `lab`.
     "never-returns": ({"double": NEVER_RETURNS}, POINTS["letter"]),
-    "system-priority": ({"deploy": PREEMPTS}, FULL - POINTS["deploy"]),
+    # Both refused by the quota: q is never set, and the Deployment gets no pods.
+    "takes-the-cluster": ({"letter": NODE_PORTS, "deploy": PREEMPTS}, POINTS["double"]),
 }
 
 

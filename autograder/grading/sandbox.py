@@ -81,9 +81,10 @@ NODE_POLICY_SPEC = {
 # Counts, not CPU or memory: the lesson itself asks for 64 CPUs to show a Pending pod, so a
 # compute quota would turn its lesson into an admission error. The pod count bounds a runaway
 # scale; it leaves room for the lesson's largest moment (a 21-pod fleet beside ml-api and the GPU pods).
+# Node ports and load balancers are the cluster's (and a cloud's bill): the lesson needs one Service's worth.
 QUOTA = {
     "pods": "60", "services": "10", "configmaps": "20", "count/deployments.apps": "30",
-    "count/replicasets.apps": "100",
+    "count/replicasets.apps": "100", "services.nodeports": "10", "services.loadbalancers": "2",
 }
 # No pod of a submission may take a system priority: the scheduler would evict other namespaces' pods for it.
 CRITICAL_PRIORITY = {"hard": {"pods": "0"}, "scopeSelector": {"matchExpressions": [
