@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -210,7 +211,7 @@ def test_deletion_sends_sigterm_and_sigkill_after_the_grace_period(cluster: Lab)
 HOSTILE = """
 import os, socket, pathlib
 print("uid", os.getuid(), flush=True)
-for path in ("/root/.kube/config", "/root/.kwok", "/etc/shadow", "/proc/1/root/etc/shadow"):
+for path in ("/root/.kube/config", "/root/.kwok", "/etc/shadow", "/proc/1/root/etc/shadow", LEFT):
     try:
         pathlib.Path(path).read_bytes() if not os.path.isdir(path) else os.listdir(path)
         print("READ", path, flush=True)
@@ -236,7 +237,10 @@ def test_a_hostile_pod_spec_gets_no_more_rights_than_the_students_code(runtime_l
     api_port = int(runtime_lab.api.configuration.host.rsplit(":", 1)[1])
     etcd_ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", (
         Practice(cluster="lab-runtime").workdir / "kwok.yaml").read_text())]
-    script = HOSTILE.replace("PORTS", repr([api_port, *etcd_ports]))
+    left = Path("/tmp") / f"left-by-the-grader-{uuid.uuid4().hex[:6]}.txt"  # world-readable, in the shared /tmp
+    left.write_text("secret")
+    left.chmod(0o644)
+    script = HOSTILE.replace("PORTS", repr([api_port, *etcd_ports])).replace("LEFT", repr(str(left)))
     create_pod(runtime_lab, "hostile", {
         "image": IMAGE, "command": ["python", "-c", script],
         "securityContext": {"privileged": True, "runAsUser": 0, "allowPrivilegeEscalation": True,
@@ -244,8 +248,11 @@ def test_a_hostile_pod_spec_gets_no_more_rights_than_the_students_code(runtime_l
         "volumeMounts": [{"name": "host", "mountPath": "/host"}]},
         hostNetwork=True, hostPID=True, restartPolicy="Never",
         volumes=[{"name": "host", "hostPath": {"path": "/"}}])
-    wait_pod(runtime_lab, "hostile", lambda pod: pod.status.phase in ("Succeeded", "Failed"), 120, "the end")
+    try:
+        wait_pod(runtime_lab, "hostile", lambda pod: pod.status.phase in ("Succeeded", "Failed"), 120, "the end")
+    finally:
+        left.unlink()
     output = kubectl(runtime_lab, "logs", "hostile")
     assert f"uid {os.getuid()}" not in output and "uid " in output
     assert "READ" not in output and "REACHED" not in output and "BECAME ROOT" not in output, output
-    assert output.count("denied") >= 5 and output.count("unreachable") >= 2, output
+    assert output.count("denied") >= 6 and output.count("unreachable") >= 2, output

@@ -37,6 +37,9 @@ LIMITS = {
     resource.RLIMIT_NOFILE: 1024,
     resource.RLIMIT_CORE: 0,
 }
+# Outside the home: shared scratch space gets a fresh tmpfs, credentials are covered.
+SCRATCH = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+SECRETS = (Path("/etc/kubernetes"), Path("/var/run/docker.sock"), Path("/run/docker.sock"))
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 # Programs a container's command may name, as the image's PATH would find them.
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -92,6 +95,18 @@ def _cover_home(keep: list[Path]) -> None:
         stage.rmdir()
 
 
+def _cover_shared() -> None:
+    """A private /tmp (no file the grader or another pod left there), and no credential outside the home."""
+    for path in SCRATCH:
+        if path.is_dir():
+            _mount("-t", "tmpfs", "-o", "size=64m,mode=1777", "pod-tmp", str(path))
+    for path in SECRETS:
+        if path.is_dir():
+            _mount("-t", "tmpfs", "-o", "size=4k,mode=000", "hidden", str(path))
+        elif path.exists():
+            _mount("--bind", "/dev/null", str(path))
+
+
 def _loopback_up() -> None:
     """A new network namespace starts with loopback down; the container listens on it."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as handle:
@@ -126,6 +141,7 @@ def _inside(uid: int, workdir: Path, command: list[str]) -> None:
     """In the new namespaces, still root: loopback up, home covered, limits set; then become the pod's uid."""
     _loopback_up()
     _cover_home([Path(sys.prefix), Path(sys.base_prefix), workdir])
+    _cover_shared()
     limit()
     os.chdir(workdir)
     os.execvp("setpriv", ["setpriv", f"--reuid={uid}", f"--regid={POD_GID}", "--clear-groups",
