@@ -159,8 +159,9 @@ def test_docker_down_is_reported_with_what_to_do(monkeypatch: pytest.MonkeyPatch
         nodeimage.build()
 
 
-def test_an_interrupted_build_tags_nothing(node_image: nodeimage.NodeImage) -> None:
+def test_an_interrupted_build_tags_nothing(node_image: nodeimage.NodeImage, caplog: pytest.LogCaptureFixture) -> None:
     client = docker.from_env()
+    caplog.set_level(logging.INFO, logger="autograder.build")
     before = client.images.get(node_image.tag).id
 
     class Interrupt(logging.Handler):
