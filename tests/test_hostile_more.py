@@ -20,7 +20,7 @@ from kubernetes import client
 from test_forged_points import ASSIGNMENT, FULL, NOTEBOOK, POINTS, _submit, master
 from test_grading import bystander, new_course  # noqa: F401 (a fixture)
 
-from autograder.grading import sandbox
+from autograder.grading import sandbox, values
 from autograder.grading.course import Course
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
@@ -40,7 +40,8 @@ UNDECODABLE = """'{"q": {"value": {"set": [[1], [2]]}}}'"""
 TOO_DEEP = """'{"value": ' + '[' * 50_000 + ']' * 50_000 + '}'"""
 # Not a string: the reply's text is a 14 MB list literal, which Python's parser needs ~5 GB to read.
 LITERAL_BOMB = 'type("Bomb", (), {"__repr__": lambda self: "[" + "0," * 7_000_000 + "]"})()'
-NOT_A_REPLY = """'["value", 4]'"""
+# The exception's message becomes the cell's error output: 15 MB in the notebook and its feedback.
+HUGE_MESSAGE = """'{"raised": "ValueError", "message": "' + "[grader] passed " * 1_000_000 + '"}'"""
 EQUALS_EVERYTHING = """class Anything(str):
     __eq__ = lambda self, other: True
     __hash__ = str.__hash__
@@ -65,7 +66,7 @@ q = 'b'"""
 EXPECTED = {  # student: (answers replaced, score)
     "solved": ({}, FULL),
     "breaks-decoding": ({"letter": _forged(UNDECODABLE, TOO_DEEP)}, POINTS["deploy"]),
-    "not-a-string-reply": ({"letter": _forged(LITERAL_BOMB, NOT_A_REPLY)}, POINTS["deploy"]),
+    "not-a-string-reply": ({"letter": _forged(LITERAL_BOMB, HUGE_MESSAGE)}, POINTS["deploy"]),
     "objects-that-lie": ({"letter": EQUALS_EVERYTHING, "double": LOOKALIKE_EXCEPTIONS}, POINTS["deploy"]),
     # The kernel is killed at the cell timeout: double fails, and deploy runs in a fresh kernel without `lab`.
     "never-returns": ({"double": NEVER_RETURNS}, POINTS["letter"]),
@@ -101,5 +102,22 @@ def test_replies_built_to_break_the_judge_fail_only_their_own_cell(course: Path,
     assert {o.student: (o.status, o.score) for o in outcomes} == {
         student: ("graded", score) for student, (_, score) in EXPECTED.items()}
     assert not sandbox.leftovers(admin, Course(course).key)
+    for student in EXPECTED:
+        assert (course / "autograded" / student / ASSIGNMENT / NOTEBOOK).stat().st_size < 1_000_000, student
     assert _nodes(admin) == before
     assert client.CoreV1Api(admin).read_namespaced_config_map("precious", bystander).data == {"keep": "me"}
+
+
+@pytest.mark.parametrize("reply", ['["value", 4]', '{"raised": 4}', '{"value": {"set": [[1]]}}', '{"value": {}}',
+                                   '{"value": ' + "[" * 5_000 + "]" * 5_000 + "}", "not json"])
+def test_a_reply_that_breaks_decoding_is_no_exception_a_test_may_expect(reply: str) -> None:
+    double = values.StudentFunction("h0", "double", lambda request: reply)
+    with pytest.raises(values.StudentError, match="answer it cannot read"):
+        double(2)
+
+
+@pytest.mark.parametrize("shown", ["[0, 0]", "'a', 'b'", "'a' 'b'", "b'a'", "'a\\\n'", "('a')"])
+def test_only_a_lone_string_literal_is_read_from_a_kernel(shown: str) -> None:
+    with pytest.raises(ValueError, match="something other than the string"):
+        values.shown_string(shown)
+    assert values.shown_string(repr('{"q": "it\'s \\"b\\""}')) == '{"q": "it\'s \\"b\\""}'

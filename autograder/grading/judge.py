@@ -27,6 +27,7 @@ from autograder.grading import values
 from autograder.waiting import poll
 
 FILENAME = "<test cell>"
+MAX_SHOWN = 20_000  # characters of one output kept: a message may carry a student's value of megabytes
 
 
 def python_source(cell_source: str) -> str:
@@ -141,9 +142,16 @@ def run(source: str, scope: dict[str, Any], patience: float) -> list[NotebookNod
 
 def _outputs(printed: str, error: BaseException | None = None) -> list[NotebookNode]:
     """The cell's outputs as nbgrader scores them: an error output means no points."""
-    outputs = [NotebookNode(output_type="stream", name="stdout", text=printed)] if printed else []
+    outputs = [NotebookNode(output_type="stream", name="stdout", text=_clip(printed))] if printed else []
     if error is not None:
-        shown = "".join(traceback.format_exception(error, limit=-3)).rstrip("\n").splitlines()
-        outputs.append(NotebookNode(output_type="error", ename=type(error).__name__, evalue=str(error),
+        shown = _clip("".join(traceback.format_exception(error, limit=-3)).rstrip("\n")).splitlines()
+        outputs.append(NotebookNode(output_type="error", ename=type(error).__name__, evalue=_clip(str(error)),
                                     traceback=shown))
     return outputs
+
+
+def _clip(text: str) -> str:
+    """At most `MAX_SHOWN` characters, and how many were dropped."""
+    if len(text) <= MAX_SHOWN:
+        return text
+    return f"{text[:MAX_SHOWN]}\n[grader] {len(text) - MAX_SHOWN:,} more characters dropped"
