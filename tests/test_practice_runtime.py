@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from kubernetes import client
 
@@ -198,14 +199,21 @@ def _deletion_seconds(lab: Lab, name: str) -> float:
 
 def test_deletion_sends_sigterm_and_sigkill_after_the_grace_period(cluster: Lab) -> None:
     create_pod(cluster, "server", {"image": IMAGE, "ports": [{"containerPort": 8080}]})
+    marker = str(600 + uuid.uuid4().int % 1000)  # a child it forks must end with the container
     create_pod(cluster, "stubborn", {"image": IMAGE, "command": [
-        "python", "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"]},
+        "python", "-c", "import signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"subprocess.Popen(['sleep', '{marker}']); time.sleep(600)"]},
         terminationGracePeriodSeconds=4)
     for name in ("server", "stubborn"):
         wait_pod(cluster, name, k8s.pod_ready, 120, f"{name} Ready")
     assert _deletion_seconds(cluster, "server") < 4, "the model server stops at SIGTERM"
     # deletionTimestamp has whole seconds: the grace period may end up to 1 s before 4 s have passed
     assert 3 < _deletion_seconds(cluster, "stubborn") < 15, "SIGKILL comes once the 4 s grace period is over"
+    leftover = lambda: [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", marker]]  # noqa: E731
+    deadline = time.monotonic() + 10
+    while leftover() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not leftover(), "a process the container forked outlived it"
 
 
 HOSTILE = """

@@ -172,7 +172,9 @@ class Router:
         for runtime in self.pods.values():
             for one in runtime.containers:
                 if one.process is not None:
+                    one.signal_all(signal.SIGTERM)
                     stop(one.process, grace=5)
+                    one.signal_all(signal.SIGKILL)
         for relay in self.relays.values():
             relay.close()
         self.pods.clear()

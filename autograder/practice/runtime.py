@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -145,7 +146,7 @@ class Container:
                 self._exited(now)
             else:
                 if self.kill_at is not None and now >= self.kill_at:
-                    self.process.kill()
+                    self.signal_all(signal.SIGKILL)
                 elif self.kill_at is None:
                     self._probe(now)
                 return
@@ -212,7 +213,8 @@ class Container:
         try:
             self.process = subprocess.Popen(
                 sandbox.argv(self._command(), uid, workdir), cwd=workdir, env=self._environment(entry, workdir),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=sandbox.limit)
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=sandbox.limit,
+                start_new_session=True)  # its own process group: whatever it forks stops with it
         except OSError as error:
             out.close()
             message = f"failed to create containerd task: exec: {error}"
@@ -244,6 +246,7 @@ class Container:
     def _exited(self, now: float) -> None:
         """Record how the process ended, keep its log as the previous one, and restart it as the policy says."""
         code = _exit_code(self.process.returncode)
+        self.signal_all(signal.SIGKILL)  # the container is over when its main process is: so are its children
         logger.info("%s/%s: container %s exited with %d", self.pod.namespace, self.pod.name, self.name, code)
         for pump in self.pumps:
             pump.join(timeout=1)
@@ -344,8 +347,13 @@ class Container:
     def stop(self, grace: float, now: float) -> None:
         """SIGTERM now, SIGKILL once `grace` seconds are over (kubelet's killContainer)."""
         if self.running() and self.kill_at is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.signal_all(signal.SIGTERM)
             self.kill_at = now + grace
+
+    def signal_all(self, number: int) -> None:
+        """Signal the container's whole process group, as a runtime signals a container's every process."""
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, number)
 
     def status(self) -> dict:
         """This container's entry of status.containerStatuses, with every state key (null ones clear the old)."""
@@ -416,7 +424,7 @@ class PodRuntime:
         """The pod vanished (forced deletion): its processes go at once."""
         for one in self.containers:
             if one.process is not None:
-                one.process.kill()
+                one.signal_all(signal.SIGKILL)
                 one.process.wait()
 
     def status(self, host_ip: str) -> dict:
