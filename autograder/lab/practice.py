@@ -8,8 +8,9 @@ each pod's containers as processes of the image's app. No Docker is needed.
 
 from __future__ import annotations
 
-import logging
 import fcntl
+import hashlib
+import logging
 import os
 import shutil
 import time
@@ -22,6 +23,7 @@ import yaml
 from kubernetes import client, utils
 
 from autograder import MANIFESTS
+from autograder.pins import PINS
 from autograder.lab import binaries, k8s, kubeconfig
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
 from autograder.practice.supervise import ensure_router, stop_router
@@ -33,6 +35,15 @@ PRACTICE_MANIFESTS = MANIFESTS / "practice"
 NODES_MANIFEST = PRACTICE_MANIFESTS / "nodes.yaml"
 GPU_NODES_MANIFEST = PRACTICE_MANIFESTS / "gpu-nodes.yaml"
 KWOKCTL_CONFIG = PRACTICE_MANIFESTS / "kwokctl.yaml"
+CONFIG_STAMP = "lab-config.sha256"  # in the cluster's workdir: what the cluster was made from
+
+
+def config_digest() -> str:
+    """What a practice cluster is made from: kwokctl's config, the node manifests, the pinned versions."""
+    digest = hashlib.sha256(" ".join(sorted(f"{p.name}-{p.version}" for p in PINS.values())).encode())
+    for path in (KWOKCTL_CONFIG, NODES_MANIFEST, GPU_NODES_MANIFEST):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def kwok_workdir() -> Path:
@@ -110,6 +121,12 @@ class Practice:
             ensure_router(self.context)
 
     def _up(self) -> None:
+        if self.exists() and self._stamp() != config_digest():
+            # kwok reads its Stages only at creation: a cluster made by an older lab would keep
+            # simulating pods the old way.
+            logger.info(f"Practice cluster {self.cluster!r} was made from another configuration; recreating it.")
+            self._delete_quietly()
+            stop_router(self.context)
         if self.exists():
             if self.answers():
                 logger.info(f"Practice cluster {self.cluster!r} is already running.")
@@ -153,6 +170,7 @@ class Practice:
             # Ctrl-C or a failure halfway leaves no half-made cluster behind.
             self._delete_quietly()
             raise
+        (self.workdir / CONFIG_STAMP).write_text(config_digest())
         logger.info(f"Practice cluster ready in {time.monotonic() - started:.1f} s "
             f"(kubectl context {self.context}).")
 
@@ -191,6 +209,10 @@ class Practice:
         if self.make_current and kubeconfig.current_context() != self.context:
             kubectl = binaries.ensure(["kubectl"])["kubectl"]
             run([str(kubectl), "config", "use-context", self.context], what="kubectl config use-context")
+
+    def _stamp(self) -> str:
+        path = self.workdir / CONFIG_STAMP
+        return path.read_text() if path.is_file() else ""
 
     def _delete_quietly(self) -> None:
         try:
