@@ -125,8 +125,8 @@ class Practice:
             # kwok reads its Stages only at creation: a cluster made by an older lab would keep
             # simulating pods the old way.
             logger.info(f"Practice cluster {self.cluster!r} was made from another configuration; recreating it.")
-            self._delete_quietly()
             stop_router(self.context)
+            self._delete_quietly()
         if self.exists():
             if self.answers():
                 logger.info(f"Practice cluster {self.cluster!r} is already running.")
