@@ -24,6 +24,20 @@ def stop(process: subprocess.Popen | int, grace: float = 5) -> None:
         process.wait()  # reap it, so no zombie stays behind
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants, also those in sessions of their own (a kernel's)."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for process in tree:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 class PidFile:
     """A daemon's pid on disk, believed only while that pid still runs a command containing `marker`."""
 

@@ -59,7 +59,10 @@ def test_grading_never_imports_the_lesson_and_the_runtime_never_the_build_toolin
 
 def test_every_subpackage_is_installed() -> None:
     listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {module_name(init) for init in PACKAGE.rglob("__init__.py")} | {"autograder.manifests"}
+    manifests = REPO_ROOT / "manifests"
+    data = {".".join(("autograder.manifests", *folder.relative_to(manifests).parts))
+            for folder in [manifests, *manifests.rglob("*")] if folder.is_dir() and folder.name != "__pycache__"}
+    found = {module_name(init) for init in PACKAGE.rglob("__init__.py")} | data
     assert listed == found
 
 

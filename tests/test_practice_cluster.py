@@ -13,10 +13,17 @@ from autograder.bench.cluster import practice_rss_mib
 from autograder.lab import Lab, cluster, kubeconfig
 from autograder.lab import workloads as w
 from autograder.lab.practice import Practice
+from autograder.lesson.steps import serve_lesson_images
 
 pytestmark = pytest.mark.cluster
 
 LESSON = (MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def lesson_images(practice_cluster: Practice) -> None:
+    """ml-api:v1 and v2 on the nodes, whatever ran before: the practice runtime starts only loaded images."""
+    serve_lesson_images(cluster.connect("practice"))
 
 
 def deploy(lab: Lab) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import nbformat
 from kubernetes import client
 
+from autograder import processes
 from autograder.grading import jail, ledger, nodes, sandbox, submissions
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
 from autograder.grading.settings import GradingSettings
@@ -208,6 +209,8 @@ def deadline(course: Course, assignment: str, settings: GradingSettings) -> floa
 
 
 def _kill(process: subprocess.Popen) -> None:
+    """The worker, its process group and the kernels it started in sessions of their own: they hold its pipes."""
+    processes.kill_tree(process.pid)
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:

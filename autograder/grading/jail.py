@@ -15,17 +15,13 @@ submission is ever imported with the grader's rights. Needs root, util-linux's u
 from __future__ import annotations
 
 import argparse
-import ctypes
-import fcntl
 import json
 import logging
 import os
 import resource
 import shutil
-import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -33,13 +29,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from autograder import isolation
 from autograder.errors import LabError
 from autograder import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 KERNEL_NAME = "lab-jail"
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
-PR_SET_PDEATHSIG = 1
 # A uid per kernel (base + the launcher's host pid, unique while it runs): RLIMIT_NPROC counts
 # a real uid's tasks host-wide, so a fork bomb exhausts only its own kernel's share.
 KERNEL_UID_BASE = 1_900_000_000
@@ -51,7 +47,6 @@ LIMITS = {
     resource.RLIMIT_NOFILE: 1024,
     resource.RLIMIT_CORE: 0,
 }
-SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 HOME, WORK = Path("/tmp/home"), Path("/tmp/work")
 LOOPBACK = "127.0.0.1"
 
@@ -135,59 +130,30 @@ def jailed_kubeconfig(kubeconfig_text: str) -> str:
     return yaml.safe_dump(document)
 
 
-def _die_with_parent() -> None:
-    """Outside the PID namespace nothing would stop the jail if the grading worker were killed."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _mount(*args: str) -> None:
-    subprocess.run(["mount", *args], check=True, capture_output=True)
-
-
 def _mount_points() -> list[str]:
     with open("/proc/self/mountinfo") as table:
         points = [line.split()[4].replace("\\040", " ") for line in table]
     return [p for p in dict.fromkeys(points) if not p.startswith(PSEUDO_FILESYSTEMS)]
 
 
-def _cover(top: Path, options: str, keep: list[Path], writable: Path | None, hidden: list[Path]) -> None:
-    """Mount a fresh tmpfs on `top`, then mount back the kept paths below it (read-only but `writable`).
-
-    A path, even canonicalized, would lead into the new tmpfs: keep a handle on each and mount it
-    back through the handle itself, parents first. A bind carries no mounts from below it, so a
-    path holding a hidden one is not kept.
-    """
-    kept = sorted({path for path in (entry.resolve() for entry in keep if entry.exists())
-                   if path.is_relative_to(top) and not any(h.is_relative_to(path) for h in hidden)},
-                  key=lambda path: len(path.parts))
-    handles = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in kept}
-    _mount("-t", "tmpfs", "-o", options, "jail", str(top))
-    for path, handle in handles.items():
-        path.mkdir(parents=True, exist_ok=True)
-        _mount("--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{handle}", str(path))
-        if path != writable:
-            _mount("-o", "remount,bind,ro", str(path))
-        os.close(handle)
-
-
 def _seal(hide: list[Path], keep: list[Path], writable: Path | None) -> None:
     """Inside fresh namespaces: cover secrets and the grader's home, make everything read-only, fresh /tmp."""
     for path in hide:
         if path.is_dir():
-            _mount("-t", "tmpfs", "-o", "size=4k,mode=000", "hidden", str(path))
+            isolation.mount("-t", "tmpfs", "-o", "size=4k,mode=000", "hidden", str(path))
         elif path.exists():
-            _mount("--bind", "/dev/null", str(path))
+            isolation.mount("--bind", "/dev/null", str(path))
     if writable is not None:
-        _mount("--bind", str(writable), str(writable))
+        isolation.mount("--bind", str(writable), str(writable))
     for point in _mount_points():
         if point != str(writable):
-            _mount("-o", "remount,bind,ro", point)
+            isolation.mount("-o", "remount,bind,ro", point)
     hidden = [path.resolve() for path in hide]
     keep = [*keep, *([writable] if writable else [])]
     home = Path.home().resolve()
     if home != Path("/") and home.is_dir():
-        _cover(home, "size=1m,mode=755", keep, writable, hidden)
-    _cover(Path("/tmp"), "size=256m,mode=1777", keep, writable, hidden)
+        isolation.cover(home, "size=1m,mode=755", keep, writable, hidden)
+    isolation.cover(Path("/tmp"), "size=256m,mode=1777", keep, writable, hidden)
 
 
 def _copy_regular_files(source: Path, target: Path, owner: tuple[int, int]) -> None:
@@ -217,27 +183,12 @@ def _give(path: Path, content: str, owner: tuple[int, int]) -> Path:
     return path
 
 
-def _loopback_up() -> None:
-    """A new network namespace starts with loopback down; the forwarder and port-forwards listen on it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as handle:
-        request = struct.pack("16sH22x", b"lo", 0)
-        flags = struct.unpack_from("16sH", fcntl.ioctl(handle, SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(handle, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
-
-
-def _drop(owner: tuple[int, int]) -> list[str]:
-    """The command prefix that runs a program as the kernel's uid, with no capability it could regain."""
-    uid, gid = owner
-    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--bounding-set=-all",
-            "--inh-caps=-all", "--no-new-privs", "--"]
-
-
 def _start_forwarder(port: int, api_socket: Path, owner: tuple[int, int]) -> None:
     """Listen on loopback at the API server's port (before the kernel starts) and relay to the worker."""
     listener = socket.socket()
     listener.bind((LOOPBACK, port))
     listener.listen(64)
-    subprocess.Popen([*_drop(owner), sys.executable, "-I", "-m", "autograder.grading.bridge",
+    subprocess.Popen([*isolation.unprivileged(*owner), sys.executable, "-I", "-m", "autograder.grading.bridge",
                       "--fd", str(listener.fileno()), str(api_socket)],
                      # its own session: the kernel's shutdown waits for the children in its group
                      pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL, cwd="/", start_new_session=True)
@@ -252,7 +203,7 @@ def _limit() -> None:
 
 def _unshare(args: argparse.Namespace, command: list[str]) -> None:
     """Outside: re-run this module, isolated from the notebook's folder, in fresh namespaces."""
-    _die_with_parent()
+    isolation.die_with_parent()
     options = [f"--uid={KERNEL_UID_BASE + os.getpid()}", *(f"--hide={path}" for path in args.hide)]
     if args.api_socket:
         options.append(f"--api-socket={args.api_socket}")
@@ -283,12 +234,12 @@ def _inside(args: argparse.Namespace, command: list[str]) -> None:
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(_give(HOME / "kubeconfig", jailed_kubeconfig(kubeconfig), owner))
     _copy_regular_files(notebook_folder, WORK, owner)
-    _loopback_up()
+    isolation.loopback_up()
     _limit()
     if args.api_socket and kubeconfig is not None:
         _start_forwarder(api_address(kubeconfig)[1], args.api_socket, owner)
     os.chdir(WORK)
-    os.execvp("setpriv", [*_drop(owner), *command])
+    os.execvp("setpriv", [*isolation.unprivileged(*owner), *command])
 
 
 def main(argv: list[str] | None = None) -> int:

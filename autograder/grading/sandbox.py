@@ -213,9 +213,10 @@ def delete(admin: client.ApiClient, namespace: str, wait: float = 120) -> bool:
     core = client.CoreV1Api(admin)
     rbac = client.RbacAuthorizationV1Api(admin)
     removals = [(rbac.delete_cluster_role_binding, binding) for binding, _, _ in node_bindings(namespace)]
-    # Pods go first and at once: a submission's long grace period must not hold nodes' CPU for the next one.
-    removals.append((lambda name: core.delete_collection_namespaced_pod(name, grace_period_seconds=0), namespace))
+    # The namespace first, so that no controller may create pods in it any more; then its pods at once:
+    # a submission's long grace period must not hold nodes' CPU for the next one.
     removals.append((lambda name: core.delete_namespace(name, propagation_policy="Background"), namespace))
+    removals.append((lambda name: core.delete_collection_namespaced_pod(name, grace_period_seconds=0), namespace))
     for remove, name in removals:
         try:
             remove(name)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from kubernetes import client, dynamic, watch
+from urllib3.exceptions import HTTPError
 
 from autograder.errors import LabError
 
@@ -83,9 +84,11 @@ def wait_for(list_objects: Callable[..., Any], *args: Any, until: Callable[[list
         objects = {_key(obj): obj for obj in _items(listing)}
         if result := until(list(objects.values())):
             return result
+        seconds = max(1, int(min(resync, deadline - time.monotonic())))
         try:
+            # The server ends the watch after `seconds`; the read timeout covers a server that does not.
             for event in watch.Watch().stream(list_objects, *args, resource_version=_version(listing),
-                                              timeout_seconds=max(1, int(min(resync, deadline - time.monotonic()))),
+                                              timeout_seconds=seconds, _request_timeout=(10, seconds + 10),
                                               **kwargs):
                 changed = event["object"]
                 if event["type"] == "DELETED":
@@ -99,6 +102,8 @@ def wait_for(list_objects: Callable[..., Any], *args: Any, until: Callable[[list
         except client.ApiException as error:
             if error.status != 410:  # 410 Gone: the resourceVersion is too old; list again
                 raise
+        except HTTPError:  # the watch's connection stalled or broke: list again
+            pass
         if time.monotonic() >= deadline:
             state = seen(list(objects.values())) if seen else f"{len(objects)} object(s)"
             raise WaitTimeout(f"{what} did not happen within {timeout:.0f} s (last seen: {state})")

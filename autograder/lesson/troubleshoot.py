@@ -44,6 +44,15 @@ def _scheduling_failures(lab: Lab, pod: client.V1Pod) -> list[str]:
     return [e.message.strip() for e in found.items if e.reason == "FailedScheduling" and e.message]
 
 
+def _status(pod: client.V1Pod) -> str:
+    """kubectl's STATUS, except that a container restarting after a failure is crash-looping even in
+    the moments between two restarts, when kubectl shows Running."""
+    restarting = any(s.restart_count and not s.ready and s.last_state and s.last_state.terminated
+                     and s.last_state.terminated.exit_code for s in pod.status.container_statuses or [])
+    status = pod_status(pod)
+    return "CrashLoopBackOff" if restarting and status == "Running" else status
+
+
 def diagnose(lab: Lab, selector: str) -> list[str]:
     """Plain-words findings for the pods behind `selector`; an empty list means nothing is wrong."""
     findings = []
@@ -51,7 +60,7 @@ def diagnose(lab: Lab, selector: str) -> list[str]:
     if not pods:
         return [f"no pods match {selector}: is the Deployment applied, and does its label match?"]
     for pod in pods:
-        name, status = pod.metadata.name, pod_status(pod)
+        name, status = pod.metadata.name, _status(pod)
         if not pod.spec.node_name:
             reasons = _scheduling_failures(lab, pod)
             if reasons:
@@ -69,7 +78,7 @@ def _settled(lab: Lab, pod: client.V1Pod) -> bool:
     """Whether a pod has reached a state worth diagnosing: ready, stuck, or refused by the scheduler."""
     if not pod.spec.node_name:
         return bool(_scheduling_failures(lab, pod))
-    return k8s.condition_true(pod) or pod_status(pod) in STUCK
+    return k8s.condition_true(pod) or _status(pod) in STUCK
 
 
 def wait_until_settled(lab: Lab, selector: str, timeout: float = 60) -> None:

@@ -158,12 +158,10 @@ def images_on_nodes(lab: Lab) -> set[str]:
             for image in node.status.images or [] for name in image.names or []}
 
 
-def serving(pod: client.V1Pod) -> bool:
-    """Whether a Service would send traffic to the pod: bound, not being deleted, Ready."""
-    return bool(pod.spec.node_name) and pod.metadata.deletion_timestamp is None and k8s.pod_ready(pod)
-
 def pod_images(pod: client.V1Pod) -> set[str]:
+    """The images a pod's containers run."""
     return {container.image for container in pod.spec.containers}
+
 
 def wait_routed(lab: Lab, selector: str, timeout: float = 30) -> None:
     """Block until every serving pod behind `selector` has its PortForward, so traffic can flow."""
@@ -171,9 +169,11 @@ def wait_routed(lab: Lab, selector: str, timeout: float = 30) -> None:
     missing: list[str] = []
 
     def routed(forwards: list[dict]) -> bool:
-        pods = [pod for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
-                if serving(pod)]
-        unloaded = sorted({image for pod in pods for image in pod_images(pod)} - loaded_images(lab))
+        placed = [pod for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
+                  if pod.spec.node_name and pod.metadata.deletion_timestamp is None]
+        pods = [pod for pod in placed if k8s.pod_ready(pod)]
+        # Pods whose image was never loaded never start: with none serving, that is the reason to give.
+        unloaded = sorted({image for pod in pods or placed for image in pod_images(pod)} - loaded_images(lab))
         if unloaded:
             raise ImageNotLoaded(
                 f"the pods behind {selector} run {', '.join(unloaded)}, which was never loaded into "
@@ -190,6 +190,7 @@ def wait_routed(lab: Lab, selector: str, timeout: float = 30) -> None:
     except k8s.WaitTimeout:
         raise k8s.WaitTimeout(f"no route to pods {missing} behind {selector} after {timeout:.0f} s; the "
                               f"router's log says why: {state_dir(lab.context) / 'router.log'}") from None
+
 
 def serves_kwok_routes(lab: Lab) -> bool:
     """Whether the cluster has kwok's PortForward API, i.e. its pods are simulated."""

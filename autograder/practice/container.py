@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import fcntl
 import os
 import pwd
 import resource
-import signal
 import socket
-import struct
-import subprocess
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1
+from autograder import isolation
+
 CLONE_NEWNET = 0x40000000
 POD_UID_BASE = 1_800_000_000
 POD_GID = 65534  # nogroup
@@ -40,7 +36,6 @@ LIMITS = {
 # Outside the home: shared scratch space gets a fresh tmpfs, credentials are covered.
 SCRATCH = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 SECRETS = (Path("/etc/kubernetes"), Path("/var/run/docker.sock"), Path("/run/docker.sock"))
-SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 # Programs a container's command may name, as the image's PATH would find them.
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -61,7 +56,7 @@ def limit() -> None:
         # RLIMIT_NPROC counts every task of the uid: only a pod's own uid may be bounded by it.
         if kind != resource.RLIMIT_NPROC or isolated():
             resource.setrlimit(kind, (value, value))
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    isolation.die_with_parent()
 
 
 def argv(command: list[str], uid: int, workdir: Path) -> list[str]:
@@ -73,46 +68,21 @@ def argv(command: list[str], uid: int, workdir: Path) -> list[str]:
             "autograder.practice.container", "--uid", str(uid), "--workdir", str(workdir), "--", *command]
 
 
-def _mount(*args: str) -> None:
-    subprocess.run(["mount", *args], check=True, capture_output=True)
-
-
-def _cover_home(keep: list[Path]) -> None:
-    """Inside the new mount namespace: an empty home over the grader's, with only `keep` put back."""
+def _cover(keep: list[Path], workdir: Path) -> None:
+    """Inside the new mount namespace: an empty home over the grader's and a private /tmp, /var/tmp and
+    /dev/shm (no file the grader or another pod left there), with only `keep` put back, and no
+    credential outside the home."""
     home = Path(pwd.getpwuid(os.getuid()).pw_dir).resolve()  # $HOME is already the container's
-    if home == Path("/") or not home.is_dir():
-        return
-    kept = [path.resolve() for path in keep if path.resolve().is_relative_to(home) and path.exists()]
-    staged = []
-    for path in kept:
-        stage = Path(tempfile.mkdtemp(prefix="pod-keep-"))
-        _mount("--rbind", str(path), str(stage))
-        staged.append((stage, path))
-    _mount("-t", "tmpfs", "-o", "size=1m,mode=755", "pod-home", str(home))
-    for stage, path in staged:
-        path.mkdir(parents=True, exist_ok=True)
-        _mount("--move", str(stage), str(path))
-        stage.rmdir()
-
-
-def _cover_shared() -> None:
-    """A private /tmp (no file the grader or another pod left there), and no credential outside the home."""
+    if home != Path("/") and home.is_dir():
+        isolation.cover(home, "size=1m,mode=755", keep, writable=workdir)
     for path in SCRATCH:
         if path.is_dir():
-            _mount("-t", "tmpfs", "-o", "size=64m,mode=1777", "pod-tmp", str(path))
+            isolation.cover(path, "size=64m,mode=1777", keep, writable=workdir)
     for path in SECRETS:
         if path.is_dir():
-            _mount("-t", "tmpfs", "-o", "size=4k,mode=000", "hidden", str(path))
+            isolation.mount("-t", "tmpfs", "-o", "size=4k,mode=000", "hidden", str(path))
         elif path.exists():
-            _mount("--bind", "/dev/null", str(path))
-
-
-def _loopback_up() -> None:
-    """A new network namespace starts with loopback down; the container listens on it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as handle:
-        request = struct.pack("16sH22x", b"lo", 0)
-        flags = struct.unpack_from("16sH", fcntl.ioctl(handle, SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(handle, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+            isolation.mount("--bind", "/dev/null", str(path))
 
 
 def connect(pid: int | None, port: int, timeout: float) -> socket.socket:
@@ -139,13 +109,11 @@ def connect(pid: int | None, port: int, timeout: float) -> socket.socket:
 
 def _inside(uid: int, workdir: Path, command: list[str]) -> None:
     """In the new namespaces, still root: loopback up, home covered, limits set; then become the pod's uid."""
-    _loopback_up()
-    _cover_home([Path(sys.prefix), Path(sys.base_prefix), workdir])
-    _cover_shared()
+    isolation.loopback_up()
+    _cover([Path(sys.prefix), Path(sys.base_prefix), workdir], workdir)
     limit()
     os.chdir(workdir)
-    os.execvp("setpriv", ["setpriv", f"--reuid={uid}", f"--regid={POD_GID}", "--clear-groups",
-                          "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs", "--", *command])
+    os.execvp("setpriv", [*isolation.unprivileged(uid, POD_GID), *command])
 
 
 def main(arguments: list[str] | None = None) -> int:
