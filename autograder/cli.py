@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -197,8 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _scripts_on_path() -> None:
+    """As in an activated venv: nbgrader runs `alembic` (and jupyter) through PATH, so this interpreter's
+    own scripts come first also when it is called by its full path (`.venv/bin/python -m autograder`)."""
+    scripts = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if scripts not in path.split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([scripts, path]) if path else scripts
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _scripts_on_path()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         return args.handler(args)

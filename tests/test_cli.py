@@ -50,3 +50,16 @@ def test_doctor_names_each_missing_piece_and_its_fix(tmp_path: Path, monkeypatch
     assert rows["go"][0] == doctor.MISSING and "go.dev" in rows["go"][1]
     assert rows["kube-apiserver"] == (doctor.MISSING, "see: conda env create -f environment.yml")
     assert rows["context"][0] == doctor.MISSING and "cluster up" in rows["context"][1]
+
+
+@pytest.mark.parametrize("activated", [False, True])
+def test_the_gradebook_opens_when_the_venv_is_not_activated(tmp_path: Path, activated: bool) -> None:
+    """nbgrader runs `alembic` through PATH; `.venv/bin/python -m autograder grade` must find it all the same."""
+    database = tmp_path / "gradebook.db"
+    opens = ("from autograder import cli; cli._scripts_on_path(); from nbgrader.api import Gradebook; "
+             f"Gradebook('sqlite:///{database}').close()")
+    path = f"{Path(sys.executable).parent}:/usr/bin:/bin" if activated else "/usr/bin:/bin"
+    result = subprocess.run([sys.executable, "-c", opens], capture_output=True, text=True, timeout=120,
+                            env={"PATH": path, "HOME": str(tmp_path)}, check=False)
+    assert result.returncode == 0, result.stderr
+    assert database.is_file()
