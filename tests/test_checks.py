@@ -126,3 +126,20 @@ def test_deployment_created_at_five_is_scaled_but_not_ready_for_three(lab) -> No
     assert checks.scaled_to(lab, "ml-api", 5)
     result = checks.deployment_ready(lab, "ml-api", replicas=3)
     assert not result and "asks for 5 replicas" in result.message
+
+
+@pytest.mark.cluster
+def test_a_rollout_that_cannot_finish_fails_at_once_and_its_fix_passes(lab) -> None:
+    """No node fits the pod: waiting cannot help, so the check says why now instead of after its patience."""
+    deployment, _ = copy.deepcopy(_lesson_manifests())
+    deployment["spec"]["replicas"] = 1
+    resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    resources["requests"]["cpu"] = resources["limits"]["cpu"] = "64"
+    workloads.apply(lab, [deployment])
+    result = checks.eventually(checks.scaled_to, lab, "ml-api", 1, timeout=60)
+    assert not result and not result.pending
+    assert "cannot finish rolling out" in result.message and "Insufficient cpu" in result.message
+
+    resources["requests"]["cpu"], resources["limits"]["cpu"] = "100m", "200m"
+    workloads.apply(lab, [deployment])
+    checks.eventually(checks.scaled_to, lab, "ml-api", 1, timeout=90).assert_passed()

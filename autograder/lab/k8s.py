@@ -34,6 +34,25 @@ def pod_ready(pod: client.V1Pod) -> bool:
     return pod.metadata.deletion_timestamp is None and condition_true(pod)
 
 
+# Waiting reasons kubelet keeps a container in until its pod's spec changes: waiting does not help.
+STUCK_REASONS = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "ErrImageNeverPull", "ErrImagePull",
+                           "ImagePullBackOff", "InvalidImageName"})
+
+
+def stuck(pod: client.V1Pod) -> str | None:
+    """Why a live pod will not become Ready by waiting (no node fits it, or a container is stuck), else None."""
+    if pod.metadata.deletion_timestamp is not None:
+        return None
+    for condition in pod.status.conditions or []:
+        if condition.type == "PodScheduled" and condition.reason == "Unschedulable":
+            return f"cannot be scheduled: {condition.message}"
+    for status in pod.status.container_statuses or []:
+        waiting = status.state.waiting if status.state else None
+        if waiting and waiting.reason in STUCK_REASONS:
+            return f"is {waiting.reason}"
+    return None
+
+
 def selector(labels: Mapping[str, str] | None) -> str:
     """A label selector string for exactly these labels."""
     return ",".join(f"{key}={value}" for key, value in (labels or {}).items())

@@ -122,11 +122,27 @@ def _container(deployment: client.V1Deployment) -> client.V1Container:
     return next((c for c in containers if c.name == deployment.metadata.name), containers[0])
 
 
-def _require_rolled_out(deployment: client.V1Deployment) -> None:
+def _require_rolled_out(lab: LabLike, deployment: client.V1Deployment) -> None:
     done, waiting = rollout_state(deployment)
-    if not done:
-        raise _Pending(f"deployment/{deployment.metadata.name} is not rolled out yet: {waiting}; "
-                      "wait for it (wait_for_rollout or `kubectl rollout status`) and check again")
+    if done:
+        return
+    name = deployment.metadata.name
+    if blocked := _stuck_new_pods(lab, deployment):
+        raise _Failed(f"deployment/{name} cannot finish rolling out, and waiting will not help: {blocked[0]}; "
+                      "fix the Deployment (`kubectl describe pod` says why) and apply it again")
+    raise _Pending(f"deployment/{name} is not rolled out yet: {waiting}; "
+                   "wait for it (wait_for_rollout or `kubectl rollout status`) and check again")
+
+
+def _stuck_new_pods(lab: LabLike, deployment: client.V1Deployment) -> list[str]:
+    """The current revision's pods that will never be Ready as they are; none while the controller catches up."""
+    if (deployment.status.observed_generation or 0) < (deployment.metadata.generation or 0):
+        return []
+    current = {(rs.metadata.labels or {}).get("pod-template-hash") for rs in k8s.owned_replica_sets(lab.apps, deployment)
+               if k8s.revision(rs) == k8s.revision(deployment)}
+    pods = lab.core.list_namespaced_pod(lab.namespace, label_selector=k8s.selector(deployment.spec.selector.match_labels))
+    return [f"pod {pod.metadata.name} {why}" for pod in pods.items
+            if (pod.metadata.labels or {}).get("pod-template-hash") in current and (why := k8s.stuck(pod))]
 
 
 def _amount(quantity: str) -> object:
@@ -170,7 +186,7 @@ def deployment_ready(lab: LabLike, name: str, replicas: int = 3, image: str | No
         raise _Failed(f"container {container.name!r} resources: {'; '.join(wrong)}")
     if port is not None and port not in {p.container_port for p in container.ports or []}:
         raise _Failed(f"container {container.name!r} does not declare containerPort {port}")
-    _require_rolled_out(deployment)
+    _require_rolled_out(lab, deployment)
     ready = deployment.status.ready_replicas or 0
     if ready != replicas:
         raise _Pending(f"{ready} of {replicas} pods are ready; look at `kubectl get pods` "
@@ -262,7 +278,7 @@ def scaled_to(lab: LabLike, name: str, replicas: int) -> str:
     """The Deployment runs `replicas` ready pods now, or its controller recorded scaling up to them."""
     deployment = _deployment(lab, name)
     if deployment.spec.replicas == replicas:
-        _require_rolled_out(deployment)
+        _require_rolled_out(lab, deployment)
         ready = deployment.status.ready_replicas or 0
         if ready != replicas:
             raise _Pending(f"deployment/{name} asks for {replicas} replicas but {ready} are ready")
@@ -284,7 +300,7 @@ def rolled_out(lab: LabLike, name: str, image: str, replaced: str | None = None)
     if current != image:
         raise _Failed(f"deployment/{name} runs {current!r}; update it with "
                       f"`kubectl set image deployment/{name} {_container(deployment).name}={image}`")
-    _require_rolled_out(deployment)
+    _require_rolled_out(lab, deployment)
     revision = k8s.revision(deployment)
     if replaced is not None:
         if not any(replaced in r.images and r.number < revision for r in history(lab, name)):
@@ -311,7 +327,7 @@ def rolled_back(lab: LabLike, name: str, image: str, replaced: str) -> str:
     if revision <= replaced_at[-1]:
         raise _Failed(f"deployment/{name} runs {image!r} at revision {revision}, not after the "
                       f"{replaced!r} revision {replaced_at[-1]}: roll out {replaced!r}, then undo it")
-    _require_rolled_out(deployment)
+    _require_rolled_out(lab, deployment)
     return (f"deployment/{name} rolled back to {image} (revision {revision}, "
             f"after {replaced} at revision {replaced_at[-1]})")
 

@@ -21,7 +21,6 @@ PULL_REASONS = {
                         "check the tag exists (`docker images`), load it into the cluster",
     "InvalidImageName": "{image} is not a valid image reference: fix the image: line",
 }
-STUCK = {"CrashLoopBackOff", "CreateContainerConfigError", *PULL_REASONS}
 WAITING_HINTS = {
     "CrashLoopBackOff": "the container starts and exits again and again: read its logs "
                         "(`kubectl logs POD --previous`) for the error",
@@ -78,7 +77,7 @@ def _settled(lab: Lab, pod: client.V1Pod) -> bool:
     """Whether a pod has reached a state worth diagnosing: ready, stuck, or refused by the scheduler."""
     if not pod.spec.node_name:
         return bool(_scheduling_failures(lab, pod))
-    return k8s.condition_true(pod) or _status(pod) in STUCK
+    return k8s.condition_true(pod) or _status(pod) in k8s.STUCK_REASONS
 
 
 def wait_until_settled(lab: Lab, selector: str, timeout: float = 60) -> None:
