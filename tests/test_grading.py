@@ -257,4 +257,5 @@ def test_lesson01_masters_get_full_marks_and_its_release_gets_zero(tmp_path: Pat
     scores = {o.student: (o.status, o.score, o.max_score) for o in outcomes}
     assert scores["masters"][0] == "graded" and scores["masters"][1] == scores["masters"][2] > 0
     assert scores["untouched"][:2] == ("graded", 0)
+    assert all(o.phases["kernel starts"] > 0 for o in outcomes), "kernels start through the grader's own hook"
     assert sandbox.leftovers(kubeconfig.api_client(practice_cluster.context), Course(root).key) == []

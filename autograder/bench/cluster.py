@@ -58,7 +58,7 @@ def practice_pss_mib(practice: Practice) -> float:
 def with_readiness_probe(documents: list[dict]) -> list[dict]:
     """The lesson's Deployment with a readinessProbe on /health (kept when the manifest has one)."""
     container = documents[0]["spec"]["template"]["spec"]["containers"][0]
-    container.setdefault("readinessProbe", {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 2})
+    container.setdefault("readinessProbe", {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 1})
     return documents
 
 

@@ -112,6 +112,10 @@ class ClusterVerifiedExecute(Execute):
         with timed("kernel starts"):
             return await super().async_start_new_kernel_client()
 
+    # nbclient binds its synchronous wrappers to its own coroutines: rebind them to the overrides above.
+    start_new_kernel = run_sync(async_start_new_kernel)
+    start_new_kernel_client = run_sync(async_start_new_kernel_client)
+
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> Any:
         if judge.is_test(cell):
             with timed("judging"):

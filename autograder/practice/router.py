@@ -61,6 +61,7 @@ class Router:
         self.pods: dict[str, PodRuntime] = {}
         self.relays: dict[tuple[str, str], Relay] = {}
         self.host_ips: dict[str, str] = {}
+        self.published: dict[tuple[str, str], dict] = {}  # (pod uid, plural): the spec last written
         self.connect()
         preload_reference_images(self.core)
 
@@ -142,11 +143,16 @@ class Router:
         self.pods.pop(uid).kill()
         for key in [key for key in self.relays if key[0] == uid]:
             self.relays.pop(key).close()
+        for key in [key for key in self.published if key[0] == uid]:
+            del self.published[key]
         self.events.forget(uid)
         shutil.rmtree(self.state / "pods" / uid, ignore_errors=True)
 
     def _ensure_pod_object(self, pod: client.V1Pod, kind: str, plural: str, spec: dict) -> None:
         """Create or update the kwok object (same name as the pod) that kwok reads for that pod."""
+        key = (pod.metadata.uid, plural)
+        if self.published.get(key) == spec:  # only the router writes these: unchanged means nothing to do
+            return
         name, namespace = pod.metadata.name, pod.metadata.namespace
         body = {
             "apiVersion": "/".join(KWOK), "kind": kind,
@@ -162,10 +168,11 @@ class Router:
             if error.status != 404:
                 raise
             self.custom.create_namespaced_custom_object(*KWOK, namespace, plural, body)
-            return
-        if current.get("spec") != spec:
-            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            self.custom.replace_namespaced_custom_object(*KWOK, namespace, plural, name, body)
+        else:
+            if current.get("spec") != spec:
+                body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                self.custom.replace_namespaced_custom_object(*KWOK, namespace, plural, name, body)
+        self.published[key] = spec
 
     def close(self) -> None:
         """Stop every container (SIGTERM, then SIGKILL after 5 s) and every relay."""
