@@ -1,14 +1,21 @@
-"""Shared fixtures: a real practice cluster for the session, and a fresh namespace per test."""
+"""Shared fixtures: a real practice cluster for the session, a fresh namespace per test, a grading round trip."""
 
 from __future__ import annotations
 
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from autograder.bench import grade as bench
+from autograder.grading import submissions
+from autograder.grading.course import Course, ensure_in_gradebook
+from autograder.grading.ledger import Outcome
+from autograder.grading.runner import grade_class, table
+from autograder.grading.settings import GradingSettings
 from autograder.lab import Lab, connect
 from autograder.lab.practice import Practice
 
@@ -30,3 +37,20 @@ def lab(practice_cluster: Practice, request: pytest.FixtureRequest) -> Iterator[
     lab = connect("practice", namespace=namespace)
     yield lab
     lab.core.delete_namespace(namespace)
+
+
+@pytest.fixture
+def round_trip(tmp_path: Path) -> Callable[[str], list[Outcome]]:
+    """Grades lesson01's solved masters and its untouched release on a provider: full marks, then zero."""
+    def grade(provider: str) -> list[Outcome]:
+        root = bench.course_copy(tmp_path / "course")
+        ensure_in_gradebook(Course(root), bench.ASSIGNMENT)
+        submissions.write(root, bench.ASSIGNMENT, "masters", steps=None)
+        submissions.write(root, bench.ASSIGNMENT, "untouched")
+        outcomes = grade_class(root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider=provider)
+        print(table(outcomes))
+        scores = {o.student: (o.status, o.score, o.max_score) for o in outcomes}
+        assert scores["masters"][0] == "graded" and scores["masters"][1] == scores["masters"][2] > 0
+        assert scores["untouched"][:2] == ("graded", 0)
+        return outcomes
+    return grade

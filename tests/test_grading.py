@@ -23,7 +23,6 @@ from kubernetes import client
 from nbformat.v4 import new_code_cell, new_notebook
 
 from autograder import REPO_ROOT
-from autograder.bench import grade as bench
 from autograder.grading import sandbox, submissions
 from autograder.grading.ledger import Ledger
 from autograder.grading.course import Course, GradingError, ensure_in_gradebook
@@ -247,15 +246,7 @@ def test_a_cluster_that_is_down_records_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_lesson01_masters_get_full_marks_and_its_release_gets_zero(tmp_path: Path, practice_cluster) -> None:
-    root = bench.course_copy(tmp_path / "course")
-    ensure_in_gradebook(Course(root), bench.ASSIGNMENT)
-    submissions.write(root, bench.ASSIGNMENT, "masters", steps=None)
-    submissions.write(root, bench.ASSIGNMENT, "untouched")
-    outcomes = grade_class(root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider="practice")
-    print(table(outcomes))
-    scores = {o.student: (o.status, o.score, o.max_score) for o in outcomes}
-    assert scores["masters"][0] == "graded" and scores["masters"][1] == scores["masters"][2] > 0
-    assert scores["untouched"][:2] == ("graded", 0)
+def test_lesson01_masters_get_full_marks_and_its_release_gets_zero(tmp_path: Path, round_trip, practice_cluster) -> None:
+    outcomes = round_trip("practice")
     assert all(o.phases["kernel starts"] > 0 for o in outcomes), "kernels start through the grader's own hook"
-    assert sandbox.leftovers(kubeconfig.api_client(practice_cluster.context), Course(root).key) == []
+    assert sandbox.leftovers(kubeconfig.api_client(practice_cluster.context), Course(tmp_path / "course").key) == []

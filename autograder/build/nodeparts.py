@@ -85,8 +85,9 @@ IPTABLES_ROOTFS = Rootfs(
 NODE_BINARIES = ("kubelet", "kubeadm", "kubectl")
 KUBERNETES_IMAGE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
 
-# One node, so one static pod range: the first /24 kube-controller-manager hands out of kind's
-# default pod subnet 10.244.0.0/16. ptp needs no bridge and no image, unlike kindnetd.
+# A static pod range: the first /24 kube-controller-manager hands out of kind's default pod
+# subnet 10.244.0.0/16 (the control plane's). ptp needs no bridge and no image, unlike kindnetd;
+# once the workers have joined, the lab gives each node its own range and routes (lab/kind.py).
 POD_RANGE = "10.244.0.0/24"
 CNI_CONFIG = {
     "cniVersion": "0.4.0",

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import ipaddress
+import json
 import logging
 import os
 import re
+import tarfile
 import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import yaml
 from docker.errors import DockerException, ImageNotFound
+from kubernetes import client
 
 from autograder import pins
 from autograder import MANIFESTS
-from autograder.lab import binaries, kubeconfig
+from autograder.lab import binaries, k8s, kubeconfig
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
 
 logger = logging.getLogger(__name__)
@@ -27,6 +33,9 @@ OFFICIAL_NODE_IMAGE = f"kindest/node:v{pins.KUBERNETES_VERSION}"
 # cannot pull the official image.
 LOCAL_NODE_IMAGE = f"k8s-ml-lab/kind-node:v{pins.KUBERNETES_VERSION}"
 READY_WAIT = "180s"
+# The offline node image's CNI config (autograder/build/nodeparts.py): one static ptp range.
+STATIC_CNI = Path("/etc/cni/net.d/10-lab-ptp.conflist")
+GPU, GPUS_PER_WORKER = "nvidia.com/gpu", "1"  # what notebook 7 schedules on, as a cloud GPU node offers it
 LOG_LINES = 30
 KLOG_ERROR = re.compile(r"^E\d{4} ")  # klog's error lines: E1128 03:00:00.000000 ...
 
@@ -90,8 +99,13 @@ class Kind:
 
     @property
     def node(self) -> str:
-        """The Docker container that is the cluster's one node."""
+        """The Docker container of the control-plane node (kubectl and the API server run there)."""
         return f"{self.cluster}-control-plane"
+
+    @property
+    def node_count(self) -> int:
+        """How many nodes the lesson's kind config asks for."""
+        return len(yaml.safe_load(KIND_CONFIG.read_text())["nodes"])
 
     def unusable_reason(self) -> str | None:
         missing = [name for name in self.required_binaries if binaries.find(name) is None]
@@ -132,10 +146,14 @@ class Kind:
             raise ClusterError(f"kind cannot run here: {reason}")
         if self.exists():
             if kubeconfig.answers(self.context):
-                logger.info(f"kind cluster {self.cluster!r} is already running.")
                 self._kind("export", "kubeconfig", "--name", self.cluster)
-                return
-            logger.info(f"kind cluster {self.cluster!r} is half-created or stopped; recreating it.")
+                if len(self._core().list_node().items) == self.node_count:
+                    logger.info(f"kind cluster {self.cluster!r} is already running.")
+                    return
+                logger.info(f"kind cluster {self.cluster!r} has other nodes than {KIND_CONFIG.name} asks for; "
+                            "recreating it.")
+            else:
+                logger.info(f"kind cluster {self.cluster!r} is half-created or stopped; recreating it.")
             self.down()
         logger.info(f"Creating kind cluster {self.cluster!r} from {node_image()} (about a minute)...")
         started = time.monotonic()
@@ -145,6 +163,8 @@ class Kind:
                        "--config", str(KIND_CONFIG), "--wait", READY_WAIT, "--retain",
                        what="kind create cluster")
             self._require_ready_node()
+            self._wire_pod_network()
+            self._advertise_gpus()
         except BaseException as error:
             diagnosis = self.node_diagnosis() if isinstance(error, ClusterError) else ""
             self._kind("delete", "cluster", "--name", self.cluster)
@@ -165,6 +185,47 @@ class Kind:
         if code != 0 or status != "True":
             raise ClusterError(f"the kind node {self.node} did not become Ready within {READY_WAIT}"
                                + (f"; the node says: {why.strip()}" if code == 0 and why.strip() else ""))
+
+    def _core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(kubeconfig.api_client(self.context))
+
+    def _wire_pod_network(self) -> None:
+        """kindnetd's work, on the offline node image: each node's pods get its own podCIDR, routed from the others.
+
+        The image's static range is the control plane's; the pods already started outside their
+        node's range (CoreDNS) are deleted so their Deployment recreates them inside it.
+        """
+        core, containers = self._core(), docker.from_env(timeout=60).containers
+        nodes = k8s.wait_for(core.list_node, timeout=60, what="a pod range (podCIDR) on every kind node",
+                             until=lambda found: found if len(found) == self.node_count
+                             and all(n.spec.pod_cidr for n in found) else None,
+                             seen=lambda found: f"{sum(bool(n.spec.pod_cidr) for n in found)} of {len(found)}")
+        address = {n.metadata.name: next(a.address for a in n.status.addresses if a.type == "InternalIP")
+                   for n in nodes}
+        for node in nodes:
+            container = containers.get(node.metadata.name)
+            code, text = container.exec_run(["cat", str(STATIC_CNI)])
+            if code != 0:  # an image with a CNI daemon of its own (the official one runs kindnetd)
+                return
+            config = json.loads(text)
+            config["plugins"][0]["ipam"]["ranges"] = [[{"subnet": node.spec.pod_cidr}]]
+            _put_file(container, STATIC_CNI, json.dumps(config, indent=2).encode())
+            for other in nodes:
+                if other is not node:
+                    _exec(container, ["ip", "route", "replace", other.spec.pod_cidr, "via", address[other.metadata.name]])
+        for pod in core.list_namespaced_pod("kube-system").items:
+            home = next(n for n in nodes if n.metadata.name == pod.spec.node_name) if pod.spec.node_name else None
+            if home and pod.status.pod_ip and not pod.spec.host_network \
+                    and ipaddress.ip_address(pod.status.pod_ip) not in ipaddress.ip_network(home.spec.pod_cidr):
+                core.delete_namespaced_pod(pod.metadata.name, "kube-system")
+        logger.info("pod network: " + ", ".join(f"{n.metadata.name} {n.spec.pod_cidr}" for n in nodes))
+
+    def _advertise_gpus(self) -> None:
+        """One nvidia.com/gpu on each worker, patched into its status as a device plugin would report it."""
+        core = self._core()
+        for node in core.list_node(label_selector="!node-role.kubernetes.io/control-plane").items:
+            core.patch_node_status(node.metadata.name, {"status": {"capacity": {GPU: GPUS_PER_WORKER},
+                                                                   "allocatable": {GPU: GPUS_PER_WORKER}}})
 
     def node_diagnosis(self) -> str:
         """Why a node is not Ready, in plain words: the tail of kubelet's and containerd's logs."""
@@ -193,3 +254,22 @@ class Kind:
             return
         self._kind("delete", "cluster", "--name", self.cluster, what="kind delete cluster")
         logger.info(f"Deleted kind cluster {self.cluster!r}.")
+
+
+def _exec(container, command: list[str]) -> str:
+    """Run `command` in a node container; a failure raises with its output."""
+    code, output = container.exec_run(command)
+    if code != 0:
+        raise ClusterError(f"{' '.join(command)} failed on {container.name}: {output.decode(errors='replace').strip()}")
+    return output.decode(errors="replace")
+
+
+def _put_file(container, path: Path, data: bytes) -> None:
+    """Write one file into a node container (the Docker API copies tar archives)."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        entry = tarfile.TarInfo(path.name)
+        entry.size, entry.mode = len(data), 0o644
+        tar.addfile(entry, io.BytesIO(data))
+    if not container.put_archive(str(path.parent), archive.getvalue()):
+        raise ClusterError(f"could not write {path} on {container.name}")
