@@ -8,7 +8,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbgrader.utils import is_grade, is_solution
 
 from autograder.bench import grade as bench
 from autograder.grading import submissions
@@ -18,6 +20,8 @@ from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import Lab, connect
 from autograder.lab.practice import Practice
+
+FIRST_NOTEBOOK = "01-why-orchestration.ipynb"
 
 
 @pytest.fixture(scope="session")
@@ -47,10 +51,18 @@ def round_trip(tmp_path: Path) -> Callable[[str], list[Outcome]]:
         ensure_in_gradebook(Course(root), bench.ASSIGNMENT)
         submissions.write(root, bench.ASSIGNMENT, "masters", steps=None)
         submissions.write(root, bench.ASSIGNMENT, "untouched")
+        first = nbformat.read(root / "source" / bench.ASSIGNMENT / FIRST_NOTEBOOK, as_version=4).cells
+        submissions.write(root, bench.ASSIGNMENT, "first-notebook-only",
+                          {cell.metadata.nbgrader["grade_id"] for cell in first if is_solution(cell)})
         outcomes = grade_class(root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider=provider)
         print(table(outcomes))
         scores = {o.student: (o.status, o.score, o.max_score) for o in outcomes}
         assert scores["masters"][0] == "graded" and scores["masters"][1] == scores["masters"][2] > 0
         assert scores["untouched"][:2] == ("graded", 0)
+        assert scores["first-notebook-only"][:2] == ("graded", sum(cell.metadata.nbgrader["points"]
+                                                                  for cell in first if is_grade(cell)))
+        phases = {o.student: o.phases for o in outcomes}
+        assert phases["masters"]["kernel starts"] > 0, "kernels start through the grader's own hook"
+        assert "kernel starts" not in phases["untouched"], "a submission left as released runs no kernel"
         return outcomes
     return grade

@@ -247,6 +247,5 @@ def test_a_cluster_that_is_down_records_nothing(tmp_path: Path) -> None:
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_lesson01_masters_get_full_marks_and_its_release_gets_zero(tmp_path: Path, round_trip, practice_cluster) -> None:
-    outcomes = round_trip("practice")
-    assert all(o.phases["kernel starts"] > 0 for o in outcomes), "kernels start through the grader's own hook"
+    round_trip("practice")
     assert sandbox.leftovers(kubeconfig.api_client(practice_cluster.context), Course(tmp_path / "course").key) == []

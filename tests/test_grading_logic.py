@@ -8,8 +8,12 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbformat.v4 import new_code_cell
 
+from autograder import REPO_ROOT
+from autograder.grading.answers import unanswered_from
 from autograder.grading.ledger import (GradebookDamaged, Ledger, Outcome, backup_gradebook, gradebook_problem,
                                        restore_gradebook, submission_digest)
 from autograder.grading.names import check_student_id, folder_name, namespace_for, printable
@@ -110,3 +114,41 @@ def test_a_damaged_gradebook_names_its_backup(tmp_path: Path) -> None:
         backup_gradebook(tmp_path, path)
     restore_gradebook(backup, path)
     assert gradebook_problem(path) is None
+
+
+MASTERS = REPO_ROOT / "source" / "lesson01"
+
+
+def _released_copy(tmp_path: Path) -> Path:
+    """The student notebooks exactly as nbgrader releases them, as a submission folder."""
+    folder = tmp_path / "submission"
+    folder.mkdir()
+    for notebook in (REPO_ROOT / "notebooks").glob("*.ipynb"):
+        (folder / notebook.name).write_bytes(notebook.read_bytes())
+    return folder
+
+
+def _edit(path: Path, change) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    change(notebook)
+    nbformat.write(notebook, path)
+
+
+def test_only_notebooks_left_as_released_up_to_the_end_are_skipped(tmp_path: Path) -> None:
+    folder = _released_copy(tmp_path)
+    assert unanswered_from("01-why-orchestration", folder, MASTERS)
+    code = lambda nb: next(cell for cell in nb.cells if cell.cell_type == "code")  # noqa: E731
+    _edit(folder / "05-scale-update-rollback.ipynb", lambda nb: code(nb).update(source=code(nb).source + "\nx = 1"))
+    assert not unanswered_from("04-first-deployment", folder, MASTERS), "an answer later keeps earlier ones running"
+    assert not unanswered_from("05-scale-update-rollback", folder, MASTERS)
+    assert unanswered_from("06-troubleshooting-and-review", folder, MASTERS)
+    _edit(folder / "07-beyond-the-lesson.ipynb", lambda nb: nb.cells.append(new_code_cell("print('my own cell')")))
+    assert not unanswered_from("06-troubleshooting-and-review", folder, MASTERS), "a cell of the student's own is work"
+
+
+def test_a_missing_notebook_is_unanswered_and_an_unreadable_one_is_graded(tmp_path: Path) -> None:
+    folder = _released_copy(tmp_path)
+    (folder / "07-beyond-the-lesson.ipynb").unlink()
+    assert unanswered_from("06-troubleshooting-and-review", folder, MASTERS)
+    (folder / "07-beyond-the-lesson.ipynb").write_text("{not json")
+    assert not unanswered_from("06-troubleshooting-and-review", folder, MASTERS)

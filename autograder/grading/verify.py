@@ -29,7 +29,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Float, Integer, List, Unicode
 
 from autograder.errors import LabError
-from autograder.grading import judge, values
+from autograder.grading import answers, judge, values
 from autograder.lab import kubeconfig
 from autograder.lab.cluster import Lab
 
@@ -69,6 +69,8 @@ class ClusterVerifiedExecute(Execute):
     reader_kubeconfig = Unicode("", help="kubeconfig of the read-only grader identity").tag(config=True)
     namespace = Unicode("", help="namespace the submission ran in").tag(config=True)
     masters = Unicode("", help="folder of the assignment's master notebooks, for their imports").tag(config=True)
+    submission = Unicode("", help="folder of this submission's notebooks, to see which ones the student "
+                         "left as released").tag(config=True)
     patience = Float(30.0, help="seconds a test may wait for the cluster to converge").tag(config=True)
     max_output_bytes = Integer(1_000_000, help="output one cell may keep; more is dropped as it "
                                "arrives").tag(config=True)
@@ -92,6 +94,13 @@ class ClusterVerifiedExecute(Execute):
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> Any:
         name = (resources or {}).get("unique_key", "")
+        if self.submission and answers.unanswered_from(name, Path(self.submission), Path(self.masters)):
+            for cell in nb.cells:
+                if judge.is_test(cell):
+                    cell.outputs, cell.execution_count = [_error(
+                        "not run: this notebook and the ones after it hold no answer (their code cells "
+                        "are as released)", "NotAnswered")], None
+            return nb, resources
         master = nbformat.read(Path(self.masters) / f"{name}.ipynb", as_version=4)
         self._imports = judge.trusted_imports(master)
         self._provided = judge.bound_names(ast.parse(self._imports))

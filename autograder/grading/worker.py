@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             config.merge(jail_kernel(Path(specs), args.jail_hide))
         if args.submitted_directory:
             config.CourseDirectory.submitted_directory = str(args.submitted_directory)
+        folders = CourseDirectory(config=config)
+        config.ClusterVerifiedExecute.submission = folders.format_path(folders.submitted_directory, args.student,
+                                                                       args.assignment)
         result = NbGraderAPI(config=config).autograde(args.assignment, args.student, force=True, create=True)
     json.dump({"success": bool(result.get("success")), "error": result.get("error", ""),
                "log": result.get("log", ""), "phases": PHASES}, sys.stdout)
