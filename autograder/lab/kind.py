@@ -213,10 +213,10 @@ class Kind:
             for other in nodes:
                 if other is not node:
                     _exec(container, ["ip", "route", "replace", other.spec.pod_cidr, "via", address[other.metadata.name]])
+        pod_range = {n.metadata.name: ipaddress.ip_network(n.spec.pod_cidr) for n in nodes}
         for pod in core.list_namespaced_pod("kube-system").items:
-            home = next(n for n in nodes if n.metadata.name == pod.spec.node_name) if pod.spec.node_name else None
-            if home and pod.status.pod_ip and not pod.spec.host_network \
-                    and ipaddress.ip_address(pod.status.pod_ip) not in ipaddress.ip_network(home.spec.pod_cidr):
+            if pod.spec.node_name in pod_range and pod.status.pod_ip and not pod.spec.host_network \
+                    and ipaddress.ip_address(pod.status.pod_ip) not in pod_range[pod.spec.node_name]:
                 core.delete_namespaced_pod(pod.metadata.name, "kube-system")
         logger.info("pod network: " + ", ".join(f"{n.metadata.name} {n.spec.pod_cidr}" for n in nodes))
 
@@ -256,12 +256,11 @@ class Kind:
         logger.info(f"Deleted kind cluster {self.cluster!r}.")
 
 
-def _exec(container, command: list[str]) -> str:
+def _exec(container, command: list[str]) -> None:
     """Run `command` in a node container; a failure raises with its output."""
     code, output = container.exec_run(command)
     if code != 0:
         raise ClusterError(f"{' '.join(command)} failed on {container.name}: {output.decode(errors='replace').strip()}")
-    return output.decode(errors="replace")
 
 
 def _put_file(container, path: Path, data: bytes) -> None:
