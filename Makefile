@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # nbgrader calls alembic (and jupyter) through PATH: the venv's scripts must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install binaries test-binaries cluster docker kind-image clean-cluster
+.PHONY: run test install binaries test-binaries cluster docker kind-image hosted-image clean-cluster
 
 install: $(VENV)/.installed
 
@@ -36,12 +36,17 @@ kind-image: test-binaries docker
 	command -v gcc >/dev/null || (apt-get update -qq && apt-get install -y -qq gcc libc6-dev)
 	$(BIN)/python -m autograder kind-image build
 
+# The hosted JupyterLab image (binder/Dockerfile), with this machine's cached cluster binaries
+# in its build context so Kubernetes is not built twice; Docker's layer cache makes reruns quick.
+hosted-image: test-binaries docker
+	$(BIN)/python -m autograder hosted-image build
+
 run: cluster
 	$(BIN)/python -m autograder demo --provider practice
 	$(BIN)/python -m autograder notebooks run --provider practice
 	$(BIN)/python -m autograder grade lesson01 --masters --provider practice
 
-test: test-binaries docker kind-image
+test: test-binaries docker kind-image hosted-image
 	$(BIN)/python -m pytest -ra
 
 clean-cluster: install

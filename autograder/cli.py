@@ -131,6 +131,13 @@ def _kind_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hosted_image(args: argparse.Namespace) -> int:
+    from autograder.build import hostedimage
+
+    print(hostedimage.build(args.tag or hostedimage.HOSTED_TAG, nocache=args.no_cache, use_cached_binaries=not args.build_binaries).summary())
+    return 0
+
+
 def _provider_name(text: str) -> str:
     """Validate a positional provider name (argparse rejects an empty `nargs="*"` with choices)."""
     if text not in PROVIDERS:
@@ -166,8 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     kind_image.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
     kind_image.set_defaults(handler=_kind_image)
 
+    hosted = commands.add_parser("hosted-image", help="build the hosted JupyterLab image (binder/Dockerfile)")
+    hosted.add_argument("action", choices=["build"])
+    hosted.add_argument("--tag", help="the image's tag (k8s-ml-lab-hosted:latest)")
+    hosted.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    hosted.add_argument("--build-binaries", action="store_true",
+                        help="build the cluster binaries with Go in the image's build stage, as Binder "
+                             "does, instead of taking this machine's cached ones")
+    hosted.set_defaults(handler=_hosted_image)
+
     bench = commands.add_parser("bench", help="print timing and memory figures")
-    bench.add_argument("target", choices=["cluster", "image", "grade"])
+    bench.add_argument("target", choices=["cluster", "image", "hosted", "grade"])
     bench.add_argument("--provider", choices=list(PROVIDERS), default="practice")
     bench.add_argument("--students", type=int, default=4, help="grade: how many synthetic submissions")
     bench.add_argument("--jobs", type=int, default=2, help="grade: parallel workers for the second pass")

@@ -11,6 +11,13 @@ KUBERNETES_VERSION = "1.34.12"
 ETCD_VERSION = "3.5.35"
 KWOK_VERSION = "0.8.0"
 KIND_VERSION = "0.33.0"
+# The Go toolchain a machine without Go (a hosted image's build stage) fetches to build the above,
+# and the SHA-256 of each platform's module zip on the Go module proxy (golang.org/toolchain).
+GO_VERSION = "1.26.11"
+GO_TOOLCHAIN_SHA256 = {
+    "amd64": "e1edb778de0aa08c8e827f5a873b35a46afe680fb241482c531725b2355e470d",
+    "arm64": "51902dab7e130b07083119a36ce09e0cc50fdd9d0d64184c24bd302072ad8b70",
+}
 CACHE_DIR_ENV = "LAB_CACHE_DIR"
 
 

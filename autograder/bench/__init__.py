@@ -1,4 +1,4 @@
-"""Benchmarks that print figures, never pass or fail: cluster, image, kind and grading."""
+"""Benchmarks that print figures, never pass or fail: cluster, image, kind, hosted image and grading."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ def run(target: str, provider_name: str = "practice") -> int:
         from autograder.bench.kind import bench_kind as bench
     elif target == "image":
         from autograder.bench.image import bench_image as bench
+    elif target == "hosted":
+        from autograder.bench.hosted import bench_hosted as bench
     else:
         raise ValueError(f"no benchmark for {target} on {provider_name}")
     try:

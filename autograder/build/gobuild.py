@@ -8,6 +8,7 @@ renamed into the cache, so a failed or interrupted build leaves nothing behind.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import fcntl
 import os
@@ -21,7 +22,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from autograder.errors import LabError
-from autograder.pins import ETCD_VERSION, KIND_VERSION, KUBERNETES_VERSION, KWOK_VERSION, PINS, cache_dir
+from autograder.build import gotoolchain
+from autograder.pins import ETCD_VERSION, KIND_VERSION, KUBERNETES_VERSION, KWOK_VERSION, PIN_OF, PINS, cache_dir
 
 # Staging modules that k8s.io/kubernetes replaces with ./staging paths in its own go.mod;
 # a wrapper module must point each at the published v0.<minor>.<patch> release instead.
@@ -183,3 +185,40 @@ def _go_build(recipe: GoRecipe, staging: Path) -> None:
                 bar.update(1)
             if process.wait() != 0:
                 raise LabError(f"go build {package} failed:\n" + "\n".join(tail))
+
+
+def install(names: list[str], into: Path, prebuilt: Path | None = None) -> dict[str, str]:
+    """Put each named binary into `into`: from `prebuilt` when it has it, else built here with Go.
+
+    Returns where each came from. A Docker build stage calls this through `main`: CI hands it the
+    host's cached binaries in the build context; elsewhere it builds them, fetching Go if needed.
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    sources = {name: "prebuilt" for name in names if prebuilt and (prebuilt / name).is_file()}
+    to_build = [name for name in names if name not in sources]
+    if to_build:
+        os.environ["PATH"] = f"{gotoolchain.ensure_go()}{os.pathsep}{os.environ.get('PATH', '')}"
+        for group in dict.fromkeys(PIN_OF[name].name for name in to_build):
+            build(RECIPES[group])
+        sources.update({name: "built with Go" for name in to_build})
+    for name in names:
+        origin = prebuilt / name if sources[name] == "prebuilt" and prebuilt else cache_dir(PIN_OF[name]) / name
+        shutil.copy2(origin, into / name)
+        (into / name).chmod(0o755)
+    return sources
+
+
+def main(arguments: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autograder.build.gobuild", description=install.__doc__)
+    parser.add_argument("--into", type=Path, required=True, help="the folder that receives the binaries")
+    parser.add_argument("--prebuilt", type=Path, help="a folder whose binaries are taken as they are")
+    parser.add_argument("names", nargs="+", choices=sorted(PIN_OF), metavar="BINARY")
+    args = parser.parse_args(arguments)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name, source in install(args.names, args.into, args.prebuilt).items():
+        print(f"{name:<24} {source}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

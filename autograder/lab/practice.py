@@ -26,6 +26,7 @@ from autograder import MANIFESTS
 from autograder.pins import PINS
 from autograder.lab import binaries, k8s, kubeconfig
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
+from autograder.practice.container import isolation_summary
 from autograder.practice.supervise import ensure_router, stop_router
 from autograder.waiting import poll
 
@@ -119,6 +120,7 @@ class Practice:
             self._up()
             # The pod runtime is the nodes' kubelet: without it no pod would start.
             ensure_router(self.context)
+            logger.info(isolation_summary())
 
     def _up(self) -> None:
         if self.exists() and self._stamp() != config_digest():

@@ -45,6 +45,15 @@ def isolated() -> bool:
     return os.geteuid() == 0
 
 
+def isolation_summary() -> str:
+    """What separates the pods' containers from the user running the practice cluster, in plain words."""
+    if isolated():
+        return ("pod containers are isolated: each runs as a uid of its own without capabilities, in its own "
+                "network namespace (loopback only), with a private /tmp and the home and credentials covered")
+    return (f"pod containers are not isolated: not root, so they run as this user's own processes (uid "
+            f"{os.getuid()}), limited in memory, file sizes and open files, with this user's rights and network")
+
+
 def pod_uid(pod_uid_text: str) -> int:
     """A uid per pod: RLIMIT_NPROC and file rights then separate the pods of different students."""
     return POD_UID_BASE + zlib.crc32(pod_uid_text.encode()) % 10**8

@@ -1,0 +1,204 @@
+"""Build and run the hosted JupyterLab image (`binder/Dockerfile`) with the Docker SDK, offline here.
+
+The build context is the repository as `.dockerignore` leaves it, sent as a tar made here so that
+the practice cluster's binaries cached on this machine can ride along in `binder/prebuilt/`
+(the Dockerfile's build stage then skips its Go build) without being written into the checkout.
+Its base, `python:3.11-slim`, is pulled or made offline by `autograder.build.baseimage`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from docker.models.containers import Container
+from docker.utils.build import exclude_paths
+
+from autograder import REPO_ROOT
+from autograder.build import baseimage
+from autograder.errors import LabError
+from autograder.lab import images, ports
+from autograder.lab.binaries import PRACTICE_BINARIES
+from autograder.pins import PIN_OF, cache_dir
+
+logger = logging.getLogger(__name__)
+
+HOSTED_TAG = "k8s-ml-lab-hosted:latest"
+DOCKERFILE = "binder/Dockerfile"
+PREBUILT = "binder/prebuilt"
+LAB_PORT = 8888
+NB_UID = 1000
+STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+# Every process in the container, with the rights the kernel gives it (run inside, as the user).
+PROCESS_RIGHTS = r"""
+import json, os
+rows = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
+    except OSError:
+        continue
+    rows.append({"pid": int(pid), "name": status["Name"].strip(), "uid": int(status["Uid"].split()[1]),
+                 "gid": int(status["Gid"].split()[1]), "no_new_privs": status.get("NoNewPrivs", "?").strip(),
+                 **{key: int(status[key], 16) for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}})
+print(json.dumps(rows))
+"""
+
+
+class HostedImageError(LabError):
+    """The hosted image did not build or its container did not come up; the message says where."""
+
+
+@dataclass
+class HostedBuild:
+    """One finished build of the hosted image."""
+
+    tag: str
+    image_id: str
+    seconds: float
+    prebuilt: list[str]  # the binaries taken from this machine's cache instead of built with Go
+    log: list[str] = field(repr=False, default_factory=list)
+
+    def summary(self) -> str:
+        origin = (f"cluster binaries from this machine's cache ({len(self.prebuilt)})" if self.prebuilt
+                  else "cluster binaries built with Go in the build stage")
+        return f"{self.tag} ({self.image_id[:19]}) built in {self.seconds:.1f} s; {origin}"
+
+
+def cached_binaries() -> dict[str, Path]:
+    """The practice cluster's binaries this machine has cached at their pinned versions."""
+    found = {name: cache_dir(PIN_OF[name]) / name for name in PRACTICE_BINARIES}
+    return {name: path for name, path in found.items() if path.is_file() and os.access(path, os.X_OK)}
+
+
+def build_context(root: Path, prebuilt: dict[str, Path], into: Path) -> Path:
+    """A tar of `root` as `.dockerignore` leaves it, plus `prebuilt` binaries under binder/prebuilt/."""
+    ignore = root / ".dockerignore"
+    patterns = [line.strip() for line in ignore.read_text().splitlines()
+                if line.strip() and not line.strip().startswith("#")] if ignore.is_file() else []
+    with tarfile.open(into, "w") as tar:
+        for relative in sorted(exclude_paths(str(root), patterns, dockerfile=DOCKERFILE)):
+            tar.add(root / relative, arcname=relative, recursive=False)
+        for name, path in prebuilt.items():
+            tar.add(path, arcname=f"{PREBUILT}/{name}")
+    return into
+
+
+def go_proxy() -> str:
+    """The Go module proxy this machine uses, for a build stage that has to build with Go."""
+    if os.environ.get("GOPROXY"):
+        return os.environ["GOPROXY"]
+    go = shutil.which("go")
+    done = subprocess.run([go, "env", "GOPROXY"], capture_output=True, text=True, check=False) if go else None
+    return done.stdout.strip() if done and done.returncode == 0 and done.stdout.strip() else \
+        "https://proxy.golang.org,direct"
+
+
+def build(tag: str = HOSTED_TAG, *, nocache: bool = False, use_cached_binaries: bool = True,
+          root: Path = REPO_ROOT) -> HostedBuild:
+    """`docker build -f binder/Dockerfile -t TAG .` through the SDK, logging each step as it starts."""
+    if not (root / DOCKERFILE).is_file():
+        raise HostedImageError(f"no {DOCKERFILE} under {root}: build the hosted image from a checkout")
+    client = images.docker_client()
+    baseimage.ensure_python_base(client)
+    prebuilt = cached_binaries() if use_cached_binaries else {}
+    buildargs = {name: os.environ[name] for name in images.PROXY_VARIABLES if os.environ.get(name)}
+    buildargs["GOPROXY"] = go_proxy()
+    logger.info(f"building {tag} from {root / DOCKERFILE}; cluster binaries: "
+                + (f"{', '.join(prebuilt)} from {cache_dir(PIN_OF['kubectl']).parent}" if prebuilt
+                   else "built with Go in the build stage (several minutes)"))
+    started = time.monotonic()
+    lines: list[str] = []
+    step, image_id = "", None
+    with tempfile.TemporaryDirectory(prefix="hosted-context-") as scratch:
+        context = build_context(root, prebuilt, Path(scratch) / "context.tar")
+        with context.open("rb") as stream_in:
+            stream = client.api.build(fileobj=stream_in, custom_context=True, dockerfile=DOCKERFILE, tag=tag,
+                                      buildargs=buildargs, rm=True, forcerm=True, nocache=nocache, decode=True)
+            for chunk in stream:
+                text = chunk.get("stream", "")
+                lines.extend(text.splitlines())
+                if match := STEP.match(text.strip()):
+                    step = text.strip()
+                    logger.info(f"  [{time.monotonic() - started:6.1f} s] step {match[1]}/{match[2]}: {match[3][:90]}")
+                image_id = chunk.get("aux", {}).get("ID", image_id)
+                if "error" in chunk:
+                    tail = "\n".join(line for line in lines[-20:] if line.strip())
+                    raise HostedImageError(f"docker build of {tag} failed at {step or 'the start'}\n"
+                                           f"{chunk['error'].strip()}\n--- last output ---\n{tail}")
+    done = HostedBuild(tag=tag, image_id=image_id or client.images.get(tag).id,
+                       seconds=time.monotonic() - started, prebuilt=sorted(prebuilt), log=lines)
+    logger.info(done.summary())
+    return done
+
+
+@dataclass
+class HostedLab:
+    """A running container of the hosted image: its JupyterLab URL and token, and commands run in it."""
+
+    container: Container
+    url: str
+    token: str
+    seconds_to_lab: float
+
+    def exec(self, *command: str) -> str:
+        """Run `command` in the container as its user (the notebook user); its output, or an error."""
+        code, output = self.container.exec_run(list(command), demux=False)
+        text = output.decode(errors="replace")
+        if code != 0:
+            raise HostedImageError(f"{' '.join(command)} failed in the container (exit {code}):\n"
+                                   f"{text[-3000:]}")
+        return text
+
+    def python(self, code: str) -> str:
+        return self.exec("python", "-c", code)
+
+    def process_rights(self) -> list[dict]:
+        """Every process in the container with its uid, gid, capability sets and no_new_privs."""
+        return json.loads(self.python(PROCESS_RIGHTS))
+
+    def cluster_up(self) -> float:
+        """`python -m autograder cluster up --provider practice` inside, as the user; returns its seconds."""
+        started = time.monotonic()
+        self.exec("python", "-m", "autograder", "cluster", "up", "--provider", "practice")
+        return time.monotonic() - started
+
+
+@contextmanager
+def running(tag: str = HOSTED_TAG, *, timeout: float = 90, **run_options: object) -> Iterator[HostedLab]:
+    """`docker run -p 127.0.0.1:PORT:8888 TAG` (its own command, user and rights unless `run_options`
+    say otherwise) until the block ends; yields once JupyterLab answers /api/status. A browser test
+    opens `url` with `token` to drive a notebook."""
+    client = images.docker_client()
+    token = secrets.token_hex(16)
+    port = ports.free_port()
+    started = time.monotonic()
+    container = client.containers.run(tag, detach=True, environment={"JUPYTER_TOKEN": token},
+                                      ports={f"{LAB_PORT}/tcp": ("127.0.0.1", port)}, **run_options)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        try:
+            ports.wait_http(f"{url}/api/status?token={token}", timeout, alive=lambda: _running(container))
+        except ports.NotAnswering as error:
+            logs = container.logs(tail=30).decode(errors="replace")
+            raise HostedImageError(f"JupyterLab in {tag} did not answer ({error}); its last output:\n{logs}") from None
+        yield HostedLab(container=container, url=url, token=token, seconds_to_lab=time.monotonic() - started)
+    finally:
+        container.remove(force=True)
+
+
+def _running(container: Container) -> bool:
+    container.reload()
+    return container.status in ("created", "running")
