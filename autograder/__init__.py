@@ -4,6 +4,11 @@ from importlib.resources import files
 from pathlib import Path
 
 # The lesson's Kubernetes YAML: the repository's manifests/ folder, shipped as autograder.manifests.
-MANIFESTS = Path(str(files("autograder.manifests")))
+try:
+    MANIFESTS = Path(str(files("autograder.manifests")))
+except ModuleNotFoundError:
+    # Imported from a checkout that shadows the installed package (`python -m autograder` run in the
+    # repository after a non-editable install, as in the hosted image's home): manifests/ is beside it.
+    MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 # The checkout this package runs from: the instructor's course tooling (source/, notebooks/) lives there.
 REPO_ROOT = Path(__file__).resolve().parent.parent

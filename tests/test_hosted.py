@@ -35,7 +35,7 @@ with port_forward(lab) as forward:
     print(json.dumps({"ready": ready, "answer": forward.predict([1, 2, 3, 4, 5])}))
 """
 # /proc/PID/status truncates names to 15 characters.
-CONTROL_PLANE = {"kube-apiserver", "kube-controller", "kube-scheduler", "etcd", "kwok"}
+CONTROL_PLANE = {"kube-apiserver", "kube-controller", "kube-scheduler", "etcd", "kwok-controller"}
 
 
 def normalized(name: str) -> str:
@@ -70,8 +70,8 @@ def image() -> hostedimage.HostedBuild:
     return hostedimage.build()
 
 
-def in_image(image: hostedimage.HostedBuild, *command: str) -> str:
-    return images.docker_client().containers.run(image.tag, list(command), remove=True).decode()
+def in_image(image: hostedimage.HostedBuild, *command: str, **options: str) -> str:
+    return images.docker_client().containers.run(image.tag, list(command), remove=True, **options).decode()
 
 
 def test_environment_yml_and_the_image_requirements_pin_the_same_versions() -> None:
@@ -86,7 +86,9 @@ def test_the_image_installs_the_packages_environment_yml_pins(image: hostedimage
     python = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())["dependencies"][0]
     assert in_image(image, "python", "-c", "import sys; print(f'python={sys.version_info[0]}.{sys.version_info[1]}')"
                     ).strip() == python
-    assert "/site-packages/autograder" in in_image(image, "python", "-c", "import autograder; print(autograder.__file__)")
+    # A notebook's kernel (working in notebooks/) imports the installed package, not the checkout's.
+    assert "-packages/autograder/" in in_image(image, "python", "-c", "import autograder; print(autograder.__file__)",
+                                               working_dir="/home/jovyan/notebooks")
     assert re.match(r"\d+\.", in_image(image, "jupyterhub-singleuser", "--version"))
 
 

@@ -138,10 +138,8 @@ def build(tag: str = HOSTED_TAG, *, nocache: bool = False, use_cached_binaries: 
                     tail = "\n".join(line for line in lines[-20:] if line.strip())
                     raise HostedImageError(f"docker build of {tag} failed at {step or 'the start'}\n"
                                            f"{chunk['error'].strip()}\n--- last output ---\n{tail}")
-    done = HostedBuild(tag=tag, image_id=image_id or client.images.get(tag).id,
+    return HostedBuild(tag=tag, image_id=image_id or client.images.get(tag).id,
                        seconds=time.monotonic() - started, prebuilt=sorted(prebuilt), log=lines)
-    logger.info(done.summary())
-    return done
 
 
 @dataclass
