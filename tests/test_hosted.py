@@ -130,6 +130,8 @@ def test_practice_cluster_serves_the_model_server_run_by_the_unprivileged_user(
         result = json.loads(next(line for line in reversed(output.splitlines()) if line.startswith("{")))
         assert result == {"ready": 3, "answer": {"prediction": 15.0, "model_version": "v1.0"}}
         processes = lab.process_rights()
+        at_start = lab.exec("cat", "/home/jovyan/.cache/k8s-ml-lab/practice-at-start.log")
+    assert "Practice cluster" in at_start, "the Jupyter server started the practice cluster in the background"
     print(f"practice cluster up in {seconds:.1f} s; processes while it ran:")
     for row in processes:
         print(f"  {row['name']:<16} uid {row['uid']} CapEff {row['CapEff']:#x} CapPrm {row['CapPrm']:#x} "

@@ -25,19 +25,20 @@ def bench_hosted(runs: int = 3, browser_run: BrowserRun | None = None) -> dict[s
     figures["image build, cold: no layer cache (s)"] = hostedimage.build(BENCH_TAG, nocache=True).seconds
     figures["image build, cached (s)"] = statistics.median(
         hostedimage.build(BENCH_TAG).seconds for _ in range(runs))
-    to_lab, cluster_up, to_cluster = [], [], []
+    to_lab, to_cluster, from_nothing = [], [], []
     for _ in range(runs):
-        started = time.monotonic()
         with hostedimage.running(BENCH_TAG) as lab:
             to_lab.append(lab.seconds_to_lab)
-            cluster_up.append(lab.cluster_up())
-            to_cluster.append(time.monotonic() - started)
+            lab.cluster_up()  # returns once the cluster the server started in the background is ready
+            to_cluster.append(time.monotonic() - lab.started_at)
             rights = lab.process_rights()
             if browser_run is not None and len(to_lab) == 1:
                 figures["notebook 04 run in the browser (s)"] = browser_run(lab)
+            lab.exec("python", "-m", "autograder", "cluster", "down", "--provider", "practice")
+            from_nothing.append(lab.cluster_up())
     figures["container start to JupyterLab /api/status (s)"] = statistics.median(to_lab)
-    figures["practice cluster up inside, as the user (s)"] = statistics.median(cluster_up)
     figures["container start to a ready practice cluster (s)"] = statistics.median(to_cluster)
+    figures["practice cluster up from nothing inside, as the user (s)"] = statistics.median(from_nothing)
     figures["processes while it ran (count)"] = len(rights)
     figures["of them not the notebook user, uid 1000 (count)"] = sum(row["uid"] != hostedimage.NB_UID for row in rights)
     figures["of them with an effective or permitted capability (count)"] = sum(

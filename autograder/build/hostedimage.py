@@ -133,6 +133,8 @@ def build(tag: str = HOSTED_TAG, *, nocache: bool = False, use_cached_binaries: 
                 if match := STEP.match(text.strip()):
                     step = text.strip()
                     logger.info(f"  [{time.monotonic() - started:6.1f} s] step {match[1]}/{match[2]}: {match[3][:90]}")
+                elif text.strip() and not text.startswith((" ---> ", "Removing intermediate", "Successfully")):
+                    logger.info(f"    {text.strip()[-160:]}")  # what a step prints: a Go build's progress
                 image_id = chunk.get("aux", {}).get("ID", image_id)
                 if "error" in chunk:
                     tail = "\n".join(line for line in lines[-20:] if line.strip())
@@ -149,6 +151,7 @@ class HostedLab:
     container: Container
     url: str
     token: str
+    started_at: float  # time.monotonic() just before `docker run`
     seconds_to_lab: float
 
     def exec(self, *command: str) -> str:
@@ -192,7 +195,8 @@ def running(tag: str = HOSTED_TAG, *, timeout: float = 90, **run_options: object
         except ports.NotAnswering as error:
             logs = container.logs(tail=30).decode(errors="replace")
             raise HostedImageError(f"JupyterLab in {tag} did not answer ({error}); its last output:\n{logs}") from None
-        yield HostedLab(container=container, url=url, token=token, seconds_to_lab=time.monotonic() - started)
+        yield HostedLab(container=container, url=url, token=token, started_at=started,
+                        seconds_to_lab=time.monotonic() - started)
     finally:
         container.remove(force=True)
 

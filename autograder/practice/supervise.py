@@ -1,8 +1,10 @@
-"""Start, find and stop the practice cluster's traffic router: one pidfile, checked with psutil."""
+"""Start, find and stop the practice cluster's traffic router (one pidfile, checked with psutil), and start
+the whole practice cluster in the background where a hosted JupyterLab starts."""
 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from autograder.waiting import poll
 logger = logging.getLogger(__name__)
 
 ROUTER_MODULE = "autograder.practice.router"
+AT_START_ENV = "LAB_PRACTICE_AT_START"
 # Where `python -m` finds the package when it runs from a checkout rather than an install.
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
@@ -60,3 +63,18 @@ def stop_router(context: str, timeout: float = 15) -> bool:
         return False
     stop(pid, grace=timeout)
     return True
+
+def start_cluster_in_background() -> int | None:
+    """`cluster up --provider practice` as a process of its own, so a hosted notebook's connect() finds
+    the cluster ready (connect() waits for it). Only where LAB_CLUSTER is practice; LAB_PRACTICE_AT_START=0
+    leaves it to the first connect(). Returns the process's pid; its output goes to the cache."""
+    if os.environ.get("LAB_CLUSTER") != "practice" or os.environ.get(AT_START_ENV, "1") == "0":
+        return None
+    log_path = pins.cache_root() / "practice-at-start.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "autograder", "cluster", "up", "--provider", "practice"],
+                                   cwd=PACKAGE_PARENT, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    logger.info(f"starting the practice cluster in the background (pid {process.pid}, log {log_path})")
+    return process.pid
