@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import tarfile
+from pathlib import Path
 
 import pytest
 import requests
@@ -72,6 +74,16 @@ def image() -> hostedimage.HostedBuild:
 
 def in_image(image: hostedimage.HostedBuild, *command: str, **options: str) -> str:
     return images.docker_client().containers.run(image.tag, list(command), remove=True, **options).decode()
+
+
+def test_the_build_context_leaves_out_what_dockerignore_names_and_carries_cached_binaries(tmp_path: Path) -> None:
+    fake = tmp_path / "kwok"
+    fake.write_bytes(b"#!/bin/sh\n")
+    with tarfile.open(hostedimage.build_context(REPO_ROOT, {"kwok": fake}, tmp_path / "context.tar")) as tar:
+        names = set(tar.getnames())
+    assert {"binder/Dockerfile", "binder/prebuilt/README.md", "binder/prebuilt/kwok", "environment.yml",
+            "autograder/build/gobuild.py", "notebooks/04-first-deployment.ipynb"} <= names
+    assert not [name for name in names if name.split("/")[0] in (".git", ".venv") or "__pycache__" in name]
 
 
 def test_environment_yml_and_the_image_requirements_pin_the_same_versions() -> None:

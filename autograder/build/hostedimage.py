@@ -101,9 +101,11 @@ def go_proxy() -> str:
     if os.environ.get("GOPROXY"):
         return os.environ["GOPROXY"]
     go = shutil.which("go")
-    done = subprocess.run([go, "env", "GOPROXY"], capture_output=True, text=True, check=False) if go else None
-    return done.stdout.strip() if done and done.returncode == 0 and done.stdout.strip() else \
-        "https://proxy.golang.org,direct"
+    if go:
+        done = subprocess.run([go, "env", "GOPROXY"], capture_output=True, text=True, check=False)
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip()
+    return "https://proxy.golang.org,direct"
 
 
 def build(tag: str = HOSTED_TAG, *, nocache: bool = False, use_cached_binaries: bool = True,
