@@ -95,6 +95,7 @@ def test_the_image_installs_the_packages_environment_yml_pins(image: hostedimage
                  for row in json.loads(in_image(image, "python", "-m", "pip", "list", "--format=json"))}
     assert {name: installed.get(name) for name in environment_pins()} == environment_pins()
     assert "k8s-ml-lesson01" in installed, "the project is installed as a package"
+    assert in_image(image, "ls", "binder/prebuilt").split() == ["README.md"], "binaries only once, in PATH"
     python = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())["dependencies"][0]
     assert in_image(image, "python", "-c", "import sys; print(f'python={sys.version_info[0]}.{sys.version_info[1]}')"
                     ).strip() == python
