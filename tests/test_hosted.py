@@ -144,6 +144,8 @@ def test_practice_cluster_serves_the_model_server_run_by_the_unprivileged_user(
         assert result == {"ready": 3, "answer": {"prediction": 15.0, "model_version": "v1.0"}}
         processes = lab.process_rights()
         at_start = lab.exec("cat", "/home/jovyan/.cache/k8s-ml-lab/practice-at-start.log")
+        lab.exec("python", "-m", "autograder", "cluster", "down", "--provider", "practice")
+        after_down = lab.process_rights()
     assert "Practice cluster" in at_start, "the Jupyter server started the practice cluster in the background"
     print(f"practice cluster up in {seconds:.1f} s; processes while it ran:")
     for row in processes:
@@ -154,3 +156,5 @@ def test_practice_cluster_serves_the_model_server_run_by_the_unprivileged_user(
     assert all(row["CapEff"] == row["CapPrm"] == row["CapAmb"] == 0 for row in processes)
     if rights:
         assert all(row["CapBnd"] == 0 and row["no_new_privs"] == "1" for row in processes)
+    assert not [row for row in after_down if row["state"] == "Z"], "PID 1 (tini) reaps the cluster's processes"
+    assert not CONTROL_PLANE & {row["name"] for row in after_down}

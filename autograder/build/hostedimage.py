@@ -50,7 +50,8 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
     except OSError:
         continue
-    rows.append({"pid": int(pid), "name": status["Name"].strip(), "uid": int(status["Uid"].split()[1]),
+    rows.append({"pid": int(pid), "name": status["Name"].strip(), "state": status["State"].split()[0],
+                 "uid": int(status["Uid"].split()[1]),
                  "gid": int(status["Gid"].split()[1]), "no_new_privs": status.get("NoNewPrivs", "?").strip(),
                  **{key: int(status[key], 16) for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}})
 print(json.dumps(rows))

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from autograder import pins
@@ -76,5 +77,7 @@ def start_cluster_in_background() -> int | None:
         process = subprocess.Popen([sys.executable, "-m", "autograder", "cluster", "up", "--provider", "practice"],
                                    cwd=PACKAGE_PARENT, stdin=subprocess.DEVNULL, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
+    # Reaped when it ends, so the server that started it keeps no zombie.
+    threading.Thread(target=process.wait, name="practice-at-start", daemon=True).start()
     logger.info(f"starting the practice cluster in the background (pid {process.pid}, log {log_path})")
     return process.pid
