@@ -114,7 +114,7 @@ class Launcher:
 
     def exit_code(self, ident: int, timeout: float | None) -> int | None:
         """How process `ident` ended, once it has; None while it runs."""
-        return self._await(lambda: self._exits.get(ident), timeout)
+        return self._await(lambda: self._exits.pop(ident, None), timeout)
 
     def _await(self, found: Callable[[], T | None], timeout: float | None) -> T | None:
         """The first thing `found` returns that is not None, within `timeout` (None: wait for ever)."""
