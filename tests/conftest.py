@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 from nbgrader.utils import is_grade, is_solution
 
 from autograder.bench import grade as bench
 from autograder.grading import submissions
+from autograder.grading.jail import KERNEL_UID_BASE
 from autograder.grading.course import Course, ensure_in_gradebook
 from autograder.grading.ledger import Outcome
 from autograder.grading.runner import grade_class, table
@@ -43,6 +47,30 @@ def lab(practice_cluster: Practice, request: pytest.FixtureRequest) -> Iterator[
     lab.core.delete_namespace(namespace)
 
 
+def jailed_kernels() -> list[int]:
+    """The grader's kernels now running (their own uids), not those of a JupyterLab beside the tests."""
+    return [process.pid for process in psutil.process_iter(["cmdline", "uids"])
+            if "ipykernel_launcher" in (process.info["cmdline"] or []) and process.info["uids"].real >= KERNEL_UID_BASE]
+
+
+@contextmanager
+def most_kernels_at_once() -> Iterator[list[int]]:
+    """Samples how many of the grader's kernels run at once while the block runs; yields [the most seen]."""
+    most, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.25):
+            most[0] = max(most[0], len(jailed_kernels()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield most
+    finally:
+        done.set()
+        sampler.join()
+
+
 @pytest.fixture
 def round_trip(tmp_path: Path) -> Callable[[str], list[Outcome]]:
     """Grades lesson01's solved masters and its untouched release on a provider: full marks, then zero."""
@@ -54,7 +82,8 @@ def round_trip(tmp_path: Path) -> Callable[[str], list[Outcome]]:
         first = nbformat.read(root / "source" / bench.ASSIGNMENT / FIRST_NOTEBOOK, as_version=4).cells
         submissions.write(root, bench.ASSIGNMENT, "first-notebook-only",
                           {cell.metadata.nbgrader["grade_id"] for cell in first if is_solution(cell)})
-        outcomes = grade_class(root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider=provider)
+        with most_kernels_at_once() as most:
+            outcomes = grade_class(root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider=provider)
         print(table(outcomes))
         scores = {o.student: (o.status, o.score, o.max_score) for o in outcomes}
         assert scores["masters"][0] == "graded" and scores["masters"][1] == scores["masters"][2] > 0
@@ -64,5 +93,8 @@ def round_trip(tmp_path: Path) -> Callable[[str], list[Outcome]]:
         phases = {o.student: o.phases for o in outcomes}
         assert phases["masters"]["kernel starts"] > 0, "kernels start through the grader's own hook"
         assert "kernel starts" not in phases["untouched"], "a submission left as released runs no kernel"
+        # Per worker: the running notebook's kernel and the next one's, started early; never a pile-up.
+        assert 0 < most[0] <= 2 * 2, f"{most[0]} of the grader's kernels ran at once with 2 workers"
+        assert not jailed_kernels(), f"kernels outlived the grading: {jailed_kernels()}"
         return outcomes
     return grade
