@@ -91,7 +91,7 @@ def serve(root: Path, *, cwd: Path | None = None, env: dict[str, str] | None = N
     _no_news(state / "settings")
     command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
                f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
-               "--ServerApp.allow_root=True",
+               "--ServerApp.allow_root=True", "--MappingKernelManager.transport_encryption=auto",
                "--LabApp.expose_app_in_browser=True", f"--LabApp.workspaces_dir={state / 'workspaces'}", f"--LabApp.user_settings_dir={state / 'settings'}"]
     scripts = str(Path(sys.executable).parent)
     environment = {**os.environ, **(env or {}), "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
@@ -205,11 +205,15 @@ class OpenNotebook:
         self.start(index)
         return self.finish(index, timeout)
 
+    def shot(self, index: int, what: str) -> Path:
+        """A screenshot with cell `index` scrolled into view, named by the notebook, the cell and `what`."""
+        self.page.evaluate("index => window.jupyterapp.shell.currentWidget.content.widgets[index].node"
+                           ".scrollIntoView({block: 'center'})", index)
+        return self.shots.take(self.page, f"{self.name}-cell-{index}-{what}")
+
     def _failure(self, index: int, what: str) -> CellFailed:
         """CellFailed for cell `index`, with a screenshot of the page as it failed."""
-        self.page.evaluate("index => window.jupyterapp.shell.currentWidget.content.widgets[index].node"
-                           ".scrollIntoView()", index)
-        shot = self.shots.take(self.page, f"{self.name}-cell-{index}-FAILED")
+        shot = self.shot(index, "FAILED")
         first_line = self.sources[index][1].strip().splitlines()[0][:100]
         return CellFailed(f"{self.name} cell {index} ({first_line!r}): {what} (screenshot {shot})")
 

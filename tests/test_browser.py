@@ -25,7 +25,6 @@ NOTEBOOK_05 = "05-scale-update-rollback"
 ROLLOUT_WAIT = 'workloads.wait_for_rollout(lab, "ml-api")'
 ROLLOUT_CHART = "observe.watch_rollout("
 SELF_CHECK = re.compile(r"^print\((handson|checks)\.", re.MULTILINE)
-PROGRESS = ".jp-OutputArea-output .widget-progress"
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +86,7 @@ def test_each_student_notebook_opens_runs_its_first_cells_and_connects(jupyter_l
         if any("connect(" in notebook.sources[index][1] for index in _first_cells(notebook)):
             assert "Lab(provider='practice'" in text_of(outputs[-1]), \
                 f"{notebook.name}: the connect cell showed {text_of(outputs[-1])[:300]!r}"
-        shots.take(page, f"{notebook.name}-first-cells")
+        notebook.shot(_first_cells(notebook)[-1], "first-cells")
         jupyter_lab.shut_down_kernels()
 
 
@@ -108,8 +107,8 @@ def _run_with_progress(notebook: OpenNotebook, index: int) -> tuple[list[dict], 
         outputs = notebook.finish(index)
         raise AssertionError(f"{notebook.name} cell {index}: no progress bar widget showed while the Deployment "
                              f"rolled out (the cell showed {text_of(outputs)[:300]!r})") from None
-    shown = cell.locator(".jp-OutputArea-output").first.inner_text()
-    notebook.shots.take(notebook.page, f"{notebook.name}-cell-{index}-rollout-progress")
+    shown = cell.locator(".jp-OutputArea").first.inner_text()
+    notebook.shot(index, "rollout-progress")
     return notebook.finish(index), shown
 
 
@@ -125,9 +124,9 @@ def _run_notebook_04(notebook: OpenNotebook) -> list[str]:
             outputs = notebook.run(index)
         if SELF_CHECK.search(source):
             _self_check(notebook, index, outputs)
-            notebook.shots.take(notebook.page, f"{notebook.name}-cell-{index}-self-check")
+            notebook.shot(index, "self-check")
         elif "passed" in text_of(outputs):
-            notebook.shots.take(notebook.page, f"{notebook.name}-cell-{index}-exercise")
+            notebook.shot(index, "exercise")
     return progress
 
 
@@ -153,10 +152,9 @@ def test_notebook_04_hands_on_runs_in_the_browser_and_05_draws_the_rollout(
     assert any("image/png" in output.get("data", {}) for output in outputs), \
         f"{NOTEBOOK_05} cell {chart}: the rollout chart is not a PNG ({text_of(outputs)[:300]!r})"
     image = page.locator(".jp-Notebook .jp-Cell").nth(chart).locator(".jp-RenderedImage img").first
-    image.scroll_into_view_if_needed()
     assert image.evaluate("img => img.complete && img.naturalWidth > 0"), \
         f"{NOTEBOOK_05} cell {chart}: the rollout chart did not render as an image"
-    shots.take(page, f"{NOTEBOOK_05}-cell-{chart}-rollout-chart")
+    notebook.shot(chart, "rollout-chart")
     jupyter_lab.shut_down_kernels()
     with capsys.disabled():
         print(f"\n[browser] {NOTEBOOK_04} (solved master) in JupyterLab: {seconds_04:.1f} s, of which opening "
@@ -172,12 +170,13 @@ def test_formgrader_lists_lesson01_with_the_autograded_scores(
     assert scores["untouched"] == 0 < scores["first-notebook-only"], scores
     with serve(root) as server:
         page.goto(f"{server.url}formgrader/manage_assignments?token={server.token}")
-        assignments = page.locator("#main_table")
-        assignments.get_by_text("lesson01").first.wait_for(timeout=30_000)
+        page.locator("table tr", has_text="lesson01").first.wait_for(timeout=30_000)
         shots.take(page, "formgrader-assignments")
-        page.goto(f"{server.url}formgrader/manage_students")
-        for student, score in scores.items():
-            row = page.locator("#main_table tr", has_text=student).first
+        page.goto(f"{server.url}formgrader/manage_submissions/lesson01")
+        for outcome in outcomes:
+            row = page.locator("table tr", has_text=outcome.student).first
             row.wait_for(timeout=30_000)
-            assert f"{score:g} / " in row.inner_text(), f"formgrader shows {row.inner_text()!r} for {student}"
-        shots.take(page, "formgrader-students")
+            shown = row.locator(".score").inner_text().strip()
+            assert shown == f"{outcome.score:g} / {outcome.max_score:g}", \
+                f"formgrader shows {shown!r} for {outcome.student}, graded {outcome.score} of {outcome.max_score}"
+        shots.take(page, "formgrader-lesson01-submissions")
