@@ -102,7 +102,7 @@ def _run_with_progress(notebook: OpenNotebook, index: int) -> tuple[list[dict], 
     notebook.start(index)
     cell = notebook.page.locator(".jp-Notebook .jp-Cell").nth(index)
     try:
-        cell.locator(".widget-progress").first.wait_for(state="attached", timeout=60_000)
+        cell.locator(".widget-hprogress").first.wait_for(state="attached", timeout=60_000)
     except Exception:
         outputs = notebook.finish(index)
         raise AssertionError(f"{notebook.name} cell {index}: no progress bar widget showed while the Deployment "
