@@ -59,6 +59,7 @@ class LabServer:
 
     url: str  # ends with "/"
     token: str
+    namespace: str  # where its kernels' connect() works (LAB_NAMESPACE)
     students: str = "notebooks"
     masters: str = "source/lesson01"
 
@@ -81,9 +82,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(root: Path, *, cwd: Path | None = None, env: dict[str, str] | None = None,
-          timeout: float = 90) -> Iterator[LabServer]:
-    """`jupyter lab` serving `root` from this checkout's environment, until the block ends."""
+def serve(root: Path, namespace: str = "default", *, timeout: float = 90) -> Iterator[LabServer]:
+    """`jupyter lab` serving `root` from this checkout's environment, its kernels on the practice cluster in
+    `namespace`, until the block ends; it runs in `root`, so nbgrader's formgrader finds a course there."""
     token, port = secrets.token_hex(16), free_port()
     state = root.parent / f".jupyter-{port}"
     log = (state / "server.log")
@@ -94,11 +95,12 @@ def serve(root: Path, *, cwd: Path | None = None, env: dict[str, str] | None = N
                "--ServerApp.allow_root=True", "--MappingKernelManager.transport_encryption=auto",
                "--LabApp.expose_app_in_browser=True", f"--LabApp.workspaces_dir={state / 'workspaces'}", f"--LabApp.user_settings_dir={state / 'settings'}"]
     scripts = str(Path(sys.executable).parent)
-    environment = {**os.environ, **(env or {}), "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
+    environment = {**os.environ, "LAB_CLUSTER": "practice", "LAB_NAMESPACE": namespace,
+                   "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
     with open(log, "wb") as output:
-        process = subprocess.Popen(command, cwd=cwd or root, env=environment, stdout=output,
+        process = subprocess.Popen(command, cwd=root, env=environment, stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    server = LabServer(f"http://127.0.0.1:{port}/", token)
+    server = LabServer(f"http://127.0.0.1:{port}/", token, namespace)
     try:
         if not poll(lambda: _answers(server, process), bool, timeout, interval=0.5):
             raise RuntimeError(f"jupyter lab did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
@@ -186,6 +188,10 @@ class OpenNotebook:
     def start(self, index: int) -> None:
         """Start running cell `index` and return at once."""
         self.page.evaluate(START_CELL, index)
+
+    def done(self, index: int) -> bool:
+        """Whether cell `index`, once started, has ended."""
+        return self.page.evaluate(CELL_DONE, index)
 
     def finish(self, index: int, timeout: float = 180) -> list[dict]:
         """Wait for cell `index` to end; its outputs, or CellFailed naming the cell and what it showed."""
