@@ -46,7 +46,7 @@ def lab(practice_cluster: Practice, request: pytest.FixtureRequest) -> Iterator[
 
 @pytest.fixture
 def graded_course(tmp_path: Path) -> Callable[[str, Collection[str]], tuple[Path, list[Outcome]]]:
-    """A course copy with some of lesson01's submissions (masters, untouched, first-notebook-only) graded on a provider."""
+    """A course copy with some of lesson01's submissions (masters, untouched, first-notebook-only) graded."""
     def grade(provider: str, students: Collection[str] = SUBMISSIONS) -> tuple[Path, list[Outcome]]:
         root = bench.course_copy(tmp_path / "course")
         ensure_in_gradebook(Course(root), bench.ASSIGNMENT)
