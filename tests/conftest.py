@@ -6,7 +6,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from autograder.lab import Lab, connect
 from autograder.lab.practice import Practice
 
 FIRST_NOTEBOOK = "01-why-orchestration.ipynb"
+SUBMISSIONS = ("masters", "untouched", "first-notebook-only")
 
 
 @pytest.fixture(scope="session")
@@ -72,24 +73,39 @@ def most_kernels_at_once() -> Iterator[list[int]]:
 
 
 @pytest.fixture
-def round_trip(tmp_path: Path) -> Callable[[str], list[Outcome]]:
-    """Grades lesson01's solved masters and its untouched release on a provider: full marks, then zero."""
-    def grade(provider: str) -> list[Outcome]:
+def graded_course(tmp_path: Path) -> Callable[[str, Collection[str]], tuple[Path, list[Outcome]]]:
+    """A course copy with some of lesson01's submissions (masters, untouched, first-notebook-only) graded."""
+    def grade(provider: str, students: Collection[str] = SUBMISSIONS) -> tuple[Path, list[Outcome]]:
         root = bench.course_copy(tmp_path / "course")
         ensure_in_gradebook(Course(root), bench.ASSIGNMENT)
-        submissions.write(root, bench.ASSIGNMENT, "masters", steps=None)
-        submissions.write(root, bench.ASSIGNMENT, "untouched")
         first = nbformat.read(root / "source" / bench.ASSIGNMENT / FIRST_NOTEBOOK, as_version=4).cells
-        submissions.write(root, bench.ASSIGNMENT, "first-notebook-only",
-                          {cell.metadata.nbgrader["grade_id"] for cell in first if is_solution(cell)})
-        with most_kernels_at_once() as most:
-            outcomes = grade_class(root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider=provider)
+        answered = {"masters": None, "untouched": (),
+                    "first-notebook-only": {cell.metadata.nbgrader["grade_id"] for cell in first if is_solution(cell)}}
+        for student in students:
+            submissions.write(root, bench.ASSIGNMENT, student, answered[student])
+        outcomes = grade_class(root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider=provider)
         print(table(outcomes))
+        return root, outcomes
+    return grade
+
+
+def first_notebook_points(root: Path) -> float:
+    """The points of lesson01's first notebook: what the first-notebook-only submission earns."""
+    first = nbformat.read(root / "source" / bench.ASSIGNMENT / FIRST_NOTEBOOK, as_version=4).cells
+    return sum(cell.metadata.nbgrader["points"] for cell in first if is_grade(cell))
+
+
+@pytest.fixture
+def round_trip(graded_course: Callable[[str, Collection[str]], tuple[Path, list[Outcome]]]
+               ) -> Callable[[str], list[Outcome]]:
+    """Grades lesson01's solved masters and its untouched release on a provider: full marks, then zero."""
+    def grade(provider: str) -> list[Outcome]:
+        with most_kernels_at_once() as most:
+            root, outcomes = graded_course(provider, SUBMISSIONS)
         scores = {o.student: (o.status, o.score, o.max_score) for o in outcomes}
         assert scores["masters"][0] == "graded" and scores["masters"][1] == scores["masters"][2] > 0
         assert scores["untouched"][:2] == ("graded", 0)
-        assert scores["first-notebook-only"][:2] == ("graded", sum(cell.metadata.nbgrader["points"]
-                                                                  for cell in first if is_grade(cell)))
+        assert scores["first-notebook-only"][:2] == ("graded", first_notebook_points(root))
         phases = {o.student: o.phases for o in outcomes}
         assert phases["masters"]["kernel starts"] > 0, "kernels start through the grader's own hook"
         assert "kernel starts" not in phases["untouched"], "a submission left as released runs no kernel"
