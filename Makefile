@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # nbgrader calls alembic (and jupyter) through PATH: the venv's scripts must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install binaries test-binaries cluster docker kind-image hosted-image clean-cluster
+.PHONY: run test install binaries test-binaries cluster docker kind-image hosted-image chromium clean-cluster
 
 install: $(VENV)/.installed
 
@@ -46,7 +46,12 @@ run: cluster
 	$(BIN)/python -m autograder notebooks run --provider practice
 	$(BIN)/python -m autograder grade lesson01 --masters --provider practice
 
-test: test-binaries docker kind-image hosted-image
+# The browser tests drive JupyterLab in Debian's Chromium through Playwright (installed with the test extras);
+# Playwright's own browser download cannot work on these machines.
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: test-binaries docker kind-image hosted-image chromium
 	$(BIN)/python -m pytest -ra
 
 clean-cluster: install

@@ -17,6 +17,11 @@ c.GradingSettings.cell_timeout = 120
 c.GradingSettings.jobs = 1
 # Parallel graders wait up to a minute for SQLite's write lock instead of failing.
 c.CourseDirectory.db_url = f"sqlite:///{Path(c.CourseDirectory.root) / 'gradebook.db'}?timeout=60"
+# No exchange is used, but nbgrader looks for its folder at every start and, without a writable one,
+# prints "Unwritable directory, please contact your instructor": give it one inside the course.
+EXCHANGE = Path(c.CourseDirectory.root) / ".grading" / "exchange"
+EXCHANGE.mkdir(parents=True, exist_ok=True)
+c.Exchange.root = str(EXCHANGE)
 # Before grading on the practice cluster, load the lesson's v1 and v2 images as the grader.
 c.GradingSettings.practice_setup = "autograder.lesson.steps:serve_lesson_images"
 # Notebooks that use the whole practice cluster (both GPU nodes, a cordoned node, bin packing):

@@ -16,6 +16,9 @@ import subprocess
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 38, 47, 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+CAPABILITY_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 
@@ -56,6 +59,35 @@ def cover(top: Path, options: str, keep: list[Path], writable: Path | None = Non
         if path != writable:
             mount("-o", "remount,bind,ro", str(path))
         os.close(handle)
+
+
+def drop_privileges(uid: int, gid: int) -> None:
+    """In this process, what `unprivileged` does for a command: `uid`, no groups, no capability ever again.
+
+    Checked afterwards in /proc: a process that kept any capability must not go on.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    for capability in range(last + 1):
+        _checked(libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0), "drop a capability from the bounding set")
+    _checked(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear the ambient capabilities")
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    # setresuid empties the permitted and effective sets; the inheritable one is emptied here.
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    _checked(libc.capset(header, (ctypes.c_uint32 * 6)()), "clear the inheritable capabilities")
+    _checked(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
+    status = dict(line.split(":\t", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":\t" in line)
+    kept = [name for name in CAPABILITY_FIELDS if int(status[name], 16)]
+    if kept or status["NoNewPrivs"].strip() != "1" or os.getuid() != uid:
+        raise PermissionError(f"privileges not dropped: {kept or status['NoNewPrivs']}")
+
+
+def _checked(result: int, what: str) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"cannot {what}: {os.strerror(error)}")
 
 
 def unprivileged(uid: int, gid: int) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.errors import LabError
@@ -27,6 +28,9 @@ ASSIGNMENT = "lesson01"
 STUDENT_DIR = "notebooks"
 SOURCE_DIR = "source"
 NO_CLUSTER = ("01-why-orchestration", "02-choosing-a-platform")
+# The kernel's manager hands it CurveZMQ keys (the kernelspec of ipykernel declares them): over plain TCP
+# ipykernel warns at every start that the traffic is unencrypted, lines `notebooks run` users took for errors.
+KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
 class NotebookError(LabError):
@@ -130,7 +134,7 @@ def execute(path: Path, *, namespace: str | None = None, allow_errors: bool = Fa
     started = time.monotonic()
     with _python_scripts_on_path(), _environment(**variables):
         NotebookClient(notebook, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+                       resources={"metadata": {"path": str(path.parent)}}, config=KERNEL_CONFIG).execute()
     return notebook, time.monotonic() - started
 
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 from nbgrader.utils import is_grade, is_solution
 
 from autograder.bench import grade as bench
 from autograder.grading import submissions
+from autograder.grading.jail import KERNEL_UID_BASE
 from autograder.grading.course import Course, ensure_in_gradebook
 from autograder.grading.ledger import Outcome
 from autograder.grading.runner import grade_class, table
@@ -22,6 +26,7 @@ from autograder.lab import Lab, connect
 from autograder.lab.practice import Practice
 
 FIRST_NOTEBOOK = "01-why-orchestration.ipynb"
+SUBMISSIONS = ("masters", "untouched", "first-notebook-only")
 
 
 @pytest.fixture(scope="session")
@@ -43,26 +48,69 @@ def lab(practice_cluster: Practice, request: pytest.FixtureRequest) -> Iterator[
     lab.core.delete_namespace(namespace)
 
 
+def jailed_kernels() -> list[int]:
+    """The grader's kernels now running (their own uids), not those of a JupyterLab beside the tests."""
+    return [process.pid for process in psutil.process_iter(["cmdline", "uids"])
+            if "ipykernel_launcher" in (process.info["cmdline"] or []) and process.info["uids"].real >= KERNEL_UID_BASE]
+
+
+@contextmanager
+def most_kernels_at_once() -> Iterator[list[int]]:
+    """Samples how many of the grader's kernels run at once while the block runs; yields [the most seen]."""
+    most, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.25):
+            most[0] = max(most[0], len(jailed_kernels()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield most
+    finally:
+        done.set()
+        sampler.join()
+
+
 @pytest.fixture
-def round_trip(tmp_path: Path) -> Callable[[str], list[Outcome]]:
-    """Grades lesson01's solved masters and its untouched release on a provider: full marks, then zero."""
-    def grade(provider: str) -> list[Outcome]:
+def graded_course(tmp_path: Path) -> Callable[[str, Collection[str]], tuple[Path, list[Outcome]]]:
+    """A course copy with some of lesson01's submissions (masters, untouched, first-notebook-only) graded."""
+    def grade(provider: str, students: Collection[str] = SUBMISSIONS) -> tuple[Path, list[Outcome]]:
         root = bench.course_copy(tmp_path / "course")
         ensure_in_gradebook(Course(root), bench.ASSIGNMENT)
-        submissions.write(root, bench.ASSIGNMENT, "masters", steps=None)
-        submissions.write(root, bench.ASSIGNMENT, "untouched")
         first = nbformat.read(root / "source" / bench.ASSIGNMENT / FIRST_NOTEBOOK, as_version=4).cells
-        submissions.write(root, bench.ASSIGNMENT, "first-notebook-only",
-                          {cell.metadata.nbgrader["grade_id"] for cell in first if is_solution(cell)})
+        answered = {"masters": None, "untouched": (),
+                    "first-notebook-only": {cell.metadata.nbgrader["grade_id"] for cell in first if is_solution(cell)}}
+        for student in students:
+            submissions.write(root, bench.ASSIGNMENT, student, answered[student])
         outcomes = grade_class(root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider=provider)
         print(table(outcomes))
+        return root, outcomes
+    return grade
+
+
+def first_notebook_points(root: Path) -> float:
+    """The points of lesson01's first notebook: what the first-notebook-only submission earns."""
+    first = nbformat.read(root / "source" / bench.ASSIGNMENT / FIRST_NOTEBOOK, as_version=4).cells
+    return sum(cell.metadata.nbgrader["points"] for cell in first if is_grade(cell))
+
+
+@pytest.fixture
+def round_trip(graded_course: Callable[[str, Collection[str]], tuple[Path, list[Outcome]]]
+               ) -> Callable[[str], list[Outcome]]:
+    """Grades lesson01's solved masters and its untouched release on a provider: full marks, then zero."""
+    def grade(provider: str) -> list[Outcome]:
+        with most_kernels_at_once() as most:
+            root, outcomes = graded_course(provider, SUBMISSIONS)
         scores = {o.student: (o.status, o.score, o.max_score) for o in outcomes}
         assert scores["masters"][0] == "graded" and scores["masters"][1] == scores["masters"][2] > 0
         assert scores["untouched"][:2] == ("graded", 0)
-        assert scores["first-notebook-only"][:2] == ("graded", sum(cell.metadata.nbgrader["points"]
-                                                                  for cell in first if is_grade(cell)))
+        assert scores["first-notebook-only"][:2] == ("graded", first_notebook_points(root))
         phases = {o.student: o.phases for o in outcomes}
         assert phases["masters"]["kernel starts"] > 0, "kernels start through the grader's own hook"
         assert "kernel starts" not in phases["untouched"], "a submission left as released runs no kernel"
+        # Per worker: the running notebook's kernel and the next one's, started early; never a pile-up.
+        assert 0 < most[0] <= 2 * 2, f"{most[0]} of the grader's kernels ran at once with 2 workers"
+        assert not jailed_kernels(), f"kernels outlived the grading: {jailed_kernels()}"
         return outcomes
     return grade

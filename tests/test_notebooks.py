@@ -85,12 +85,12 @@ def _execute(path: Path, name: str, allow_errors: bool) -> nbformat.NotebookNode
         notebook, seconds = notebooks.execute(path, namespace=namespace, allow_errors=allow_errors)
     finally:
         if namespace:
-            _clean_up(namespace)
+            clean_up_namespace(namespace)
     _record_time(f"{path.parent.name}/{name}", seconds)
     return notebook
 
 
-def _clean_up(namespace: str) -> None:
+def clean_up_namespace(namespace: str) -> None:
     """The notebook's namespace goes, and ml-api:v1 and v2 are the reference server again: a student copy
     loads its unfinished app under those tags, which later tests on the shared cluster would run."""
     from kubernetes import client

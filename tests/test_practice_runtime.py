@@ -13,7 +13,7 @@ import psutil
 import pytest
 from kubernetes import client
 
-from autograder.lab import Lab, binaries, k8s, kubeconfig
+from autograder.lab import Lab, binaries, images, k8s, kubeconfig
 from autograder.lab.practice import Practice
 from autograder.lab.provider import run
 from autograder.lesson import troubleshoot
@@ -264,3 +264,40 @@ def test_a_hostile_pod_spec_gets_no_more_rights_than_the_students_code(runtime_l
     assert f"uid {os.getuid()}" not in output and "uid " in output
     assert "READ" not in output and "REACHED" not in output and "BECAME ROOT" not in output, output
     assert output.count("denied") >= 6 and output.count("unreachable") >= 2, output
+
+
+FORKED = """
+import os, pathlib, signal, sys
+status = dict(line.split(":\\t", 1) for line in pathlib.Path("/proc/self/status").read_text().splitlines() if ":\\t" in line)
+print("caps", *(status[name].strip() for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")), flush=True)
+print("no_new_privs", status["NoNewPrivs"].strip(), "argv", sys.argv, flush=True)
+print("fds", sorted(int(fd) for fd in os.listdir("/proc/self/fd")), flush=True)
+try:
+    os.kill(os.getppid(), signal.SIGKILL)
+    print("KILLED THE LAUNCHER", flush=True)
+except OSError:
+    print("launcher out of reach", flush=True)
+import flask
+flask.Flask.__call__ = None  # spoils this interpreter's Flask: no other pod may notice
+sys.exit(3)
+"""
+
+
+def test_a_forked_container_holds_nothing_of_the_launcher_and_cannot_harm_the_next_pod(
+        runtime_lab: Lab, tmp_path: Path) -> None:
+    if not sandbox.isolated():
+        pytest.skip("run by a user, a pod is that user's own code; isolation is for a runtime run as root")
+    (tmp_path / "app.py").write_text(FORKED)
+    images.load_into_cluster(runtime_lab, "forked-hostile:v1", context=tmp_path)
+    create_pod(runtime_lab, "forked", {"image": "forked-hostile:v1", "command": ["python", "app.py", "--flag"]},
+               restartPolicy="Never")
+    pod = wait_pod(runtime_lab, "forked", lambda pod: pod.status.phase in ("Succeeded", "Failed"), 60, "the end")
+    output = kubectl(runtime_lab, "logs", "forked")
+    assert pod.status.phase == "Failed" and status_of(pod).state.terminated.exit_code == 3, output
+    assert "caps" + " 0000000000000000" * 5 in output, output
+    assert "no_new_privs 1 argv ['app.py', '--flag']" in output and "fds [0, 1, 2, 3]" in output, output
+    assert "launcher out of reach" in output and "KILLED" not in output, output
+    create_pod(runtime_lab, "next", {"image": IMAGE, "readinessProbe": {"httpGet": {"path": "/health", "port": 8080},
+                                                                        "periodSeconds": 1}})
+    wait_pod(runtime_lab, "next", lambda pod: bool(pod.status.container_statuses) and status_of(pod).ready, 60,
+             "the next pod to serve /health")

@@ -4,12 +4,14 @@
 but never sends an autograded test cell there: `judge` runs it in this process on the student's
 answers read as data. It also keeps one submission from taking down the grading: output past a
 cap is dropped while the cell runs, and a kernel that dies or ignores the interrupt at its
-timeout is restarted, so that cell fails and the rest are still graded.
+timeout is restarted, so that cell fails and the rest are still graded. While one notebook runs,
+the kernel of the submission's next notebook is already starting, so no notebook waits for one.
 """
 
 from __future__ import annotations
 
 import ast
+import atexit
 import fcntl
 import json
 import subprocess
@@ -36,6 +38,16 @@ from autograder.lab.cluster import Lab
 VALUES_MODULE = "__import__('autograder.grading.values', fromlist=['call'])"
 # Seconds this worker spent per phase; a worker process grades exactly one submission.
 PHASES: dict[str, float] = defaultdict(float)
+# A kernel already starting for the submission's next notebook (its kernel manager). nbgrader makes a
+# new Execute step for every notebook, so the kernel is kept here, where the next step finds it.
+NEXT_KERNEL: list[Any] = []
+
+
+@atexit.register
+def _stop_unused_kernel() -> None:
+    """No next notebook ran (it was missing): stop the kernel started for it."""
+    for manager in NEXT_KERNEL:
+        run_sync(lambda: ensure_async(manager.shutdown_kernel(now=True)))()
 
 
 @contextmanager
@@ -83,6 +95,7 @@ class ClusterVerifiedExecute(Execute):
     _provided: set[str] = set()
     _output_bytes: dict[int, int]
     _deadline = 0.0  # when the test cell being judged runs out of time, kernel calls included
+    _notebook = ""
 
     def _reader(self) -> Lab:
         if self._lab is None:
@@ -105,11 +118,17 @@ class ClusterVerifiedExecute(Execute):
         self._imports = judge.trusted_imports(master)
         self._provided = judge.bound_names(ast.parse(self._imports))
         self._output_bytes = {}
-        if name not in self.exclusive_notebooks or not self.exclusive_lock:
-            return super().preprocess(nb, resources, km)
-        with open(self.exclusive_lock, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            return super().preprocess(nb, resources, km)
+        self._notebook = name
+        spare = NEXT_KERNEL.pop() if NEXT_KERNEL else None
+        try:
+            if name not in self.exclusive_notebooks or not self.exclusive_lock:
+                return super().preprocess(nb, resources, km or spare)
+            with open(self.exclusive_lock, "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                return super().preprocess(nb, resources, km or spare)
+        finally:
+            if spare is not None and self.km is not None:
+                self._cleanup_kernel()  # a kernel handed in is not shut down by nbclient itself
 
     async def async_start_new_kernel(self, **kwargs: Any) -> None:
         # The kernel must not hold the worker's own output pipes: the grader reads those to the end.
@@ -119,7 +138,29 @@ class ClusterVerifiedExecute(Execute):
 
     async def async_start_new_kernel_client(self) -> Any:
         with timed("kernel starts"):
-            return await super().async_start_new_kernel_client()
+            kernel_client = await super().async_start_new_kernel_client()
+        # Only now: a kernel's IPC socket files exist once it is ready, and the next one must not pick the same.
+        if not NEXT_KERNEL and self._next_notebook_runs():
+            await self._async_start_spare()
+        return kernel_client
+
+    def _next_notebook_runs(self) -> bool:
+        if not self.masters or not self.submission:
+            return False
+        later = sorted(master.stem for master in Path(self.masters).glob("*.ipynb") if master.stem > self._notebook)
+        return bool(later) and not answers.unanswered_from(later[0], Path(self.submission), Path(self.masters))
+
+    async def _async_start_spare(self) -> None:
+        """Start the next notebook's kernel the way this one was started; it is picked up by `preprocess`."""
+        current = self.km
+        try:
+            self.create_kernel_manager()
+            await self.async_start_new_kernel()
+            NEXT_KERNEL.append(self.km)
+        except Exception as error:  # the next notebook then starts its own kernel, as without a spare
+            self.log.warning("could not start the next notebook's kernel early: %s", error)
+        finally:
+            self.km = current
 
     # nbclient binds its synchronous wrappers to its own coroutines: rebind them to the overrides above.
     start_new_kernel = run_sync(async_start_new_kernel)

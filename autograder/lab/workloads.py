@@ -57,7 +57,9 @@ def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool =
             if not found:
                 return False
             done, message = rollout_state(found[0])
-            bar.total, bar.n = found[0].spec.replicas, found[0].status.ready_replicas or 0
+            if bar.total != found[0].spec.replicas:
+                bar.reset(total=found[0].spec.replicas)  # a notebook's widget learns its length only here
+            bar.n = found[0].status.ready_replicas or 0
             bar.set_postfix_str(message)
             return done
 

@@ -1,17 +1,16 @@
-"""How the practice runtime starts a pod's container: a process with no more rights than the student's code.
+"""How the practice runtime isolates a pod's container: a process with no more rights than the student's code.
 
 Run by a user, a container is that user's own process (the student's own code, with their rights),
-limited by rlimits and given a clean environment. Run as root (the grader, CI), it is started as
-`unshare --mount --net python -I -m autograder.practice.container ...`: in its own network
-namespace (only its loopback: no API server, etcd or network to reach), with the grader's home
-covered by an empty tmpfs (kubeconfigs, certificates, caches), then dropped by `setpriv` to a uid
-of its own without capabilities. The pod spec's volumes, hostNetwork, privileged and
-securityContext are never honoured, so none of them can widen that.
+limited by rlimits and given a clean environment. Run as root (the grader, CI), the container's
+process (a fork of the launcher, autograder/practice/launcher.py) isolates itself before it runs
+anything of the pod's: its own mount and network namespaces (only its loopback: no API server,
+etcd or network to reach), the grader's home covered by an empty tmpfs (kubeconfigs, certificates,
+caches), then a uid of its own without capabilities. The pod spec's volumes, hostNetwork,
+privileged and securityContext are never honoured, so none of them can widen that.
 """
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import os
 import pwd
@@ -23,7 +22,8 @@ from pathlib import Path
 
 from autograder import isolation
 
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 POD_UID_BASE = 1_800_000_000
 POD_GID = 65534  # nogroup
 LIMITS = {
@@ -68,15 +68,6 @@ def limit() -> None:
     isolation.die_with_parent()
 
 
-def argv(command: list[str], uid: int, workdir: Path) -> list[str]:
-    """The full command line that starts `command` as a container, isolated when the runtime is root."""
-    command = [sys.executable if command[0] in ("python", "python3", "python3.11") else command[0], *command[1:]]
-    if not isolated():
-        return command
-    return ["unshare", "--mount", "--net", "--propagation", "private", sys.executable, "-I", "-m",
-            "autograder.practice.container", "--uid", str(uid), "--workdir", str(workdir), "--", *command]
-
-
 def _cover(keep: list[Path], workdir: Path) -> None:
     """Inside the new mount namespace: an empty home over the grader's and a private /tmp, /var/tmp and
     /dev/shm (no file the grader or another pod left there), with only `keep` put back, and no
@@ -116,24 +107,17 @@ def connect(pid: int | None, port: int, timeout: float) -> socket.socket:
     return sock
 
 
-def _inside(uid: int, workdir: Path, command: list[str]) -> None:
-    """In the new namespaces, still root: loopback up, home covered, limits set; then become the pod's uid."""
+def isolate(uid: int, workdir: Path) -> None:
+    """In the container's process, still root: own namespaces, loopback up, home covered, limits set, then `uid`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS | CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "cannot make the container's namespaces")
+    # Nothing mounted below may reach the runtime's own mount namespace.
+    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        raise OSError(ctypes.get_errno(), "cannot make the container's mounts private")
     isolation.loopback_up()
     _cover([Path(sys.prefix), Path(sys.base_prefix), workdir], workdir)
     limit()
     os.chdir(workdir)
-    os.execvp("setpriv", [*isolation.unprivileged(uid, POD_GID), *command])
-
-
-def main(arguments: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -I -m autograder.practice.container", description=__doc__)
-    parser.add_argument("--uid", type=int, required=True)
-    parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("command", nargs="+")
-    args = parser.parse_args(arguments)
-    _inside(args.uid, args.workdir, args.command)
-    return 127
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    isolation.drop_privileges(uid, POD_GID)
+    isolation.die_with_parent()  # a change of uid forgets the parent-death signal: set it again

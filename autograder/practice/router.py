@@ -33,6 +33,7 @@ from autograder.lab import kubeconfig
 from autograder.lab.practice import Practice, kubeconfig_of
 from autograder.practice import container as sandbox
 from autograder.practice.catalog import KWOK, MANAGED_BY, catalog, preload_reference_images
+from autograder.practice.launcher import Launcher
 from autograder.practice.runtime import EventRecorder, PodRuntime, Relay, free_ip
 from autograder.practice.supervise import router_pidfile, state_dir
 from autograder.processes import stop
@@ -62,6 +63,7 @@ class Router:
         self.relays: dict[tuple[str, str], Relay] = {}
         self.host_ips: dict[str, str] = {}
         self.published: dict[tuple[str, str], dict] = {}  # (pod uid, plural): the spec last written
+        self.launcher = Launcher()
         self.connect()
         preload_reference_images(self.core)
 
@@ -89,7 +91,8 @@ class Router:
             runtime = self.pods.get(uid)
             if runtime is None:
                 ip = pod.status.pod_ip or free_ip(used_ips)
-                runtime = self.pods[uid] = PodRuntime(pod, self.state / "pods" / uid, ip, self.events)
+                runtime = self.pods[uid] = PodRuntime(pod, self.state / "pods" / uid, ip, self.events,
+                                                          self.launcher)
             runtime.sync(pod, images, now)
             try:
                 self._publish(runtime)
@@ -180,7 +183,7 @@ class Router:
             for one in runtime.containers:
                 if one.process is not None:
                     one.signal_all(signal.SIGTERM)
-                    stop(one.process, grace=5)
+                    stop(one.process.pid, grace=5)
                     one.signal_all(signal.SIGKILL)
         for relay in self.relays.values():
             relay.close()

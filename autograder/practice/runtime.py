@@ -3,7 +3,7 @@
 kwok registers the nodes, keeps them alive and removes pods once their deletion is due; everything
 kubelet does for a pod happens here. Per container: the image is looked up in the catalog (absent:
 ErrImagePull, then ImagePullBackOff with back-off, or ErrImageNeverPull), the image's app is copied
-to a private folder and started with the pod's command, args and env (`container.argv`), its output
+to a private folder and started with the pod's command, args and env (by the launcher), its output
 becomes CRI log files (current and previous, read by kwok for `kubectl logs [--previous]`), readiness
 and liveness probes (httpGet, tcpSocket, exec) run against it, an exit restarts it after kubelet's
 back-off (10 s doubling to 5 min: Waiting CrashLoopBackOff, lastState.terminated) and a deletion
@@ -31,8 +31,10 @@ from typing import IO
 
 from kubernetes import client
 
+from autograder import isolation
 from autograder.lab import ports
 from autograder.practice import container as sandbox
+from autograder.practice.launcher import Launched, Launcher
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ BACKOFF_START, BACKOFF_MAX = 10.0, 300.0
 BACKOFF_RESET_AFTER = 600.0  # kubelet forgets a container's back-off once it ran this long
 DEFAULT_GRACE = 30
 POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")
+PYTHON_NAMES = ("python", "python3", "python3.11")
 SERVER_PORT = 8080  # the lesson's model server's port: the containerPort when the pod declares none
 
 
@@ -93,7 +96,7 @@ class Container:
 
     pod: PodRuntime
     spec: client.V1Container
-    process: subprocess.Popen | None = None
+    process: Launched | None = None
     port: int = 0
     starts: int = 0
     exits: int = 0
@@ -188,10 +191,13 @@ class Container:
         """ENTRYPOINT/CMD as Kubernetes combines them: command replaces the entrypoint, args the CMD."""
         spec = self.spec
         if spec.command:
-            return [*spec.command, *(spec.args or [])]
-        if spec.args:
-            return list(spec.args)
-        return ["python", "-m", "flask", "--app", "app.py", "run", "--host", "127.0.0.1", "--port", str(self.port)]
+            command = [*spec.command, *(spec.args or [])]
+        elif spec.args:
+            command = list(spec.args)
+        else:
+            command = ["python", "-m", "flask", "--app", "app.py", "run", "--host", "127.0.0.1", "--port", str(self.port)]
+        # The image's python is this interpreter, where the app's libraries are installed.
+        return [sys.executable if command[0] in PYTHON_NAMES else command[0], *command[1:]]
 
     def _environment(self, entry: dict, workdir: Path) -> dict[str, str]:
         """A clean environment: the image's, the pod's literal values, never the runtime's own."""
@@ -211,10 +217,9 @@ class Container:
         self.port = self.declared_port if sandbox.isolated() else ports.free_port()
         out = self.output = self.log.open("wb")
         try:
-            self.process = subprocess.Popen(
-                sandbox.argv(self._command(), uid, workdir), cwd=workdir, env=self._environment(entry, workdir),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=sandbox.limit,
-                start_new_session=True)  # its own process group: whatever it forks stops with it
+            # In a session of its own (the process group is the container): whatever it forks stops with it.
+            self.process = self.pod.launcher.spawn(self._command(), self._environment(entry, workdir), workdir,
+                                                   uid if sandbox.isolated() else None)
         except OSError as error:
             out.close()
             message = f"failed to create containerd task: exec: {error}"
@@ -331,9 +336,8 @@ class Container:
             command = [*spec._exec.command]
             if sandbox.isolated():
                 uid = sandbox.pod_uid(self.pod.uid)
-                command = ["nsenter", f"--target={pid}", "--net", "--mount", "--", "setpriv", f"--reuid={uid}",
-                           f"--regid={sandbox.POD_GID}", "--clear-groups", "--bounding-set=-all",
-                           "--inh-caps=-all", "--no-new-privs", "--", *command]
+                command = ["nsenter", f"--target={pid}", "--net", "--mount", "--",
+                           *isolation.unprivileged(uid, sandbox.POD_GID), *command]
             try:
                 done = subprocess.run(command, cwd=self.folder / "app", capture_output=True, timeout=timeout,
                                       env=self._environment({}, self.folder / "app"), preexec_fn=sandbox.limit)
@@ -374,8 +378,9 @@ class Container:
 class PodRuntime:
     """One pod on a simulated node: its containers, IP, events and status."""
 
-    def __init__(self, pod: client.V1Pod, folder: Path, ip: str, events: EventRecorder) -> None:
+    def __init__(self, pod: client.V1Pod, folder: Path, ip: str, events: EventRecorder, launcher: Launcher) -> None:
         self.pod = pod
+        self.launcher = launcher
         self.folder = folder
         self.ip = ip
         self.recorder = events

@@ -1,0 +1,62 @@
+"""The pod launcher runs a container's command as a new process would, and outlives none of its mistakes."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from autograder.practice.launcher import LaunchError, Launcher
+
+APP = """
+import os, sys
+print("argv", sys.argv, "path0", sys.path[0] == os.getcwd(), "env", os.environ.get("GREETING"), flush=True)
+print("to stderr", file=sys.stderr)
+raise SystemExit(int(sys.argv[1]))
+"""
+
+
+@pytest.fixture
+def launcher() -> Launcher:
+    return Launcher()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    (tmp_path / "app.py").write_text(APP)
+    return tmp_path
+
+
+def test_a_python_script_runs_in_the_fork_with_its_argv_env_path_and_exit_code(launcher: Launcher, app: Path) -> None:
+    process = launcher.spawn([sys.executable, "app.py", "5"], {"GREETING": "hi", "PATH": "/usr/bin:/bin"}, app, None)
+    assert process.stdout.read().decode() == "argv ['app.py', '5'] path0 True env hi\n"
+    assert process.stderr.read().decode() == "to stderr\n"
+    assert process.wait(10) == 5 and process.poll() == 5
+
+
+def test_another_program_is_executed_with_only_the_pods_environment(launcher: Launcher, app: Path) -> None:
+    process = launcher.spawn(["sh", "-c", 'echo "$GREETING ${HOME:-no home}"; exit 7'],
+                             {"GREETING": "hi", "PATH": "/usr/bin:/bin"}, app, None)
+    assert process.stdout.read().decode() == "hi no home\n"
+    assert process.wait(10) == 7
+
+
+def test_a_missing_program_is_refused_with_the_runtimes_message(launcher: Launcher, app: Path) -> None:
+    with pytest.raises(LaunchError, match='exec: "no-such-program": executable file not found'):
+        launcher.spawn(["no-such-program"], {"PATH": "/usr/bin:/bin"}, app, None)
+
+
+def test_a_killed_launcher_takes_its_containers_along_and_the_next_spawn_starts_a_new_one(
+        launcher: Launcher, app: Path) -> None:
+    running = launcher.spawn(["sleep", "60"], {"PATH": "/usr/bin:/bin"}, app, None)
+    container = psutil.Process(running.pid)
+    first = container.parent()
+    first.send_signal(signal.SIGKILL)
+    assert running.wait(10) == -signal.SIGKILL
+    _, alive = psutil.wait_procs([container], timeout=10)
+    assert not alive, "the container outlived its launcher"
+    again = launcher.spawn([sys.executable, "app.py", "0"], {"PATH": "/usr/bin:/bin"}, app, None)
+    assert again.wait(10) == 0 and psutil.Process().children()[0].pid != first.pid
