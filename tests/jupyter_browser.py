@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,8 @@ import requests
 from playwright.sync_api import Page, TimeoutError as PlaywrightTimeout
 
 from autograder import REPO_ROOT
+from autograder.build import hostedimage
+from autograder.lab import connect
 from autograder.waiting import poll
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"  # gitignored; CI keeps it as an artefact
 VIEWPORT = {"width": 1400, "height": 1000}
+USER_SETTINGS = Path("~/.jupyter/lab/user-settings")  # JupyterLab's default user settings folder
+NEWS_SETTINGS = USER_SETTINGS / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+NO_NEWS = {"fetchNews": "false"}
 
 # Starts a cell through JupyterLab's own command, as Shift+Enter would, and records how it ended.
 START_CELL = """index => {
@@ -60,6 +65,8 @@ class LabServer:
     url: str  # ends with "/"
     token: str
     namespace: str  # where its kernels' connect() works (LAB_NAMESPACE)
+    where: str  # what serves it, for reports
+    namespace_phase: Callable[[str], str]  # a namespace's phase on the cluster its kernels use
     students: str = "notebooks"
     masters: str = "source/lesson01"
 
@@ -101,7 +108,7 @@ def serve(root: Path, namespace: str = "default", *, timeout: float = 90) -> Ite
     with open(log, "wb") as output:
         process = subprocess.Popen(command, cwd=root, env=environment, stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    server = LabServer(f"http://127.0.0.1:{port}/", token, namespace)
+    server = LabServer(f"http://127.0.0.1:{port}/", token, namespace, "this checkout", _host_namespace_phase)
     try:
         if not poll(lambda: _answers(server, process), bool, timeout, interval=0.5):
             raise RuntimeError(f"jupyter lab did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
@@ -109,6 +116,26 @@ def serve(root: Path, namespace: str = "default", *, timeout: float = 90) -> Ite
         yield server
     finally:
         _stop(process)
+
+
+@contextmanager
+def serve_image(namespace: str, tag: str = hostedimage.HOSTED_TAG) -> Iterator[LabServer]:
+    """JupyterLab of the hosted image, as Binder runs it (its user, no added rights), its kernels in `namespace`
+    on the practice cluster inside the container, which is ready before the block starts."""
+    command = ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--LabApp.expose_app_in_browser=True"]
+    with hostedimage.running(tag, command=command, environment={"LAB_NAMESPACE": namespace}) as lab:
+        lab.exec("python", "-c", f"import json, pathlib; folder = pathlib.Path({str(NEWS_SETTINGS)!r}).expanduser(); "
+                 f"folder.parent.mkdir(parents=True, exist_ok=True); folder.write_text(json.dumps({NO_NEWS!r}))")
+        lab.cluster_up()
+
+        def phase(name: str) -> str:
+            return lab.exec("kubectl", "get", "namespace", name, "-o", "jsonpath={.status.phase}").strip()
+
+        yield LabServer(f"{lab.url}/", lab.token, namespace, f"the hosted image {tag}", phase)
+
+
+def _host_namespace_phase(name: str) -> str:
+    return connect("practice", namespace="default").core.read_namespace(name).status.phase
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -124,9 +151,9 @@ def _stop(process: subprocess.Popen) -> None:
 
 def _no_news(settings: Path) -> None:
     """JupyterLab asks about fetching its news in a toast over the notebook: answer no in the user's settings."""
-    folder = settings / "@jupyterlab" / "apputils-extension"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    path = settings / NEWS_SETTINGS.relative_to(USER_SETTINGS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(NO_NEWS))
 
 
 def _answers(server: LabServer, process: subprocess.Popen) -> bool:

@@ -14,9 +14,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from autograder.grading.ledger import Outcome
-from autograder.lab import connect
 from jupyter_browser import (CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, VIEWPORT, LabServer, OpenNotebook,
-                             Screenshots, copy_course, open_notebook, serve, text_of)
+                             Screenshots, copy_course, open_notebook, serve, serve_image, text_of)
 from test_notebooks import clean_up_namespace
 
 pytestmark = [pytest.mark.cluster, pytest.mark.browser]
@@ -58,14 +57,16 @@ def shots(request: pytest.FixtureRequest) -> Screenshots:
     return Screenshots(folder)
 
 
-@pytest.fixture
-def jupyter_lab(practice_cluster, tmp_path: Path) -> Iterator[LabServer]:
-    """JupyterLab served from this checkout, its kernels on the practice cluster in a namespace of their own.
-
-    Tests take the server's address from here, so a variant that serves the course's image can yield its own
-    LabServer (started with --LabApp.expose_app_in_browser=True, which the tests use to run cells).
-    """
+@pytest.fixture(params=["checkout", pytest.param("image", marks=pytest.mark.docker)])
+def jupyter_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LabServer]:
+    """JupyterLab served from this checkout (its kernels on the host's practice cluster) or from the hosted
+    image (on the practice cluster inside the container), its kernels in a namespace of their own."""
     namespace = f"browser-{uuid.uuid4().hex[:6]}"
+    if request.param == "image":
+        with serve_image(namespace) as server:
+            yield server
+        return
+    request.getfixturevalue("practice_cluster")
     with serve(copy_course(tmp_path / "lab"), namespace) as server:
         yield server
     clean_up_namespace(namespace)  # and ml-api:v1 and v2 served again: notebooks 4 and 5 loaded their own app
@@ -88,8 +89,8 @@ def test_each_student_notebook_opens_runs_its_first_cells_and_connects(jupyter_l
             notebook.run(index)
         notebook.shot(_first_cells(notebook)[-1], "first-cells")
         jupyter_lab.shut_down_kernels()
-    connected = connect("practice", namespace="default").core.read_namespace(jupyter_lab.namespace)
-    assert connected.status.phase == "Active", f"connect() in the notebooks left {connected.status}"
+    phase = jupyter_lab.namespace_phase(jupyter_lab.namespace)
+    assert phase == "Active", f"connect() in the notebooks left their namespace {phase!r}"
 
 
 def _self_check(notebook: OpenNotebook, index: int, outputs: list[dict]) -> None:
@@ -161,8 +162,9 @@ def test_notebook_04_hands_on_runs_in_the_browser_and_05_draws_the_rollout(
     notebook.shot(chart, "rollout-chart")
     jupyter_lab.shut_down_kernels()
     with capsys.disabled():
-        print(f"\n[browser] {NOTEBOOK_04} (solved master) in JupyterLab: {seconds_04:.1f} s, of which opening "
-              f"with an idle kernel {opened:.1f} s; {NOTEBOOK_05} to its rollout chart: {seconds_05:.1f} s; "
+        print(f"\n[browser] {NOTEBOOK_04} (solved master) in JupyterLab from {jupyter_lab.where}: {seconds_04:.1f} s, "
+              f"of which opening with an idle kernel {opened:.1f} s; {NOTEBOOK_05} to its rollout chart: "
+              f"{seconds_05:.1f} s; "
               f"screenshots in {shots.folder}")
 
 

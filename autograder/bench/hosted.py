@@ -1,25 +1,22 @@
 """Hosted image figures for `python -m autograder bench hosted`: builds, JupyterLab start, the practice cluster inside.
 
-A browser benchmark (notebook 04 run in JupyterLab) plugs in as `browser_run`: a callable given the
-running `HostedLab` (its `url` and `token`) that returns the seconds the notebook took; its figure
-is printed with the others.
+Notebook 04's run time in JupyterLab in this image is the browser test's own report
+(tests/test_browser.py, its image-served variant).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 
 import docker
 
 from autograder.build import hostedimage
 
 BENCH_TAG = "bench-k8s-ml-lab-hosted:latest"
-BrowserRun = Callable[[hostedimage.HostedLab], float]
 
 
-def bench_hosted(runs: int = 3, browser_run: BrowserRun | None = None) -> dict[str, float]:
+def bench_hosted(runs: int = 3) -> dict[str, float]:
     """Seconds to build cold and cached, from `docker run` to JupyterLab and to a ready practice cluster."""
     figures: dict[str, float] = {}
     figures["image build, cold: no layer cache (s)"] = hostedimage.build(BENCH_TAG, nocache=True).seconds
@@ -32,8 +29,6 @@ def bench_hosted(runs: int = 3, browser_run: BrowserRun | None = None) -> dict[s
             lab.cluster_up()  # returns once the cluster the server started in the background is ready
             to_cluster.append(time.monotonic() - lab.started_at)
             rights = lab.process_rights()
-            if browser_run is not None and len(to_lab) == 1:
-                figures["notebook 04 run in the browser (s)"] = browser_run(lab)
             lab.exec("python", "-m", "autograder", "cluster", "down", "--provider", "practice")
             from_nothing.append(lab.cluster_up())
     figures["container start to JupyterLab /api/status (s)"] = statistics.median(to_lab)

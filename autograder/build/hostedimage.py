@@ -181,7 +181,8 @@ class HostedLab:
 
 
 @contextmanager
-def running(tag: str = HOSTED_TAG, *, timeout: float = 90, **run_options: object) -> Iterator[HostedLab]:
+def running(tag: str = HOSTED_TAG, *, timeout: float = 90, environment: dict[str, str] | None = None,
+            **run_options: object) -> Iterator[HostedLab]:
     """`docker run -p 127.0.0.1:PORT:8888 TAG` (its own command, user and rights unless `run_options`
     say otherwise) until the block ends; yields once JupyterLab answers /api/status. A browser test
     opens `url` with `token` to drive a notebook."""
@@ -189,7 +190,7 @@ def running(tag: str = HOSTED_TAG, *, timeout: float = 90, **run_options: object
     token = secrets.token_hex(16)
     port = ports.free_port()
     started = time.monotonic()
-    container = client.containers.run(tag, detach=True, environment={"JUPYTER_TOKEN": token},
+    container = client.containers.run(tag, detach=True, environment={**(environment or {}), "JUPYTER_TOKEN": token},
                                       ports={f"{LAB_PORT}/tcp": ("127.0.0.1", port)}, **run_options)
     try:
         url = f"http://127.0.0.1:{port}"
