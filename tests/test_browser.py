@@ -24,7 +24,18 @@ NOTEBOOK_04 = "04-first-deployment"
 NOTEBOOK_05 = "05-scale-update-rollback"
 ROLLOUT_WAIT = 'workloads.wait_for_rollout(lab, "ml-api")'
 ROLLOUT_CHART = "observe.watch_rollout("
-PROGRESS = ".widget-hprogress"  # an ipywidgets progress bar: tqdm.auto's in a notebook
+# Records every text the cell's output area shows while it holds an ipywidgets progress bar (tqdm.auto's).
+RECORD_PROGRESS = """index => {
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[index].node;
+  window.labProgress = [];
+  new MutationObserver(() => {
+    const output = cell.querySelector('.jp-OutputArea');
+    if (output && cell.querySelector('.widget-hprogress')) {
+      const text = output.innerText.replaceAll('\\u2007', ' ');
+      if (window.labProgress[window.labProgress.length - 1] !== text) window.labProgress.push(text);
+    }
+  }).observe(cell, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
 SELF_CHECK = re.compile(r"^print\((handson|checks)\.", re.MULTILINE)
 
 
@@ -101,19 +112,22 @@ def _self_check(notebook: OpenNotebook, index: int, outputs: list[dict]) -> None
 
 
 def _run_with_progress(notebook: OpenNotebook, index: int) -> tuple[list[dict], list[str]]:
-    """Run the cell that waits for the rollout; every text its progress bar widget showed while it ran."""
+    """Run the cell that waits for the rollout; every text its progress bar widget showed while it ran.
+
+    The page records each change itself: a rollout of fast pods can be over between two looks from here.
+    """
+    notebook.page.evaluate(RECORD_PROGRESS, index)
     notebook.start(index)
-    cell = notebook.page.locator(".jp-Notebook .jp-Cell").nth(index)
-    seen: list[str] = []
+    shot = False
     while not notebook.done(index):
-        if cell.locator(PROGRESS).count():
-            text = cell.locator(".jp-OutputArea").first.inner_text().replace("\u2007", " ")
-            if text not in seen:
-                seen.append(text)
-                if len(seen) == 2:  # the bar once it knows how many replicas the rollout waits for
-                    notebook.shot(index, "rollout-progress")
+        if not shot and len(notebook.page.evaluate("() => window.labProgress")) >= 2:
+            notebook.shot(index, "rollout-progress")  # the bar once it knows how many replicas it waits for
+            shot = True
         time.sleep(0.1)
-    return notebook.finish(index), seen
+    outputs = notebook.finish(index)
+    if not shot:
+        notebook.shot(index, "rollout-done")
+    return outputs, notebook.page.evaluate("() => window.labProgress")
 
 
 def _run_notebook_04(notebook: OpenNotebook) -> list[str]:
