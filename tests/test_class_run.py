@@ -175,7 +175,9 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(course: Path, practic
     command = [sys.executable, "-m", "autograder", "grade", ASSIGNMENT, "--course", str(course), "--jobs", "2",
                "--cell-timeout", "25", "--provider", "practice", "--student", "ctrl-c-one", "--student", "ctrl-c-two"]
     admin = kubeconfig.api_client(practice_cluster.context)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: a CI runner may start the suite with SIGINT ignored, which every child would inherit.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(_grading_namespaces(admin, "grade-ctrl-c")) < 2:
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
