@@ -134,7 +134,9 @@ def _kind_image(args: argparse.Namespace) -> int:
 def _hosted_image(args: argparse.Namespace) -> int:
     from autograder.build import hostedimage
 
-    print(hostedimage.build(args.tag or hostedimage.HOSTED_TAG, nocache=args.no_cache, use_cached_binaries=not args.build_binaries).summary())
+    built = hostedimage.build(args.tag or hostedimage.HOSTED_TAG, nocache=args.no_cache,
+                              use_cached_binaries=not args.build_binaries)
+    print(built.summary())
     return 0
 
 

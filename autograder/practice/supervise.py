@@ -65,6 +65,7 @@ def stop_router(context: str, timeout: float = 15) -> bool:
     stop(pid, grace=timeout)
     return True
 
+
 def start_cluster_in_background() -> int | None:
     """`cluster up --provider practice` as a process of its own, so a hosted notebook's connect() finds
     the cluster ready (connect() waits for it). Only where LAB_CLUSTER is practice; LAB_PRACTICE_AT_START=0
