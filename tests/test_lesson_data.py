@@ -8,7 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from matplotlib.figure import Figure
 
-from autograder.lesson import ecosystem, fleet, manifests, observe, platforms, scenarios
+from kubernetes import client
+
+from autograder.lesson import ecosystem, fleet, manifests, observe, platforms, scenarios, troubleshoot
 from autograder.lesson.platforms import (
     CLOUD_NATIVE,
     COMPOSE,
@@ -190,3 +192,25 @@ def test_model_fleet_fits_the_practice_cluster():
     assert [d["metadata"]["name"] for d in docs] == [m.name for m in fleet.MODEL_FLEET]
     resources = docs[0]["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert resources["requests"] == resources["limits"] == {"cpu": "500m", "memory": "1Gi"}
+
+
+def _restarted_pod(ready: bool, last_exit: int, failed_ago: timedelta) -> client.V1Pod:
+    now = datetime.now(timezone.utc)
+    status = client.V1ContainerStatus(
+        name="app", image="ml-api:v1", image_id="", ready=ready, restart_count=3,
+        state=client.V1ContainerState(running=client.V1ContainerStateRunning(started_at=now)),
+        last_state=client.V1ContainerState(terminated=client.V1ContainerStateTerminated(
+            exit_code=last_exit, finished_at=now - failed_ago)))
+    return client.V1Pod(metadata=client.V1ObjectMeta(name="crashy"),
+                        status=client.V1PodStatus(phase="Running", container_statuses=[status]))
+
+
+@pytest.mark.parametrize(("ready", "last_exit", "failed_ago", "expected"), [
+    (False, 3, timedelta(seconds=2), "CrashLoopBackOff"),
+    (True, 3, timedelta(seconds=1), "CrashLoopBackOff"),  # the second in which it runs again
+    (True, 3, timedelta(minutes=30), "Running"),  # crashed once long ago, healthy since
+    (True, 0, timedelta(seconds=1), "Running"),  # restarted after a clean exit
+])
+def test_a_container_restarting_after_failures_is_crash_looping_even_while_it_runs(
+        ready: bool, last_exit: int, failed_ago: timedelta, expected: str) -> None:
+    assert troubleshoot._status(_restarted_pod(ready, last_exit, failed_ago)) == expected

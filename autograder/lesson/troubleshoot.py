@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import suppress
+from datetime import datetime, timedelta, timezone
 
 from kubernetes import client
 
@@ -21,6 +22,7 @@ PULL_REASONS = {
                         "check the tag exists (`docker images`), load it into the cluster",
     "InvalidImageName": "{image} is not a valid image reference: fix the image: line",
 }
+BACK_OFF_RESET = timedelta(minutes=10)
 WAITING_HINTS = {
     "CrashLoopBackOff": "the container starts and exits again and again: read its logs "
                         "(`kubectl logs POD --previous`) for the error",
@@ -43,13 +45,23 @@ def _scheduling_failures(lab: Lab, pod: client.V1Pod) -> list[str]:
     return [e.message.strip() for e in found.items if e.reason == "FailedScheduling" and e.message]
 
 
+def _crash_looping(status: client.V1ContainerStatus) -> bool:
+    """Whether a container is restarting after failures: still unready, or failed within the kubelet's
+    back-off reset (10 minutes), so a pod caught in the second its container runs again still counts."""
+    last = status.last_state.terminated if status.last_state else None
+    if not (status.restart_count and last and last.exit_code):
+        return False
+    return not status.ready or (last.finished_at is not None
+                                and datetime.now(timezone.utc) - last.finished_at < BACK_OFF_RESET)
+
+
 def _status(pod: client.V1Pod) -> str:
     """kubectl's STATUS, except that a container restarting after a failure is crash-looping even in
     the moments between two restarts, when kubectl shows Running."""
-    restarting = any(s.restart_count and not s.ready and s.last_state and s.last_state.terminated
-                     and s.last_state.terminated.exit_code for s in pod.status.container_statuses or [])
     status = pod_status(pod)
-    return "CrashLoopBackOff" if restarting and status == "Running" else status
+    if status == "Running" and any(_crash_looping(s) for s in pod.status.container_statuses or []):
+        return "CrashLoopBackOff"
+    return status
 
 
 def diagnose(lab: Lab, selector: str) -> list[str]:
