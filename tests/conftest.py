@@ -17,7 +17,7 @@ from nbgrader.utils import is_grade, is_solution
 
 from autograder.bench import grade as bench
 from autograder.grading import submissions
-from autograder.grading.jail import KERNEL_UID_BASE
+from autograder.grading.jail import KERNEL_MODULE, KERNEL_UID_BASE
 from autograder.grading.course import Course, ensure_in_gradebook
 from autograder.grading.ledger import Outcome
 from autograder.grading.runner import grade_class, table
@@ -51,7 +51,7 @@ def lab(practice_cluster: Practice, request: pytest.FixtureRequest) -> Iterator[
 def jailed_kernels() -> list[int]:
     """The grader's kernels now running (their own uids), not those of a JupyterLab beside the tests."""
     return [process.pid for process in psutil.process_iter(["cmdline", "uids"])
-            if "ipykernel_launcher" in (process.info["cmdline"] or []) and process.info["uids"].real >= KERNEL_UID_BASE]
+            if KERNEL_MODULE in (process.info["cmdline"] or []) and process.info["uids"].real >= KERNEL_UID_BASE]
 
 
 @contextmanager

@@ -9,14 +9,16 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jupyter_client import KernelManager
 
 from autograder import REPO_ROOT
-from autograder.grading import bridge, jail
+from autograder.grading import bridge, jail, kernel, worker
 
 PROBE = """
 import json, os, pathlib, resource, socket, sys, urllib.request
@@ -147,11 +149,38 @@ def test_the_launcher_imports_nothing_from_the_notebook_folder(tmp_path: Path) -
     argv = json.loads((jail.write_kernelspec(tmp_path, []) / "kernels" / jail.KERNEL_NAME / "kernel.json")
                       .read_text())["argv"]
     command = [arg.replace("{connection_file}", str(connection)) for arg in argv]
-    command[command.index("ipykernel_launcher") - 1:command.index("ipykernel_launcher") + 1] = ["-c", "print('ran')"]
+    kernel = command.index(jail.KERNEL_MODULE)
+    command[kernel - 1:kernel + 1] = ["-c", "print('ran')"]
     done = subprocess.run(command, cwd=folder, env={"PYTHONPATH": str(folder), "PATH": os.environ["PATH"]},
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "ran"), done.stderr
     assert not marker.exists()
+
+
+def test_the_grading_kernel_has_the_lessons_libraries_loaded_and_no_submission_file_stands_in_for_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "lesson01"
+    folder.mkdir()
+    (folder / "requests.py").write_text("SHADOW = True\n")
+    (folder / "helper.py").write_text("ANSWER = 42\n")
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    with tempfile.TemporaryDirectory(prefix="kernelspec-") as specs:
+        manager = KernelManager(config=worker.jail_kernel(Path(specs), []), kernel_name=jail.KERNEL_NAME)
+        manager.start_kernel(cwd=str(folder))
+        try:
+            kernel_client = manager.client()
+            kernel_client.start_channels()
+            kernel_client.wait_for_ready(timeout=60)
+            printed: list[str] = []
+            kernel_client.execute_interactive(
+                "import sys; print(sorted(m for m in %r if m not in sys.modules)); import helper, requests; "
+                "print(helper.ANSWER, hasattr(requests, 'SHADOW'), 'requests' in dir())" % (kernel.PRELOADED,),
+                timeout=60, output_hook=lambda msg: printed.append(msg["content"].get("text", "") or str(msg["content"].get("evalue", ""))))
+            kernel_client.stop_channels()
+        finally:
+            manager.shutdown_kernel(now=True)
+    assert "".join(printed).splitlines() == ["[]", "42 False True"]
 
 
 def test_a_kernel_without_ipc_transport_is_refused(tmp_path: Path) -> None:
@@ -166,7 +195,7 @@ def test_kernelspec_runs_ipykernel_through_the_isolated_jail(tmp_path: Path) -> 
     jail.write_kernelspec(tmp_path, [Path("/nowhere")], Path("/run/api.sock"))
     spec = json.loads((tmp_path / "kernels" / jail.KERNEL_NAME / "kernel.json").read_text())
     assert spec["argv"][:4] == [sys.executable, "-I", "-m", "autograder.grading.jail"]
-    assert spec["argv"][-4:] == ["-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    assert spec["argv"][-5:] == ["-P", "-m", "autograder.grading.kernel", "-f", "{connection_file}"]
     assert spec["argv"][4:8] == ["--hide", "/nowhere", "--api-socket", "/run/api.sock"]
     assert spec["interrupt_mode"] == "message"
 

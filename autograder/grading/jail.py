@@ -35,6 +35,7 @@ from autograder import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 KERNEL_NAME = "lab-jail"
+KERNEL_MODULE = "autograder.grading.kernel"  # ipykernel with the lesson's libraries preloaded
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 # A uid per kernel (base + the launcher's host pid, unique while it runs): RLIMIT_NPROC counts
 # a real uid's tasks host-wide, so a fork bomb exhausts only its own kernel's share.
@@ -86,7 +87,7 @@ def write_kernelspec(folder: Path, hide: list[Path], api_socket: Path | None = N
         argv += ["--hide", str(path)]
     if api_socket is not None:
         argv += ["--api-socket", str(api_socket)]
-    argv += ["--", sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    argv += ["--", sys.executable, "-P", "-m", KERNEL_MODULE, "-f", "{connection_file}"]
     spec = folder / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True, exist_ok=True)
     (spec / "kernel.json").write_text(json.dumps({

@@ -1,0 +1,41 @@
+"""The grading kernel: ipykernel with the lesson's libraries imported before it is ready.
+
+A spare kernel does this while the previous notebook still runs, so the next notebook's first cell
+does not spend its seconds importing. Started as `python -P -m autograder.grading.kernel -f FILE`
+inside the jail: with `-P` no file of the submission can stand in for these modules; the notebook's
+folder joins `sys.path` after they are loaded, where `python -m ipykernel_launcher` would put it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+from ipykernel import kernelapp
+
+log = logging.getLogger(__name__)
+
+PRELOADED = ("matplotlib.pyplot", "matplotlib_inline.backend_inline", "kubernetes.client", "kubernetes.utils",
+             "kubernetes.watch", "docker", "requests", "autograder.lab", "autograder.lesson.checks",
+             "autograder.lesson.handson", "autograder.lesson.observe", "autograder.lesson.steps",
+             "autograder.lesson.troubleshoot")
+# ipykernel chooses this backend when it starts; matplotlib reads it when imported, so it is set first.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+def preload(modules: tuple[str, ...] = PRELOADED) -> None:
+    """Import what the notebooks import; one that fails is left for the notebook's cell to report."""
+    os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            log.warning("not preloaded: %s", error)
+
+
+if __name__ == "__main__":
+    preload()
+    sys.path.insert(0, os.getcwd())  # the student's own modules import as in any kernel
+    kernelapp.launch_new_instance()
