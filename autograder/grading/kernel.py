@@ -17,7 +17,9 @@ from ipykernel import kernelapp
 
 log = logging.getLogger(__name__)
 
-PRELOADED = ("matplotlib.pyplot", "matplotlib_inline.backend_inline", "kubernetes.client", "kubernetes.utils",
+# kubernetes.client loads an API's module (and its hundreds of models) at its first use: named here.
+PRELOADED = ("matplotlib.pyplot", "matplotlib_inline.backend_inline", "kubernetes.client",
+             "kubernetes.client.api.core_v1_api", "kubernetes.client.api.apps_v1_api", "kubernetes.utils",
              "kubernetes.watch", "docker", "requests", "autograder.lab", "autograder.lesson.checks",
              "autograder.lesson.handson", "autograder.lesson.observe", "autograder.lesson.steps",
              "autograder.lesson.troubleshoot")
