@@ -8,6 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 from autograder.errors import LabError
 from autograder import REPO_ROOT
 from autograder.grading import submissions
@@ -27,15 +29,21 @@ def course_copy(target: Path, source: Path = REPO_ROOT, assignment: str = ASSIGN
     return target
 
 
-def _measure(course: Path, students: list[str], jobs: int, provider: str | None) -> tuple[float, list[Outcome]]:
-    """Grade `students` again with `jobs` workers; the wall time and each outcome."""
-    started = time.monotonic()
+def busy_core_seconds() -> float:
+    """CPU time the whole machine has been busy, summed over its cores: grader, kernels, control plane, pods."""
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + times.irq + times.softirq + times.steal
+
+
+def _measure(course: Path, students: list[str], jobs: int, provider: str | None) -> tuple[float, float, list[Outcome]]:
+    """Grade `students` again with `jobs` workers; the wall time, the machine's busy core-seconds, each outcome."""
+    started, busy = time.monotonic(), busy_core_seconds()
     outcomes = grade_class(course, ASSIGNMENT, students, GradingSettings(jobs=jobs, regrade=True, feedback=False),
                            provider=provider)
-    elapsed = time.monotonic() - started
+    elapsed, busy = time.monotonic() - started, busy_core_seconds() - busy
     if failed := [o for o in outcomes if o.status != "graded"]:
         raise LabError(f"{len(failed)} submission(s) were not graded, e.g. {failed[0].student}: {failed[0].detail}")
-    return elapsed, outcomes
+    return elapsed, busy, outcomes
 
 
 def _feedback_seconds(course: Path, students: list[str]) -> float:
@@ -69,13 +77,17 @@ def run(students: int, jobs: int, provider: str | None = None) -> int:
             submissions.write(course, ASSIGNMENT, name, steps=())
         print(f"grading {students} solved and {students} blank {ASSIGNMENT} submission(s)")
         for kind, names in (("solved", solved), ("blank", blank)):
-            elapsed, outcomes = _measure(course, names, 1, provider)
+            elapsed, busy, outcomes = _measure(course, names, 1, provider)
             feedback = _feedback_seconds(course, names)
             print(f"{kind}, serial: {elapsed / len(names) + feedback:.1f} s per submission; median per phase:")
             print(_phase_table(outcomes, feedback))
+            # Parallel workers share the cores: this, not the wall time, bounds what --jobs can reach.
+            cores, per_submission = psutil.cpu_count(), busy / len(names)
+            print(f"    machine CPU {per_submission:6.1f} core-s per submission (feedback aside): at most "
+                  f"{60 * cores / per_submission:.1f} per minute on {cores} cores")
         # A class is mostly solved work: its rate is the one to plan with; half blank flatters it.
         for kind, names in (("solved only", solved), ("half solved, half blank", solved + blank)):
-            elapsed, _ = _measure(course, names, jobs, provider)
+            elapsed, _, _ = _measure(course, names, jobs, provider)
             rate = 60 * len(names) / elapsed
             print(f"--jobs {jobs}, {kind}: {elapsed:.1f} s for {len(names)}, {rate:.2f} submissions per minute "
                   f"(a class of 60: {60 / rate:.0f} min)")
