@@ -3,16 +3,20 @@
 A small assignment asks for a value, a function and a Deployment. Blank submissions that try
 the kernel-side tricks (an AST transformer that swallows failures, patched modules, edited
 tests) must get exactly 0; kernels that die, ignore the interrupt or flood their output lose
-only what they broke.
+only what they broke. Notebooks whose structure was edited (forged points, an extra graded cell,
+tests duplicated, deleted or turned into markdown, no metadata at all, not a notebook) must get
+what their answers earn, never an error that leaves the student without a grade.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from test_grading import _meta, edit, new_course, replace_step
 
 from autograder.grading import submissions
@@ -108,3 +112,76 @@ def test_kernel_side_tricks_earn_nothing_and_broken_kernels_lose_only_what_they_
     assert {o.student: (o.status, o.score) for o in outcomes} == {s: ("graded", p) for s, p in expected.items()}
     flooded = course / "autograded" / "floods-output" / ASSIGNMENT / NOTEBOOK
     assert flooded.stat().st_size < 2_000_000
+
+
+def _rewrite(course: Path, student: str, change) -> None:
+    """Apply `change(notebook)` to a student's submitted notebook and save it as plain JSON, unvalidated."""
+    path = course / "submitted" / student / ASSIGNMENT / NOTEBOOK
+    notebook = nbformat.read(path, as_version=4)
+    change(notebook)
+    path.write_text(json.dumps(notebook))
+
+
+def _tests(notebook: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return [cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade")]
+
+
+def _as_markdown(notebook: nbformat.NotebookNode) -> None:
+    notebook.cells = [new_markdown_cell(cell.source, metadata=cell.metadata) if cell in _tests(notebook) else cell
+                      for cell in notebook.cells]
+
+
+def _answers_as_tests(notebook: nbformat.NotebookNode) -> None:
+    """Every answer cell claims the grade_id of the test that checks it, with 100 points and nothing to run."""
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            name = cell.metadata.nbgrader["grade_id"]
+            cell.metadata.nbgrader.update(grade=True, solution=False, points=100, grade_id=f"test-{name}")
+            cell.source = "pass"
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_edited_notebook_structure_earns_what_the_answers_earn_and_never_an_error(course: Path) -> None:
+    _submit(course, "forged-points", None)
+    _rewrite(course, "forged-points", lambda nb: [cell.metadata.nbgrader.update(points=100) for cell in _tests(nb)])
+    _submit(course, "extra-graded-cell", ())
+    _rewrite(course, "extra-graded-cell", lambda nb: nb.cells.append(new_code_cell("pass", metadata=_meta(
+        "bonus", grade=True, locked=True, points=50))))
+    _submit(course, "duplicated-tests", ())
+    _rewrite(course, "duplicated-tests", lambda nb: nb.cells.extend(copy.deepcopy(_tests(nb)) * 2))
+    _submit(course, "tests-as-markdown", ())
+    _rewrite(course, "tests-as-markdown", _as_markdown)
+    _submit(course, "answers-as-tests", ())
+    _rewrite(course, "answers-as-tests", _answers_as_tests)
+    _submit(course, "deleted-tests", None)
+    _rewrite(course, "deleted-tests", lambda nb: nb.update(cells=[c for c in nb.cells if c not in _tests(nb)]))
+    _submit(course, "no-metadata", None)
+    _rewrite(course, "no-metadata", lambda nb: [cell.metadata.pop("nbgrader", None) for cell in nb.cells])
+    _submit(course, "big-outputs", None)
+    _rewrite(course, "big-outputs", lambda nb: nb.cells[1].update(outputs=[
+        {"output_type": "stream", "name": "stdout", "text": "x" * 30_000_000}]))
+    for student, content in [("not-json", b"\x00\xff" * 1000), ("not-cells", b'{"nbformat": 4, "cells": "x"}'),
+                             ("too-big", b'{"nbformat": 4, "cells": [], "x": "' + b"x" * 110_000_000 + b'"}'),
+                             ("lone-surrogate", b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": '
+                                                b'[{"cell_type": "code", "source": "\\ud800", "metadata": {}}]}')]:
+        _submit(course, student, None)
+        (course / "submitted" / student / ASSIGNMENT / NOTEBOOK).write_bytes(content)
+
+    outcomes = grade_class(course, ASSIGNMENT, [
+        "forged-points", "extra-graded-cell", "duplicated-tests", "tests-as-markdown", "answers-as-tests",
+        "deleted-tests", "no-metadata", "big-outputs", "not-json", "not-cells", "too-big", "lone-surrogate"],
+        GradingSettings(jobs=2, cell_timeout=15, patience=8), provider="practice")
+    print(table(outcomes))
+
+    full = {"forged-points", "deleted-tests", "no-metadata", "big-outputs"}
+    assert {o.student: (o.status, o.score, o.max_score) for o in outcomes} == {
+        o.student: ("graded", FULL if o.student in full else 0, FULL) for o in outcomes}
+    details = {o.student: o.detail for o in outcomes}
+    assert "test cell(s) test-letter, test-double, test-deploy put back" in details["deleted-tests"]
+    assert "was not the assignment's and was replaced" in details["extra-graded-cell"]
+    for student in ("not-json", "not-cells", "too-big"):
+        assert f"{NOTEBOOK} is not a notebook" in details[student] and "graded as unanswered" in details[student]
+    assert "1 item(s) of its cell list that are not cells dropped" in details["lone-surrogate"]
+    original = json.loads((course / "submitted" / "forged-points" / ASSIGNMENT / NOTEBOOK).read_text())
+    assert {cell["metadata"]["nbgrader"]["points"] for cell in _tests(nbformat.from_dict(original))} == {100}

@@ -1,7 +1,9 @@
-"""Pure logic of the grader: names, staging, output checks, node restores, the ledger and its gradebook backups."""
+"""Pure logic of the grader: names, staging, notebook repair, output checks, node restores, the ledger and its
+gradebook backups."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -13,12 +15,13 @@ import pytest
 from nbformat.v4 import new_code_cell
 
 from autograder import REPO_ROOT
-from autograder.grading.answers import unanswered_from
+from autograder.grading.answers import released, unanswered_from
 from autograder.grading.ledger import (GradebookDamaged, Ledger, Outcome, backup_gradebook, gradebook_problem,
                                        restore_gradebook, submission_digest)
 from autograder.grading.names import check_student_id, folder_name, namespace_for, printable
 from autograder.grading.nodes import restore_patch
 from autograder.grading.grader import clear_output, foreign_entries
+from autograder.grading.repair import MAX_CELLS, grade_id, rebuilt, repair
 from autograder.grading.submissions import stage
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -152,3 +155,50 @@ def test_a_missing_notebook_is_unanswered_and_an_unreadable_one_is_graded(tmp_pa
     assert unanswered_from("06-troubleshooting-and-review", folder, MASTERS)
     (folder / "07-beyond-the-lesson.ipynb").write_text("{not json")
     assert not unanswered_from("06-troubleshooting-and-review", folder, MASTERS)
+
+
+def _is_test(cell: dict) -> bool:
+    nbgrader = cell.get("metadata", {}).get("nbgrader", {})
+    return bool(nbgrader.get("grade")) and not nbgrader.get("solution")
+
+
+@pytest.mark.parametrize("master", sorted(MASTERS.glob("*.ipynb")), ids=lambda path: path.stem)
+def test_a_release_is_rebuilt_unchanged_and_deleted_tests_come_back_where_they_were(master: Path) -> None:
+    cells = json.loads((REPO_ROOT / "notebooks" / master.name).read_text())["cells"]
+    structure = [(cell["cell_type"], grade_id(cell)) for cell in cells]
+    notebook, changes = rebuilt(cells, nbformat.read(master, as_version=4))
+    assert changes == [] and [(cell.cell_type, grade_id(cell)) for cell in notebook.cells] == structure
+    without_tests = [cell for cell in cells if not _is_test(cell)]
+    assert len(without_tests) < len(cells)
+    notebook, changes = rebuilt(without_tests, nbformat.read(master, as_version=4))
+    assert [(cell.cell_type, grade_id(cell)) for cell in notebook.cells] == structure
+    assert changes == [f"test cell(s) {', '.join(grade_id(cell) for cell in cells if _is_test(cell))} put back"]
+
+
+def test_forged_claims_and_things_that_are_not_cells_are_replaced_or_dropped() -> None:
+    master = nbformat.read(MASTERS / "03-your-cluster.ipynb", as_version=4)
+    cells = json.loads((REPO_ROOT / "notebooks" / "03-your-cluster.ipynb").read_text())["cells"]
+    test = next(cell for cell in cells if _is_test(cell))
+    test["metadata"]["nbgrader"]["points"] = 1000
+    forged = [*cells, json.loads(json.dumps(test)), {"cell_type": "code", "source": "pass", "metadata": {"nbgrader": {
+        "grade_id": "bonus", "grade": True, "points": 50}}}, 7, "cell", {"cell_type": "widget", "source": ""},
+        {"cell_type": "code", "source": ["x", 1]}, {"cell_type": "code", "source": "\ud800"}]
+    notebook, changes = rebuilt(forged, master)
+    assert changes == ["5 item(s) of its cell list that are not cells dropped",
+                       "the nbgrader metadata of 3 cell(s) was not the assignment's and was replaced"]
+    graded = {grade_id(cell): cell.metadata.nbgrader["points"] for cell in notebook.cells if _is_test(cell)}
+    assert graded == {grade_id(cell): cell.metadata.nbgrader["points"] for cell in master.cells if _is_test(cell)}
+    assert len(notebook.cells) == len(cells) + 2
+    nbformat.validate(notebook)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"nbformat": 3, "worksheets": []}', b"[" * 100_000,
+                                     json.dumps({"nbformat": 4, "cells": [{}] * (MAX_CELLS + 1)}).encode()])
+def test_a_file_that_is_no_notebook_is_graded_as_left_unanswered(tmp_path: Path, content: bytes) -> None:
+    folder = _released_copy(tmp_path)
+    path = folder / "07-beyond-the-lesson.ipynb"
+    path.write_bytes(content)
+    master = MASTERS / path.name
+    note = repair(path, nbformat.read(master, as_version=4), released(master))
+    assert note.startswith(f"{path.name} is not a notebook (") and note.endswith("so it was graded as unanswered.")
+    assert unanswered_from("06-troubleshooting-and-review", folder, MASTERS)

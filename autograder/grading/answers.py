@@ -22,12 +22,17 @@ def code_cells(notebook: NotebookNode) -> list[str]:
 
 
 @functools.cache
-def released_code(master: Path) -> list[str]:
-    """The code cells a student receives: the master with solutions stubbed and hidden tests removed."""
-    released = copy.deepcopy(nbformat.read(master, as_version=4))
+def released(master: Path) -> NotebookNode:
+    """The notebook a student receives: the master with solutions stubbed and hidden tests removed."""
+    notebook = copy.deepcopy(nbformat.read(master, as_version=4))
     for step in (ClearSolutions(), ClearHiddenTests()):
-        released, _ = step.preprocess(released, {})
-    return code_cells(released)
+        notebook, _ = step.preprocess(notebook, {})
+    return notebook
+
+
+def released_code(master: Path) -> list[str]:
+    """The code cells a student receives."""
+    return code_cells(released(master))
 
 
 def left_as_released(submitted: Path, master: Path) -> bool:

@@ -20,7 +20,7 @@ import nbformat
 from kubernetes import client
 
 from autograder import processes
-from autograder.grading import jail, ledger, nodes, sandbox, submissions
+from autograder.grading import answers, jail, ledger, nodes, repair, sandbox, submissions
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
 from autograder.grading.settings import GradingSettings
 from autograder.grading.verify import timed
@@ -46,6 +46,8 @@ class Grader:
         self.stopping = threading.Event()
         self.damaged: str | None = None
         self.hide = jail_hides() if settings.jail else []
+        self.masters = {name: nbformat.read(course.source(assignment) / name, as_version=4)
+                        for name in course.notebooks(assignment)}
         self._staged: dict[str, tuple[str, list[str]]] = {}
         self._running: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
@@ -61,12 +63,30 @@ class Grader:
         except OSError as error:
             return Outcome(student, "error", detail=f"the submission could not be copied in: {error}")
         submission = submission_digest(copy)
-        self._staged[student] = submission, skipped
         done = self.ledger.done(student, submission)
         if self.settings.regrade or done is None or self.recorded.get(student) != done.score:
+            self._staged[student] = submission, self._notes(copy, skipped)
             return None
         done.status, done.detail = "graded", "already graded (resumed)"
         return done
+
+    def _notes(self, copy: Path, skipped: list[str]) -> list[str]:
+        """What the instructor should know about a staged submission, whose notebooks are repaired on the way.
+
+        A missing notebook is staged as released: it is graded as left unanswered, so even a submission
+        without any notebook gets its zero in the gradebook.
+        """
+        missing = [name for name in self.masters if not (copy / name).is_file()]
+        notes = [f"missing notebook(s): {', '.join(missing)}."] if missing else []
+        if skipped:
+            notes.append(f"not graded, not a regular file: {', '.join(skipped)}.")
+        for name, master in self.masters.items():
+            released = answers.released(self.course.source(self.assignment) / name)
+            if name in missing:
+                nbformat.write(released, copy / name)
+            elif note := repair.repair(copy / name, master, released):
+                notes.append(note)
+        return notes
 
     def _folder_problem(self, student: str) -> str | None:
         """Why submitted/<student>/<assignment> cannot be read as the student's own folder, if it cannot."""
@@ -81,17 +101,12 @@ class Grader:
     def grade(self, student: str) -> Outcome:
         """Grade one prepared submission; every problem becomes an error outcome, never an exception."""
         started = time.monotonic()
-        submission, skipped = self._staged[student]
-        missing = [n for n in self.course.notebooks(self.assignment)
-                   if not (self.staging / student / self.assignment / n).is_file()]
+        submission, notes = self._staged[student]
         try:
             outcome = self._run(student)
         except Exception as error:  # a broken submission or a cluster hiccup must not stop the class
             outcome = Outcome(student, "error", detail=f"{type(error).__name__}: {error}")
         outcome.seconds, outcome.submission = time.monotonic() - started, submission
-        notes = [f"missing notebook(s): {', '.join(missing)}."] if missing else []
-        if skipped:
-            notes.append(f"not graded, not a regular file: {', '.join(skipped)}.")
         outcome.detail = " ".join([*notes, outcome.detail]).strip()
         if outcome.status == "graded":
             self.ledger.record(outcome)
