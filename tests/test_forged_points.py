@@ -4,8 +4,9 @@ A small assignment asks for a value, a function and a Deployment. Blank submissi
 the kernel-side tricks (an AST transformer that swallows failures, patched modules, edited
 tests) must get exactly 0; kernels that die, ignore the interrupt or flood their output lose
 only what they broke. Notebooks whose structure was edited (forged points, an extra graded cell,
-tests duplicated, deleted or turned into markdown, no metadata at all, not a notebook) must get
-what their answers earn, never an error that leaves the student without a grade.
+tests duplicated, deleted or turned into markdown, no metadata at all, not a notebook, no notebook,
+notebooks of their own) must get what their answers earn, never an error that leaves the student
+without a grade.
 """
 
 from __future__ import annotations
@@ -161,6 +162,17 @@ def test_edited_notebook_structure_earns_what_the_answers_earn_and_never_an_erro
     _submit(course, "big-outputs", None)
     _rewrite(course, "big-outputs", lambda nb: nb.cells[1].update(outputs=[
         {"output_type": "stream", "name": "stdout", "text": "x" * 30_000_000}]))
+    bonus = new_notebook(cells=[new_code_cell("pass", metadata=_meta("bonus", grade=True, locked=True, points=50))])
+    extra = submissions.write(course, ASSIGNMENT, "extra-notebooks", None)
+    for where in ("zz-bonus.ipynb", "00-first.ipynb", "folder/answers.ipynb", "folder.ipynb/answers.ipynb"):
+        (extra / where).parent.mkdir(exist_ok=True)
+        nbformat.write(bonus, extra / where)
+    nothing = submissions.write(course, ASSIGNMENT, "no-notebook", None)
+    (nothing / NOTEBOOK).unlink()
+    folder = submissions.write(course, ASSIGNMENT, "notebook-is-a-folder", None)
+    (folder / NOTEBOOK).unlink()
+    (folder / NOTEBOOK).mkdir()
+    nbformat.write(bonus, folder / NOTEBOOK / NOTEBOOK)
     for student, content in [("not-json", b"\x00\xff" * 1000), ("not-cells", b'{"nbformat": 4, "cells": "x"}'),
                              ("too-big", b'{"nbformat": 4, "cells": [], "x": "' + b"x" * 110_000_000 + b'"}'),
                              ("lone-surrogate", b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": '
@@ -170,11 +182,12 @@ def test_edited_notebook_structure_earns_what_the_answers_earn_and_never_an_erro
 
     outcomes = grade_class(course, ASSIGNMENT, [
         "forged-points", "extra-graded-cell", "duplicated-tests", "tests-as-markdown", "answers-as-tests",
-        "deleted-tests", "no-metadata", "big-outputs", "not-json", "not-cells", "too-big", "lone-surrogate"],
+        "deleted-tests", "no-metadata", "big-outputs", "not-json", "not-cells", "too-big", "lone-surrogate",
+        "extra-notebooks", "no-notebook", "notebook-is-a-folder"],
         GradingSettings(jobs=2, cell_timeout=15, patience=8), provider="practice")
     print(table(outcomes))
 
-    full = {"forged-points", "deleted-tests", "no-metadata", "big-outputs"}
+    full = {"forged-points", "deleted-tests", "no-metadata", "big-outputs", "extra-notebooks"}
     assert {o.student: (o.status, o.score, o.max_score) for o in outcomes} == {
         o.student: ("graded", FULL if o.student in full else 0, FULL) for o in outcomes}
     details = {o.student: o.detail for o in outcomes}
@@ -183,5 +196,9 @@ def test_edited_notebook_structure_earns_what_the_answers_earn_and_never_an_erro
     for student in ("not-json", "not-cells", "too-big"):
         assert f"{NOTEBOOK} is not a notebook" in details[student] and "graded as unanswered" in details[student]
     assert "1 item(s) of its cell list that are not cells dropped" in details["lone-surrogate"]
+    assert f"not notebooks of {ASSIGNMENT}, so not graded: 00-first.ipynb, folder.ipynb, zz-bonus.ipynb." \
+        in details["extra-notebooks"]
+    assert details["no-notebook"] == f"missing notebook(s): {NOTEBOOK}."
+    assert details["notebook-is-a-folder"] == f"{NOTEBOOK} is a folder, not a notebook, so it was graded as unanswered."
     original = json.loads((course / "submitted" / "forged-points" / ASSIGNMENT / NOTEBOOK).read_text())
     assert {cell["metadata"]["nbgrader"]["points"] for cell in _tests(nbformat.from_dict(original))} == {100}

@@ -65,7 +65,11 @@ class Grader:
         submission = submission_digest(copy)
         done = self.ledger.done(student, submission)
         if self.settings.regrade or done is None or self.recorded.get(student) != done.score:
-            self._staged[student] = submission, self._notes(copy, skipped)
+            try:
+                self._staged[student] = submission, self._notes(copy, skipped)
+            except Exception as error:  # whatever the submission holds, the class goes on
+                logger.exception("could not prepare %s", printable(student))
+                return Outcome(student, "error", detail=f"its notebooks could not be prepared: {error}")
             return None
         done.status, done.detail = "graded", "already graded (resumed)"
         return done
@@ -76,15 +80,20 @@ class Grader:
         A missing notebook is staged as released: it is graded as left unanswered, so even a submission
         without any notebook gets its zero in the gradebook.
         """
-        missing = [name for name in self.masters if not (copy / name).is_file()]
+        missing = [name for name in self.masters if not (copy / name).exists()]
         notes = [f"missing notebook(s): {', '.join(missing)}."] if missing else []
+        if extra := sorted(path.name for path in copy.glob("*.ipynb") if path.name not in self.masters):
+            notes.append(f"not notebooks of {self.assignment}, so not graded: {', '.join(extra)}.")
         if skipped:
             notes.append(f"not graded, not a regular file: {', '.join(skipped)}.")
         for name, master in self.masters.items():
-            released = answers.released(self.course.source(self.assignment) / name)
-            if name in missing:
-                nbformat.write(released, copy / name)
-            elif note := repair.repair(copy / name, master, released):
+            path, released = copy / name, answers.released(self.course.source(self.assignment) / name)
+            if path.is_dir():  # the staged copy holds only the grader's folders and regular files
+                shutil.rmtree(path)
+                notes.append(f"{name} is a folder, not a notebook, so it was graded as unanswered.")
+            if not path.exists():
+                nbformat.write(released, path)
+            elif note := repair.repair(path, master, released):
                 notes.append(note)
         return notes
 
