@@ -22,6 +22,7 @@ from autograder.grading.names import check_student_id, folder_name, namespace_fo
 from autograder.grading.nodes import restore_patch
 from autograder.grading.grader import clear_output, foreign_entries
 from autograder.grading.repair import MAX_CELLS, grade_id, rebuilt, repair
+from autograder.grading import submissions
 from autograder.grading.submissions import stage
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -79,6 +80,44 @@ def test_staging_copies_regular_files_and_names_the_rest(tmp_path: Path) -> None
                        "pipe (not a regular file)"]
     assert sorted(str(p.relative_to(tmp_path / "staged")) for p in (tmp_path / "staged").rglob("*")) == [
         "a.ipynb", "data", "data/x.csv"]
+
+
+def _sparse(path: Path, size: int) -> None:
+    with open(path, "wb") as file:
+        file.truncate(size)
+
+
+def test_staging_stops_at_its_limits_so_no_submission_fills_the_disk_or_the_stack(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(submissions, "MAX_FILE_BYTES", 2**20)
+    monkeypatch.setattr(submissions, "MAX_TOTAL_BYTES", 4 * 2**20)
+    monkeypatch.setattr(submissions, "MAX_ENTRIES", 50)
+    source = tmp_path / "submitted"
+    source.mkdir()
+    (source / "a.ipynb").write_text("{}")
+    _sparse(source / "sparse.bin", 2**40)  # a terabyte that takes no space until it is copied
+    for index in range(6):
+        _sparse(source / f"big-{index}.bin", 2**20)
+    deep = [source.joinpath(*["d"] * level) for level in range(1, 1200)]  # deeper than Python's recursion limit
+    for folder in deep:
+        folder.mkdir()
+    skipped = stage(source, tmp_path / "staged")
+    for folder in reversed(deep):  # removed one by one: pytest's own clean-up would recurse
+        folder.rmdir()
+    assert skipped == ["big-3.bin (past the 4 MB a submission may hold)",
+                       "big-4.bin (past the 4 MB a submission may hold)",
+                       "big-5.bin (past the 4 MB a submission may hold)",
+                       "d/" * submissions.MAX_DEPTH + "d (a folder nested deeper than 16)",
+                       "sparse.bin (1,048,576 MB, more than the 1 MB a file may have)"]
+    assert sum(path.stat().st_size for path in (tmp_path / "staged").rglob("*") if path.is_file()) == 3 * 2**20 + 2
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for index in range(60):
+        (many / f"{index:02}").touch()
+    assert stage(many, tmp_path / "many-staged") == ["50 and the rest (past the 50 files and folders a submission "
+                                                     "may hold)"]
+    assert sorted(path.name for path in (tmp_path / "many-staged").iterdir()) == [f"{i:02}" for i in range(50)]
 
 
 def test_output_folders_with_links_are_caught_and_cleared(tmp_path: Path) -> None:

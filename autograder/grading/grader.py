@@ -30,6 +30,7 @@ from autograder.lab import binaries
 
 logger = logging.getLogger(__name__)
 
+MAX_LISTED = 10  # skipped files named in an outcome's note
 EXCLUSIVE_LOCK = "cluster-exclusive.lock"  # the lock the workers hold around notebooks that cordon nodes
 
 
@@ -60,7 +61,7 @@ class Grader:
         copy = self.staging / student / self.assignment
         try:
             skipped = submissions.stage(self.course.submitted(student, self.assignment), copy)
-        except OSError as error:
+        except Exception as error:  # whatever the folder holds, the class goes on
             return Outcome(student, "error", detail=f"the submission could not be copied in: {error}")
         submission = submission_digest(copy)
         done = self.ledger.done(student, submission)
@@ -85,7 +86,8 @@ class Grader:
         if extra := sorted(path.name for path in copy.glob("*.ipynb") if path.name not in self.masters):
             notes.append(f"not notebooks of {self.assignment}, so not graded: {', '.join(extra)}.")
         if skipped:
-            notes.append(f"not graded, not a regular file: {', '.join(skipped)}.")
+            more = f" and {len(skipped) - MAX_LISTED} more" if len(skipped) > MAX_LISTED else ""
+            notes.append(f"not copied in for grading: {', '.join(skipped[:MAX_LISTED])}{more}.")
         for name, master in self.masters.items():
             path, released = copy / name, answers.released(self.course.source(self.assignment) / name)
             if path.is_dir():  # the staged copy holds only the grader's folders and regular files

@@ -6,34 +6,64 @@ import os
 import shutil
 import stat
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import nbformat
 from nbgrader.utils import is_solution
 
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 CHUNK = 1 << 20
+MAX_FILE_BYTES = 100 * 2**20  # a lesson's notebooks and data files are far smaller
+MAX_TOTAL_BYTES = 500 * 2**20
+MAX_ENTRIES = 10_000
+MAX_DEPTH = 16
 
 
 def stage(source: Path, target: Path) -> list[str]:
     """Copy `source` into a new folder `target`, regular files only, so nothing the grader reads is a link.
 
     Symlinks, hard links (a second name for a file the student does not own), devices, fifos and
-    sockets are skipped; returns their paths relative to `source`, each with what it was.
+    sockets are skipped, and so is whatever is past the limits on size, count and nesting (a sparse
+    file of a terabyte must not fill the grader's disk); returns the paths skipped, relative to
+    `source`, each with why.
     """
+    return _stage(source, target, _Budget(MAX_ENTRIES, MAX_TOTAL_BYTES), 0)
+
+
+@dataclass
+class _Budget:
+    """What a submission may still hold, in files and folders and in bytes."""
+
+    entries: int
+    size: int
+
+
+def _stage(source: Path, target: Path, budget: _Budget, depth: int) -> list[str]:
     target.mkdir(mode=0o700, parents=True)
     skipped: list[str] = []
-    with os.scandir(source) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            if entry.is_dir(follow_symlinks=False):
-                skipped += [f"{entry.name}/{name}" for name in stage(Path(entry.path), target / entry.name)]
-            elif (why := _copy_regular(Path(entry.path), target / entry.name)) is not None:
-                skipped.append(f"{entry.name} ({why})")
+    with os.scandir(source) as scan:
+        entries = sorted(scan, key=lambda e: e.name)  # sorted: the same files are kept on every run
+    for entry in entries:
+        budget.entries -= 1
+        if budget.entries < 0:
+            skipped.append(f"{entry.name} and the rest (past the {MAX_ENTRIES:,} files and folders a submission "
+                           "may hold)")
+            break
+        if entry.is_dir(follow_symlinks=False):
+            if depth >= MAX_DEPTH:
+                skipped.append(f"{entry.name} (a folder nested deeper than {MAX_DEPTH})")
+                continue
+            skipped += [f"{entry.name}/{name}" for name in _stage(Path(entry.path), target / entry.name, budget,
+                                                                  depth + 1)]
+        elif (why := _copy_regular(Path(entry.path), target / entry.name, budget)) is not None:
+            skipped.append(f"{entry.name} ({why})")
     return skipped
 
 
-def _copy_regular(source: Path, target: Path) -> str | None:
-    """Copy one regular, singly linked file without following links; else say what it was."""
+def _copy_regular(source: Path, target: Path, budget: _Budget) -> str | None:
+    """Copy one regular, singly linked file without following links, within `budget`; else say why not."""
     if (why := _irregular(os.lstat(source))) is not None:
         return why
     try:
@@ -41,11 +71,25 @@ def _copy_regular(source: Path, target: Path) -> str | None:
     except OSError as error:
         return f"unreadable: {error.strerror}"
     with os.fdopen(handle, "rb") as reader:
-        if (why := _irregular(os.fstat(reader.fileno()))) is not None:  # swapped since lstat
+        info = os.fstat(reader.fileno())
+        if (why := _irregular(info)) is not None:  # swapped since lstat
             return why
+        if info.st_size > min(MAX_FILE_BYTES, budget.size):
+            return (f"{info.st_size / 2**20:,.0f} MB, more than the {MAX_FILE_BYTES / 2**20:.0f} MB a file may have"
+                    if info.st_size > MAX_FILE_BYTES else
+                    f"past the {MAX_TOTAL_BYTES / 2**20:.0f} MB a submission may hold")
         with open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as writer:
-            shutil.copyfileobj(reader, writer, CHUNK)
+            budget.size -= _copy_at_most(reader, writer, info.st_size)
     return None
+
+
+def _copy_at_most(reader: IO[bytes], writer: IO[bytes], limit: int) -> int:
+    """Copy up to `limit` bytes (the size fstat gave: a file growing meanwhile is cut there); the bytes copied."""
+    copied = 0
+    while copied < limit and (chunk := reader.read(min(CHUNK, limit - copied))):
+        writer.write(chunk)
+        copied += len(chunk)
+    return copied
 
 
 def _irregular(info: os.stat_result) -> str | None:
