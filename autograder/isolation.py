@@ -13,9 +13,12 @@ import signal
 import socket
 import struct
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+CLONE_NEWNS = 0x00020000
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 38, 47, 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 CAPABILITY_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
@@ -24,6 +27,22 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 def mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, capture_output=True)
+
+
+def own_mounts() -> None:
+    """A private mount namespace for this process: its mounts never show on the host and go with it."""
+    _checked(ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNS), "unshare the mount namespace")
+    mount("--make-rprivate", "/")
+
+
+@contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A fresh tmpfs on `path` while the block runs (call `own_mounts` first)."""
+    mount("-t", "tmpfs", "-o", options, "tmpfs", str(path))
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=False, capture_output=True)
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

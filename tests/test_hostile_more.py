@@ -6,13 +6,15 @@ The kernel side of the judge is the student's: a submission can replace `values.
 string the grader asked for), only the cell being judged may fail; objects that compare equal to
 everything, exceptions named like the interpreter's own and functions that never return earn
 nothing either. What the cluster shares is out of reach too: a system priority (which would let
-the scheduler evict other namespaces' pods) and the cluster's node ports are refused by quota.
+the scheduler evict other namespaces' pods) and the cluster's node ports are refused by quota, and
+the storage a kernel can write outside its jail (its sockets folder, /dev/shm) holds a few MB.
 The solved submission graded beside them keeps full marks, and nothing outside the
 submissions' namespaces changes.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,22 @@ client.CoreV1Api(lab.api).create_namespaced_service(lab.namespace, {"metadata": 
     "type": "NodePort", "selector": {"app": "none"}, "ports": ports}})
 q = 'b'"""
 
+# The kernel's two ways onto the machine's storage: its sockets folder (the worker's) and /dev/shm.
+FILLS_THE_MACHINE = """import json, os
+sockets = os.path.dirname(json.load(open(os.path.expanduser("~/connection.json")))["ip"])
+for name, folder in (("sockets", sockets), ("shm", "/dev/shm")):
+    written = 0
+    try:
+        with open(os.path.join(folder, "fill-the-machine"), "wb") as file:
+            while written < 200:
+                file.write(b"x" * 2**20)
+                file.flush()
+                written += 1
+        print(name, "took 200 MB")
+    except OSError as error:
+        print(name, "stopped after", written, "MB:", error.strerror)
+q = 'b'"""
+
 EXPECTED = {  # student: (answers replaced, score)
     "solved": ({}, FULL),
     "breaks-decoding": ({"letter": _forged(UNDECODABLE, TOO_DEEP)}, POINTS["deploy"]),
@@ -72,6 +90,8 @@ EXPECTED = {  # student: (answers replaced, score)
     "never-returns": ({"double": NEVER_RETURNS}, POINTS["letter"]),
     # Both refused by the quota: q is never set, and the Deployment gets no pods.
     "takes-the-cluster": ({"letter": NODE_PORTS, "deploy": PREEMPTS}, POINTS["double"]),
+    # Both writes end at a few MB, in memory the grader frees: the answers still earn everything.
+    "fills-the-machine": ({"letter": FILLS_THE_MACHINE}, FULL),
 }
 
 
@@ -106,6 +126,10 @@ def test_replies_built_to_break_the_judge_fail_only_their_own_cell(course: Path,
         assert (course / "autograded" / student / ASSIGNMENT / NOTEBOOK).stat().st_size < 1_000_000, student
     assert _nodes(admin) == before
     assert client.CoreV1Api(admin).read_namespaced_config_map("precious", bystander).data == {"keep": "me"}
+    filled = (course / "autograded" / "fills-the-machine" / ASSIGNMENT / NOTEBOOK).read_text()
+    assert re.search(r"sockets stopped after 1[0-6] MB: No space left on device", filled), filled
+    assert re.search(r"shm stopped after (6[0-4]|[1-5][0-9]) MB: No space left on device", filled), filled
+    assert not Path("/dev/shm/fill-the-machine").exists()
 
 
 @pytest.mark.parametrize("reply", ['["value", 4]', '{"raised": 4}', '{"value": {"set": [[1]]}}', '{"value": {}}',

@@ -2,14 +2,15 @@
 
 The kernel gets its own mount, PID and network namespaces (`unshare`): the admin kubeconfigs,
 kwok's certificates and the Docker socket are covered, the grader's home shows only the
-interpreter and tools, every filesystem is read-only except a fresh /tmp and the folder of its
-ZMQ sockets, and it sees no process but itself. It works in a private copy of its notebook's
-folder (regular files only), so nothing it writes or links there reaches nbgrader's outputs or
-a later kernel. It runs as a uid of its own with no capabilities and bounded resources
-(`setpriv`, rlimits). Its network namespace holds only loopback, where a forwarder relays the
-API server's port to the grading worker (`bridge`): the student's namespace-scoped kubeconfig
-is its one way out. Everything that runs as root here runs `python -I`, so no file of the
-submission is ever imported with the grader's rights. Needs root, util-linux's unshare and setpriv.
+interpreter and tools, every filesystem is read-only except a fresh /tmp and /dev/shm and the
+folder of its ZMQ sockets (a small tmpfs of the worker's), and it sees no process but itself.
+It works in a private copy of its notebook's folder (regular files only), so nothing it writes
+or links there reaches nbgrader's outputs or a later kernel. It runs as a uid of its own with no
+capabilities and bounded resources (`setpriv`, rlimits). Its network namespace holds only
+loopback, where a forwarder relays the API server's port to the grading worker (`bridge`): the
+student's namespace-scoped kubeconfig is its one way out. Everything that runs as root here runs
+`python -I`, so no file of the submission is ever imported with the grader's rights. Needs root,
+util-linux's unshare and setpriv.
 """
 
 from __future__ import annotations
@@ -155,6 +156,8 @@ def _seal(hide: list[Path], keep: list[Path], writable: Path | None) -> None:
     if home != Path("/") and home.is_dir():
         isolation.cover(home, "size=1m,mode=755", keep, writable, hidden)
     isolation.cover(Path("/tmp"), "size=256m,mode=1777", keep, writable, hidden)
+    if Path("/dev/shm").is_dir():  # the host's shared memory: filling it would take the machine's RAM
+        isolation.mount("-t", "tmpfs", "-o", "size=64m,nr_inodes=1024,mode=1777", "shm", "/dev/shm")
 
 
 def _copy_regular_files(source: Path, target: Path, owner: tuple[int, int]) -> None:

@@ -8,6 +8,7 @@ the grader's read-only kubeconfig is.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -22,10 +23,12 @@ from nbgrader.preprocessors import Execute
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
+from autograder import isolation
 from autograder.grading import bridge, jail
 from autograder.grading.verify import PHASES, ClusterVerifiedExecute
 
 CONFIG_FILE = "nbgrader_config.py"
+SOCKETS_TMPFS = "size=16m,nr_inodes=4096,mode=711"  # the kernels' ZMQ sockets and the API relay's: empty files
 
 
 @functools.cache
@@ -103,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jail-hide", type=Path, action="append",
                         help="run the kernel in the jail, with these paths covered (repeatable)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="kernelspec-") as specs:
+    with tempfile.TemporaryDirectory(prefix="kernelspec-") as specs, contextlib.ExitStack() as mounts:
         config = grading_config(args.course, args.assignment, args.namespace, args.reader_kubeconfig, args.cell_timeout,
                                 args.patience)
         if args.jail_hide:
+            # The one folder a jailed kernel writes outside its own /tmp: a few MB of RAM, never the host's disk.
+            isolation.own_mounts()
+            mounts.enter_context(isolation.tmpfs(Path(specs), SOCKETS_TMPFS))
             config.merge(jail_kernel(Path(specs), args.jail_hide))
         if args.submitted_directory:
             config.CourseDirectory.submitted_directory = str(args.submitted_directory)
