@@ -266,6 +266,41 @@ def test_a_hostile_pod_spec_gets_no_more_rights_than_the_students_code(runtime_l
     assert output.count("denied") >= 6 and output.count("unreachable") >= 2, output
 
 
+FLOODS = """
+import os, sys
+results = []
+for name, folder in (("workdir", "."), ("tmp", "/tmp")):
+    written = 0
+    try:
+        for index in range(4):
+            with open(os.path.join(folder, f"flood-{index}"), "wb") as file:
+                for _ in range(60):
+                    file.write(b"x" * 2**20)
+                    file.flush()
+                    written += 1
+        results.append(f"{name} took {written} MB")
+    except OSError as error:
+        results.append(f"{name} stopped after {written} MB: {error.strerror}")
+for _ in range(40):
+    sys.stdout.write("y" * 2**20)  # 40 MB without a newline: the log rotates past 10 MiB
+print("", *results, sep="\\n")
+"""
+
+
+def test_a_container_writes_no_more_than_its_own_small_tmpfs_and_a_rotated_log(runtime_lab: Lab) -> None:
+    if not sandbox.isolated():
+        pytest.skip("run by a user, a pod is that user's own code; isolation is for a runtime run as root")
+    create_pod(runtime_lab, "floods", {"image": IMAGE, "command": ["python", "-c", FLOODS]}, restartPolicy="Never")
+    pod = wait_pod(runtime_lab, "floods", lambda pod: pod.status.phase in ("Succeeded", "Failed"), 120, "the end")
+    folder = supervise.state_dir(runtime_lab.context) / "pods" / pod.metadata.uid
+    output = kubectl(runtime_lab, "logs", "floods")
+    assert pod.status.phase == "Succeeded", output
+    assert re.search(r"\nworkdir stopped after (6[0-4]|[1-5]\d) MB: No space left on device\n"
+                     r"tmp stopped after 1[0-6] MB: No space left on device\n$", output), output[-2000:]
+    assert (folder / "app" / "current.log").stat().st_size < 11 * 2**20
+    assert folder.is_dir() and not list(folder.rglob("flood-*"))
+
+
 FORKED = """
 import os, pathlib, signal, sys
 status = dict(line.split(":\\t", 1) for line in pathlib.Path("/proc/self/status").read_text().splitlines() if ":\\t" in line)

@@ -5,7 +5,8 @@ limited by rlimits and given a clean environment. Run as root (the grader, CI), 
 process (a fork of the launcher, autograder/practice/launcher.py) isolates itself before it runs
 anything of the pod's: its own mount and network namespaces (only its loopback: no API server,
 etcd or network to reach), the grader's home covered by an empty tmpfs (kubeconfigs, certificates,
-caches), then a uid of its own without capabilities. The pod spec's volumes, hostNetwork,
+caches), its working folder and scratch folders on small tmpfs of its own (nothing it writes reaches
+the host's disk), then a uid of its own without capabilities. The pod spec's volumes, hostNetwork,
 privileged and securityContext are never honoured, so none of them can widen that.
 """
 
@@ -15,6 +16,7 @@ import ctypes
 import os
 import pwd
 import resource
+import shutil
 import socket
 import sys
 import zlib
@@ -35,6 +37,9 @@ LIMITS = {
 }
 # Outside the home: shared scratch space gets a fresh tmpfs, credentials are covered.
 SCRATCH = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+SCRATCH_TMPFS = "size=16m,nr_inodes=1024,mode=1777"
+# The working folder (a copy of the image's app) is a tmpfs too: a container never writes the host's disk.
+WORKDIR_TMPFS = "size=64m,nr_inodes=4096,mode=755"
 SECRETS = (Path("/etc/kubernetes"), Path("/var/run/docker.sock"), Path("/run/docker.sock"))
 # Programs a container's command may name, as the image's PATH would find them.
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -49,7 +54,8 @@ def isolation_summary() -> str:
     """What separates the pods' containers from the user running the practice cluster, in plain words."""
     if isolated():
         return ("pod containers are isolated: each runs as a uid of its own without capabilities, in its own "
-                "network namespace (loopback only), with a private /tmp and the home and credentials covered")
+                "network namespace (loopback only), writing only to small tmpfs of its own (working folder, /tmp), "
+                "with the home and credentials covered")
     return (f"pod containers are not isolated: not root, so they run as this user's own processes (uid "
             f"{os.getuid()}), limited in memory, file sizes and open files, with this user's rights and network")
 
@@ -77,7 +83,7 @@ def _cover(keep: list[Path], workdir: Path) -> None:
         isolation.cover(home, "size=1m,mode=755", keep, writable=workdir)
     for path in SCRATCH:
         if path.is_dir():
-            isolation.cover(path, "size=64m,mode=1777", keep, writable=workdir)
+            isolation.cover(path, SCRATCH_TMPFS, keep, writable=workdir)
     for path in SECRETS:
         if path.is_dir():
             isolation.mount("-t", "tmpfs", "-o", "size=4k,mode=000", "hidden", str(path))
@@ -107,6 +113,18 @@ def connect(pid: int | None, port: int, timeout: float) -> socket.socket:
     return sock
 
 
+def _own_workdir(workdir: Path, uid: int) -> None:
+    """Move the app's files onto a tmpfs of the container's own, owned by its uid."""
+    handle = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        isolation.mount("-t", "tmpfs", "-o", WORKDIR_TMPFS, "workdir", str(workdir))
+        shutil.copytree(f"/proc/self/fd/{handle}", workdir, symlinks=True, dirs_exist_ok=True)
+    finally:
+        os.close(handle)
+    for path in [workdir, *workdir.rglob("*")]:
+        os.chown(path, uid, POD_GID, follow_symlinks=False)
+
+
 def isolate(uid: int, workdir: Path) -> None:
     """In the container's process, still root: own namespaces, loopback up, home covered, limits set, then `uid`."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -116,6 +134,7 @@ def isolate(uid: int, workdir: Path) -> None:
     if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "cannot make the container's mounts private")
     isolation.loopback_up()
+    _own_workdir(workdir, uid)
     _cover([Path(sys.prefix), Path(sys.base_prefix), workdir], workdir)
     limit()
     os.chdir(workdir)

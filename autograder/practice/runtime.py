@@ -44,6 +44,8 @@ DEFAULT_GRACE = 30
 POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")
 PYTHON_NAMES = ("python", "python3", "python3.11")
 SERVER_PORT = 8080  # the lesson's model server's port: the containerPort when the pod declares none
+CRI_LINE_BYTES = 16 * 1024  # containerd's longest log line; longer ones are split
+LOG_ROTATE_BYTES = 10 * 2**20  # kubelet's containerLogMaxSize default
 
 
 def now_text() -> str:
@@ -51,11 +53,20 @@ def now_text() -> str:
 
 
 def _copy_cri_log(pipe: IO[bytes], stream: str, out: IO[bytes], lock: threading.Lock) -> None:
-    """Copy a container's output into its log file in the CRI format kwok serves to `kubectl logs`."""
-    for line in pipe:
+    """Copy a container's output into its log file in the CRI format kwok serves to `kubectl logs`.
+
+    As containerd does, a line longer than 16 KiB is split into partial (P) lines; as kubelet does, a
+    log past 10 MiB is rotated, and `kubectl logs` shows only what came since. Endless output takes
+    neither the runtime's memory nor the machine's disk.
+    """
+    while chunk := pipe.readline(CRI_LINE_BYTES):
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        whole = chunk.endswith(b"\n")
         with lock:
-            out.write(f"{stamp} {stream} F ".encode() + line.rstrip(b"\n") + b"\n")
+            if out.tell() > LOG_ROTATE_BYTES:
+                out.seek(0)
+                out.truncate()
+            out.write(f"{stamp} {stream} {'F' if whole else 'P'} ".encode() + chunk.removesuffix(b"\n") + b"\n")
             out.flush()
 
 
