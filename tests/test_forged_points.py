@@ -6,7 +6,7 @@ tests) must get exactly 0; kernels that die, ignore the interrupt or flood their
 only what they broke. Notebooks whose structure was edited (forged points, an extra graded cell,
 tests duplicated, deleted or turned into markdown, no metadata at all, not a notebook, no notebook,
 notebooks of their own) must get what their answers earn, never an error that leaves the student
-without a grade.
+without a grade; one whose feedback would take minutes to render is skipped, not waited for.
 """
 
 from __future__ import annotations
@@ -167,6 +167,8 @@ def test_edited_notebook_structure_earns_what_the_answers_earn_and_never_an_erro
     for where in ("zz-bonus.ipynb", "00-first.ipynb", "folder/answers.ipynb", "folder.ipynb/answers.ipynb"):
         (extra / where).parent.mkdir(exist_ok=True)
         nbformat.write(bonus, extra / where)
+    _submit(course, "renders-forever", None)  # nbconvert's Markdown needs ~7 minutes for these brackets
+    _rewrite(course, "renders-forever", lambda nb: nb.cells.append(new_markdown_cell("[" * 300_000)))
     nothing = submissions.write(course, ASSIGNMENT, "no-notebook", None)
     (nothing / NOTEBOOK).unlink()
     folder = submissions.write(course, ASSIGNMENT, "notebook-is-a-folder", None)
@@ -183,22 +185,27 @@ def test_edited_notebook_structure_earns_what_the_answers_earn_and_never_an_erro
     outcomes = grade_class(course, ASSIGNMENT, [
         "forged-points", "extra-graded-cell", "duplicated-tests", "tests-as-markdown", "answers-as-tests",
         "deleted-tests", "no-metadata", "big-outputs", "not-json", "not-cells", "too-big", "lone-surrogate",
-        "extra-notebooks", "no-notebook", "notebook-is-a-folder"],
-        GradingSettings(jobs=2, cell_timeout=15, patience=8), provider="practice")
+        "extra-notebooks", "no-notebook", "notebook-is-a-folder", "renders-forever"],
+        GradingSettings(jobs=2, cell_timeout=15, patience=8, feedback_timeout=15), provider="practice")
     print(table(outcomes))
 
-    full = {"forged-points", "deleted-tests", "no-metadata", "big-outputs", "extra-notebooks"}
+    full = {"forged-points", "deleted-tests", "no-metadata", "big-outputs", "extra-notebooks", "renders-forever"}
     assert {o.student: (o.status, o.score, o.max_score) for o in outcomes} == {
         o.student: ("graded", FULL if o.student in full else 0, FULL) for o in outcomes}
     details = {o.student: o.detail for o in outcomes}
     assert "test cell(s) test-letter, test-double, test-deploy put back" in details["deleted-tests"]
     assert "was not the assignment's and was replaced" in details["extra-graded-cell"]
-    for student in ("not-json", "not-cells", "too-big"):
+    assert details["too-big"] == (f"missing notebook(s): {NOTEBOOK}. not copied in for grading: {NOTEBOOK} (105 MB, "
+                                  "more than the 100 MB a file may have).")
+    for student in ("not-json", "not-cells"):
         assert f"{NOTEBOOK} is not a notebook" in details[student] and "graded as unanswered" in details[student]
     assert "1 item(s) of its cell list that are not cells dropped" in details["lone-surrogate"]
     assert f"not notebooks of {ASSIGNMENT}, so not graded: 00-first.ipynb, folder.ipynb, zz-bonus.ipynb." \
         in details["extra-notebooks"]
     assert details["no-notebook"] == f"missing notebook(s): {NOTEBOOK}."
+    assert details["renders-forever"] == "No feedback: it took longer than 15 s to render."
+    assert [o.student for o in outcomes if not (course / "feedback" / o.student / ASSIGNMENT / "answers.html").is_file()
+            ] == ["renders-forever"]
     assert details["notebook-is-a-folder"] == f"{NOTEBOOK} is a folder, not a notebook, so it was graded as unanswered."
     original = json.loads((course / "submitted" / "forged-points" / ASSIGNMENT / NOTEBOOK).read_text())
     assert {cell["metadata"]["nbgrader"]["points"] for cell in _tests(nbformat.from_dict(original))} == {100}

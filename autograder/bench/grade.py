@@ -49,7 +49,7 @@ def _measure(course: Path, students: list[str], jobs: int, provider: str | None)
 def _feedback_seconds(course: Path, students: list[str]) -> float:
     """Seconds per submission for nbgrader's feedback and the CSV export, which follow a class run."""
     started = time.monotonic()
-    feedback_and_export(Course(course), ASSIGNMENT, students)
+    feedback_and_export(Course(course), ASSIGNMENT, students, GradingSettings().feedback_timeout)
     return (time.monotonic() - started) / len(students)
 
 

@@ -15,7 +15,7 @@ from nbgrader.plugins import CsvExportPlugin
 from traitlets.config import Config
 
 from autograder.errors import LabError
-from autograder.grading import ledger, submissions
+from autograder.grading import feedback, ledger, submissions
 from autograder.grading.ledger import LEDGER_DIR, Outcome
 from autograder.grading.names import digest, folder_name
 from autograder.grading.worker import course_config
@@ -121,17 +121,17 @@ def recorded_scores(course: Course, assignment: str) -> dict[str, float]:
         return {}
 
 
-def feedback_and_export(course: Course, assignment: str, students: list[str]) -> Path:
-    """Feedback HTML for each graded student, then every grade of the course as a CSV."""
-    api = course.api()
-    for student in students:
-        result = api.generate_feedback(assignment, student)
-        if not result["success"]:
-            logger.info(f"feedback for {student} failed: {last_lines(result.get('error') or result['log'], 2)}")
+def feedback_and_export(course: Course, assignment: str, students: list[str],
+                        timeout: float) -> tuple[Path, list[str]]:
+    """Feedback HTML for each graded student, then every grade of the course as a CSV.
+
+    Returns the CSV and the students whose feedback took longer than `timeout` s and was skipped.
+    """
+    skipped = feedback.generate(course.root, assignment, students, timeout)
     target = course.root / GRADES_CSV
     with Gradebook(course.dirs.db_url) as gradebook:
         CsvExportPlugin(to=str(target)).export(gradebook)
-    return target
+    return target, skipped
 
 
 def submit_masters(course_root: Path, assignment: str, student: str = "masters") -> str:

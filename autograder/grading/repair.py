@@ -23,7 +23,6 @@ from nbgrader.utils import is_grade, is_solution
 
 logger = logging.getLogger(__name__)
 
-MAX_NOTEBOOK_BYTES = 100 * 1024 * 1024  # far above any notebook a student makes; its outputs are all dropped
 MAX_CELLS = 10_000  # a lesson notebook has about 50
 CELL_MAKERS = {"code": new_code_cell, "markdown": new_markdown_cell, "raw": new_raw_cell}
 CLAIMS = ("grade", "solution", "locked", "task", "points")  # what nbgrader metadata says a cell is and is worth
@@ -126,10 +125,7 @@ def repair(path: Path, master: NotebookNode, released: NotebookNode) -> str | No
     A file that is no notebook is replaced by the `released` one, so it is graded as left unanswered.
     """
     try:
-        if path.stat().st_size > MAX_NOTEBOOK_BYTES:
-            raise ValueError(f"{path.stat().st_size / 2**20:.0f} MB is more than the "
-                             f"{MAX_NOTEBOOK_BYTES / 2**20:.0f} MB a notebook may have")
-        document = json.loads(path.read_bytes())
+        document = json.loads(path.read_bytes())  # at most submissions.MAX_FILE_BYTES: staging copies no more
         if not isinstance(document, dict) or document.get("nbformat") != 4 or not isinstance(document.get("cells"), list):
             raise ValueError("it is not a list of cells in nbformat 4")
         if len(document["cells"]) > MAX_CELLS:

@@ -105,7 +105,12 @@ def grade_class(course_root: Path, assignment: str, students: list[str] | None =
             raise GradingError(_restore_damaged(course, backup, grader.damaged))
         graded = [o.student for o in outcomes.values() if o.status == "graded" and "resumed" not in o.detail]
         if settings.feedback and graded:
-            logger.info(f"grades written to {feedback_and_export(course, assignment, graded)}")
+            csv, skipped = feedback_and_export(course, assignment, graded, settings.feedback_timeout)
+            for student in skipped:
+                outcomes[student].detail = " ".join(filter(None, [
+                    outcomes[student].detail, f"No feedback: it took longer than {settings.feedback_timeout:.0f} s "
+                    "to render."]))
+            logger.info(f"grades written to {csv}")
     return list(outcomes.values())
 
 

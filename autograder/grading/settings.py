@@ -20,6 +20,8 @@ class GradingSettings(Configurable):
     patience = Float(30.0, help="seconds a test may wait for the cluster to converge").tag(config=True)
     regrade = Bool(False, help="grade again submissions already graded").tag(config=True)
     feedback = Bool(True, help="write feedback HTML and grades.csv after the run").tag(config=True)
+    feedback_timeout = Float(60.0, help="seconds one student's feedback may take to render (about 1 s is usual); "
+                             "past it, it is skipped").tag(config=True)
     jail = Bool(True, help="run student kernels in the jail (isolation required unless `unisolated`)").tag(config=True)
     unisolated = Bool(False, help="grade even where kernels cannot be jailed: students can then read this "
                       "machine's cluster credentials").tag(config=True)
