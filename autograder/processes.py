@@ -38,6 +38,16 @@ def kill_tree(pid: int) -> None:
             pass
 
 
+def kill_uid(uid: int) -> None:
+    """SIGKILL every process running as `uid`: what a jailed kernel left running has nowhere else to be found."""
+    for process in psutil.process_iter(["uids"]):
+        try:
+            if process.info["uids"] and process.info["uids"].real == uid:
+                process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 class PidFile:
     """A daemon's pid on disk, believed only while that pid still runs a command containing `marker`."""
 

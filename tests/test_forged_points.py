@@ -6,18 +6,20 @@ tests) must get exactly 0; kernels that die, ignore the interrupt or flood their
 only what they broke. Notebooks whose structure was edited (forged points, an extra graded cell,
 tests duplicated, deleted or turned into markdown, no metadata at all, not a notebook, no notebook,
 notebooks of their own) must get what their answers earn, never an error that leaves the student
-without a grade; one whose feedback would take minutes to render is skipped, not waited for.
+without a grade; one whose feedback would take minutes to render is skipped, not waited for, and
+no script of the student's reaches the pages formgrader and the feedback show.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_cell
 from test_grading import _meta, edit, new_course, replace_step
 
 from autograder.grading import submissions
@@ -115,6 +117,14 @@ def test_kernel_side_tricks_earn_nothing_and_broken_kernels_lose_only_what_they_
     assert flooded.stat().st_size < 2_000_000
 
 
+# Formgrader shows the autograded notebook in the instructor's browser: none of this may run there.
+DISPLAYS_SCRIPTS = """from IPython.display import HTML, SVG, Javascript, Markdown, display
+display(HTML("<script>alert('xss-html')</script>"))
+display(Javascript("alert('xss-js')"))
+display(SVG('<svg xmlns="http://www.w3.org/2000/svg"><script>alert("xss-svg")</script></svg>'))
+display(Markdown("<img src=x onerror=alert('xss-md')>"))"""
+
+
 def _rewrite(course: Path, student: str, change) -> None:
     """Apply `change(notebook)` to a student's submitted notebook and save it as plain JSON, unvalidated."""
     path = course / "submitted" / student / ASSIGNMENT / NOTEBOOK
@@ -169,6 +179,11 @@ def test_edited_notebook_structure_earns_what_the_answers_earn_and_never_an_erro
         nbformat.write(bonus, extra / where)
     _submit(course, "renders-forever", None)  # nbconvert's Markdown needs ~7 minutes for these brackets
     _rewrite(course, "renders-forever", lambda nb: nb.cells.append(new_markdown_cell("[" * 300_000)))
+    _submit(course, "scripts-the-grader", None)
+    _rewrite(course, "scripts-the-grader", lambda nb: nb.cells.extend([
+        new_markdown_cell("<img src=x onerror=\"alert('xss')\"><script>alert('xss')</script>"),
+        new_raw_cell("<script>alert('xss-raw')</script>", metadata={"format": "text/html"}),
+        new_code_cell(DISPLAYS_SCRIPTS)]))
     nothing = submissions.write(course, ASSIGNMENT, "no-notebook", None)
     (nothing / NOTEBOOK).unlink()
     folder = submissions.write(course, ASSIGNMENT, "notebook-is-a-folder", None)
@@ -185,11 +200,12 @@ def test_edited_notebook_structure_earns_what_the_answers_earn_and_never_an_erro
     outcomes = grade_class(course, ASSIGNMENT, [
         "forged-points", "extra-graded-cell", "duplicated-tests", "tests-as-markdown", "answers-as-tests",
         "deleted-tests", "no-metadata", "big-outputs", "not-json", "not-cells", "too-big", "lone-surrogate",
-        "extra-notebooks", "no-notebook", "notebook-is-a-folder", "renders-forever"],
+        "extra-notebooks", "no-notebook", "notebook-is-a-folder", "renders-forever", "scripts-the-grader"],
         GradingSettings(jobs=2, cell_timeout=15, patience=8, feedback_timeout=15), provider="practice")
     print(table(outcomes))
 
-    full = {"forged-points", "deleted-tests", "no-metadata", "big-outputs", "extra-notebooks", "renders-forever"}
+    full = {"forged-points", "deleted-tests", "no-metadata", "big-outputs", "extra-notebooks", "renders-forever",
+            "scripts-the-grader"}
     assert {o.student: (o.status, o.score, o.max_score) for o in outcomes} == {
         o.student: ("graded", FULL if o.student in full else 0, FULL) for o in outcomes}
     details = {o.student: o.detail for o in outcomes}
@@ -207,5 +223,11 @@ def test_edited_notebook_structure_earns_what_the_answers_earn_and_never_an_erro
     assert [o.student for o in outcomes if not (course / "feedback" / o.student / ASSIGNMENT / "answers.html").is_file()
             ] == ["renders-forever"]
     assert details["notebook-is-a-folder"] == f"{NOTEBOOK} is a folder, not a notebook, so it was graded as unanswered."
+    autograded = json.loads((course / "autograded" / "scripts-the-grader" / ASSIGNMENT / NOTEBOOK).read_text())
+    shown = {mimetype for cell in autograded["cells"] for output in cell.get("outputs", [])
+             for mimetype in output.get("data", {})}
+    assert shown == {"text/plain"}, shown
+    page = (course / "feedback" / "scripts-the-grader" / ASSIGNMENT / "answers.html").read_text()
+    assert not re.search(r"<script[^>]*>[^<]*xss|<img[^>]*onerror|<svg", page)
     original = json.loads((course / "submitted" / "forged-points" / ASSIGNMENT / NOTEBOOK).read_text())
     assert {cell["metadata"]["nbgrader"]["points"] for cell in _tests(nbformat.from_dict(original))} == {100}

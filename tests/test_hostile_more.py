@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import psutil
 import pytest
 from kubernetes import client
 from test_forged_points import ASSIGNMENT, FULL, NOTEBOOK, POINTS, _submit, master
@@ -24,6 +25,7 @@ from test_grading import bystander, new_course  # noqa: F401 (a fixture)
 
 from autograder.grading import sandbox, values
 from autograder.grading.course import Course
+from autograder.grading.jail import KERNEL_UID_BASE
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
@@ -81,6 +83,24 @@ for name, folder in (("sockets", sockets), ("shm", "/dev/shm")):
         print(name, "stopped after", written, "MB:", error.strerror)
 q = 'b'"""
 
+# iopub messages no kernel of ipykernel's would send: nbclient read each of them as a crash of the notebook.
+BREAKS_NBCLIENT = """kernel, parent = get_ipython().kernel, get_ipython().parent_header
+for msg_type, content in (("comm_open", {"comm_id": "c", "target_name": "jupyter.widget", "data": {}}),
+                          ("status", {}), ("display_data", {"data": "no dict", "metadata": {}}),
+                          ("display_data", {"data": {"text/html": "<b>x</b>"}, "metadata": 7}),
+                          ("execute_result", {"data": {"text/plain": 1}, "execution_count": "x"}),
+                          ("stream", {"name": "stdout"}), ("error", {}), ("clear_output", {"wait": []})):
+    kernel.session.send(kernel.iopub_socket, msg_type, content, parent=parent)
+q = 'b'"""
+
+# A kernel that unsets its death signal and ignores the interrupt: the grader kills its launcher at the timeout.
+OUTLIVES_ITS_KERNEL = """import ctypes, signal
+ctypes.CDLL(None).prctl(1, 0)  # PR_SET_PDEATHSIG: none
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+q = 'b'
+while True:
+    pass"""
+
 EXPECTED = {  # student: (answers replaced, score)
     "solved": ({}, FULL),
     "breaks-decoding": ({"letter": _forged(UNDECODABLE, TOO_DEEP)}, POINTS["deploy"]),
@@ -92,6 +112,9 @@ EXPECTED = {  # student: (answers replaced, score)
     "takes-the-cluster": ({"letter": NODE_PORTS, "deploy": PREEMPTS}, POINTS["double"]),
     # Both writes end at a few MB, in memory the grader frees: the answers still earn everything.
     "fills-the-machine": ({"letter": FILLS_THE_MACHINE}, FULL),
+    "breaks-nbclient": ({"letter": BREAKS_NBCLIENT}, FULL),
+    # As never-returns, and its kernel does not run on after the grading.
+    "outlives-its-kernel": ({"letter": OUTLIVES_ITS_KERNEL}, POINTS["double"]),
 }
 
 
@@ -126,6 +149,9 @@ def test_replies_built_to_break_the_judge_fail_only_their_own_cell(course: Path,
         assert (course / "autograded" / student / ASSIGNMENT / NOTEBOOK).stat().st_size < 1_000_000, student
     assert _nodes(admin) == before
     assert client.CoreV1Api(admin).read_namespaced_config_map("precious", bystander).data == {"keep": "me"}
+    left = [process.info for process in psutil.process_iter(["pid", "uids", "cmdline"])
+            if process.info["uids"] and process.info["uids"].real >= KERNEL_UID_BASE]
+    assert not left, f"kernels outlived the grading: {left}"
     filled = (course / "autograded" / "fills-the-machine" / ASSIGNMENT / NOTEBOOK).read_text()
     assert re.search(r"sockets stopped after 1[0-6] MB: No space left on device", filled), filled
     assert re.search(r"shm stopped after (6[0-4]|[1-5][0-9]) MB: No space left on device", filled), filled

@@ -205,10 +205,15 @@ def _limit() -> None:
         resource.setrlimit(kind, (value, value))
 
 
+def kernel_uid(launcher_pid: int) -> int:
+    """The uid of the kernel whose jail was launched as process `launcher_pid`, and of all it starts."""
+    return KERNEL_UID_BASE + launcher_pid
+
+
 def _unshare(args: argparse.Namespace, command: list[str]) -> None:
     """Outside: re-run this module, isolated from the notebook's folder, in fresh namespaces."""
     isolation.die_with_parent()
-    options = [f"--uid={KERNEL_UID_BASE + os.getpid()}", *(f"--hide={path}" for path in args.hide)]
+    options = [f"--uid={kernel_uid(os.getpid())}", *(f"--hide={path}" for path in args.hide)]
     if args.api_socket:
         options.append(f"--api-socket={args.api_socket}")
     os.execvp("unshare", ["unshare", "--mount", "--pid", "--net", "--fork", "--kill-child", "--mount-proc",

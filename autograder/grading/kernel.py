@@ -15,6 +15,8 @@ import sys
 
 from ipykernel import kernelapp
 
+from autograder import isolation
+
 log = logging.getLogger(__name__)
 
 # kubernetes.client loads an API's module (and its hundreds of models) at its first use: named here.
@@ -38,6 +40,8 @@ def preload(modules: tuple[str, ...] = PRELOADED) -> None:
 
 
 if __name__ == "__main__":
+    # The jail's launcher is the parent; its uid change cleared the death signal unshare had set.
+    isolation.die_with_parent()
     preload()
     sys.path.insert(0, os.getcwd())  # the student's own modules import as in any kernel
     kernelapp.launch_new_instance()

@@ -7,6 +7,8 @@ grader rebuilds its own copy of each notebook: the student's cells keep their ty
 every cell naming one of the assignment's grade_ids gets the master's nbgrader metadata (the first
 such cell only), every other cell is a plain cell, and a test cell the student removed is put back
 after the answer it checks. What cannot be read as a notebook at all is graded as left unanswered.
+Formgrader renders the result in the instructor's browser: the student's markdown keeps no HTML,
+and no metadata, attachment or output of theirs is kept.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def _source(cell: Any) -> str | None:
 def rebuilt(cells: list[Any], master: NotebookNode) -> tuple[NotebookNode, list[str]]:
     """The student's `cells` in the master's structure, and what had to change (for the instructor)."""
     known = {grade_id(cell): cell for cell in master.cells if grade_id(cell)}
+    lesson_text = {cell.source for cell in master.cells if cell.cell_type == "markdown"}
     notebook = new_notebook(metadata=json.loads(json.dumps(master.metadata)))
     changes: list[str] = []
     dropped = relabelled = 0
@@ -80,6 +83,8 @@ def rebuilt(cells: list[Any], master: NotebookNode) -> tuple[NotebookNode, list[
             dropped += 1
             continue
         name = grade_id(cell)
+        if cell["cell_type"] == "markdown" and source not in lesson_text:
+            source = source.replace("<", "&lt;")  # shown as typed: no HTML of the student's reaches a browser
         if name in known and name not in taken:
             taken.add(name)
             notebook.cells.append(_fresh(cell["cell_type"], source, known[name].metadata.nbgrader))

@@ -27,15 +27,22 @@ import nbformat
 from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
+from nbformat.validator import isvalid
 from nbgrader.preprocessors import Execute
 from traitlets import Float, Integer, List, Unicode
 
+from autograder import processes
 from autograder.errors import LabError
-from autograder.grading import answers, judge, values
+from autograder.grading import answers, jail, judge, values
 from autograder.lab import kubeconfig
 from autograder.lab.cluster import Lab
 
 VALUES_MODULE = "__import__('autograder.grading.values', fromlist=['call'])"
+# What a kernel's display may leave in the autograded notebook, which formgrader shows in the
+# instructor's browser and the feedback in the student's: data, never markup or script (HTML, SVG,
+# JavaScript, Markdown or widgets could act there with the instructor's session, grades included).
+SAFE_MIMETYPES = frozenset({"text/plain", "image/png", "image/jpeg", "image/gif"})
+DISPLAY_MESSAGES = frozenset({"display_data", "execute_result", "update_display_data"})
 # Seconds this worker spent per phase; a worker process grades exactly one submission.
 PHASES: dict[str, float] = defaultdict(float)
 # A kernel already starting for the submission's next notebook (its kernel manager). nbgrader makes a
@@ -43,11 +50,18 @@ PHASES: dict[str, float] = defaultdict(float)
 NEXT_KERNEL: list[Any] = []
 
 
+# The uids of the jailed kernels this worker started: a kernel can unset its death signal and
+# outlive the launcher jupyter_client kills, so what still runs as one of them is killed by uid.
+KERNEL_UIDS: set[int] = set()
+
+
 @atexit.register
 def _stop_unused_kernel() -> None:
-    """No next notebook ran (it was missing): stop the kernel started for it."""
+    """No next notebook ran (it was missing): stop the kernel started for it; then nothing of any kernel runs on."""
     for manager in NEXT_KERNEL:
         run_sync(lambda: ensure_async(manager.shutdown_kernel(now=True)))()
+    for uid in KERNEL_UIDS:
+        processes.kill_uid(uid)
 
 
 @contextmanager
@@ -69,6 +83,13 @@ def reader_lab(kubeconfig_file: str | Path, namespace: str) -> Lab:
 
 def _error(text: str, ename: str) -> NotebookNode:
     return NotebookNode(output_type="error", ename=ename, evalue=text, traceback=[f"{ename}: {text}"])
+
+
+def _drop_invalid(cell: NotebookNode) -> None:
+    """Remove what a kernel's messages put in the cell that nbformat would refuse to save with the notebook."""
+    cell.outputs = [output for output in cell.outputs if isvalid(output, ref="output", version=4, version_minor=5)]
+    if not isvalid(cell, ref="code_cell", version=4, version_minor=5):
+        cell.execution_count = None
 
 
 class KernelUnresponsive(LabError):
@@ -135,6 +156,15 @@ class ClusterVerifiedExecute(Execute):
         kwargs.update(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with timed("kernel starts"):
             await super().async_start_new_kernel(**kwargs)
+        self._note_jailed_kernel()
+
+    def _note_jailed_kernel(self) -> int | None:
+        """Remember the uid of the kernel just started, when it runs in the jail; returns it."""
+        if self.kernel_name != jail.KERNEL_NAME or self.km is None or self.km.provisioner is None:
+            return None
+        uid = jail.kernel_uid(self.km.provisioner.pid)
+        KERNEL_UIDS.add(uid)
+        return uid
 
     async def async_start_new_kernel_client(self) -> Any:
         with timed("kernel starts"):
@@ -173,14 +203,16 @@ class ClusterVerifiedExecute(Execute):
             return cell, self.resources
         try:
             with timed("cells"):
-                return super().preprocess_cell(cell, resources, index)
+                super().preprocess_cell(cell, resources, index)
         except (DeadKernelError, CellTimeoutError) as failure:
             reason = ("the kernel died" if isinstance(failure, DeadKernelError)
                       else f"the cell ran past {self.timeout} s and ignored the interrupt")
             self._restart_kernel()
             cell.outputs.append(_error(f"{reason}; the kernel was restarted, so the names earlier "
                                        "cells defined are gone", type(failure).__name__))
-            return cell, self.resources
+        if cell.cell_type == "code":
+            _drop_invalid(cell)
+        return cell, self.resources
 
     def _judge(self, cell: NotebookNode) -> list[NotebookNode]:
         """The grader's verdict on one test cell (its source as nbgrader restored it)."""
@@ -221,8 +253,30 @@ class ClusterVerifiedExecute(Execute):
         """A fresh kernel for the cells that follow; the failed one is killed, not waited for."""
         assert self.km is not None and self.kc is not None
         self.log.warning("restarting the student's kernel")
+        failed = self._note_jailed_kernel()
         await ensure_async(self.km.restart_kernel(now=True))
+        self._note_jailed_kernel()
+        if failed is not None:
+            processes.kill_uid(failed)
         await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+
+    def process_message(self, msg: dict, cell: NotebookNode, cell_index: int) -> Any:
+        """One message of the student's kernel, which may send any: displays keep only `SAFE_MIMETYPES`,
+        widget messages are not kept, and one built to break nbclient is dropped, not the notebook."""
+        msg_type = msg.get("msg_type", "")
+        if msg_type.startswith("comm"):
+            return None
+        content = msg.get("content")
+        if msg_type in DISPLAY_MESSAGES and isinstance(content, dict) and isinstance(content.get("data"), dict):
+            kept = {mimetype: value for mimetype, value in content["data"].items() if mimetype in SAFE_MIMETYPES}
+            if not kept and content["data"]:
+                kept["text/plain"] = f"[grader] {', '.join(sorted(map(str, content['data'])))} output not kept"
+            content["data"] = kept
+        try:
+            return super().process_message(msg, cell, cell_index)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError, nbformat.ValidationError) as error:
+            self.log.warning("dropped a malformed %s message of the kernel: %r", msg_type, error)
+            return None
 
     def output(self, outs: list[NotebookNode], msg: dict, display_id: str | None, cell_index: int) -> Any:
         """Keep at most `max_output_bytes` of one cell's output; a flood never reaches memory or disk."""

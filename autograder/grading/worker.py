@@ -62,6 +62,7 @@ def grading_config(course: Path, assignment: str, namespace: str, reader_kubecon
     config.Autograde.autograde_preprocessors = autograde_steps()
     config.Execute.timeout = cell_timeout
     config.Execute.interrupt_on_timeout = True
+    config.Execute.store_widget_state = False  # a widget's state is the kernel's to write: script in the notebook
     config.ClusterVerifiedExecute.namespace = namespace
     config.ClusterVerifiedExecute.reader_kubeconfig = str(reader_kubeconfig)
     config.ClusterVerifiedExecute.patience = patience
