@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
-CLONE_NEWNS = 0x00020000
+CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
+MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 38, 47, 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 CAPABILITY_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
@@ -29,10 +30,17 @@ def mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, capture_output=True)
 
 
+def unshare(flags: int) -> None:
+    """Fresh namespaces for this process (a new PID namespace holds its next child); new mounts stay private."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    _checked(libc.unshare(flags), "make new namespaces")
+    if flags & CLONE_NEWNS:  # nothing mounted below may reach the namespace it came from
+        _checked(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make the mounts private")
+
+
 def own_mounts() -> None:
     """A private mount namespace for this process: its mounts never show on the host and go with it."""
-    _checked(ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNS), "unshare the mount namespace")
-    mount("--make-rprivate", "/")
+    unshare(CLONE_NEWNS)
 
 
 @contextmanager

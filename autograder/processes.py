@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import io
 import os
 import subprocess
+import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import psutil
 
@@ -46,6 +52,31 @@ def kill_uid(uid: int) -> None:
                 process.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+def run_as_main(main: Callable[[], object], args: list[str], first_path: str | None) -> NoReturn:
+    """In a forked interpreter, run `main` as `python` would: its sys.argv and sys.path[0], unbuffered
+    output, its atexit handlers and its exit code. With `first_path` None, sys.path is left as it is."""
+    sys.argv = list(args)
+    if first_path is not None:
+        sys.path.insert(0, first_path)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        stream = io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), write_through=True,
+                                  errors="backslashreplace")
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+    code = 0
+    try:
+        main()
+    except SystemExit as leaving:
+        code = leaving.code if isinstance(leaving.code, int) else (0 if leaving.code is None else 1)
+        if not isinstance(leaving.code, (int, type(None))):
+            print(leaving.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 class PidFile:

@@ -17,7 +17,7 @@ from nbgrader.utils import is_grade, is_solution
 
 from autograder.bench import grade as bench
 from autograder.grading import submissions
-from autograder.grading.jail import KERNEL_MODULE, KERNEL_UID_BASE
+from autograder.grading.jail import KERNEL_UID_BASE
 from autograder.grading.course import Course, ensure_in_gradebook
 from autograder.grading.ledger import Outcome
 from autograder.grading.runner import grade_class, table
@@ -49,9 +49,11 @@ def lab(practice_cluster: Practice, request: pytest.FixtureRequest) -> Iterator[
 
 
 def jailed_kernels() -> list[int]:
-    """The grader's kernels now running (their own uids), not those of a JupyterLab beside the tests."""
-    return [process.pid for process in psutil.process_iter(["cmdline", "uids"])
-            if KERNEL_MODULE in (process.info["cmdline"] or []) and process.info["uids"].real >= KERNEL_UID_BASE]
+    """The grader's kernels now running: a kernel uid's first process (what it starts runs as its uid too)."""
+    seen = {process.pid: (process.info["uids"].real, process.info["ppid"])
+            for process in psutil.process_iter(["uids", "ppid"]) if process.info["uids"]}  # None: it just ended
+    return [pid for pid, (uid, parent) in seen.items()
+            if uid >= KERNEL_UID_BASE and seen.get(parent, (0, 0))[0] < KERNEL_UID_BASE]
 
 
 @contextmanager

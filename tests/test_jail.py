@@ -6,19 +6,23 @@ import http.server
 import json
 import os
 import resource
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 from jupyter_client import KernelManager
 
 from autograder import REPO_ROOT
-from autograder.grading import bridge, jail, kernel, worker
+from autograder.grading import bridge, jail, kernel, forkserver, worker
 
 PROBE = """
 import json, os, pathlib, resource, socket, sys, urllib.request
@@ -165,8 +169,8 @@ def test_the_grading_kernel_has_the_lessons_libraries_loaded_and_no_submission_f
     (folder / "helper.py").write_text("ANSWER = 42\n")
     monkeypatch.setenv("JUPYTER_PATH", "")
     monkeypatch.delenv("KUBECONFIG", raising=False)
-    with tempfile.TemporaryDirectory(prefix="kernelspec-") as specs:
-        manager = KernelManager(config=worker.jail_kernel(Path(specs), []), kernel_name=jail.KERNEL_NAME)
+    with tempfile.TemporaryDirectory(prefix="kernelspec-") as specs, worker.jail_kernel(Path(specs), []) as config:
+        manager = KernelManager(config=config, kernel_name=jail.KERNEL_NAME)
         manager.start_kernel(cwd=str(folder))
         try:
             kernel_client = manager.client()
@@ -192,11 +196,12 @@ def test_a_kernel_without_ipc_transport_is_refused(tmp_path: Path) -> None:
 
 
 def test_kernelspec_runs_ipykernel_through_the_isolated_jail(tmp_path: Path) -> None:
-    jail.write_kernelspec(tmp_path, [Path("/nowhere")], Path("/run/api.sock"))
+    jail.write_kernelspec(tmp_path, [Path("/nowhere")], Path("/run/api.sock"), Path("/run/kernels.sock"))
     spec = json.loads((tmp_path / "kernels" / jail.KERNEL_NAME / "kernel.json").read_text())
     assert spec["argv"][:4] == [sys.executable, "-I", "-m", "autograder.grading.jail"]
     assert spec["argv"][-5:] == ["-P", "-m", "autograder.grading.kernel", "-f", "{connection_file}"]
-    assert spec["argv"][4:8] == ["--hide", "/nowhere", "--api-socket", "/run/api.sock"]
+    assert spec["argv"][4:10] == ["--server", "/run/kernels.sock", "--hide", "/nowhere", "--api-socket",
+                                  "/run/api.sock"]
     assert spec["interrupt_mode"] == "message"
 
 
@@ -205,3 +210,97 @@ def test_a_hostname_server_is_reached_on_loopback_with_tls_checking_its_name() -
     assert jail.api_address(_kubeconfig("https://api.example.org:6443")) == ("api.example.org", 6443)
     assert "server: https://127.0.0.1:6443" in jailed and "tls-server-name: api.example.org" in jailed
     assert jail.jailed_kubeconfig(_kubeconfig("https://127.0.0.1:32764")) == _kubeconfig("https://127.0.0.1:32764")
+
+
+def _kernel_processes(uid: int) -> list[psutil.Process]:
+    return [process for process in psutil.process_iter(["uids"]) if process.info["uids"].real == uid]
+
+
+@contextmanager
+def _jailed_kernel(folder: Path) -> Iterator[tuple[KernelManager, Path]]:
+    """A kernel started as the grading worker starts them; its manager and the kernel server's socket."""
+    with tempfile.TemporaryDirectory(prefix="kernelspec-") as specs, worker.jail_kernel(Path(specs), []) as config:
+        manager = KernelManager(config=config, kernel_name=jail.KERNEL_NAME)
+        manager.start_kernel(cwd=str(folder))
+        try:
+            yield manager, Path(specs) / "server" / "kernels.sock"
+        finally:
+            manager.shutdown_kernel(now=True)
+
+
+def _run_in(manager: KernelManager, code: str) -> str:
+    kernel_client = manager.client()
+    kernel_client.start_channels()
+    try:
+        kernel_client.wait_for_ready(timeout=60)
+        printed: list[str] = []
+        kernel_client.execute_interactive(code, timeout=60, output_hook=lambda msg: printed.append(
+            msg["content"].get("text", "") or str(msg["content"].get("evalue", ""))))
+    finally:
+        kernel_client.stop_channels()
+    return "".join(printed)
+
+
+def _listening_inode(server: psutil.Process) -> str:
+    """The kernel server's listening socket, as /proc names it (socket:[inode])."""
+    links = {os.readlink(f"/proc/{server.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{server.pid}/fd")}
+    return next(link for link in links if link.startswith("socket:"))
+
+
+def test_kernels_are_forks_of_the_warm_server_and_hold_nothing_of_it(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    with _jailed_kernel(tmp_path) as (manager, server_socket):
+        uid = jail.kernel_uid(manager.provisioner.pid)
+        [server] = [process for process in psutil.Process().children() if "--serve" in process.cmdline()]
+        seen = json.loads(_run_in(manager, (
+            "import json, os\n"
+            "links = sorted({os.readlink(f'/proc/self/fd/{fd}') for fd in os.listdir('/proc/self/fd') if fd.isdigit()"
+            " and os.path.exists(f'/proc/self/fd/{fd}')})\n"
+            f"print(json.dumps({{'links': links, 'server_visible': os.path.exists({str(server_socket)!r})}}))")))
+        [kernel] = [process for process in _kernel_processes(uid) if process.parent().uids().real == 0]
+        assert server in kernel.parents()  # forked from the warm server, not a new interpreter
+        assert not seen["server_visible"]
+        assert _listening_inode(server) not in seen["links"]
+
+
+def test_only_root_may_ask_the_kernel_server_for_a_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    shared = Path(tempfile.mkdtemp(prefix="jail-shared-"))  # any user may reach it, unlike tmp_path
+    shared.chmod(0o1777)
+    connection = shared / "connection.json"
+    connection.write_text(json.dumps({"transport": "ipc", "ip": str(shared / "kernel")}))
+    connection.chmod(0o644)
+    # A jailed command writes only where its sockets are: here, if the server ran it.
+    request = {"command": [sys.executable, "-c", f"open({str(shared / 'escaped')!r}, 'w')", "-f", str(connection)],
+               "cwd": "/", "env": {"PATH": os.environ["PATH"]}, "hide": [], "api_socket": None}
+    with _jailed_kernel(tmp_path) as (_, server_socket):
+        server_socket.parent.chmod(0o755)  # past the folder only root may enter: the server itself must refuse
+        server_socket.chmod(0o666)
+        pid = os.fork()
+        if pid == 0:  # a process of another user, as a kernel's would be
+            code = 1
+            try:
+                os.setgroups([])
+                os.setresgid(65534, 65534, 65534)
+                os.setresuid(65534, 65534, 65534)
+                code = forkserver.ask(server_socket, request) or 0
+            finally:
+                os._exit(code)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    escaped = (shared / "escaped").exists()
+    shutil.rmtree(shared)
+    assert code == 127 and not escaped
+
+
+def test_a_kernel_dies_with_the_command_its_kernelspec_started(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    with _jailed_kernel(tmp_path) as (manager, _):
+        uid = jail.kernel_uid(manager.provisioner.pid)
+        assert _run_in(manager, "print('alive')").strip() == "alive"
+        os.kill(manager.provisioner.pid, signal.SIGKILL)  # what jupyter_client does to a kernel that will not stop
+        left = _kernel_processes(uid)
+        psutil.wait_procs(left, timeout=10)
+        assert not [process for process in left if process.is_running()]

@@ -9,10 +9,8 @@ other host port stay out of reach.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -70,8 +68,8 @@ def relay(path: Path, host: str, port: int) -> threading.Thread:
     return thread
 
 
-def _unix(path: str) -> socket.socket:
-    """A connection to the worker's relay."""
+def unix_connection(path: str) -> socket.socket:
+    """Inside the jail: a connection to the worker's relay."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         connection.connect(path)
@@ -79,18 +77,3 @@ def _unix(path: str) -> socket.socket:
         connection.close()
         raise
     return connection
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Inside the jail: accept on an inherited listening socket, relay to the worker's unix socket."""
-    parser = argparse.ArgumentParser(prog="python -I -m autograder.grading.bridge", description=__doc__)
-    parser.add_argument("--fd", type=int, required=True, help="a listening TCP socket inherited from the jail")
-    parser.add_argument("socket", help="the worker's relay socket")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="bridge: %(message)s")
-    serve(socket.socket(fileno=args.fd), lambda: _unix(args.socket))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,7 @@ import nbformat
 from kubernetes import client
 
 from autograder import processes
-from autograder.grading import answers, jail, ledger, nodes, repair, sandbox, submissions
+from autograder.grading import answers, jail, ledger, nodes, repair, sandbox, submissions, worker
 from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
 from autograder.grading.settings import GradingSettings
 from autograder.grading.verify import timed
@@ -49,6 +49,7 @@ class Grader:
         self.hide = jail_hides() if settings.jail else []
         self.masters = {name: nbformat.read(course.source(assignment) / name, as_version=4)
                         for name in course.notebooks(assignment)}
+        self.workers: Path | None = None  # the run's worker server (forkserver.py), when one listens
         self._staged: dict[str, tuple[str, list[str]]] = {}
         self._running: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
@@ -169,11 +170,15 @@ class Grader:
     def _autograde(self, student: str, box: sandbox.Sandbox) -> dict:
         if self.stopping.is_set():
             return {"success": False, "error": "grading was interrupted before this submission ran"}
-        command = [sys.executable, "-I", "-m", "autograder.grading.worker", "--course", str(self.course.root),
-                   "--assignment", self.assignment, "--student", student, "--namespace", box.namespace,
-                   "--reader-kubeconfig", str(box.reader_kubeconfig), "--submitted-directory", str(self.staging),
-                   "--cell-timeout", str(self.settings.cell_timeout), "--patience", str(self.settings.patience),
-                   *(f"--jail-hide={path}" for path in self.hide)]
+        command = [sys.executable, "-I", "-m", worker.WORKER_MODULE]
+        if self.workers is not None:
+            command[3:] = ["autograder.grading.forkserver", "--socket", str(self.workers), "--module",
+                           worker.WORKER_MODULE, "--"]
+        command += ["--course", str(self.course.root),
+                    "--assignment", self.assignment, "--student", student, "--namespace", box.namespace,
+                    "--reader-kubeconfig", str(box.reader_kubeconfig), "--submitted-directory", str(self.staging),
+                    "--cell-timeout", str(self.settings.cell_timeout), "--patience", str(self.settings.patience),
+                    *(f"--jail-hide={path}" for path in self.hide)]
         with self._lock:  # a Ctrl-C between start and registration would leave the worker running
             if self.stopping.is_set():
                 return {"success": False, "error": "grading was interrupted before this submission ran"}
@@ -208,10 +213,14 @@ class Grader:
                 _kill(process)
 
 
-def kernel_environment(box: sandbox.Sandbox) -> dict[str, str]:
-    """The worker's and the student kernel's environment: only the student's kubeconfig is reachable."""
+def kernel_environment(box: sandbox.Sandbox | None) -> dict[str, str]:
+    """The worker's and the student kernel's environment: only the student's kubeconfig is reachable.
+
+    Without a sandbox: no cluster at all, as the worker server imports.
+    """
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("LAB_")}
-    env.update(KUBECONFIG=str(box.student_kubeconfig), LAB_CLUSTER="existing", LAB_NAMESPACE=box.namespace)
+    if box is not None:
+        env.update(KUBECONFIG=str(box.student_kubeconfig), LAB_CLUSTER="existing", LAB_NAMESPACE=box.namespace)
     # kubectl (for port-forward) from wherever the grader found it: the jailed kernel has an empty cache.
     tools = [str(path.parent) for path in map(binaries.find, ["kubectl"]) if path is not None]
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *tools, env.get("PATH", "")])

@@ -1,38 +1,44 @@
 """Start a student's kernel where it cannot reach the grader's secrets, files, rights or network.
 
-The kernel gets its own mount, PID and network namespaces (`unshare`): the admin kubeconfigs,
+The kernel gets its own mount, PID and network namespaces: the admin kubeconfigs,
 kwok's certificates and the Docker socket are covered, the grader's home shows only the
 interpreter and tools, every filesystem is read-only except a fresh /tmp and /dev/shm and the
 folder of its ZMQ sockets (a small tmpfs of the worker's), and it sees no process but itself.
 It works in a private copy of its notebook's folder (regular files only), so nothing it writes
 or links there reaches nbgrader's outputs or a later kernel. It runs as a uid of its own with no
-capabilities and bounded resources (`setpriv`, rlimits). Its network namespace holds only
+capabilities and bounded resources (rlimits). Its network namespace holds only
 loopback, where a forwarder relays the API server's port to the grading worker (`bridge`): the
 student's namespace-scoped kubeconfig is its one way out. Everything that runs as root here runs
-`python -I`, so no file of the submission is ever imported with the grader's rights. Needs root,
-util-linux's unshare and setpriv.
+`python -I`, so no file of the submission is ever imported with the grader's rights. Kernels start
+warm, as forks of the worker's kernel server (forkserver.py); without one, this command jails the
+kernel itself. Needs root and util-linux's mount.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import json
 import logging
 import os
 import resource
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import traceback
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import yaml
 
-from autograder import isolation
+from autograder import REPO_ROOT, isolation, processes
 from autograder.errors import LabError
-from autograder import REPO_ROOT
+from autograder.grading import bridge, forkserver
 
 logger = logging.getLogger(__name__)
 KERNEL_NAME = "lab-jail"
@@ -50,6 +56,7 @@ LIMITS = {
     resource.RLIMIT_CORE: 0,
 }
 HOME, WORK = Path("/tmp/home"), Path("/tmp/work")
+JAILED_KUBECONFIG = HOME / "kubeconfig"
 LOOPBACK = "127.0.0.1"
 
 
@@ -61,7 +68,7 @@ def unavailable_reason() -> str | None:
     """None when kernels can be jailed here, else why not."""
     if os.geteuid() != 0:
         return "the grader does not run as root"
-    missing = [tool for tool in ("unshare", "setpriv", "mount") if shutil.which(tool) is None]
+    missing = [tool for tool in ("unshare", "mount") if shutil.which(tool) is None]
     if missing:
         return f"{', '.join(missing)} not found (install util-linux)"
     trial = subprocess.run(["unshare", "--mount", "--pid", "--net", "--fork", "true"], capture_output=True,
@@ -77,13 +84,17 @@ def default_secrets(home: Path = Path.home()) -> list[Path]:
             Path("/etc/kubernetes"), Path("/var/run/docker.sock"), Path("/run/docker.sock")]
 
 
-def write_kernelspec(folder: Path, hide: list[Path], api_socket: Path | None = None) -> Path:
+def write_kernelspec(folder: Path, hide: list[Path], api_socket: Path | None = None,
+                     server: Path | None = None) -> Path:
     """A kernelspec named `lab-jail` in `folder`/kernels; put `folder` on JUPYTER_PATH to use it.
 
     The kernel must be started with ipc transport (the jail keeps the folder of its sockets) and,
-    to reach the API server, with the worker's `bridge.relay` serving `api_socket`.
+    to reach the API server, with the worker's `bridge.relay` serving `api_socket`. With `server`
+    (see `serve`), kernels are forks of that warm server.
     """
     argv = [sys.executable, "-I", "-m", "autograder.grading.jail"]
+    if server is not None:
+        argv += ["--server", str(server)]
     for path in hide:
         argv += ["--hide", str(path)]
     if api_socket is not None:
@@ -192,10 +203,14 @@ def _start_forwarder(port: int, api_socket: Path, owner: tuple[int, int]) -> Non
     listener = socket.socket()
     listener.bind((LOOPBACK, port))
     listener.listen(64)
-    subprocess.Popen([*isolation.unprivileged(*owner), sys.executable, "-I", "-m", "autograder.grading.bridge",
-                      "--fd", str(listener.fileno()), str(api_socket)],
-                     # its own session: the kernel's shutdown waits for the children in its group
-                     pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL, cwd="/", start_new_session=True)
+    if os.fork() == 0:
+        try:
+            os.setsid()  # its own session: the kernel's shutdown waits for the children in its group
+            isolation.drop_privileges(*owner)
+            isolation.die_with_parent()
+            bridge.serve(listener, functools.partial(bridge.unix_connection, str(api_socket)))
+        finally:
+            os._exit(1)
     listener.close()
 
 
@@ -210,22 +225,50 @@ def kernel_uid(launcher_pid: int) -> int:
     return KERNEL_UID_BASE + launcher_pid
 
 
-def _unshare(args: argparse.Namespace, command: list[str]) -> None:
-    """Outside: re-run this module, isolated from the notebook's folder, in fresh namespaces."""
-    isolation.die_with_parent()
-    options = [f"--uid={kernel_uid(os.getpid())}", *(f"--hide={path}" for path in args.hide)]
-    if args.api_socket:
-        options.append(f"--api-socket={args.api_socket}")
-    os.execvp("unshare", ["unshare", "--mount", "--pid", "--net", "--fork", "--kill-child", "--mount-proc",
-                          "--propagation", "private", sys.executable, "-I", "-m", "autograder.grading.jail",
-                          *options, "--", *command])
+def serve(path: Path) -> NoReturn:
+    """The worker's kernel server at `path`: the grading kernel's libraries imported once, each kernel a fork."""
+    forkserver.serve(path, _warm, launch)
 
 
-def _inside(args: argparse.Namespace, command: list[str]) -> None:
-    """Inside the namespaces: seal, give the kernel its files and its API server, drop to its uid, run it."""
-    if os.getpid() != 1:
-        raise JailError("--uid is only for the jail's own run inside its new namespaces")
-    owner = (args.uid, KERNEL_GID)
+def _warm() -> None:
+    """Import the kernel's libraries in the environment its forks will have: some read it at import."""
+    if os.environ.get("KUBECONFIG"):
+        os.environ["KUBECONFIG"] = str(JAILED_KUBECONFIG)
+    os.environ["JPY_PARENT_PID"] = str(os.getppid())  # as jupyter_client sets it for the worker's kernels
+    importlib.import_module(KERNEL_MODULE).preload()
+
+
+def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
+    """As root: fresh mount, PID and network namespaces, the jailed command as their pid 1; its pid here.
+
+    `request` holds the command, its folder and environment, the paths to hide and the API relay's
+    socket; the kernel's uid follows from `client`, the pid of the command the kernelspec started.
+    """
+    isolation.unshare(isolation.CLONE_NEWNS | isolation.CLONE_NEWPID | isolation.CLONE_NEWNET)
+    pid = os.fork()
+    if pid == 0:
+        _inside(request, kernel_uid(client), stdout, stderr)
+    return pid
+
+
+def _inside(request: dict, uid: int, stdout: int, stderr: int) -> NoReturn:
+    """Pid 1 of the new namespaces, still root: nothing of the server's open, /proc its own, then the jail."""
+    try:
+        isolation.die_with_parent()
+        forkserver.become(request, stdout, stderr)
+        isolation.mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", "/proc")
+        api_socket = Path(request["api_socket"]) if request.get("api_socket") else None
+        _enter([Path(path) for path in request["hide"]], api_socket, list(request["command"]), uid)
+    except JailError as error:
+        os.write(2, f"jail: {error}\n".encode())
+    except BaseException:
+        os.write(2, traceback.format_exc().encode())
+    os._exit(127)
+
+
+def _enter(hide: list[Path], api_socket: Path | None, command: list[str], uid: int) -> NoReturn:
+    """Seal, give the kernel its files and its API server, drop to its uid, run it."""
+    owner = (uid, KERNEL_GID)
     notebook_folder = Path.cwd()
     connection_at = command.index("-f") + 1
     # The connection file and the student's kubeconfig may live under the /tmp about to be covered.
@@ -235,36 +278,53 @@ def _inside(args: argparse.Namespace, command: list[str]) -> None:
     sockets = Path(json.loads(connection)["ip"]).parent.resolve()
     kubeconfig = Path(os.environ["KUBECONFIG"]).read_text() if os.environ.get("KUBECONFIG") else None
     tools = [Path(entry) for entry in os.environ.get("PATH", "").split(os.pathsep) if entry]
-    _seal(args.hide, [Path(sys.prefix), Path(sys.base_prefix), REPO_ROOT, notebook_folder, *tools], sockets)
+    _seal(hide, [Path(sys.prefix), Path(sys.base_prefix), REPO_ROOT, notebook_folder, *tools], sockets)
     HOME.mkdir(mode=0o700)
     os.chown(HOME, *owner)
     command[connection_at] = str(_give(HOME / "connection.json", connection, owner))
     os.environ.update(HOME=str(HOME), IPYTHONDIR=str(HOME / ".ipython"), MPLCONFIGDIR=str(HOME / ".matplotlib"))
     if kubeconfig is not None:
-        os.environ["KUBECONFIG"] = str(_give(HOME / "kubeconfig", jailed_kubeconfig(kubeconfig), owner))
+        os.environ["KUBECONFIG"] = str(_give(JAILED_KUBECONFIG, jailed_kubeconfig(kubeconfig), owner))
     _copy_regular_files(notebook_folder, WORK, owner)
     isolation.loopback_up()
     _limit()
-    if args.api_socket and kubeconfig is not None:
-        _start_forwarder(api_address(kubeconfig)[1], args.api_socket, owner)
+    if api_socket and kubeconfig is not None:
+        _start_forwarder(api_address(kubeconfig)[1], api_socket, owner)
     os.chdir(WORK)
-    os.execvp("setpriv", [*isolation.unprivileged(*owner), *command])
+    isolation.drop_privileges(*owner)
+    isolation.die_with_parent()  # a change of uid forgets the parent-death signal: set it again
+    _run(command)
+
+
+def _run(command: list[str]) -> NoReturn:
+    """The grading kernel in this interpreter (its libraries are loaded in a server's fork); else by exec."""
+    if command[:4] == [sys.executable, "-P", "-m", KERNEL_MODULE]:
+        processes.run_as_main(importlib.import_module(KERNEL_MODULE).main, [KERNEL_MODULE, *command[4:]], None)
+    for number in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(number, signal.SIG_DFL)  # as a new process starts: Python ignores them
+    os.execvp(command[0], command)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -I -m autograder.grading.jail", description=__doc__)
     parser.add_argument("--hide", type=Path, action="append", default=[])
     parser.add_argument("--api-socket", type=Path, help="the worker's relay to the API server (bridge.relay)")
-    parser.add_argument("--uid", type=int, help=argparse.SUPPRESS)  # set by the launcher for the inside run
+    parser.add_argument("--server", type=Path, help="ask the worker's kernel server to start the kernel warm")
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # be that server (forkserver.start)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if args.uid is None:
-        _unshare(args, command)
-    else:
-        _inside(args, command)
-    return 1
+    if args.serve:
+        serve(args.serve)
+    request = {"command": args.command[1:] if args.command[:1] == ["--"] else args.command, "cwd": os.getcwd(),
+               "env": dict(os.environ), "hide": [str(path) for path in args.hide],
+               "api_socket": str(args.api_socket) if args.api_socket else None}
+    code = forkserver.ask(args.server, request) if args.server else None
+    if code is None:
+        if args.server:
+            logger.warning("jail: no kernel server at %s; this kernel starts cold", args.server)
+        code = os.waitstatus_to_exitcode(os.waitpid(launch(request, 1, 2, os.getpid()), 0)[1])
+    return code if code >= 0 else 128 - code
 
 
 if __name__ == "__main__":

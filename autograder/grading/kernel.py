@@ -1,9 +1,11 @@
 """The grading kernel: ipykernel with the lesson's libraries imported before it is ready.
 
-A spare kernel does this while the previous notebook still runs, so the next notebook's first cell
-does not spend its seconds importing. Started as `python -P -m autograder.grading.kernel -f FILE`
-inside the jail: with `-P` no file of the submission can stand in for these modules; the notebook's
-folder joins `sys.path` after they are loaded, where `python -m ipykernel_launcher` would put it.
+The worker's kernel server (jail.serve) imports them once and each kernel is its fork, so no
+notebook's first cell spends seconds importing. The kernelspec's command reads
+`python -P -m autograder.grading.kernel -f FILE`; the jail runs it in that fork, or as a new
+interpreter without a server. No file of the submission can stand in for these modules (the server
+runs `python -I`, the command `-P`); the notebook's folder joins `sys.path` after they are loaded,
+where `python -m ipykernel_launcher` would put it.
 """
 
 from __future__ import annotations
@@ -39,9 +41,13 @@ def preload(modules: tuple[str, ...] = PRELOADED) -> None:
             log.warning("not preloaded: %s", error)
 
 
-if __name__ == "__main__":
-    # The jail's launcher is the parent; its uid change cleared the death signal unshare had set.
-    isolation.die_with_parent()
+def main() -> None:
+    """ipykernel's own start, with `sys.argv`, once the libraries are loaded."""
+    isolation.die_with_parent()  # the jail's pid 1 is the parent: the kernel goes with it
     preload()
     sys.path.insert(0, os.getcwd())  # the student's own modules import as in any kernel
     kernelapp.launch_new_instance()
+
+
+if __name__ == "__main__":
+    main()

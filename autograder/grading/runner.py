@@ -7,6 +7,7 @@ import fcntl
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -16,13 +17,13 @@ from kubernetes import client
 from tqdm.auto import tqdm
 
 from autograder.lab import k8s
-from autograder.grading import UNISOLATED_FLAG, jail, ledger, nodes, sandbox
+from autograder.grading import UNISOLATED_FLAG, forkserver, jail, ledger, nodes, sandbox, worker
 from autograder.grading.ledger import LEDGER_DIR, Outcome
 from autograder.grading.settings import GradingSettings
 from autograder.grading.names import digest, printable
 from autograder.grading.course import (Course, GradingError, backup_gradebook, ensure_in_gradebook,
                                        feedback_and_export, require_masters)
-from autograder.grading.grader import Grader
+from autograder.grading.grader import Grader, kernel_environment
 from autograder.lab import ClusterError, Lab, choose, kubeconfig
 from autograder.lab.cluster import provider_of_context
 
@@ -152,7 +153,10 @@ def _grade_on_cluster(grader: Grader, admin: client.ApiClient, students: list[st
     grader.admin, grader.nodes = admin, nodes.snapshot(admin)
     nodes.save(saved, grader.nodes)
     try:
-        outcomes = _grade_all(grader, students, grader.settings.jobs)
+        with tempfile.TemporaryDirectory(prefix="workers-") as folder, \
+                forkserver.running(Path(folder) / "server" / "workers.sock", worker.WORKER_MODULE,
+                                   kernel_environment(None)) as grader.workers:
+            outcomes = _grade_all(grader, students, grader.settings.jobs)
     finally:
         _wait_for_namespaces(admin, course, assignment)
     saved.unlink()

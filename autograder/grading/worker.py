@@ -1,8 +1,9 @@
 """Autograde one submission in a process of its own: a crash or a hang here never stops the class.
 
-Run by the class runner as `python -m autograder.grading.worker`; its environment is the one the
-student's kernel inherits (the student's kubeconfig and namespace), its arguments tell it where
-the grader's read-only kubeconfig is.
+Run by the class runner as `python -m autograder.grading.worker`, or as a fork of the run's worker
+server (`--serve PATH`, see forkserver.py) that has nbgrader and the lesson's libraries imported; its
+environment is the one the student's kernel inherits (the student's kubeconfig and namespace), its
+arguments tell it where the grader's read-only kubeconfig is.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from nbgrader.apps import NbGraderAPI
 from nbgrader.converters import Autograde
@@ -23,10 +27,11 @@ from nbgrader.preprocessors import Execute
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from autograder import isolation
-from autograder.grading import bridge, jail
+from autograder import isolation, processes
+from autograder.grading import bridge, jail, forkserver
 from autograder.grading.verify import PHASES, ClusterVerifiedExecute
 
+WORKER_MODULE = "autograder.grading.worker"
 CONFIG_FILE = "nbgrader_config.py"
 SOCKETS_TMPFS = "size=16m,nr_inodes=4096,mode=711"  # the kernels' ZMQ sockets and the API relay's: empty files
 
@@ -70,27 +75,48 @@ def grading_config(course: Path, assignment: str, namespace: str, reader_kubecon
     return config
 
 
-def jail_kernel(folder: Path, hide: list[Path]) -> Config:
+@contextlib.contextmanager
+def jail_kernel(folder: Path, hide: list[Path]) -> Iterator[Config]:
     """A kernelspec in `folder` that starts each kernel in the jail, and the kernel settings it needs.
 
     The jailed kernel has no network: its ZMQ sockets are files in a folder the jail keeps
     writable, and its one connection out, to the API server, is relayed through a unix socket there.
+    Kernels are forks of a kernel server that runs while the block does (in a folder only root enters).
     """
-    sockets = folder / "sockets"
-    sockets.mkdir()
-    sockets.chmod(0o1733)  # every kernel uid may make its sockets there; none may see or remove others'
-    folder.chmod(0o711)
-    api_socket = None
-    if os.environ.get("KUBECONFIG"):
-        api_socket = sockets / "apiserver.sock"
-        bridge.relay(api_socket, *jail.api_address(Path(os.environ["KUBECONFIG"]).read_text()))
-    jail.write_kernelspec(folder, hide, api_socket)
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")]))
-    config = Config()
-    config.Execute.kernel_name = jail.KERNEL_NAME
-    config.KernelManager.transport = "ipc"
-    config.KernelManager.ip = str(sockets / "kernel")
-    return config
+    with forkserver.running(folder / "server" / "kernels.sock", "autograder.grading.jail") as server:
+        sockets = folder / "sockets"
+        sockets.mkdir()
+        sockets.chmod(0o1733)  # every kernel uid may make its sockets there; none may see or remove others'
+        folder.chmod(0o711)
+        api_socket = None
+        if os.environ.get("KUBECONFIG"):
+            api_socket = sockets / "apiserver.sock"
+            bridge.relay(api_socket, *jail.api_address(Path(os.environ["KUBECONFIG"]).read_text()))
+        jail.write_kernelspec(folder, hide, api_socket, server)
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")]))
+        config = Config()
+        config.Execute.kernel_name = jail.KERNEL_NAME
+        config.KernelManager.transport = "ipc"
+        config.KernelManager.ip = str(sockets / "kernel")
+        yield config
+
+
+def serve(path: Path) -> NoReturn:
+    """The class run's worker server at `path`: nbgrader and the lesson's libraries imported once, each worker a fork."""
+    forkserver.serve(path, importlib.import_module(jail.KERNEL_MODULE).preload, launch)
+
+
+def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
+    """A worker for `request` (forkserver's generic client: argv, cwd, env), forked from the server; its pid."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            isolation.die_with_parent()
+            forkserver.become(request, stdout, stderr)
+            processes.run_as_main(lambda: sys.exit(main(request["argv"])), [WORKER_MODULE, *request["argv"]], None)
+        finally:
+            os._exit(127)
+    return pid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             # The one folder a jailed kernel writes outside its own /tmp: a few MB of RAM, never the host's disk.
             isolation.own_mounts()
             mounts.enter_context(isolation.tmpfs(Path(specs), SOCKETS_TMPFS))
-            config.merge(jail_kernel(Path(specs), args.jail_hide))
+            config.merge(mounts.enter_context(jail_kernel(Path(specs), args.jail_hide)))
         if args.submitted_directory:
             config.CourseDirectory.submitted_directory = str(args.submitted_directory)
         folders = CourseDirectory(config=config)
@@ -127,4 +153,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        serve(Path(sys.argv[2]))
     sys.exit(main())

@@ -24,8 +24,6 @@ from pathlib import Path
 
 from autograder import isolation
 
-CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
-MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 POD_UID_BASE = 1_800_000_000
 POD_GID = 65534  # nogroup
 LIMITS = {
@@ -98,12 +96,12 @@ def connect(pid: int | None, port: int, timeout: float) -> socket.socket:
     libc = ctypes.CDLL(None, use_errno=True)
     with open("/proc/thread-self/ns/net") as own, open(f"/proc/{pid}/ns/net") as theirs:
         # Namespaces belong to a thread: enter theirs, make the socket there, come back.
-        if libc.setns(theirs.fileno(), CLONE_NEWNET) != 0:
+        if libc.setns(theirs.fileno(), isolation.CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"cannot enter the network of process {pid}")
         try:
             sock = socket.socket()
         finally:
-            libc.setns(own.fileno(), CLONE_NEWNET)
+            libc.setns(own.fileno(), isolation.CLONE_NEWNET)
     sock.settimeout(timeout)
     try:
         sock.connect(("127.0.0.1", port))
@@ -127,12 +125,7 @@ def _own_workdir(workdir: Path, uid: int) -> None:
 
 def isolate(uid: int, workdir: Path) -> None:
     """In the container's process, still root: own namespaces, loopback up, home covered, limits set, then `uid`."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNS | CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "cannot make the container's namespaces")
-    # Nothing mounted below may reach the runtime's own mount namespace.
-    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        raise OSError(ctypes.get_errno(), "cannot make the container's mounts private")
+    isolation.unshare(isolation.CLONE_NEWNS | isolation.CLONE_NEWNET)
     isolation.loopback_up()
     _own_workdir(workdir, uid)
     _cover([Path(sys.prefix), Path(sys.base_prefix), workdir], workdir)

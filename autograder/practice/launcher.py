@@ -16,9 +16,7 @@ Wire format, over a SOCK_SEQPACKET socket pair: the runtime sends `{"id", "argv"
 from __future__ import annotations
 
 import argparse
-import atexit
 import importlib
-import io
 import json
 import logging
 import os
@@ -35,7 +33,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO, Callable, NoReturn, TypeVar
 
-from autograder import isolation
+from autograder import isolation, processes
 from autograder.practice import container
 
 logger = logging.getLogger(__name__)
@@ -256,37 +254,14 @@ def _run(argv: list[str], env: dict[str, str]) -> NoReturn:
     python_settings = [name for name in env if name.startswith("PYTHON") and name != "PYTHONUNBUFFERED"]
     if program == sys.executable and args and not python_settings:
         if args[0] == "-m" and len(args) > 1:
-            _in_process(lambda: runpy.run_module(args[1], run_name="__main__", alter_sys=True),
+            processes.run_as_main(lambda: runpy.run_module(args[1], run_name="__main__", alter_sys=True),
                         [args[1], *args[2:]], os.getcwd())
         if not args[0].startswith("-"):
-            _in_process(lambda: runpy.run_path(args[0], run_name="__main__"), args,
+            processes.run_as_main(lambda: runpy.run_path(args[0], run_name="__main__"), args,
                         os.path.dirname(os.path.abspath(args[0])))
     for number in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(number, signal.SIG_DFL)  # as a new process starts: Python ignores them
     os.execvpe(program, argv, env)
-
-
-def _in_process(main, args: list[str], first_path: str) -> NoReturn:
-    """Run `main` as `python` would: its sys.argv and sys.path[0], unbuffered output, its exit code."""
-    sys.argv = list(args)
-    sys.path.insert(0, first_path)
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        stream = io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), write_through=True,
-                                  errors="backslashreplace")
-        setattr(sys, name, stream)
-        setattr(sys, f"__{name}__", stream)
-    code = 0
-    try:
-        main()
-    except SystemExit as leaving:
-        code = leaving.code if isinstance(leaving.code, int) else (0 if leaving.code is None else 1)
-        if not isinstance(leaving.code, (int, type(None))):
-            print(leaving.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    atexit._run_exitfuncs()
-    os._exit(code)
 
 
 def main(arguments: list[str] | None = None) -> int:
