@@ -1,0 +1,45 @@
+"""The grader's warm starts: a worker asked of the run's fork server behaves as the command it stands for."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from autograder.grading import forkserver, worker
+
+
+def _client(socket: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-I", "-m", "autograder.grading.forkserver", "--socket", str(socket),
+                           "--module", worker.WORKER_MODULE, "--", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def worker_server(tmp_path: Path) -> Path:
+    with forkserver.running(tmp_path / "server" / "workers.sock", worker.WORKER_MODULE) as socket:
+        yield socket
+
+
+def test_a_forked_worker_writes_to_the_clients_own_output_and_exits_with_its_code(worker_server: Path) -> None:
+    helped = _client(worker_server, "--help")
+    refused = _client(worker_server, "--course")
+    assert (helped.returncode, refused.returncode) == (0, 2)
+    assert helped.stdout.startswith("usage: python -m autograder.grading.worker")
+    assert "expected one argument" in refused.stderr
+    assert "starts cold" not in helped.stderr + refused.stderr
+
+
+def test_without_a_server_the_client_runs_the_module_itself(tmp_path: Path) -> None:
+    cold = _client(tmp_path / "nobody-listens.sock", "--help")
+    assert cold.returncode == 0 and cold.stdout.startswith("usage: python -m autograder.grading.worker")
+    assert "starts cold" in cold.stderr
+
+
+def test_the_server_runs_as_long_as_its_block(tmp_path: Path) -> None:
+    with forkserver.running(tmp_path / "server" / "workers.sock", worker.WORKER_MODULE) as socket:
+        [server] = [child for child in psutil.Process().children() if "--serve" in child.cmdline()]
+        assert socket.exists() and oct(socket.parent.stat().st_mode & 0o777) == "0o700"
+    assert not server.is_running()
