@@ -122,12 +122,12 @@ def recorded_scores(course: Course, assignment: str) -> dict[str, float]:
 
 
 def feedback_and_export(course: Course, assignment: str, students: list[str],
-                        timeout: float) -> tuple[Path, list[str]]:
-    """Feedback HTML for each graded student, then every grade of the course as a CSV.
+                        timeout: float, jobs: int = 1) -> tuple[Path, list[str]]:
+    """Feedback HTML for each graded student (`jobs` rendering at once), then every grade of the course as a CSV.
 
     Returns the CSV and the students whose feedback took longer than `timeout` s and was skipped.
     """
-    skipped = feedback.generate(course.root, assignment, students, timeout)
+    skipped = feedback.generate(course.root, assignment, students, timeout, jobs)
     target = course.root / GRADES_CSV
     with Gradebook(course.dirs.db_url) as gradebook:
         CsvExportPlugin(to=str(target)).export(gradebook)

@@ -4,7 +4,8 @@ nbconvert's Markdown renderer needs time that grows with the square of some inpu
 cell, or a kernel's Markdown output, of 50 KB of brackets takes 11 s; 1 MB would take an hour),
 and the student's cells and outputs are rendered. So a child process renders the feedback and
 reports each student as it finishes; one that takes longer than the timeout is skipped (the
-child is killed, and a new one goes on with the rest).
+child is killed, and a new one goes on with the rest). With `jobs` > 1, as many children render
+their share of the class side by side.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import queue
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -29,8 +31,16 @@ logger = logging.getLogger(__name__)
 DONE = "feedback done"
 
 
-def generate(course_root: Path, assignment: str, students: list[str], timeout: float) -> list[str]:
+def generate(course_root: Path, assignment: str, students: list[str], timeout: float, jobs: int = 1) -> list[str]:
     """Render feedback for `students`; returns those skipped because theirs took longer than `timeout` s."""
+    shares = [share for share in (students[start::max(1, jobs)] for start in range(max(1, jobs))) if share]
+    with ThreadPoolExecutor(max_workers=len(shares) or 1) as pool:
+        skipped = pool.map(lambda share: _generate_in_turn(course_root, assignment, share, timeout), shares)
+    return [student for share in skipped for student in share]
+
+
+def _generate_in_turn(course_root: Path, assignment: str, students: list[str], timeout: float) -> list[str]:
+    """One child after another renders `students` in order; returns those skipped."""
     skipped: list[str] = []
     pending = list(students)
     while pending:

@@ -106,7 +106,7 @@ def grade_class(course_root: Path, assignment: str, students: list[str] | None =
             raise GradingError(_restore_damaged(course, backup, grader.damaged))
         graded = [o.student for o in outcomes.values() if o.status == "graded" and "resumed" not in o.detail]
         if settings.feedback and graded:
-            csv, skipped = feedback_and_export(course, assignment, graded, settings.feedback_timeout)
+            csv, skipped = feedback_and_export(course, assignment, graded, settings.feedback_timeout, settings.jobs)
             for student in skipped:
                 outcomes[student].detail = " ".join(filter(None, [
                     outcomes[student].detail, f"No feedback: it took longer than {settings.feedback_timeout:.0f} s "
