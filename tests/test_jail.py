@@ -274,7 +274,7 @@ def test_only_root_may_ask_the_kernel_server_for_a_kernel(tmp_path: Path, monkey
     connection.chmod(0o644)
     # A jailed command writes only where its sockets are: here, if the server ran it.
     request = {"command": [sys.executable, "-c", f"open({str(shared / 'escaped')!r}, 'w')", "-f", str(connection)],
-               "cwd": "/", "env": {"PATH": os.environ["PATH"]}, "hide": [], "api_socket": None}
+               "cwd": str(shared), "env": {"PATH": os.environ["PATH"]}, "hide": [], "api_socket": None}
     with _jailed_kernel(tmp_path) as (_, server_socket):
         server_socket.parent.chmod(0o755)  # past the folder only root may enter: the server itself must refuse
         server_socket.chmod(0o666)

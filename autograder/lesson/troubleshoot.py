@@ -11,6 +11,7 @@ from autograder.lab import k8s
 from autograder.lab.cluster import Lab
 from autograder.lesson.observe import pod_status
 from autograder.practice.catalog import images_on_nodes
+from autograder.waiting import poll
 
 PULL_REASONS = {
     "ErrImageNeverPull": "the image is not in the cluster and imagePullPolicy is Never, so the "
@@ -23,6 +24,9 @@ PULL_REASONS = {
     "InvalidImageName": "{image} is not a valid image reference: fix the image: line",
 }
 BACK_OFF_RESET = timedelta(minutes=10)
+LOGS_SETTLE_SECONDS = 5
+# What a kubelet answers, with HTTP 200, for a container whose log file it removed between two restarts.
+LOG_GONE = "unable to retrieve container logs"
 WAITING_HINTS = {
     "CrashLoopBackOff": "the container starts and exits again and again: read its logs "
                         "(`kubectl logs POD --previous`) for the error",
@@ -30,12 +34,22 @@ WAITING_HINTS = {
 }
 
 
+def _read_logs(lab: Lab, pod: client.V1Pod, lines: int) -> str | None:
+    """The crashed run's last lines (`--previous`), else the newest run's; None while neither can be read."""
+    for previous in (True, False):
+        try:
+            text = lab.core.read_namespaced_pod_log(pod.metadata.name, lab.namespace, previous=previous,
+                                                    tail_lines=lines) or ""
+        except client.ApiException:
+            continue
+        if LOG_GONE not in text:
+            return text
+    return None
+
+
 def _last_logs(lab: Lab, pod: client.V1Pod, lines: int = 5) -> str:
-    try:
-        text = lab.core.read_namespaced_pod_log(pod.metadata.name, lab.namespace, previous=True,
-                                                tail_lines=lines)
-    except client.ApiException:
-        return ""
+    """A crash-looping container's last output; the kubelet refuses logs for a moment as it swaps runs."""
+    text = poll(lambda: _read_logs(lab, pod, lines), lambda text: text is not None, LOGS_SETTLE_SECONDS)
     return " | ".join(line for line in (text or "").splitlines() if line.strip())
 
 
