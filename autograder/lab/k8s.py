@@ -103,11 +103,14 @@ def wait_for(list_objects: Callable[..., Any], *args: Any, until: Callable[[list
         objects = {_key(obj): obj for obj in _items(listing)}
         if result := until(list(objects.values())):
             return result
-        seconds = max(1, int(min(resync, deadline - time.monotonic())))
+        wait = min(resync, deadline - time.monotonic())
+        seconds = max(1, int(wait))
+        # The server ends the watch after whole `seconds`; the read timeout covers a server that does not,
+        # and ends a sub-second resync's watch (a timed-out read lists again, below).
+        read = wait if wait < 1 else seconds + 10
         try:
-            # The server ends the watch after `seconds`; the read timeout covers a server that does not.
             for event in watch.Watch().stream(list_objects, *args, resource_version=_version(listing),
-                                              timeout_seconds=seconds, _request_timeout=(10, seconds + 10),
+                                              timeout_seconds=seconds, _request_timeout=(10, max(read, 0.05)),
                                               **kwargs):
                 changed = event["object"]
                 if event["type"] == "DELETED":
@@ -121,7 +124,7 @@ def wait_for(list_objects: Callable[..., Any], *args: Any, until: Callable[[list
         except client.ApiException as error:
             if error.status != 410:  # 410 Gone: the resourceVersion is too old; list again
                 raise
-        except HTTPError:  # the watch's connection stalled or broke: list again
+        except HTTPError:  # the watch's connection stalled, broke or was read past its resync: list again
             pass
         if time.monotonic() >= deadline:
             state = seen(list(objects.values())) if seen else f"{len(objects)} object(s)"
