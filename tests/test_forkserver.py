@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import functools
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import psutil
 import pytest
 
+from autograder import processes
 from autograder.grading import forkserver, worker
 
 
@@ -43,3 +48,30 @@ def test_the_server_runs_as_long_as_its_block(tmp_path: Path) -> None:
         [server] = [child for child in psutil.Process().children() if "--serve" in child.cmdline()]
         assert socket.exists() and oct(socket.parent.stat().st_mode & 0o777) == "0o700"
     assert not server.is_running()
+
+
+def _report_and_exit(report: Path, socket: Path) -> NoReturn:
+    """A server that tells whether an event loop runs in it, then exits as a forked program does."""
+    try:
+        asyncio.get_event_loop().run_until_complete(asyncio.sleep(0))
+        report.write_text("a loop of its own runs")
+    except OSError as error:
+        report.write_text(f"the parent's loop: {error}")
+    socket.touch()
+    processes.run_as_main(lambda: None, ["server"], None)
+
+
+def test_a_forked_server_has_none_of_this_processs_event_loop_or_exit_handlers(tmp_path: Path) -> None:
+    ran_here = tmp_path / "exit-handler-ran"
+    report = tmp_path / "report"
+    asyncio.set_event_loop(asyncio.new_event_loop())  # as jupyter_client leaves one after starting kernels
+    atexit.register(ran_here.touch)  # as a temporary folder's clean-up is registered
+    try:
+        with forkserver.forked(tmp_path / "server" / "kernels.sock", functools.partial(_report_and_exit, report)):
+            psutil.wait_procs(psutil.Process().children(), timeout=10)
+    finally:
+        atexit.unregister(ran_here.touch)
+        asyncio.get_event_loop().close()
+        asyncio.set_event_loop(None)
+    assert report.read_text() == "a loop of its own runs"
+    assert not ran_here.exists()

@@ -253,7 +253,8 @@ def test_kernels_are_forks_of_the_warm_server_and_hold_nothing_of_it(tmp_path: P
     monkeypatch.delenv("KUBECONFIG", raising=False)
     with _jailed_kernel(tmp_path) as (manager, server_socket):
         uid = jail.kernel_uid(manager.provisioner.pid)
-        [server] = [process for process in psutil.Process().children() if "--serve" in process.cmdline()]
+        [server] = [psutil.Process(connection.pid) for connection in psutil.net_connections("unix")
+                    if connection.laddr == str(server_socket)]
         seen = json.loads(_run_in(manager, (
             "import json, os\n"
             "links = sorted({os.readlink(f'/proc/self/fd/{fd}') for fd in os.listdir('/proc/self/fd') if fd.isdigit()"
@@ -261,8 +262,21 @@ def test_kernels_are_forks_of_the_warm_server_and_hold_nothing_of_it(tmp_path: P
             f"print(json.dumps({{'links': links, 'server_visible': os.path.exists({str(server_socket)!r})}}))")))
         [kernel] = [process for process in _kernel_processes(uid) if process.parent().uids().real == 0]
         assert server in kernel.parents()  # forked from the warm server, not a new interpreter
+        assert server.parent().pid == os.getpid()  # the server is a fork of the worker, warm from the start
         assert not seen["server_visible"]
         assert _listening_inode(server) not in seen["links"]
+
+
+def test_a_student_reaches_the_cluster_with_the_clients_default_kubeconfig(tmp_path: Path, api_server: int,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    student = tmp_path / "student.kubeconfig"
+    student.write_text(_kubeconfig(f"http://127.0.0.1:{api_server}"))
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    monkeypatch.setenv("KUBECONFIG", str(student))
+    with _jailed_kernel(tmp_path) as (manager, _):
+        printed = _run_in(manager, "from kubernetes import client, config\nconfig.load_kube_config()\n"
+                                   "print(client.Configuration.get_default_copy().host)")
+    assert printed.strip() == f"http://127.0.0.1:{api_server}"
 
 
 def test_only_root_may_ask_the_kernel_server_for_a_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,8 @@ The generic client is `python -I -m autograder.grading.forkserver --socket PATH 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import atexit
 import contextlib
 import gc
 import json
@@ -61,6 +63,35 @@ def running(path: Path, module: str, env: dict[str, str] | None = None) -> Itera
         yield path
     finally:
         processes.stop(server, grace=1)
+
+
+@contextlib.contextmanager
+def forked(path: Path, serve: Callable[[Path], NoReturn], timeout: float = 30) -> Iterator[Path]:
+    """`running`, with the server a fork of this process: it starts with all this one imported.
+
+    The fork keeps none of this process's open files, event loop or exit handlers; it dies with this thread.
+    """
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            isolation.die_with_parent()
+            become({"cwd": "/", "env": dict(os.environ)}, os.open(os.devnull, os.O_WRONLY), 2)
+            # Nothing of this process's state that outlived its files: an event loop polling a closed
+            # descriptor, exit handlers (temporary folders' clean-up) that are not the server's to run.
+            asyncio.set_event_loop(None)
+            atexit._clear()
+            serve(path)
+        finally:
+            os._exit(1)
+    try:
+        waiting.poll(path.exists, lambda listens: listens or os.waitpid(pid, os.WNOHANG)[0] != 0, timeout,
+                     interval=0.02)
+        yield path
+    finally:
+        processes.stop(pid, grace=1)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def serve(path: Path, warm: Callable[[], None], launch: Launch) -> NoReturn:

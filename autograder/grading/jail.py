@@ -227,14 +227,11 @@ def kernel_uid(launcher_pid: int) -> int:
 
 def serve(path: Path) -> NoReturn:
     """The worker's kernel server at `path`: the grading kernel's libraries imported once, each kernel a fork."""
-    forkserver.serve(path, _warm, launch)
+    forkserver.serve(path, warm, launch)
 
 
-def _warm() -> None:
-    """Import the kernel's libraries in the environment its forks will have: some read it at import."""
-    if os.environ.get("KUBECONFIG"):
-        os.environ["KUBECONFIG"] = str(JAILED_KUBECONFIG)
-    os.environ["JPY_PARENT_PID"] = str(os.getppid())  # as jupyter_client sets it for the worker's kernels
+def warm() -> None:
+    """Import the kernel's libraries once, for every kernel forked from here (the kernel reads its environment)."""
     importlib.import_module(KERNEL_MODULE).preload()
 
 

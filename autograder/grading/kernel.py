@@ -15,7 +15,10 @@ import logging
 import os
 import sys
 
+import kubernetes.config
 from ipykernel import kernelapp
+from kubernetes.client import models
+from kubernetes.config import kube_config
 
 from autograder import isolation
 
@@ -39,14 +42,21 @@ def preload(modules: tuple[str, ...] = PRELOADED) -> None:
             importlib.import_module(name)
         except ImportError as error:
             log.warning("not preloaded: %s", error)
+    # Each model's module loads at its first use too: a Pod read for the first time loads dozens.
+    for name in models.__all__:
+        getattr(models, name)
 
 
 def main() -> None:
     """ipykernel's own start, with `sys.argv`, once the libraries are loaded."""
     isolation.die_with_parent()  # the jail's pid 1 is the parent: the kernel goes with it
     preload()
+    # Read at import, which in a server's fork came before this kernel's environment was set: read again.
+    location = os.environ.get("KUBECONFIG", "~/.kube/config")
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubernetes.config.KUBE_CONFIG_DEFAULT_LOCATION = location
+    parent = int(os.environ.get("JPY_PARENT_PID") or 0)  # set: ipykernel copies no output to the terminal
     sys.path.insert(0, os.getcwd())  # the student's own modules import as in any kernel
-    kernelapp.launch_new_instance()
+    kernelapp.IPKernelApp.launch_instance(parent_handle=parent)
 
 
 if __name__ == "__main__":

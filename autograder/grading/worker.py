@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import importlib
 import json
 import os
 import sys
@@ -81,9 +80,10 @@ def jail_kernel(folder: Path, hide: list[Path]) -> Iterator[Config]:
 
     The jailed kernel has no network: its ZMQ sockets are files in a folder the jail keeps
     writable, and its one connection out, to the API server, is relayed through a unix socket there.
-    Kernels are forks of a kernel server that runs while the block does (in a folder only root enters).
+    Kernels are forks of a kernel server that runs while the block does (in a folder only root enters),
+    itself a fork of this worker, which a warm server made with the kernel's libraries already loaded.
     """
-    with forkserver.running(folder / "server" / "kernels.sock", "autograder.grading.jail") as server:
+    with forkserver.forked(folder / "server" / "kernels.sock", jail.serve) as server:
         sockets = folder / "sockets"
         sockets.mkdir()
         sockets.chmod(0o1733)  # every kernel uid may make its sockets there; none may see or remove others'
@@ -103,7 +103,7 @@ def jail_kernel(folder: Path, hide: list[Path]) -> Iterator[Config]:
 
 def serve(path: Path) -> NoReturn:
     """The class run's worker server at `path`: nbgrader and the lesson's libraries imported once, each worker a fork."""
-    forkserver.serve(path, importlib.import_module(jail.KERNEL_MODULE).preload, launch)
+    forkserver.serve(path, jail.warm, launch)
 
 
 def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
