@@ -53,10 +53,21 @@ def _last_logs(lab: Lab, pod: client.V1Pod, lines: int = 5) -> str:
     return " | ".join(line for line in (text or "").splitlines() if line.strip())
 
 
+def _unschedulable(pod: client.V1Pod) -> str | None:
+    """The scheduler's verdict on a pod it could not place, as it writes it into the pod's PodScheduled condition."""
+    for condition in pod.status.conditions or []:
+        if condition.type == "PodScheduled" and condition.status == "False" and condition.reason == "Unschedulable":
+            return (condition.message or "").strip() or condition.reason
+    return None
+
+
 def _scheduling_failures(lab: Lab, pod: client.V1Pod) -> list[str]:
+    """What the scheduler said about an unplaced pod: its events, else its condition (events come a moment later)."""
     found = lab.core.list_namespaced_event(
         lab.namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod.metadata.name}")
-    return [e.message.strip() for e in found.items if e.reason == "FailedScheduling" and e.message]
+    said = [e.message.strip() for e in found.items if e.reason == "FailedScheduling" and e.message]
+    verdict = _unschedulable(pod)
+    return said or ([verdict] if verdict else [])
 
 
 def _crash_looping(status: client.V1ContainerStatus) -> bool:
@@ -99,10 +110,10 @@ def diagnose(lab: Lab, selector: str) -> list[str]:
     return findings
 
 
-def _settled(lab: Lab, pod: client.V1Pod) -> bool:
+def _settled(pod: client.V1Pod) -> bool:
     """Whether a pod has reached a state worth diagnosing: ready, stuck, or refused by the scheduler."""
     if not pod.spec.node_name:
-        return bool(_scheduling_failures(lab, pod))
+        return _unschedulable(pod) is not None
     return k8s.condition_true(pod) or _status(pod) in k8s.STUCK_REASONS
 
 
@@ -110,7 +121,7 @@ def wait_until_settled(lab: Lab, selector: str, timeout: float = 60) -> None:
     """Give new pods time to be scheduled and started (or to fail) before diagnosing them."""
     with suppress(k8s.WaitTimeout):  # unsettled pods are diagnosed as they are
         k8s.wait_for(lab.core.list_namespaced_pod, lab.namespace, label_selector=selector, timeout=timeout,
-                     until=lambda pods: pods and all(_settled(lab, pod) for pod in pods),
+                     until=lambda pods: pods and all(_settled(pod) for pod in pods),
                      what=f"the pods behind {selector} settling")
 
 
