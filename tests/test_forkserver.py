@@ -55,8 +55,8 @@ def _report_and_exit(report: Path, socket: Path) -> NoReturn:
     try:
         asyncio.get_event_loop().run_until_complete(asyncio.sleep(0))
         report.write_text("a loop of its own runs")
-    except OSError as error:
-        report.write_text(f"the parent's loop: {error}")
+    except Exception as error:  # noqa: BLE001 (the report says what broke)
+        report.write_text(f"the parent's loop: {error!r}")
     socket.touch()
     processes.run_as_main(lambda: None, ["server"], None)
 

@@ -79,7 +79,7 @@ def forked(path: Path, serve: Callable[[Path], NoReturn], timeout: float = 30) -
             become({"cwd": "/", "env": dict(os.environ)}, os.open(os.devnull, os.O_WRONLY), 2)
             # Nothing of this process's state that outlived its files: an event loop polling a closed
             # descriptor, exit handlers (temporary folders' clean-up) that are not the server's to run.
-            asyncio.set_event_loop(None)
+            asyncio.set_event_loop_policy(None)
             atexit._clear()
             serve(path)
         finally:
