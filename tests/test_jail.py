@@ -279,6 +279,14 @@ def test_a_student_reaches_the_cluster_with_the_clients_default_kubeconfig(tmp_p
     assert printed.strip() == f"http://127.0.0.1:{api_server}"
 
 
+def test_shell_lines_run_in_the_jailed_kernel_with_their_output_and_exit_code(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    with _jailed_kernel(tmp_path) as (manager, _):
+        printed = _run_in(manager, "!echo from a shell; exit 3\nprint(_exit_code)")
+    assert printed.split() == ["from", "a", "shell", "3"]
+
+
 def test_only_root_may_ask_the_kernel_server_for_a_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUPYTER_PATH", "")
     shared = Path(tempfile.mkdtemp(prefix="jail-shared-"))  # any user may reach it, unlike tmp_path
