@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import logging
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
 
@@ -78,7 +80,7 @@ class Router:
 
     def reconcile(self) -> str:
         """One pass over every pod bound to a node; returns the pod list's resourceVersion to watch from."""
-        images = catalog(self.core)
+        images = _CatalogOnDemand(self.core)
         pods = self.core.list_pod_for_all_namespaces()
         now = time.monotonic()
         used_ips = {pod.status.pod_ip for pod in pods.items if pod.status and pod.status.pod_ip}
@@ -165,13 +167,12 @@ class Router:
                                               "uid": pod.metadata.uid}]},
             "spec": spec,
         }
-        try:
-            current = self.custom.get_namespaced_custom_object(*KWOK, namespace, plural, name)
-        except client.ApiException as error:
-            if error.status != 404:
-                raise
+        try:  # most are new: create first, read only when it exists (one request instead of two)
             self.custom.create_namespaced_custom_object(*KWOK, namespace, plural, body)
-        else:
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+            current = self.custom.get_namespaced_custom_object(*KWOK, namespace, plural, name)
             if current.get("spec") != spec:
                 body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                 self.custom.replace_namespaced_custom_object(*KWOK, namespace, plural, name, body)
@@ -188,6 +189,26 @@ class Router:
         for relay in self.relays.values():
             relay.close()
         self.pods.clear()
+
+class _CatalogOnDemand(Mapping[str, dict]):
+    """The image catalog, read on first use: most passes start no container and need no image."""
+
+    def __init__(self, core: client.CoreV1Api) -> None:
+        self._core = core
+
+    @functools.cached_property
+    def _images(self) -> dict[str, dict]:
+        return catalog(self._core)
+
+    def __getitem__(self, tag: str) -> dict:
+        return self._images[tag]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._images)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
 
 def serve(context: str) -> int:
     """The router's main loop: reconcile after every pod change, exit when the cluster is gone."""

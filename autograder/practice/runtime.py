@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -153,7 +154,7 @@ class Container:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def sync(self, images: dict[str, dict], now: float) -> None:
+    def sync(self, images: Mapping[str, dict], now: float) -> None:
         """Move the container one step on, as kubelet's sync loop does."""
         if self.process is not None:
             if self.process.poll() is not None:
@@ -421,7 +422,7 @@ class PodRuntime:
     def event(self, reason: str, message: str, kind: str, container: str) -> None:
         self.recorder.record(self.pod, reason, message, kind, container)
 
-    def sync(self, pod: client.V1Pod, images: dict[str, dict], now: float) -> None:
+    def sync(self, pod: client.V1Pod, images: Mapping[str, dict], now: float) -> None:
         if self.deleting is False and pod.metadata.deletion_timestamp is not None:
             for one in self.containers:
                 if one.running():
