@@ -106,11 +106,12 @@ def wait_for(list_objects: Callable[..., Any], *args: Any, until: Callable[[list
         wait = min(resync, deadline - time.monotonic())
         seconds = max(1, int(wait))
         # The server ends the watch after whole `seconds`; the read timeout covers a server that does not,
-        # and ends a sub-second resync's watch (a timed-out read lists again, below).
-        read = wait if wait < 1 else seconds + 10
+        # and ends a sub-second resync's watch (a timed-out read lists again, below). At the deadline `wait`
+        # reaches 0, which urllib3 refuses as a timeout: hence the floor.
+        read = max(wait, 0.05) if wait < 1 else seconds + 10
         try:
             for event in watch.Watch().stream(list_objects, *args, resource_version=_version(listing),
-                                              timeout_seconds=seconds, _request_timeout=(10, max(read, 0.05)),
+                                              timeout_seconds=seconds, _request_timeout=(10, read),
                                               **kwargs):
                 changed = event["object"]
                 if event["type"] == "DELETED":
