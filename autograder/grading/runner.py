@@ -95,6 +95,10 @@ def grade_class(course_root: Path, assignment: str, students: list[str] | None =
         raise GradingError(f"no submissions for {assignment!r} under "
                            f"{course.root / course.dirs.submitted_directory}/<student>/{assignment}")
     admin = admin_client(provider)
+    if settings.jobs > 1:
+        logger.warning(f"grading {settings.jobs} submissions at once: a kernel may cordon nodes at any moment "
+                       "(notebook 07 needs it), so a hostile one can cost the submission graded beside it points; "
+                       "nodes are restored after every submission either way, and --jobs 1 grades one at a time")
     with class_lock(course, assignment), staging(course, assignment) as staged:
         backup = backup_gradebook(course)
         grader = Grader(course, assignment, settings, staged)
