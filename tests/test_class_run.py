@@ -9,10 +9,12 @@ graded class is fast.
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pytest
 from kubernetes import client
 from nbgrader.api import Gradebook
 
-from autograder.grading import UNISOLATED_FLAG, grader, jail, sandbox, submissions
+from autograder.grading import UNISOLATED_FLAG, grader, jail, nodes, sandbox, submissions
 from autograder.grading.course import Course, GradingError
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
@@ -194,3 +196,31 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(course: Path, practic
     print(resumed.stdout, resumed.stderr)
     assert resumed.returncode == 0
     assert resumed.stdout.count(f"{FULL:g}/{FULL:g}") == 2
+
+
+def test_an_exclusive_notebook_starts_only_once_another_submissions_cordon_is_undone(
+        practice_cluster, tmp_path: Path) -> None:
+    admin = kubeconfig.api_client(practice_cluster.context)
+    core = client.CoreV1Api(admin)
+    before = nodes.snapshot(admin)
+    lock = tmp_path / grader.EXCLUSIVE_LOCK
+    restored_at: list[float] = []
+
+    def clean_up_of_the_cordoner() -> None:
+        """Its clean-up a moment later, under the same lock, as the grader's `_restore_nodes`."""
+        time.sleep(1)
+        with open(lock, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            nodes.restore(admin, before)
+            restored_at.append(time.monotonic())
+
+    core.patch_node(sorted(before)[0], {"spec": {"unschedulable": True}})  # another submission's cordon
+    cleaner = threading.Thread(target=clean_up_of_the_cordoner)
+    cleaner.start()
+    try:
+        with nodes.exclusive(lock, lambda: core.list_node().items, before, timeout=30):
+            entered, left_changed = time.monotonic(), nodes.differing(core.list_node().items, before)
+    finally:
+        cleaner.join()
+        nodes.restore(admin, before)
+    assert not left_changed and restored_at and entered >= restored_at[0]

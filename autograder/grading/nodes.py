@@ -8,14 +8,18 @@ restore, not the grader's.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from kubernetes import client
 
 from autograder.errors import LabError
 from autograder.lab import k8s
+from autograder.waiting import poll
 
 logger = logging.getLogger(__name__)
 CONTROLLER_TAINTS = "node.kubernetes.io/"
@@ -52,6 +56,33 @@ def restore_patch(before: dict, now: dict, controller_taints: list[dict]) -> lis
     return patch
 
 
+def differing(nodes: list[client.V1Node], before: Snapshot) -> list[client.V1Node]:
+    """The nodes whose changeable fields are not as in `before`."""
+    return [node for node in nodes if node.metadata.name in before and _state(node) != before[node.metadata.name]]
+
+
+@contextmanager
+def exclusive(lock: Path, list_nodes: Callable[[], list[client.V1Node]], before: Snapshot | None,
+              timeout: float) -> Iterator[None]:
+    """The lock around a notebook that changes nodes, taken once they are as `before` (or `timeout` passed).
+
+    A submission's node changes are undone by its clean-up, which takes this lock too: the lock is let
+    go while the nodes differ, so one submission's cordons never meet another's notebook 07.
+    """
+    with open(lock, "w") as handle:
+        def restored() -> bool:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if before is None or not differing(list_nodes(), before):
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+        if not poll(restored, bool, timeout, interval=0.2):
+            logger.warning("nodes still differ from the run's start after %.0f s: the notebook runs anyway", timeout)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def restore(admin: client.ApiClient, before: Snapshot, timeout: float = 30) -> list[str]:
     """Put every node's fields back as in `before`, then check; returns the nodes that had changed."""
     core = client.CoreV1Api(admin)
@@ -59,14 +90,13 @@ def restore(admin: client.ApiClient, before: Snapshot, timeout: float = 30) -> l
 
     def put_back(nodes: list[client.V1Node]) -> bool:
         """On every change of the nodes: patch back what differs; done once nothing does."""
-        differing = [node for node in nodes
-                     if node.metadata.name in before and _state(node) != before[node.metadata.name]]
-        for node in differing:
+        differing_now = differing(nodes, before)
+        for node in differing_now:
             name = node.metadata.name
             logger.warning("node %s was changed by a submission: restoring it", name)
             core.patch_node(name, restore_patch(before[name], _state(node), _controller_taints(node)))
-        changed.update(node.metadata.name for node in differing)
-        return not differing
+        changed.update(node.metadata.name for node in differing_now)
+        return not differing_now
 
     try:
         k8s.wait_for(core.list_node, until=put_back, timeout=timeout, what="the nodes' restore")

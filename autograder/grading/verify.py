@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import atexit
-import fcntl
 import json
 import subprocess
 from collections import defaultdict
@@ -33,7 +32,7 @@ from traitlets import Float, Integer, List, Unicode
 
 from autograder import processes
 from autograder.errors import LabError
-from autograder.grading import answers, jail, judge, values
+from autograder.grading import answers, jail, judge, nodes, values
 from autograder.lab import kubeconfig
 from autograder.lab.cluster import Lab
 
@@ -110,6 +109,8 @@ class ClusterVerifiedExecute(Execute):
     exclusive_notebooks = List(Unicode(), help="notebooks that need the whole cluster's nodes (GPUs, "
                                "cordoning): run one submission's at a time").tag(config=True)
     exclusive_lock = Unicode("", help="lock file shared by the parallel workers").tag(config=True)
+    nodes_snapshot = Unicode("", help="the nodes as the run found them: an exclusive notebook starts on "
+                             "nodes put back as they were").tag(config=True)
 
     _lab: Lab | None = None
     _imports = ""
@@ -144,8 +145,9 @@ class ClusterVerifiedExecute(Execute):
         try:
             if name not in self.exclusive_notebooks or not self.exclusive_lock:
                 return super().preprocess(nb, resources, km or spare)
-            with open(self.exclusive_lock, "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            before = nodes.load(Path(self.nodes_snapshot)) if self.nodes_snapshot else None
+            with nodes.exclusive(Path(self.exclusive_lock), lambda: self._reader().core.list_node().items, before,
+                                 self.timeout or 120):
                 return super().preprocess(nb, resources, km or spare)
         finally:
             if spare is not None and self.km is not None:

@@ -71,6 +71,7 @@ def grading_config(course: Path, assignment: str, namespace: str, reader_kubecon
     config.ClusterVerifiedExecute.reader_kubeconfig = str(reader_kubeconfig)
     config.ClusterVerifiedExecute.patience = patience
     config.ClusterVerifiedExecute.exclusive_lock = str(course / ".grading" / "cluster-exclusive.lock")
+    config.ClusterVerifiedExecute.nodes_snapshot = str(course / ".grading" / f"{assignment}.nodes.json")
     return config
 
 
