@@ -18,6 +18,7 @@ from pathlib import Path
 from kubernetes import client
 
 from autograder.errors import LabError
+from autograder.grading.ledger import LEDGER_DIR
 from autograder.lab import k8s
 from autograder.waiting import poll
 
@@ -108,6 +109,11 @@ def restore(admin: client.ApiClient, before: Snapshot, timeout: float = 30) -> l
 def _controller_taints(node: client.V1Node) -> list[dict]:
     return [client.ApiClient().sanitize_for_serialization(t) for t in node.spec.taints or []
             if t.key.startswith(CONTROLLER_TAINTS)]
+
+
+def saved_file(course_root: Path, assignment: str) -> Path:
+    """Where a run keeps its starting point: read by its workers, and by the next run if this one is killed."""
+    return course_root / LEDGER_DIR / f"{assignment}.nodes.json"
 
 
 def save(path: Path, state: Snapshot) -> None:

@@ -151,7 +151,7 @@ def _grade_on_cluster(grader: Grader, admin: client.ApiClient, students: list[st
     for namespace in sandbox.leftovers(admin, course.key, digest(assignment)):
         logger.info(f"removing namespace {namespace} left by an interrupted run")
         sandbox.delete(admin, namespace)
-    saved = course.root / LEDGER_DIR / f"{assignment}.nodes.json"
+    saved = nodes.saved_file(course.root, assignment)
     if (before := nodes.load(saved)) is not None:
         logger.info(f"restoring nodes an interrupted run left changed: {', '.join(nodes.restore(admin, before)) or 'none'}")
     grader.admin, grader.nodes = admin, nodes.snapshot(admin)

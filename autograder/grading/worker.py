@@ -27,7 +27,7 @@ from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from autograder import isolation, processes
-from autograder.grading import bridge, jail, forkserver
+from autograder.grading import bridge, jail, forkserver, nodes
 from autograder.grading.verify import PHASES, ClusterVerifiedExecute
 
 WORKER_MODULE = "autograder.grading.worker"
@@ -71,7 +71,7 @@ def grading_config(course: Path, assignment: str, namespace: str, reader_kubecon
     config.ClusterVerifiedExecute.reader_kubeconfig = str(reader_kubeconfig)
     config.ClusterVerifiedExecute.patience = patience
     config.ClusterVerifiedExecute.exclusive_lock = str(course / ".grading" / "cluster-exclusive.lock")
-    config.ClusterVerifiedExecute.nodes_snapshot = str(course / ".grading" / f"{assignment}.nodes.json")
+    config.ClusterVerifiedExecute.nodes_snapshot = str(nodes.saved_file(course, assignment))
     return config
 
 
