@@ -53,9 +53,30 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
         subprocess.run(["umount", "--lazy", str(path)], check=False, capture_output=True)
 
 
+def _note_forker() -> None:
+    global _forking
+    _forking = os.getpid()
+
+
+def _take_forker() -> None:
+    global _forker
+    _forker = _forking
+
+
+_forking = 0
+_forker = os.getppid()  # in each fork's child: the pid of the process that forked it, as that one saw itself
+os.register_at_fork(before=_note_forker, after_in_child=_take_forker)
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Outside a PID namespace nothing else would stop this process when the one that started it dies."""
+    """Outside a PID namespace nothing else would stop this process when the one that started it dies.
+
+    The parent may die before this call, and then no signal would ever come: this process stops now.
+    """
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    parent = os.getppid()
+    if parent not in (_forker, 0):  # 0: the parent is outside this PID namespace, where its pid is not seen
+        os.kill(os.getpid(), sig)
 
 
 def loopback_up() -> None:
