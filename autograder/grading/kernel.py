@@ -27,11 +27,14 @@ from autograder import isolation
 log = logging.getLogger(__name__)
 
 # kubernetes.client loads an API's module (and its hundreds of models) at its first use: named here.
-PRELOADED = ("matplotlib.pyplot", "matplotlib_inline.backend_inline", "kubernetes.client",
-             "kubernetes.client.api.core_v1_api", "kubernetes.client.api.apps_v1_api", "kubernetes.utils",
-             "kubernetes.watch", "docker", "requests", "autograder.lab", "autograder.lesson.checks",
-             "autograder.lesson.handson", "autograder.lesson.observe", "autograder.lesson.steps",
-             "autograder.lesson.troubleshoot")
+# ipykernel.debugger (debugpy) is what ipykernel imports as it starts; flask is what 04's app.py imports.
+PRELOADED = ("ipykernel.debugger", "matplotlib.pyplot", "matplotlib_inline.backend_inline", "kubernetes.client",
+             "kubernetes.client.api.core_v1_api", "kubernetes.client.api.apps_v1_api",
+             "kubernetes.client.api.custom_objects_api", "kubernetes.client.api.discovery_v1_api",
+             "kubernetes.client.api.version_api", "kubernetes.utils", "kubernetes.watch", "docker", "requests",
+             "flask", "autograder.lab", *(f"autograder.lesson.{name}" for name in (
+                 "checks", "ecosystem", "fleet", "handson", "manifests", "observe", "platforms", "scenarios",
+                 "steps", "troubleshoot")))
 _SPAWN_PTY = pexpect.spawn._spawnpty
 # ipykernel chooses this backend when it starts; matplotlib reads it when imported, so it is set first.
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -40,6 +43,7 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 def preload(modules: tuple[str, ...] = PRELOADED) -> None:
     """Import what the notebooks import; one that fails is left for the notebook's cell to report."""
     os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # as ipykernel's own kernelspec: no warning
     for name in modules:
         try:
             importlib.import_module(name)
