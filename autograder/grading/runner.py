@@ -145,24 +145,26 @@ def _restore_damaged(course: Course, backup: Path | None, student: str) -> str:
 def _grade_on_cluster(grader: Grader, admin: client.ApiClient, students: list[str], provider: str | None) -> dict[str, Outcome]:
     """Set the cluster up for grading, grade `students` and put nodes and namespaces back as they were."""
     course, assignment = grader.course, grader.assignment
-    sandbox.ensure_node_access(admin)
-    prepare_practice(course, admin, provider)
-    ensure_in_gradebook(course, assignment)
-    for namespace in sandbox.leftovers(admin, course.key, digest(assignment)):
-        logger.info(f"removing namespace {namespace} left by an interrupted run")
-        sandbox.delete(admin, namespace)
-    saved = nodes.saved_file(course.root, assignment)
-    if (before := nodes.load(saved)) is not None:
-        logger.info(f"restoring nodes an interrupted run left changed: {', '.join(nodes.restore(admin, before)) or 'none'}")
-    grader.admin, grader.nodes = admin, nodes.snapshot(admin)
-    nodes.save(saved, grader.nodes)
-    try:
-        with tempfile.TemporaryDirectory(prefix="workers-") as folder, \
-                forkserver.running(Path(folder) / "server" / "workers.sock", worker.WORKER_MODULE,
-                                   kernel_environment(None)) as grader.workers:
+    # The worker server imports for seconds: it starts first, and does so while the cluster is set up.
+    with tempfile.TemporaryDirectory(prefix="workers-") as folder, \
+            forkserver.running(Path(folder) / "server" / "workers.sock", worker.WORKER_MODULE,
+                               kernel_environment(None)) as workers:
+        sandbox.ensure_node_access(admin)
+        prepare_practice(course, admin, provider)
+        ensure_in_gradebook(course, assignment)
+        for namespace in sandbox.leftovers(admin, course.key, digest(assignment)):
+            logger.info(f"removing namespace {namespace} left by an interrupted run")
+            sandbox.delete(admin, namespace)
+        saved = nodes.saved_file(course.root, assignment)
+        if (before := nodes.load(saved)) is not None:
+            logger.info("restoring nodes an interrupted run left changed: "
+                        f"{', '.join(nodes.restore(admin, before)) or 'none'}")
+        grader.admin, grader.nodes, grader.workers = admin, nodes.snapshot(admin), workers
+        nodes.save(saved, grader.nodes)
+        try:
             outcomes = _grade_all(grader, students, grader.settings.jobs)
-    finally:
-        _wait_for_namespaces(admin, course, assignment)
+        finally:
+            _wait_for_namespaces(admin, course, assignment)
     saved.unlink()
     return outcomes
 
