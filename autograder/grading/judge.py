@@ -24,7 +24,7 @@ from nbformat import NotebookNode
 from nbgrader.utils import is_grade, is_solution
 
 from autograder.grading import values
-from autograder.waiting import poll
+from autograder.waiting import CONVERGING_INTERVAL, poll
 
 FILENAME = "<test cell>"
 MAX_SHOWN = 20_000  # characters of one output kept: a message may carry a student's value of megabytes
@@ -136,7 +136,7 @@ def run(source: str, scope: dict[str, Any], patience: float) -> list[NotebookNod
 
     # A check that failed only because the controllers lag (its result is `pending`) is asked again.
     printed, error = poll(attempt, lambda outcome: not getattr(getattr(outcome[1], "result", None), "pending", False),
-                          patience)
+                          patience, CONVERGING_INTERVAL)
     return _outputs(printed, error)
 
 

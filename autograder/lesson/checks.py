@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 
 from autograder.lab import k8s
-from autograder.waiting import poll
+from autograder.waiting import CONVERGING_INTERVAL, poll
 from autograder.lab.workloads import history, rollout_state
 
 SCALING_EVENT = re.compile(r"Scaled (?P<way>up|down) replica set (?P<rs>\S+) (?:from (?P<old>\d+) )?to (?P<new>\d+)")
@@ -357,7 +357,7 @@ def namespace_clean(lab: LabLike, selector: str, deployed: str | None = None) ->
 
 
 def eventually(check: Callable[..., CheckResult], lab: LabLike, *args: Any, timeout: float = 30,
-               interval: float = 0.5, **kwargs: Any) -> CheckResult:
+               interval: float = CONVERGING_INTERVAL, **kwargs: Any) -> CheckResult:
     """Repeat a check while the cluster is still converging on it, for up to `timeout` seconds."""
     return poll(lambda: check(lab, *args, **kwargs), lambda result: bool(result) or not result.pending,
                     timeout, interval)
