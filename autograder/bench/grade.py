@@ -53,6 +53,18 @@ def _feedback_seconds(course: Path, students: list[str], jobs: int = 1) -> float
     return time.monotonic() - started
 
 
+def _feedback_split(course: Path, students: list[str]) -> tuple[float, float]:
+    """Feedback's seconds per submission, and the run's own share (starting the renderer, the CSV export).
+
+    Rendering one student, then all of them, tells the two apart; with one student it is all theirs.
+    """
+    alone = _feedback_seconds(course, students[:1])
+    if len(students) < 2:
+        return alone, 0.0
+    each = max(0.0, _feedback_seconds(course, students) - alone) / (len(students) - 1)
+    return each, max(0.0, alone - each)
+
+
 def _phase_table(outcomes: list[Outcome], feedback: float) -> str:
     """Median seconds per phase of each submission, in the order grading goes through them."""
     order = ["sandbox set-up", "kernel starts", "cells", "judging", "worker", "clean-up"]
@@ -84,8 +96,8 @@ def run(students: int, jobs: int, provider: str | None = None) -> int:
         fixed = []
         for kind, names in (("solved", solved), ("blank", blank)):
             elapsed, busy, outcomes = _measure(course, names, 1, provider)
-            feedback = _feedback_seconds(course, names) / len(names)
-            fixed.append(_fixed_seconds(elapsed, outcomes))
+            feedback, feedback_start = _feedback_split(course, names)
+            fixed.append(_fixed_seconds(elapsed, outcomes) + feedback_start)
             print(f"{kind}, serial: {statistics.median(o.seconds for o in outcomes) + feedback:.1f} s per submission "
                   f"(median, with its feedback), besides the run's own {fixed[-1]:.1f} s; median per phase:")
             print(_phase_table(outcomes, feedback))
@@ -94,7 +106,8 @@ def run(students: int, jobs: int, provider: str | None = None) -> int:
             print(f"    machine CPU {per_submission:6.1f} core-s per submission (feedback aside): at most "
                   f"{60 * cores / per_submission:.1f} per minute on {cores} cores")
         start_and_end = statistics.median(fixed)
-        print(f"each run's own start and end (servers, the last namespace's deletion): {start_and_end:.1f} s")
+        print(f"each run's own start and end (servers, the last namespace's deletion, the feedback renderer's "
+              f"start): {start_and_end:.1f} s")
         # A class is mostly solved work: its rate is the one to plan with; half blank flatters it.
         for kind, names in (("solved only", solved), ("half solved, half blank", solved + blank)):
             elapsed, _, _ = _measure(course, names, jobs, provider)
