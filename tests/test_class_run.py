@@ -24,6 +24,7 @@ from nbgrader.api import Gradebook
 
 from autograder.grading import UNISOLATED_FLAG, grader, jail, nodes, sandbox, submissions
 from autograder.grading.course import Course, GradingError
+from autograder.grading.ledger import LEDGER_DIR
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
@@ -224,3 +225,27 @@ def test_an_exclusive_notebook_starts_only_once_another_submissions_cordon_is_un
         cleaner.join()
         nodes.restore(admin, before)
     assert not left_changed and restored_at and entered >= restored_at[0]
+
+
+@pytest.mark.cluster
+def test_a_parallel_clean_up_goes_on_and_its_node_restore_waits_for_another_exclusive_notebook(
+        course: Path, practice_cluster, tmp_path: Path) -> None:
+    admin = kubeconfig.api_client(practice_cluster.context)
+    core = client.CoreV1Api(admin)
+    parallel = grader.Grader(Course(course), ASSIGNMENT, GradingSettings(jobs=2), tmp_path)
+    parallel.admin, parallel.nodes = admin, nodes.snapshot(admin)
+    cordoned = sorted(parallel.nodes)[0]
+    core.patch_node(cordoned, {"spec": {"unschedulable": True}})  # left by the submission being cleaned up
+    (course / LEDGER_DIR).mkdir(exist_ok=True)
+    try:
+        with open(course / LEDGER_DIR / grader.EXCLUSIVE_LOCK, "w") as other_submissions_notebook_07:
+            fcntl.flock(other_submissions_notebook_07, fcntl.LOCK_EX)
+            clean_up = threading.Thread(target=parallel._restore_nodes)
+            clean_up.start()
+            clean_up.join(timeout=20)
+            went_on, still_cordoned = not clean_up.is_alive(), core.read_node(cordoned).spec.unschedulable
+        parallel.restores_done()
+        restored = not nodes.differing(core.list_node().items, parallel.nodes)
+    finally:
+        nodes.restore(admin, parallel.nodes)
+    assert went_on and still_cordoned and restored

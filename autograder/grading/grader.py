@@ -52,6 +52,7 @@ class Grader:
         self.workers: Path | None = None  # the run's worker server (forkserver.py), when one listens
         self._staged: dict[str, tuple[str, list[str]]] = {}
         self._running: set[subprocess.Popen] = set()
+        self._restores: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def prepare(self, student: str) -> Outcome | None:
@@ -154,7 +155,36 @@ class Grader:
         return outcome
 
     def _restore_nodes(self) -> None:
-        """Nodes as before the run, once no notebook that may cordon them is running."""
+        """Nodes as before the run, once no notebook that may cordon them is running.
+
+        With one worker that is at once, before the next submission starts. With several, another
+        submission's notebook 07 may hold the lock for seconds: the restore waits for it in a thread
+        of its own while this worker goes on, and no notebook 07 starts before the nodes are back
+        (nodes.exclusive).
+        """
+        if self.settings.jobs <= 1:
+            self._restore_under_lock()
+            return
+        restore = threading.Thread(target=self._restore_in_background, name="node restore")
+        restore.start()
+        with self._lock:
+            self._restores.append(restore)
+
+    def restores_done(self) -> None:
+        """Wait for the node restores still waiting their turn: the run ends with the nodes it found."""
+        with self._lock:
+            pending, self._restores = self._restores, []
+        for restore in pending:
+            restore.join()
+
+    def _restore_in_background(self) -> None:
+        try:
+            self._restore_under_lock()
+        except Exception as error:  # nobody waits on this thread: say it where the instructor looks
+            logger.error("%s; the submissions graded next may meet changed nodes (kubectl get nodes shows them)",
+                         error)
+
+    def _restore_under_lock(self) -> None:
         with open(self.course.root / LEDGER_DIR / EXCLUSIVE_LOCK, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             nodes.restore(self.admin, self.nodes)

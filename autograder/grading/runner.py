@@ -164,6 +164,7 @@ def _grade_on_cluster(grader: Grader, admin: client.ApiClient, students: list[st
         try:
             outcomes = _grade_all(grader, students, grader.settings.jobs)
         finally:
+            grader.restores_done()
             _wait_for_namespaces(admin, course, assignment)
     saved.unlink()
     return outcomes
