@@ -24,7 +24,6 @@ from nbgrader.api import Gradebook
 
 from autograder.grading import UNISOLATED_FLAG, grader, jail, nodes, sandbox, submissions
 from autograder.grading.course import Course, GradingError
-from autograder.grading.ledger import LEDGER_DIR
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
@@ -204,7 +203,8 @@ def test_an_exclusive_notebook_starts_only_once_another_submissions_cordon_is_un
     admin = kubeconfig.api_client(practice_cluster.context)
     core = client.CoreV1Api(admin)
     before = nodes.snapshot(admin)
-    lock = tmp_path / grader.EXCLUSIVE_LOCK
+    lock = nodes.lock_file(tmp_path)
+    lock.parent.mkdir()
     restored_at: list[float] = []
 
     def clean_up_of_the_cordoner() -> None:
@@ -236,9 +236,9 @@ def test_a_parallel_clean_up_goes_on_and_its_node_restore_waits_for_another_excl
     parallel.admin, parallel.nodes = admin, nodes.snapshot(admin)
     cordoned = sorted(parallel.nodes)[0]
     core.patch_node(cordoned, {"spec": {"unschedulable": True}})  # left by the submission being cleaned up
-    (course / LEDGER_DIR).mkdir(exist_ok=True)
+    nodes.lock_file(course).parent.mkdir(exist_ok=True)
     try:
-        with open(course / LEDGER_DIR / grader.EXCLUSIVE_LOCK, "w") as other_submissions_notebook_07:
+        with open(nodes.lock_file(course), "w") as other_submissions_notebook_07:
             fcntl.flock(other_submissions_notebook_07, fcntl.LOCK_EX)
             clean_up = threading.Thread(target=parallel._restore_nodes)
             clean_up.start()

@@ -21,7 +21,7 @@ from kubernetes import client
 
 from autograder import processes
 from autograder.grading import answers, jail, ledger, nodes, repair, sandbox, submissions, worker
-from autograder.grading.ledger import LEDGER_DIR, Ledger, Outcome, submission_digest
+from autograder.grading.ledger import Ledger, Outcome, submission_digest
 from autograder.grading.settings import GradingSettings
 from autograder.grading.verify import timed
 from autograder.grading.names import check_student_id, digest, namespace_for, printable
@@ -31,7 +31,6 @@ from autograder.lab import binaries
 logger = logging.getLogger(__name__)
 
 MAX_LISTED = 10  # skipped files named in an outcome's note
-EXCLUSIVE_LOCK = "cluster-exclusive.lock"  # the lock the workers hold around notebooks that cordon nodes
 
 
 class Grader:
@@ -185,7 +184,7 @@ class Grader:
                          error)
 
     def _restore_under_lock(self) -> None:
-        with open(self.course.root / LEDGER_DIR / EXCLUSIVE_LOCK, "w") as lock:
+        with open(nodes.lock_file(self.course.root), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             nodes.restore(self.admin, self.nodes)
 

@@ -111,6 +111,11 @@ def _controller_taints(node: client.V1Node) -> list[dict]:
             if t.key.startswith(CONTROLLER_TAINTS)]
 
 
+def lock_file(course_root: Path) -> Path:
+    """The lock held around a notebook that changes nodes and around their restore, by every worker of a run."""
+    return course_root / LEDGER_DIR / "cluster-exclusive.lock"
+
+
 def saved_file(course_root: Path, assignment: str) -> Path:
     """Where a run keeps its starting point: read by its workers, and by the next run if this one is killed."""
     return course_root / LEDGER_DIR / f"{assignment}.nodes.json"

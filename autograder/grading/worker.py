@@ -70,7 +70,7 @@ def grading_config(course: Path, assignment: str, namespace: str, reader_kubecon
     config.ClusterVerifiedExecute.namespace = namespace
     config.ClusterVerifiedExecute.reader_kubeconfig = str(reader_kubeconfig)
     config.ClusterVerifiedExecute.patience = patience
-    config.ClusterVerifiedExecute.exclusive_lock = str(course / ".grading" / "cluster-exclusive.lock")
+    config.ClusterVerifiedExecute.exclusive_lock = str(nodes.lock_file(course))
     config.ClusterVerifiedExecute.nodes_snapshot = str(nodes.saved_file(course, assignment))
     return config
 
