@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,20 @@ def test_kubernetes_binaries_outside_the_version_skew_are_passed_over(
     good = fake_binary(isolated / "new", "kubectl", "Client Version: v1.33.1")
     monkeypatch.setenv("PATH", f"{isolated / 'old'}:{isolated / 'new'}:/bin")
     assert binaries.find("kubectl") == good
+
+
+def test_a_binary_is_asked_its_version_once_and_again_once_replaced(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kubectl = fake_binary(isolated / "bin", "kubectl", "Client Version: v1.34.1")
+    monkeypatch.setenv("PATH", f"{isolated / 'bin'}:/bin")
+    asked: list[list[str]] = []
+    run = subprocess.run
+    monkeypatch.setattr(binaries.subprocess, "run", lambda command, **kwargs: asked.append(command) or run(command,
+                                                                                                         **kwargs))
+    assert [binaries.find("kubectl"), binaries.find("kubectl")] == [kubectl, kubectl]
+    fake_binary(isolated / "bin", "kubectl", "Client Version: v1.29.10")  # replaced in place, too old
+    assert binaries.find("kubectl") != kubectl
+    assert [command[0] for command in asked if command[0] == str(kubectl)] == [str(kubectl)] * 2
 
 
 def test_missing_everything_without_go_says_how_to_get_them(isolated: Path) -> None:

@@ -7,6 +7,7 @@ Go modules by `autograder.build.gobuild`, imported only then.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -30,6 +31,13 @@ class BinaryNotFound(LabError):
 
 def _reported_minor(path: Path) -> int | None:
     """The Kubernetes minor version a kube binary reports, or None when it will not say."""
+    status = path.stat()
+    return _asked_minor(path, status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _asked_minor(path: Path, inode: int, mtime_ns: int, size: int) -> int | None:
+    """Asked once per file as it is: each `kubectl port-forward` a notebook starts looked kubectl up again."""
     flag = ["version", "--client"] if path.name == "kubectl" else ["--version"]
     try:
         out = subprocess.run(
