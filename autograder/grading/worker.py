@@ -29,6 +29,7 @@ from traitlets.config.loader import PyFileConfigLoader
 from autograder import isolation, processes
 from autograder.grading import bridge, jail, forkserver, nodes
 from autograder.grading.verify import PHASES, ClusterVerifiedExecute
+from autograder.grading.kernelclient import ReadyKernelClient
 
 WORKER_MODULE = "autograder.grading.worker"
 CONFIG_FILE = "nbgrader_config.py"
@@ -67,6 +68,7 @@ def grading_config(course: Path, assignment: str, namespace: str, reader_kubecon
     config.Execute.timeout = cell_timeout
     config.Execute.interrupt_on_timeout = True
     config.Execute.store_widget_state = False  # a widget's state is the kernel's to write: script in the notebook
+    config.AsyncKernelManager.client_class = f"{ReadyKernelClient.__module__}.{ReadyKernelClient.__name__}"
     config.ClusterVerifiedExecute.namespace = namespace
     config.ClusterVerifiedExecute.reader_kubeconfig = str(reader_kubeconfig)
     config.ClusterVerifiedExecute.patience = patience
