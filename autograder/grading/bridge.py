@@ -33,6 +33,13 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
             pass
 
 
+def _send_at_once(connection: socket.socket) -> None:
+    """No Nagle delay on a TCP end: a relayed reply written in parts otherwise waits for the peer's
+    delayed ACK, about 40 ms per exchange (each kubectl call and API request of a kernel paid it)."""
+    if connection.family in (socket.AF_INET, socket.AF_INET6):
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _splice(client: socket.socket, connect: Callable[[], socket.socket]) -> None:
     """Join one accepted client to a fresh upstream connection, both directions."""
     try:
@@ -41,6 +48,8 @@ def _splice(client: socket.socket, connect: Callable[[], socket.socket]) -> None
         logger.warning("cannot reach the API server for a jailed kernel: %s", error)
         client.close()
         return
+    for end in (client, upstream):
+        _send_at_once(end)
     other = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
     other.start()
     _pump(client, upstream)
