@@ -41,12 +41,15 @@ def test_a_relayed_exchange_passes_both_ways_and_its_tcp_ends_do_not_wait_to_sen
             with served:
                 assert served.recv(64) == b"GET /version"
                 served.sendall(b"HTTP/1.1 200 OK\r\n")
+                reply = b""
+                while len(reply) < len(b"HTTP/1.1 200 OK\r\n"):
+                    reply += kubectl.recv(64)
+                # Mid-exchange, while the relay holds both connections open: Nagle's algorithm would
+                # hold the reply's next part until the client's delayed ACK (~40 ms).
+                assert len(listener.accepted) == len(upstreams) == 1
+                assert _sends_at_once(listener.accepted[0]) and _sends_at_once(upstreams[0])
                 served.sendall(b"\r\n{}")
                 served.shutdown(socket.SHUT_WR)
-                reply = b""
                 while part := kubectl.recv(64):
                     reply += part
         assert reply == b"HTTP/1.1 200 OK\r\n\r\n{}"
-        # Nagle's algorithm would hold the reply's second part until the client's delayed ACK (~40 ms).
-        assert len(listener.accepted) == len(upstreams) == 1
-        assert _sends_at_once(listener.accepted[0]) and _sends_at_once(upstreams[0])
