@@ -82,6 +82,7 @@ def idle_cpu_percent(practice: Practice, seconds: float = 10.0) -> float:
         return total
 
     before = used()
+    # Nothing to wait for: the figure is what the cluster burns over a span in which nothing happens.
     time.sleep(seconds)
     return 100 * (used() - before) / seconds
 

@@ -112,11 +112,6 @@ class Router:
             self.core.delete_namespaced_pod(runtime.name, runtime.namespace, body=client.V1DeleteOptions(
                 grace_period_seconds=0, preconditions=client.V1Preconditions(uid=runtime.uid)))
             return
-        if not self.legacy:
-            status = runtime.status(self._host_ip(runtime.pod.spec.node_name))
-            if status != runtime.last_status:
-                self.core.patch_namespaced_pod_status(runtime.name, runtime.namespace, {"status": status})
-                runtime.last_status = status
         forwards, logs = [], []
         for one in runtime.containers:
             if one.running():
@@ -126,9 +121,16 @@ class Router:
                 forwards.append({"ports": declared, "target": target} if declared else {"target": target})
             logs.append({"containers": [one.name], "logsFile": str(one.log), "follow": True,
                          **({"previousLogsFile": str(one.previous_log)} if one.previous_log.exists() else {})})
+        # Routes and logs first: once the status says Running or Ready, `kubectl logs` and
+        # `kubectl port-forward` must find the pod's kwok objects.
+        self._ensure_pod_object(runtime.pod, "Logs", "logs", {"logs": logs})
         if forwards:
             self._ensure_pod_object(runtime.pod, "PortForward", "portforwards", {"forwards": forwards})
-        self._ensure_pod_object(runtime.pod, "Logs", "logs", {"logs": logs})
+        if not self.legacy:
+            status = runtime.status(self._host_ip(runtime.pod.spec.node_name))
+            if status != runtime.last_status:
+                self.core.patch_namespaced_pod_status(runtime.name, runtime.namespace, {"status": status})
+                runtime.last_status = status
 
     def _relay(self, runtime: PodRuntime, one) -> Relay:
         key = (runtime.uid, one.name)
