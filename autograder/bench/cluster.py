@@ -40,14 +40,27 @@ def _cluster_processes(practice: Practice) -> list[psutil.Process]:
     return list({process.pid: process for process in processes}.values())
 
 
-def _memory_mib(practice: Practice, field: str) -> float:
-    total = 0
-    for process in _cluster_processes(practice):
+def _summed(processes: list[psutil.Process], measure: Callable[[psutil.Process], float]) -> float:
+    """`measure` added up over `processes`, skipping those gone meanwhile (a container that exited)."""
+    total = 0.0
+    for process in processes:
         try:
-            total += getattr(process.memory_full_info() if field == "pss" else process.memory_info(), field)
+            total += measure(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return total / 2**20
+    return total
+
+
+def _memory_mib(practice: Practice, field: str) -> float:
+    def memory(process: psutil.Process) -> float:
+        return getattr(process.memory_full_info() if field == "pss" else process.memory_info(), field)
+
+    return _summed(_cluster_processes(practice), memory) / 2**20
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def practice_rss_mib(practice: Practice) -> float:
@@ -70,21 +83,10 @@ def practice_pss_mib(practice: Practice) -> float:
 def idle_cpu_percent(practice: Practice, seconds: float = 10.0) -> float:
     """The cluster's CPU while nothing changes, in % of one core: what an idle student's Binder pays for it."""
     processes = _cluster_processes(practice)
-
-    def used() -> float:
-        total = 0.0
-        for process in processes:
-            try:
-                times = process.cpu_times()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            total += times.user + times.system
-        return total
-
-    before = used()
+    before = _summed(processes, _cpu_seconds)
     # Nothing to wait for: the figure is what the cluster burns over a span in which nothing happens.
     time.sleep(seconds)
-    return 100 * (used() - before) / seconds
+    return 100 * (_summed(processes, _cpu_seconds) - before) / seconds
 
 
 def with_readiness_probe(documents: list[dict]) -> list[dict]:
