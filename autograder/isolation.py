@@ -9,25 +9,33 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+MNT_DETACH = 2
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
 MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 38, 47, 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 CAPABILITY_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+# Programs an isolated process may name, as a container image's PATH would find them.
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def mount(*args: str) -> None:
-    subprocess.run(["mount", *args], check=True, capture_output=True)
+    done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise OSError(f"mount {' '.join(args)}: {done.stderr.strip() or f'exit code {done.returncode}'}")
 
 
 def unshare(flags: int) -> None:
@@ -87,26 +95,99 @@ def loopback_up() -> None:
         fcntl.ioctl(handle, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
 
 
-def cover(top: Path, options: str, keep: list[Path], writable: Path | None = None,
-          hidden: list[Path] | None = None) -> None:
-    """Mount a fresh tmpfs on `top`, then mount back the kept paths below it (read-only but `writable`).
+# What every program needs of the system, read-only: its programs, libraries and settings. No /home,
+# /root, /srv, /var, /run, /opt or /mnt: a course, a grader's files or another student's are not there.
+SYSTEM_TREES = tuple(Path(name) for name in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"))
+ROOT_TMPFS = "size=1m,mode=755"
 
-    A path, even canonicalized, would lead into the new tmpfs: keep a handle on each and mount it
-    back through the handle itself, parents first. A bind carries no mounts from below it, so a
-    path holding a hidden one is not kept.
+
+@dataclass(frozen=True)
+class Root:
+    """An allowlisted filesystem: the system's trees, `keep` read-only, `writable`, fresh tmpfs in `scratch`."""
+
+    keep: tuple[Path, ...]
+    writable: Path | None = None
+    scratch: tuple[tuple[Path, str], ...] = ()  # (path, tmpfs options): empty and private
+    hidden: tuple[Path, ...] = ()  # inside a kept tree, yet not to be seen: covered
+
+
+def enter_root(root: Root) -> None:
+    """In fresh mount namespaces, as root: make `root` this process's whole filesystem (pivot_root).
+
+    Whatever is not kept is gone, not covered: no path leads to the course, the grader's home or
+    another student's files, however it is spelled. Each kept path is bound at its own path through
+    a handle taken before anything is mounted; every mount is read-only but `writable`.
     """
-    hidden = hidden or []
-    kept = sorted({path for path in (entry.resolve() for entry in keep if entry.exists())
-                   if path.is_relative_to(top) and not any(h.is_relative_to(path) for h in hidden)},
-                  key=lambda path: len(path.parts))
-    handles = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in kept}
-    mount("-t", "tmpfs", "-o", options, "covered", str(top))
-    for path, handle in handles.items():
-        path.mkdir(parents=True, exist_ok=True)
-        mount("--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{handle}", str(path))
-        if path != writable:
-            mount("-o", "remount,bind,ro", str(path))
-        os.close(handle)
+    trees = [tree for tree in SYSTEM_TREES if tree.is_dir() and not tree.is_symlink()]
+    links = {tree: os.readlink(tree) for tree in SYSTEM_TREES if tree.is_symlink()}
+    if root.writable is not None:
+        mount("--bind", str(root.writable), str(root.writable))  # a mount of its own, left writable
+    _read_only_everywhere(but=root.writable)
+    kept = _outermost([path.resolve() for path in (*trees, *root.keep) if path.exists()], root.writable)
+    handles = {path: (os.open(path, os.O_PATH), path.is_dir()) for path in kept}  # before /tmp is covered
+    staging = Path("/tmp")  # any folder will do: it is mounted over, and the process leaves it for the new root
+    mount("-t", "tmpfs", "-o", ROOT_TMPFS, "jail-root", str(staging))
+    for special in (Path("/proc"), Path("/sys"), Path("/dev")):
+        (staging / special.name).mkdir()
+        mount("--rbind", str(special), str(staging / special.name))
+    for tree, target in links.items():
+        (staging / tree.name).symlink_to(target)
+    for path, options in root.scratch:  # before the kept paths: some may lie below them (a folder in /tmp)
+        place = staging / path.relative_to("/")
+        place.mkdir(parents=True, exist_ok=True)
+        mount("-t", "tmpfs", "-o", options, "scratch", str(place))
+    for path, (handle, folder) in sorted(handles.items(), key=lambda item: len(item[0].parts)):
+        _bind_through(handle, staging / path.relative_to("/"), folder)
+    for path in root.hidden:
+        _hide(staging / path.relative_to("/"))
+    mount("-o", "remount,bind,ro", str(staging))
+    os.chdir(staging)
+    subprocess.run([pivot_root() or "pivot_root", ".", "."], check=True, capture_output=True)
+    _checked(ctypes.CDLL(None, use_errno=True).umount2(b".", MNT_DETACH), "let go of the old root")
+    os.chdir("/")
+
+
+def pivot_root() -> str | None:
+    """util-linux's pivot_root, wherever the system keeps it (an isolated process's PATH may lack sbin)."""
+    return shutil.which("pivot_root", path="/usr/sbin:/sbin:/usr/bin:/bin")
+
+
+def _read_only_everywhere(but: Path | None) -> None:
+    """Every mount of this namespace read-only (but one): binds made from them stay read-only, submounts too."""
+    with open("/proc/self/mountinfo") as table:
+        points = [line.split()[4].replace("\\040", " ") for line in table]
+    for point in dict.fromkeys(points):
+        if not point.startswith(PSEUDO_FILESYSTEMS) and point != str(but):
+            mount("-o", "remount,bind,ro", point)
+
+
+def _outermost(paths: list[Path], writable: Path | None) -> list[Path]:
+    """The paths no other one holds (one bind shows what is below it), and `writable` on its own."""
+    ordered = sorted(set(paths), key=lambda path: len(path.parts))
+    kept: list[Path] = []
+    for path in ordered:
+        if not any(path.is_relative_to(outer) for outer in kept):
+            kept.append(path)
+    return [*kept, writable.resolve()] if writable is not None else kept
+
+
+def _bind_through(handle: int, target: Path, folder: bool) -> None:
+    """Bind what `handle` was opened on (a `folder` or a file), with the mounts below it, at `target`."""
+    if folder:
+        target.mkdir(parents=True, exist_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+    mount("--no-canonicalize", "--rbind", f"/proc/{os.getpid()}/fd/{handle}", str(target))
+    os.close(handle)
+
+
+def _hide(path: Path) -> None:
+    """Cover a secret inside a kept tree: an empty, unreadable folder or an empty file."""
+    if path.is_dir():
+        mount("-t", "tmpfs", "-o", "size=4k,mode=000", "hidden", str(path))
+    elif path.exists():
+        mount("--bind", "/dev/null", str(path))
 
 
 def drop_privileges(uid: int, gid: int) -> None:

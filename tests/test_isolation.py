@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from test_grading import bystander  # noqa: F401 (a fixture the test asks for)
 
 import autograder
 from autograder import REPO_ROOT
-from autograder.grading import sandbox, submissions
+from autograder.grading import jail, sandbox, submissions
 from autograder.grading.course import Course, ensure_in_gradebook
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
@@ -121,6 +122,38 @@ except OSError as error:
 """
 
 
+SENTINEL = ("INSTRUCTOR_CLOUD_KEY", f"sentinel-{uuid.uuid4().hex}")
+# Reads every path it is given (files read, folders listed, recursively), and looks for the grader's
+# variable in its own environment, in a subprocess's and in an app.py it imports, as a student would.
+SNOOP = """import os, pathlib, subprocess, sys
+def walk(path, depth=0):
+    try:
+        if path.is_dir():
+            for entry in sorted(os.listdir(path)):
+                if depth < 3:
+                    yield from walk(path / entry, depth + 1)
+                else:
+                    yield str(path / entry)
+            return
+        path.read_bytes()
+        yield str(path)
+    except OSError:
+        return
+for place in {places!r}:
+    for found in walk(pathlib.Path(place)):
+        print("PROBE read", found)
+pathlib.Path("app.py").write_text("import os\\nSEEN = os.environ.get({name!r})\\n")
+sys.path.insert(0, ".")
+import app
+seen = {{"kernel": os.environ.get({name!r}), "app.py": app.SEEN,
+        "subprocess": subprocess.run(["env"], capture_output=True, text=True).stdout}}
+for where, value in seen.items():
+    if value and {value!r} in value:
+        print("PROBE sentinel in", where)
+print("PROBE environment", sorted(os.environ))
+"""
+
+
 def later_notebook() -> nbformat.NotebookNode:
     """A second notebook with no cluster work: a kernel of its own, after the first one."""
     notebook = new_notebook(cells=[
@@ -159,6 +192,15 @@ def _shadow_package(marker: Path) -> dict[str, str]:
     return {"autograder/__init__.py": SHADOW_INIT.format(marker=str(marker), real=real),
             "autograder/grading/__init__.py": "",
             "autograder/grading/jail.py": SHADOW_JAIL.format(marker=str(marker))}
+
+
+def _outside_the_jail(course: Path) -> list[str]:
+    """Every course path a kernel could look for, the real course's masters, and the grader's home."""
+    home = Path.home()
+    interpreter = [path for path in (Path(sys.prefix), Path(sys.base_prefix)) if path.is_relative_to(home)]
+    places = [course, REPO_ROOT / "source", REPO_ROOT / "submitted", REPO_ROOT / ".git", REPO_ROOT / "tests"]
+    places += [path for path in home.iterdir() if not any(inside.is_relative_to(path) for inside in interpreter)]
+    return [str(path) for path in places]
 
 
 def _control_plane_targets(practice_cluster) -> list[tuple[str, int]]:
@@ -247,3 +289,31 @@ def test_hostile_kernels_stay_in_the_jail(course: Path, bystander: str, markers:
     assert core.read_namespaced_config_map("precious", bystander).data == {"keep": "me"}
     assert _node_state(core) == nodes_before
     assert sandbox.leftovers(admin, Course(course).key) == []
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_kernel_reads_no_course_path_and_gets_none_of_the_graders_environment(
+        course: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name, value = SENTINEL
+    monkeypatch.setenv(name, value)  # as an instructor's shell exported it before `grade`
+    submissions.write(course, ASSIGNMENT, "classmate", None)
+    edit(course, "classmate", replace_step("deploy", f"# classmate-secret-work\n{SOLUTION['deploy']}"))
+    submissions.write(course, ASSIGNMENT, "snoop", None)
+    snoop = SNOOP.format(places=_outside_the_jail(course), name=name, value=value)
+    edit(course, "snoop", replace_step("deploy", f"{snoop}\n{SOLUTION['deploy']}"))
+
+    outcomes = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=2), provider="practice",
+                           students=["classmate", "snoop"])
+
+    print(table(outcomes))
+    assert {o.student: (o.status, o.score) for o in outcomes} == {"classmate": ("graded", TOTAL),
+                                                                 "snoop": ("graded", TOTAL)}
+    probes = _probes(course, "snoop", "deploy")
+    print(probes)
+    assert [probe for probe in probes if not probe.startswith("environment ")] == [], \
+        "a kernel read a course path or saw the grader's variable"
+    print(probes[-1])  # the variables a kernel gets
+    assert name not in probes[-1]
+    leaked = [str(path) for path in course.rglob("*") if path.is_file() and value.encode() in path.read_bytes()]
+    assert leaked == [], "the grader's environment reached a graded notebook or feedback"

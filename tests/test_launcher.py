@@ -9,6 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from autograder import REPO_ROOT
+from autograder.practice import container
 from autograder.practice.launcher import LaunchError, Launcher
 
 APP = """
@@ -60,3 +62,33 @@ def test_a_killed_launcher_takes_its_containers_along_and_the_next_spawn_starts_
     assert not alive, "the container outlived its launcher"
     again = launcher.spawn([sys.executable, "app.py", "0"], {"PATH": "/usr/bin:/bin"}, app, None)
     assert again.wait(10) == 0 and psutil.Process().children()[0].pid != first.pid
+
+
+SNOOP = """
+import os, pathlib, sys
+for place in sys.argv[1:]:
+    path = pathlib.Path(place)
+    try:
+        print("read", place, sorted(os.listdir(path)) if path.is_dir() else len(path.read_bytes()), flush=True)
+    except OSError as error:
+        print("refused", place, error.strerror, flush=True)
+"""
+
+
+def test_an_isolated_container_finds_no_course_home_or_other_file_of_the_machine(
+        launcher: Launcher, app: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    (app / "snoop.py").write_text(SNOOP)
+    elsewhere = Path("/var/tmp") / f"another-pod-{app.name}"  # world-readable, outside any home
+    elsewhere.write_text("another pod's file")
+    neighbour = tmp_path_factory.mktemp("another-pods-workdir")  # beside this pod's own working folder
+    (neighbour / "app.py").write_text("its code")
+    places = [REPO_ROOT / "source" / "lesson01", REPO_ROOT / "nbgrader_config.py", Path.home() / ".kube",
+              Path.home() / ".cache", elsewhere, neighbour, Path("/run"), Path("/srv")]
+    try:
+        process = launcher.spawn([sys.executable, "snoop.py", *map(str, places)], {"PATH": "/usr/bin:/bin"}, app,
+                                 container.pod_uid(app.name))
+        lines = process.stdout.read().decode().splitlines()
+        assert process.wait(10) == 0, process.stderr.read().decode()
+    finally:
+        elsewhere.unlink()
+    assert lines == [f"refused {place} No such file or directory" for place in places]

@@ -46,11 +46,14 @@ Launch = Callable[[dict, int, int, int], int]
 def start(path: Path, module: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.Popen:
     """Start `python -I -m module --serve path`, in a folder only root may enter; it dies with this thread.
 
+    It runs in a session of its own: a Ctrl-C at the terminal is the caller's to handle (it stops the
+    server), not a KeyboardInterrupt in the server and in every process it forked.
     Returns once it listens (its clients then queue while it imports), or has ended: clients then start cold.
     """
     path.parent.mkdir(mode=0o700, exist_ok=True)
     server = subprocess.Popen([sys.executable, "-I", "-m", module, "--serve", str(path)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, cwd="/", env=env, preexec_fn=isolation.die_with_parent)
+                              stdout=subprocess.DEVNULL, cwd="/", env=env, start_new_session=True,
+                              preexec_fn=isolation.die_with_parent)
     waiting.poll(path.exists, lambda listens: listens or server.poll() is not None, timeout, interval=0.02)
     return server
 

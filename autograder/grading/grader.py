@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 from kubernetes import client
 
-from autograder import processes
+from autograder import isolation, processes
 from autograder.grading import answers, jail, ledger, nodes, repair, sandbox, submissions, worker
 from autograder.grading.ledger import Ledger, Outcome, submission_digest
 from autograder.grading.settings import GradingSettings
@@ -243,16 +243,16 @@ class Grader:
 
 
 def kernel_environment(box: sandbox.Sandbox | None) -> dict[str, str]:
-    """The worker's and the student kernel's environment: only the student's kubeconfig is reachable.
+    """The worker's and the student kernel's environment: allowlisted, and only the student's kubeconfig.
 
     Without a sandbox: no cluster at all, as the worker server imports.
     """
-    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("LAB_")}
+    env = {k: v for k, v in jail.kernel_environment(os.environ).items() if k != "KUBECONFIG" and not k.startswith("LAB_")}
     if box is not None:
         env.update(KUBECONFIG=str(box.student_kubeconfig), LAB_CLUSTER="existing", LAB_NAMESPACE=box.namespace)
     # kubectl (for port-forward) from wherever the grader found it: the jailed kernel has an empty cache.
     tools = [str(path.parent) for path in map(binaries.find, ["kubectl"]) if path is not None]
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *tools, env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *tools, isolation.SYSTEM_PATH])
     return env
 
 

@@ -1,9 +1,10 @@
 """Start a student's kernel where it cannot reach the grader's secrets, files, rights or network.
 
-The kernel gets its own mount, PID and network namespaces: the admin kubeconfigs,
-kwok's certificates and the Docker socket are covered, the grader's home shows only the
-interpreter and tools, every filesystem is read-only except a fresh /tmp and /dev/shm and the
-folder of its ZMQ sockets (a small tmpfs of the worker's), and it sees no process but itself.
+The kernel gets its own mount, PID and network namespaces and a root of its own
+(isolation.enter_root): the system's trees, the Python environment, the installed package's code and
+the tools it runs, all read-only, a fresh /tmp and /dev/shm, and the folder of its ZMQ sockets (a
+small tmpfs of the worker's). No course folder, grader's home, kubeconfig or other student's file is
+there to find, and it sees no process but itself. Its environment is allowlisted (KERNEL_ENVIRONMENT).
 It works in a private copy of its notebook's folder (regular files only), so nothing it writes
 or links there reaches nbgrader's outputs or a later kernel. It runs as a uid of its own with no
 capabilities and bounded resources (rlimits). Its network namespace holds only
@@ -30,20 +31,21 @@ import stat
 import subprocess
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
 import yaml
 
-from autograder import REPO_ROOT, isolation, processes
+import autograder
+from autograder import MANIFESTS, isolation, processes
 from autograder.errors import LabError
 from autograder.grading import bridge, forkserver
 
 logger = logging.getLogger(__name__)
 KERNEL_NAME = "lab-jail"
 KERNEL_MODULE = "autograder.grading.kernel"  # ipykernel with the lesson's libraries preloaded
-PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 # A uid per kernel (base + the launcher's host pid, unique while it runs): RLIMIT_NPROC counts
 # a real uid's tasks host-wide, so a fork bomb exhausts only its own kernel's share.
 KERNEL_UID_BASE = 1_900_000_000
@@ -55,6 +57,12 @@ LIMITS = {
     resource.RLIMIT_NOFILE: 1024,
     resource.RLIMIT_CORE: 0,
 }
+# All a kernel keeps of the environment it is started with: an instructor's shell may hold cloud keys.
+# Locale and time zone, the CPU quirks OpenBLAS is told of, what Jupyter tells a kernel, and what
+# the grader sets for the student (their PATH, kubeconfig and namespace).
+KERNEL_ENVIRONMENT = ("PATH", "KUBECONFIG", "LAB_CLUSTER", "LAB_NAMESPACE", "LANG", "LANGUAGE", "TZ",
+                      "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+KERNEL_ENVIRONMENT_PREFIXES = ("LC_", "JPY_")
 HOME, WORK = Path("/tmp/home"), Path("/tmp/work")
 JAILED_KUBECONFIG = HOME / "kubeconfig"
 LOOPBACK = "127.0.0.1"
@@ -69,6 +77,7 @@ def unavailable_reason() -> str | None:
     if os.geteuid() != 0:
         return "the grader does not run as root"
     missing = [tool for tool in ("unshare", "mount") if shutil.which(tool) is None]
+    missing += [] if isolation.pivot_root() else ["pivot_root"]
     if missing:
         return f"{', '.join(missing)} not found (install util-linux)"
     trial = subprocess.run(["unshare", "--mount", "--pid", "--net", "--fork", "true"], capture_output=True,
@@ -82,6 +91,12 @@ def default_secrets(home: Path = Path.home()) -> list[Path]:
     """Places that hold credentials stronger than the student's own."""
     return [home / ".kube", home / ".kwok", home / ".docker", home / ".config" / "kind",
             Path("/etc/kubernetes"), Path("/var/run/docker.sock"), Path("/run/docker.sock")]
+
+
+def kernel_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """The allowlisted part of `environment`: what a student's code may see of the grader's."""
+    return {name: value for name, value in environment.items()
+            if name in KERNEL_ENVIRONMENT or name.startswith(KERNEL_ENVIRONMENT_PREFIXES)}
 
 
 def write_kernelspec(folder: Path, hide: list[Path], api_socket: Path | None = None,
@@ -143,32 +158,18 @@ def jailed_kubeconfig(kubeconfig_text: str) -> str:
     return yaml.safe_dump(document)
 
 
-def _mount_points() -> list[str]:
-    with open("/proc/self/mountinfo") as table:
-        points = [line.split()[4].replace("\\040", " ") for line in table]
-    return [p for p in dict.fromkeys(points) if not p.startswith(PSEUDO_FILESYSTEMS)]
+def package_folders() -> list[Path]:
+    """The installed package's code as Python finds it, not the checkout or course it may sit in."""
+    return [Path(autograder.__file__).parent, MANIFESTS]
 
 
-def _seal(hide: list[Path], keep: list[Path], writable: Path | None) -> None:
-    """Inside fresh namespaces: cover secrets and the grader's home, make everything read-only, fresh /tmp."""
-    for path in hide:
-        if path.is_dir():
-            isolation.mount("-t", "tmpfs", "-o", "size=4k,mode=000", "hidden", str(path))
-        elif path.exists():
-            isolation.mount("--bind", "/dev/null", str(path))
-    if writable is not None:
-        isolation.mount("--bind", str(writable), str(writable))
-    for point in _mount_points():
-        if point != str(writable):
-            isolation.mount("-o", "remount,bind,ro", point)
-    hidden = [path.resolve() for path in hide]
-    keep = [*keep, *([writable] if writable else [])]
-    home = Path.home().resolve()
-    if home != Path("/") and home.is_dir():
-        isolation.cover(home, "size=1m,mode=755", keep, writable, hidden)
-    isolation.cover(Path("/tmp"), "size=256m,mode=1777", keep, writable, hidden)
-    if Path("/dev/shm").is_dir():  # the host's shared memory: filling it would take the machine's RAM
-        isolation.mount("-t", "tmpfs", "-o", "size=64m,nr_inodes=1024,mode=1777", "shm", "/dev/shm")
+def _seal(hide: list[Path], keep: list[Path], writable: Path) -> None:
+    """Inside fresh namespaces: only the system, the interpreter, the package and `keep`; fresh /tmp and /dev/shm."""
+    isolation.enter_root(isolation.Root(
+        keep=(Path(sys.prefix), Path(sys.base_prefix), *package_folders(), *keep), writable=writable,
+        # The host's shared memory: filling it would take the machine's RAM.
+        scratch=((Path("/tmp"), "size=256m,mode=1777"), (Path("/dev/shm"), "size=64m,nr_inodes=1024,mode=1777")),
+        hidden=tuple(hide)))
 
 
 def _copy_regular_files(source: Path, target: Path, owner: tuple[int, int]) -> None:
@@ -266,6 +267,9 @@ def _inside(request: dict, uid: int, stdout: int, stderr: int) -> NoReturn:
 def _enter(hide: list[Path], api_socket: Path | None, command: list[str], uid: int) -> NoReturn:
     """Seal, give the kernel its files and its API server, drop to its uid, run it."""
     owner = (uid, KERNEL_GID)
+    allowed = kernel_environment(os.environ)
+    os.environ.clear()
+    os.environ.update(allowed)
     notebook_folder = Path.cwd()
     connection_at = command.index("-f") + 1
     # The connection file and the student's kubeconfig may live under the /tmp about to be covered.
@@ -275,7 +279,7 @@ def _enter(hide: list[Path], api_socket: Path | None, command: list[str], uid: i
     sockets = Path(json.loads(connection)["ip"]).parent.resolve()
     kubeconfig = Path(os.environ["KUBECONFIG"]).read_text() if os.environ.get("KUBECONFIG") else None
     tools = [Path(entry) for entry in os.environ.get("PATH", "").split(os.pathsep) if entry]
-    _seal(hide, [Path(sys.prefix), Path(sys.base_prefix), REPO_ROOT, notebook_folder, *tools], sockets)
+    _seal(hide, [notebook_folder, *tools], sockets)
     HOME.mkdir(mode=0o700)
     os.chown(HOME, *owner)
     command[connection_at] = str(_give(HOME / "connection.json", connection, owner))

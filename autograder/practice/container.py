@@ -4,9 +4,9 @@ Run by a user, a container is that user's own process (the student's own code, w
 limited by rlimits and given a clean environment. Run as root (the grader, CI), the container's
 process (a fork of the launcher, autograder/practice/launcher.py) isolates itself before it runs
 anything of the pod's: its own mount and network namespaces (only its loopback: no API server,
-etcd or network to reach), the grader's home covered by an empty tmpfs (kubeconfigs, certificates,
-caches), its working folder and scratch folders on small tmpfs of its own (nothing it writes reaches
-the host's disk), then a uid of its own without capabilities. The pod spec's volumes, hostNetwork,
+etcd or network to reach), a root of only the system's trees and the Python environment (no home,
+course or other pod's files; isolation.enter_root), its working folder and scratch folders on small
+tmpfs of its own (nothing it writes reaches the host's disk), then a uid of its own without capabilities. The pod spec's volumes, hostNetwork,
 privileged and securityContext are never honoured, so none of them can widen that.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import pwd
 import resource
 import shutil
 import socket
@@ -33,14 +32,12 @@ LIMITS = {
     resource.RLIMIT_NOFILE: 1024,
     resource.RLIMIT_CORE: 0,
 }
-# Outside the home: shared scratch space gets a fresh tmpfs, credentials are covered.
+# Scratch space of its own, empty and small; credentials in the system's trees are covered.
 SCRATCH = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 SCRATCH_TMPFS = "size=16m,nr_inodes=1024,mode=1777"
 # The working folder (a copy of the image's app) is a tmpfs too: a container never writes the host's disk.
 WORKDIR_TMPFS = "size=64m,nr_inodes=4096,mode=755"
 SECRETS = (Path("/etc/kubernetes"), Path("/var/run/docker.sock"), Path("/run/docker.sock"))
-# Programs a container's command may name, as the image's PATH would find them.
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def isolated() -> bool:
@@ -52,8 +49,8 @@ def isolation_summary() -> str:
     """What separates the pods' containers from the user running the practice cluster, in plain words."""
     if isolated():
         return ("pod containers are isolated: each runs as a uid of its own without capabilities, in its own "
-                "network namespace (loopback only), writing only to small tmpfs of its own (working folder, /tmp), "
-                "with the home and credentials covered")
+                "network namespace (loopback only), seeing only the system and the Python environment, "
+                "writing only to small tmpfs of its own (working folder, /tmp)")
     return (f"pod containers are not isolated: not root, so they run as this user's own processes (uid "
             f"{os.getuid()}), limited in memory, file sizes and open files, with this user's rights and network")
 
@@ -70,23 +67,6 @@ def limit() -> None:
         if kind != resource.RLIMIT_NPROC or isolated():
             resource.setrlimit(kind, (value, value))
     isolation.die_with_parent()
-
-
-def _cover(keep: list[Path], workdir: Path) -> None:
-    """Inside the new mount namespace: an empty home over the grader's and a private /tmp, /var/tmp and
-    /dev/shm (no file the grader or another pod left there), with only `keep` put back, and no
-    credential outside the home."""
-    home = Path(pwd.getpwuid(os.getuid()).pw_dir).resolve()  # $HOME is already the container's
-    if home != Path("/") and home.is_dir():
-        isolation.cover(home, "size=1m,mode=755", keep, writable=workdir)
-    for path in SCRATCH:
-        if path.is_dir():
-            isolation.cover(path, SCRATCH_TMPFS, keep, writable=workdir)
-    for path in SECRETS:
-        if path.is_dir():
-            isolation.mount("-t", "tmpfs", "-o", "size=4k,mode=000", "hidden", str(path))
-        elif path.exists():
-            isolation.mount("--bind", "/dev/null", str(path))
 
 
 def connect(pid: int | None, port: int, timeout: float) -> socket.socket:
@@ -128,7 +108,8 @@ def isolate(uid: int, workdir: Path) -> None:
     isolation.unshare(isolation.CLONE_NEWNS | isolation.CLONE_NEWNET)
     isolation.loopback_up()
     _own_workdir(workdir, uid)
-    _cover([Path(sys.prefix), Path(sys.base_prefix), workdir], workdir)
+    isolation.enter_root(isolation.Root(keep=(Path(sys.prefix), Path(sys.base_prefix)), writable=workdir,
+                                        scratch=tuple((path, SCRATCH_TMPFS) for path in SCRATCH), hidden=SECRETS))
     limit()
     os.chdir(workdir)
     isolation.drop_privileges(uid, POD_GID)

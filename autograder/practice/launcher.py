@@ -42,7 +42,7 @@ T = TypeVar("T")
 PRELOADED = ("flask", "numpy")  # what the lesson's model server imports; libraries only, never an app
 MESSAGE_SIZE = 1 << 20
 # The launcher's own environment: one BLAS thread, so no thread exists when it forks.
-LAUNCHER_ENV = {"PATH": container.SYSTEM_PATH, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+LAUNCHER_ENV = {"PATH": isolation.SYSTEM_PATH, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
 class LaunchError(OSError):

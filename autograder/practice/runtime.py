@@ -213,7 +213,7 @@ class Container:
 
     def _environment(self, entry: dict, workdir: Path) -> dict[str, str]:
         """A clean environment: the image's, the pod's literal values, never the runtime's own."""
-        env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{sandbox.SYSTEM_PATH}", "HOME": str(workdir),
+        env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{isolation.SYSTEM_PATH}", "HOME": str(workdir),
                "HOSTNAME": self.pod.name, "PYTHONUNBUFFERED": "1", "PORT": str(self.port), **entry.get("env", {})}
         env.update({item.name: item.value or "" for item in self.spec.env or [] if item.value_from is None})
         return env
