@@ -251,7 +251,7 @@ def kernel_environment(box: sandbox.Sandbox | None) -> dict[str, str]:
     if box is not None:
         env.update(KUBECONFIG=str(box.student_kubeconfig), LAB_CLUSTER="existing", LAB_NAMESPACE=box.namespace)
     # kubectl (for port-forward) from wherever the grader found it: the jailed kernel has an empty cache.
-    tools = [str(path.parent) for path in map(binaries.find, ["kubectl"]) if path is not None]
+    tools = [str(path.resolve().parent) for path in map(binaries.find, jail.TOOLS) if path is not None]
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *tools, isolation.SYSTEM_PATH])
     return env
 

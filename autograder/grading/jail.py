@@ -63,6 +63,7 @@ LIMITS = {
 KERNEL_ENVIRONMENT = ("PATH", "KUBECONFIG", "LAB_CLUSTER", "LAB_NAMESPACE", "LANG", "LANGUAGE", "TZ",
                       "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 KERNEL_ENVIRONMENT_PREFIXES = ("LC_", "JPY_")
+TOOLS = ("kubectl",)  # the programs a kernel runs besides Python, as PATH finds them; kept without their folders
 HOME, WORK = Path("/tmp/home"), Path("/tmp/work")
 JAILED_KUBECONFIG = HOME / "kubeconfig"
 LOOPBACK = "127.0.0.1"
@@ -270,7 +271,7 @@ def _enter(hide: list[Path], api_socket: Path | None, command: list[str], uid: i
     allowed = kernel_environment(os.environ)
     os.environ.clear()
     os.environ.update(allowed)
-    notebook_folder = Path.cwd()
+    notebook_folder = os.open(".", os.O_RDONLY | os.O_DIRECTORY)  # copied in below; not part of the jail's root
     connection_at = command.index("-f") + 1
     # The connection file and the student's kubeconfig may live under the /tmp about to be covered.
     connection = Path(command[connection_at]).read_text()
@@ -278,15 +279,16 @@ def _enter(hide: list[Path], api_socket: Path | None, command: list[str], uid: i
         raise JailError("the jailed kernel has no network: start it with KernelManager.transport = 'ipc'")
     sockets = Path(json.loads(connection)["ip"]).parent.resolve()
     kubeconfig = Path(os.environ["KUBECONFIG"]).read_text() if os.environ.get("KUBECONFIG") else None
-    tools = [Path(entry) for entry in os.environ.get("PATH", "").split(os.pathsep) if entry]
-    _seal(hide, [notebook_folder, *tools], sockets)
+    tools = [Path(found).resolve() for tool in TOOLS if (found := shutil.which(tool))]
+    _seal(hide, tools, sockets)
     HOME.mkdir(mode=0o700)
     os.chown(HOME, *owner)
     command[connection_at] = str(_give(HOME / "connection.json", connection, owner))
     os.environ.update(HOME=str(HOME), IPYTHONDIR=str(HOME / ".ipython"), MPLCONFIGDIR=str(HOME / ".matplotlib"))
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(_give(JAILED_KUBECONFIG, jailed_kubeconfig(kubeconfig), owner))
-    _copy_regular_files(notebook_folder, WORK, owner)
+    _copy_regular_files(Path(f"/proc/self/fd/{notebook_folder}"), WORK, owner)
+    os.close(notebook_folder)
     isolation.loopback_up()
     _limit()
     if api_socket and kubeconfig is not None:
