@@ -41,7 +41,7 @@ spec:
         - name: gpu-model
           image: ml-api:v1
           imagePullPolicy: Never
-          resources: {limits: {nvidia.com/gpu: "1"}}
+          resources: {requests: {nvidia.com/gpu: "1"}, limits: {nvidia.com/gpu: "1"}}
 """
 DEPLOY_GPUS = f"""import yaml
 workloads.apply(lab, [yaml.safe_load('''{GPU_MODEL}''')])
@@ -111,7 +111,8 @@ def masters() -> dict[str, nbformat.NotebookNode]:
     gpus = [new_code_cell(SETUP, metadata=_meta("setup-gpus", locked=True)),
             new_code_cell(f"### BEGIN SOLUTION\n{DEPLOY_GPUS}\n### END SOLUTION",
                           metadata=_meta("gpu-deployment", solution=True)),
-            new_code_cell('eventually(deployment_ready, lab, "gpu-model", replicas=2, port=None).assert_passed()',
+            new_code_cell('gpu = {"nvidia.com/gpu": "1"}\neventually(deployment_ready, lab, "gpu-model", replicas=2, '
+                          'requests=gpu, limits=gpu, port=None).assert_passed()',
                           metadata=_meta("test-gpu-deployment", grade=True, locked=True, points=2)),
             new_code_cell('workloads.delete_by_label(lab, "app=gpu-model")', metadata=_meta("cleanup", locked=True))]
     notebooks = {EARLY: new_notebook(cells=early), GPUS: new_notebook(cells=gpus)}
@@ -148,7 +149,7 @@ def test_a_gpu_hog_and_a_privileged_pod_cost_the_solved_submission_nothing(cours
     for student, code in [("gpu-hog", HOG),
                           ("privileged", privileged(hostile_specs(node, "cat /host/etc/shadow")))]:
         submissions.write(course, ASSIGNMENT, student, early)  # the GPU notebook as released
-        edit(course, student, replace_step("answer", code), notebook=EARLY)
+        edit(course, student, replace_step("answer", code), assignment=ASSIGNMENT, notebook=EARLY)
     submissions.write(course, ASSIGNMENT, "solved", None)
 
     # The hog and the privileged one start together; the solved one takes the privileged one's worker
