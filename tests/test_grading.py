@@ -121,11 +121,15 @@ def bystander(practice_cluster) -> str:
 
 
 def new_course(root: Path, notebook: nbformat.NotebookNode, assignment: str = ASSIGNMENT,
-               name: str = NOTEBOOK) -> Path:
-    """A throwaway course in `root` whose one assignment is `notebook`, generated into its gradebook."""
+               name: str = NOTEBOOK, more: dict[str, nbformat.NotebookNode] | None = None, settings: str = "") -> Path:
+    """A throwaway course in `root` whose one assignment is `notebook` (and `more`, by file name), with the
+    repository's nbgrader settings and `settings` after them, generated into its gradebook."""
     shutil.copy2(REPO_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
+    with open(root / "nbgrader_config.py", "a") as config:
+        config.write(settings)
     (root / "source" / assignment).mkdir(parents=True)
-    nbformat.write(notebook, root / "source" / assignment / name)
+    for file, written in {name: notebook, **(more or {})}.items():
+        nbformat.write(written, root / "source" / assignment / file)
     ensure_in_gradebook(Course(root), assignment)
     return root
 

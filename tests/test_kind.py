@@ -11,11 +11,14 @@ from collections.abc import Iterator
 
 import docker
 import pytest
+from kubernetes import client as k8s
 from kubernetes.client import ApiException
+from test_admission import hostile_specs, submit
 
 from autograder import MANIFESTS, REPO_ROOT, notebooks
 from autograder.build import nodeimage, nodeparts
-from autograder.lab import Lab, binaries, connect
+from autograder.grading import sandbox
+from autograder.lab import Lab, binaries, connect, kubeconfig
 from autograder.lab import images as model_images
 from autograder.lab import kind as kind_module
 from autograder.lab import workloads as w
@@ -239,6 +242,28 @@ def test_two_workers_offer_a_gpu_each_and_their_pods_reach_each_other(kind_lab: 
         code, output = docker.from_env().containers.get(other).exec_run(
             ["curl", "-sS", "-m", "5", f"http://{pod.status.pod_ip}:8080/health"])
         assert (code, output) == (0, b'{"status":"healthy"}\n'), f"{other} -> {pod.metadata.name} on {home.metadata.name}"
+
+
+def test_a_grading_namespace_refuses_a_pod_that_would_own_its_node(
+        kind_cluster: Kind, model_server_images: list[str], tmp_path) -> None:
+    """Pod Security and the grader's accounts kept out of the student's namespace, with a real kubelet."""
+    admin = kubeconfig.api_client(kind_cluster.context)
+    sandbox.ensure_node_access(admin)
+    namespace = f"grade-privileged-{uuid.uuid4().hex[:6]}"
+    box = sandbox.create(admin, namespace, course="kind-admission", assignment="x", student="hostile", workdir=tmp_path)
+    student = kubeconfig.api_client(config_file=box.student_kubeconfig)
+    read = "cat /host/etc/kubernetes/admin.conf /host/etc/kubernetes/pki/ca.key; sleep 600"
+    try:
+        answers = submit(k8s.AppsV1Api(student), k8s.CoreV1Api(student), namespace,
+                         hostile_specs(kind_cluster.node, read))
+        nodes = docker.from_env().containers.list(filters={"label": f"io.x-k8s.kind.cluster={kind_cluster.cluster}"})
+        started = {node.name: node.exec_run(["crictl", "ps", "-a", "-q", "--label",
+                                            f"io.kubernetes.pod.namespace={namespace}"]).output for node in nodes}
+    finally:
+        sandbox.delete(admin, namespace)
+    assert answers == ["host-root refused by PodSecurity", "as-grader refused by no ServiceAccount",
+                       "everything refused by no ServiceAccount"]
+    assert started and set(started.values()) == {b""}, f"containers of {namespace} ran on a node: {started}"
 
 
 @pytest.mark.parametrize("name", [path.stem for path in sorted((REPO_ROOT / "source" / "lesson01").glob("0*.ipynb"))])

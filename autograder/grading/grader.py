@@ -205,7 +205,8 @@ class Grader:
                            worker.WORKER_MODULE, "--"]
         command += ["--course", str(self.course.root),
                     "--assignment", self.assignment, "--student", student, "--namespace", box.namespace,
-                    "--reader-kubeconfig", str(box.reader_kubeconfig), "--submitted-directory", str(self.staging),
+                    "--reader-kubeconfig", str(box.reader_kubeconfig),
+                    "--lender-kubeconfig", str(box.lender_kubeconfig), "--submitted-directory", str(self.staging),
                     "--cell-timeout", str(self.settings.cell_timeout), "--patience", str(self.settings.patience),
                     *(f"--jail-hide={path}" for path in self.hide)]
         with self._lock:  # a Ctrl-C between start and registration would leave the worker running

@@ -1,8 +1,11 @@
-"""One namespace per submission: quotas, a namespace-scoped identity for the student, a reader for the grader.
+"""One namespace per submission: quotas, Pod Security, a namespace-scoped identity for the student, the grader's.
 
 The student's kernel gets a kubeconfig whose token belongs to a ServiceAccount bound to a Role
 in its own namespace only, so it cannot touch other namespaces or anything cluster-wide. The
-grader's checks use a second ServiceAccount that may only get, list and watch.
+grader's checks use a second ServiceAccount that may only get, list and watch, and its worker a
+third that may only lend and take back the namespace's extended resources (GPUs). Those two live
+in the grader's own namespace, bound by RoleBindings into the student's: a pod can only run as a
+ServiceAccount of its own namespace, so no student pod can run as the grader or mount its token.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import yaml
 from kubernetes import client
+from kubernetes.utils import parse_quantity
 
 from autograder.lab import k8s
 
@@ -23,6 +27,9 @@ GRADER = "k8s-ml-grader"
 COURSE_LABEL = "grading.k8s-ml-lab/course"
 ASSIGNMENT_LABEL = "grading.k8s-ml-lab/assignment"
 STUDENT_ANNOTATION = "grading.k8s-ml-lab/student"
+NAMESPACE_LABEL = "grading.k8s-ml-lab/namespace"  # on the grader's accounts: the submission they serve
+# The grader's accounts for every submission; no student's code may create anything in it.
+GRADER_NAMESPACE = GRADER
 TOKEN_SECONDS = 2 * 3600
 
 STUDENT_RULES = [
@@ -48,6 +55,14 @@ READER_RULES = [
     # Hidden tests call the deployed model server through `kubectl port-forward`, as students do.
     {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
     {"apiGroups": ["kwok.x-k8s.io"], "resources": ["portforwards"], "verbs": ["get", "list", "watch"]},
+]
+# The worker lends the extended resources to the submission's exclusive notebook and takes them back
+# after it (extended.py): it may change that one quota, and remove the pods that still hold them.
+EXTENDED_QUOTA = "extended-resources"
+LENDER_RULES = [
+    {"apiGroups": [""], "resources": ["resourcequotas"], "resourceNames": [EXTENDED_QUOTA],
+     "verbs": ["get", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
 ]
 # Hidden tests compare a student's node readings with the nodes themselves.
 NODE_READER_ROLE = "k8s-ml-grader-reader-nodes"
@@ -91,29 +106,55 @@ CRITICAL_PRIORITY = {"hard": {"pods": "0"}, "scopeSelector": {"matchExpressions"
     {"scopeName": "PriorityClass", "operator": "In", "values": ["system-node-critical", "system-cluster-critical"]}]}}
 # Requests only: a default limit would fall below a request the student sets and make the pod invalid.
 LIMITS = {"type": "Container", "defaultRequest": {"cpu": "100m", "memory": "128Mi"}}
+# Pod Security: the lesson's pods pass `baseline` as the lesson writes them (no host namespaces,
+# hostPath, privileged or added capabilities), not `restricted` (they set no securityContext).
+# Baseline is enforced and warned of when a Deployment is applied; restricted only audited: its
+# warnings would fill an honest student's `kubectl apply` output with what the lesson never asks.
+POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": level
+                for mode, level in (("enforce", "baseline"), ("warn", "baseline"), ("audit", "restricted"))}
+# Node resources that are not extended ones: a quota of 0 on these would refuse every pod.
+BUILT_IN_RESOURCES = ("cpu", "memory", "pods", "ephemeral-storage")
 
 
 @dataclass(frozen=True)
 class Sandbox:
-    """A prepared namespace and the two kubeconfigs that reach it."""
+    """A prepared namespace and the three kubeconfigs that reach it."""
 
     namespace: str
     student_kubeconfig: Path
     reader_kubeconfig: Path
+    lender_kubeconfig: Path
 
 
-def _identity(rbac: client.RbacAuthorizationV1Api, core: client.CoreV1Api, namespace: str,
-              name: str, rules: list[dict]) -> str:
-    """A ServiceAccount bound to a Role of `rules` in `namespace`; returns a fresh token for it."""
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
+@dataclass(frozen=True)
+class Account:
+    """A ServiceAccount: its own namespace (the student's, or the grader's) and name."""
+
+    namespace: str
+    name: str
+
+    def subject(self) -> dict:
+        return {"kind": "ServiceAccount", "name": self.name, "namespace": self.namespace}
+
+
+def grader_accounts(namespace: str) -> dict[str, Account]:
+    """The grader's reader and lender for the submission in `namespace`, by role."""
+    return {role: Account(GRADER_NAMESPACE, f"{namespace}-{role}") for role in ("reader", "lender")}
+
+
+def _identity(rbac: client.RbacAuthorizationV1Api, core: client.CoreV1Api, namespace: str, account: Account,
+              rules: list[dict], labels: dict[str, str]) -> str:
+    """`account` bound to a Role of `rules` in `namespace`; returns a fresh token for it."""
+    core.create_namespaced_service_account(account.namespace, {"metadata": {
+        "name": account.name, "labels": {**labels, NAMESPACE_LABEL: namespace}}})
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": account.name}, "rules": rules})
     rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        "metadata": {"name": account.name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account.name},
+        "subjects": [account.subject()],
     })
     request = {"spec": {"audiences": [], "expirationSeconds": TOKEN_SECONDS}}
-    return core.create_namespaced_service_account_token(name, namespace, request).status.token
+    return core.create_namespaced_service_account_token(account.name, account.namespace, request).status.token
 
 
 def _kubeconfig(admin: client.ApiClient, namespace: str, user: str, token: str, path: Path) -> Path:
@@ -137,11 +178,14 @@ def _kubeconfig(admin: client.ApiClient, namespace: str, user: str, token: str, 
 
 
 def ensure_node_access(admin: client.ApiClient) -> None:
-    """The cluster-wide pieces every grading namespace shares: the node role and its admission policy."""
-    rbac = client.RbacAuthorizationV1Api(admin)
+    """The cluster-wide pieces every grading namespace shares: the node roles, their admission policy
+    and the grader's namespace (no pod ever runs there)."""
+    core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
     policies = client.AdmissionregistrationV1Api(admin)
     labels = {MANAGED_BY: GRADER}
+    restricted = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
     for create, body in [
+        (core.create_namespace, {"metadata": {"name": GRADER_NAMESPACE, "labels": {**labels, **restricted}}}),
         (rbac.create_cluster_role, {"metadata": {"name": NODE_ROLE, "labels": labels}, "rules": NODE_RULES}),
         (rbac.create_cluster_role,
          {"metadata": {"name": NODE_READER_ROLE, "labels": labels}, "rules": NODE_READER_RULES}),
@@ -168,38 +212,56 @@ def _replace(create: Callable[[dict], object], body: dict) -> None:
 
 def create(admin: client.ApiClient, namespace: str, *, course: str, assignment: str, student: str,
            workdir: Path) -> Sandbox:
-    """Make the namespace with its quota, limits and two identities; kubeconfigs go in `workdir`."""
+    """Make the namespace with its quotas, limits, Pod Security and three identities; kubeconfigs go in `workdir`."""
     core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
+    labels = {MANAGED_BY: GRADER, COURSE_LABEL: course, ASSIGNMENT_LABEL: assignment}
     core.create_namespace({"metadata": {
-        "name": namespace,
-        "labels": {MANAGED_BY: GRADER, COURSE_LABEL: course, ASSIGNMENT_LABEL: assignment},
-        "annotations": {STUDENT_ANNOTATION: student},
+        "name": namespace, "labels": {**labels, **POD_SECURITY}, "annotations": {STUDENT_ANNOTATION: student},
     }})
     core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "grading"}, "spec": {"hard": QUOTA}})
     core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "no-system-priority"},
                                                       "spec": CRITICAL_PRIORITY})
+    core.create_namespaced_resource_quota(namespace, {"metadata": {"name": EXTENDED_QUOTA}, "spec": {
+        "hard": {f"requests.{resource}": "0" for resource in extended_resources(core.list_node().items)}}})
     core.create_namespaced_limit_range(namespace, {"metadata": {"name": "grading"}, "spec": {"limits": [LIMITS]}})
     _wait_for_default_service_account(core, namespace)
-    student_token = _identity(rbac, core, namespace, "student", STUDENT_RULES)
-    reader_token = _identity(rbac, core, namespace, "grader-reader", READER_RULES)
-    labels = {MANAGED_BY: GRADER, COURSE_LABEL: course, ASSIGNMENT_LABEL: assignment}
+    k8s.wait_for(core.list_namespaced_resource_quota, namespace, until=lambda quotas: all(map(enforced, quotas)),
+                 timeout=30, what=f"the quotas of namespace {namespace}")
+    grader = grader_accounts(namespace)
+    tokens = {user: _identity(rbac, core, namespace, account, rules, labels) for user, account, rules in [
+        ("student", Account(namespace, "student"), STUDENT_RULES), ("grader-reader", grader["reader"], READER_RULES),
+        ("grader-lender", grader["lender"], LENDER_RULES)]}
     for binding, role, account in node_bindings(namespace):
         rbac.create_cluster_role_binding({
             "metadata": {"name": binding, "labels": labels},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+            "subjects": [account.subject()],
         })
     workdir.mkdir(parents=True, exist_ok=True)
-    return Sandbox(
-        namespace=namespace,
-        student_kubeconfig=_kubeconfig(admin, namespace, "student", student_token, workdir / "student.kubeconfig"),
-        reader_kubeconfig=_kubeconfig(admin, namespace, "grader-reader", reader_token, workdir / "reader.kubeconfig"),
-    )
+    kubeconfigs = {user: _kubeconfig(admin, namespace, user, token, workdir / f"{user}.kubeconfig")
+                   for user, token in tokens.items()}
+    return Sandbox(namespace=namespace, student_kubeconfig=kubeconfigs["student"],
+                   reader_kubeconfig=kubeconfigs["grader-reader"], lender_kubeconfig=kubeconfigs["grader-lender"])
 
 
-def node_bindings(namespace: str) -> list[tuple[str, str, str]]:
+def enforced(quota: client.V1ResourceQuota) -> bool:
+    """Whether admission enforces the quota's spec: it judges pods by the status the quota controller writes."""
+    status = (quota.status.hard if quota.status else None) or {}
+    return all(key in status and parse_quantity(status[key]) == parse_quantity(value)
+               for key, value in (quota.spec.hard or {}).items())
+
+
+def extended_resources(nodes: list[client.V1Node]) -> list[str]:
+    """The extended resources (nvidia.com/gpu...) any node advertises: scarce, and never a submission's to keep."""
+    advertised = {name for node in nodes for name in (node.status.allocatable or {})}
+    return sorted(name for name in advertised
+                  if name not in BUILT_IN_RESOURCES and not name.startswith(("hugepages-", "attachable-volumes-")))
+
+
+def node_bindings(namespace: str) -> list[tuple[str, str, Account]]:
     """(binding, cluster role, service account) for a submission's cluster-wide node access."""
-    return [(namespace, NODE_ROLE, "student"), (f"{namespace}-reader", NODE_READER_ROLE, "grader-reader")]
+    return [(namespace, NODE_ROLE, Account(namespace, "student")),
+            (f"{namespace}-reader", NODE_READER_ROLE, grader_accounts(namespace)["reader"])]
 
 
 def _wait_for_default_service_account(core: client.CoreV1Api, namespace: str, timeout: float = 30) -> None:
@@ -213,6 +275,8 @@ def delete(admin: client.ApiClient, namespace: str, wait: float = 120) -> bool:
     core = client.CoreV1Api(admin)
     rbac = client.RbacAuthorizationV1Api(admin)
     removals = [(rbac.delete_cluster_role_binding, binding) for binding, _, _ in node_bindings(namespace)]
+    removals += [(lambda name: core.delete_namespaced_service_account(name, GRADER_NAMESPACE), account.name)
+                 for account in grader_accounts(namespace).values()]
     # The namespace first, so that no controller may create pods in it any more; then its pods at once:
     # a submission's long grace period must not hold nodes' CPU for the next one.
     removals.append((lambda name: core.delete_namespace(name, propagation_policy="Background"), namespace))
@@ -291,9 +355,12 @@ def course_selector(course: str, assignment: str | None = None) -> str:
 
 
 def leftovers(admin: client.ApiClient, course: str, assignment: str | None = None) -> list[str]:
-    """Namespaces (and their node bindings) an earlier, interrupted run of this course left behind."""
-    selector = course_selector(course, assignment)
-    namespaces = {ns.metadata.name for ns in client.CoreV1Api(admin).list_namespace(label_selector=selector).items}
+    """Namespaces (and their node bindings and the grader's accounts) an earlier, interrupted run of this course
+    left behind."""
+    core, selector = client.CoreV1Api(admin), course_selector(course, assignment)
+    namespaces = {ns.metadata.name for ns in core.list_namespace(label_selector=selector).items}
     bindings = {b.metadata.name for b in
                 client.RbacAuthorizationV1Api(admin).list_cluster_role_binding(label_selector=selector).items}
-    return sorted(namespaces | bindings)
+    accounts = {account.metadata.labels[NAMESPACE_LABEL]
+                for account in core.list_namespaced_service_account(GRADER_NAMESPACE, label_selector=selector).items}
+    return sorted(namespaces | bindings | accounts)

@@ -16,7 +16,7 @@ import json
 import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from queue import Empty
 from time import monotonic
@@ -28,11 +28,11 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbformat.validator import isvalid
 from nbgrader.preprocessors import Execute
-from traitlets import Float, Integer, List, Unicode
+from traitlets import Dict, Float, Integer, List, Unicode
 
 from autograder import processes
 from autograder.errors import LabError
-from autograder.grading import answers, jail, judge, nodes, values
+from autograder.grading import answers, extended, jail, judge, nodes, values
 from autograder.lab import kubeconfig
 from autograder.lab.cluster import Lab
 
@@ -111,6 +111,10 @@ class ClusterVerifiedExecute(Execute):
     exclusive_lock = Unicode("", help="lock file shared by the parallel workers").tag(config=True)
     nodes_snapshot = Unicode("", help="the nodes as the run found them: an exclusive notebook starts on "
                              "nodes put back as they were").tag(config=True)
+    exclusive_quota = Dict(value_trait=Unicode(), help="the extended resources an exclusive notebook may ask for "
+                           "(e.g. {'requests.nvidia.com/gpu': '3'}); outside it their quota is 0").tag(config=True)
+    lender_kubeconfig = Unicode("", help="kubeconfig of the grader identity that lends the extended resources "
+                                "to an exclusive notebook and takes them back").tag(config=True)
 
     _lab: Lab | None = None
     _imports = ""
@@ -147,11 +151,18 @@ class ClusterVerifiedExecute(Execute):
                 return super().preprocess(nb, resources, km or spare)
             before = nodes.load(Path(self.nodes_snapshot)) if self.nodes_snapshot else None
             with nodes.exclusive(Path(self.exclusive_lock), lambda: self._reader().core.list_node().items, before,
-                                 self.timeout or 120):
+                                 self.timeout or 120), self._extended_resources():
                 return super().preprocess(nb, resources, km or spare)
         finally:
             if spare is not None and self.km is not None:
                 self._cleanup_kernel()  # a kernel handed in is not shut down by nbclient itself
+
+    def _extended_resources(self) -> AbstractContextManager[None]:
+        """The exclusive notebook's extended resources, lent for as long as it runs (none without a lender)."""
+        if not self.lender_kubeconfig:
+            return nullcontext()
+        lender = kubeconfig.api_client(config_file=Path(self.lender_kubeconfig))
+        return extended.lent(lender, self.namespace, dict(self.exclusive_quota), self.timeout or 120)
 
     async def async_start_new_kernel(self, **kwargs: Any) -> None:
         # The kernel must not hold the worker's own output pipes: the grader reads those to the end.

@@ -59,7 +59,7 @@ def autograde_steps() -> list[type]:
 
 
 def grading_config(course: Path, assignment: str, namespace: str, reader_kubeconfig: Path, cell_timeout: int,
-                   patience: float) -> Config:
+                   patience: float, lender_kubeconfig: Path | None = None) -> Config:
     """The course's settings with nbgrader's Execute swapped for the cluster-verifying one."""
     config = course_config(course)
     folders = CourseDirectory(config=config)
@@ -71,6 +71,8 @@ def grading_config(course: Path, assignment: str, namespace: str, reader_kubecon
     config.AsyncKernelManager.client_class = f"{ReadyKernelClient.__module__}.{ReadyKernelClient.__name__}"
     config.ClusterVerifiedExecute.namespace = namespace
     config.ClusterVerifiedExecute.reader_kubeconfig = str(reader_kubeconfig)
+    if lender_kubeconfig is not None:
+        config.ClusterVerifiedExecute.lender_kubeconfig = str(lender_kubeconfig)
     config.ClusterVerifiedExecute.patience = patience
     config.ClusterVerifiedExecute.exclusive_lock = str(nodes.lock_file(course))
     config.ClusterVerifiedExecute.nodes_snapshot = str(nodes.saved_file(course, assignment))
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student", required=True)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--reader-kubeconfig", type=Path, required=True)
+    parser.add_argument("--lender-kubeconfig", type=Path,
+                        help="the identity that lends the exclusive notebooks their extended resources (GPUs)")
     parser.add_argument("--cell-timeout", type=int, default=120)
     parser.add_argument("--patience", type=float, default=30.0)
     parser.add_argument("--submitted-directory", type=Path,
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kernelspec-") as specs, contextlib.ExitStack() as mounts:
         config = grading_config(args.course, args.assignment, args.namespace, args.reader_kubeconfig, args.cell_timeout,
-                                args.patience)
+                                args.patience, args.lender_kubeconfig)
         if args.jail_hide:
             # The one folder a jailed kernel writes outside its own /tmp: a few MB of RAM, never the host's disk.
             isolation.own_mounts()
