@@ -143,6 +143,7 @@ def test_practice_cluster_serves_the_model_server_run_by_the_unprivileged_user(
         result = json.loads(next(line for line in reversed(output.splitlines()) if line.startswith("{")))
         assert result == {"ready": 3, "answer": {"prediction": 15.0, "model_version": "v1.0"}}
         processes = lab.process_rights()
+        sockets = lab.listening()
         at_start = lab.exec("cat", "/home/jovyan/.cache/k8s-ml-lab/practice-at-start.log")
         lab.exec("python", "-m", "autograder", "cluster", "down", "--provider", "practice")
         after_down = lab.process_rights()
@@ -152,6 +153,10 @@ def test_practice_cluster_serves_the_model_server_run_by_the_unprivileged_user(
         print(f"  {row['name']:<16} uid {row['uid']} CapEff {row['CapEff']:#x} CapPrm {row['CapPrm']:#x} "
               f"CapBnd {row['CapBnd']:#x} NoNewPrivs {row['no_new_privs']}")
     assert CONTROL_PLANE <= {row["name"] for row in processes}
+    # A hub's other servers share its pod network: only JupyterLab (behind its token) may face it.
+    exposed = [row for row in sockets if row[0] not in ("127.0.0.1", "::1")
+               and row[1] != hostedimage.LAB_PORT]
+    assert len(sockets) > len(CONTROL_PLANE) and not exposed, f"listening beyond loopback: {exposed}"
     assert {row["uid"] for row in processes} == {hostedimage.NB_UID}
     assert all(row["CapEff"] == row["CapPrm"] == row["CapAmb"] == 0 for row in processes)
     if rights:

@@ -15,7 +15,6 @@ from autograder.lab import binaries
 from autograder.lab import workloads as w
 from autograder.lab.cluster import Lab, attach
 from autograder.lab.practice import Practice
-from autograder.practice.supervise import router_pid
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +25,6 @@ def _seconds(action: Callable[[], object]) -> float:
     started = time.monotonic()
     action()
     return time.monotonic() - started
-
-
-def _cluster_processes(practice: Practice) -> list[psutil.Process]:
-    """Every process the practice cluster runs: its components (found by their workdir), the pod
-    runtime and every container process it started."""
-    marker = str(practice.workdir)
-    processes = [process for process in psutil.process_iter(["cmdline"])
-                 if marker in " ".join(process.info["cmdline"] or [])]
-    runtime = router_pid(practice.context)
-    if runtime:
-        processes += [psutil.Process(runtime), *psutil.Process(runtime).children(recursive=True)]
-    return list({process.pid: process for process in processes}.values())
 
 
 def _summed(processes: list[psutil.Process], measure: Callable[[psutil.Process], float]) -> float:
@@ -55,7 +42,7 @@ def _memory_mib(practice: Practice, field: str) -> float:
     def memory(process: psutil.Process) -> float:
         return getattr(process.memory_full_info() if field == "pss" else process.memory_info(), field)
 
-    return _summed(_cluster_processes(practice), memory) / 2**20
+    return _summed(practice.processes(), memory) / 2**20
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
@@ -82,7 +69,7 @@ def practice_pss_mib(practice: Practice) -> float:
 
 def idle_cpu_percent(practice: Practice, seconds: float = 10.0) -> float:
     """The cluster's CPU while nothing changes, in % of one core: what an idle student's Binder pays for it."""
-    processes = _cluster_processes(practice)
+    processes = practice.processes()
     before = _summed(processes, _cpu_seconds)
     # Nothing to wait for: the figure is what the cluster burns over a span in which nothing happens.
     time.sleep(seconds)

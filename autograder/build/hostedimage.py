@@ -57,6 +57,13 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 print(json.dumps(rows))
 """
 
+# Run inside the container: every listening TCP socket, with its process's name.
+LISTENING = """
+import json, psutil
+print(json.dumps([[c.laddr.ip, c.laddr.port, psutil.Process(c.pid).name() if c.pid else "?"]
+                  for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN]))
+"""
+
 
 class HostedImageError(LabError):
     """The hosted image did not build or its container did not come up; the message says where."""
@@ -172,6 +179,10 @@ class HostedLab:
     def process_rights(self) -> list[dict]:
         """Every process in the container with its uid, gid, capability sets and no_new_privs."""
         return json.loads(self.python(PROCESS_RIGHTS))
+
+    def listening(self) -> list[tuple[str, int, str]]:
+        """Every TCP socket listening in the container: its address, port and process."""
+        return [tuple(row) for row in json.loads(self.python(LISTENING))]
 
     def cluster_up(self) -> float:
         """`python -m autograder cluster up --provider practice` inside, as the user; returns its seconds."""

@@ -13,21 +13,23 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import yaml
 from kubernetes import client, utils
 
 from autograder import MANIFESTS
 from autograder.pins import PINS
-from autograder.lab import binaries, k8s, kubeconfig
+from autograder.lab import binaries, k8s, kubeconfig, ports
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
 from autograder.practice.container import isolation_summary
-from autograder.practice.supervise import ensure_router, stop_router
+from autograder.practice.supervise import ensure_router, router_pid, stop_router
 from autograder.waiting import poll
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,19 @@ def config_digest() -> str:
     for path in (KWOKCTL_CONFIG, NODES_MANIFEST, GPU_NODES_MANIFEST):
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def cluster_config(workdir: Path, etcd_port: int, etcd_peer_port: int) -> list[dict]:
+    """kwokctl's config for one cluster: etcd's TLS listeners need its own ports and certificates."""
+    fields = {"etcd_port": etcd_port, "etcd_peer_port": etcd_peer_port, "pki": workdir / "pki"}
+    documents = [document for document in yaml.safe_load_all(KWOKCTL_CONFIG.read_text()) if document]
+    for document in documents:
+        if document["kind"] == "KwokctlConfiguration":
+            document["options"] |= {"etcdPort": etcd_port, "etcdPeerPort": etcd_peer_port}
+            for patch in document["componentsPatches"]:
+                for argument in patch.get("extraArgs", []):
+                    argument["value"] = argument["value"].format(**fields)
+    return documents
 
 
 def kwok_workdir() -> Path:
@@ -101,6 +116,17 @@ class Practice:
         state = "answers" if self.answers() else "does not answer"
         return f"practice cluster {self.cluster!r}: created, API {state} (context {self.context})"
 
+    def processes(self) -> list[psutil.Process]:
+        """Every process the cluster runs: its components (found by their workdir), the pod runtime and
+        every container process it started."""
+        marker = str(self.workdir)
+        processes = [process for process in psutil.process_iter(["cmdline"])
+                     if marker in " ".join(process.info["cmdline"] or [])]
+        runtime = router_pid(self.context)
+        if runtime:
+            processes += [psutil.Process(runtime), *psutil.Process(runtime).children(recursive=True)]
+        return list({process.pid: process for process in processes}.values())
+
     def _kwokctl(self, *args: str, timeout: float = 300, what: str = "") -> str:
         paths = binaries.ensure(["kwokctl", "kubectl"])
         # kwokctl takes kubectl from PATH first: put the pinned one there.
@@ -155,18 +181,18 @@ class Practice:
             "scheduler and kwok as local processes)...")
         started = time.monotonic()
         try:
-            self._kwokctl(
-                "create", "cluster", "--name", self.cluster, "--runtime", "binary",
-                "--config", str(KWOKCTL_CONFIG),
-                "--kube-apiserver-binary", str(paths["kube-apiserver"]),
-                "--kube-controller-manager-binary", str(paths["kube-controller-manager"]),
-                "--kube-scheduler-binary", str(paths["kube-scheduler"]),
-                "--kwok-controller-binary", str(paths["kwok"]),
-                "--etcd-binary", str(paths["etcd"]),
-                "--wait", "2m", "--timeout", "4m",
-                *([] if self.make_current else ["--kubeconfig", ""]),
-                timeout=300, what="kwokctl create cluster",
-            )
+            with self._config_file() as config:
+                self._kwokctl(
+                    "create", "cluster", "--name", self.cluster, "--runtime", "binary", "--config", config,
+                    "--kube-apiserver-binary", str(paths["kube-apiserver"]),
+                    "--kube-controller-manager-binary", str(paths["kube-controller-manager"]),
+                    "--kube-scheduler-binary", str(paths["kube-scheduler"]),
+                    "--kwok-controller-binary", str(paths["kwok"]),
+                    "--etcd-binary", str(paths["etcd"]),
+                    "--wait", "2m", "--timeout", "4m",
+                    *([] if self.make_current else ["--kubeconfig", ""]),
+                    timeout=300, what="kwokctl create cluster",
+                )
             self._wait_until_ready()
         except BaseException:
             # Ctrl-C or a failure halfway leaves no half-made cluster behind.
@@ -175,6 +201,14 @@ class Practice:
         (self.workdir / CONFIG_STAMP).write_text(config_digest())
         logger.info(f"Practice cluster ready in {time.monotonic() - started:.1f} s "
             f"(kubectl context {self.context}).")
+
+    @contextmanager
+    def _config_file(self) -> Iterator[str]:
+        """This cluster's kwokctl config, in a file for as long as `kwokctl create` reads it."""
+        with tempfile.NamedTemporaryFile("w", prefix="kwokctl-", suffix=".yaml") as config:
+            yaml.safe_dump_all(cluster_config(self.workdir, *ports.free_ports(2)), config)
+            config.flush()
+            yield config.name
 
     def _wait_until_ready(self, timeout: float = 120) -> None:
         """Nodes registered and Ready, and the default ServiceAccount made (pods need it)."""
