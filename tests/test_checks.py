@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import uuid
 
 import pytest
+from kubernetes import utils
 
 from autograder import MANIFESTS
 from autograder.lesson import checks
@@ -143,3 +145,21 @@ def test_a_rollout_that_cannot_finish_fails_at_once_and_its_fix_passes(lab) -> N
     resources["requests"]["cpu"], resources["limits"]["cpu"] = "100m", "200m"
     workloads.apply(lab, [deployment])
     checks.eventually(checks.scaled_to, lab, "ml-api", 1, timeout=90).assert_passed()
+
+
+@pytest.mark.cluster
+def test_an_object_created_without_namespace_is_found_in_default_with_a_hint(lab) -> None:
+    deployment, service = copy.deepcopy(_lesson_manifests())
+    name = f"stray-{uuid.uuid4().hex[:6]}"
+    deployment["metadata"]["name"] = service["metadata"]["name"] = name
+    utils.create_from_dict(lab.api, deployment)  # the student's mistake: no namespace=
+    utils.create_from_dict(lab.api, service)
+    try:
+        for result in (checks.deployment_ready(lab, name), checks.service_routes(lab, name, name)):
+            assert not result
+            assert f"is in namespace 'default', not in the lab's namespace {lab.namespace!r}" in result.message
+            assert "pass namespace=lab.namespace" in result.message.lower()
+    finally:
+        lab.apps.delete_namespaced_deployment(name, "default")
+        lab.core.delete_namespaced_service(name, "default")
+    assert "does not exist in namespace" in checks.deployment_ready(lab, name).message

@@ -35,6 +35,14 @@ def test_missing_image_and_missing_pods_are_reported(lab):
     assert any("ml-api:never-built was never loaded" in f for f in troubleshoot.diagnose(lab, "app=ghost"))
 
 
+def test_a_container_that_exits_after_starting_is_diagnosed_once_steady(lab):
+    crash = ["python", "-c", "import sys; sys.exit('model file /models/model.pkl not found')"]
+    workloads.apply(lab, [manifests.deployment("crasher", command=crash)])
+    troubleshoot.wait_until_settled(lab, "app=crasher", timeout=60, steady=5)
+    findings = troubleshoot.diagnose(lab, "app=crasher")
+    assert len(findings) == 1 and "CrashLoopBackOff" in findings[0] and "model.pkl not found" in findings[0]
+
+
 def test_gpu_pods_only_land_on_gpu_nodes(lab):
     workloads.apply(lab, [manifests.deployment("gpu", replicas=3, limits={"nvidia.com/gpu": "1"})])
     troubleshoot.wait_until_settled(lab, "app=gpu", timeout=30)

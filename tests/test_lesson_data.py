@@ -73,10 +73,15 @@ def test_plot_spike_uses_the_function_it_is_given():
 def test_matrix_is_the_lessons():
     assert list(MATRIX) == ["Multi-host", "Auto-healing", "Load balancing", "GPU support",
                             "Ecosystem", "Learning curve", "ML use cases", "Cost (managed)"]
-    assert MATRIX["GPU support"] == {COMPOSE: "Manual", SWARM: "Manual", KUBERNETES: "Native",
+    assert MATRIX["GPU support"] == {COMPOSE: "Manual", SWARM: "Manual", KUBERNETES: "Device plugin",
                                      CLOUD_NATIVE: "Limited"}
-    assert MATRIX["Cost (managed)"][KUBERNETES] == "Control plane fee + nodes"
+    assert MATRIX["Cost (managed)"][KUBERNETES] == "Nodes (+ some fees)"
     assert all(set(row) == set(PLATFORMS) for row in MATRIX.values())
+
+
+def test_no_platform_is_scored_free():
+    costs = {p: platforms.SCORES["Cost (managed)"][MATRIX["Cost (managed)"][p]] for p in PLATFORMS}
+    assert "Free" not in MATRIX["Cost (managed)"].values() and len(set(costs.values())) == 1
 
 
 def test_every_rating_has_a_score():
@@ -110,7 +115,9 @@ def recommend(workload: Workload) -> str:
     (Workload("ten services", True, 10, 10, 2, 99.0), CLOUD_NATIVE),
     (Workload("three nines", True, 10, 1, 8, 99.9), KUBERNETES),
     (Workload("five engineers", True, 2000, 5, 5, 99.0), KUBERNETES),
-    (Workload("small team with GPUs", True, 10, 1, 2, 99.0, gpus=True), KUBERNETES),
+    (Workload("two-person team with GPUs", True, 10, 1, 2, 99.0, gpus=True), CLOUD_NATIVE),
+    (Workload("four-person team with GPUs", True, 1500, 3, 4, 99.9, gpus=True), CLOUD_NATIVE),
+    (Workload("five engineers with GPUs", True, 10, 1, 5, 99.0, gpus=True), KUBERNETES),
     (Workload("small team, multi-cloud", True, 10, 1, 2, 99.0, multi_cloud=True), KUBERNETES),
     (Workload("100 services, small team", True, 5000, 100, 3, 99.0), KUBERNETES),
 ])
@@ -131,6 +138,17 @@ def test_landscape_categories_and_queries():
     assert ecosystem.find_project("opa").category == "Security"
     assert {p.name for p in ecosystem.projects_for("GitOps")} == {"ArgoCD", "Flux"}
     assert ecosystem.projects_for("quantum") == []
+
+
+def test_networking_names_the_gateway_api_not_the_retired_ingress_nginx():
+    names = [p.name for p in ecosystem.projects_in("networking")]
+    assert "Gateway API" in names and not any("nginx" in name.lower() for name in names)
+
+
+def test_minikube_needs_a_container_runtime_or_a_hypervisor():
+    minikube = ecosystem.INSTALL_OPTIONS[0]
+    assert any("container runtime" in need and "hypervisor" in need for need in minikube.needs)
+    assert not any(need in ("Docker", "virtualization support") for need in minikube.needs)
 
 
 def test_near_misses_get_suggestions():

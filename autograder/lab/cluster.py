@@ -18,6 +18,10 @@ from autograder.lab.provider import Provider
 
 PROVIDER_ENV = "LAB_CLUSTER"
 NAMESPACE_ENV = "LAB_NAMESPACE"
+# The notebooks' own namespace: never `default`, so a call without `namespace=` misses at home as in grading.
+LAB_NAMESPACE = "ml-lab"
+
+logger = logging.getLogger(__name__)
 PROVIDERS: dict[str, type[Provider]] = {"practice": Practice, "kind": Kind, "existing": Existing}
 
 
@@ -37,13 +41,21 @@ def provider_of_context(context: str | None) -> str:
 
 
 def choose(name: str | None = None) -> Provider:
-    """An explicit name or $LAB_CLUSTER; else a context that answers, then kind, then practice."""
+    """An explicit name or $LAB_CLUSTER; else the lab's own cluster if it answers, then kind, then practice.
+
+    A context the lab did not create (a work cluster) is used only when asked for by name
+    ("existing"): the notebooks create namespaces and cordon nodes.
+    """
     name = name or os.environ.get(PROVIDER_ENV) or None
     if name:
         return provider(name)
     context = kubeconfig.current_context()
-    if context and kubeconfig.answers(context):
-        return provider(provider_of_context(context))
+    own = provider_of_context(context)
+    if own != "existing" and kubeconfig.answers(context):
+        return provider(own)
+    if context is not None and own == "existing":
+        logger.info(f"Not using the current context {context!r}: the lab did not create it. To work there, "
+                    f"ask for it by name: connect(\"existing\") or {PROVIDER_ENV}=existing.")
     kind = Kind()
     return kind if kind.unusable_reason() is None else Practice()
 
@@ -91,12 +103,17 @@ def connect(name: str | None = None, namespace: str | None = None) -> Lab:
 def attach(chosen: Provider, namespace: str | None = None) -> Lab:
     """Clients for a provider whose cluster is up, in `namespace` (created when missing)."""
     context = chosen.context
-    namespace = (namespace or os.environ.get(NAMESPACE_ENV)
-                 or kubeconfig.context_namespace(context) or "default")
+    namespace = namespace or os.environ.get(NAMESPACE_ENV) or own_namespace(context)
     api = kubeconfig.api_client(context, config_file=chosen.kubeconfig_file)
     _ensure_namespace(client.CoreV1Api(api), namespace)
     return Lab(provider=provider_of_context(context) if chosen.name == "existing" else chosen.name,
                context=context, namespace=namespace, api=api)
+
+
+def own_namespace(context: str) -> str:
+    """The namespace the context names (a namespace-scoped identity keeps it), else ml-lab: never default."""
+    named = kubeconfig.context_namespace(context)
+    return named if named and named != "default" else LAB_NAMESPACE
 
 
 def _ensure_namespace(core: client.CoreV1Api, namespace: str) -> None:

@@ -26,6 +26,7 @@ SCALING_EVENT = re.compile(r"Scaled (?P<way>up|down) replica set (?P<rs>\S+) (?:
 LESSON_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
 LESSON_LIMITS = {"cpu": "200m", "memory": "256Mi"}
 LESSON_PORT = 8080
+STRAY_NAMESPACE = "default"  # where the Kubernetes client puts an object created without `namespace=`
 
 
 class LabLike(Protocol):
@@ -105,11 +106,30 @@ def _read(what: str, reader: Callable[..., Any], *args: Any) -> Any:
         return reader(*args)
     except client.ApiException as error:
         if error.status == 404:
-            raise _Failed(f"{what} does not exist in namespace {args[-1]!r}; create it first") from None
+            raise _Failed(_missing(what, reader, *args)) from None
         if error.status == 403:
             raise _Failed(f"not allowed to read {what} in namespace {args[-1]!r}: "
                           "are you connected with the lab's kubeconfig?") from None
         raise
+
+
+def _missing(what: str, reader: Callable[..., Any], *args: Any) -> str:
+    """The hint for a missing object: a namesake in `default` means the call that made it had no namespace."""
+    *key, namespace = args
+    if namespace != STRAY_NAMESPACE and _exists(reader, *key, STRAY_NAMESPACE):
+        return (f"{what} is in namespace {STRAY_NAMESPACE!r}, not in the lab's namespace {namespace!r}: "
+                f"the call that created it had no namespace. Pass namespace=lab.namespace (kubectl: -n "
+                f"{namespace}), create it again, and remove the stray one (kubectl delete {what} -n default)")
+    return f"{what} does not exist in namespace {namespace!r}; create it first"
+
+
+def _exists(reader: Callable[..., Any], *args: Any) -> bool:
+    """Whether the object can be read; a forbidden namespace (as in grading) counts as not there."""
+    try:
+        reader(*args)
+    except client.ApiException:
+        return False
+    return True
 
 
 def _deployment(lab: LabLike, name: str) -> client.V1Deployment:

@@ -25,7 +25,9 @@ LANDSCAPE: tuple[Project, ...] = (
                ("etcd", "distributed key-value store")),
     *_projects("Networking", ("Calico", "CNI plugin"), ("Cilium", "CNI plugin"),
                ("Flannel", "CNI plugin"), ("Istio", "service mesh"), ("Linkerd", "service mesh"),
-               ("Ingress Nginx", "ingress controller"), ("Traefik", "ingress controller")),
+               # The lesson lists Ingress NGINX: retired in March 2026, Gateway API took over its role.
+               ("Gateway API", "traffic routing API, the successor to Ingress"),
+               ("Traefik", "ingress and Gateway API controller")),
     *_projects("Storage", ("Rook", "cloud-native storage"), ("Longhorn", "cloud-native storage"),
                ("MinIO", "object storage"), ("CSI drivers", "cloud storage integration")),
     *_projects("Observability", ("Prometheus", "metrics"), ("Grafana", "visualization"),
@@ -83,7 +85,8 @@ class InstallOption:
 
 
 INSTALL_OPTIONS: tuple[InstallOption, ...] = (
-    InstallOption("minikube", ("Docker", "2 CPUs and 4GB RAM free", "virtualization support"),
+    InstallOption("minikube", ("a container runtime (Docker, Podman) or a hypervisor (KVM, Hyper-V...)",
+                               "2 CPUs and 4GB RAM free"),
                   "minikube start", "kubectl cluster-info && kubectl get nodes",
                   "the usual first cluster for beginners"),
     InstallOption("kind", ("Docker running", "kubectl"),

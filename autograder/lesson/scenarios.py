@@ -82,7 +82,7 @@ CORE_CAPABILITIES: tuple[tuple[str, str], ...] = (
     ("Self-healing", "failed containers are replaced and rescheduled automatically"),
     ("Service discovery and load balancing", "networking between pods is built in"),
     ("Storage orchestration", "storage systems are mounted for you"),
-    ("Automated rollouts and rollbacks", "releases happen safely, with no downtime"),
+    ("Automated rollouts and rollbacks", "new versions replace old pods gradually; a bad one can be undone"),
     ("Secret and configuration management", "sensitive settings are handled securely"),
     ("Resource optimization", "workloads are bin-packed efficiently onto machines"),
 )
@@ -90,7 +90,7 @@ CORE_CAPABILITIES: tuple[tuple[str, str], ...] = (
 ML_BENEFITS: dict[str, tuple[str, ...]] = {
     "GPU scheduling": (
         "a pod asks for `nvidia.com/gpu: 1` under resources.limits",
-        "Kubernetes places it on a GPU node and hands out the GPU",
+        "the scheduler places it on a node whose device plugin advertises a free GPU",
     ),
     "Scalable model serving": (
         "variable traffic is absorbed", "autoscaling from 1 to 100+ replicas",
@@ -129,6 +129,7 @@ class Case:
     platform: str
     practices: tuple[str, ...]
     figures: tuple[Metric, ...]
+    note: str = ""  # where the lesson's account needs correcting
 
 
 CASES: tuple[Case, ...] = (
@@ -138,6 +139,8 @@ CASES: tuple[Case, ...] = (
          "one multi-tenant platform for many teams"),
         (Metric("ML models deployed", 1000, "count", "1,000+"),
          Metric("less deployment time", 95, "percent", "95%")),
+        "for most of its history Michelangelo ran on Uber's Mesos-based schedulers (Peloton), not "
+        "Kubernetes; Uber moved its compute platform from Mesos to Kubernetes around 2024",
     ),
     Case(
         "Spotify", "ML feature platform",

@@ -110,18 +110,25 @@ def diagnose(lab: Lab, selector: str) -> list[str]:
     return findings
 
 
-def _settled(pod: client.V1Pod) -> bool:
-    """Whether a pod has reached a state worth diagnosing: ready, stuck, or refused by the scheduler."""
+def _ready_seconds(pod: client.V1Pod) -> float:
+    """How long the pod has been Ready; 0 when it is not."""
+    since = next((c.last_transition_time for c in pod.status.conditions or []
+                  if c.type == "Ready" and c.status == "True"), None)
+    return (datetime.now(timezone.utc) - since).total_seconds() if since else 0.0
+
+
+def _settled(pod: client.V1Pod, steady: float = 0) -> bool:
+    """Whether a pod is worth diagnosing: ready for `steady` seconds, stuck, or refused by the scheduler."""
     if not pod.spec.node_name:
         return _unschedulable(pod) is not None
-    return k8s.condition_true(pod) or _status(pod) in k8s.STUCK_REASONS
+    return _status(pod) in k8s.STUCK_REASONS or (k8s.condition_true(pod) and _ready_seconds(pod) >= steady)
 
 
-def wait_until_settled(lab: Lab, selector: str, timeout: float = 60) -> None:
-    """Give new pods time to be scheduled and started (or to fail) before diagnosing them."""
+def wait_until_settled(lab: Lab, selector: str, timeout: float = 60, steady: float = 0) -> None:
+    """Give new pods time to be scheduled and started (or to fail), Ready ones `steady` s to show a crash."""
     with suppress(k8s.WaitTimeout):  # unsettled pods are diagnosed as they are
         k8s.wait_for(lab.core.list_namespaced_pod, lab.namespace, label_selector=selector, timeout=timeout,
-                     until=lambda pods: pods and all(_settled(pod) for pod in pods),
+                     until=lambda pods: pods and all(_settled(pod, steady) for pod in pods),
                      what=f"the pods behind {selector} settling")
 
 
