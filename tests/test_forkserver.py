@@ -30,7 +30,7 @@ def worker_server(tmp_path: Path) -> Path:
 
 def test_a_forked_worker_writes_to_the_clients_own_output_and_exits_with_its_code(worker_server: Path) -> None:
     helped = _client(worker_server, "--help")
-    refused = _client(worker_server, "--course")
+    refused = _client(worker_server, "--request")
     assert (helped.returncode, refused.returncode) == (0, 2)
     assert helped.stdout.startswith("usage: python -m autograder.grading.worker")
     assert "expected one argument" in refused.stderr

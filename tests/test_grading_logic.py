@@ -22,6 +22,8 @@ from autograder.grading.names import check_student_id, folder_name, namespace_fo
 from autograder.grading.nodes import restore_patch
 from autograder.grading.grader import clear_output, foreign_entries
 from autograder.grading.repair import MAX_CELLS, grade_id, rebuilt, repair
+from autograder.grading.request import WorkerRequest
+from autograder.grading.settings import GradingSettings
 from autograder.grading import submissions
 from autograder.grading.submissions import stage
 
@@ -241,3 +243,17 @@ def test_a_file_that_is_no_notebook_is_graded_as_left_unanswered(tmp_path: Path,
     note = repair(path, nbformat.read(master, as_version=4), released(master))
     assert note.startswith(f"{path.name} is not a notebook (") and note.endswith("so it was graded as unanswered.")
     assert unanswered_from("06-troubleshooting-and-review", folder, MASTERS)
+
+
+def test_a_worker_request_goes_across_as_json_and_back_unchanged_and_refuses_a_missing_field(
+        tmp_path: Path) -> None:
+    request = WorkerRequest.of(GradingSettings(cell_timeout=40), course=tmp_path, assignment="lesson01",
+                               student="alice", namespace="grade-alice", reader_kubeconfig=tmp_path / "reader",
+                               lender_kubeconfig=None, submitted_directory=tmp_path / "staging",
+                               jail_hide=(Path("/root/.kube"),))
+    assert WorkerRequest.from_json(request.to_json()) == request
+    assert (request.cell_timeout, request.patience) == (40, GradingSettings().patience)
+    partial = json.loads(request.to_json())
+    del partial["patience"]
+    with pytest.raises(ValueError, match="exactly the fields"):
+        WorkerRequest.from_json(json.dumps(partial))

@@ -22,6 +22,7 @@ from kubernetes import client
 from autograder import isolation, processes
 from autograder.grading import answers, jail, ledger, nodes, repair, sandbox, submissions, worker
 from autograder.grading.ledger import Ledger, Outcome, submission_digest
+from autograder.grading.request import WorkerRequest
 from autograder.grading.settings import GradingSettings
 from autograder.grading.verify import timed
 from autograder.grading.names import check_student_id, digest, namespace_for, printable
@@ -203,12 +204,11 @@ class Grader:
         if self.workers is not None:
             command[3:] = ["autograder.grading.forkserver", "--socket", str(self.workers), "--module",
                            worker.WORKER_MODULE, "--"]
-        command += ["--course", str(self.course.root),
-                    "--assignment", self.assignment, "--student", student, "--namespace", box.namespace,
-                    "--reader-kubeconfig", str(box.reader_kubeconfig),
-                    "--lender-kubeconfig", str(box.lender_kubeconfig), "--submitted-directory", str(self.staging),
-                    "--cell-timeout", str(self.settings.cell_timeout), "--patience", str(self.settings.patience),
-                    *(f"--jail-hide={path}" for path in self.hide)]
+        request = WorkerRequest.of(
+            self.settings, course=self.course.root, assignment=self.assignment, student=student,
+            namespace=box.namespace, reader_kubeconfig=box.reader_kubeconfig,
+            lender_kubeconfig=box.lender_kubeconfig, submitted_directory=self.staging, jail_hide=tuple(self.hide))
+        command += ["--request", request.to_json()]
         with self._lock:  # a Ctrl-C between start and registration would leave the worker running
             if self.stopping.is_set():
                 return {"success": False, "error": "grading was interrupted before this submission ran"}

@@ -38,3 +38,8 @@ class GradingSettings(Configurable):
         except (ImportError, AttributeError) as error:
             raise LabError(f"GradingSettings.practice_setup = {self.practice_setup!r} in nbgrader_config.py "
                            f"does not name a function: {error}") from None
+
+
+def default(name: str) -> Any:
+    """A setting's default, for code that needs it without a configured instance (one place for each)."""
+    return GradingSettings.class_traits()[name].default_value

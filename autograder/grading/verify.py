@@ -32,7 +32,7 @@ from traitlets import Dict, Float, Integer, List, Unicode
 
 from autograder import processes
 from autograder.errors import LabError
-from autograder.grading import answers, extended, jail, judge, nodes, values
+from autograder.grading import answers, extended, jail, judge, nodes, settings, values
 from autograder.lab import kubeconfig
 from autograder.lab.cluster import Lab
 
@@ -103,7 +103,8 @@ class ClusterVerifiedExecute(Execute):
     masters = Unicode("", help="folder of the assignment's master notebooks, for their imports").tag(config=True)
     submission = Unicode("", help="folder of this submission's notebooks, to see which ones the student "
                          "left as released").tag(config=True)
-    patience = Float(30.0, help="seconds a test may wait for the cluster to converge").tag(config=True)
+    patience = Float(settings.default("patience"), help="seconds a test may wait for the cluster to converge"
+                     ).tag(config=True)
     max_output_bytes = Integer(1_000_000, help="output one cell may keep; more is dropped as it "
                                "arrives").tag(config=True)
     exclusive_notebooks = List(Unicode(), help="notebooks that need the whole cluster's nodes (GPUs, "
@@ -151,7 +152,7 @@ class ClusterVerifiedExecute(Execute):
                 return super().preprocess(nb, resources, km or spare)
             before = nodes.load(Path(self.nodes_snapshot)) if self.nodes_snapshot else None
             with nodes.exclusive(Path(self.exclusive_lock), lambda: self._reader().core.list_node().items, before,
-                                 self.timeout or 120), self._extended_resources():
+                                 self.timeout or settings.default("cell_timeout")), self._extended_resources():
                 return super().preprocess(nb, resources, km or spare)
         finally:
             if spare is not None and self.km is not None:
@@ -162,7 +163,8 @@ class ClusterVerifiedExecute(Execute):
         if not self.lender_kubeconfig:
             return nullcontext()
         lender = kubeconfig.api_client(config_file=Path(self.lender_kubeconfig))
-        return extended.lent(lender, self.namespace, dict(self.exclusive_quota), self.timeout or 120)
+        return extended.lent(lender, self.namespace, dict(self.exclusive_quota),
+                             self.timeout or settings.default("cell_timeout"))
 
     async def async_start_new_kernel(self, **kwargs: Any) -> None:
         # The kernel must not hold the worker's own output pipes: the grader reads those to the end.
@@ -229,7 +231,7 @@ class ClusterVerifiedExecute(Execute):
 
     def _judge(self, cell: NotebookNode) -> list[NotebookNode]:
         """The grader's verdict on one test cell (its source as nbgrader restored it)."""
-        self._deadline = monotonic() + (self.timeout or 120)
+        self._deadline = monotonic() + (self.timeout or settings.default("cell_timeout"))
         try:
             student = judge.student_values(judge.free_names(cell.source), self._provided, self._ask)
         except Exception as error:  # the kernel may send anything: whatever breaks the reading fails this cell only

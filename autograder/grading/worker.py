@@ -30,6 +30,7 @@ from autograder import isolation, processes
 from autograder.grading import bridge, jail, forkserver, nodes
 from autograder.grading.verify import PHASES, ClusterVerifiedExecute
 from autograder.grading.kernelclient import ReadyKernelClient
+from autograder.grading.request import WorkerRequest
 
 WORKER_MODULE = "autograder.grading.worker"
 CONFIG_FILE = "nbgrader_config.py"
@@ -58,24 +59,23 @@ def autograde_steps() -> list[type]:
     return [ClusterVerifiedExecute if step is Execute else step for step in default]
 
 
-def grading_config(course: Path, assignment: str, namespace: str, reader_kubeconfig: Path, cell_timeout: int,
-                   patience: float, lender_kubeconfig: Path | None = None) -> Config:
+def grading_config(request: WorkerRequest) -> Config:
     """The course's settings with nbgrader's Execute swapped for the cluster-verifying one."""
-    config = course_config(course)
+    config = course_config(request.course)
     folders = CourseDirectory(config=config)
-    config.ClusterVerifiedExecute.masters = folders.format_path(folders.source_directory, ".", assignment)
+    config.ClusterVerifiedExecute.masters = folders.format_path(folders.source_directory, ".", request.assignment)
     config.Autograde.autograde_preprocessors = autograde_steps()
-    config.Execute.timeout = cell_timeout
+    config.Execute.timeout = request.cell_timeout
     config.Execute.interrupt_on_timeout = True
     config.Execute.store_widget_state = False  # a widget's state is the kernel's to write: script in the notebook
     config.AsyncKernelManager.client_class = f"{ReadyKernelClient.__module__}.{ReadyKernelClient.__name__}"
-    config.ClusterVerifiedExecute.namespace = namespace
-    config.ClusterVerifiedExecute.reader_kubeconfig = str(reader_kubeconfig)
-    if lender_kubeconfig is not None:
-        config.ClusterVerifiedExecute.lender_kubeconfig = str(lender_kubeconfig)
-    config.ClusterVerifiedExecute.patience = patience
-    config.ClusterVerifiedExecute.exclusive_lock = str(nodes.lock_file(course))
-    config.ClusterVerifiedExecute.nodes_snapshot = str(nodes.saved_file(course, assignment))
+    config.ClusterVerifiedExecute.namespace = request.namespace
+    config.ClusterVerifiedExecute.reader_kubeconfig = str(request.reader_kubeconfig)
+    if request.lender_kubeconfig is not None:
+        config.ClusterVerifiedExecute.lender_kubeconfig = str(request.lender_kubeconfig)
+    config.ClusterVerifiedExecute.patience = request.patience
+    config.ClusterVerifiedExecute.exclusive_lock = str(nodes.lock_file(request.course))
+    config.ClusterVerifiedExecute.nodes_snapshot = str(nodes.saved_file(request.course, request.assignment))
     return config
 
 
@@ -126,34 +126,21 @@ def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder.grading.worker", description=__doc__)
-    parser.add_argument("--course", type=Path, required=True)
-    parser.add_argument("--assignment", required=True)
-    parser.add_argument("--student", required=True)
-    parser.add_argument("--namespace", required=True)
-    parser.add_argument("--reader-kubeconfig", type=Path, required=True)
-    parser.add_argument("--lender-kubeconfig", type=Path,
-                        help="the identity that lends the exclusive notebooks their extended resources (GPUs)")
-    parser.add_argument("--cell-timeout", type=int, default=120)
-    parser.add_argument("--patience", type=float, default=30.0)
-    parser.add_argument("--submitted-directory", type=Path,
-                        help="read submissions from here (the grader's regular-file copies), not submitted/")
-    parser.add_argument("--jail-hide", type=Path, action="append",
-                        help="run the kernel in the jail, with these paths covered (repeatable)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--request", type=WorkerRequest.from_json, required=True,
+                        help="the class run's WorkerRequest, as JSON")
+    request: WorkerRequest = parser.parse_args(argv).request
     with tempfile.TemporaryDirectory(prefix="kernelspec-") as specs, contextlib.ExitStack() as mounts:
-        config = grading_config(args.course, args.assignment, args.namespace, args.reader_kubeconfig, args.cell_timeout,
-                                args.patience, args.lender_kubeconfig)
-        if args.jail_hide:
+        config = grading_config(request)
+        if request.jail_hide:
             # The one folder a jailed kernel writes outside its own /tmp: a few MB of RAM, never the host's disk.
             isolation.own_mounts()
             mounts.enter_context(isolation.tmpfs(Path(specs), SOCKETS_TMPFS))
-            config.merge(mounts.enter_context(jail_kernel(Path(specs), args.jail_hide)))
-        if args.submitted_directory:
-            config.CourseDirectory.submitted_directory = str(args.submitted_directory)
+            config.merge(mounts.enter_context(jail_kernel(Path(specs), list(request.jail_hide))))
+        config.CourseDirectory.submitted_directory = str(request.submitted_directory)
         folders = CourseDirectory(config=config)
-        config.ClusterVerifiedExecute.submission = folders.format_path(folders.submitted_directory, args.student,
-                                                                       args.assignment)
-        result = NbGraderAPI(config=config).autograde(args.assignment, args.student, force=True, create=True)
+        config.ClusterVerifiedExecute.submission = folders.format_path(folders.submitted_directory, request.student,
+                                                                       request.assignment)
+        result = NbGraderAPI(config=config).autograde(request.assignment, request.student, force=True, create=True)
     json.dump({"success": bool(result.get("success")), "error": result.get("error", ""),
                "log": result.get("log", ""), "phases": PHASES}, sys.stdout)
     return 0 if result.get("success") else 1
