@@ -1,0 +1,105 @@
+"""The fast tier (tests/tiers.py): nothing in it takes a cluster, and what it cannot reach fails there."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+from tiers import FAST_TIMEOUT, FIXTURE_NEEDS, RESOURCES
+
+from autograder import REPO_ROOT
+
+TESTS = Path(__file__).parent
+
+DUMP_PLUGIN = '''import json, os
+def pytest_collection_finish(session):
+    with open(os.environ["TIERS_DUMP"], "w") as out:
+        json.dump({item.nodeid: {"fixtures": sorted(item.fixturenames),
+                                 "marks": sorted({mark.name for mark in item.iter_markers()}),
+                                 "timeout": [mark.args for mark in item.iter_markers("timeout")]}
+                   for item in session.items}, out)
+'''
+
+PROBES = '''import urllib.request
+
+import docker
+import pytest
+
+from autograder import isolation
+from autograder.lab.practice import Practice
+
+
+def test_root() -> None:
+    isolation.own_mounts()
+
+
+def test_docker() -> None:
+    docker.from_env().ping()
+
+
+def test_cluster() -> None:
+    Practice().up()
+
+
+def test_network() -> None:
+    urllib.request.urlopen("http://example.org/", timeout=10)
+
+
+def test_takes_the_cluster(practice_cluster) -> None:
+    pass
+
+
+@pytest.mark.root
+def test_marked() -> None:
+    pass
+
+
+def test_plain() -> None:
+    pass
+'''
+
+
+def _collected(tmp_path: Path) -> dict[str, dict]:
+    """The suite's tests as plain `pytest` selects them: each one's fixtures, markers and timeout."""
+    (tmp_path / "tiers_dump.py").write_text(DUMP_PLUGIN)
+    dump = tmp_path / "collected.json"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "TIERS_DUMP": str(dump)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "tiers_dump",
+                           "-p", "no:cacheprovider"], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(dump.read_text())
+
+
+def test_the_fast_tier_takes_no_fixture_that_needs_a_resource_and_has_the_short_timeout(tmp_path: Path) -> None:
+    fast = _collected(tmp_path)
+    assert len(fast) > 150
+    assert {test: sorted(set(seen["fixtures"]) & set(FIXTURE_NEEDS)) for test, seen in fast.items()
+            if set(seen["fixtures"]) & set(FIXTURE_NEEDS)} == {}
+    assert {test: seen["marks"] for test, seen in fast.items() if set(seen["marks"]) & set(RESOURCES)} == {}
+    assert {test: seen["timeout"] for test, seen in fast.items() if seen["timeout"] != [[FAST_TIMEOUT]]} == {}
+
+
+def test_an_unmarked_test_reaching_for_root_docker_a_cluster_or_the_network_fails_in_the_fast_tier(
+        tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text((REPO_ROOT / "pyproject.toml").read_text())
+    (tmp_path / "conftest.py").write_text('import pytest\npytest_plugins = ["tiers"]\n\n\n'
+                                          '@pytest.fixture\ndef practice_cluster() -> None:\n    pass\n')
+    (tmp_path / "test_probes.py").write_text(PROBES)
+    report = tmp_path / "report.xml"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}",
+                           "--rootdir", str(tmp_path), str(tmp_path / "test_probes.py")], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(TESTS)}, capture_output=True, text=True, timeout=300)
+    outcomes = {case.get("name"): " ".join(part.get("message", "") for part in case)
+                for case in ElementTree.parse(report).getroot().iter("testcase")}
+    # The stand-in cluster fixture and the `root` marker each take their test out of the fast tier.
+    assert set(outcomes) == {"test_root", "test_docker", "test_cluster", "test_network", "test_plain"}, done.stdout
+    assert outcomes["test_plain"] == ""
+    assert "cannot make new namespaces: Operation not permitted" in outcomes["test_root"]
+    assert "mark the test `cluster`" in outcomes["test_cluster"]
+    assert "Connection refused" in outcomes["test_network"]  # by the proxy that is not there
+    assert outcomes["test_docker"]
