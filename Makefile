@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # nbgrader calls alembic (and jupyter) through PATH: the venv's scripts must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test test-fast install binaries test-binaries cluster docker kind-image hosted-image chromium clean-cluster
+.PHONY: run check test test-fast install binaries test-binaries cluster docker kind-image hosted-image chromium clean-cluster
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,11 @@ run: cluster
 # Playwright's own browser download cannot work on these machines.
 chromium:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# The style, read by tools: lint (pyproject's [tool.ruff]) and types (pyproject's [tool.mypy]).
+check: install
+	$(BIN)/ruff check autograder tests
+	$(BIN)/mypy
 
 # The fast tier: no cluster, no Docker, no root, no network (pyproject's addopts; tests/tiers.py).
 test-fast: install

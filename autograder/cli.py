@@ -8,10 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from autograder.grading import UNISOLATED_FLAG
 from autograder.errors import LabError
-from autograder.pins import PIN_OF
+from autograder.grading import UNISOLATED_FLAG
 from autograder.lab import PROVIDERS, provider
+from autograder.pins import PIN_OF
 
 
 def _cluster(args: argparse.Namespace) -> int:

@@ -19,8 +19,8 @@ from nbgrader.utils import is_grade, is_solution
 from autograder.bench import grade as bench
 from autograder.cli import scripts_on_path
 from autograder.grading import submissions
-from autograder.grading.jail import KERNEL_UID_BASE
 from autograder.grading.course import Course, ensure_in_gradebook
+from autograder.grading.jail import KERNEL_UID_BASE
 from autograder.grading.ledger import Outcome
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import pins
-from autograder import doctor
+from autograder import doctor, pins
 from autograder.lab import binaries
 
 

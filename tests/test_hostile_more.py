@@ -18,16 +18,16 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import adopting_orphans, jailed_kernels
 from kubernetes import client
-from test_forged_points import ASSIGNMENT, FULL, NOTEBOOK, POINTS, _submit, master
-from test_grading import bystander, new_course  # noqa: F401 (a fixture)
 
 from autograder.grading import sandbox, values
 from autograder.grading.course import Course
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
+from conftest import adopting_orphans, jailed_kernels
+from test_forged_points import ASSIGNMENT, FULL, NOTEBOOK, POINTS, _submit, master
+from test_grading import bystander, new_course  # noqa: F401 (a fixture)
 
 
 def _forged(snapshot: str, call: str) -> str:
@@ -131,8 +131,8 @@ def _nodes(admin: client.ApiClient) -> dict:
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_replies_built_to_break_the_judge_fail_only_their_own_cell(course: Path, bystander: str,
-                                                                   practice_cluster) -> None:
+def test_replies_built_to_break_the_judge_fail_only_their_own_cell(
+        course: Path, bystander: str, practice_cluster) -> None:  # noqa: F811 (the fixture imported above)
     admin = kubeconfig.api_client(practice_cluster.context)
     for student, (replaced, _) in EXPECTED.items():
         _submit(course, student, None, **replaced)

@@ -23,7 +23,7 @@ import pytest
 from jupyter_client import KernelManager
 
 from autograder import REPO_ROOT
-from autograder.grading import bridge, jail, kernel, forkserver, worker
+from autograder.grading import bridge, forkserver, jail, kernel, worker
 
 PROBE = """
 import json, os, pathlib, resource, socket, sys, urllib.request
@@ -62,7 +62,7 @@ print(json.dumps(report))
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"the api server")
@@ -192,8 +192,8 @@ def test_the_grading_kernel_has_the_lessons_libraries_loaded_and_no_submission_f
             kernel_client.wait_for_ready(timeout=60)
             printed: list[str] = []
             kernel_client.execute_interactive(
-                "import sys; print(sorted(m for m in %r if m not in sys.modules)); import helper, requests; "
-                "print(helper.ANSWER, hasattr(requests, 'SHADOW'), 'requests' in dir())" % (kernel.PRELOADED,),
+                f"import sys; print(sorted(m for m in {kernel.PRELOADED!r} if m not in sys.modules)); "
+                "import helper, requests; print(helper.ANSWER, hasattr(requests, 'SHADOW'), 'requests' in dir())",
                 timeout=60, output_hook=lambda msg: printed.append(msg["content"].get("text", "") or str(msg["content"].get("evalue", ""))))
             kernel_client.stop_channels()
         finally:

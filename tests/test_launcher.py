@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from autograder.practice.launcher import LaunchError, Launcher
+from autograder.practice.launcher import Launcher, LaunchError
 
 APP = """
 import os, sys

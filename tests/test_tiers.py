@@ -9,9 +9,8 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from tiers import FAST_TIMEOUT, FIXTURE_NEEDS, RESOURCES
-
 from autograder import REPO_ROOT
+from tiers import FAST_TIMEOUT, FIXTURE_NEEDS, RESOURCES
 
 TESTS = Path(__file__).parent
 

@@ -65,8 +65,7 @@ def _without_resources() -> None:
     if int(_capabilities(), 16):
         isolation.renounce_capabilities()
     os.environ.update({"KUBECONFIG": NO_CLUSTER, "DOCKER_HOST": NO_DOCKER, "GOPROXY": "off",
-                       **{name: NO_NETWORK for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-                                                        "all_proxy", "ALL_PROXY")},
+                       **dict.fromkeys(("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"), NO_NETWORK),
                        "no_proxy": LOOPBACK, "NO_PROXY": LOOPBACK})
     Practice.up = Kind.up = _refuse_cluster  # type: ignore[method-assign]
 
