@@ -86,13 +86,12 @@ def test_the_fast_tier_takes_no_fixture_that_needs_a_resource_and_has_the_short_
 def test_an_unmarked_test_reaching_for_root_docker_a_cluster_or_the_network_fails_in_the_fast_tier(
         tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text((REPO_ROOT / "pyproject.toml").read_text())
-    (tmp_path / "conftest.py").write_text('import pytest\npytest_plugins = ["tiers"]\n\n\n'
-                                          '@pytest.fixture\ndef practice_cluster() -> None:\n    pass\n')
-    (tmp_path / "test_probes.py").write_text(PROBES)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "conftest.py").write_text('import pytest\npytest_plugins = ["tiers"]\n\n\n'
+                                                    '@pytest.fixture\ndef practice_cluster() -> None:\n    pass\n')
+    (tmp_path / "tests" / "test_probes.py").write_text(PROBES)
     report = tmp_path / "report.xml"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}",
-                           "--rootdir", str(tmp_path), str(tmp_path / "test_probes.py")], cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(TESTS)}, capture_output=True, text=True, timeout=300)
+    done = _pytest(tmp_path, f"--junitxml={report}")
     outcomes = {case.get("name"): " ".join(part.get("message", "") for part in case)
                 for case in ElementTree.parse(report).getroot().iter("testcase")}
     # The stand-in cluster fixture and the `root` marker each take their test out of the fast tier.
@@ -102,3 +101,12 @@ def test_an_unmarked_test_reaching_for_root_docker_a_cluster_or_the_network_fail
     assert "mark the test `cluster`" in outcomes["test_cluster"]
     assert "Connection refused" in outcomes["test_network"]  # by the proxy that is not there
     assert outcomes["test_docker"]
+    # Named on the command line, the file runs whole; `-m` still chooses.
+    assert "7 tests collected" in _pytest(tmp_path, "--collect-only", "-q", "tests/test_probes.py").stdout
+    assert "1/7 tests collected" in _pytest(tmp_path, "--collect-only", "-q", "-m", "root", "tests/test_probes.py").stdout
+
+
+def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """pytest run in `folder`, with this suite's tier plugin importable."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=folder,
+                          env={**os.environ, "PYTHONPATH": str(TESTS)}, capture_output=True, text=True, timeout=300)

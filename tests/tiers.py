@@ -1,7 +1,9 @@
 """The suite's two tiers (a pytest plugin): a test's resources mark it, and the fast tier cannot reach them.
 
 Each marker in RESOURCES names what a test needs beyond a Python process (a cluster, Docker, root, Go...);
-a test carrying none is in the fast tier, which plain `pytest` runs (pyproject's addopts deselect the rest). A test is marked from the fixtures it takes,
+a test carrying none is in the fast tier, which plain `pytest` runs (pyproject's addopts deselect the rest).
+Tests named on the command line (`pytest tests/test_grading.py -k round`) run whatever they need, unless
+`-m` says otherwise. A test is marked from the fixtures it takes,
 so a new cluster test leaves the fast tier without anyone remembering to mark it; and a session holding
 only fast tests runs without those resources, so a test that reaches for one unmarked fails there loudly
 instead of passing slowly.
@@ -38,6 +40,13 @@ LOOPBACK = "localhost,127.0.0.1,::1"
 
 def is_fast(item: pytest.Item) -> bool:
     return not any(item.get_closest_marker(name) for name in RESOURCES)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Only plain `pytest` is the fast tier: tests named on the command line run in every tier."""
+    chose_markers = any(arg.startswith("-m") for arg in config.invocation_params.args)
+    if config.args_source == pytest.Config.ArgsSource.ARGS and not chose_markers:
+        config.option.markexpr = ""
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
