@@ -23,6 +23,16 @@ def pytest_collection_finish(session):
                    for item in session.items}, out)
 '''
 
+CONFTEST = '''import pytest
+
+pytest_plugins = ["tiers"]
+
+
+@pytest.fixture
+def practice_cluster() -> None:
+    """A stand-in: its name alone marks a test `cluster`."""
+'''
+
 PROBES = '''import urllib.request
 
 import docker
@@ -66,15 +76,14 @@ def _collected(tmp_path: Path) -> dict[str, dict]:
     """The suite's tests as plain `pytest` selects them: each one's fixtures, markers and timeout."""
     (tmp_path / "tiers_dump.py").write_text(DUMP_PLUGIN)
     dump = tmp_path / "collected.json"
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "TIERS_DUMP": str(dump)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "tiers_dump",
-                           "-p", "no:cacheprovider"], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = _pytest(REPO_ROOT, "--collect-only", "-q", "-p", "tiers_dump",
+                   PYTHONPATH=f"{tmp_path}{os.pathsep}{TESTS}", TIERS_DUMP=str(dump))
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(dump.read_text())
 
 
-def test_the_fast_tier_takes_no_fixture_that_needs_a_resource_and_has_the_short_timeout(tmp_path: Path) -> None:
+def test_the_fast_tier_takes_no_fixture_that_needs_a_resource_and_has_the_short_timeout(
+        tmp_path: Path) -> None:
     fast = _collected(tmp_path)
     assert len(fast) > 150
     assert {test: sorted(set(seen["fixtures"]) & set(FIXTURE_NEEDS)) for test, seen in fast.items()
@@ -87,26 +96,28 @@ def test_an_unmarked_test_reaching_for_root_docker_a_cluster_or_the_network_fail
         tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text((REPO_ROOT / "pyproject.toml").read_text())
     (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "conftest.py").write_text('import pytest\npytest_plugins = ["tiers"]\n\n\n'
-                                                    '@pytest.fixture\ndef practice_cluster() -> None:\n    pass\n')
+    (tmp_path / "tests" / "conftest.py").write_text(CONFTEST)
     (tmp_path / "tests" / "test_probes.py").write_text(PROBES)
     report = tmp_path / "report.xml"
     done = _pytest(tmp_path, f"--junitxml={report}")
     outcomes = {case.get("name"): " ".join(part.get("message", "") for part in case)
                 for case in ElementTree.parse(report).getroot().iter("testcase")}
     # The stand-in cluster fixture and the `root` marker each take their test out of the fast tier.
-    assert set(outcomes) == {"test_root", "test_docker", "test_cluster", "test_network", "test_plain"}, done.stdout
+    ran = {"test_root", "test_docker", "test_cluster", "test_network", "test_plain"}
+    assert set(outcomes) == ran, done.stdout
     assert outcomes["test_plain"] == ""
     assert "cannot make new namespaces: Operation not permitted" in outcomes["test_root"]
     assert "mark the test `cluster`" in outcomes["test_cluster"]
     assert "Connection refused" in outcomes["test_network"]  # by the proxy that is not there
     assert outcomes["test_docker"]
     # Named on the command line, the file runs whole; `-m` still chooses.
-    assert "7 tests collected" in _pytest(tmp_path, "--collect-only", "-q", "tests/test_probes.py").stdout
-    assert "1/7 tests collected" in _pytest(tmp_path, "--collect-only", "-q", "-m", "root", "tests/test_probes.py").stdout
+    named = ("--collect-only", "-q", "tests/test_probes.py")
+    assert "7 tests collected" in _pytest(tmp_path, *named).stdout
+    assert "1/7 tests collected" in _pytest(tmp_path, "-m", "root", *named).stdout
 
 
-def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    """pytest run in `folder`, with this suite's tier plugin importable."""
+def _pytest(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """pytest run in `folder`, with this suite's tier plugin importable (and `env` set)."""
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=folder,
-                          env={**os.environ, "PYTHONPATH": str(TESTS)}, capture_output=True, text=True, timeout=300)
+                          env={**os.environ, "PYTHONPATH": str(TESTS), **env}, capture_output=True,
+                          text=True, timeout=300)

@@ -3,10 +3,9 @@
 Each marker in RESOURCES names what a test needs beyond a Python process (a cluster, Docker, root, Go...);
 a test carrying none is in the fast tier, which plain `pytest` runs (pyproject's addopts deselect the rest).
 Tests named on the command line (`pytest tests/test_grading.py -k round`) run whatever they need, unless
-`-m` says otherwise. A test is marked from the fixtures it takes,
-so a new cluster test leaves the fast tier without anyone remembering to mark it; and a session holding
-only fast tests runs without those resources, so a test that reaches for one unmarked fails there loudly
-instead of passing slowly.
+`-m` says otherwise. A test is marked from the fixtures it takes, so a new cluster test leaves the fast
+tier without anyone remembering to mark it; and a session holding only fast tests runs without those
+resources, so a test that reaches for one unmarked fails there loudly instead of passing slowly.
 """
 
 from __future__ import annotations
@@ -36,9 +35,11 @@ NO_CLUSTER = "/nonexistent/the-fast-tier-has-no-cluster"
 NO_DOCKER = "unix:///nonexistent/the-fast-tier-has-no-docker.sock"
 NO_NETWORK = "http://127.0.0.1:9"  # the discard port: nothing listens, so every proxied request is refused
 LOOPBACK = "localhost,127.0.0.1,::1"
+PROXIES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
 def is_fast(item: pytest.Item) -> bool:
+    """A test that needs none of the resources: the fast tier's."""
     return not any(item.get_closest_marker(name) for name in RESOURCES)
 
 
@@ -52,7 +53,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        for name in sorted({need for fixture in item.fixturenames for need in FIXTURE_NEEDS.get(fixture, ())}):
+        needs = {need for fixture in item.fixturenames for need in FIXTURE_NEEDS.get(fixture, ())}
+        for name in sorted(needs):
             item.add_marker(name)
         if is_fast(item) and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(FAST_TIMEOUT))
@@ -71,15 +73,14 @@ def _refuse_cluster(self: object) -> None:
 
 def _without_resources() -> None:
     """What a fast test finds: no root powers, no kubeconfig, no Docker engine, no proxy that answers."""
-    if int(_capabilities(), 16):
+    if _effective_capabilities():
         isolation.renounce_capabilities()
     os.environ.update({"KUBECONFIG": NO_CLUSTER, "DOCKER_HOST": NO_DOCKER, "GOPROXY": "off",
-                       **dict.fromkeys(("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"), NO_NETWORK),
-                       "no_proxy": LOOPBACK, "NO_PROXY": LOOPBACK})
+                       **dict.fromkeys(PROXIES, NO_NETWORK), "no_proxy": LOOPBACK, "NO_PROXY": LOOPBACK})
     Practice.up = Kind.up = _refuse_cluster  # type: ignore[method-assign]
 
 
-def _capabilities() -> str:
-    """This process's effective capabilities, as /proc shows them (hexadecimal)."""
+def _effective_capabilities() -> int:
+    """This process's effective capabilities, as /proc shows them: root's are all set, a user's none."""
     with open("/proc/self/status") as status:
-        return next(line.split()[1] for line in status if line.startswith("CapEff:"))
+        return int(next(line.split()[1] for line in status if line.startswith("CapEff:")), 16)
