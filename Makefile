@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # nbgrader calls alembic (and jupyter) through PATH: the venv's scripts must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install binaries test-binaries cluster docker kind-image hosted-image chromium clean-cluster
+.PHONY: run check test test-fast install binaries test-binaries cluster docker kind-image hosted-image chromium clean-cluster
 
 install: $(VENV)/.installed
 
@@ -51,8 +51,18 @@ run: cluster
 chromium:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
+# The style, read by tools: lint (pyproject's [tool.ruff]) and types (pyproject's [tool.mypy]).
+check: install
+	$(BIN)/ruff check autograder tests
+	$(BIN)/mypy
+
+# The fast tier: no cluster, no Docker, no root, no network (pyproject's addopts; tests/tiers.py).
+test-fast: install
+	$(BIN)/python -m pytest -ra --durations=10
+
+# The whole suite: `-m ""` lifts the fast tier's selection.
 test: test-binaries docker kind-image hosted-image chromium
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -m "" -ra --durations=25
 
 clean-cluster: install
 	$(BIN)/python -m autograder cluster down

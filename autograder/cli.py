@@ -8,10 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from autograder.grading import UNISOLATED_FLAG
 from autograder.errors import LabError
-from autograder.pins import PIN_OF
+from autograder.grading import UNISOLATED_FLAG
 from autograder.lab import PROVIDERS, provider
+from autograder.pins import PIN_OF
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _scripts_on_path() -> None:
+def scripts_on_path() -> None:
     """As in an activated venv: nbgrader runs `alembic` (and jupyter) through PATH, so this interpreter's
     own scripts come first also when it is called by its full path (`.venv/bin/python -m autograder`)."""
     scripts = str(Path(sys.executable).parent)
@@ -227,7 +227,7 @@ def _scripts_on_path() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _scripts_on_path()
+    scripts_on_path()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         return args.handler(args)

@@ -6,8 +6,8 @@ import shutil
 import subprocess
 
 from autograder.lab import binaries, kubeconfig
-from autograder.pins import PIN_OF
 from autograder.lab.kind import docker_unreachable_reason
+from autograder.pins import PIN_OF
 
 OK, MISSING = "ok", "MISSING"
 

@@ -196,10 +196,7 @@ def drop_privileges(uid: int, gid: int) -> None:
     Checked afterwards in /proc: a process that kept any capability must not go on.
     """
     libc = ctypes.CDLL(None, use_errno=True)
-    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    for capability in range(last + 1):
-        _checked(libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0), "drop a capability from the bounding set")
-    _checked(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear the ambient capabilities")
+    _empty_bounding_set(libc)
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
@@ -211,6 +208,22 @@ def drop_privileges(uid: int, gid: int) -> None:
     kept = [name for name in CAPABILITY_FIELDS if int(status[name], 16)]
     if kept or status["NoNewPrivs"].strip() != "1" or os.getuid() != uid:
         raise PermissionError(f"privileges not dropped: {kept or status['NoNewPrivs']}")
+
+
+def renounce_capabilities() -> None:
+    """Every capability given up for good, the uid kept: root becomes an ordinary user of its own files."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    _empty_bounding_set(libc)
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    _checked(libc.capset(header, (ctypes.c_uint32 * 6)()), "clear the capabilities")
+
+
+def _empty_bounding_set(libc: ctypes.CDLL) -> None:
+    """No program this process starts can gain a capability, whatever its uid or setuid bit."""
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    for capability in range(last + 1):
+        _checked(libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0), "drop a capability from the bounding set")
+    _checked(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear the ambient capabilities")
 
 
 def _checked(result: int, what: str) -> None:

@@ -19,8 +19,8 @@ from nbclient import NotebookClient
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from autograder.errors import LabError
 from autograder import REPO_ROOT
+from autograder.errors import LabError
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,13 @@ CACHE_DIR_ENV = "LAB_CACHE_DIR"
 
 
 class Versioned(Protocol):
-    """Something built at one version: a `Pin` here, or a Go recipe of `autograder.build`."""
+    """Something built at one version: a `Pin` here, or a Go recipe of `autograder.build` (both frozen)."""
 
-    name: str
-    version: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
 
 
 @dataclass(frozen=True)

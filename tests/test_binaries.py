@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from autograder import pins
-from autograder.lab import binaries
 from autograder.build import gobuild
-from autograder.errors import LabError
 from autograder.build.gobuild import GoRecipe
+from autograder.errors import LabError
+from autograder.lab import binaries
 
 GO_DIR = Path(shutil.which("go") or "/usr/local/go/bin/go").parent
 

@@ -14,8 +14,20 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from autograder.grading.ledger import Outcome
-from jupyter_browser import (CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, VIEWPORT, LabServer, OpenNotebook,
-                             Screenshots, copy_course, open_notebook, serve, serve_image, text_of)
+from jupyter_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    SCREENSHOTS,
+    VIEWPORT,
+    LabServer,
+    OpenNotebook,
+    Screenshots,
+    copy_course,
+    open_notebook,
+    serve,
+    serve_image,
+    text_of,
+)
 from test_notebooks import clean_up_namespace
 
 pytestmark = [pytest.mark.cluster, pytest.mark.browser]

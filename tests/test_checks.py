@@ -9,9 +9,9 @@ import pytest
 from kubernetes import utils
 
 from autograder import MANIFESTS
+from autograder.lab import workloads
 from autograder.lesson import checks
 from autograder.lesson.checks import CheckResult
-from autograder.lab import workloads
 
 
 def test_result_is_truthy_only_when_passed() -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import pins
-from autograder import doctor
+from autograder import doctor, pins
 from autograder.lab import binaries
 
 
@@ -56,7 +55,7 @@ def test_doctor_names_each_missing_piece_and_its_fix(tmp_path: Path, monkeypatch
 def test_the_gradebook_opens_when_the_venv_is_not_activated(tmp_path: Path, activated: bool) -> None:
     """nbgrader runs `alembic` through PATH; `.venv/bin/python -m autograder grade` must find it all the same."""
     database = tmp_path / "gradebook.db"
-    opens = ("from autograder import cli; cli._scripts_on_path(); from nbgrader.api import Gradebook; "
+    opens = ("from autograder import cli; cli.scripts_on_path(); from nbgrader.api import Gradebook; "
              f"Gradebook('sqlite:///{database}').close()")
     path = f"{Path(sys.executable).parent}:/usr/bin:/bin" if activated else "/usr/bin:/bin"
     result = subprocess.run([sys.executable, "-c", opens], capture_output=True, text=True, timeout=120,

@@ -55,7 +55,7 @@ def _report_and_exit(report: Path, socket: Path) -> NoReturn:
     try:
         asyncio.get_event_loop().run_until_complete(asyncio.sleep(0))
         report.write_text("a loop of its own runs")
-    except Exception as error:  # noqa: BLE001 (the report says what broke)
+    except Exception as error:
         report.write_text(f"the parent's loop: {error!r}")
     socket.touch()
     processes.run_as_main(lambda: None, ["server"], None)

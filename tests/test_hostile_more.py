@@ -17,18 +17,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import psutil
 import pytest
 from kubernetes import client
-from test_forged_points import ASSIGNMENT, FULL, NOTEBOOK, POINTS, _submit, master
-from test_grading import bystander, new_course  # noqa: F401 (a fixture)
 
 from autograder.grading import sandbox, values
 from autograder.grading.course import Course
-from autograder.grading.jail import KERNEL_UID_BASE
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
+from conftest import adopting_orphans, jailed_kernels
+from test_forged_points import ASSIGNMENT, FULL, NOTEBOOK, POINTS, _submit, master
+from test_grading import bystander, new_course  # noqa: F401 (a fixture)
 
 
 def _forged(snapshot: str, call: str) -> str:
@@ -61,7 +60,8 @@ deployment["spec"]["template"]["spec"]["priorityClassName"] = "system-node-criti
 workloads.apply(lab, [deployment])"""
 
 # One Service with many ports holds that many of the cluster's node ports (2,768 in all) while it is graded.
-NODE_PORTS = """from kubernetes import client
+NODE_PORTS = """from conftest import adopting_orphans, jailed_kernels
+from kubernetes import client
 ports = [{"name": f"p{i}", "port": 1000 + i} for i in range(40)]
 client.CoreV1Api(lab.api).create_namespaced_service(lab.namespace, {"metadata": {"name": "ports"}, "spec": {
     "type": "NodePort", "selector": {"app": "none"}, "ports": ports}})
@@ -131,15 +131,17 @@ def _nodes(admin: client.ApiClient) -> dict:
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_replies_built_to_break_the_judge_fail_only_their_own_cell(course: Path, bystander: str,
-                                                                   practice_cluster) -> None:
+def test_replies_built_to_break_the_judge_fail_only_their_own_cell(
+        course: Path, bystander: str, practice_cluster) -> None:  # noqa: F811 (the fixture imported above)
     admin = kubeconfig.api_client(practice_cluster.context)
     for student, (replaced, _) in EXPECTED.items():
         _submit(course, student, None, **replaced)
     before = _nodes(admin)
 
-    outcomes = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=2, cell_timeout=15, patience=8),
-                           provider="practice")
+    with adopting_orphans():
+        outcomes = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=2, cell_timeout=15, patience=8),
+                               provider="practice")
+        left = jailed_kernels()
     print(table(outcomes))
 
     assert {o.student: (o.status, o.score) for o in outcomes} == {
@@ -149,8 +151,6 @@ def test_replies_built_to_break_the_judge_fail_only_their_own_cell(course: Path,
         assert (course / "autograded" / student / ASSIGNMENT / NOTEBOOK).stat().st_size < 1_000_000, student
     assert _nodes(admin) == before
     assert client.CoreV1Api(admin).read_namespaced_config_map("precious", bystander).data == {"keep": "me"}
-    left = [process.info for process in psutil.process_iter(["pid", "uids", "cmdline"])
-            if process.info["uids"] and process.info["uids"].real >= KERNEL_UID_BASE]
     assert not left, f"kernels outlived the grading: {left}"
     filled = (course / "autograded" / "fills-the-machine" / ASSIGNMENT / NOTEBOOK).read_text()
     assert re.search(r"sockets stopped after 1[0-6] MB: No space left on device", filled), filled

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from jupyter_client import KernelManager
 
 from autograder import REPO_ROOT
-from autograder.grading import bridge, jail, kernel, forkserver, worker
+from autograder.grading import bridge, forkserver, jail, kernel, worker
 
 PROBE = """
 import json, os, pathlib, resource, socket, sys, urllib.request
@@ -42,12 +43,12 @@ def reaches(port):
     with socket.socket() as connection:
         connection.settimeout(2)
         return connection.connect_ex(("127.0.0.1", port)) == 0
-secret, secret_dir, outside, folder, host_port, api_port, grader_home = sys.argv[1:8]
+secret, secret_dir, outside, folder, host_port, api_port, grader_home, scratch = sys.argv[1:9]
 report = {
     "secret_readable": readable(secret), "secret_dir_readable": readable(secret_dir),
     "outside_writable": writable(outside), "folder_writable": writable(folder + "/made-there.txt"),
     "cwd": os.getcwd(), "cwd_files": sorted(os.listdir(".")), "cwd_writable": writable("made-here.txt"),
-    "tmp_writable": writable("/tmp/scratch"), "pids": [p for p in os.listdir("/proc") if p.isdigit()],
+    "tmp_writable": writable(scratch), "pids": [p for p in os.listdir("/proc") if p.isdigit()],
     "caps": [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0],
     "ids": [os.getgid(), os.getgroups(), os.getuid() >= 1_900_000_000],
     "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0], "grader_home": sorted(os.listdir(grader_home)),
@@ -61,7 +62,7 @@ print(json.dumps(report))
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"the api server")
@@ -79,6 +80,7 @@ def api_server() -> Iterator[int]:
     server.shutdown()
 
 
+@pytest.mark.root
 def test_jail_is_usable_on_this_machine() -> None:
     assert jail.unavailable_reason() is None
 
@@ -89,13 +91,24 @@ def _kubeconfig(server: str) -> str:
             "contexts: [{name: c, context: {cluster: k, user: u, namespace: ns}}]\n")
 
 
+@pytest.fixture
+def student_kubeconfig(tmp_path: Path, api_server: int, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$KUBECONFIG: a student's, for the stand-in API server (the worker relays the kernel's calls to it)."""
+    path = tmp_path / "student.kubeconfig"
+    path.write_text(_kubeconfig(f"http://127.0.0.1:{api_server}"))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    return path
+
+
+@pytest.mark.root
 def test_a_jailed_kernel_sees_no_secrets_works_in_a_copy_and_reaches_only_the_api_server(
         tmp_path: Path, api_server: int) -> None:
     secret_dir = tmp_path / "kube"
     secret_dir.mkdir()
     secret = tmp_path / "admin.kubeconfig"
     secret.write_text("admin token")
-    outside = REPO_ROOT / "jail-probe.txt"  # outside /tmp, which the jail replaces by a scratch tmpfs
+    outside = REPO_ROOT / f"jail-probe-{uuid.uuid4().hex[:8]}.txt"  # outside /tmp, which the jail covers
+    scratch = Path(f"/tmp/jail-scratch-{uuid.uuid4().hex[:8]}")  # the jail's /tmp is a tmpfs of its own
     folder = tmp_path / "autograded" / "alice" / "lesson01"
     folder.mkdir(parents=True)
     (folder / "data.csv").write_text("a,b\n")
@@ -117,8 +130,7 @@ def test_a_jailed_kernel_sees_no_secrets_works_in_a_copy_and_reaches_only_the_ap
             [sys.executable, "-I", "-m", "autograder.grading.jail", "--hide", str(secret), "--hide", str(secret_dir),
              "--api-socket", str(sockets / "api.sock"), "--", sys.executable, "-c", PROBE, str(secret),
              str(secret_dir), str(outside), str(folder), str(host_service.getsockname()[1]), str(api_server),
-             str(Path.home()),
-             "-f", str(connection)],
+             str(Path.home()), str(scratch), "-f", str(connection)],
             cwd=folder, env={"KUBECONFIG": str(student), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             capture_output=True, text=True, timeout=60, check=True)
     report = json.loads(done.stdout)
@@ -137,10 +149,11 @@ def test_a_jailed_kernel_sees_no_secrets_works_in_a_copy_and_reaches_only_the_ap
     }
     assert len(report["pids"]) == 2  # the kernel and its API forwarder
     assert sorted(p.name for p in folder.iterdir()) == ["data.csv", "hard-link", "later.ipynb", "pipe"]
-    assert not outside.exists() and not Path("/tmp/scratch").exists()
+    assert not outside.exists() and not scratch.exists()
     assert "is not a regular file" in done.stderr
 
 
+@pytest.mark.root
 def test_the_launcher_imports_nothing_from_the_notebook_folder(tmp_path: Path) -> None:
     folder = tmp_path / "submission"
     (folder / "autograder" / "grading").mkdir(parents=True)
@@ -161,6 +174,7 @@ def test_the_launcher_imports_nothing_from_the_notebook_folder(tmp_path: Path) -
     assert not marker.exists()
 
 
+@pytest.mark.root
 def test_the_grading_kernel_has_the_lessons_libraries_loaded_and_no_submission_file_stands_in_for_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "lesson01"
@@ -178,8 +192,8 @@ def test_the_grading_kernel_has_the_lessons_libraries_loaded_and_no_submission_f
             kernel_client.wait_for_ready(timeout=60)
             printed: list[str] = []
             kernel_client.execute_interactive(
-                "import sys; print(sorted(m for m in %r if m not in sys.modules)); import helper, requests; "
-                "print(helper.ANSWER, hasattr(requests, 'SHADOW'), 'requests' in dir())" % (kernel.PRELOADED,),
+                f"import sys; print(sorted(m for m in {kernel.PRELOADED!r} if m not in sys.modules)); "
+                "import helper, requests; print(helper.ANSWER, hasattr(requests, 'SHADOW'), 'requests' in dir())",
                 timeout=60, output_hook=lambda msg: printed.append(msg["content"].get("text", "") or str(msg["content"].get("evalue", ""))))
             kernel_client.stop_channels()
         finally:
@@ -187,6 +201,7 @@ def test_the_grading_kernel_has_the_lessons_libraries_loaded_and_no_submission_f
     assert "".join(printed).splitlines() == ["[]", "42 False True"]
 
 
+@pytest.mark.root
 def test_a_kernel_without_ipc_transport_is_refused(tmp_path: Path) -> None:
     connection = tmp_path / "connection.json"
     connection.write_text(json.dumps({"transport": "tcp", "ip": "127.0.0.1"}))
@@ -247,6 +262,7 @@ def _listening_inode(server: psutil.Process) -> str:
     return next(link for link in links if link.startswith("socket:"))
 
 
+@pytest.mark.root
 def test_kernels_are_forks_of_the_warm_server_and_hold_nothing_of_it(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUPYTER_PATH", "")
@@ -267,27 +283,28 @@ def test_kernels_are_forks_of_the_warm_server_and_hold_nothing_of_it(tmp_path: P
         assert _listening_inode(server) not in seen["links"]
 
 
-def test_a_student_reaches_the_cluster_with_the_clients_default_kubeconfig(tmp_path: Path, api_server: int,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    student = tmp_path / "student.kubeconfig"
-    student.write_text(_kubeconfig(f"http://127.0.0.1:{api_server}"))
+@pytest.mark.root
+def test_a_student_reaches_the_cluster_with_the_clients_default_kubeconfig(
+        tmp_path: Path, api_server: int, student_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUPYTER_PATH", "")
-    monkeypatch.setenv("KUBECONFIG", str(student))
     with _jailed_kernel(tmp_path) as (manager, _):
         printed = _run_in(manager, "from kubernetes import client, config\nconfig.load_kube_config()\n"
                                    "print(client.Configuration.get_default_copy().host)")
     assert printed.strip() == f"http://127.0.0.1:{api_server}"
 
 
-def test_shell_lines_run_in_the_jailed_kernel_with_their_output_and_exit_code(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.root
+def test_shell_lines_run_in_the_jailed_kernel_with_their_output_and_exit_code(
+        tmp_path: Path, student_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUPYTER_PATH", "")
     with _jailed_kernel(tmp_path) as (manager, _):
         printed = _run_in(manager, "!echo from a shell; exit 3\nprint(_exit_code)")
     assert printed.split() == ["from", "a", "shell", "3"]
 
 
-def test_only_root_may_ask_the_kernel_server_for_a_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.root
+def test_only_root_may_ask_the_kernel_server_for_a_kernel(tmp_path: Path, student_kubeconfig: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUPYTER_PATH", "")
     shared = Path(tempfile.mkdtemp(prefix="jail-shared-"))  # any user may reach it, unlike tmp_path
     shared.chmod(0o1777)
@@ -316,8 +333,9 @@ def test_only_root_may_ask_the_kernel_server_for_a_kernel(tmp_path: Path, monkey
     assert code == 127 and not escaped
 
 
-def test_a_kernel_dies_with_the_command_its_kernelspec_started(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.root
+def test_a_kernel_dies_with_the_command_its_kernelspec_started(
+        tmp_path: Path, student_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUPYTER_PATH", "")
     with _jailed_kernel(tmp_path) as (manager, _):
         uid = jail.kernel_uid(manager.provisioner.pid)

@@ -11,13 +11,13 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nbgrader.utils import determine_grade
 
 from autograder import REPO_ROOT
-from autograder.lesson.checks import CheckResult
 from autograder.grading import judge, values
+from autograder.lesson.checks import CheckResult
 
 
 def kernel(namespace: dict[str, Any]):
     """What the grader's `ask` does, with `namespace` standing in for the student's kernel globals."""
-    return lambda call: eval(f"values.{call}", {**namespace, "values": values})  # noqa: S307 - test double
+    return lambda call: eval(f"values.{call}", {**namespace, "values": values})
 
 
 def _cell(source: str, grade_id: str, **flags: object) -> nbformat.NotebookNode:

@@ -75,6 +75,7 @@ for place in sys.argv[1:]:
 """
 
 
+@pytest.mark.root
 def test_an_isolated_container_finds_no_course_home_or_other_file_of_the_machine(
         launcher: Launcher, app: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     (app / "snoop.py").write_text(SNOOP)

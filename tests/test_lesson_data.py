@@ -6,11 +6,18 @@ import itertools
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from kubernetes import client
 from matplotlib.figure import Figure
 
-from kubernetes import client
-
-from autograder.lesson import ecosystem, fleet, manifests, observe, platforms, scenarios, troubleshoot
+from autograder.lesson import (
+    ecosystem,
+    fleet,
+    manifests,
+    observe,
+    platforms,
+    scenarios,
+    troubleshoot,
+)
 from autograder.lesson.platforms import (
     CLOUD_NATIVE,
     COMPOSE,

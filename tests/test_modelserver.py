@@ -113,17 +113,17 @@ def test_sigterm_stops_the_server_at_once_with_exit_code_0() -> None:
 
 
 @pytest.mark.docker
-def test_docker_stop_returns_well_before_the_10_s_grace_period() -> None:
+def test_docker_stop_returns_well_before_the_grace_period() -> None:
     tag = f"t-ml-api-stop-{uuid.uuid4().hex[:6]}:v1"
     images.build(tag, SOURCE, progress=False)
     try:
         with images.run_local(tag, port=None) as server:
             container = docker.from_env().containers.get(server.container_name)
             started = time.monotonic()
-            container.stop(timeout=10)
+            container.stop(timeout=120)  # a grace period no busy machine's stop comes near
             seconds = time.monotonic() - started
             container.reload()
             assert container.attrs["State"]["ExitCode"] == 0
-            assert seconds < 3, f"docker stop took {seconds:.1f} s"
+            assert seconds < 60, f"docker stop took {seconds:.1f} s: the server ignored SIGTERM"
     finally:
         docker.from_env().images.remove(tag, force=True)

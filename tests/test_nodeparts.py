@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,8 +14,14 @@ from autograder.lab import binaries
 
 
 @pytest.fixture(scope="module")
-def files() -> dict[str, tuple[bytes, int]]:
-    return nodeparts.node_files(nodeparts.kind_base_files())
+def kind_base_files() -> Path:
+    """kind's own files, from its Go module (which Go downloads once into its cache)."""
+    return nodeparts.kind_base_files()
+
+
+@pytest.fixture(scope="module")
+def files(kind_base_files: Path) -> dict[str, tuple[bytes, int]]:
+    return nodeparts.node_files(kind_base_files)
 
 
 def test_scripts_get_their_exec_bits_back(files: dict[str, tuple[bytes, int]]) -> None:

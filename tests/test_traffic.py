@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import socket
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -14,11 +14,11 @@ from kubernetes import client
 
 from autograder import MANIFESTS
 from autograder.lab import Lab, images, kubeconfig, ports, traffic
-from autograder.lesson import troubleshoot
-from autograder.practice import catalog, supervise
 from autograder.lab import workloads as w
 from autograder.lab.practice import Practice
+from autograder.lesson import troubleshoot
 from autograder.modelserver import SOURCE
+from autograder.practice import catalog, supervise
 
 pytestmark = pytest.mark.cluster
 
@@ -100,7 +100,7 @@ def test_the_image_is_reported_by_the_nodes(loaded: Lab) -> None:
 
 def test_an_image_never_loaded_is_explained(lab: Lab, router: None) -> None:
     deploy(lab, "t-traffic-never-loaded:v9", wait=False)  # its pods never start
-    with pytest.raises(catalog.ImageNotLoaded, match="never loaded.*ErrImageNeverPull"):
+    with pytest.raises(catalog.ImageNotLoaded, match=r"never loaded.*ErrImageNeverPull"):
         with traffic.port_forward(lab):
             pass
     assert any("ErrImageNeverPull" in problem for problem in troubleshoot.image_problems(lab))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from autograder.errors import LabError
 
 
 def run(target: str, provider_name: str = "practice") -> int:
     """Print one benchmark's figures as `name: value` lines (medians of several runs)."""
+    bench: Callable[[], dict[str, float]]
     if target == "cluster" and provider_name == "practice":
         from autograder.bench.cluster import bench_cluster as bench
     elif target == "cluster" and provider_name == "kind":

@@ -10,11 +10,16 @@ from pathlib import Path
 
 import psutil
 
-from autograder.errors import LabError
 from autograder import REPO_ROOT
+from autograder.errors import LabError
 from autograder.grading import submissions
+from autograder.grading.course import (
+    Course,
+    ensure_in_gradebook,
+    feedback_and_export,
+    require_masters,
+)
 from autograder.grading.ledger import Outcome
-from autograder.grading.course import Course, ensure_in_gradebook, feedback_and_export, require_masters
 from autograder.grading.runner import grade_class
 from autograder.grading.settings import GradingSettings
 
@@ -102,7 +107,7 @@ def run(students: int, jobs: int, provider: str | None = None) -> int:
                   f"(median, with its feedback), besides the run's own {fixed[-1]:.1f} s; median per phase:")
             print(_phase_table(outcomes, feedback))
             # Parallel workers share the cores: this, not the wall time, bounds what --jobs can reach.
-            cores, per_submission = psutil.cpu_count(), busy / len(names)
+            cores, per_submission = psutil.cpu_count() or 1, busy / len(names)
             print(f"    machine CPU {per_submission:6.1f} core-s per submission (feedback aside): at most "
                   f"{60 * cores / per_submission:.1f} per minute on {cores} cores")
         start_and_end = statistics.median(fixed)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from autograder.bench.cluster import bench_cluster
-from autograder.demo import lesson_flow
 from autograder.build import nodeimage
+from autograder.demo import lesson_flow
 from autograder.lab import connect
 from autograder.lab import images as model_images
 from autograder.lab.kind import Kind

@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 from autograder.errors import LabError
 from autograder.pins import cache_root
 
-
 BASE_IMAGE = "python:3.11-slim"
 SUITE = "bookworm"
 PYTHON_PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")

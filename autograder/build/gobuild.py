@@ -9,8 +9,8 @@ renamed into the cache, so a failed or interrupted build leaves nothing behind.
 from __future__ import annotations
 
 import argparse
-import logging
 import fcntl
+import logging
 import os
 import shutil
 import subprocess
@@ -21,19 +21,21 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from autograder.errors import LabError
 from autograder.build import gotoolchain
-from autograder.pins import ETCD_VERSION, KIND_VERSION, KUBERNETES_VERSION, KWOK_VERSION, PIN_OF, PINS, cache_dir
+from autograder.errors import LabError
+from autograder.pins import (
+    ETCD_VERSION,
+    KIND_VERSION,
+    KUBERNETES_VERSION,
+    KWOK_VERSION,
+    PIN_OF,
+    PINS,
+    cache_dir,
+)
 
 # Staging modules that k8s.io/kubernetes replaces with ./staging paths in its own go.mod;
 # a wrapper module must point each at the published v0.<minor>.<patch> release instead.
-KUBERNETES_STAGING_MODULES = (
-    "api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider "
-    "cluster-bootstrap code-generator component-base component-helpers controller-manager "
-    "cri-api cri-client csi-translation-lib dynamic-resource-allocation endpointslice externaljwt "
-    "kms kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics "
-    "mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller"
-).split()
+KUBERNETES_STAGING_MODULES = ["api", "apiextensions-apiserver", "apimachinery", "apiserver", "cli-runtime", "client-go", "cloud-provider", "cluster-bootstrap", "code-generator", "component-base", "component-helpers", "controller-manager", "cri-api", "cri-client", "csi-translation-lib", "dynamic-resource-allocation", "endpointslice", "externaljwt", "kms", "kube-aggregator", "kube-controller-manager", "kube-proxy", "kube-scheduler", "kubectl", "kubelet", "metrics", "mount-utils", "pod-security-admission", "sample-apiserver", "sample-cli-plugin", "sample-controller"]
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +202,7 @@ def install(names: list[str], into: Path, prebuilt: Path | None = None) -> dict[
         os.environ["PATH"] = f"{gotoolchain.ensure_go()}{os.pathsep}{os.environ.get('PATH', '')}"
         for group in dict.fromkeys(PIN_OF[name].name for name in to_build):
             build(RECIPES[group])
-        sources.update({name: "built with Go" for name in to_build})
+        sources.update(dict.fromkeys(to_build, "built with Go"))
     for name in names:
         origin = prebuilt / name if sources[name] == "prebuilt" and prebuilt else cache_dir(PIN_OF[name]) / name
         shutil.copy2(origin, into / name)

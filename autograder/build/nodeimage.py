@@ -10,10 +10,10 @@ so a rebuild happens only when an input changes.
 
 from __future__ import annotations
 
-import logging
 import fcntl
 import io
 import json
+import logging
 import shutil
 import tarfile
 import tempfile
@@ -31,8 +31,6 @@ from tqdm.auto import tqdm
 
 from autograder import pins
 from autograder.build import baseimage
-from autograder.lab.kind import LOCAL_NODE_IMAGE
-from autograder.waiting import poll
 from autograder.build.nodeparts import (
     IPTABLES_ROOTFS,
     NODE_BINARIES,
@@ -50,6 +48,8 @@ from autograder.build.nodeparts import (
     node_dockerfile,
     node_files,
 )
+from autograder.lab.kind import LOCAL_NODE_IMAGE
+from autograder.waiting import poll
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ of the node and of each component image, and a hash of all of it, which names th
 
 from __future__ import annotations
 
-import logging
 import hashlib
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -20,11 +20,10 @@ from pathlib import Path
 import yaml
 
 from autograder import pins
-from autograder.errors import LabError
-from autograder.build import baseimage
-from autograder.lab import binaries
-from autograder.build import gobuild
+from autograder.build import baseimage, gobuild
 from autograder.build.gobuild import GoRecipe
+from autograder.errors import LabError
+from autograder.lab import binaries
 
 logger = logging.getLogger(__name__)
 

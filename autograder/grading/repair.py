@@ -85,7 +85,7 @@ def rebuilt(cells: list[Any], master: NotebookNode) -> tuple[NotebookNode, list[
         name = grade_id(cell)
         if cell["cell_type"] == "markdown" and source not in lesson_text:
             source = source.replace("<", "&lt;")  # shown as typed: no HTML of the student's reaches a browser
-        if name in known and name not in taken:
+        if name is not None and name in known and name not in taken:
             taken.add(name)
             notebook.cells.append(_fresh(cell["cell_type"], source, known[name].metadata.nbgrader))
             relabelled += _claims(cell) != _claims(known[name])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import fcntl
+import logging
 import os
 import shutil
 import sys
@@ -16,15 +16,20 @@ from pathlib import Path
 from kubernetes import client
 from tqdm.auto import tqdm
 
-from autograder.lab import k8s
 from autograder.grading import UNISOLATED_FLAG, forkserver, jail, ledger, nodes, sandbox, worker
-from autograder.grading.ledger import LEDGER_DIR, Outcome
-from autograder.grading.settings import GradingSettings
-from autograder.grading.names import digest, printable
-from autograder.grading.course import (Course, GradingError, backup_gradebook, ensure_in_gradebook,
-                                       feedback_and_export, require_masters)
+from autograder.grading.course import (
+    Course,
+    GradingError,
+    backup_gradebook,
+    ensure_in_gradebook,
+    feedback_and_export,
+    require_masters,
+)
 from autograder.grading.grader import Grader, kernel_environment
-from autograder.lab import ClusterError, Lab, choose, kubeconfig
+from autograder.grading.ledger import LEDGER_DIR, Outcome
+from autograder.grading.names import digest, printable
+from autograder.grading.settings import GradingSettings
+from autograder.lab import ClusterError, Lab, choose, k8s, kubeconfig
 from autograder.lab.cluster import provider_of_context
 
 logger = logging.getLogger(__name__)
@@ -102,10 +107,10 @@ def grade_class(course_root: Path, assignment: str, students: list[str] | None =
     with class_lock(course, assignment), staging(course, assignment) as staged:
         backup = backup_gradebook(course)
         grader = Grader(course, assignment, settings, staged)
-        outcomes = {student: grader.prepare(student) for student in students}
-        pending = [student for student, outcome in outcomes.items() if outcome is None]
-        if pending:
-            outcomes.update(_grade_on_cluster(grader, admin, pending, provider))
+        prepared = {student: grader.prepare(student) for student in students}
+        pending = [student for student, outcome in prepared.items() if outcome is None]
+        graded_now = _grade_on_cluster(grader, admin, pending, provider) if pending else {}
+        outcomes = {student: outcome or graded_now[student] for student, outcome in prepared.items()}
         if grader.damaged:
             raise GradingError(_restore_damaged(course, backup, grader.damaged))
         graded = [o.student for o in outcomes.values() if o.status == "graded" and "resumed" not in o.detail]
@@ -135,7 +140,7 @@ def staging(course: Course, assignment: str) -> Iterator[Path]:
 def _restore_damaged(course: Course, backup: Path | None, student: str) -> str:
     """Put the run's backup back after a submission's grading damaged the gradebook; the message says so."""
     path = course.gradebook()
-    if backup is None:
+    if backup is None or path is None:
         return f"{path} was damaged while grading {printable(student)} and no backup exists"
     ledger.restore_gradebook(backup, path)
     return (f"{path} was damaged while grading {printable(student)}; it was restored from {backup}. "

@@ -7,8 +7,8 @@ no Docker at all.
 
 from __future__ import annotations
 
-import logging
 import io
+import logging
 import os
 import re
 import tarfile

@@ -87,7 +87,7 @@ def apply(api: client.ApiClient, documents: Iterable[dict], namespace: str) -> l
     return applied
 
 
-def wait_for(list_objects: Callable[..., Any], *args: Any, until: Callable[[list[Any]], T],
+def wait_for(list_objects: Callable[..., Any], *args: Any, until: Callable[[list[Any]], T | None],
              timeout: float, what: str, seen: Callable[[list[Any]], str] | None = None,
              resync: float = 2, **kwargs: Any) -> T:
     """Watch the objects `list_objects(*args, **kwargs)` lists until `until(objects)` is truthy; returns it.

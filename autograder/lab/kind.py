@@ -19,8 +19,7 @@ import yaml
 from docker.errors import DockerException, ImageNotFound
 from kubernetes import client
 
-from autograder import pins
-from autograder import MANIFESTS
+from autograder import MANIFESTS, pins
 from autograder.lab import binaries, k8s, kubeconfig
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
 

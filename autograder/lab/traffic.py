@@ -20,6 +20,7 @@ from autograder.practice.supervise import ensure_router
 from autograder.processes import stop
 from autograder.waiting import poll
 
+
 @dataclass
 class Forward(probe.ModelServer):
     """A running port-forward: the local URL that reaches the Service."""

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 from kubernetes import client
@@ -14,6 +15,16 @@ from tqdm.auto import tqdm
 from autograder.errors import LabError
 from autograder.lab import k8s
 from autograder.lab.cluster import Lab
+
+
+class Namespaced(Protocol):
+    """What reading a namespace's workloads takes: its name and an apps client (a `Lab` has both)."""
+
+    namespace: str
+
+    @property
+    def apps(self) -> client.AppsV1Api: ...
+
 
 class RolloutTimeout(LabError, TimeoutError):
     """A Deployment did not reach the wanted state in time; the message says what it is stuck on."""
@@ -93,7 +104,7 @@ class Revision:
     ready: int
 
 
-def history(lab: Lab, name: str) -> list[Revision]:
+def history(lab: Namespaced, name: str) -> list[Revision]:
     """The Deployment's revisions, oldest first, read from its ReplicaSets."""
     deployment = lab.apps.read_namespaced_deployment(name, lab.namespace)
     revisions = [

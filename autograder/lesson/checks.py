@@ -18,8 +18,8 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 
 from autograder.lab import k8s
+from autograder.lab.workloads import Namespaced, history, rollout_state
 from autograder.waiting import CONVERGING_INTERVAL, poll
-from autograder.lab.workloads import history, rollout_state
 
 SCALING_EVENT = re.compile(r"Scaled (?P<way>up|down) replica set (?P<rs>\S+) (?:from (?P<old>\d+) )?to (?P<new>\d+)")
 
@@ -29,16 +29,11 @@ LESSON_PORT = 8080
 STRAY_NAMESPACE = "default"  # where the Kubernetes client puts an object created without `namespace=`
 
 
-class LabLike(Protocol):
+class LabLike(Namespaced, Protocol):
     """What the checks need: clients and the namespace to look in (a `Lab` has them)."""
-
-    namespace: str
 
     @property
     def core(self) -> client.CoreV1Api: ...
-
-    @property
-    def apps(self) -> client.AppsV1Api: ...
 
 
 @dataclass(frozen=True)
@@ -322,10 +317,10 @@ def rolled_out(lab: LabLike, name: str, image: str, replaced: str | None = None)
                       f"`kubectl set image deployment/{name} {_container(deployment).name}={image}`")
     _require_rolled_out(lab, deployment)
     revision = k8s.revision(deployment)
-    if replaced is not None:
-        if not any(replaced in r.images and r.number < revision for r in history(lab, name)):
-            raise _Failed(f"deployment/{name} runs {image!r} but its history shows no earlier revision "
-                          f"with {replaced!r}: deploy {replaced!r} first, then update")
+    if replaced is not None and not any(replaced in r.images and r.number < revision
+                                        for r in history(lab, name)):
+        raise _Failed(f"deployment/{name} runs {image!r} but its history shows no earlier revision "
+                      f"with {replaced!r}: deploy {replaced!r} first, then update")
     return f"deployment/{name} rolled out {image} (revision {revision})"
 
 

@@ -15,12 +15,15 @@ from kubernetes import client
 from autograder.lesson.checks import CheckResult
 
 APP_PROBE = """
-import importlib.util, json, sys, traceback
+import json, sys, traceback, types
 path = sys.argv[1]
 try:
-    spec = importlib.util.spec_from_file_location("student_app", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # Compiled from the file as it is now: cached bytecode of an app.py rewritten within the same second
+    # at the same size (a one-word fix) would pass for the new file.
+    module = sys.modules["student_app"] = types.ModuleType("student_app")
+    module.__file__ = path
+    with open(path, "rb") as source:
+        exec(compile(source.read(), path, "exec"), module.__dict__)
     tester = module.app.test_client()
     answers = [tester.post("/predict", json={"features": [1, 2, 3, 4, 5]}),
                tester.post("/predict", json={"features": [2, 4, 6.5]}), tester.get("/health")]

@@ -10,10 +10,10 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 from matplotlib.figure import Figure
 
-from autograder.lesson.checks import CheckResult
-from autograder.lab.cluster import Lab
 from autograder.lab import k8s
+from autograder.lab.cluster import Lab
 from autograder.lab.workloads import history, rollout_state
+from autograder.lesson.checks import CheckResult
 
 GPU = "nvidia.com/gpu"
 
@@ -277,8 +277,8 @@ def plot_bin_packing(lab: Lab, selector: str = "", group_label: str = "app") -> 
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     axes = figure.subplots(1, 2)
     for ax, resource, scale, capacity, unit in (
-            (axes[0], "cpu", 1, [l.cpu_allocatable for l in loads], "CPU cores"),
-            (axes[1], "memory", 2**30, [l.memory_allocatable for l in loads], "memory (GiB)")):
+            (axes[0], "cpu", 1, [load.cpu_allocatable for load in loads], "CPU cores"),
+            (axes[1], "memory", 2**30, [load.memory_allocatable for load in loads], "memory (GiB)")):
         bottom = [0.0] * len(names)
         for group in groups:
             heights = [sum(_requests(p, resource) for p in pods_by_node.get(node, [])
