@@ -161,12 +161,13 @@ def _answer(connection: socket.socket, peer: int, launch: Launch) -> NoReturn:
         message, fds, _, _ = socket.recv_fds(connection, MESSAGE_SIZE, 2)
         if len(fds) != 2:
             raise ValueError("a request comes with the client's stdout and stderr")
-        launched = launch(json.loads(message), *fds, peer)
+        launched = launch(json.loads(message), fds[0], fds[1], peer)
         for fd in fds:
             os.close(fd)
         with os.fdopen(os.pidfd_open(launched), "rb", buffering=0) as ended:
-            readable, _, _ = select.select([connection, ended], [], [])
-        if ended not in readable:  # the client is gone (or says something): its process goes too
+            readable, _, _ = select.select([connection.fileno(), ended.fileno()], [], [])
+            gone = ended.fileno() not in readable
+        if gone:  # the client is gone (or says something): its process goes too
             os.kill(launched, signal.SIGKILL)
         code = os.waitstatus_to_exitcode(os.waitpid(launched, 0)[1])
         connection.send(json.dumps({"exited": code}).encode())

@@ -179,11 +179,11 @@ def serve(channel: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     children: dict[int, int] = {}
     while True:
-        readable, _, _ = select.select([channel, waker], [], [])
+        readable, _, _ = select.select([channel.fileno(), waker], [], [])
         if waker in readable:
             with suppress(BlockingIOError):
                 os.read(waker, 4096)
-        if channel in readable:
+        if channel.fileno() in readable:
             message, fds, _, _ = socket.recv_fds(channel, MESSAGE_SIZE, 2)
             if not message:
                 return

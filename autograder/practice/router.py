@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, watch
 from kubernetes.config.config_exception import ConfigException
@@ -161,7 +162,7 @@ class Router:
         if self.published.get(key) == spec:  # only the router writes these: unchanged means nothing to do
             return
         name, namespace = pod.metadata.name, pod.metadata.namespace
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "/".join(KWOK), "kind": kind,
             "metadata": {"name": name, "namespace": namespace, "labels": MANAGED_BY,
                          # The garbage collector deletes it with its pod.

@@ -183,7 +183,7 @@ class Container:
                 self.pod.event("Failed", message, "Warning", self.name)
             return
         if self.pull_failures and now < self.pull_failed_at + _backoff(self.pull_failures + 1):
-            if now >= self.pull_failed_at + 1 and self.waiting[0] != "ImagePullBackOff":
+            if now >= self.pull_failed_at + 1 and (self.waiting or ("",))[0] != "ImagePullBackOff":
                 self.waiting = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
                 self.pod.event("BackOff", f'Back-off pulling image "{image}"', "Normal", self.name)
                 self.pod.event("Failed", "Error: ImagePullBackOff", "Warning", self.name)
@@ -262,6 +262,7 @@ class Container:
 
     def _exited(self, now: float) -> None:
         """Record how the process ended, keep its log as the previous one, and restart it as the policy says."""
+        assert self.process and self.process.returncode is not None and self.output, "only a started container exits"
         code = _exit_code(self.process.returncode)
         self.signal_all(signal.SIGKILL)  # the container is over when its main process is: so are its children
         logger.info("%s/%s: container %s exited with %d", self.pod.namespace, self.pod.name, self.name, code)
@@ -325,6 +326,7 @@ class Container:
     def _run_probe(self, spec: client.V1Probe) -> tuple[bool, str]:
         """One probe run against the container's own process: (passed, kubelet's failure text)."""
         timeout = float(spec.timeout_seconds or 1)
+        assert self.process is not None, "only a running container is probed"
         pid = self.process.pid
         if spec.http_get or spec.tcp_socket:
             action = spec.http_get or spec.tcp_socket
@@ -368,6 +370,8 @@ class Container:
 
     def signal_all(self, number: int) -> None:
         """Signal the container's whole process group, as a runtime signals a container's every process."""
+        if self.process is None:
+            return
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, number)
 
@@ -447,8 +451,8 @@ class PodRuntime:
     def status(self, host_ip: str) -> dict:
         """The pod's status as kubelet writes it: phase, conditions, IPs and containerStatuses."""
         statuses = [one.status() for one in self.containers]
-        final = [one.terminated for one in self.containers]
-        if all(final):
+        final = [one.terminated for one in self.containers if one.terminated]
+        if len(final) == len(self.containers):
             phase = "Succeeded" if all(state["exitCode"] == 0 for state in final) else "Failed"
         elif any(one.starts for one in self.containers):
             phase = "Running"
