@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -126,6 +129,29 @@ def test_connect_reuses_the_current_practice_context(practice_cluster: Practice,
     monkeypatch.delenv(cluster.PROVIDER_ENV, raising=False)
     assert kubeconfig.current_context() == practice_cluster.context
     assert cluster.choose().name == "practice"
+
+
+def test_connect_points_plain_kubectl_at_the_labs_namespace(lab: Lab) -> None:
+    """A notebook's `!kubectl get pods` after connect(): the lab's namespace, no --context or -n needed."""
+    deploy(lab)
+    user_file = Path(kubeconfig.default_file())
+    before = user_file.read_bytes()
+    other = cluster.connect("practice", namespace=f"{lab.namespace}-other")
+    try:
+        assert kubectl_get_pods() == [], "a connect() to another namespace moves kubectl there"
+        again = cluster.connect("practice", namespace=lab.namespace)
+        assert again.kubeconfig_file is not None and os.environ["KUBECONFIG"] == str(again.kubeconfig_file)
+        assert kubectl_get_pods() == sorted(ready_pods(lab))
+        assert user_file.read_bytes() == before, "the user's kubeconfig is never rewritten"
+    finally:
+        other.core.delete_namespace(other.namespace)
+
+
+def kubectl_get_pods() -> list[str]:
+    """What `kubectl get pods` lists, run as a notebook's `!` line runs it (this process's environment)."""
+    done = subprocess.run(["kubectl", "get", "pods", "-o", "name"],
+                          capture_output=True, text=True, check=True)
+    return sorted(line.removeprefix("pod/") for line in done.stdout.split())
 
 
 def test_practice_memory_is_measured(practice_cluster: Practice) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from autograder.lab import kubeconfig
+from autograder.lab import kubeconfig, kubectl
 from autograder.lab.existing import Existing
 from autograder.lab.kind import Kind
 from autograder.lab.practice import Practice
@@ -68,7 +68,7 @@ class Lab:
     context: str
     namespace: str
     api: client.ApiClient
-    kubeconfig_file: Path | None = None  # for kubectl, when the context is not in the default kubeconfig
+    kubeconfig_file: Path | None = None  # what kubectl reads for this lab; None: $KUBECONFIG as it is
 
     @property
     def core(self) -> client.CoreV1Api:
@@ -101,13 +101,16 @@ def connect(name: str | None = None, namespace: str | None = None) -> Lab:
 
 
 def attach(chosen: Provider, namespace: str | None = None) -> Lab:
-    """Clients for a provider whose cluster is up, in `namespace` (created when missing)."""
+    """Clients for a provider whose cluster is up, in `namespace` (created when missing); a `!kubectl`
+    line of this process works there too."""
     context = chosen.context
     namespace = namespace or os.environ.get(NAMESPACE_ENV) or own_namespace(context)
     api = kubeconfig.api_client(context, config_file=chosen.kubeconfig_file)
     _ensure_namespace(client.CoreV1Api(api), namespace)
+    kubectl.put_first_on_path()
     return Lab(provider=provider_of_context(context) if chosen.name == "existing" else chosen.name,
-               context=context, namespace=namespace, api=api)
+               context=context, namespace=namespace, api=api,
+               kubeconfig_file=kubectl.point_at(context, namespace, chosen.kubeconfig_file))
 
 
 def own_namespace(context: str) -> str:

@@ -8,10 +8,35 @@ from pathlib import Path
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
+from autograder.pins import cache_root
+
+# What $KUBECONFIG was before connect() pointed it at the lab's own file ("" when it was unset).
+USER_FILE_ENV = "LAB_USER_KUBECONFIG"
+
+
+def lab_folder() -> Path:
+    """Where connect() writes the lab's own kubeconfigs: the project's cache, never the user's ~/.kube."""
+    return cache_root() / "kubeconfig"
+
+
+def is_lab_file(path: str | None) -> bool:
+    """Whether `path` is a kubeconfig connect() wrote (and may rewrite), not one the user keeps."""
+    return bool(path) and Path(str(path)).resolve().parent == lab_folder().resolve()
+
 
 def default_file() -> str:
-    """$KUBECONFIG as it is now (the client library reads it once, at import), else ~/.kube/config."""
-    return os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    """The user's kubeconfig: $KUBECONFIG as it is now (the client library reads it once, at import),
+    or what it was before connect() pointed it at the lab's file; else ~/.kube/config."""
+    current = os.environ.get("KUBECONFIG")
+    if is_lab_file(current):
+        current = os.environ.get(USER_FILE_ENV)
+    return current or str(Path.home() / ".kube" / "config")
+
+
+def user_environment() -> dict[str, str]:
+    """This process's environment with the user's kubeconfig: kind and kwokctl add contexts there."""
+    environment = {name: value for name, value in os.environ.items() if name != USER_FILE_ENV}
+    return {**environment, "KUBECONFIG": default_file()}
 
 
 def current_context(config_file: Path | None = None) -> str | None:

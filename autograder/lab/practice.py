@@ -130,7 +130,9 @@ class Practice:
     def _kwokctl(self, *args: str, timeout: float = 300, what: str = "") -> str:
         paths = binaries.ensure(["kwokctl", "kubectl"])
         # kwokctl takes kubectl from PATH first: put the pinned one there.
-        env = {**os.environ, "PATH": f"{paths['kubectl'].parent}{os.pathsep}{os.environ['PATH']}"}
+        # It adds its context to the user's kubeconfig, not to the lab's own.
+        env = {**kubeconfig.user_environment(),
+               "PATH": f"{paths['kubectl'].parent}{os.pathsep}{os.environ['PATH']}"}
         return run([str(paths["kwokctl"]), *args], env=env, timeout=timeout, what=what).stdout
 
     @contextmanager

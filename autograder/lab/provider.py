@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from autograder.errors import LabError
+from autograder.lab import kubeconfig
 
 CLUSTER_NAME = "ml-learning"
 
@@ -46,10 +47,14 @@ class Provider(Protocol):
 
 def run(command: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 600,
         what: str = "") -> subprocess.CompletedProcess[str]:
-    """Run a CLI that has no Python API; a failure raises with its own output and the command."""
+    """Run a CLI that has no Python API; a failure raises with its own output and the command.
+
+    Without `env`, the user's kubeconfig: kind and kwokctl keep their contexts there, not in the lab's file.
+    """
     try:
         done = subprocess.run(
-            list(command), env=env, capture_output=True, text=True, timeout=timeout, check=False
+            list(command), env=kubeconfig.user_environment() if env is None else env,
+            capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired as error:
         raise ClusterError(f"{what or command[0]} did not finish within {timeout:.0f} s") from error
