@@ -27,14 +27,17 @@ CONDA_TO_PIP = {"python-kubernetes": "kubernetes", "docker-py": "docker"}
 NOT_FROM_PIP = {"python", "pip", "kind", "kubernetes-client", "kubernetes-server", "etcd", "go"}
 DEPLOY_AND_PREDICT = """
 import json
+import subprocess
 from autograder.lab import connect
 from autograder.lab.traffic import port_forward
 from autograder.lesson.steps import deploy_first_app
 lab = connect("practice", namespace="hosted-check")
 deploy_first_app(lab)
 ready = lab.apps.read_namespaced_deployment("ml-api", lab.namespace).status.ready_replicas
+listed = subprocess.run(["kubectl", "get", "pods", "-o", "name"], capture_output=True, text=True, check=True)
 with port_forward(lab) as forward:
-    print(json.dumps({"ready": ready, "answer": forward.predict([1, 2, 3, 4, 5])}))
+    print(json.dumps({"ready": ready, "kubectl get pods": len(listed.stdout.split()),
+                      "answer": forward.predict([1, 2, 3, 4, 5])}))
 """
 # /proc/PID/status truncates names to 15 characters.
 CONTROL_PLANE = {"kube-apiserver", "kube-controller", "kube-scheduler", "etcd", "kwok-controller"}
@@ -141,7 +144,8 @@ def test_practice_cluster_serves_the_model_server_run_by_the_unprivileged_user(
         seconds = lab.cluster_up()
         output = lab.python(DEPLOY_AND_PREDICT)
         result = json.loads(next(line for line in reversed(output.splitlines()) if line.startswith("{")))
-        assert result == {"ready": 3, "answer": {"prediction": 15.0, "model_version": "v1.0"}}
+        assert result == {"ready": 3, "kubectl get pods": 3,
+                          "answer": {"prediction": 15.0, "model_version": "v1.0"}}
         processes = lab.process_rights()
         sockets = lab.listening()
         at_start = lab.exec("cat", "/home/jovyan/.cache/k8s-ml-lab/practice-at-start.log")

@@ -134,14 +134,15 @@ def test_connect_reuses_the_current_practice_context(practice_cluster: Practice,
 def test_connect_points_plain_kubectl_at_the_labs_namespace(lab: Lab) -> None:
     """A notebook's `!kubectl get pods` after connect(): the lab's namespace, no --context or -n needed."""
     deploy(lab)
+    assert kubectl_get_pods() == ready_pods(lab)
     user_file = Path(kubeconfig.default_file())
     before = user_file.read_bytes()
     other = cluster.connect("practice", namespace=f"{lab.namespace}-other")
     try:
         assert kubectl_get_pods() == [], "a connect() to another namespace moves kubectl there"
         again = cluster.connect("practice", namespace=lab.namespace)
+        assert kubectl_get_pods() == ready_pods(lab)
         assert again.kubeconfig_file is not None and os.environ["KUBECONFIG"] == str(again.kubeconfig_file)
-        assert kubectl_get_pods() == sorted(ready_pods(lab))
         assert user_file.read_bytes() == before, "the user's kubeconfig is never rewritten"
     finally:
         other.core.delete_namespace(other.namespace)
