@@ -67,8 +67,8 @@ cores = manifests.deployment("cores", replicas=7, requests={{"cpu": "3"}})
 flood = manifests.deployment("flood", replicas=40, requests={{"cpu": "500m", "memory": "1Gi"}})
 workloads.apply(lab, [hog, cores, flood])
 time.sleep(20)
-held = [c.resources.requests for pod in lab.core.list_namespaced_pod(lab.namespace).items if pod.spec.node_name
-        for c in pod.spec.containers]
+held = [c.resources.requests for pod in lab.core.list_namespaced_pod(lab.namespace).items
+        if pod.spec.node_name for c in pod.spec.containers]
 print(f"PROBE holds {{len(held)}} pods, {{float(sum(parse_quantity(r['cpu']) for r in held)):g}} CPUs, "
       f"{{float(sum(parse_quantity(r['memory']) for r in held)) / 2**30:g}} GiB")
 time.sleep({HOG_SECONDS - 20})
@@ -137,7 +137,8 @@ def masters() -> dict[str, nbformat.NotebookNode]:
             new_code_cell('gpu = {"nvidia.com/gpu": "1"}\neventually(deployment_ready, lab, "gpu-model", replicas=2, '
                           'requests=gpu, limits=gpu, port=None).assert_passed()',
                           metadata=_meta("test-gpu-deployment", grade=True, locked=True, points=2)),
-            new_code_cell(f"### BEGIN SOLUTION\n{FLEET}\n### END SOLUTION", metadata=_meta("fleet", solution=True)),
+            new_code_cell(f"### BEGIN SOLUTION\n{FLEET}\n### END SOLUTION",
+                          metadata=_meta("fleet", solution=True)),
             new_code_cell(FLEET_PLACED, metadata=_meta("test-fleet", grade=True, locked=True, points=2)),
             new_code_cell('workloads.delete_by_label(lab, "app=gpu-model")\n'
                           'workloads.delete_by_label(lab, "lesson-part=bin-packing")',
@@ -150,8 +151,8 @@ def masters() -> dict[str, nbformat.NotebookNode]:
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
-    """The two-notebook assignment, its GPU notebook exclusive and lent two GPUs and the fleet's pods, generated
-    into a gradebook."""
+    """The two-notebook assignment, its GPU notebook exclusive and lent two GPUs and the fleet's pods,
+    generated into a gradebook."""
     notebooks = masters()
     return new_course(tmp_path_factory.mktemp("course"), notebooks.pop(EARLY), ASSIGNMENT, EARLY, more=notebooks,
                       settings=f'c.ClusterVerifiedExecute.exclusive_notebooks = ["{GPUS[:-6]}"]\n'
@@ -213,7 +214,8 @@ def test_only_the_grader_lends_gpus_and_no_identity_does_more(practice_cluster, 
             ("student raises", lambda: student.patch_namespaced_resource_quota(
                 sandbox.LENT_QUOTA, box.namespace, {"spec": {"hard": {"requests.nvidia.com/gpu": "9"}}})),
             ("student lends", lambda: student.patch_namespaced_resource_quota(
-                sandbox.LENT_QUOTA, box.namespace, {"metadata": {"annotations": {sandbox.LENT_ANNOTATION: "true"}}})),
+                sandbox.LENT_QUOTA, box.namespace,
+                {"metadata": {"annotations": {sandbox.LENT_ANNOTATION: "true"}}})),
             ("lender lifts the pod quota", lambda: lender.patch_namespaced_resource_quota(
                 "grading", box.namespace, {"spec": {"hard": {"pods": "1000"}}})),
             ("lender makes a pod", lambda: lender.create_namespaced_pod(box.namespace, {
@@ -236,7 +238,7 @@ def test_only_the_grader_lends_gpus_and_no_identity_does_more(practice_cluster, 
         back = admit.read_namespaced_resource_quota(sandbox.LENT_QUOTA, box.namespace)
         assert back.status.hard == {"pods": sandbox.POD_ALLOWANCE, "requests.nvidia.com/gpu": "0"}
         assert sizes(admit, box.namespace) == OUTSIDE
-        assert admit.list_namespaced_pod(box.namespace).items == [], "no pod made while lent outlives the lending"
+        assert admit.list_namespaced_pod(box.namespace).items == [], "no pod made while lent outlives it"
         labels = client.CoreV1Api(admin).read_namespace(box.namespace).metadata.labels
         assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
         accounts = {a.metadata.name for a in client.CoreV1Api(admin).list_namespaced_service_account(
@@ -250,15 +252,17 @@ def test_only_the_grader_lends_gpus_and_no_identity_does_more(practice_cluster, 
 def pod_of(requests: dict[str, str], name: str = "size", containers: int = 1) -> dict:
     """A pod of `containers` containers, each asking for `requests`."""
     return {"metadata": {"name": name}, "spec": {"containers": [
-        {"name": f"c{n}", "image": "ml-api:v1", "resources": {"requests": requests}} for n in range(containers)]}}
+        {"name": f"c{n}", "image": "ml-api:v1", "resources": {"requests": requests}}
+        for n in range(containers)]}}
 
 
 # Pods by what they ask, and how the API server answers them outside a lending: the lesson's pods pass
 # (04's ml-api, 06's fitted too-big, and its 64-CPU demo that no node can hold), larger ones do not.
 SIZES = {
     "lesson": ({"cpu": "100m", "memory": "128Mi"}, 1), "fitted": ({"cpu": "500m", "memory": "1Gi"}, 1),
-    "demo": ({"cpu": "64", "memory": "512Gi"}, 1), "cores": ({"cpu": "3"}, 1), "memory": ({"memory": "8Gi"}, 1),
-    "a-millicore-more": ({"cpu": "501m"}, 1), "two-halves": ({"cpu": "300m"}, 2),
+    "demo": ({"cpu": "64", "memory": "512Gi"}, 1), "cores": ({"cpu": "3"}, 1),
+    "memory": ({"memory": "8Gi"}, 1), "a-millicore-more": ({"cpu": "501m"}, 1),
+    "two-halves": ({"cpu": "300m"}, 2),
 }
 OUTSIDE = {
     "lesson": "admitted", "fitted": "admitted", "demo": "admitted",
@@ -268,7 +272,7 @@ OUTSIDE = {
 
 
 def sizes(core: client.CoreV1Api, namespace: str) -> dict[str, str]:
-    """How the API server answers each of SIZES (a dry run): admitted, or what the refusal says the pod asks."""
+    """How the API server answers each of SIZES (a dry run): admitted, or what the refusal says it asks."""
     answers = {}
     for name, (requests, containers) in SIZES.items():
         try:
@@ -276,7 +280,8 @@ def sizes(core: client.CoreV1Api, namespace: str) -> dict[str, str]:
             answers[name] = "admitted"
         except client.ApiException as error:
             message = json.loads(error.body)["message"]
-            assert f"may ask for at most {sandbox.POD_CAP['cpu']} CPU and {sandbox.POD_CAP['memory']}" in message
+            cap = f"may ask for at most {sandbox.POD_CAP['cpu']} CPU and {sandbox.POD_CAP['memory']}"
+            assert cap in message, message
             answers[name] = "refused: " + message[message.index("this one asks") + 9:message.index(": lower")]
     return answers
 
@@ -291,7 +296,8 @@ def test_outside_the_exclusive_notebook_a_submission_leaves_the_fleet_its_room(p
     cpu, memory = fleet.fleet_requests()
     print(f"outside notebook 07 a submission holds at most {sandbox.POD_ALLOWANCE} pods x "
           f"{sandbox.POD_CAP['cpu']} CPU / {sandbox.POD_CAP['memory']} = {held['cpu']:g} CPUs, "
-          f"{held['memory'] / 2**30:g} GiB of the cluster's {total['cpu']:g} CPUs, {total['memory'] / 2**30:g} GiB; "
+          f"{held['memory'] / 2**30:g} GiB of the cluster's {total['cpu']:g} CPUs, "
+          f"{total['memory'] / 2**30:g} GiB; "
           f"07's fleet asks {cpu:g} CPUs, {memory:g} GiB")
     assert held["cpu"] + cpu <= total["cpu"] and held["memory"] + memory * 2**30 <= total["memory"]
     gpu_nodes = [float(parse_quantity(node.status.allocatable["cpu"])) for node in nodes

@@ -36,14 +36,17 @@ def lent(api: client.ApiClient, namespace: str, grant: dict[str, str], timeout: 
         _remove_lent_pods(core, namespace, scarce, timeout)
 
 
-def _set_quota(core: client.CoreV1Api, namespace: str, hard: dict[str, str], timeout: float, *, lent: bool) -> None:
+def _set_quota(core: client.CoreV1Api, namespace: str, hard: dict[str, str], timeout: float, *,
+               lent: bool) -> None:
     """Change the quota and wait until admission enforces it: it judges pods by the quota's status, not its spec."""
     marker = {sandbox.LENT_ANNOTATION: "true" if lent else None}
-    core.patch_namespaced_resource_quota(sandbox.LENT_QUOTA, namespace, {"metadata": {"annotations": marker},
-                                                                 "spec": {"hard": hard}})
-    if not sandbox.enforced(poll(lambda: core.read_namespaced_resource_quota(sandbox.LENT_QUOTA, namespace), sandbox.enforced, timeout,
-                         CONVERGING_INTERVAL)):
-        raise LabError(f"the quota {sandbox.LENT_QUOTA} of {namespace} was not enforced within {timeout:.0f} s: "
+    core.patch_namespaced_resource_quota(sandbox.LENT_QUOTA, namespace,
+                                         {"metadata": {"annotations": marker}, "spec": {"hard": hard}})
+    quota = poll(lambda: core.read_namespaced_resource_quota(sandbox.LENT_QUOTA, namespace), sandbox.enforced,
+                 timeout, CONVERGING_INTERVAL)
+    if not sandbox.enforced(quota):
+        raise LabError(f"the quota {sandbox.LENT_QUOTA} of {namespace} was not enforced within "
+                       f"{timeout:.0f} s: "
                        "is kube-controller-manager running? (kubectl get pods -n kube-system)")
 
 
@@ -72,4 +75,5 @@ def _remove_lent_pods(core: client.CoreV1Api, namespace: str, scarce: list[str],
         return found
 
     if poll(remaining, lambda found: not found, timeout, CONVERGING_INTERVAL):
-        raise LabError(f"pods made while {namespace} was lent its quota were still there after {timeout:.0f} s")
+        raise LabError(f"pods made while {namespace} was lent its quota were still there after "
+                       f"{timeout:.0f} s")

@@ -230,7 +230,7 @@ def unlent_quota(extended: Iterable[str]) -> dict[str, str]:
 
 
 def lent_quota(grant: dict[str, str]) -> dict[str, str]:
-    """The lent quota while the exclusive notebook runs: its fleet of pods and the extended resources granted."""
+    """The lent quota while the exclusive notebook runs: its fleet of pods, the extended resources granted."""
     return {"pods": LENT_PODS, **grant}
 
 
@@ -241,7 +241,7 @@ def largest_node(nodes: list[client.V1Node]) -> dict[str, float]:
 
 
 def compute_policy_spec(largest: dict[str, float]) -> dict:
-    """COMPUTE_POLICY: outside a lending, a grading pod asks for at most POD_CAP, or for more than `largest`."""
+    """COMPUTE_POLICY: outside a lending a grading pod asks for at most POD_CAP, or more than `largest`."""
     cap = {resource: float(parse_quantity(POD_CAP[resource])) for resource in COMPUTE}
     variables = [{"name": "containers",
                   "expression": "object.spec.containers + object.spec.?initContainers.orValue([])"}]
@@ -250,12 +250,14 @@ def compute_policy_spec(largest: dict[str, float]) -> dict:
         variables += [
             {"name": f"{resource}Containers",
              "expression": f"variables.containers.map(c, quantity({each}).asApproximateFloat()).sum()"},
-            {"name": f"{resource}Pod", "expression": f"quantity(object.spec.?resources.?requests[?'{resource}']"
-                                                     ".orValue('0')).asApproximateFloat()"},
+            {"name": f"{resource}Pod",
+             "expression": f"quantity(object.spec.?resources.?requests[?'{resource}'].orValue('0'))"
+                           ".asApproximateFloat()"},
             {"name": resource, "expression": f"variables.{resource}Pod > variables.{resource}Containers ? "
                                              f"variables.{resource}Pod : variables.{resource}Containers"}]
     variables += [
-        {"name": "lent", "expression": f"params.metadata.?annotations[?'{LENT_ANNOTATION}'].orValue('') == 'true'"},
+        {"name": "lent",
+         "expression": f"params.metadata.?annotations[?'{LENT_ANNOTATION}'].orValue('') == 'true'"},
         {"name": "unschedulable",
          "expression": " || ".join(f"variables.{r} > {largest[r]!r}" for r in COMPUTE)},
         # A millicore and a byte are the smallest steps: the margins only absorb floating-point sums.
@@ -266,13 +268,15 @@ def compute_policy_spec(largest: dict[str, float]) -> dict:
         "paramKind": {"apiVersion": "v1", "kind": "ResourceQuota"},
         "matchConstraints": {"resourceRules": [
             {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]},
-            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods/resize"]}]},
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+             "resources": ["pods/resize"]}]},
         "variables": variables,
         "validations": [{
             "expression": "variables.lent || variables.unschedulable || variables.small",
             "messageExpression": (
                 f"'outside notebook 07 a grading pod may ask for at most {POD_CAP['cpu']} CPU and "
-                f"{POD_CAP['memory']} memory, its containers together (most of the lesson asks 100m and 128Mi); "
+                f"{POD_CAP['memory']} memory, its containers together (most of the lesson asks 100m and "
+                "128Mi); "
                 "this one asks ' + string(variables.cpu) + ' CPU and ' + "
                 "string(int(variables.memory / 1048576.0)) + 'Mi: lower its resources.requests'"),
             "reason": "Forbidden",
@@ -352,7 +356,8 @@ def node_bindings(namespace: str) -> list[tuple[str, str, Account]]:
 
 def _wait_for_pod_size_policy(core: client.CoreV1Api, namespace: str, timeout: float = 30) -> None:
     """An admission policy judges pods a moment after it is made: wait until it refuses a too large one."""
-    past_cap = str(parse_quantity(POD_CAP["cpu"]) + Decimal("0.001"))  # a millicore more: fits any node that fits the cap
+    # A millicore more than the cap: any node that fits the cap fits it, so only the policy refuses it.
+    past_cap = str(parse_quantity(POD_CAP["cpu"]) + Decimal("0.001"))
     too_large = {"metadata": {"name": "pod-size-probe"}, "spec": {"containers": [
         {"name": "probe", "image": "ml-api:v1", "resources": {"requests": {"cpu": past_cap}}}]}}
 
@@ -365,7 +370,8 @@ def _wait_for_pod_size_policy(core: client.CoreV1Api, namespace: str, timeout: f
 
     if not poll(refused, bool, timeout, CONVERGING_INTERVAL):
         raise LabError(f"the admission policy {COMPUTE_POLICY} did not judge the pods of {namespace} within "
-                       f"{timeout:.0f} s: run `grade` again, or check `kubectl get validatingadmissionpolicy`")
+                       f"{timeout:.0f} s: run `grade` again, or check `kubectl get validatingadmissionpolicy "
+                       f"{COMPUTE_POLICY}`")
 
 
 def _wait_for_default_service_account(core: client.CoreV1Api, namespace: str, timeout: float = 30) -> None:
