@@ -59,8 +59,8 @@ def holds(pod: client.V1Pod, resources: list[str]) -> bool:
 
 
 def _remove_lent_pods(core: client.CoreV1Api, namespace: str, scarce: list[str], timeout: float) -> None:
-    """Delete at once every pod made while the quota was lent, until none of them, nor any that holds one of
-    the `scarce` resources, is left."""
+    """Delete at once every pod the namespace runs as the lending ends (each may have been admitted under
+    it), until none of them, nor any that holds one of the `scarce` resources, is left."""
     lent_pods = {pod.metadata.uid for pod in core.list_namespaced_pod(namespace).items}
 
     def remaining() -> list[client.V1Pod]:

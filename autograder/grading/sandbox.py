@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import base64
 import os
-from decimal import Decimal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import yaml
@@ -276,8 +276,7 @@ def compute_policy_spec(largest: dict[str, float]) -> dict:
             "messageExpression": (
                 f"'outside notebook 07 a grading pod may ask for at most {POD_CAP['cpu']} CPU and "
                 f"{POD_CAP['memory']} memory, its containers together (most of the lesson asks 100m and "
-                "128Mi); "
-                "this one asks ' + string(variables.cpu) + ' CPU and ' + "
+                "128Mi); this one asks ' + string(variables.cpu) + ' CPU and ' + "
                 "string(int(variables.memory / 1048576.0)) + 'Mi: lower its resources.requests'"),
             "reason": "Forbidden",
         }],
