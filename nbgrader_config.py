@@ -27,7 +27,8 @@ c.GradingSettings.practice_setup = "autograder.lesson.steps:serve_lesson_images"
 # Notebooks that use the whole practice cluster (both GPU nodes, a cordoned node, bin packing):
 # parallel graders run these one submission at a time.
 c.ClusterVerifiedExecute.exclusive_notebooks = ["07-beyond-the-lesson"]
-# Outside those, a submission's quota of every extended resource the nodes advertise is 0: no submission
-# can hold a GPU that another's notebook 07 needs. Notebook 07 places two one-GPU pods and shows a third
-# one Pending for want of a GPU node: it is lent three for as long as it runs, and its GPU pods go with it.
+# Outside those, a submission's quota of every extended resource the nodes advertise is 0, and its pods
+# are few and small (sandbox.POD_CAP, POD_ALLOWANCE): no submission can hold a GPU, or the CPUs, that
+# another's notebook 07 needs. Notebook 07 places two one-GPU pods and shows a third one Pending for want
+# of a GPU node: it is lent three, and pods of any size, for as long as it runs, and its pods go with it.
 c.ClusterVerifiedExecute.exclusive_quota = {"requests.nvidia.com/gpu": "3"}

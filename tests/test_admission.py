@@ -1,21 +1,26 @@
 """What a submission's pods may take from the cluster, graded by `grade_class` on the real practice cluster.
 
 Two hostile submissions from a trial: one whose early cell holds both GPU nodes with a Deployment
-asking for `nvidia.com/gpu`, graded beside a solved one whose exclusive notebook needs those GPUs;
-and one that asks for a privileged pod with the node's root, its namespaces and another identity
-(the grader's ServiceAccount). The first's pods are refused by the quota (GPUs are lent to an
-exclusive notebook only), the second's by Pod Security and by the grader's account living elsewhere;
-each gets exactly the points its honest cells earn, and the solved one keeps full marks.
+asking for `nvidia.com/gpu` and every CPU it can (pods of 3 CPUs, and a flood of pods as large as
+a grading pod may be), graded beside a solved one whose exclusive notebook needs those GPUs and most
+of the cluster's CPU for lesson01's fleet; and one that asks for a privileged pod with the node's
+root, its namespaces and another identity (the grader's ServiceAccount). The first's GPU pods are
+refused by the quota and its large ones by the pod-size policy (both lent to an exclusive notebook
+only), its flood stops at the pod allowance; the second's by Pod Security and by the grader's
+account living elsewhere. Each gets exactly the points its honest cells earn, and the solved one
+keeps full marks.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 import nbformat
 import pytest
 from kubernetes import client
+from kubernetes.utils import parse_quantity
 from nbformat.v4 import new_code_cell, new_notebook
 from test_grading import _meta, edit, new_course, replace_step
 
@@ -24,6 +29,7 @@ from autograder.grading.course import Course
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
+from autograder.lesson import fleet
 
 ASSIGNMENT = "scarce"
 EARLY, GPUS = "early.ipynb", "gpus.ipynb"
@@ -49,14 +55,31 @@ try:
     workloads.wait_for_rollout(lab, "gpu-model", timeout=20, progress=False)
 except Exception as error:
     print("not rolled out:", error)"""
-# Early in the notebook, the hog takes every GPU for longer than its neighbour needs them.
+# Early in the notebook, the hog takes every GPU and every CPU it can for longer than its neighbour
+# needs them, and reports what it holds once its Deployments have made all the pods they may.
 HOG_SECONDS = 90
 HOG = f"""import time, yaml
+from kubernetes.utils import parse_quantity
+from autograder.lesson import manifests
 hog = yaml.safe_load('''{GPU_MODEL}''')
 hog["metadata"]["name"] = "hog"
-workloads.apply(lab, [hog])
-time.sleep({HOG_SECONDS})
+cores = manifests.deployment("cores", replicas=7, requests={{"cpu": "3"}})
+flood = manifests.deployment("flood", replicas=40, requests={{"cpu": "500m", "memory": "1Gi"}})
+workloads.apply(lab, [hog, cores, flood])
+time.sleep(20)
+held = [c.resources.requests for pod in lab.core.list_namespaced_pod(lab.namespace).items
+        if pod.spec.node_name for c in pod.spec.containers]
+print(f"PROBE holds {{len(held)}} pods, {{float(sum(parse_quantity(r['cpu']) for r in held)):g}} CPUs, "
+      f"{{float(sum(parse_quantity(r['memory']) for r in held)) / 2**30:g}} GiB")
+time.sleep({HOG_SECONDS - 20})
 answer = 42"""
+# The solved one's exclusive notebook needs most of the cluster's CPU: lesson01's fleet, every pod placed.
+FLEET = """from autograder.lesson import fleet, troubleshoot
+workloads.apply(lab, fleet.fleet_manifests())
+troubleshoot.wait_until_settled(lab, "lesson-part=bin-packing", timeout=60)"""
+FLEET_PLACED = '''placed = [pod.spec.node_name for pod in lab.core.list_namespaced_pod(
+    lab.namespace, label_selector="lesson-part=bin-packing").items]
+assert len(placed) == 21 and all(placed), f"{placed.count(None)} of {len(placed)} fleet pods found no node"'''
 
 
 
@@ -103,7 +126,7 @@ def hostile_specs(node: str, command: str) -> dict[str, dict]:
 
 
 def masters() -> dict[str, nbformat.NotebookNode]:
-    """An early notebook with one answer, and an exclusive one that needs both GPU nodes."""
+    """An early notebook with one answer, and an exclusive one that needs both GPU nodes and most CPUs."""
     early = [new_code_cell(SETUP, metadata=_meta("setup", locked=True)),
              new_code_cell("### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION",
                            metadata=_meta("answer", solution=True)),
@@ -114,7 +137,12 @@ def masters() -> dict[str, nbformat.NotebookNode]:
             new_code_cell('gpu = {"nvidia.com/gpu": "1"}\neventually(deployment_ready, lab, "gpu-model", replicas=2, '
                           'requests=gpu, limits=gpu, port=None).assert_passed()',
                           metadata=_meta("test-gpu-deployment", grade=True, locked=True, points=2)),
-            new_code_cell('workloads.delete_by_label(lab, "app=gpu-model")', metadata=_meta("cleanup", locked=True))]
+            new_code_cell(f"### BEGIN SOLUTION\n{FLEET}\n### END SOLUTION",
+                          metadata=_meta("fleet", solution=True)),
+            new_code_cell(FLEET_PLACED, metadata=_meta("test-fleet", grade=True, locked=True, points=2)),
+            new_code_cell('workloads.delete_by_label(lab, "app=gpu-model")\n'
+                          'workloads.delete_by_label(lab, "lesson-part=bin-packing")',
+                          metadata=_meta("cleanup", locked=True))]
     notebooks = {EARLY: new_notebook(cells=early), GPUS: new_notebook(cells=gpus)}
     for notebook in notebooks.values():
         notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -123,7 +151,8 @@ def masters() -> dict[str, nbformat.NotebookNode]:
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
-    """The two-notebook assignment, its GPU notebook exclusive and lent two GPUs, generated into a gradebook."""
+    """The two-notebook assignment, its GPU notebook exclusive and lent two GPUs and the fleet's pods,
+    generated into a gradebook."""
     notebooks = masters()
     return new_course(tmp_path_factory.mktemp("course"), notebooks.pop(EARLY), ASSIGNMENT, EARLY, more=notebooks,
                       settings=f'c.ClusterVerifiedExecute.exclusive_notebooks = ["{GPUS[:-6]}"]\n'
@@ -146,20 +175,24 @@ def test_a_gpu_hog_and_a_privileged_pod_cost_the_solved_submission_nothing(cours
     node = sorted(n.metadata.name for n in core.list_node().items)[0]
     early = {cell.metadata.nbgrader["grade_id"] for cell in nbformat.read(
         course / "source" / ASSIGNMENT / EARLY, as_version=4).cells if cell.metadata.nbgrader.get("solution")}
-    for student, code in [("gpu-hog", HOG),
+    for student, code in [("hog", HOG),
                           ("privileged", privileged(hostile_specs(node, "cat /host/etc/shadow")))]:
         submissions.write(course, ASSIGNMENT, student, early)  # the GPU notebook as released
         edit(course, student, replace_step("answer", code), assignment=ASSIGNMENT, notebook=EARLY)
     submissions.write(course, ASSIGNMENT, "solved", None)
 
     # The hog and the privileged one start together; the solved one takes the privileged one's worker
-    # while the hog still holds its Deployment.
-    outcomes = grade_class(course, ASSIGNMENT, ["gpu-hog", "privileged", "solved"], provider="practice",
+    # while the hog still holds its Deployments.
+    outcomes = grade_class(course, ASSIGNMENT, ["hog", "privileged", "solved"], provider="practice",
                            settings=GradingSettings(jobs=2, cell_timeout=HOG_SECONDS + 30, patience=8))
 
     print(table(outcomes))
     assert {o.student: (o.status, o.score, o.max_score) for o in outcomes} == {
-        "gpu-hog": ("graded", 1, 3), "privileged": ("graded", 1, 3), "solved": ("graded", 3, 3)}
+        "hog": ("graded", 1, 5), "privileged": ("graded", 1, 5), "solved": ("graded", 5, 5)}
+    cap = {resource: float(parse_quantity(sandbox.POD_CAP[resource])) for resource in sandbox.COMPUTE}
+    allowance = int(sandbox.POD_ALLOWANCE)
+    assert _probes(course, "hog") == [f"holds {allowance} pods, {allowance * cap['cpu']:g} CPUs, "
+                                      f"{allowance * cap['memory'] / 2**30:g} GiB"]
     assert _probes(course, "privileged") == [
         "host-root refused by PodSecurity", "as-grader refused by no ServiceAccount",
         "everything refused by no ServiceAccount"]
@@ -174,12 +207,15 @@ def test_only_the_grader_lends_gpus_and_no_identity_does_more(practice_cluster, 
     try:
         student, lender = (client.CoreV1Api(kubeconfig.api_client(config_file=path))
                            for path in (box.student_kubeconfig, box.lender_kubeconfig))
-        quota = client.CoreV1Api(admin).read_namespaced_resource_quota(sandbox.EXTENDED_QUOTA, box.namespace)
-        assert quota.spec.hard == {"requests.nvidia.com/gpu": "0"}
+        quota = client.CoreV1Api(admin).read_namespaced_resource_quota(sandbox.LENT_QUOTA, box.namespace)
+        assert quota.spec.hard == {"pods": sandbox.POD_ALLOWANCE, "requests.nvidia.com/gpu": "0"}
         refused = []
         for who, attempt in [
             ("student raises", lambda: student.patch_namespaced_resource_quota(
-                sandbox.EXTENDED_QUOTA, box.namespace, {"spec": {"hard": {"requests.nvidia.com/gpu": "9"}}})),
+                sandbox.LENT_QUOTA, box.namespace, {"spec": {"hard": {"requests.nvidia.com/gpu": "9"}}})),
+            ("student lends", lambda: student.patch_namespaced_resource_quota(
+                sandbox.LENT_QUOTA, box.namespace,
+                {"metadata": {"annotations": {sandbox.LENT_ANNOTATION: "true"}}})),
             ("lender lifts the pod quota", lambda: lender.patch_namespaced_resource_quota(
                 "grading", box.namespace, {"spec": {"hard": {"pods": "1000"}}})),
             ("lender makes a pod", lambda: lender.create_namespaced_pod(box.namespace, {
@@ -191,12 +227,18 @@ def test_only_the_grader_lends_gpus_and_no_identity_does_more(practice_cluster, 
             refused.append((who, error.value.status))
         assert refused == [(who, 403) for who, _ in refused]
 
+        admit = client.CoreV1Api(admin)
+        assert sizes(admit, box.namespace) == OUTSIDE
         with extended.lent(kubeconfig.api_client(config_file=box.lender_kubeconfig), box.namespace,
                            {"requests.nvidia.com/gpu": "2"}, timeout=30):
-            lent = client.CoreV1Api(admin).read_namespaced_resource_quota(sandbox.EXTENDED_QUOTA, box.namespace)
-            assert lent.status.hard == {"requests.nvidia.com/gpu": "2"}
-        back = client.CoreV1Api(admin).read_namespaced_resource_quota(sandbox.EXTENDED_QUOTA, box.namespace)
-        assert back.status.hard == {"requests.nvidia.com/gpu": "0"}
+            lent = admit.read_namespaced_resource_quota(sandbox.LENT_QUOTA, box.namespace)
+            assert lent.status.hard == {"pods": sandbox.LENT_PODS, "requests.nvidia.com/gpu": "2"}
+            assert sizes(admit, box.namespace) == dict.fromkeys(OUTSIDE, "admitted")
+            admit.create_namespaced_pod(box.namespace, pod_of({"cpu": "3", "memory": "4Gi"}, "kept-too-long"))
+        back = admit.read_namespaced_resource_quota(sandbox.LENT_QUOTA, box.namespace)
+        assert back.status.hard == {"pods": sandbox.POD_ALLOWANCE, "requests.nvidia.com/gpu": "0"}
+        assert sizes(admit, box.namespace) == OUTSIDE
+        assert admit.list_namespaced_pod(box.namespace).items == [], "no pod made while lent outlives it"
         labels = client.CoreV1Api(admin).read_namespace(box.namespace).metadata.labels
         assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
         accounts = {a.metadata.name for a in client.CoreV1Api(admin).list_namespaced_service_account(
@@ -205,6 +247,62 @@ def test_only_the_grader_lends_gpus_and_no_identity_does_more(practice_cluster, 
     finally:
         sandbox.delete(admin, box.namespace)
     assert sandbox.leftovers(admin, "lending") == []
+
+
+def pod_of(requests: dict[str, str], name: str = "size", containers: int = 1) -> dict:
+    """A pod of `containers` containers, each asking for `requests`."""
+    return {"metadata": {"name": name}, "spec": {"containers": [
+        {"name": f"c{n}", "image": "ml-api:v1", "resources": {"requests": requests}}
+        for n in range(containers)]}}
+
+
+# Pods by what they ask, and how the API server answers them outside a lending: the lesson's pods pass
+# (04's ml-api, 06's fitted too-big, and its 64-CPU demo that no node can hold), larger ones do not.
+SIZES = {
+    "lesson": ({"cpu": "100m", "memory": "128Mi"}, 1), "fitted": ({"cpu": "500m", "memory": "1Gi"}, 1),
+    "demo": ({"cpu": "64", "memory": "512Gi"}, 1), "cores": ({"cpu": "3"}, 1),
+    "memory": ({"memory": "8Gi"}, 1), "a-millicore-more": ({"cpu": "501m"}, 1),
+    "two-halves": ({"cpu": "300m"}, 2),
+}
+OUTSIDE = {
+    "lesson": "admitted", "fitted": "admitted", "demo": "admitted",
+    "cores": "refused: asks 3 CPU and 128Mi", "memory": "refused: asks 0.1 CPU and 8192Mi",
+    "a-millicore-more": "refused: asks 0.501 CPU and 128Mi", "two-halves": "refused: asks 0.6 CPU and 256Mi",
+}
+
+
+def sizes(core: client.CoreV1Api, namespace: str) -> dict[str, str]:
+    """How the API server answers each of SIZES (a dry run): admitted, or what the refusal says it asks."""
+    answers = {}
+    for name, (requests, containers) in SIZES.items():
+        try:
+            core.create_namespaced_pod(namespace, pod_of(requests, name, containers), dry_run="All")
+            answers[name] = "admitted"
+        except client.ApiException as error:
+            message = json.loads(error.body)["message"]
+            cap = f"may ask for at most {sandbox.POD_CAP['cpu']} CPU and {sandbox.POD_CAP['memory']}"
+            assert cap in message, message
+            answers[name] = "refused: " + message[message.index("this one asks") + 9:message.index(": lower")]
+    return answers
+
+
+@pytest.mark.cluster
+def test_outside_the_exclusive_notebook_a_submission_leaves_the_fleet_its_room(practice_cluster) -> None:
+    nodes = client.CoreV1Api(kubeconfig.api_client(practice_cluster.context)).list_node().items
+    total = {resource: sum(float(parse_quantity(node.status.allocatable[resource])) for node in nodes)
+             for resource in sandbox.COMPUTE}
+    held = {resource: int(sandbox.POD_ALLOWANCE) * float(parse_quantity(sandbox.POD_CAP[resource]))
+            for resource in sandbox.COMPUTE}
+    cpu, memory = fleet.fleet_requests()
+    print(f"outside notebook 07 a submission holds at most {sandbox.POD_ALLOWANCE} pods x "
+          f"{sandbox.POD_CAP['cpu']} CPU / {sandbox.POD_CAP['memory']} = {held['cpu']:g} CPUs, "
+          f"{held['memory'] / 2**30:g} GiB of the cluster's {total['cpu']:g} CPUs, "
+          f"{total['memory'] / 2**30:g} GiB; "
+          f"07's fleet asks {cpu:g} CPUs, {memory:g} GiB")
+    assert held["cpu"] + cpu <= total["cpu"] and held["memory"] + memory * 2**30 <= total["memory"]
+    gpu_nodes = [float(parse_quantity(node.status.allocatable["cpu"])) for node in nodes
+                 if "nvidia.com/gpu" in node.status.allocatable]
+    assert held["cpu"] < min(gpu_nodes), "the whole allowance on one GPU node leaves its GPU pod room"
 
 
 def test_a_pod_holds_an_extended_resource_by_a_request_or_a_limit_alone() -> None:

@@ -203,7 +203,7 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     core = client.CoreV1Api(admin)
     assert core.read_namespaced_config_map("precious", bystander).data == {"keep": "me"}
     assert sandbox.leftovers(admin, Course(course).key) == []
-    assert peaks and max(peaks.values()) <= int(sandbox.QUOTA["pods"])
+    assert peaks and max(peaks.values()) <= int(sandbox.POD_ALLOWANCE)
     assert (course / "grades.csv").read_text().count(ASSIGNMENT) == len(expected)
     assert (course / "feedback" / "solved" / ASSIGNMENT / "steps.html").is_file()
 

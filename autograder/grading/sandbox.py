@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import yaml
 from kubernetes import client
 from kubernetes.utils import parse_quantity
 
+from autograder.errors import LabError
 from autograder.lab import k8s
+from autograder.waiting import CONVERGING_INTERVAL, poll
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 GRADER = "k8s-ml-grader"
@@ -56,11 +59,12 @@ READER_RULES = [
     {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
     {"apiGroups": ["kwok.x-k8s.io"], "resources": ["portforwards"], "verbs": ["get", "list", "watch"]},
 ]
-# The worker lends the extended resources to the submission's exclusive notebook and takes them back
-# after it (extended.py): it may change that one quota, and remove the pods that still hold them.
-EXTENDED_QUOTA = "extended-resources"
+# The worker lends the node capacity the submission's exclusive notebook needs (its extended resources,
+# room for its fleet of pods) and takes it back after it (extended.py): it may change that one quota,
+# and remove the pods made under it.
+LENT_QUOTA = "lent-resources"
 LENDER_RULES = [
-    {"apiGroups": [""], "resources": ["resourcequotas"], "resourceNames": [EXTENDED_QUOTA],
+    {"apiGroups": [""], "resources": ["resourcequotas"], "resourceNames": [LENT_QUOTA],
      "verbs": ["get", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
 ]
@@ -94,11 +98,10 @@ NODE_POLICY_SPEC = {
 }
 
 # Counts, not CPU or memory: the lesson itself asks for 64 CPUs to show a Pending pod, so a
-# compute quota would turn its lesson into an admission error. The pod count bounds a runaway
-# scale; it leaves room for the lesson's largest moment (a 21-pod fleet beside ml-api and the GPU pods).
+# compute quota would turn its lesson into an admission error (CPU and memory: see COMPUTE_POLICY).
 # Node ports and load balancers are the cluster's (and a cloud's bill): the lesson needs one Service's worth.
 QUOTA = {
-    "pods": "60", "services": "10", "configmaps": "20", "count/deployments.apps": "30",
+    "services": "10", "configmaps": "20", "count/deployments.apps": "30",
     "count/replicasets.apps": "100", "services.nodeports": "10", "services.loadbalancers": "2",
 }
 # No pod of a submission may take a system priority: the scheduler would evict other namespaces' pods for it.
@@ -114,6 +117,19 @@ POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": level
                 for mode, level in (("enforce", "baseline"), ("warn", "baseline"), ("audit", "restricted"))}
 # Node resources that are not extended ones: a quota of 0 on these would refuse every pod.
 BUILT_IN_RESOURCES = ("cpu", "memory", "pods", "ephemeral-storage")
+# Outside the exclusive notebook a submission's pods hold little of the nodes, so that with --jobs 2 the
+# other submission's exclusive notebook (lesson01's 07: a 19.5-CPU, 63-GiB fleet and the GPU pods) finds
+# its room. A pod may ask for what the lesson's largest pod outside 07 asks (06's fitted too-big), and
+# the namespace may run POD_ALLOWANCE pods (06 runs 7 at most, 05's rolling update 4 and the ones
+# terminating): at most 5 CPUs and 10 GiB, which leave the fleet every node it lands on, and the GPU pods
+# theirs, on the practice cluster (28 CPUs, 170 GiB). A pod asking more than the largest node offers may
+# stay: it never schedules, so it holds nothing (06's 64-CPU demo). While the worker lends the exclusive
+# notebook its resources, both limits lift; LENT_PODS holds 07's fleet, ml-api and the GPU pods.
+POD_CAP = {"cpu": "500m", "memory": "1Gi"}
+POD_ALLOWANCE, LENT_PODS = "10", "60"
+LENT_ANNOTATION = "grading.k8s-ml-lab/lent"
+COMPUTE_POLICY = "k8s-ml-grader-pod-size"
+COMPUTE = ("cpu", "memory")
 
 
 @dataclass(frozen=True)
@@ -178,8 +194,8 @@ def _kubeconfig(admin: client.ApiClient, namespace: str, user: str, token: str, 
 
 
 def ensure_node_access(admin: client.ApiClient) -> None:
-    """The cluster-wide pieces every grading namespace shares: the node roles, their admission policy
-    and the grader's namespace (no pod ever runs there)."""
+    """The cluster-wide pieces every grading namespace shares: the node roles, the admission policies on
+    nodes and on pods' size, and the grader's namespace (no pod ever runs there)."""
     core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
     policies = client.AdmissionregistrationV1Api(admin)
     labels = {MANAGED_BY: GRADER}
@@ -194,6 +210,11 @@ def ensure_node_access(admin: client.ApiClient) -> None:
         (policies.create_validating_admission_policy_binding,
          {"metadata": {"name": NODE_POLICY, "labels": labels},
           "spec": {"policyName": NODE_POLICY, "validationActions": ["Deny"]}}),
+        (policies.create_validating_admission_policy,
+         {"metadata": {"name": COMPUTE_POLICY, "labels": labels},
+          "spec": compute_policy_spec(largest_node(core.list_node().items))}),
+        (policies.create_validating_admission_policy_binding,
+         {"metadata": {"name": COMPUTE_POLICY, "labels": labels}, "spec": _compute_policy_binding()}),
     ]:
         try:
             create(body)
@@ -201,6 +222,73 @@ def ensure_node_access(admin: client.ApiClient) -> None:
             if error.status != 409:
                 raise
             _replace(create, body)
+
+
+def unlent_quota(extended: Iterable[str]) -> dict[str, str]:
+    """The lent quota outside the exclusive notebook: POD_ALLOWANCE pods, none of the `extended` resources."""
+    return {"pods": POD_ALLOWANCE, **{f"requests.{resource}": "0" for resource in extended}}
+
+
+def lent_quota(grant: dict[str, str]) -> dict[str, str]:
+    """The lent quota while the exclusive notebook runs: its fleet of pods, the extended resources granted."""
+    return {"pods": LENT_PODS, **grant}
+
+
+def largest_node(nodes: list[client.V1Node]) -> dict[str, float]:
+    """The most CPU cores and memory bytes any one node offers: a pod asking more can never be scheduled."""
+    return {resource: max((float(parse_quantity((node.status.allocatable or {}).get(resource, "0")))
+                           for node in nodes), default=0.0) for resource in COMPUTE}
+
+
+def compute_policy_spec(largest: dict[str, float]) -> dict:
+    """COMPUTE_POLICY: outside a lending a grading pod asks for at most POD_CAP, or more than `largest`."""
+    cap = {resource: float(parse_quantity(POD_CAP[resource])) for resource in COMPUTE}
+    variables = [{"name": "containers",
+                  "expression": "object.spec.containers + object.spec.?initContainers.orValue([])"}]
+    for resource in COMPUTE:  # init containers added, not maxed: an upper bound of what the pod holds
+        each = f"c.?resources.?requests[?'{resource}'].orValue('0')"
+        variables += [
+            {"name": f"{resource}Containers",
+             "expression": f"variables.containers.map(c, quantity({each}).asApproximateFloat()).sum()"},
+            {"name": f"{resource}Pod",
+             "expression": f"quantity(object.spec.?resources.?requests[?'{resource}'].orValue('0'))"
+                           ".asApproximateFloat()"},
+            {"name": resource, "expression": f"variables.{resource}Pod > variables.{resource}Containers ? "
+                                             f"variables.{resource}Pod : variables.{resource}Containers"}]
+    variables += [
+        {"name": "lent",
+         "expression": f"params.metadata.?annotations[?'{LENT_ANNOTATION}'].orValue('') == 'true'"},
+        {"name": "unschedulable",
+         "expression": " || ".join(f"variables.{r} > {largest[r]!r}" for r in COMPUTE)},
+        # A millicore and a byte are the smallest steps: the margins only absorb floating-point sums.
+        {"name": "small", "expression": f"variables.cpu <= {cap['cpu'] + 1e-6!r} && "
+                                        f"variables.memory <= {cap['memory'] + 0.5!r}"}]
+    return {
+        "failurePolicy": "Fail",
+        "paramKind": {"apiVersion": "v1", "kind": "ResourceQuota"},
+        "matchConstraints": {"resourceRules": [
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]},
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+             "resources": ["pods/resize"]}]},
+        "variables": variables,
+        "validations": [{
+            "expression": "variables.lent || variables.unschedulable || variables.small",
+            "messageExpression": (
+                f"'outside notebook 07 a grading pod may ask for at most {POD_CAP['cpu']} CPU and "
+                f"{POD_CAP['memory']} memory, its containers together (most of the lesson asks 100m and "
+                "128Mi); this one asks ' + string(variables.cpu) + ' CPU and ' + "
+                "string(int(variables.memory / 1048576.0)) + 'Mi: lower its resources.requests'"),
+            "reason": "Forbidden",
+        }],
+    }
+
+
+def _compute_policy_binding() -> dict:
+    """COMPUTE_POLICY on every grading namespace's pods, with its lent quota as the parameter."""
+    return {"policyName": COMPUTE_POLICY, "validationActions": ["Deny"],
+            "paramRef": {"name": LENT_QUOTA, "parameterNotFoundAction": "Deny"},
+            "matchResources": {"namespaceSelector": {"matchExpressions": [
+                {"key": COURSE_LABEL, "operator": "Exists"}]}}}
 
 
 def _replace(create: Callable[[dict], object], body: dict) -> None:
@@ -221,12 +309,13 @@ def create(admin: client.ApiClient, namespace: str, *, course: str, assignment: 
     core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "grading"}, "spec": {"hard": QUOTA}})
     core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "no-system-priority"},
                                                       "spec": CRITICAL_PRIORITY})
-    core.create_namespaced_resource_quota(namespace, {"metadata": {"name": EXTENDED_QUOTA}, "spec": {
-        "hard": {f"requests.{resource}": "0" for resource in extended_resources(core.list_node().items)}}})
+    core.create_namespaced_resource_quota(namespace, {"metadata": {"name": LENT_QUOTA}, "spec": {
+        "hard": unlent_quota(extended_resources(core.list_node().items))}})
     core.create_namespaced_limit_range(namespace, {"metadata": {"name": "grading"}, "spec": {"limits": [LIMITS]}})
     _wait_for_default_service_account(core, namespace)
     k8s.wait_for(core.list_namespaced_resource_quota, namespace, until=lambda quotas: all(map(enforced, quotas)),
                  timeout=30, what=f"the quotas of namespace {namespace}")
+    _wait_for_pod_size_policy(core, namespace)
     grader = grader_accounts(namespace)
     tokens = {user: _identity(rbac, core, namespace, account, rules, labels) for user, account, rules in [
         ("student", Account(namespace, "student"), STUDENT_RULES), ("grader-reader", grader["reader"], READER_RULES),
@@ -262,6 +351,26 @@ def node_bindings(namespace: str) -> list[tuple[str, str, Account]]:
     """(binding, cluster role, service account) for a submission's cluster-wide node access."""
     return [(namespace, NODE_ROLE, Account(namespace, "student")),
             (f"{namespace}-reader", NODE_READER_ROLE, grader_accounts(namespace)["reader"])]
+
+
+def _wait_for_pod_size_policy(core: client.CoreV1Api, namespace: str, timeout: float = 30) -> None:
+    """An admission policy judges pods a moment after it is made: wait until it refuses a too large one."""
+    # A millicore more than the cap: any node that fits the cap fits it, so only the policy refuses it.
+    past_cap = str(parse_quantity(POD_CAP["cpu"]) + Decimal("0.001"))
+    too_large = {"metadata": {"name": "pod-size-probe"}, "spec": {"containers": [
+        {"name": "probe", "image": "ml-api:v1", "resources": {"requests": {"cpu": past_cap}}}]}}
+
+    def refused() -> bool:
+        try:
+            core.create_namespaced_pod(namespace, too_large, dry_run="All")
+        except client.ApiException as error:
+            return COMPUTE_POLICY in (error.body or "")
+        return False
+
+    if not poll(refused, bool, timeout, CONVERGING_INTERVAL):
+        raise LabError(f"the admission policy {COMPUTE_POLICY} did not judge the pods of {namespace} within "
+                       f"{timeout:.0f} s: run `grade` again, or check `kubectl get validatingadmissionpolicy "
+                       f"{COMPUTE_POLICY}`")
 
 
 def _wait_for_default_service_account(core: client.CoreV1Api, namespace: str, timeout: float = 30) -> None:
