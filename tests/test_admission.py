@@ -22,7 +22,6 @@ import pytest
 from kubernetes import client
 from kubernetes.utils import parse_quantity
 from nbformat.v4 import new_code_cell, new_notebook
-from test_grading import _meta, edit, new_course, replace_step
 
 from autograder.grading import extended, sandbox, submissions
 from autograder.grading.course import Course
@@ -30,6 +29,7 @@ from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
 from autograder.lesson import fleet
+from test_grading import _meta, edit, new_course, replace_step
 
 ASSIGNMENT = "scarce"
 EARLY, GPUS = "early.ipynb", "gpus.ipynb"

@@ -24,8 +24,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from autograder import REPO_ROOT
 from autograder.grading import sandbox, submissions
-from autograder.grading.ledger import Ledger
 from autograder.grading.course import Course, GradingError, ensure_in_gradebook
+from autograder.grading.ledger import Ledger
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import kubeconfig
@@ -229,7 +229,7 @@ def test_bad_student_ids_and_missing_submissions_are_reported_not_fatal(course: 
 def test_unknown_assignment_names_the_ones_that_exist(tmp_path: Path) -> None:
     (tmp_path / "source" / "lesson01").mkdir(parents=True)
     nbformat.write(new_notebook(), tmp_path / "source" / "lesson01" / "a.ipynb")
-    with pytest.raises(GradingError, match="unknown assignment 'lesson99'.*found: lesson01"):
+    with pytest.raises(GradingError, match=r"unknown assignment 'lesson99'.*found: lesson01"):
         grade_class(tmp_path, "lesson99")
 
 

@@ -22,8 +22,6 @@ import psutil
 import pytest
 from kubernetes import client
 from nbformat.v4 import new_code_cell, new_notebook
-from test_grading import ASSIGNMENT, FULL, NOTEBOOK, POINTS, STEPS, _meta, edit, master, replace_step
-from test_grading import bystander  # noqa: F401 (a fixture the test asks for)
 
 import autograder
 from autograder import REPO_ROOT
@@ -32,6 +30,18 @@ from autograder.grading.course import Course, ensure_in_gradebook
 from autograder.grading.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from autograder.lab import binaries, kubeconfig
+from test_grading import (
+    ASSIGNMENT,
+    FULL,
+    NOTEBOOK,
+    POINTS,
+    STEPS,
+    _meta,
+    bystander,  # noqa: F401 (a fixture the test asks for)
+    edit,
+    master,
+    replace_step,
+)
 
 LATER = "wrap-up.ipynb"  # sorts after steps.ipynb: nbgrader writes its output after the first kernel ran
 SOLUTION = {step: solution for step, solution, _, _ in STEPS}
@@ -231,7 +241,8 @@ def _node_state(core: client.CoreV1Api) -> dict[str, tuple]:
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_hostile_kernels_stay_in_the_jail(course: Path, bystander: str, markers: Path, practice_cluster) -> None:
+def test_hostile_kernels_stay_in_the_jail(course: Path, bystander: str,  # noqa: F811 (the fixture)
+                                         markers: Path, practice_cluster) -> None:
     admin = kubeconfig.api_client(practice_cluster.context)
     core = client.CoreV1Api(admin)
     nodes_before = _node_state(core)
@@ -265,7 +276,7 @@ def test_hostile_kernels_stay_in_the_jail(course: Path, bystander: str, markers:
                            provider="practice")
 
     print(table(outcomes))
-    expected = {student: TOTAL for student in [*hostile, "solved"]}
+    expected = dict.fromkeys([*hostile, "solved"], TOTAL)
     expected |= {"memory-hog": TOTAL - POINTS["scale"], "fork-bomb": TOTAL - POINTS["cleanup"]}
     assert {o.student: (o.status, o.score) for o in outcomes} == {s: ("graded", p) for s, p in expected.items()}
     probes = {student: _probes(course, student, "deploy") for student in hostile if student != "shadows-jail"}

@@ -269,8 +269,11 @@ def test_kernels_are_forks_of_the_warm_server_and_hold_nothing_of_it(tmp_path: P
     monkeypatch.delenv("KUBECONFIG", raising=False)
     with _jailed_kernel(tmp_path) as (manager, server_socket):
         uid = jail.kernel_uid(manager.provisioner.pid)
-        [server] = [psutil.Process(connection.pid) for connection in psutil.net_connections("unix")
-                    if connection.laddr == str(server_socket)]
+        # The server's own forks hold its listening socket for a moment, until each closes it: the server
+        # is the one this process forked.
+        [server] = {psutil.Process(connection.pid) for connection in psutil.net_connections("unix")
+                    if connection.laddr == str(server_socket) and connection.pid
+                    and psutil.Process(connection.pid).ppid() == os.getpid()}
         seen = json.loads(_run_in(manager, (
             "import json, os\n"
             "links = sorted({os.readlink(f'/proc/self/fd/{fd}') for fd in os.listdir('/proc/self/fd') if fd.isdigit()"

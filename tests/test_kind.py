@@ -13,7 +13,6 @@ import docker
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client import ApiException
-from test_admission import hostile_specs, submit
 
 from autograder import MANIFESTS, REPO_ROOT, notebooks
 from autograder.build import nodeimage, nodeparts
@@ -27,6 +26,7 @@ from autograder.lab.ports import wait_http
 from autograder.lab.provider import ClusterError
 from autograder.lab.traffic import port_forward
 from autograder.lesson import fleet
+from test_admission import hostile_specs, submit
 
 pytestmark = [pytest.mark.kind, pytest.mark.docker, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ import pytest
 
 from autograder import REPO_ROOT
 from autograder.practice import container
-from autograder.practice.launcher import LaunchError, Launcher
+from autograder.practice.launcher import Launcher, LaunchError
 
 APP = """
 import os, sys

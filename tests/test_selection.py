@@ -29,7 +29,7 @@ def write_kubeconfig(path: Path, context: str, server: str, namespace: str | Non
 class _VersionHandler(BaseHTTPRequestHandler):
     """Answers GET /version like an API server, so a context "answers" without a cluster."""
 
-    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+    def do_GET(self) -> None:
         body = json.dumps({"major": "1", "minor": "34", "gitVersion": "v1.34.0", "gitCommit": "x",
                            "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z",
                            "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}).encode()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
@@ -21,12 +21,12 @@ from kubernetes import client
 
 from autograder import isolation, processes
 from autograder.grading import answers, jail, ledger, nodes, repair, sandbox, submissions, worker
+from autograder.grading.course import Course, last_lines, recorded_scores, scores
 from autograder.grading.ledger import Ledger, Outcome, submission_digest
+from autograder.grading.names import check_student_id, digest, namespace_for, printable
 from autograder.grading.request import WorkerRequest
 from autograder.grading.settings import GradingSettings
 from autograder.grading.verify import timed
-from autograder.grading.names import check_student_id, digest, namespace_for, printable
-from autograder.grading.course import Course, last_lines, recorded_scores, scores
 from autograder.lab import binaries
 
 logger = logging.getLogger(__name__)

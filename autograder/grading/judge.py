@@ -17,6 +17,7 @@ import io
 import json
 import traceback
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from IPython.core.inputtransformer2 import TransformerManager
@@ -107,7 +108,7 @@ def namespace(imports: str, lab: Any, student: dict[str, Any]) -> dict[str, Any]
     return scope
 
 
-def student_values(names: Iterable[str], provided: set[str], ask: Callable[[str], str]) -> dict[str, Any]:
+def student_values(names: Iterable[str], provided: AbstractSet[str], ask: Callable[[str], str]) -> dict[str, Any]:
     """The student's values for `names` the master's imports do not provide, read from the kernel."""
     wanted = [name for name in names if name not in provided and name != "lab"]
     if not wanted:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import yaml
 from kubernetes import client
@@ -200,7 +201,7 @@ def ensure_node_access(admin: client.ApiClient) -> None:
     policies = client.AdmissionregistrationV1Api(admin)
     labels = {MANAGED_BY: GRADER}
     restricted = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
-    for create, body in [
+    creations: list[tuple[Any, dict]] = [  # (an API's create_<kind> method, the object)
         (core.create_namespace, {"metadata": {"name": GRADER_NAMESPACE, "labels": {**labels, **restricted}}}),
         (rbac.create_cluster_role, {"metadata": {"name": NODE_ROLE, "labels": labels}, "rules": NODE_RULES}),
         (rbac.create_cluster_role,
@@ -215,7 +216,8 @@ def ensure_node_access(admin: client.ApiClient) -> None:
           "spec": compute_policy_spec(largest_node(core.list_node().items))}),
         (policies.create_validating_admission_policy_binding,
          {"metadata": {"name": COMPUTE_POLICY, "labels": labels}, "spec": _compute_policy_binding()}),
-    ]:
+    ]
+    for create, body in creations:
         try:
             create(body)
         except client.ApiException as error:
@@ -291,7 +293,7 @@ def _compute_policy_binding() -> dict:
                 {"key": COURSE_LABEL, "operator": "Exists"}]}}}
 
 
-def _replace(create: Callable[[dict], object], body: dict) -> None:
+def _replace(create: Any, body: dict) -> None:
     """An earlier grader's role or policy may be laxer: this one's rules replace it."""
     api, kind, name = create.__self__, create.__name__.removeprefix("create_"), body["metadata"]["name"]
     current = getattr(api, f"read_{kind}")(name).metadata.resource_version
@@ -445,7 +447,7 @@ def _drop_finalizers(admin: client.ApiClient, namespace: str) -> None:
         items = found["items"] if isinstance(found, dict) else [o.to_dict() for o in found.items]
         for item in items:
             if item["metadata"].get("finalizers"):
-                _patch_away(lambda body, name=item["metadata"]["name"]: patch(name, namespace, body))
+                _patch_away(lambda body, name=item["metadata"]["name"], patch=patch: patch(name, namespace, body))
 
 
 def _patch_away(patch) -> None:

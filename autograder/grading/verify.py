@@ -58,7 +58,7 @@ KERNEL_UIDS: set[int] = set()
 def _stop_unused_kernel() -> None:
     """No next notebook ran (it was missing): stop the kernel started for it; then nothing of any kernel runs on."""
     for manager in NEXT_KERNEL:
-        run_sync(lambda: ensure_async(manager.shutdown_kernel(now=True)))()
+        run_sync(lambda manager=manager: ensure_async(manager.shutdown_kernel(now=True)))()
     for uid in KERNEL_UIDS:
         processes.kill_uid(uid)
 
@@ -117,9 +117,10 @@ class ClusterVerifiedExecute(Execute):
     lender_kubeconfig = Unicode("", help="kubeconfig of the grader identity that lends the extended resources "
                                 "to an exclusive notebook and takes them back").tag(config=True)
 
+    km: Any  # nbclient's kernel manager: set when a kernel starts, or handed in by `preprocess`
     _lab: Lab | None = None
     _imports = ""
-    _provided: set[str] = set()
+    _provided: frozenset[str] = frozenset()
     _output_bytes: dict[int, int]
     _deadline = 0.0  # when the test cell being judged runs out of time, kernel calls included
     _notebook = ""
@@ -143,7 +144,7 @@ class ClusterVerifiedExecute(Execute):
             return nb, resources
         master = nbformat.read(Path(self.masters) / f"{name}.ipynb", as_version=4)
         self._imports = judge.trusted_imports(master)
-        self._provided = judge.bound_names(ast.parse(self._imports))
+        self._provided = frozenset(judge.bound_names(ast.parse(self._imports)))
         self._output_bytes = {}
         self._notebook = name
         spare = NEXT_KERNEL.pop() if NEXT_KERNEL else None

@@ -27,10 +27,10 @@ from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from autograder import isolation, processes
-from autograder.grading import bridge, jail, forkserver, nodes
-from autograder.grading.verify import PHASES, ClusterVerifiedExecute
+from autograder.grading import bridge, forkserver, jail, nodes
 from autograder.grading.kernelclient import ReadyKernelClient
 from autograder.grading.request import WorkerRequest
+from autograder.grading.verify import PHASES, ClusterVerifiedExecute
 
 WORKER_MODULE = "autograder.grading.worker"
 CONFIG_FILE = "nbgrader_config.py"

@@ -25,9 +25,9 @@ import yaml
 from kubernetes import client, utils
 
 from autograder import MANIFESTS
-from autograder.pins import PINS
 from autograder.lab import binaries, k8s, kubeconfig, ports
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
+from autograder.pins import PINS
 from autograder.practice.container import isolation_summary
 from autograder.practice.supervise import ensure_router, router_pid, stop_router
 from autograder.waiting import poll

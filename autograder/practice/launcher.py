@@ -29,9 +29,10 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import IO, Callable, NoReturn, TypeVar
+from typing import IO, NoReturn, TypeVar
 
 from autograder import isolation, processes
 from autograder.practice import container
