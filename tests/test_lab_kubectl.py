@@ -34,11 +34,18 @@ def user_kubeconfig(path: Path) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A user's home with ~/.kube/config, $KUBECONFIG unset, and the project's cache beside it."""
-    pinned = binaries.find("kubectl")  # found before the cache moves, then on PATH
+def pinned_kubectl() -> Path:
+    """The pinned kubectl, as `make test-binaries` provides it (the fast tier runs before it is built)."""
+    pinned = binaries.find("kubectl")
     assert pinned is not None, "kubectl is one of the binaries `make test` provides"
-    monkeypatch.setenv("PATH", os.pathsep.join([str(pinned.parent), os.environ["PATH"]]))
+    return pinned
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pinned_kubectl: Path) -> Path:
+    """A user's home with ~/.kube/config, $KUBECONFIG unset, and the project's cache beside it."""
+    # Found before the cache moves, then on PATH.
+    monkeypatch.setenv("PATH", os.pathsep.join([str(pinned_kubectl.parent), os.environ["PATH"]]))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("KUBECONFIG", raising=False)
@@ -124,13 +131,13 @@ def test_a_missing_context_is_named() -> None:
         kubectl.with_namespace({"contexts": [WORK]}, "kwok-ml-learning", "ml-lab")
 
 
-def test_the_pinned_kubectl_comes_first_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_pinned_kubectl_comes_first_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                pinned_kubectl: Path) -> None:
     impostor = tmp_path / "impostor"
     impostor.mkdir()
     (impostor / "kubectl").write_text("#!/bin/sh\necho impostor\n")
     (impostor / "kubectl").chmod(0o755)
-    pinned = binaries.find("kubectl")
-    assert pinned is not None
+    pinned = pinned_kubectl
     monkeypatch.setenv("PATH", os.pathsep.join([str(impostor), os.environ["PATH"]]))
     assert kubectl.put_first_on_path() == pinned
     found = shutil.which("kubectl")

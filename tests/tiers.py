@@ -18,7 +18,7 @@ from autograder import isolation
 from autograder.lab.kind import Kind
 from autograder.lab.practice import Practice
 
-RESOURCES = ("cluster", "docker", "kind", "browser", "root", "go", "slow")
+RESOURCES = ("cluster", "docker", "kind", "browser", "root", "go", "binaries", "slow")
 # What a fixture needs, as markers; a test taking it (directly or through another fixture) gets them.
 FIXTURE_NEEDS = {
     "practice_cluster": ("cluster",),
@@ -29,6 +29,7 @@ FIXTURE_NEEDS = {
     "kind_lab": ("kind", "docker"),
     "worker_server": ("root",),  # the grader's fork server serves root alone
     "kind_base_files": ("go",),
+    "pinned_kubectl": ("binaries",),
 }
 FAST_TIMEOUT = 60  # seconds: the fast tier's tests take 7 s at most on a busy 2-core machine
 NO_CLUSTER = "/nonexistent/the-fast-tier-has-no-cluster"
