@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import socket
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +109,26 @@ def test_docker_down_says_so_and_how_to_start_it(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     with pytest.raises(images.DockerUnavailable, match=r"does not answer.*start"):
         images.build(f"{TAG}:v1", SOURCE, progress=False)
+
+
+def test_without_pythons_data_filter_an_images_files_come_out_without_links_or_paths_that_climb_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, text in [("app.py", "print('hi')\n"), ("models/model.txt", "weights\n")]:
+            member = tarfile.TarInfo(name)
+            member.size, member.mode = len(text), 0o4755
+            tar.addfile(member, io.BytesIO(text.encode()))
+        tar.addfile(tarfile.TarInfo("../escaped.txt"), io.BytesIO())
+        link = tarfile.TarInfo("shadow")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+        tar.addfile(link)
+    archive.seek(0)
+    # As on Python 3.10 and on 3.11 before 3.11.4 (Debian 12's python3 is 3.11.2).
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    target = tmp_path / "app"
+    with tarfile.open(fileobj=archive) as tar:
+        images._extract_data(tar, target)
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == ["app.py", "models", "models/model.txt"]
+    assert (target / "app.py").stat().st_mode & 0o7777 == 0o755
+    assert not (tmp_path / "escaped.txt").exists()
