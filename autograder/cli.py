@@ -8,14 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from autograder.errors import LabError
 from autograder.grading import UNISOLATED_FLAG
-from autograder.lab import PROVIDERS, provider
-from autograder.pins import PIN_OF
+from autograder.providers.choice import PROVIDERS, provider
+from autograder.shared.errors import LabError
+from autograder.shared.pins import PIN_OF
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from autograder.lab.cluster import choose
+    from autograder.providers.choice import choose
 
     chosen = choose(args.provider)
     if args.action == "up":
@@ -50,7 +50,7 @@ def binaries_wanted(args: argparse.Namespace) -> list[str]:
 
 
 def _binaries(args: argparse.Namespace) -> int:
-    from autograder.lab import binaries
+    from autograder.shared import binaries
 
     for name, path in binaries.ensure(binaries_wanted(args)).items():
         print(f"{name:<24} {path}")
@@ -68,8 +68,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from autograder.grading.course import Course, submit_masters
-    from autograder.grading.runner import grade_class, require_isolation, table
+    from autograder.grading.classrun.course import Course, submit_masters
+    from autograder.grading.classrun.runner import grade_class, require_isolation, table
     from autograder.grading.settings import GradingSettings
 
     given = {name: getattr(args, name) for name in ("jobs", "cell_timeout", "regrade", "unisolated")

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from autograder import MANIFESTS
-from autograder.lab import Lab, connect
 from autograder.lab import workloads as w
+from autograder.lab.cluster import connect
+from autograder.shared.provider import Lab
 
 DEPLOYMENT = "ml-api"
 

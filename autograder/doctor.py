@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from autograder.lab import binaries, kubeconfig
-from autograder.lab.kind import docker_unreachable_reason
-from autograder.pins import PIN_OF
+from autograder.shared import binaries, kubeconfig
+from autograder.shared.dockerengine import unreachable_reason as docker_unreachable_reason
+from autograder.shared.pins import PIN_OF
 
 OK, MISSING = "ok", "MISSING"
 

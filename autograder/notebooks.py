@@ -20,7 +20,7 @@ from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from autograder import REPO_ROOT
-from autograder.errors import LabError
+from autograder.shared.errors import LabError
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def errors(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
 
 def run_all(folder: Path, provider: str | None = None) -> list[Run]:
     """Run every notebook in `folder` in order, each cluster one in a throwaway namespace; errors are recorded, not raised."""
-    from autograder.lab import connect
+    from autograder.lab.cluster import connect
 
     runs = []
     for path in sorted(folder.glob("*.ipynb")):

@@ -18,14 +18,15 @@ from nbgrader.utils import is_grade, is_solution
 
 from autograder.bench import grade as bench
 from autograder.cli import scripts_on_path
-from autograder.grading import submissions
-from autograder.grading.course import Course, ensure_in_gradebook
-from autograder.grading.jail import KERNEL_UID_BASE
-from autograder.grading.ledger import Outcome
-from autograder.grading.runner import grade_class, table
+from autograder.grading.classrun import submissions
+from autograder.grading.classrun.course import Course, ensure_in_gradebook
+from autograder.grading.classrun.ledger import Outcome
+from autograder.grading.classrun.runner import grade_class, table
+from autograder.grading.kernel.jail import KERNEL_UID_BASE
 from autograder.grading.settings import GradingSettings
-from autograder.lab import Lab, connect
-from autograder.lab.practice import Practice
+from autograder.lab.cluster import connect
+from autograder.practice.cluster import Practice
+from autograder.shared.provider import Lab
 
 pytest_plugins = ["tiers"]  # the fast tier and the markers a test's fixtures give it (tests/tiers.py)
 

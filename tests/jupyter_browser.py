@@ -23,8 +23,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from autograder import REPO_ROOT
 from autograder.build import hostedimage
-from autograder.lab import connect
-from autograder.waiting import poll
+from autograder.lab.cluster import connect
+from autograder.shared.waiting import poll
 
 logger = logging.getLogger(__name__)
 

@@ -23,12 +23,14 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 from nbformat.v4 import new_code_cell, new_notebook
 
-from autograder.grading import extended, sandbox, submissions
-from autograder.grading.course import Course
-from autograder.grading.runner import grade_class, table
+from autograder.grading import sandbox
+from autograder.grading.classrun import submissions
+from autograder.grading.classrun.course import Course
+from autograder.grading.classrun.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
-from autograder.lab import kubeconfig
+from autograder.grading.worker import extended
 from autograder.lesson import fleet
+from autograder.shared import kubeconfig
 from test_grading import _meta, edit, new_course, replace_step
 
 ASSIGNMENT = "scarce"

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from autograder import pins
-from autograder.build import gobuild
-from autograder.build.gobuild import GoRecipe
-from autograder.errors import LabError
-from autograder.lab import binaries
+from autograder.shared import binaries, gobuild, pins
+from autograder.shared.errors import LabError
+from autograder.shared.gobuild import GoRecipe
 
 GO_DIR = Path(shutil.which("go") or "/usr/local/go/bin/go").parent
 

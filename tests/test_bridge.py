@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from autograder.grading import bridge
+from autograder.grading.kernel import bridge
 
 
 class RecordingListener(socket.socket):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from autograder.grading.ledger import Outcome
+from autograder.grading.classrun.ledger import Outcome
 from jupyter_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,

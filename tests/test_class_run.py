@@ -22,11 +22,13 @@ import pytest
 from kubernetes import client
 from nbgrader.api import Gradebook
 
-from autograder.grading import UNISOLATED_FLAG, grader, jail, nodes, sandbox, submissions
-from autograder.grading.course import Course, GradingError
-from autograder.grading.runner import grade_class, table
+from autograder.grading import UNISOLATED_FLAG, nodes, sandbox
+from autograder.grading.classrun import grader, submissions
+from autograder.grading.classrun.course import Course, GradingError
+from autograder.grading.classrun.runner import grade_class, table
+from autograder.grading.kernel import jail
 from autograder.grading.settings import GradingSettings
-from autograder.lab import kubeconfig
+from autograder.shared import kubeconfig
 from test_grading import ASSIGNMENT, FULL, NOTEBOOK, POINTS, STEPS, course, edit, replace_step
 
 SHARED_FIXTURES = [course]  # test_grading's throwaway course, one per module

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder import doctor, pins
-from autograder.lab import binaries
+from autograder import doctor
+from autograder.shared import binaries, pins
 
 
 def autograder(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -21,8 +21,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_cell
 
-from autograder.grading import submissions
-from autograder.grading.runner import grade_class, table
+from autograder.grading.classrun import submissions
+from autograder.grading.classrun.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 from test_grading import _meta, edit, new_course, replace_step
 

@@ -13,12 +13,12 @@ from typing import NoReturn
 import psutil
 import pytest
 
-from autograder import processes
-from autograder.grading import forkserver, worker
+from autograder.grading.worker import autograde as worker
+from autograder.shared import forkserver, processes
 
 
 def _client(socket: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-I", "-m", "autograder.grading.forkserver", "--socket", str(socket),
+    return subprocess.run([sys.executable, "-I", "-m", "autograder.shared.forkserver", "--socket", str(socket),
                            "--module", worker.WORKER_MODULE, "--", *args], capture_output=True, text=True, timeout=120)
 
 
@@ -32,14 +32,14 @@ def test_a_forked_worker_writes_to_the_clients_own_output_and_exits_with_its_cod
     helped = _client(worker_server, "--help")
     refused = _client(worker_server, "--request")
     assert (helped.returncode, refused.returncode) == (0, 2)
-    assert helped.stdout.startswith("usage: python -m autograder.grading.worker")
+    assert helped.stdout.startswith("usage: python -m autograder.grading.worker.autograde")
     assert "expected one argument" in refused.stderr
     assert "starts cold" not in helped.stderr + refused.stderr
 
 
 def test_without_a_server_the_client_runs_the_module_itself(tmp_path: Path) -> None:
     cold = _client(tmp_path / "nobody-listens.sock", "--help")
-    assert cold.returncode == 0 and cold.stdout.startswith("usage: python -m autograder.grading.worker")
+    assert cold.returncode == 0 and cold.stdout.startswith("usage: python -m autograder.grading.worker.autograde")
     assert "starts cold" in cold.stderr
 
 

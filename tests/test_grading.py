@@ -23,12 +23,13 @@ from kubernetes import client
 from nbformat.v4 import new_code_cell, new_notebook
 
 from autograder import REPO_ROOT
-from autograder.grading import sandbox, submissions
-from autograder.grading.course import Course, GradingError, ensure_in_gradebook
-from autograder.grading.ledger import Ledger
-from autograder.grading.runner import grade_class, table
+from autograder.grading import sandbox
+from autograder.grading.classrun import submissions
+from autograder.grading.classrun.course import Course, GradingError, ensure_in_gradebook
+from autograder.grading.classrun.ledger import Ledger
+from autograder.grading.classrun.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
-from autograder.lab import kubeconfig
+from autograder.shared import kubeconfig
 
 ASSIGNMENT = "k8s-steps"
 NOTEBOOK = "steps.ipynb"

@@ -15,10 +15,10 @@ import pytest
 from nbformat.v4 import new_code_cell
 
 from autograder import REPO_ROOT
-from autograder.grading import submissions
 from autograder.grading.answers import released, unanswered_from
-from autograder.grading.grader import clear_output, foreign_entries
-from autograder.grading.ledger import (
+from autograder.grading.classrun import submissions
+from autograder.grading.classrun.grader import clear_output, foreign_entries
+from autograder.grading.classrun.ledger import (
     GradebookDamaged,
     Ledger,
     Outcome,
@@ -27,12 +27,12 @@ from autograder.grading.ledger import (
     restore_gradebook,
     submission_digest,
 )
+from autograder.grading.classrun.repair import MAX_CELLS, grade_id, rebuilt, repair
+from autograder.grading.classrun.submissions import stage
 from autograder.grading.names import check_student_id, folder_name, namespace_for, printable
 from autograder.grading.nodes import restore_patch
-from autograder.grading.repair import MAX_CELLS, grade_id, rebuilt, repair
 from autograder.grading.request import WorkerRequest
 from autograder.grading.settings import GradingSettings
-from autograder.grading.submissions import stage
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

@@ -15,8 +15,8 @@ import yaml
 from autograder import REPO_ROOT
 from autograder.build import hostedimage
 from autograder.lab import images
-from autograder.lab.binaries import PRACTICE_BINARIES
-from autograder.pins import ETCD_VERSION, KUBERNETES_VERSION, KWOK_VERSION
+from autograder.shared.binaries import PRACTICE_BINARIES
+from autograder.shared.pins import ETCD_VERSION, KUBERNETES_VERSION, KWOK_VERSION
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -85,7 +85,7 @@ def test_the_build_context_leaves_out_what_dockerignore_names_and_carries_cached
     with tarfile.open(hostedimage.build_context(REPO_ROOT, {"kwok": fake}, tmp_path / "context.tar")) as tar:
         names = set(tar.getnames())
     assert {"binder/Dockerfile", "binder/prebuilt/README.md", "binder/prebuilt/kwok", "environment.yml",
-            "autograder/build/gobuild.py", "notebooks/04-first-deployment.ipynb"} <= names
+            "autograder/shared/gobuild.py", "notebooks/04-first-deployment.ipynb"} <= names
     assert not [name for name in names if name.split("/")[0] in (".git", ".venv") or "__pycache__" in name]
 
 
@@ -109,7 +109,7 @@ def test_the_image_installs_the_packages_environment_yml_pins(image: hostedimage
 
 
 def test_the_image_carries_the_practice_binaries_at_the_pinned_versions(image: hostedimage.HostedBuild) -> None:
-    listed = in_image(image, "python", "-c", "from autograder.lab import binaries; "
+    listed = in_image(image, "python", "-c", "from autograder.shared import binaries; "
                       f"print(*(binaries.find(name) for name in {PRACTICE_BINARIES!r}))").split()
     assert listed == [f"/opt/k8s-ml-lab/bin/{name}" for name in PRACTICE_BINARIES]
     assert f"v{KUBERNETES_VERSION}" in in_image(image, "kubectl", "version", "--client")

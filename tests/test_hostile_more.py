@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from autograder.grading import sandbox, values
-from autograder.grading.course import Course
-from autograder.grading.runner import grade_class, table
+from autograder.grading import sandbox
+from autograder.grading.classrun.course import Course
+from autograder.grading.classrun.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
-from autograder.lab import kubeconfig
+from autograder.grading.worker import values
+from autograder.shared import kubeconfig
 from conftest import adopting_orphans, jailed_kernels
 from test_forged_points import ASSIGNMENT, FULL, NOTEBOOK, POINTS, _submit, master
 from test_grading import bystander, new_course  # noqa: F401 (a fixture)
@@ -33,7 +34,7 @@ from test_grading import bystander, new_course  # noqa: F401 (a fixture)
 def _forged(snapshot: str, call: str) -> str:
     """An answer cell that sets q, then makes the kernel answer the grader's reads of q and its calls with forgeries."""
     return f"""q = "b"
-import autograder.grading.values as values
+import autograder.grading.worker.values as values
 honest = values.snapshot
 values.snapshot = lambda namespace, names: ({snapshot}) if names == ["q"] else honest(namespace, names)
 values.call = lambda handle, arguments: ({call})"""

@@ -13,8 +13,9 @@ import docker
 import pytest
 import requests
 
-from autograder.lab import images, ports
+from autograder.lab import images
 from autograder.modelserver import SOURCE
+from autograder.shared import dockerengine, ports
 
 TAG = f"t-ml-api-{uuid.uuid4().hex[:6]}"
 
@@ -107,7 +108,7 @@ def test_running_an_image_never_built_says_to_build_it() -> None:
 
 def test_docker_down_says_so_and_how_to_start_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
-    with pytest.raises(images.DockerUnavailable, match=r"does not answer.*start"):
+    with pytest.raises(dockerengine.DockerUnavailable, match=r"does not answer.*start"):
         images.build(f"{TAG}:v1", SOURCE, progress=False)
 
 

@@ -25,11 +25,13 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 import autograder
 from autograder import REPO_ROOT
-from autograder.grading import jail, sandbox, submissions
-from autograder.grading.course import Course, ensure_in_gradebook
-from autograder.grading.runner import grade_class, table
+from autograder.grading import sandbox
+from autograder.grading.classrun import submissions
+from autograder.grading.classrun.course import Course, ensure_in_gradebook
+from autograder.grading.classrun.runner import grade_class, table
+from autograder.grading.kernel import jail
 from autograder.grading.settings import GradingSettings
-from autograder.lab import binaries, kubeconfig
+from autograder.shared import binaries, kubeconfig
 from test_grading import (
     ASSIGNMENT,
     FULL,
@@ -201,7 +203,7 @@ def _shadow_package(marker: Path) -> dict[str, str]:
     real = str(Path(autograder.__file__).parent)
     return {"autograder/__init__.py": SHADOW_INIT.format(marker=str(marker), real=real),
             "autograder/grading/__init__.py": "",
-            "autograder/grading/jail.py": SHADOW_JAIL.format(marker=str(marker))}
+            "autograder/grading/kernel/jail.py": SHADOW_JAIL.format(marker=str(marker))}
 
 
 def _outside_the_jail(course: Path) -> list[str]:

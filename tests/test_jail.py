@@ -23,7 +23,10 @@ import pytest
 from jupyter_client import KernelManager
 
 from autograder import REPO_ROOT
-from autograder.grading import bridge, forkserver, jail, kernel, worker
+from autograder.grading.kernel import bridge, jail
+from autograder.grading.kernel import preloaded as kernel
+from autograder.grading.worker import autograde as worker
+from autograder.shared import forkserver
 
 PROBE = """
 import json, os, pathlib, resource, socket, sys, urllib.request
@@ -128,7 +131,7 @@ def test_a_jailed_kernel_sees_no_secrets_works_in_a_copy_and_reaches_only_the_ap
         host_service.bind(("127.0.0.1", 0))
         host_service.listen()
         done = subprocess.run(
-            [sys.executable, "-I", "-m", "autograder.grading.jail", "--hide", str(secret), "--hide", str(secret_dir),
+            [sys.executable, "-I", "-m", "autograder.grading.kernel.jail", "--hide", str(secret), "--hide", str(secret_dir),
              "--api-socket", str(sockets / "api.sock"), "--", sys.executable, "-c", PROBE, str(secret),
              str(secret_dir), str(outside), str(folder), str(host_service.getsockname()[1]), str(api_server),
              str(Path.home()), str(scratch), "-f", str(connection)],
@@ -206,7 +209,7 @@ def test_the_grading_kernel_has_the_lessons_libraries_loaded_and_no_submission_f
 def test_a_kernel_without_ipc_transport_is_refused(tmp_path: Path) -> None:
     connection = tmp_path / "connection.json"
     connection.write_text(json.dumps({"transport": "tcp", "ip": "127.0.0.1"}))
-    done = subprocess.run([sys.executable, "-I", "-m", "autograder.grading.jail", "--", sys.executable, "-c", "",
+    done = subprocess.run([sys.executable, "-I", "-m", "autograder.grading.kernel.jail", "--", sys.executable, "-c", "",
                            "-f", str(connection)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "transport = 'ipc'" in done.stderr
 
@@ -214,8 +217,8 @@ def test_a_kernel_without_ipc_transport_is_refused(tmp_path: Path) -> None:
 def test_kernelspec_runs_ipykernel_through_the_isolated_jail(tmp_path: Path) -> None:
     jail.write_kernelspec(tmp_path, [Path("/nowhere")], Path("/run/api.sock"), Path("/run/kernels.sock"))
     spec = json.loads((tmp_path / "kernels" / jail.KERNEL_NAME / "kernel.json").read_text())
-    assert spec["argv"][:4] == [sys.executable, "-I", "-m", "autograder.grading.jail"]
-    assert spec["argv"][-5:] == ["-P", "-m", "autograder.grading.kernel", "-f", "{connection_file}"]
+    assert spec["argv"][:4] == [sys.executable, "-I", "-m", "autograder.grading.kernel.jail"]
+    assert spec["argv"][-5:] == ["-P", "-m", "autograder.grading.kernel.preloaded", "-f", "{connection_file}"]
     assert spec["argv"][4:10] == ["--server", "/run/kernels.sock", "--hide", "/nowhere", "--api-socket",
                                   "/run/api.sock"]
     assert spec["interrupt_mode"] == "message"

@@ -11,7 +11,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nbgrader.utils import determine_grade
 
 from autograder import REPO_ROOT
-from autograder.grading import judge, values
+from autograder.grading.worker import judge, values
 from autograder.lesson.checks import CheckResult
 
 

@@ -17,15 +17,16 @@ from kubernetes.client import ApiException
 from autograder import MANIFESTS, REPO_ROOT, notebooks
 from autograder.build import nodeimage, nodeparts
 from autograder.grading import sandbox
-from autograder.lab import Lab, binaries, connect, kubeconfig
 from autograder.lab import images as model_images
-from autograder.lab import kind as kind_module
 from autograder.lab import workloads as w
-from autograder.lab.kind import Kind
-from autograder.lab.ports import wait_http
-from autograder.lab.provider import ClusterError
+from autograder.lab.cluster import connect
 from autograder.lab.traffic import port_forward
 from autograder.lesson import fleet
+from autograder.providers import kind as kind_module
+from autograder.providers.kind import Kind
+from autograder.shared import binaries, kubeconfig
+from autograder.shared.ports import wait_http
+from autograder.shared.provider import ClusterError, Lab
 from test_admission import hostile_specs, submit
 
 pytestmark = [pytest.mark.kind, pytest.mark.docker, pytest.mark.slow]

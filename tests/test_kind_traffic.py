@@ -9,10 +9,12 @@ from collections.abc import Iterator
 import pytest
 
 from autograder import MANIFESTS
-from autograder.lab import Lab, connect, images, traffic
+from autograder.lab import images, traffic
 from autograder.lab import workloads as w
+from autograder.lab.cluster import connect
 from autograder.lesson import troubleshoot
 from autograder.modelserver import SOURCE
+from autograder.shared.provider import Lab
 
 pytestmark = [pytest.mark.kind, pytest.mark.docker]
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autograder.lab import binaries, kubeconfig, kubectl
+from autograder.lab import kubectl
+from autograder.shared import binaries, kubeconfig
 
 WORK = {"name": "work-prod", "context": {"cluster": "prod", "user": "admin", "namespace": "payments"}}
 

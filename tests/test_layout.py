@@ -74,3 +74,32 @@ def test_at_most_three_sleeps_each_saying_why() -> None:
     for path, number in sleeps:
         before = path.read_text().splitlines()[max(0, number - 4):number - 1]
         assert any(line.strip().startswith("#") for line in before), f"{path}:{number} says not why it sleeps"
+
+
+def room(module: str) -> str:
+    """A module's room: its sub-package (grading's by process), or the module itself at the top."""
+    parts = module.split(".")
+    depth = 3 if parts[1:2] == ["grading"] and len(parts) > 3 else 2
+    return ".".join(parts[:depth])
+
+
+def room_imports() -> dict[str, set[str]]:
+    """Which rooms each room imports, at import time or inside a function."""
+    graph: dict[str, set[str]] = {}
+    for module, targets in imports().items():
+        graph.setdefault(room(module), set()).update(room(target) for target in targets)
+    return {name: targets - {name} for name, targets in graph.items()}
+
+
+def test_no_room_imports_one_that_imports_it_back() -> None:
+    graph = room_imports()
+    assert [name for name in graph if name in reachable(graph, name)] == []
+
+
+def test_the_shared_room_stands_on_nothing_and_the_cluster_rooms_never_reach_up() -> None:
+    graph = room_imports()
+    assert graph["autograder.shared"] <= {"autograder"}
+    upper = {"autograder.lab", "autograder.lesson", "autograder.grading", "autograder.build"}
+    for lower in ("autograder.practice", "autograder.providers"):
+        assert not reachable(graph, lower) & upper, lower
+    assert not {name for name in reachable(graph, "autograder.lab") if name.startswith("autograder.grading")}

@@ -14,8 +14,9 @@ import docker
 import pytest
 from flask.testing import FlaskClient
 
-from autograder.lab import images, ports
+from autograder.lab import images
 from autograder.modelserver import SOURCE
+from autograder.shared import ports
 
 
 def client_for(version: str | None, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autograder import pins
 from autograder.build import nodeparts
-from autograder.lab import binaries
+from autograder.shared import binaries, pins
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Callable
 
-from autograder import isolation
+from autograder.shared import isolation
 
 
 def _forked(body: Callable[[], object]) -> int:

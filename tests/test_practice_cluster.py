@@ -13,10 +13,12 @@ import pytest
 
 from autograder import MANIFESTS
 from autograder.bench.cluster import practice_rss_mib
-from autograder.lab import Lab, cluster, kubeconfig
+from autograder.lab import cluster
 from autograder.lab import workloads as w
-from autograder.lab.practice import Practice
 from autograder.lesson.steps import serve_lesson_images
+from autograder.practice.cluster import Practice
+from autograder.shared import kubeconfig
+from autograder.shared.provider import Lab
 
 pytestmark = pytest.mark.cluster
 

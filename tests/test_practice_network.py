@@ -20,10 +20,10 @@ import requests
 import yaml
 
 from autograder import MANIFESTS
-from autograder.lab import connect
 from autograder.lab import workloads as w
-from autograder.lab.practice import Practice
+from autograder.lab.cluster import connect
 from autograder.lesson.steps import serve_lesson_images
+from autograder.practice.cluster import Practice
 
 pytestmark = pytest.mark.cluster
 

@@ -13,12 +13,13 @@ import psutil
 import pytest
 from kubernetes import client
 
-from autograder.lab import Lab, binaries, images, k8s, kubeconfig
-from autograder.lab.practice import Practice
-from autograder.lab.provider import run
+from autograder.lab import images
 from autograder.lesson import troubleshoot
 from autograder.practice import container as sandbox
 from autograder.practice import supervise
+from autograder.practice.cluster import Practice
+from autograder.shared import binaries, k8s, kubeconfig
+from autograder.shared.provider import Lab, run
 from test_kind import kind_cluster, kind_lab, model_server_images, node_image  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.cluster]

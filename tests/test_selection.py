@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autograder.lab import cluster, kubeconfig
-from autograder.lab.kind import Kind
+from autograder.lab import cluster
+from autograder.providers import choice
+from autograder.providers.kind import Kind
+from autograder.shared import kubeconfig
 
 
 def write_kubeconfig(path: Path, context: str, server: str, namespace: str | None = "team-a") -> Path:
@@ -56,34 +58,34 @@ def answering_server() -> Iterator[str]:
 @pytest.fixture
 def no_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
-    monkeypatch.delenv(cluster.PROVIDER_ENV, raising=False)
+    monkeypatch.delenv(choice.PROVIDER_ENV, raising=False)
     return tmp_path
 
 
 def test_unknown_provider_lists_the_valid_ones(no_kubeconfig: Path) -> None:
     with pytest.raises(ValueError, match="practice, kind, existing"):
-        cluster.choose("minikube")
+        choice.choose("minikube")
 
 
 def test_explicit_argument_beats_the_environment(no_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(cluster.PROVIDER_ENV, "kind")
-    assert cluster.choose("practice").name == "practice"
-    assert cluster.choose().name == "kind"
+    monkeypatch.setenv(choice.PROVIDER_ENV, "kind")
+    assert choice.choose("practice").name == "practice"
+    assert choice.choose().name == "kind"
 
 
 def test_unknown_provider_in_the_environment_is_refused(no_kubeconfig: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(cluster.PROVIDER_ENV, "docker-desktop")
+    monkeypatch.setenv(choice.PROVIDER_ENV, "docker-desktop")
     with pytest.raises(ValueError, match="unknown cluster provider 'docker-desktop'"):
-        cluster.choose()
+        choice.choose()
 
 
 def test_without_context_kind_comes_before_practice(no_kubeconfig: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Kind, "unusable_reason", lambda self: None)
-    assert cluster.choose().name == "kind"
+    assert choice.choose().name == "kind"
     monkeypatch.setattr(Kind, "unusable_reason", lambda self: "Docker is down")
-    assert cluster.choose().name == "practice"
+    assert choice.choose().name == "practice"
 
 
 def test_a_context_that_does_not_answer_is_passed_over(no_kubeconfig: Path,
@@ -91,13 +93,13 @@ def test_a_context_that_does_not_answer_is_passed_over(no_kubeconfig: Path,
     monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(
         no_kubeconfig / "config", "minikube", "https://127.0.0.1:1")))
     monkeypatch.setattr(Kind, "unusable_reason", lambda self: "no Docker")
-    assert cluster.choose().name == "practice"
+    assert choice.choose().name == "practice"
 
 
 def test_the_labs_own_contexts_are_recognised() -> None:
-    assert cluster.provider_of_context("kwok-ml-learning") == "practice"
-    assert cluster.provider_of_context("kind-ml-learning") == "kind"
-    assert cluster.provider_of_context("gke_project_zone_name") == "existing"
+    assert choice.provider_of_context("kwok-ml-learning") == "practice"
+    assert choice.provider_of_context("kind-ml-learning") == "kind"
+    assert choice.provider_of_context("gke_project_zone_name") == "existing"
 
 
 def test_a_work_context_that_answers_is_used_only_when_asked_for(
@@ -106,12 +108,12 @@ def test_a_work_context_that_answers_is_used_only_when_asked_for(
     monkeypatch.setenv("KUBECONFIG", str(work))
     assert kubeconfig.answers("work-prod")
     monkeypatch.setattr(Kind, "unusable_reason", lambda self: "no Docker")
-    assert cluster.choose().name == "practice"
+    assert choice.choose().name == "practice"
     monkeypatch.setattr(Kind, "unusable_reason", lambda self: None)
-    assert cluster.choose().name == "kind"
-    assert cluster.choose("existing").name == "existing"
-    monkeypatch.setenv(cluster.PROVIDER_ENV, "existing")
-    assert cluster.choose().name == "existing"
+    assert choice.choose().name == "kind"
+    assert choice.choose("existing").name == "existing"
+    monkeypatch.setenv(choice.PROVIDER_ENV, "existing")
+    assert choice.choose().name == "existing"
 
 
 def test_the_labs_own_context_that_answers_is_reused(
@@ -120,7 +122,7 @@ def test_the_labs_own_context_that_answers_is_reused(
     for context, expected in (("kind-ml-learning", "kind"), ("kwok-ml-learning", "practice")):
         own = write_kubeconfig(no_kubeconfig / context, context, answering_server)
         monkeypatch.setenv("KUBECONFIG", str(own))
-        assert cluster.choose().name == expected
+        assert choice.choose().name == expected
 
 
 @pytest.mark.parametrize(("named", "expected"), [

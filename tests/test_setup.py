@@ -14,7 +14,7 @@ from pathlib import Path
 
 from autograder import REPO_ROOT
 from autograder.cli import binaries_wanted, build_parser
-from autograder.lab import provider
+from autograder.providers.choice import provider
 
 TESTS = Path(__file__).resolve().parent
 

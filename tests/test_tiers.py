@@ -38,8 +38,8 @@ PROBES = '''import urllib.request
 import docker
 import pytest
 
-from autograder import isolation
-from autograder.lab.practice import Practice
+from autograder.shared import isolation
+from autograder.practice.cluster import Practice
 
 
 def test_root() -> None:

@@ -13,12 +13,14 @@ import pytest
 from kubernetes import client
 
 from autograder import MANIFESTS
-from autograder.lab import Lab, images, kubeconfig, ports, traffic
+from autograder.lab import images, traffic
 from autograder.lab import workloads as w
-from autograder.lab.practice import Practice
 from autograder.lesson import troubleshoot
 from autograder.modelserver import SOURCE
 from autograder.practice import catalog, supervise
+from autograder.practice.cluster import Practice
+from autograder.shared import kubeconfig, ports
+from autograder.shared.provider import Lab
 
 pytestmark = pytest.mark.cluster
 

@@ -10,9 +10,9 @@ import pytest
 from nbgrader.api import Gradebook
 
 from autograder.bench import grade as bench
-from autograder.grading import submissions
-from autograder.grading.course import Course, ensure_in_gradebook
-from autograder.grading.runner import grade_class, table
+from autograder.grading.classrun import submissions
+from autograder.grading.classrun.course import Course, ensure_in_gradebook
+from autograder.grading.classrun.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 
 STUDENT = "typed"

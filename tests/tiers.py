@@ -14,9 +14,9 @@ import os
 
 import pytest
 
-from autograder import isolation
-from autograder.lab.kind import Kind
-from autograder.lab.practice import Practice
+from autograder.practice.cluster import Practice
+from autograder.providers.kind import Kind
+from autograder.shared import isolation
 
 RESOURCES = ("cluster", "docker", "kind", "browser", "root", "go", "binaries", "slow")
 # What a fixture needs, as markers; a test taking it (directly or through another fixture) gets them.

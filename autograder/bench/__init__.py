@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from autograder.errors import LabError
+from autograder.shared.errors import LabError
 
 
 def run(target: str, provider_name: str = "practice") -> int:

@@ -11,10 +11,11 @@ import psutil
 
 from autograder import MANIFESTS
 from autograder.demo import DEPLOYMENT, lesson_flow
-from autograder.lab import binaries
 from autograder.lab import workloads as w
-from autograder.lab.cluster import Lab, attach
-from autograder.lab.practice import Practice
+from autograder.lab.cluster import attach
+from autograder.practice.cluster import Practice
+from autograder.shared import binaries
+from autograder.shared.provider import Lab
 
 logger = logging.getLogger(__name__)
 

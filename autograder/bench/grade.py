@@ -11,17 +11,17 @@ from pathlib import Path
 import psutil
 
 from autograder import REPO_ROOT
-from autograder.errors import LabError
-from autograder.grading import submissions
-from autograder.grading.course import (
+from autograder.grading.classrun import submissions
+from autograder.grading.classrun.course import (
     Course,
     ensure_in_gradebook,
     feedback_and_export,
     require_masters,
 )
-from autograder.grading.ledger import Outcome
-from autograder.grading.runner import grade_class
+from autograder.grading.classrun.ledger import Outcome
+from autograder.grading.classrun.runner import grade_class
 from autograder.grading.settings import GradingSettings
+from autograder.shared.errors import LabError
 
 ASSIGNMENT = "lesson01"
 

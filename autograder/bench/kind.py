@@ -7,9 +7,9 @@ import time
 from autograder.bench.cluster import bench_cluster
 from autograder.build import nodeimage
 from autograder.demo import lesson_flow
-from autograder.lab import connect
 from autograder.lab import images as model_images
-from autograder.lab.kind import Kind
+from autograder.lab.cluster import connect
+from autograder.providers.kind import Kind
 
 
 def quiet(_: str) -> None:

@@ -27,8 +27,8 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 from tqdm.auto import tqdm
 
-from autograder.errors import LabError
-from autograder.pins import cache_root
+from autograder.shared.errors import LabError
+from autograder.shared.pins import cache_root
 
 BASE_IMAGE = "python:3.11-slim"
 SUITE = "bookworm"

@@ -28,10 +28,10 @@ from docker.utils.build import exclude_paths
 
 from autograder import REPO_ROOT
 from autograder.build import baseimage
-from autograder.errors import LabError
-from autograder.lab import images, ports
-from autograder.lab.binaries import PRACTICE_BINARIES
-from autograder.pins import PIN_OF, cache_dir
+from autograder.shared import dockerengine, ports
+from autograder.shared.binaries import PRACTICE_BINARIES
+from autograder.shared.errors import LabError
+from autograder.shared.pins import PIN_OF, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -121,10 +121,10 @@ def build(tag: str = HOSTED_TAG, *, nocache: bool = False, use_cached_binaries: 
     """`docker build -f binder/Dockerfile -t TAG .` through the SDK, logging each step as it starts."""
     if not (root / DOCKERFILE).is_file():
         raise HostedImageError(f"no {DOCKERFILE} under {root}: build the hosted image from a checkout")
-    client = images.docker_client()
+    client = dockerengine.client()
     baseimage.ensure_python_base(client)
     prebuilt = cached_binaries() if use_cached_binaries else {}
-    buildargs = {name: os.environ[name] for name in images.PROXY_VARIABLES if os.environ.get(name)}
+    buildargs = {name: os.environ[name] for name in dockerengine.PROXY_VARIABLES if os.environ.get(name)}
     buildargs["GOPROXY"] = go_proxy()
     logger.info(f"building {tag} from {root / DOCKERFILE}; cluster binaries: "
                 + (f"{', '.join(prebuilt)} from {cache_dir(PIN_OF['kubectl']).parent}" if prebuilt
@@ -197,7 +197,7 @@ def running(tag: str = HOSTED_TAG, *, timeout: float = 90, environment: dict[str
     """`docker run -p 127.0.0.1:PORT:8888 TAG` (its own command, user and rights unless `run_options`
     say otherwise) until the block ends; yields once JupyterLab answers /api/status. A browser test
     opens `url` with `token` to drive a notebook."""
-    client = images.docker_client()
+    client = dockerengine.client()
     token = secrets.token_hex(16)
     port = ports.free_port()
     started = time.monotonic()

@@ -29,7 +29,6 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from tqdm.auto import tqdm
 
-from autograder import pins
 from autograder.build import baseimage
 from autograder.build.nodeparts import (
     IPTABLES_ROOTFS,
@@ -48,8 +47,9 @@ from autograder.build.nodeparts import (
     node_dockerfile,
     node_files,
 )
-from autograder.lab.kind import LOCAL_NODE_IMAGE
-from autograder.waiting import poll
+from autograder.providers.kind import LOCAL_NODE_IMAGE
+from autograder.shared import dockerengine, pins
+from autograder.shared.waiting import poll
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +83,10 @@ def image_tag(files: dict[str, tuple[bytes, int]]) -> str:
 
 def docker_client() -> docker.DockerClient:
     """A client for a Docker engine that answers, or a message on how to start one."""
-    try:
-        client = docker.from_env(timeout=600)
-        client.ping()
-    except DockerException as error:
-        raise NodeImageError(
-            f"the Docker daemon does not answer ({error.__class__.__name__}); start it (on Linux "
-            "`sudo systemctl start docker`, in this repo's CI `.ci/docker-engine start`)") from error
-    return client
+    reason = dockerengine.unreachable_reason()
+    if reason:
+        raise NodeImageError(f"{reason}; in this repo's CI `.ci/docker-engine start`")
+    return docker.from_env(timeout=600)
 
 
 def _image_exists(client: docker.DockerClient, tag: str) -> bool:

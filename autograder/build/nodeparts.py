@@ -19,11 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from autograder import pins
-from autograder.build import baseimage, gobuild
-from autograder.build.gobuild import GoRecipe
-from autograder.errors import LabError
-from autograder.lab import binaries
+from autograder.build import baseimage
+from autograder.shared import binaries, gobuild, pins
+from autograder.shared.errors import LabError
+from autograder.shared.gobuild import GoRecipe
 
 logger = logging.getLogger(__name__)
 

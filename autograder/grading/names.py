@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+LEDGER_DIR = ".grading"  # in the course root: the grader's own records, readable by root only
 MAX_LABEL = 63
 MAX_ID = 64
 STUDENT_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID - 1}}}")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from kubernetes import client
 
-from autograder.errors import LabError
-from autograder.grading.ledger import LEDGER_DIR
-from autograder.lab import k8s
-from autograder.waiting import poll
+from autograder.grading.names import LEDGER_DIR
+from autograder.shared import k8s
+from autograder.shared.errors import LabError
+from autograder.shared.waiting import poll
 
 logger = logging.getLogger(__name__)
 CONTROLLER_TAINTS = "node.kubernetes.io/"

@@ -22,9 +22,9 @@ import yaml
 from kubernetes import client
 from kubernetes.utils import parse_quantity
 
-from autograder.errors import LabError
-from autograder.lab import k8s
-from autograder.waiting import CONVERGING_INTERVAL, poll
+from autograder.shared import k8s
+from autograder.shared.errors import LabError
+from autograder.shared.waiting import CONVERGING_INTERVAL, poll
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 GRADER = "k8s-ml-grader"

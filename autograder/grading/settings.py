@@ -9,7 +9,7 @@ from typing import Any
 from traitlets import Bool, Float, Integer, Unicode
 from traitlets.config import Configurable
 
-from autograder.errors import LabError
+from autograder.shared.errors import LabError
 
 
 class GradingSettings(Configurable):

@@ -1,6 +1,7 @@
-"""The lab: one `connect()` for kind, the practice cluster or any existing kubeconfig context."""
+"""The lab, what notebooks import: one `connect()` for kind, the practice cluster or any existing context."""
 
-from autograder.lab.cluster import PROVIDERS, Lab, choose, connect, provider
-from autograder.lab.provider import CLUSTER_NAME, ClusterError
+from autograder.lab.cluster import connect
+from autograder.providers.choice import PROVIDERS, choose, provider
+from autograder.shared.provider import CLUSTER_NAME, ClusterError, Lab
 
 __all__ = ["CLUSTER_NAME", "PROVIDERS", "ClusterError", "Lab", "choose", "connect", "provider"]

@@ -24,26 +24,20 @@ from docker.models.containers import Container
 from docker.models.images import Image
 from tqdm.auto import tqdm
 
-from autograder.errors import LabError
-from autograder.lab import binaries, ports, probe
-from autograder.lab.cluster import Lab
-from autograder.lab.kind import docker_unreachable_reason
-from autograder.lab.provider import CLUSTER_NAME, run
 from autograder.modelserver import SOURCE as MODEL_SERVER
 from autograder.practice import catalog, supervise
+from autograder.shared import binaries, dockerengine, ports, probe
+from autograder.shared.dockerengine import PROXY_VARIABLES
+from autograder.shared.errors import LabError
+from autograder.shared.provider import CLUSTER_NAME, Lab, run
 
 logger = logging.getLogger(__name__)
 
 VERSION_ARG = "MODEL_VERSION"
 CONTAINER_PORT = 8080
 LOCAL_RUN_LABEL = "k8s-ml-lab.local-run"
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 PYTHON_BASE = "python:3.11-slim"  # the model server's base; made offline when Docker cannot pull it
-
-
-class DockerUnavailable(LabError):
-    """The Docker daemon cannot be reached; the message says how to start it."""
 
 
 class BuildFailed(LabError):
@@ -55,13 +49,9 @@ class ImageMissing(LabError):
 
 
 def docker_client() -> docker.DockerClient:
-    """A Docker client that answers, or DockerUnavailable saying how to start the daemon."""
-    reason = docker_unreachable_reason()
-    if reason:
-        raise DockerUnavailable(f"cannot build or run images: {reason}. On the practice cluster "
-                                "you can still deploy: load_into_cluster(lab, tag, context=...) "
-                                "serves your app without Docker.")
-    return docker.from_env()
+    """A Docker client that answers, or DockerUnavailable saying how to go on without one."""
+    return dockerengine.client(hint=". On the practice cluster you can still deploy: "
+                               "load_into_cluster(lab, tag, context=...) serves your app without Docker.")
 
 
 @dataclass
@@ -228,7 +218,7 @@ def _practice_image(tag: str, context: Path | str | None, version: str | None) -
 
 def _docker_image(tag: str) -> Image | None:
     """The image `tag` in Docker, or None when it is not there or Docker does not answer."""
-    if docker_unreachable_reason() is not None:
+    if dockerengine.unreachable_reason() is not None:
         return None
     try:
         return docker.from_env().images.get(tag)

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from autograder.lab import binaries, kubeconfig
-from autograder.lab.provider import run
+from autograder.shared import binaries, kubeconfig
+from autograder.shared.provider import run
 
 
 def lab_file(context: str, namespace: str) -> Path:

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 
 import requests
 
-from autograder.errors import LabError
-from autograder.lab import binaries, k8s, ports, probe
-from autograder.lab.cluster import Lab
-from autograder.lab.practice import kubeconfig_of
-from autograder.practice.catalog import serves_kwok_routes, wait_routed
-from autograder.practice.supervise import ensure_router
-from autograder.processes import stop
-from autograder.waiting import poll
+from autograder.practice.cluster import kubeconfig_of
+from autograder.providers.choice import provider
+from autograder.shared import binaries, k8s, ports, probe
+from autograder.shared.errors import LabError
+from autograder.shared.processes import stop
+from autograder.shared.provider import Lab
+from autograder.shared.waiting import poll
 
 
 @dataclass
@@ -38,12 +37,7 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
     """
     spec = lab.core.read_namespaced_service(service, lab.namespace).spec
     selector = k8s.selector(spec.selector)
-    if lab.provider == "practice":
-        ensure_router(lab.context)
-    if lab.provider == "practice" or serves_kwok_routes(lab):
-        # Simulated pods answer only once the router has given each one its PortForward
-        # (a grader's student kernel sees the practice cluster as "existing").
-        wait_routed(lab, selector, timeout)
+    provider(lab.provider).before_forward(lab, selector, timeout)
     local_port = ports.free_port() if local_port is None else local_port
     ports.require_free(local_port)
     url = f"http://127.0.0.1:{local_port}"

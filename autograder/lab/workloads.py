@@ -12,9 +12,9 @@ import yaml
 from kubernetes import client
 from tqdm.auto import tqdm
 
-from autograder.errors import LabError
-from autograder.lab import k8s
-from autograder.lab.cluster import Lab
+from autograder.shared import k8s
+from autograder.shared.errors import LabError
+from autograder.shared.provider import Lab
 
 
 class Namespaced(Protocol):

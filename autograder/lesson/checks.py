@@ -17,9 +17,9 @@ from typing import Any, Protocol
 from kubernetes import client
 from kubernetes.utils import parse_quantity
 
-from autograder.lab import k8s
 from autograder.lab.workloads import Namespaced, history, rollout_state
-from autograder.waiting import CONVERGING_INTERVAL, poll
+from autograder.shared import k8s
+from autograder.shared.waiting import CONVERGING_INTERVAL, poll
 
 SCALING_EVENT = re.compile(r"Scaled (?P<way>up|down) replica set (?P<rs>\S+) (?:from (?P<old>\d+) )?to (?P<new>\d+)")
 

@@ -12,9 +12,9 @@ from kubernetes.utils import parse_quantity
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from autograder.lab import k8s
-from autograder.lab.cluster import Lab
 from autograder.lesson.manifests import deployment
+from autograder.shared import k8s
+from autograder.shared.provider import Lab
 
 GPU = "nvidia.com/gpu"
 CORDON_TAINT = "node.kubernetes.io/unschedulable"

@@ -10,10 +10,10 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 from matplotlib.figure import Figure
 
-from autograder.lab import k8s
-from autograder.lab.cluster import Lab
 from autograder.lab.workloads import history, rollout_state
 from autograder.lesson.checks import CheckResult
+from autograder.shared import k8s
+from autograder.shared.provider import Lab
 
 GPU = "nvidia.com/gpu"
 

@@ -9,9 +9,9 @@ from docker.errors import ImageNotFound
 
 from autograder import MANIFESTS
 from autograder.lab import images, workloads
-from autograder.lab.cluster import Lab
-from autograder.lab.kind import docker_unreachable_reason
 from autograder.modelserver import SOURCE as MODEL_SERVER
+from autograder.shared.dockerengine import unreachable_reason as docker_unreachable_reason
+from autograder.shared.provider import Lab
 
 logger = logging.getLogger(__name__)
 

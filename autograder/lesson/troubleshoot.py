@@ -7,11 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 from kubernetes import client
 
-from autograder.lab import k8s
-from autograder.lab.cluster import Lab
 from autograder.lesson.observe import pod_status
 from autograder.practice.catalog import images_on_nodes
-from autograder.waiting import poll
+from autograder.providers.choice import provider
+from autograder.shared import k8s
+from autograder.shared.provider import Lab
+from autograder.shared.waiting import poll
 
 PULL_REASONS = {
     "ErrImageNeverPull": "the image is not in the cluster and imagePullPolicy is Never, so the "
@@ -135,13 +136,14 @@ def wait_until_settled(lab: Lab, selector: str, timeout: float = 60, steady: flo
 def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
     """Plain-words reasons why pods matching `selector` cannot get their image."""
     problems = []
-    known = images_on_nodes(lab) if lab.provider == "practice" else set()
+    loads_only = provider(lab.provider).loads_images_only
+    known = images_on_nodes(lab) if loads_only else set()
     for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items:
         reasons = {status.name: status.state.waiting.reason for status in pod.status.container_statuses or []
                    if status.state and status.state.waiting and status.state.waiting.reason in PULL_REASONS}
         for container in pod.spec.containers:
             reason = reasons.get(container.name)
-            if lab.provider == "practice" and not {container.image, f"docker.io/library/{container.image}"} & known:
+            if loads_only and not {container.image, f"docker.io/library/{container.image}"} & known:
                 # Loading is the cure on practice, whatever the pull policy; a cluster made before the
                 # pod runtime reports no pull at all, so the kubelet's reason is named for it.
                 problems.append(f"pod {pod.metadata.name}: {container.image} was never loaded into the cluster "

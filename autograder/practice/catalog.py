@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING
 
 from kubernetes import client
 
-from autograder import pins
-from autograder.errors import LabError
-from autograder.lab import k8s
 from autograder.modelserver import SOURCE as MODEL_SERVER
 from autograder.practice.supervise import state_dir
+from autograder.shared import k8s, pins
+from autograder.shared.errors import LabError
 
 if TYPE_CHECKING:
-    from autograder.lab.cluster import Lab
+    from autograder.shared.provider import Lab
 
 CATALOG_NAMESPACE = "kube-system"
 

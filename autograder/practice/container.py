@@ -21,7 +21,7 @@ import sys
 import zlib
 from pathlib import Path
 
-from autograder import isolation
+from autograder.shared import isolation
 
 POD_UID_BASE = 1_800_000_000
 POD_GID = 65534  # nogroup

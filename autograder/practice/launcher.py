@@ -34,8 +34,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO, NoReturn, TypeVar
 
-from autograder import isolation, processes
 from autograder.practice import container
+from autograder.shared import isolation, processes
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

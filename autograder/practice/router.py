@@ -32,14 +32,14 @@ from kubernetes import client, watch
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
-from autograder.lab import kubeconfig
-from autograder.lab.practice import Practice, kubeconfig_of
 from autograder.practice import container as sandbox
 from autograder.practice.catalog import KWOK, MANAGED_BY, catalog, preload_reference_images
+from autograder.practice.cluster import kubeconfig_of, practice_of
 from autograder.practice.launcher import Launcher
 from autograder.practice.runtime import EventRecorder, PodRuntime, Relay, free_ip
 from autograder.practice.supervise import router_pidfile, state_dir
-from autograder.processes import stop
+from autograder.shared import kubeconfig
+from autograder.shared.processes import stop
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +49,9 @@ TICK_SECONDS = 1  # probes and back-offs are due on their own clock: look again 
 
 def kwok_sets_pod_status(context: str) -> bool:
     """Whether the cluster still runs kwok's default pod stages (made before this runtime existed)."""
-    if not context.startswith("kwok-"):
-        return False
-    config = Practice(cluster=context.removeprefix("kwok-")).workdir / "kwok.yaml"
-    return config.is_file() and "name: pod-ready" in config.read_text()
+    practice = practice_of(context)
+    config = practice.workdir / "kwok.yaml" if practice else None
+    return config is not None and config.is_file() and "name: pod-ready" in config.read_text()
 
 
 class Router:

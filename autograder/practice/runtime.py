@@ -32,10 +32,9 @@ from typing import IO
 
 from kubernetes import client
 
-from autograder import isolation
-from autograder.lab import ports
 from autograder.practice import container as sandbox
 from autograder.practice.launcher import Launched, Launcher
+from autograder.shared import isolation, ports
 
 logger = logging.getLogger(__name__)
 

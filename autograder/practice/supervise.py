@@ -10,10 +10,10 @@ import sys
 import threading
 from pathlib import Path
 
-from autograder import pins
-from autograder.errors import LabError
-from autograder.processes import PidFile, stop
-from autograder.waiting import poll
+from autograder.shared import pins
+from autograder.shared.errors import LabError
+from autograder.shared.processes import PidFile, stop
+from autograder.shared.waiting import poll
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ folder only root may enter; a client that goes away takes its process with it.
 
 Wire format, over a SOCK_SEQPACKET unix socket: the client sends one JSON request with its stdout
 and stderr as passed descriptors; the server's child answers `{"exited": code}` (negative: a signal).
-The generic client is `python -I -m autograder.grading.forkserver --socket PATH --module MODULE -- ARGS`
+The generic client is `python -I -m autograder.shared.forkserver --socket PATH --module MODULE -- ARGS`
 (request `{"argv": ARGS, "cwd", "env"}`); without a server it becomes `python -I -m MODULE ARGS`.
 """
 
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from autograder import isolation, processes, waiting
+from autograder.shared import isolation, processes, waiting
 
 logger = logging.getLogger(__name__)
 MESSAGE_SIZE = 1 << 20
@@ -180,7 +180,7 @@ def _answer(connection: socket.socket, peer: int, launch: Launch) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     """The generic client: the server's fork runs ARGS, or this process becomes `python -I -m MODULE ARGS`."""
-    parser = argparse.ArgumentParser(prog="python -I -m autograder.grading.forkserver", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -I -m autograder.shared.forkserver", description=__doc__)
     parser.add_argument("--socket", type=Path, required=True)
     parser.add_argument("--module", required=True, help="what runs, cold, when no server listens")
     parser.add_argument("args", nargs=argparse.REMAINDER)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from autograder.errors import LabError
-from autograder.lab import kubeconfig
+from kubernetes import client
+
+from autograder.shared import kubeconfig
+from autograder.shared.errors import LabError
 
 CLUSTER_NAME = "ml-learning"
-
 
 
 class ClusterError(LabError):
@@ -44,6 +46,12 @@ class Provider(Protocol):
     def status(self) -> str:
         """One line on whether the cluster exists and answers."""
 
+    # True where an image reaches the nodes only by loading it (no registry): a missing one is never pulled.
+    loads_images_only: bool
+
+    def before_forward(self, lab: Lab, selector: str, timeout: float) -> None:
+        """Whatever a port-forward to the pods behind `selector` needs first, done by the deadline."""
+
 
 def run(command: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 600,
         what: str = "") -> subprocess.CompletedProcess[str]:
@@ -62,3 +70,25 @@ def run(command: Sequence[str], *, env: dict[str, str] | None = None, timeout: f
         output = (done.stderr or done.stdout).strip()[-3000:]
         raise ClusterError(f"{what or ' '.join(command)} failed (exit {done.returncode}):\n{output}")
     return done
+
+
+@dataclass
+class Lab:
+    """Clients for one cluster and the namespace this notebook works in."""
+
+    provider: str
+    context: str
+    namespace: str
+    api: client.ApiClient
+    kubeconfig_file: Path | None = None  # what kubectl reads for this lab; None: $KUBECONFIG as it is
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.api)
+
+    def __repr__(self) -> str:
+        return f"Lab(provider={self.provider!r}, context={self.context!r}, namespace={self.namespace!r})"

@@ -6,8 +6,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.lab import kubeconfig
-from autograder.lab.provider import ClusterError
+from autograder.practice.catalog import serves_kwok_routes, wait_routed
+from autograder.shared import kubeconfig
+from autograder.shared.provider import ClusterError, Lab
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,14 @@ class Existing:
     @property
     def kubeconfig_file(self) -> Path | None:
         return None
+
+    loads_images_only = False
+
+    def before_forward(self, lab: Lab, selector: str, timeout: float) -> None:
+        # A grader's student kernel sees the practice cluster as "existing": its simulated pods
+        # answer only once the router has given each one its PortForward.
+        if serves_kwok_routes(lab):
+            wait_routed(lab, selector, timeout)
 
     def unusable_reason(self) -> str | None:
         context = kubeconfig.current_context()

@@ -33,7 +33,7 @@ class Versioned(Protocol):
 
 @dataclass(frozen=True)
 class Pin:
-    """Binaries built together from one Go module at one version (`autograder.build.gobuild`)."""
+    """Binaries built together from one Go module at one version (`autograder.shared.gobuild`)."""
 
     name: str
     version: str

@@ -16,8 +16,9 @@ from pathlib import Path
 from kubernetes import client
 from tqdm.auto import tqdm
 
-from autograder.grading import UNISOLATED_FLAG, forkserver, jail, ledger, nodes, sandbox, worker
-from autograder.grading.course import (
+from autograder.grading import UNISOLATED_FLAG, nodes, sandbox
+from autograder.grading.classrun import ledger
+from autograder.grading.classrun.course import (
     Course,
     GradingError,
     backup_gradebook,
@@ -25,12 +26,15 @@ from autograder.grading.course import (
     feedback_and_export,
     require_masters,
 )
-from autograder.grading.grader import Grader, kernel_environment
-from autograder.grading.ledger import LEDGER_DIR, Outcome
-from autograder.grading.names import digest, printable
+from autograder.grading.classrun.grader import Grader, kernel_environment
+from autograder.grading.classrun.ledger import Outcome
+from autograder.grading.kernel import jail
+from autograder.grading.names import LEDGER_DIR, digest, printable
 from autograder.grading.settings import GradingSettings
-from autograder.lab import ClusterError, Lab, choose, k8s, kubeconfig
-from autograder.lab.cluster import provider_of_context
+from autograder.grading.worker import autograde as worker
+from autograder.providers.choice import choose, provider_of_context
+from autograder.shared import forkserver, k8s, kubeconfig
+from autograder.shared.provider import ClusterError, Lab
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from kubernetes import client, dynamic, watch
 from urllib3.exceptions import HTTPError
 
-from autograder.errors import LabError
+from autograder.shared.errors import LabError
 
 REVISION = "deployment.kubernetes.io/revision"
 FIELD_MANAGER = "k8s-ml-lab"

@@ -25,12 +25,13 @@ import yaml
 from kubernetes import client, utils
 
 from autograder import MANIFESTS
-from autograder.lab import binaries, k8s, kubeconfig, ports
-from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
-from autograder.pins import PINS
+from autograder.practice.catalog import wait_routed
 from autograder.practice.container import isolation_summary
 from autograder.practice.supervise import ensure_router, router_pid, stop_router
-from autograder.waiting import poll
+from autograder.shared import binaries, k8s, kubeconfig, ports
+from autograder.shared.pins import PINS
+from autograder.shared.provider import CLUSTER_NAME, ClusterError, Lab, run
+from autograder.shared.waiting import poll
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ PRACTICE_MANIFESTS = MANIFESTS / "practice"
 NODES_MANIFEST = PRACTICE_MANIFESTS / "nodes.yaml"
 GPU_NODES_MANIFEST = PRACTICE_MANIFESTS / "gpu-nodes.yaml"
 KWOKCTL_CONFIG = PRACTICE_MANIFESTS / "kwokctl.yaml"
+CONTEXT_PREFIX = "kwok-"  # kwokctl's: a cluster's context is kwok-<cluster>
 CONFIG_STAMP = "lab-config.sha256"  # in the cluster's workdir: what the cluster was made from
 
 
@@ -67,12 +69,17 @@ def kwok_workdir() -> Path:
     return Path(os.environ.get("KWOK_WORKDIR") or Path.home() / ".kwok")
 
 
+def practice_of(context: str) -> Practice | None:
+    """The practice cluster a context reaches (kwokctl names it `kwok-<cluster>`); None for any other."""
+    if not context.startswith(CONTEXT_PREFIX):
+        return None
+    return Practice(cluster=context.removeprefix(CONTEXT_PREFIX))
+
+
 def kubeconfig_of(context: str) -> Path | None:
     """A practice cluster's own kubeconfig: right even when ~/.kube/config lacks or changes the context."""
-    if not context.startswith("kwok-"):
-        return None
-    path = Practice(cluster=context.removeprefix("kwok-")).kubeconfig_file
-    return path if path.is_file() else None
+    practice = practice_of(context)
+    return practice.kubeconfig_file if practice and practice.kubeconfig_file.is_file() else None
 
 
 @dataclass
@@ -87,7 +94,7 @@ class Practice:
 
     @property
     def context(self) -> str:
-        return f"kwok-{self.cluster}"
+        return f"{CONTEXT_PREFIX}{self.cluster}"
 
     @property
     def workdir(self) -> Path:
@@ -96,6 +103,12 @@ class Practice:
     @property
     def kubeconfig_file(self) -> Path:
         return self.workdir / "kubeconfig.yaml"
+
+    loads_images_only = True  # no registry: an image reaches the nodes only by load_into_cluster
+
+    def before_forward(self, lab: Lab, selector: str, timeout: float) -> None:
+        ensure_router(lab.context)
+        wait_routed(lab, selector, timeout)
 
     def answers(self) -> bool:
         """Whether the cluster exists and its API server answers."""

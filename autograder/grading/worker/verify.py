@@ -30,13 +30,14 @@ from nbformat.validator import isvalid
 from nbgrader.preprocessors import Execute
 from traitlets import Dict, Float, Integer, List, Unicode
 
-from autograder import processes
-from autograder.errors import LabError
-from autograder.grading import answers, extended, jail, judge, nodes, settings, values
-from autograder.lab import kubeconfig
-from autograder.lab.cluster import Lab
+from autograder.grading import answers, nodes, settings
+from autograder.grading.kernel import jail
+from autograder.grading.worker import extended, judge, values
+from autograder.shared import kubeconfig, processes
+from autograder.shared.errors import LabError
+from autograder.shared.provider import Lab
 
-VALUES_MODULE = "__import__('autograder.grading.values', fromlist=['call'])"
+VALUES_MODULE = "__import__('autograder.grading.worker.values', fromlist=['call'])"
 # What a kernel's display may leave in the autograded notebook, which formgrader shows in the
 # instructor's browser and the feedback in the student's: data, never markup or script (HTML, SVG,
 # JavaScript, Markdown or widgets could act there with the instructor's session, grades included).

@@ -23,8 +23,8 @@ from typing import IO
 
 from nbgrader.apps import NbGraderAPI
 
-from autograder import processes
-from autograder.grading.worker import course_config
+from autograder.grading.worker.autograde import course_config
+from autograder.shared import processes
 
 logger = logging.getLogger(__name__)
 

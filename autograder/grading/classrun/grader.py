@@ -19,15 +19,17 @@ from pathlib import Path
 import nbformat
 from kubernetes import client
 
-from autograder import isolation, processes
-from autograder.grading import answers, jail, ledger, nodes, repair, sandbox, submissions, worker
-from autograder.grading.course import Course, last_lines, recorded_scores, scores
-from autograder.grading.ledger import Ledger, Outcome, submission_digest
+from autograder.grading import answers, nodes, sandbox
+from autograder.grading.classrun import ledger, repair, submissions
+from autograder.grading.classrun.course import Course, last_lines, recorded_scores, scores
+from autograder.grading.classrun.ledger import Ledger, Outcome, submission_digest
+from autograder.grading.kernel import jail
 from autograder.grading.names import check_student_id, digest, namespace_for, printable
 from autograder.grading.request import WorkerRequest
 from autograder.grading.settings import GradingSettings
-from autograder.grading.verify import timed
-from autograder.lab import binaries
+from autograder.grading.worker import autograde as worker
+from autograder.grading.worker.verify import timed
+from autograder.shared import binaries, isolation, processes
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +204,7 @@ class Grader:
             return {"success": False, "error": "grading was interrupted before this submission ran"}
         command = [sys.executable, "-I", "-m", worker.WORKER_MODULE]
         if self.workers is not None:
-            command[3:] = ["autograder.grading.forkserver", "--socket", str(self.workers), "--module",
+            command[3:] = ["autograder.shared.forkserver", "--socket", str(self.workers), "--module",
                            worker.WORKER_MODULE, "--"]
         request = WorkerRequest.of(
             self.settings, course=self.course.root, assignment=self.assignment, student=student,

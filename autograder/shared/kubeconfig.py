@@ -8,7 +8,7 @@ from pathlib import Path
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
-from autograder.pins import cache_root
+from autograder.shared.pins import cache_root
 
 # What $KUBECONFIG was before connect() pointed it at the lab's own file ("" when it was unset).
 USER_FILE_ENV = "LAB_USER_KUBECONFIG"

@@ -39,13 +39,14 @@ from urllib.parse import urlsplit
 import yaml
 
 import autograder
-from autograder import MANIFESTS, isolation, processes
-from autograder.errors import LabError
-from autograder.grading import bridge, forkserver
+from autograder import MANIFESTS
+from autograder.grading.kernel import bridge
+from autograder.shared import forkserver, isolation, processes
+from autograder.shared.errors import LabError
 
 logger = logging.getLogger(__name__)
 KERNEL_NAME = "lab-jail"
-KERNEL_MODULE = "autograder.grading.kernel"  # ipykernel with the lesson's libraries preloaded
+KERNEL_MODULE = "autograder.grading.kernel.preloaded"  # ipykernel with the lesson's libraries preloaded
 # A uid per kernel (base + the launcher's host pid, unique while it runs): RLIMIT_NPROC counts
 # a real uid's tasks host-wide, so a fork bomb exhausts only its own kernel's share.
 KERNEL_UID_BASE = 1_900_000_000
@@ -109,7 +110,7 @@ def write_kernelspec(folder: Path, hide: list[Path], api_socket: Path | None = N
     to reach the API server, with the worker's `bridge.relay` serving `api_socket`. With `server`
     (see `serve`), kernels are forks of that warm server.
     """
-    argv = [sys.executable, "-I", "-m", "autograder.grading.jail"]
+    argv = [sys.executable, "-I", "-m", "autograder.grading.kernel.jail"]
     if server is not None:
         argv += ["--server", str(server)]
     for path in hide:
@@ -310,7 +311,7 @@ def _run(command: list[str]) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -I -m autograder.grading.jail", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -I -m autograder.grading.kernel.jail", description=__doc__)
     parser.add_argument("--hide", type=Path, action="append", default=[])
     parser.add_argument("--api-socket", type=Path, help="the worker's relay to the API server (bridge.relay)")
     parser.add_argument("--server", type=Path, help="ask the worker's kernel server to start the kernel warm")

@@ -9,8 +9,8 @@ from contextlib import ExitStack
 
 import requests
 
-from autograder.errors import LabError
-from autograder.waiting import poll
+from autograder.shared.errors import LabError
+from autograder.shared.waiting import poll
 
 
 class PortBusy(LabError):

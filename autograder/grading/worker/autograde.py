@@ -1,6 +1,6 @@
 """Autograde one submission in a process of its own: a crash or a hang here never stops the class.
 
-Run by the class runner as `python -m autograder.grading.worker`, or as a fork of the run's worker
+Run by the class runner as `python -m autograder.grading.worker.autograde`, or as a fork of the run's worker
 server (`--serve PATH`, see forkserver.py) that has nbgrader and the lesson's libraries imported; its
 environment is the one the student's kernel inherits (the student's kubeconfig and namespace), its
 arguments tell it where the grader's read-only kubeconfig is.
@@ -26,13 +26,14 @@ from nbgrader.preprocessors import Execute
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from autograder import isolation, processes
-from autograder.grading import bridge, forkserver, jail, nodes
-from autograder.grading.kernelclient import ReadyKernelClient
+from autograder.grading import nodes
+from autograder.grading.kernel import bridge, jail
 from autograder.grading.request import WorkerRequest
-from autograder.grading.verify import PHASES, ClusterVerifiedExecute
+from autograder.grading.worker.kernelclient import ReadyKernelClient
+from autograder.grading.worker.verify import PHASES, ClusterVerifiedExecute
+from autograder.shared import forkserver, isolation, processes
 
-WORKER_MODULE = "autograder.grading.worker"
+WORKER_MODULE = "autograder.grading.worker.autograde"
 CONFIG_FILE = "nbgrader_config.py"
 SOCKETS_TMPFS = "size=16m,nr_inodes=4096,mode=711"  # the kernels' ZMQ sockets and the API relay's: empty files
 
@@ -125,7 +126,7 @@ def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder.grading.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m autograder.grading.worker.autograde", description=__doc__)
     parser.add_argument("--request", type=WorkerRequest.from_json, required=True,
                         help="the class run's WorkerRequest, as JSON")
     request: WorkerRequest = parser.parse_args(argv).request

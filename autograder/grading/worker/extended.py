@@ -16,9 +16,9 @@ from contextlib import contextmanager
 
 from kubernetes import client
 
-from autograder.errors import LabError
 from autograder.grading import sandbox
-from autograder.waiting import CONVERGING_INTERVAL, poll
+from autograder.shared.errors import LabError
+from autograder.shared.waiting import CONVERGING_INTERVAL, poll
 
 
 @contextmanager

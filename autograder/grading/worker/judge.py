@@ -24,8 +24,8 @@ from IPython.core.inputtransformer2 import TransformerManager
 from nbformat import NotebookNode
 from nbgrader.utils import is_grade, is_solution
 
-from autograder.grading import values
-from autograder.waiting import CONVERGING_INTERVAL, poll
+from autograder.grading.worker import values
+from autograder.shared.waiting import CONVERGING_INTERVAL, poll
 
 FILENAME = "<test cell>"
 MAX_SHOWN = 20_000  # characters of one output kept: a message may carry a student's value of megabytes

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from autograder.errors import LabError
-from autograder.pins import GO_TOOLCHAIN_SHA256, GO_VERSION, cache_root
+from autograder.shared.errors import LabError
+from autograder.shared.pins import GO_TOOLCHAIN_SHA256, GO_VERSION, cache_root
 
 logger = logging.getLogger(__name__)
 

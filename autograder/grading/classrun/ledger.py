@@ -16,10 +16,9 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from autograder.errors import LabError
-from autograder.grading.names import digest
+from autograder.grading.names import LEDGER_DIR, digest
+from autograder.shared.errors import LabError
 
-LEDGER_DIR = ".grading"
 BACKUPS = "backups"
 KEEP_BACKUPS = 5
 logger = logging.getLogger(__name__)

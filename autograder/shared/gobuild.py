@@ -21,9 +21,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from autograder.build import gotoolchain
-from autograder.errors import LabError
-from autograder.pins import (
+from autograder.shared import gotoolchain
+from autograder.shared.errors import LabError
+from autograder.shared.pins import (
     ETCD_VERSION,
     KIND_VERSION,
     KUBERNETES_VERSION,
@@ -211,7 +211,7 @@ def install(names: list[str], into: Path, prebuilt: Path | None = None) -> dict[
 
 
 def main(arguments: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder.build.gobuild", description=install.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m autograder.shared.gobuild", description=install.__doc__)
     parser.add_argument("--into", type=Path, required=True, help="the folder that receives the binaries")
     parser.add_argument("--prebuilt", type=Path, help="a folder whose binaries are taken as they are")
     parser.add_argument("names", nargs="+", choices=sorted(PIN_OF), metavar="BINARY")

@@ -2,7 +2,7 @@
 
 The worker's kernel server (jail.serve) imports them once and each kernel is its fork, so no
 notebook's first cell spends seconds importing. The kernelspec's command reads
-`python -P -m autograder.grading.kernel -f FILE`; the jail runs it in that fork, or as a new
+`python -P -m autograder.grading.kernel.preloaded -f FILE`; the jail runs it in that fork, or as a new
 interpreter without a server. No file of the submission can stand in for these modules (the server
 runs `python -I`, the command `-P`); the notebook's folder joins `sys.path` after they are loaded,
 where `python -m ipykernel_launcher` would put it.
@@ -22,7 +22,7 @@ from ipykernel import kernelapp
 from kubernetes.client import models
 from kubernetes.config import kube_config
 
-from autograder import isolation
+from autograder.shared import isolation
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Lookup order for each binary: the directory in ``$LAB_BIN_DIR``, ``PATH``, the project's
 cache (outside the repo, one folder per pinned version); a missing one is built with Go from
-Go modules by `autograder.build.gobuild`, imported only then.
+Go modules by `autograder.shared.gobuild`, imported only then.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from autograder.errors import LabError
-from autograder.pins import KUBERNETES_VERSION, PIN_OF, PINS, cache_dir
+from autograder.shared.errors import LabError
+from autograder.shared.pins import KUBERNETES_VERSION, PIN_OF, PINS, cache_dir
 
 BIN_DIR_ENV = "LAB_BIN_DIR"
 KUBERNETES_BINARIES = frozenset(PINS["kubernetes"].binaries)
@@ -92,7 +92,7 @@ def ensure(names: Iterable[str]) -> dict[str, Path]:
     if missing and shutil.which("go") is None:
         raise BinaryNotFound(how_to_get(missing))
     if missing:
-        from autograder.build import gobuild  # only when something must be built
+        from autograder.shared import gobuild  # only when something must be built
 
         for group in dict.fromkeys(PIN_OF[name].name for name in missing):
             gobuild.build(gobuild.RECIPES[group])

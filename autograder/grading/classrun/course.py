@@ -14,11 +14,11 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins import CsvExportPlugin
 from traitlets.config import Config
 
-from autograder.errors import LabError
-from autograder.grading import feedback, ledger, submissions
-from autograder.grading.ledger import LEDGER_DIR, Outcome
-from autograder.grading.names import digest, folder_name
-from autograder.grading.worker import course_config
+from autograder.grading.classrun import feedback, ledger, submissions
+from autograder.grading.classrun.ledger import Outcome
+from autograder.grading.names import LEDGER_DIR, digest, folder_name
+from autograder.grading.worker.autograde import course_config
+from autograder.shared.errors import LabError
 
 logger = logging.getLogger(__name__)
 

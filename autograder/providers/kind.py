@@ -19,9 +19,9 @@ import yaml
 from docker.errors import DockerException, ImageNotFound
 from kubernetes import client
 
-from autograder import MANIFESTS, pins
-from autograder.lab import binaries, k8s, kubeconfig
-from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
+from autograder import MANIFESTS
+from autograder.shared import binaries, dockerengine, k8s, kubeconfig, pins
+from autograder.shared.provider import CLUSTER_NAME, ClusterError, Lab, run
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +37,6 @@ STATIC_CNI = Path("/etc/cni/net.d/10-lab-ptp.conflist")
 GPU, GPUS_PER_WORKER = "nvidia.com/gpu", "1"  # what notebook 7 schedules on, as a cloud GPU node offers it
 LOG_LINES = 30
 KLOG_ERROR = re.compile(r"^E\d{4} ")  # klog's error lines: E1128 03:00:00.000000 ...
-
-
-def docker_unreachable_reason() -> str | None:
-    """None when the Docker daemon answers, else what is wrong and how to start it."""
-    try:
-        docker.from_env(timeout=5).ping()
-    except DockerException as error:
-        return (f"the Docker daemon does not answer ({error.__class__.__name__}); start Docker "
-                "Desktop, or on Linux `sudo systemctl start docker` (or `sudo dockerd &`)")
-    return None
 
 
 def node_image() -> str:
@@ -96,6 +86,11 @@ class Kind:
     def kubeconfig_file(self) -> Path | None:
         return None
 
+    loads_images_only = False  # a kind node pulls what it lacks from a registry it can reach
+
+    def before_forward(self, lab: Lab, selector: str, timeout: float) -> None:
+        """kubectl port-forward reaches kind's pods directly: nothing to prepare."""
+
     @property
     def node(self) -> str:
         """The Docker container of the control-plane node (kubectl and the API server run there)."""
@@ -111,7 +106,7 @@ class Kind:
         if missing:
             return (f"missing: {', '.join(missing)} (`python -m autograder binaries kind` builds "
                     "them; `python -m autograder doctor` lists other ways)")
-        reason = docker_unreachable_reason()
+        reason = dockerengine.unreachable_reason()
         if reason:
             return reason
         try:
@@ -248,7 +243,7 @@ class Kind:
         return "\n".join(summary) + "\n\n" + "\n\n".join(sections)
 
     def down(self) -> None:
-        if binaries.find("kind") is None or docker_unreachable_reason() or not self.exists():
+        if binaries.find("kind") is None or dockerengine.unreachable_reason() or not self.exists():
             logger.info(f"No kind cluster {self.cluster!r} to delete.")
             return
         self._kind("delete", "cluster", "--name", self.cluster, what="kind delete cluster")
