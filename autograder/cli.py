@@ -8,7 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-from autograder.grading import UNISOLATED_FLAG
 from autograder.providers.choice import PROVIDERS, provider
 from autograder.shared.errors import LabError
 from autograder.shared.pins import PIN_OF
@@ -65,29 +64,6 @@ def _bench(args: argparse.Namespace) -> int:
     from autograder import bench
 
     return bench.run(args.target, provider_name=args.provider)
-
-
-def _grade(args: argparse.Namespace) -> int:
-    from autograder.grading.classrun.course import Course, submit_masters
-    from autograder.grading.classrun.runner import grade_class, require_isolation, table
-    from autograder.grading.settings import GradingSettings
-
-    given = {name: getattr(args, name) for name in ("jobs", "cell_timeout", "regrade", "unisolated")
-             if getattr(args, name) is not None}
-    settings = GradingSettings(config=Course(args.course).config, **given)  # the command line wins over the config
-    require_isolation(settings)
-    students = args.student
-    if args.masters:
-        solved = submit_masters(args.course, args.assignment)
-        students = [*students, solved] if students else None
-    try:
-        outcomes = grade_class(args.course, args.assignment, students, settings, provider=args.provider)
-    except KeyboardInterrupt:
-        print("interrupted: running submissions were stopped and their namespaces removed; the grades recorded "
-              "so far are kept. Run the same command again to resume.", file=sys.stderr)
-        return 130
-    print(table(outcomes))
-    return 0 if all(o.status == "graded" for o in outcomes) else 2
 
 
 def _notebooks(args: argparse.Namespace) -> int:
@@ -191,20 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--jobs", type=int, default=2, help="grade: parallel workers for the second pass")
     bench.set_defaults(handler=_bench)
 
-    grade = commands.add_parser("grade", help="autograde submissions by the cluster state they produce")
-    grade.add_argument("assignment", help="an assignment under source/, e.g. lesson01")
-    grade.add_argument("--student", action="append", help="grade only this student (repeatable)")
-    grade.add_argument("--jobs", type=int, help="submissions graded at once (GradingSettings.jobs: 1)")
-    grade.add_argument("--cell-timeout", type=int, help="seconds a cell may run (GradingSettings.cell_timeout: 120)")
-    grade.add_argument("--regrade", action="store_true", default=None, help="grade again submissions already graded")
-    grade.add_argument("--provider", choices=list(PROVIDERS), help="the cluster to grade on")
-    grade.add_argument("--course", type=Path, default=Path.cwd(), help="the nbgrader course directory")
-    grade.add_argument("--masters", action="store_true",
-                       help="first submit the solved masters as student 'masters' (the assignment's self-test)")
-    grade.add_argument(UNISOLATED_FLAG, dest="unisolated", action="store_true", default=None,
-                       help="grade even where student kernels cannot be jailed: their code can then read "
-                            "this machine's cluster credentials")
-    grade.set_defaults(handler=_grade)
+    # `grade` is a traitlets Application, as nbgrader's commands are: main() hands it its arguments.
+    commands.add_parser("grade", help="autograde submissions by the cluster state they produce "
+                        "(`grade --help` lists its options)")
 
     books = commands.add_parser("notebooks", help="regenerate or check the student notebooks")
     books.add_argument("action", choices=["sync", "check", "run"],
@@ -226,10 +191,15 @@ def scripts_on_path() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     scripts_on_path()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
+        if argv[:1] == ["grade"]:
+            from autograder.grading.classrun import app
+
+            return app.main(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.handler(args)
     except (LabError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

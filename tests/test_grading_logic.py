@@ -17,6 +17,7 @@ from nbformat.v4 import new_code_cell
 from autograder import REPO_ROOT
 from autograder.grading.answers import released, unanswered_from
 from autograder.grading.classrun import submissions
+from autograder.grading.classrun.course import read_config
 from autograder.grading.classrun.grader import clear_output, foreign_entries
 from autograder.grading.classrun.ledger import (
     GradebookDamaged,
@@ -31,8 +32,9 @@ from autograder.grading.classrun.repair import MAX_CELLS, grade_id, rebuilt, rep
 from autograder.grading.classrun.submissions import stage
 from autograder.grading.names import check_student_id, folder_name, namespace_for, printable
 from autograder.grading.nodes import restore_patch
-from autograder.grading.request import WorkerRequest
+from autograder.grading.request import WorkerRequest, plain_config
 from autograder.grading.settings import GradingSettings
+from autograder.shared.errors import LabError
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -257,10 +259,22 @@ def test_a_worker_request_goes_across_as_json_and_back_unchanged_and_refuses_a_m
     request = WorkerRequest.of(GradingSettings(cell_timeout=40), course=tmp_path, assignment="lesson01",
                                student="alice", namespace="grade-alice", reader_kubeconfig=tmp_path / "reader",
                                lender_kubeconfig=None, submitted_directory=tmp_path / "staging",
-                               jail_hide=(Path("/root/.kube"),))
+                               jail_hide=(Path("/root/.kube"),),
+                               course_config=plain_config(read_config(tmp_path)))
     assert WorkerRequest.from_json(request.to_json()) == request
+    assert request.course_config["CourseDirectory"]["root"] == str(tmp_path)
     assert (request.cell_timeout, request.patience) == (40, GradingSettings().patience)
     partial = json.loads(request.to_json())
     del partial["patience"]
     with pytest.raises(ValueError, match="exactly the fields"):
         WorkerRequest.from_json(json.dumps(partial))
+
+
+def test_a_course_setting_no_other_process_can_receive_is_named_before_grading(tmp_path: Path) -> None:
+    (tmp_path / "nbgrader_config.py").write_text("c = get_config()\nc.GradingSettings.jobs = 2\n"
+                                                 "c.Execute.extra_arguments = {'--x'}\n")
+    config = read_config(tmp_path)
+    assert config.GradingSettings.jobs == 2
+    with pytest.raises(LabError, match=r"nbgrader_config\.py sets a value another process cannot be sent"):
+        plain_config(config)
+

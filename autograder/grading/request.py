@@ -1,7 +1,8 @@
 """What the class run asks of one grading worker: built once from GradingSettings, sent across as JSON.
 
-The worker takes nothing else from its command line, so each setting has one default (in
-GradingSettings) and one way in.
+The worker takes nothing else from its command line and reads no file for its settings: the course's
+nbgrader_config.py is read once, by the class run, and travels in the request. Each setting has
+one default (in GradingSettings) and one way in.
 """
 
 from __future__ import annotations
@@ -9,10 +10,23 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
+
+from traitlets.config import Config
 
 from autograder.grading.settings import GradingSettings
+from autograder.shared.errors import LabError
 
 PATHS = ("course", "reader_kubeconfig", "lender_kubeconfig", "submitted_directory")
+
+
+def plain_config(config: Config) -> dict[str, Any]:
+    """The course's settings as plain JSON values, or a message naming the one that cannot cross."""
+    try:
+        return json.loads(json.dumps(config))
+    except TypeError as error:
+        raise LabError(f"nbgrader_config.py sets a value another process cannot be sent ({error}); "
+                       "give it as a plain string, number, list or dict") from None
 
 
 @dataclass(frozen=True)
@@ -29,6 +43,7 @@ class WorkerRequest:
     cell_timeout: int
     patience: float
     jail_hide: tuple[Path, ...]  # empty: the kernel runs unjailed
+    course_config: dict[str, Any]  # nbgrader_config.py as the class run read it (plain_config)
 
     @classmethod
     def of(cls, settings: GradingSettings, **submission: object) -> WorkerRequest:

@@ -13,16 +13,26 @@ from nbgrader.apps import NbGraderAPI
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins import CsvExportPlugin
 from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.grading.classrun import feedback, ledger, submissions
 from autograder.grading.classrun.ledger import Outcome
 from autograder.grading.names import LEDGER_DIR, digest, folder_name
-from autograder.grading.worker.autograde import course_config
 from autograder.shared.errors import LabError
 
 logger = logging.getLogger(__name__)
 
 GRADES_CSV = "grades.csv"
+CONFIG_FILE = "nbgrader_config.py"
+
+
+def read_config(root: Path) -> Config:
+    """The course's nbgrader_config.py as nbgrader loads it, its root pinned to where it was found."""
+    config = Config()
+    if (root / CONFIG_FILE).is_file():
+        config.merge(PyFileConfigLoader(CONFIG_FILE, path=str(root)).load_config())
+    config.CourseDirectory.root = str(root)
+    return config
 
 
 class GradingError(LabError):
@@ -34,12 +44,14 @@ class Course:
     """An nbgrader course directory and the paths the grader needs from it."""
 
     root: Path
-    config: Config = field(init=False)
+    config: Config = field(default_factory=Config)  # empty: read from the course's nbgrader_config.py
     dirs: CourseDirectory = field(init=False)
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
-        self.config = course_config(self.root)
+        given, self.config = self.config, read_config(self.root) if not self.config else Config()
+        self.config.merge(given)
+        self.config.CourseDirectory.root = str(self.root)
         self.dirs = CourseDirectory(config=self.config)
 
     @property
@@ -127,7 +139,7 @@ def feedback_and_export(course: Course, assignment: str, students: list[str],
 
     Returns the CSV and the students whose feedback took longer than `timeout` s and was skipped.
     """
-    skipped = feedback.generate(course.root, assignment, students, timeout, jobs)
+    skipped = feedback.generate(course.config, assignment, students, timeout, jobs)
     target = course.root / GRADES_CSV
     with Gradebook(course.dirs.db_url) as gradebook:
         CsvExportPlugin(to=str(target)).export(gradebook)

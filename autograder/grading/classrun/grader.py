@@ -25,7 +25,7 @@ from autograder.grading.classrun.course import Course, last_lines, recorded_scor
 from autograder.grading.classrun.ledger import Ledger, Outcome, submission_digest
 from autograder.grading.kernel import jail
 from autograder.grading.names import check_student_id, digest, namespace_for, printable
-from autograder.grading.request import WorkerRequest
+from autograder.grading.request import WorkerRequest, plain_config
 from autograder.grading.settings import GradingSettings
 from autograder.grading.worker import autograde as worker
 from autograder.grading.worker.verify import timed
@@ -44,6 +44,7 @@ class Grader:
         self.admin: client.ApiClient | None = None
         self.nodes: nodes.Snapshot = {}
         self.ledger = Ledger(course.root, assignment)
+        self.course_config = plain_config(course.config)  # checked before any submission runs
         self.recorded = recorded_scores(course, assignment)
         self.deadline = deadline(course, assignment, settings)
         self.stopping = threading.Event()
@@ -209,7 +210,8 @@ class Grader:
         request = WorkerRequest.of(
             self.settings, course=self.course.root, assignment=self.assignment, student=student,
             namespace=box.namespace, reader_kubeconfig=box.reader_kubeconfig,
-            lender_kubeconfig=box.lender_kubeconfig, submitted_directory=self.staging, jail_hide=tuple(self.hide))
+            lender_kubeconfig=box.lender_kubeconfig, submitted_directory=self.staging, jail_hide=tuple(self.hide),
+            course_config=self.course_config)
         command += ["--request", request.to_json()]
         with self._lock:  # a Ctrl-C between start and registration would leave the worker running
             if self.stopping.is_set():
@@ -252,7 +254,8 @@ def kernel_environment(box: sandbox.Sandbox | None) -> dict[str, str]:
     """
     env = {k: v for k, v in jail.kernel_environment(os.environ).items() if k != "KUBECONFIG" and not k.startswith("LAB_")}
     if box is not None:
-        env.update(KUBECONFIG=str(box.student_kubeconfig), LAB_CLUSTER="existing", LAB_NAMESPACE=box.namespace)
+        # The namespace travels one way: the student kubeconfig's context names it.
+        env.update(KUBECONFIG=str(box.student_kubeconfig), LAB_CLUSTER="existing")
     # kubectl (for port-forward) from wherever the grader found it: the jailed kernel has an empty cache.
     tools = [str(path.resolve().parent) for path in map(binaries.find, jail.TOOLS) if path is not None]
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *tools, isolation.SYSTEM_PATH])

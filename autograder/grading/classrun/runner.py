@@ -91,10 +91,10 @@ def require_isolation(settings: GradingSettings) -> None:
     settings.jail = False
 
 
-def grade_class(course_root: Path, assignment: str, students: list[str] | None = None,
+def grade_class(course: Course | Path, assignment: str, students: list[str] | None = None,
                 settings: GradingSettings | None = None, provider: str | None = None) -> list[Outcome]:
     """Grade `students` (everyone who submitted by default); returns one outcome per student."""
-    course = Course(course_root)
+    course = course if isinstance(course, Course) else Course(course)
     settings = settings or GradingSettings(config=course.config)
     require_isolation(settings)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

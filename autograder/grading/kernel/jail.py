@@ -60,8 +60,8 @@ LIMITS = {
 }
 # All a kernel keeps of the environment it is started with: an instructor's shell may hold cloud keys.
 # Locale and time zone, the CPU quirks OpenBLAS is told of, what Jupyter tells a kernel, and what
-# the grader sets for the student (their PATH, kubeconfig and namespace).
-KERNEL_ENVIRONMENT = ("PATH", "KUBECONFIG", "LAB_CLUSTER", "LAB_NAMESPACE", "LANG", "LANGUAGE", "TZ",
+# the grader sets for the student (their PATH, and the kubeconfig whose context names their namespace).
+KERNEL_ENVIRONMENT = ("PATH", "KUBECONFIG", "LAB_CLUSTER", "LANG", "LANGUAGE", "TZ",
                       "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 KERNEL_ENVIRONMENT_PREFIXES = ("LC_", "JPY_")
 TOOLS = ("kubectl",)  # the programs a kernel runs besides Python, as PATH finds them; kept without their folders

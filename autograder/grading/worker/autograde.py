@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import sys
@@ -24,7 +23,6 @@ from nbgrader.converters import Autograde
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute
 from traitlets.config import Config
-from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.grading import nodes
 from autograder.grading.kernel import bridge, jail
@@ -34,24 +32,7 @@ from autograder.grading.worker.verify import PHASES, ClusterVerifiedExecute
 from autograder.shared import forkserver, isolation, processes
 
 WORKER_MODULE = "autograder.grading.worker.autograde"
-CONFIG_FILE = "nbgrader_config.py"
 SOCKETS_TMPFS = "size=16m,nr_inodes=4096,mode=711"  # the kernels' ZMQ sockets and the API relay's: empty files
-
-
-@functools.cache
-def _course_file(course: Path) -> Config:
-    """nbgrader_config.py, read once per process."""
-    if (course / CONFIG_FILE).is_file():
-        return PyFileConfigLoader(CONFIG_FILE, path=str(course)).load_config()
-    return Config()
-
-
-def course_config(course: Path) -> Config:
-    """The course's settings as nbgrader itself loads them, in a copy the caller may change."""
-    config = Config()
-    config.merge(_course_file(course))
-    config.CourseDirectory.root = str(course)
-    return config
 
 
 def autograde_steps() -> list[type]:
@@ -62,7 +43,7 @@ def autograde_steps() -> list[type]:
 
 def grading_config(request: WorkerRequest) -> Config:
     """The course's settings with nbgrader's Execute swapped for the cluster-verifying one."""
-    config = course_config(request.course)
+    config = Config(request.course_config)
     folders = CourseDirectory(config=config)
     config.ClusterVerifiedExecute.masters = folders.format_path(folders.source_directory, ".", request.assignment)
     config.Autograde.autograde_preprocessors = autograde_steps()
