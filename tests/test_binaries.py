@@ -114,7 +114,7 @@ def test_failed_build_leaves_no_binary_and_no_partial(isolated: Path, monkeypatc
 
 
 def test_interrupted_build_leaves_nothing_half_made(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def interrupted(recipe: GoRecipe, staging: Path) -> None:
+    def interrupted(recipe: GoRecipe, staging: Path, binaries: list[str]) -> None:
         (staging / "bin").mkdir()
         (staging / "bin" / "nothing").write_text("half a binary")
         raise KeyboardInterrupt
@@ -124,3 +124,23 @@ def test_interrupted_build_leaves_nothing_half_made(isolated: Path, monkeypatch:
         gobuild.build(BROKEN)
     assert not pins.cache_dir(BROKEN).exists()
     assert not list(pins.cache_dir(BROKEN).parent.glob(".broken-0.0.1.partial-*"))
+
+
+def test_only_the_binaries_asked_for_are_built_and_those_already_there_are_kept(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[list[str]] = []
+
+    def fake_go_build(recipe: GoRecipe, staging: Path, binaries: list[str]) -> None:
+        built.append(binaries)
+        (staging / "bin").mkdir()
+        for name in binaries:
+            (staging / "bin" / name).write_text(name)
+
+    monkeypatch.setattr(gobuild, "_go_build", fake_go_build)
+    kubernetes = gobuild.RECIPES["kubernetes"]
+    folder = gobuild.build(kubernetes, ["kubectl", "kube-apiserver"])
+    gobuild.build(kubernetes, ["kube-apiserver", "kube-scheduler"])
+    assert built == [["kubectl", "kube-apiserver"], ["kube-scheduler"]]
+    assert sorted(path.name for path in folder.iterdir()) == ["kube-apiserver", "kube-scheduler", "kubectl"]
+    assert "kubelet" not in set(binaries.PRACTICE_BINARIES)
+

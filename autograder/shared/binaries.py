@@ -95,7 +95,7 @@ def ensure(names: Iterable[str]) -> dict[str, Path]:
         from autograder.shared import gobuild  # only when something must be built
 
         for group in dict.fromkeys(PIN_OF[name].name for name in missing):
-            gobuild.build(gobuild.RECIPES[group])
+            gobuild.build(gobuild.RECIPES[group], [name for name in missing if PIN_OF[name].name == group])
     return {name: path or cache_dir(PIN_OF[name]) / name for name, path in found.items()}
 
 

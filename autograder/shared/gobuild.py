@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,44 +123,51 @@ RECIPES: dict[str, GoRecipe] = {
 }
 
 
-def _count_packages(workdir: Path, recipe: GoRecipe, env: dict[str, str]) -> int | None:
+def _count_packages(workdir: Path, packages: list[str], env: dict[str, str]) -> int | None:
     """How many packages the build compiles at most, for the progress bar's total."""
     listing = subprocess.run(
-        ["go", "list", "-deps", *recipe.packages.values()],
+        ["go", "list", "-deps", *packages],
         cwd=workdir, env=env, capture_output=True, text=True, check=False,
     )
     return len(listing.stdout.split()) if listing.returncode == 0 else None
 
-def build(recipe: GoRecipe) -> Path:
-    """Build one recipe into its cache folder; the folder appears whole or not at all."""
+def build(recipe: GoRecipe, binaries: Iterable[str] | None = None) -> Path:
+    """Build a recipe's `binaries` (all by default) into its cache folder; each appears whole or not at all.
+
+    Only what is asked is built: the practice cluster needs three of the seven Kubernetes programs
+    (kubelet, kubeadm and kube-proxy are for the kind node image alone).
+    """
     target = cache_dir(recipe)
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if all((target / binary).is_file() for binary in recipe.packages):
+        wanted = [name for name in (binaries or recipe.packages) if not (target / name).is_file()]
+        if not wanted:
             return target
         for stale in target.parent.glob(f".{target.name}.partial-*"):
             shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
         try:
-            _go_build(recipe, staging)
-            shutil.rmtree(target, ignore_errors=True)
-            os.rename(staging / "bin", target)
+            _go_build(recipe, staging, wanted)
+            target.mkdir(exist_ok=True)
+            for name in wanted:
+                os.rename(staging / "bin" / name, target / name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
 
-def _go_build(recipe: GoRecipe, staging: Path) -> None:
+def _go_build(recipe: GoRecipe, staging: Path, binaries: list[str]) -> None:
     workdir = staging / "module"
     workdir.mkdir()
     (workdir / "go.mod").write_text(recipe.go_mod())
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
-    logger.info(f"Building {', '.join(recipe.packages)} {recipe.version} from Go modules "
+    logger.info(f"Building {', '.join(binaries)} {recipe.version} from Go modules "
         "(the first build takes several minutes; later runs reuse it)")
     download = subprocess.run(
         ["go", "mod", "download"], cwd=workdir, env=env, capture_output=True, text=True, check=False
     )
-    total = _count_packages(workdir, recipe, env)
+    packages = {name: recipe.packages[name] for name in binaries}
+    total = _count_packages(workdir, list(packages.values()), env)
     if download.returncode != 0 or total is None:
         raise LabError(f"go could not resolve {recipe.name} {recipe.version}:\n{download.stderr}")
     outputs = staging / "bin"
@@ -169,7 +177,7 @@ def _go_build(recipe: GoRecipe, staging: Path) -> None:
     interval = 0.5 if sys.stderr.isatty() else 30
     with tqdm(total=total, desc=f"go build {recipe.name}", unit="pkg", file=sys.stderr,
               mininterval=interval) as bar:
-        for binary, package in recipe.packages.items():
+        for binary, package in packages.items():
             command = [
                 "go", "build", "-v", "-trimpath", "-o", str(outputs / binary),
                 "-ldflags", " ".join(("-s", "-w", *recipe.ldflags)),
@@ -201,7 +209,7 @@ def install(names: list[str], into: Path, prebuilt: Path | None = None) -> dict[
     if to_build:
         os.environ["PATH"] = f"{gotoolchain.ensure_go()}{os.pathsep}{os.environ.get('PATH', '')}"
         for group in dict.fromkeys(PIN_OF[name].name for name in to_build):
-            build(RECIPES[group])
+            build(RECIPES[group], [name for name in to_build if PIN_OF[name].name == group])
         sources.update(dict.fromkeys(to_build, "built with Go"))
     for name in names:
         origin = prebuilt / name if sources[name] == "prebuilt" and prebuilt else cache_dir(PIN_OF[name]) / name
