@@ -68,6 +68,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
+    from autograder.grading import report
     from autograder.grading.course import Course, submit_masters
     from autograder.grading.runner import grade_class, require_isolation, table
     from autograder.grading.settings import GradingSettings
@@ -87,6 +88,8 @@ def _grade(args: argparse.Namespace) -> int:
               "so far are kept. Run the same command again to resume.", file=sys.stderr)
         return 130
     print(table(outcomes))
+    if settings.feedback:
+        print(f"class report: {report.report_path(Course(args.course).root, args.assignment)}")
     return 0 if all(o.status == "graded" for o in outcomes) else 2
 
 

@@ -16,7 +16,16 @@ from pathlib import Path
 from kubernetes import client
 from tqdm.auto import tqdm
 
-from autograder.grading import UNISOLATED_FLAG, forkserver, jail, ledger, nodes, sandbox, worker
+from autograder.grading import (
+    UNISOLATED_FLAG,
+    forkserver,
+    jail,
+    ledger,
+    nodes,
+    report,
+    sandbox,
+    worker,
+)
 from autograder.grading.course import (
     Course,
     GradingError,
@@ -121,6 +130,8 @@ def grade_class(course_root: Path, assignment: str, students: list[str] | None =
                     outcomes[student].detail, f"No feedback: it took longer than {settings.feedback_timeout:.0f} s "
                     "to render."]))
             logger.info(f"grades written to {csv}")
+        if settings.feedback:
+            logger.info(f"class report written to {report.write(course, assignment)}")
     return list(outcomes.values())
 
 
