@@ -1,5 +1,5 @@
-"""The instructor's class report: aggregation from a gradebook and feedback pages nbgrader's own template
-renders, the page in Chromium, and the report a real class run on the practice cluster writes."""
+"""The instructor's class report: aggregation from a gradebook, autograded notebooks and the ledger, the
+page in Chromium, and the report a real class run on the practice cluster writes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import re
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-import nbgrader
+import nbformat
 import pytest
-from nbconvert.exporters import HTMLExporter
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 from nbgrader.api import Gradebook
 from playwright.sync_api import sync_playwright
@@ -20,8 +19,6 @@ from autograder.grading.ledger import Ledger, Outcome
 from jupyter_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, VIEWPORT, Screenshots
 
 ASSIGNMENT = "lesson01"
-TEMPLATES = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates"
-BOOTSTRAP_CSS = TEMPLATES.parent / "static" / "node_modules" / "bootstrap" / "dist" / "css"
 NAMESPACE = "grade-ben-0123abcd"
 PROBE_HINT = "the readiness probe asks /health"
 # notebook -> grade id -> points; then what each student scored, and the hint each failure showed.
@@ -40,24 +37,20 @@ HINTS = {
 SECONDS = {"ana": 40.0, "ben": 25.0, "cy": 1.0}
 
 
-def feedback_page(notebook: str, student: str) -> str:
-    """One feedback page as nbgrader renders it (its feedback template, through nbconvert)."""
-    cells = []
+def autograded(notebook: str, student: str) -> nbformat.NotebookNode:
+    """One autograded notebook as the grader leaves it: a failed test cell holds its error output."""
+    cells = [new_code_cell("answer = 1", metadata={"nbgrader": {"solution": True, "grade": False,
+                                                                "grade_id": "answer"}},
+                           outputs=[new_output("error", ename="NotImplementedError", evalue="", traceback=[])])]
     for grade_id, points in CELLS[notebook].items():
         hint = HINTS.get(student, {}).get(grade_id)
         ename, _, evalue = (hint or "").partition(": ")
-        outputs = [new_output("error", ename=ename, evalue=evalue, traceback=[
-            "Traceback (most recent call last):", '  File "<test cell>", line 1', f"\x1b[31m{ename}\x1b[0m: {evalue}"])
+        outputs = [new_output("error", ename=ename, evalue=f"{evalue}\nsecond line", traceback=[
+            "Traceback (most recent call last):", f"\x1b[31m{ename}\x1b[0m: {evalue}"])
         ] if hint else [new_output("stream", name="stdout", text="passed\n")]
         cells.append(new_code_cell("check()", outputs=outputs, metadata={"nbgrader": {
-            "grade": True, "solution": False, "grade_id": grade_id, "points": points,
-            "score": CLASS[student][grade_id]}}))
-    exporter = HTMLExporter(template_name="feedback", extra_template_basedirs=[str(TEMPLATES)],
-                            extra_template_paths=[str(BOOTSTRAP_CSS)])
-    score = sum(CLASS[student][grade_id] for grade_id in CELLS[notebook])
-    body, _ = exporter.from_notebook_node(new_notebook(cells=cells), resources={"nbgrader": {
-        "notebook": notebook, "score": score, "max_score": sum(CELLS[notebook].values()), "late_penalty": 0}})
-    return body
+            "grade": True, "solution": False, "grade_id": grade_id, "points": points}}))
+    return new_notebook(cells=cells)
 
 
 @pytest.fixture
@@ -81,17 +74,18 @@ def graded_class(tmp_path: Path) -> Course:
     ledger = Ledger(course.root, ASSIGNMENT)
     for student, seconds in SECONDS.items():
         ledger.record(Outcome(student, "graded", seconds=seconds, phases={"cells": seconds / 2}))
-        folder = Path(course.dirs.format_path(course.dirs.feedback_directory, student, ASSIGNMENT))
+        folder = course.autograded(student, ASSIGNMENT)
         folder.mkdir(parents=True)
         for notebook in CELLS:
-            (folder / f"{notebook}.html").write_text(feedback_page(notebook, student))
+            nbformat.write(autograded(notebook, student), folder / f"{notebook}.ipynb")
     return course
 
 
-def test_a_feedback_page_gives_each_failed_cell_the_last_line_of_its_error() -> None:
-    hints = report.feedback_hints(feedback_page("04-deploy", "ben"))
-    assert hints == {"test-apply": "CheckFailed: FAIL deployment_ready: no Deployment ml-api in <namespace>"}
-    assert report.feedback_hints(feedback_page("01-why", "ana")) == {}
+def test_a_failed_test_cell_gives_its_error_and_first_line_and_answer_cells_give_none(tmp_path: Path) -> None:
+    nbformat.write(autograded("04-deploy", "ben"), tmp_path / "04-deploy.ipynb")
+    nbformat.write(autograded("01-why", "ana"), tmp_path / "01-why.ipynb")
+    assert report.student_hints(tmp_path) == {
+        "04-deploy/test-apply": "CheckFailed: FAIL deployment_ready: no Deployment ml-api in <namespace>"}
 
 
 def test_the_class_is_gathered_from_gradebook_feedback_and_ledger(graded_class: Course) -> None:
@@ -115,8 +109,10 @@ def test_one_hint_from_many_submissions_ranks_first_whatever_namespace_each_was_
     data.hints["z"] = {"nb/b": "NotAnswered: not run"}
     assert [(r.hint, r.students, r.failures) for r in data.reasons()] == [
         ("NotAnswered: not run", 3, 3), ("CheckFailed: no Service in <namespace>", 2, 2)]
-    page = feedback_page("04-deploy", "ben").replace(NAMESPACE, "grade-a-long-student-id-9f8e7d6c")
-    assert report.feedback_hints(page)["test-apply"].endswith("in <namespace>")
+    assert report.hint("WaitTimeout", "no route in grade-a-long-student-id-9f8e7d6c after 30 s\n") == (
+        "WaitTimeout: no route in <namespace> after 30 s")
+    assert report.hint("AssertionError", "") == "AssertionError"
+    assert len(report.hint("ApiException", "x" * 5000)) == report.MAX_HINT
 
 
 def test_the_page_embeds_four_plots_and_escapes_hints(graded_class: Course) -> None:
@@ -171,7 +167,7 @@ def test_a_real_class_run_writes_the_report_beside_grades_csv(
     assert first and all(data.pass_rates()[name] == 2 / 3 for name in first)
     assert all(rate == 1 / 3 for name, rate in data.pass_rates().items() if name not in first)
     assert set(data.hints) == {"masters", "untouched", "first-notebook-only"} and not data.hints["masters"]
-    assert len(data.hints["untouched"]) == len(data.exercises), "every cell of a blank submission failed"
+    assert set(data.hints["untouched"]) == set(data.exercises), "only grade cells give hints"
     assert data.reasons()[0].students == 2 and data.reasons()[0].hint.startswith("NotAnswered")
     assert set(data.seconds) == set(data.scores) and all(seconds > 0 for seconds in data.seconds.values())
     seen = open_report(path, Screenshots(SCREENSHOTS / "class-report-real-run"))

@@ -1,8 +1,10 @@
 """The instructor's class report: one HTML page beside grades.csv with what a run says about the class.
 
-Scores and each exercise's points come from the gradebook, the failure reasons from the hints the
-students read in their feedback, grading times from the run's ledger. The plots are embedded as
-PNG data, so the page is one file that opens anywhere (a browser, JupyterLab's file browser).
+Scores and each exercise's points come from the gradebook; the failure reasons are the hints the
+students read in their feedback: each failed test cell's error (its name and its message's first
+line), read from the autograded notebooks the feedback pages are rendered from, so a student whose
+page took too long to render still counts. Grading times come from the run's ledger. The plots are
+embedded as PNG data: the page is one file that opens anywhere (a browser, JupyterLab).
 """
 
 from __future__ import annotations
@@ -16,21 +18,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.utils import is_grade
 
 from autograder.grading.course import Course
 from autograder.grading.ledger import Ledger
 
 REPORT_NAME = "class-report-{assignment}.html"
 TOP_REASONS = 10
+MAX_HINT = 300  # characters: a message may carry a whole HTTP response
 PHASES = ("sandbox set-up", "kernel starts", "cells", "judging", "worker", "clean-up")
-# A grade cell's anchor in nbgrader's feedback page, and the error output of that cell.
-GRADE_CELL = re.compile(r'<a name="(?P<id>[^"]+)"></a><div class="panel-heading">')
-NEXT_CELL = re.compile(r'<div class="cell ')
-ERROR_OUTPUT = re.compile(r'<div class="output_subarea output_text output_error">\s*<pre>(?P<text>.*?)</pre>', re.S)
-TAG = re.compile(r"<[^>]+>")
 # Each submission is graded in its own namespace (names.namespace_for): one reason, whoever hit it.
 GRADING_NAMESPACE = re.compile(r"\bgrade-[a-z0-9-]*?-[0-9a-f]{8}\b")
 
@@ -107,24 +107,29 @@ def gradebook_results(db_url: str, assignment: str, data: ClassData) -> None:
                         grade.score >= grade.max_score)
 
 
-def feedback_hints(page: str) -> dict[str, str]:
-    """Each failed grade cell of one feedback page and the last line of its error: the hint shown."""
+def hint(ename: str, evalue: str) -> str:
+    """What a failed cell tells the student, the same for every submission: the error and its first line."""
+    first = next((line.strip() for line in evalue.splitlines() if line.strip()), "")
+    text = f"{ename}: {first}" if first else ename
+    return GRADING_NAMESPACE.sub("<namespace>", text)[:MAX_HINT]
+
+
+def notebook_hints(path: Path) -> dict[str, str]:
+    """The hint of each failed grade cell of one autograded notebook, by grade id."""
     hints = {}
-    for start in GRADE_CELL.finditer(page):
-        following = NEXT_CELL.search(page, start.end())
-        error = ERROR_OUTPUT.search(page, start.end(), following.start() if following else len(page))
-        if error is None:
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code" or not is_grade(cell):
             continue
-        lines = [line.strip() for line in html.unescape(TAG.sub("", error["text"])).splitlines() if line.strip()]
-        if lines:
-            hints[start["id"]] = GRADING_NAMESPACE.sub("<namespace>", lines[-1])
+        for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                hints[cell.metadata.nbgrader["grade_id"]] = hint(output.ename, output.evalue)
     return hints
 
 
 def student_hints(folder: Path) -> dict[str, str]:
-    """The hints of every feedback page of one student's assignment, by "notebook/grade id"."""
-    return {f"{page.stem}/{grade_id}": hint for page in sorted(folder.glob("*.html"))
-            for grade_id, hint in feedback_hints(page.read_text(errors="replace")).items()}
+    """The hints of every autograded notebook of one student's assignment, by "notebook/grade id"."""
+    return {f"{path.stem}/{grade_id}": text for path in sorted(folder.glob("*.ipynb"))
+            for grade_id, text in notebook_hints(path).items()}
 
 
 def gather(course: Course, assignment: str) -> ClassData:
@@ -132,7 +137,7 @@ def gather(course: Course, assignment: str) -> ClassData:
     data = ClassData(assignment)
     gradebook_results(course.dirs.db_url, assignment, data)
     for student in data.scores:
-        folder = Path(course.dirs.format_path(course.dirs.feedback_directory, student, assignment))
+        folder = course.autograded(student, assignment)
         if folder.is_dir():
             data.hints[student] = student_hints(folder)
     for outcome in Ledger(course.root, assignment).outcomes():
