@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     hosted.add_argument("--tag", help="the image's tag (k8s-ml-lab-hosted:latest, with --student "
                         "k8s-ml-lab-student:latest)")
     hosted.add_argument("--student", action="store_true",
-                        help="the student image for a class: the release and the lab runtime, no answers")
+                        help="the student image for a class: the release and the lab runtime, "
+                             "no answers")
     hosted.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     hosted.add_argument("--build-binaries", action="store_true",
                         help="build the cluster binaries with Go in the image's build stage, as Binder "

@@ -12,11 +12,13 @@ COPY lib/ /opt/k8s-ml-lab/lib/
 COPY --chown=${NB_UID}:${NB_UID} home/ ${HOME}/
 # Students get nbgrader's Assignments tab and validation; not the instructor's formgrader, Create
 # Assignment or course list (--system: the Python's own prefix is not where pip put nbgrader).
-RUN echo /opt/k8s-ml-lab/lib > "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/k8s-ml-lab.pth" \
+RUN site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    && echo /opt/k8s-ml-lab/lib > "${site}/k8s-ml-lab.pth" \
     && for plugin in formgrader create-assignment course-list; do \
            jupyter labextension disable --level=system "@jupyter/nbgrader:${plugin}"; done \
     && for extension in formgrader course_list; do \
-           jupyter server extension disable --system "nbgrader.server_extensions.${extension}"; done \
+           jupyter server extension disable --system "nbgrader.server_extensions.$extension"; \
+       done \
     && python -c "import autograder.lab, autograder.lesson.checks, autograder.practice.supervise"
 WORKDIR ${HOME}
 USER ${NB_USER}

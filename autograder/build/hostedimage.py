@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 HOSTED_TAG = "k8s-ml-lab-hosted:latest"
 STUDENT_TAG = "k8s-ml-lab-student:latest"
-LAB_TAG = "k8s-ml-lab-lab:latest"  # the Dockerfile's `lab` stage: what the student image is built on
+LAB_TAG = "k8s-ml-lab-lab:latest"  # the Dockerfile's `lab` stage: the student image's base
 LAB_TARGET = "lab"
 DOCKERFILE = "binder/Dockerfile"
 STUDENT_DOCKERFILE = "binder/student.Dockerfile"
@@ -66,8 +66,8 @@ STUDENT_FILES = (
     ("autograder/practice/*.py", "lib/autograder/practice"),
     ("autograder/modelserver/__init__.py", "lib/autograder/modelserver"),
     *((f"autograder/lesson/{name}.py", "lib/autograder/lesson") for name in (
-        "__init__", "checks", "handson", "observe", "troubleshoot", "ecosystem", "platforms", "scenarios",
-        "manifests", "fleet")),
+        "__init__", "checks", "handson", "observe", "troubleshoot", "ecosystem", "platforms",
+        "scenarios", "manifests", "fleet")),
     ("manifests/__init__.py", "lib/autograder/manifests"),
     ("manifests/practice/*.yaml", "lib/autograder/manifests/practice"),
 )
@@ -119,8 +119,8 @@ class HostedBuild:
 
 
 def cached_binaries() -> dict[str, Path]:
-    """The practice cluster's binaries this machine holds at their pinned versions: in $LAB_BIN_DIR (as
-    the lab takes them), else in its cache; resolved, so the build context carries files, not links."""
+    """The practice cluster's binaries this machine holds at their pinned versions: in $LAB_BIN_DIR
+    (as the lab takes them), else in its cache; resolved, so the context carries files, not links."""
     folders = [Path(os.environ[BIN_DIR_ENV])] if os.environ.get(BIN_DIR_ENV) else []
     found = {}
     for name in PRACTICE_BINARIES:
@@ -156,7 +156,7 @@ def student_files(root: Path) -> dict[str, Path]:
 
 
 def student_context(root: Path, into: Path) -> Path:
-    """The student image's whole build context: its Dockerfile and the files `STUDENT_FILES` allows."""
+    """The student image's whole build context: its Dockerfile and what `STUDENT_FILES` allows."""
     with tarfile.open(into, "w") as tar:
         tar.add(root / STUDENT_DOCKERFILE, arcname="Dockerfile")
         for arcname, path in student_files(root).items():
@@ -197,18 +197,20 @@ def build(tag: str = HOSTED_TAG, *, nocache: bool = False, use_cached_binaries: 
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="hosted-context-") as scratch:
         context = build_context(root, prebuilt, Path(scratch) / "context.tar")
-        image_id = _build_step(client, context, DOCKERFILE, LAB_TAG if student else tag, lines, started,
-                               buildargs=buildargs, nocache=nocache, target=LAB_TARGET if student else None)
+        image_id = _build_step(client, context, DOCKERFILE, LAB_TAG if student else tag, lines,
+                               started, buildargs=buildargs, nocache=nocache,
+                               target=LAB_TARGET if student else None)
         if student:
-            image_id = _build_step(client, student_context(root, Path(scratch) / "student.tar"), "Dockerfile",
-                                   tag, lines, started, buildargs={"LAB_IMAGE": LAB_TAG}, nocache=nocache)
+            context = student_context(root, Path(scratch) / "student.tar")
+            image_id = _build_step(client, context, "Dockerfile", tag, lines, started,
+                                   buildargs={"LAB_IMAGE": LAB_TAG}, nocache=nocache)
     return HostedBuild(tag=tag, image_id=image_id or client.images.get(tag).id,
                        seconds=time.monotonic() - started, prebuilt=sorted(prebuilt), log=lines)
 
 
 def _build_step(client: DockerClient, context: Path, dockerfile: str, tag: str, lines: list[str],
-                started: float, *, buildargs: dict[str, str], nocache: bool, target: str | None = None
-                ) -> str | None:
+                started: float, *, buildargs: dict[str, str], nocache: bool,
+                target: str | None = None) -> str | None:
     """One `docker build` of the tar `context`, its output kept in `lines`; the image's id."""
     step, image_id = "", None
     with context.open("rb") as stream_in:

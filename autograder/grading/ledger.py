@@ -65,7 +65,8 @@ class Ledger:
 
     def outcomes(self) -> list[Outcome]:
         """Every graded outcome recorded for this assignment, whichever run graded it."""
-        return [outcome for path in sorted(self.folder.glob("*.json")) if (outcome := _graded(path))]
+        recorded = (_graded(path) for path in sorted(self.folder.glob("*.json")))
+        return [outcome for outcome in recorded if outcome is not None]
 
     def record(self, outcome: Outcome) -> None:
         """Keep a graded outcome; a partly written file can never be read back."""
