@@ -110,8 +110,9 @@ def _kind_image(args: argparse.Namespace) -> int:
 def _hosted_image(args: argparse.Namespace) -> int:
     from autograder.build import hostedimage
 
-    built = hostedimage.build(args.tag or hostedimage.HOSTED_TAG, nocache=args.no_cache,
-                              use_cached_binaries=not args.build_binaries)
+    default_tag = hostedimage.STUDENT_TAG if args.student else hostedimage.HOSTED_TAG
+    built = hostedimage.build(args.tag or default_tag, nocache=args.no_cache,
+                              use_cached_binaries=not args.build_binaries, student=args.student)
     print(built.summary())
     return 0
 
@@ -153,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     hosted = commands.add_parser("hosted-image", help="build the hosted JupyterLab image (binder/Dockerfile)")
     hosted.add_argument("action", choices=["build"])
-    hosted.add_argument("--tag", help="the image's tag (k8s-ml-lab-hosted:latest)")
+    hosted.add_argument("--tag", help="the image's tag (k8s-ml-lab-hosted:latest, with --student "
+                        "k8s-ml-lab-student:latest)")
+    hosted.add_argument("--student", action="store_true",
+                        help="the student image for a class: the release and the lab runtime, "
+                             "no answers")
     hosted.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     hosted.add_argument("--build-binaries", action="store_true",
                         help="build the cluster binaries with Go in the image's build stage, as Binder "

@@ -4,6 +4,9 @@ The build context is the repository as `.dockerignore` leaves it, sent as a tar 
 the practice cluster's binaries cached on this machine can ride along in `binder/prebuilt/`
 (the Dockerfile's build stage then skips its Go build) without being written into the checkout.
 Its base, `python:3.11-slim`, is pulled or made offline by `autograder.build.baseimage`.
+
+The student image (binder/student.Dockerfile, on the Dockerfile's `lab` stage) is the hosted image
+without the answers: its build context holds only what `STUDENT_FILES` names.
 """
 
 from __future__ import annotations
@@ -21,23 +24,49 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import takewhile
 from pathlib import Path
 
+from docker import DockerClient
 from docker.models.containers import Container
 from docker.utils.build import exclude_paths
 
 from autograder import REPO_ROOT
 from autograder.build import baseimage
 from autograder.shared import dockerengine, ports
-from autograder.shared.binaries import PRACTICE_BINARIES
+from autograder.shared.binaries import BIN_DIR_ENV, PRACTICE_BINARIES
 from autograder.shared.errors import LabError
 from autograder.shared.pins import PIN_OF, cache_dir
 
 logger = logging.getLogger(__name__)
 
 HOSTED_TAG = "k8s-ml-lab-hosted:latest"
+STUDENT_TAG = "k8s-ml-lab-student:latest"
+LAB_TAG = "k8s-ml-lab-lab:latest"  # the Dockerfile's `lab` stage: the student image's base
+LAB_TARGET = "lab"
 DOCKERFILE = "binder/Dockerfile"
+STUDENT_DOCKERFILE = "binder/student.Dockerfile"
 PREBUILT = "binder/prebuilt"
+# What a student's server holds, as (glob in the repository, folder in the student image's build
+# context, which binder/student.Dockerfile copies into place): the release
+# and the runtime notebooks import. An allowlist, so that nothing holding an answer gets in unnamed:
+# not source/ (masters, hidden tests), not the reference manifests (deployment.yaml, service.yaml)
+# nor the reference app (modelserver's app.py, Dockerfile), not lesson/steps.py (it performs the
+# steps), not grading/, build/, bench/ nor the CLI that imports them.
+STUDENT_FILES = (
+    ("notebooks/*.ipynb", "home/notebooks"),
+    ("autograder/__init__.py", "lib/autograder"),
+    ("autograder/shared/*.py", "lib/autograder/shared"),
+    ("autograder/providers/*.py", "lib/autograder/providers"),
+    ("autograder/lab/*.py", "lib/autograder/lab"),
+    ("autograder/practice/*.py", "lib/autograder/practice"),
+    ("autograder/modelserver/__init__.py", "lib/autograder/modelserver"),
+    *((f"autograder/lesson/{name}.py", "lib/autograder/lesson") for name in (
+        "__init__", "checks", "handson", "observe", "troubleshoot", "ecosystem", "platforms",
+        "scenarios", "manifests", "fleet")),
+    ("manifests/__init__.py", "lib/autograder/manifests"),
+    ("manifests/practice/*.yaml", "lib/autograder/manifests/practice"),
+)
 LAB_PORT = 8888
 NB_UID = 1000
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
@@ -86,9 +115,16 @@ class HostedBuild:
 
 
 def cached_binaries() -> dict[str, Path]:
-    """The practice cluster's binaries this machine has cached at their pinned versions."""
-    found = {name: cache_dir(PIN_OF[name]) / name for name in PRACTICE_BINARIES}
-    return {name: path for name, path in found.items() if path.is_file() and os.access(path, os.X_OK)}
+    """The practice cluster's binaries this machine holds at their pinned versions: in $LAB_BIN_DIR
+    (as the lab takes them), else in its cache; resolved, so the context carries files, not links."""
+    folders = [Path(os.environ[BIN_DIR_ENV])] if os.environ.get(BIN_DIR_ENV) else []
+    found = {}
+    for name in PRACTICE_BINARIES:
+        for path in [folder / name for folder in folders] + [cache_dir(PIN_OF[name]) / name]:
+            if path.is_file() and os.access(path, os.X_OK):
+                found[name] = path.resolve()
+                break
+    return found
 
 
 def build_context(root: Path, prebuilt: dict[str, Path], into: Path) -> Path:
@@ -101,6 +137,26 @@ def build_context(root: Path, prebuilt: dict[str, Path], into: Path) -> Path:
             tar.add(root / relative, arcname=relative, recursive=False)
         for name, path in prebuilt.items():
             tar.add(path, arcname=f"{PREBUILT}/{name}")
+    return into
+
+
+def student_files(root: Path) -> dict[str, Path]:
+    """Every file `STUDENT_FILES` allows, by its path in the student image's build context."""
+    chosen: dict[str, Path] = {}
+    for pattern, folder in STUDENT_FILES:
+        base = Path(*takewhile(lambda part: "*" not in part, Path(pattern).parent.parts))
+        for path in sorted(root.glob(pattern)):
+            if path.is_file() and "__pycache__" not in path.parts:
+                chosen[f"{folder}/{path.relative_to(root / base)}"] = path
+    return chosen
+
+
+def student_context(root: Path, into: Path) -> Path:
+    """The student image's whole build context: its Dockerfile and what `STUDENT_FILES` allows."""
+    with tarfile.open(into, "w") as tar:
+        tar.add(root / STUDENT_DOCKERFILE, arcname="Dockerfile")
+        for arcname, path in student_files(root).items():
+            tar.add(path, arcname=arcname)
     return into
 
 
@@ -117,8 +173,12 @@ def go_proxy() -> str:
 
 
 def build(tag: str = HOSTED_TAG, *, nocache: bool = False, use_cached_binaries: bool = True,
-          root: Path = REPO_ROOT) -> HostedBuild:
-    """`docker build -f binder/Dockerfile -t TAG .` through the SDK, logging each step as it starts."""
+          root: Path = REPO_ROOT, student: bool = False) -> HostedBuild:
+    """`docker build -f binder/Dockerfile -t TAG .` through the SDK, logging each step as it starts.
+
+    With `student`: the Dockerfile's `lab` stage (binaries and server settings) as LAB_TAG, then
+    binder/student.Dockerfile on it, from a context holding only what `STUDENT_FILES` allows.
+    """
     if not (root / DOCKERFILE).is_file():
         raise HostedImageError(f"no {DOCKERFILE} under {root}: build the hosted image from a checkout")
     client = dockerengine.client()
@@ -131,27 +191,42 @@ def build(tag: str = HOSTED_TAG, *, nocache: bool = False, use_cached_binaries: 
                    else "built with Go in the build stage (several minutes)"))
     started = time.monotonic()
     lines: list[str] = []
-    step, image_id = "", None
     with tempfile.TemporaryDirectory(prefix="hosted-context-") as scratch:
         context = build_context(root, prebuilt, Path(scratch) / "context.tar")
-        with context.open("rb") as stream_in:
-            stream = client.api.build(fileobj=stream_in, custom_context=True, dockerfile=DOCKERFILE, tag=tag,
-                                      buildargs=buildargs, rm=True, forcerm=True, nocache=nocache, decode=True)
-            for chunk in stream:
-                text = chunk.get("stream", "")
-                lines.extend(text.splitlines())
-                if match := STEP.match(text.strip()):
-                    step = text.strip()
-                    logger.info(f"  [{time.monotonic() - started:6.1f} s] step {match[1]}/{match[2]}: {match[3][:90]}")
-                elif text.strip() and not text.startswith((" ---> ", "Removing intermediate", "Successfully")):
-                    logger.info(f"    {text.strip()[-160:]}")  # what a step prints: a Go build's progress
-                image_id = chunk.get("aux", {}).get("ID", image_id)
-                if "error" in chunk:
-                    tail = "\n".join(line for line in lines[-20:] if line.strip())
-                    raise HostedImageError(f"docker build of {tag} failed at {step or 'the start'}\n"
-                                           f"{chunk['error'].strip()}\n--- last output ---\n{tail}")
+        image_id = _build_step(client, context, DOCKERFILE, LAB_TAG if student else tag, lines,
+                               started, buildargs=buildargs, nocache=nocache,
+                               target=LAB_TARGET if student else None)
+        if student:
+            context = student_context(root, Path(scratch) / "student.tar")
+            image_id = _build_step(client, context, "Dockerfile", tag, lines, started,
+                                   buildargs={"LAB_IMAGE": LAB_TAG}, nocache=nocache)
     return HostedBuild(tag=tag, image_id=image_id or client.images.get(tag).id,
                        seconds=time.monotonic() - started, prebuilt=sorted(prebuilt), log=lines)
+
+
+def _build_step(client: DockerClient, context: Path, dockerfile: str, tag: str, lines: list[str],
+                started: float, *, buildargs: dict[str, str], nocache: bool,
+                target: str | None = None) -> str | None:
+    """One `docker build` of the tar `context`, its output kept in `lines`; the image's id."""
+    step, image_id = "", None
+    with context.open("rb") as stream_in:
+        stream = client.api.build(fileobj=stream_in, custom_context=True, dockerfile=dockerfile, tag=tag,
+                                  buildargs=buildargs, rm=True, forcerm=True, nocache=nocache, decode=True,
+                                  target=target)
+        for chunk in stream:
+            text = chunk.get("stream", "")
+            lines.extend(text.splitlines())
+            if match := STEP.match(text.strip()):
+                step = text.strip()
+                logger.info(f"  [{time.monotonic() - started:6.1f} s] step {match[1]}/{match[2]}: {match[3][:90]}")
+            elif text.strip() and not text.startswith((" ---> ", "Removing intermediate", "Successfully")):
+                logger.info(f"    {text.strip()[-160:]}")  # what a step prints: a Go build's progress
+            image_id = chunk.get("aux", {}).get("ID", image_id)
+            if "error" in chunk:
+                tail = "\n".join(line for line in lines[-20:] if line.strip())
+                raise HostedImageError(f"docker build of {tag} failed at {step or 'the start'}\n"
+                                       f"{chunk['error'].strip()}\n--- last output ---\n{tail}")
+    return image_id
 
 
 @dataclass

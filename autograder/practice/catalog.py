@@ -142,7 +142,11 @@ def snapshot_source(tag: str, source: Path) -> tuple[Path, int]:
 
 
 def preload_reference_images(core: client.CoreV1Api) -> None:
-    """The course's reference ml-api:v1/v2 come pre-pulled on the practice nodes; a student's load replaces them."""
+    """The course's reference ml-api:v1/v2 come pre-pulled on the practice nodes; a student's load
+    replaces them. The student image has no reference app (it answers the app exercise): none there.
+    """
+    if not (MODEL_SERVER / "app.py").is_file():
+        return
     loaded = catalog(core)
     for tag, version in REFERENCE_IMAGES.items():
         if tag not in loaded:

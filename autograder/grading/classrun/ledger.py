@@ -59,14 +59,13 @@ class Ledger:
 
     def done(self, student: str, submission: str) -> Outcome | None:
         """The recorded outcome when this exact submission was already graded."""
-        path = self._path(student)
-        if not path.is_file():
-            return None
-        try:
-            outcome = Outcome(**json.loads(path.read_text()))
-        except (ValueError, TypeError):
-            return None
-        return outcome if outcome.status == "graded" and outcome.submission == submission else None
+        outcome = _graded(self._path(student))
+        return outcome if outcome is not None and outcome.submission == submission else None
+
+    def outcomes(self) -> list[Outcome]:
+        """Every graded outcome recorded for this assignment, whichever run graded it."""
+        recorded = (_graded(path) for path in sorted(self.folder.glob("*.json")))
+        return [outcome for outcome in recorded if outcome is not None]
 
     def record(self, outcome: Outcome) -> None:
         """Keep a graded outcome; a partly written file can never be read back."""
@@ -75,6 +74,17 @@ class Ledger:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(asdict(outcome), indent=1))
         os.replace(temporary, path)
+
+
+def _graded(path: Path) -> Outcome | None:
+    """The graded outcome recorded in `path`; None for a missing, unreadable or ungraded record."""
+    if not path.is_file():
+        return None
+    try:
+        outcome = Outcome(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        return None
+    return outcome if outcome.status == "graded" else None
 
 
 def _read_only(path: Path) -> sqlite3.Connection:

@@ -17,7 +17,7 @@ from kubernetes import client
 from tqdm.auto import tqdm
 
 from autograder.grading import UNISOLATED_FLAG, nodes, sandbox
-from autograder.grading.classrun import ledger
+from autograder.grading.classrun import ledger, report
 from autograder.grading.classrun.course import (
     Course,
     GradingError,
@@ -125,6 +125,8 @@ def grade_class(course: Course | Path, assignment: str, students: list[str] | No
                     outcomes[student].detail, f"No feedback: it took longer than {settings.feedback_timeout:.0f} s "
                     "to render."]))
             logger.info(f"grades written to {csv}")
+        if settings.feedback:
+            logger.info(f"class report written to {report.write(course, assignment)}")
     return list(outcomes.values())
 
 
