@@ -74,3 +74,11 @@ def test_at_most_three_sleeps_each_saying_why() -> None:
     for path, number in sleeps:
         before = path.read_text().splitlines()[max(0, number - 4):number - 1]
         assert any(line.strip().startswith("#") for line in before), f"{path}:{number} says not why it sleeps"
+
+
+def test_nothing_a_notebook_imports_reaches_the_course_room() -> None:
+    graph = imports()
+    notebook_side = {"autograder.lab", *(m for m in graph if m.startswith(("autograder.lesson", "autograder.lab")))}
+    reached = set().union(*(reachable(graph, m) | {m} for m in notebook_side))
+    assert not [m for m in reached if m.startswith(("autograder.course", "autograder.bench"))
+                or m == "autograder.demo"]

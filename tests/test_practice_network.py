@@ -20,10 +20,10 @@ import requests
 import yaml
 
 from autograder import MANIFESTS
+from autograder.course.steps import serve_lesson_images
 from autograder.lab import connect
 from autograder.lab import workloads as w
 from autograder.lab.practice import Practice
-from autograder.lesson.steps import serve_lesson_images
 
 pytestmark = pytest.mark.cluster
 
