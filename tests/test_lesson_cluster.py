@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from autograder.course import actions, references
-from autograder.lab import workloads
-from autograder.lesson import fleet, manifests, observe, troubleshoot
+from autograder.lab import k8s, workloads
+from autograder.lesson import fleet, manifests, observe, review, troubleshoot
 
 pytestmark = pytest.mark.cluster
 
@@ -93,3 +95,14 @@ def test_logs_failure_is_a_sentence(lab):
 
 def test_the_practice_cluster_has_what_notebook_7_needs(lab):
     assert fleet.missing_features(lab) == []
+
+
+@pytest.mark.cluster
+def test_the_reviews_answers_are_drawn_each_run_and_read_off_the_cluster(lab) -> None:
+    review.prepare(lab, random.Random(7))
+    draw = random.Random(7)
+    updates, code = draw.randint(1, 3), draw.randint(2, 99)
+    assert k8s.revision(lab.apps.read_namespaced_deployment("review-api", lab.namespace)) == updates + 1
+    [pod] = lab.core.list_namespaced_pod(lab.namespace, label_selector="app=review-crash").items
+    assert [status.last_state.terminated.exit_code for status in pod.status.container_statuses] == [code]
+    assert pod.spec.node_name
