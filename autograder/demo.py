@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from autograder import MANIFESTS
+from autograder.course import actions
 from autograder.lab import workloads as w
 from autograder.lab.cluster import connect
 from autograder.shared.provider import Lab
@@ -40,18 +41,18 @@ def lesson_flow(lab: Lab, progress: bool = False) -> list[Step]:
 
     def scale_to(replicas: int) -> Callable[[], str]:
         def action() -> str:
-            w.scale(lab, DEPLOYMENT, replicas)
+            actions.scale(lab, DEPLOYMENT, replicas)
             w.wait_for_rollout(lab, DEPLOYMENT, progress=progress)
             return _ready(lab)
         return action
 
     def update() -> str:
-        w.set_image(lab, DEPLOYMENT, "ml-api", "ml-api:v2")
+        actions.set_image(lab, DEPLOYMENT, "ml-api", "ml-api:v2")
         w.wait_for_rollout(lab, DEPLOYMENT, progress=progress)
         return _current(lab)
 
     def undo() -> str:
-        w.rollback(lab, DEPLOYMENT)
+        actions.rollback(lab, DEPLOYMENT)
         w.wait_for_rollout(lab, DEPLOYMENT, progress=progress)
         return _current(lab)
 

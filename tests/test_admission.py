@@ -142,8 +142,8 @@ def masters() -> dict[str, nbformat.NotebookNode]:
             new_code_cell(f"### BEGIN SOLUTION\n{FLEET}\n### END SOLUTION",
                           metadata=_meta("fleet", solution=True)),
             new_code_cell(FLEET_PLACED, metadata=_meta("test-fleet", grade=True, locked=True, points=2)),
-            new_code_cell('workloads.delete_by_label(lab, "app=gpu-model")\n'
-                          'workloads.delete_by_label(lab, "lesson-part=bin-packing")',
+            new_code_cell("!kubectl delete deployments -l app=gpu-model\n"
+                          "!kubectl delete deployments -l lesson-part=bin-packing",
                           metadata=_meta("cleanup", locked=True))]
     notebooks = {EARLY: new_notebook(cells=early), GPUS: new_notebook(cells=gpus)}
     for notebook in notebooks.values():

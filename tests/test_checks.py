@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+import subprocess
 import uuid
 
 import pytest
 from kubernetes import utils
 
 from autograder import MANIFESTS
+from autograder.course import actions
 from autograder.lab import workloads
 from autograder.lesson import checks
 from autograder.lesson.checks import CheckResult
+from autograder.shared import binaries
 
 
 def test_result_is_truthy_only_when_passed() -> None:
@@ -54,7 +57,7 @@ def test_eventually_waits_only_while_the_cluster_converges() -> None:
 
 def test_every_check_is_registered_by_name() -> None:
     assert set(checks.CHECKS) == {"deployment_ready", "service_routes", "scaled_to", "rolled_out",
-                                  "rolled_back", "namespace_clean"}
+                                  "rolled_back", "namespace_clean", "changed_with_kubectl"}
 
 
 # --- against the real practice cluster -------------------------------------------------------
@@ -77,26 +80,61 @@ def test_checks_follow_the_lesson_from_start_to_cleanup(lab) -> None:
     assert not checks.namespace_clean(lab, "app=ml-api")
     assert not checks.rolled_back(lab, "ml-api", "ml-api:v1", replaced="ml-api:v2")
 
-    workloads.scale(lab, "ml-api", 5)
+    actions.scale(lab, "ml-api", 5)
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
     checks.scaled_to(lab, "ml-api", 5).assert_passed()
-    workloads.scale(lab, "ml-api", 3)
+    actions.scale(lab, "ml-api", 3)
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
     after = checks.eventually(checks.scaled_to, lab, "ml-api", 5, timeout=10)
     assert after and "was scaled up to 5" in after.message
 
-    workloads.set_image(lab, "ml-api", "ml-api", "ml-api:v2")
+    actions.set_image(lab, "ml-api", "ml-api", "ml-api:v2")
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
     checks.rolled_out(lab, "ml-api", "ml-api:v2", replaced="ml-api:v1").assert_passed()
     assert not checks.rolled_back(lab, "ml-api", "ml-api:v1", replaced="ml-api:v2")
 
-    workloads.rollback(lab, "ml-api")
+    actions.rollback(lab, "ml-api")
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
     checks.rolled_back(lab, "ml-api", "ml-api:v1", replaced="ml-api:v2").assert_passed()
     assert "runs 'ml-api:v1'" in checks.rolled_out(lab, "ml-api", "ml-api:v2").message
 
-    workloads.delete_by_label(lab, "app=ml-api")
+    actions.delete_by_label(lab, "app=ml-api")
     checks.eventually(checks.namespace_clean, lab, "app=ml-api", deployed="ml-api", timeout=60).assert_passed()
+
+
+def _kubectl(lab, *arguments: str) -> None:
+    """The pinned kubectl in the lab's context and namespace, as a notebook's `!kubectl` line runs it."""
+    pinned = binaries.find("kubectl")
+    assert pinned is not None, "kubectl is one of the binaries `make test` provides"
+    subprocess.run([str(pinned), "--context", lab.context, "-n", lab.namespace, *arguments], check=True,
+                   capture_output=True, timeout=60)
+
+
+@pytest.mark.cluster
+def test_a_command_step_counts_only_when_kubectl_made_the_change(lab) -> None:
+    workloads.apply(lab, _lesson_manifests()[:1])
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+    actions.scale(lab, "ml-api", 2)  # the Kubernetes client, as the course's own actions use it
+    refused = checks.changed_with_kubectl(lab, "ml-api", "scale")
+    assert not refused and "OpenAPI-Generator" in refused.message
+    assert "run `kubectl scale deployment ml-api --replicas=N`" in refused.message
+    _kubectl(lab, "scale", "deployment", "ml-api", "--replicas=3")
+    checks.changed_with_kubectl(lab, "ml-api", "scale").assert_passed()
+
+    actions.set_image(lab, "ml-api", "ml-api", "ml-api:v2")
+    assert not checks.changed_with_kubectl(lab, "ml-api", "set image")
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+    _kubectl(lab, "set", "image", "deployment/ml-api", "ml-api=ml-api:v1")
+    checks.changed_with_kubectl(lab, "ml-api", "set image").assert_passed()
+    assert not checks.changed_with_kubectl(lab, "ml-api", "rollout undo")
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+
+    actions.rollback(lab, "ml-api")
+    assert not checks.changed_with_kubectl(lab, "ml-api", "rollout undo")
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+    _kubectl(lab, "rollout", "undo", "deployment/ml-api")
+    checks.changed_with_kubectl(lab, "ml-api", "rollout undo").assert_passed()
+    assert checks.changed_with_kubectl(lab, "ml-api", "scale"), "an image change leaves the replicas' writer"
 
 
 @pytest.mark.cluster

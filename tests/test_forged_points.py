@@ -24,12 +24,11 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_
 from autograder.grading.classrun import submissions
 from autograder.grading.classrun.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
-from test_grading import _meta, edit, new_course, replace_step
+from test_grading import DEPLOYMENT, _meta, edit, new_course, replace_step
 
 ASSIGNMENT = "answers"
 NOTEBOOK = "answers.ipynb"
-SETUP = """from autograder import MANIFESTS
-from autograder.lesson.checks import deployment_ready
+SETUP = """from autograder.lesson.checks import deployment_ready
 from autograder.lab import connect, workloads
 lab = connect()"""
 STEPS = [  # (step, solution, test with hidden parts, points)
@@ -37,7 +36,7 @@ STEPS = [  # (step, solution, test with hidden parts, points)
     ("double", "def double(x):\n    return 2 * x",
      "assert double(2) == 4\n### BEGIN HIDDEN TESTS\nassert [double(i) for i in range(4)] == [0, 2, 4, 6]\n"
      "### END HIDDEN TESTS", 2),
-    ("deploy", 'workloads.apply(lab, workloads.load_manifests(MANIFESTS / "deployment.yaml"))\n'
+    ("deploy", f"workloads.apply(lab, [{DEPLOYMENT!r}])\n"
                'workloads.wait_for_rollout(lab, "ml-api", progress=False)',
      'deployment_ready(lab, "ml-api", replicas=3).assert_passed()', 3),
 ]

@@ -22,38 +22,69 @@ import pytest
 from kubernetes import client
 from nbformat.v4 import new_code_cell, new_notebook
 
-from autograder import REPO_ROOT
+from autograder import MANIFESTS, REPO_ROOT
 from autograder.grading import sandbox
 from autograder.grading.classrun import submissions
 from autograder.grading.classrun.course import Course, GradingError, ensure_in_gradebook
 from autograder.grading.classrun.ledger import Ledger
 from autograder.grading.classrun.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
+from autograder.lab import workloads
 from autograder.shared import kubeconfig
 
 ASSIGNMENT = "k8s-steps"
 NOTEBOOK = "steps.ipynb"
-SETUP = """from autograder import MANIFESTS
-from autograder.lesson.checks import *
+SETUP = """from autograder.lesson.checks import *
 from autograder.lab import connect, workloads
-lab = connect()
-deployment, service = workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")"""
+lab = connect()"""
+# The student's own manifests, typed into their cells (the course's copies are hidden from a graded kernel).
+DEPLOYMENT, SERVICE = workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")
+WAIT = '\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)'
 STEPS = [  # (step, solution, test, points)
-    ("deploy", 'workloads.apply(lab, [deployment])\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)',
+    ("deploy", f"workloads.apply(lab, [{DEPLOYMENT!r}]){WAIT}",
      'deployment_ready(lab, "ml-api", replicas=3).assert_passed()', 3),
-    ("service", "workloads.apply(lab, [service])",
+    ("service", f"workloads.apply(lab, [{SERVICE!r}])",
      'eventually(service_routes, lab, "ml-api-service", "ml-api").assert_passed()', 2),
-    ("scale", 'workloads.scale(lab, "ml-api", 5)\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)\n'
-              'workloads.scale(lab, "ml-api", 3)\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)',
-     'scaled_to(lab, "ml-api", 5).assert_passed()', 1),
-    ("update", 'workloads.set_image(lab, "ml-api", "ml-api", "ml-api:v2")\n'
-               'workloads.wait_for_rollout(lab, "ml-api", progress=False)',
-     'rolled_out(lab, "ml-api", "ml-api:v2", replaced="ml-api:v1").assert_passed()', 1),
-    ("rollback", 'workloads.rollback(lab, "ml-api")\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)',
-     'rolled_back(lab, "ml-api", "ml-api:v1", replaced="ml-api:v2").assert_passed()', 2),
-    ("cleanup", 'workloads.delete_by_label(lab, "app=ml-api")',
+    ("scale", f"!kubectl scale deployment ml-api --replicas=5{WAIT}\n!kubectl scale deployment ml-api --replicas=3{WAIT}",
+     'scaled_to(lab, "ml-api", 5).assert_passed()\nchanged_with_kubectl(lab, "ml-api", "scale").assert_passed()', 1),
+    ("update", f"!kubectl set image deployment/ml-api ml-api=ml-api:v2{WAIT}",
+     'rolled_out(lab, "ml-api", "ml-api:v2", replaced="ml-api:v1").assert_passed()\n'
+     'changed_with_kubectl(lab, "ml-api", "set image").assert_passed()', 1),
+    ("rollback", f"!kubectl rollout undo deployment/ml-api{WAIT}",
+     'rolled_back(lab, "ml-api", "ml-api:v1", replaced="ml-api:v2").assert_passed()\n'
+     'changed_with_kubectl(lab, "ml-api", "rollout undo").assert_passed()', 2),
+    ("cleanup", "!kubectl delete deployment,service -l app=ml-api",
      'eventually(namespace_clean, lab, "app=ml-api", deployed="ml-api", timeout=60).assert_passed()', 1),
 ]
+# Every step done with what the course ships instead of the student's own work: its step functions, its
+# manifests (by Python and by `kubectl apply -f`) and its actions. Each must earn nothing.
+COURSE_ANSWERS = {
+    "deploy": """from autograder import MANIFESTS
+try:
+    from autograder.course import steps
+    steps.deploy_first_app(lab)
+except ImportError as error:
+    print("no course steps:", error)
+workloads.apply(lab, workloads.load_manifests(MANIFESTS / "deployment.yaml"))
+!kubectl apply -f {MANIFESTS / "deployment.yaml"}""",
+    "service": """from autograder import MANIFESTS
+workloads.apply(lab, workloads.load_manifests(MANIFESTS / "service.yaml"))
+!kubectl apply -f {MANIFESTS / "service.yaml"}""",
+    "scale": 'from autograder.course import actions\nactions.scale(lab, "ml-api", 5)',
+    "update": 'from autograder.course import actions\nactions.set_image(lab, "ml-api", "ml-api", "ml-api:v2")',
+    "rollback": 'from autograder.course import actions\nactions.rollback(lab, "ml-api")',
+    "cleanup": 'from autograder.course import actions\nactions.delete_by_label(lab, "app=ml-api")',
+}
+# The commands' steps done with the Kubernetes client, as the course's actions do them: right state, wrong tool.
+CLIENT_FOR_COMMANDS = {
+    "scale": 'lab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, {"spec": {"replicas": 5}})'
+             f'{WAIT}\nlab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, {{"spec": {{"replicas": 3}}}})'
+             f'{WAIT}',
+    "update": 'lab.apps.patch_namespaced_deployment("ml-api", lab.namespace, {"spec": {"template": {"spec": '
+              f'{{"containers": [{{"name": "ml-api", "image": "ml-api:v2"}}]}}}}}}}}){WAIT}',
+    "rollback": 'lab.apps.patch_namespaced_deployment("ml-api", lab.namespace, {"spec": {"template": {"spec": '
+                f'{{"containers": [{{"name": "ml-api", "image": "ml-api:v1"}}]}}}}}}}}){WAIT}',
+}
 POINTS = {step: points for step, _, _, points in STEPS}
 FULL = sum(POINTS.values())
 
@@ -170,7 +201,14 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     edit(course, "hostile-steals-admin", replace_step("deploy", STEAL.format(
         home=Path.home(), bystander=bystander, cluster=practice_cluster.workdir) + STEPS[0][1]))
     write("hostile-scale", {"deploy", "service"})
-    edit(course, "hostile-scale", replace_step("scale", 'workloads.scale(lab, "ml-api", 1000)'))
+    edit(course, "hostile-scale", replace_step("scale", (
+        'lab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, {"spec": {"replicas": 1000}})')))
+    write("hostile-course-answers", None)
+    for step, source in COURSE_ANSWERS.items():
+        edit(course, "hostile-course-answers", replace_step(step, source))
+    write("hostile-client-for-commands", None)
+    for step, source in CLIENT_FOR_COMMANDS.items():
+        edit(course, "hostile-client-for-commands", replace_step(step, source))
     write("hostile-monkeypatch")
     edit(course, "hostile-monkeypatch", replace_step("deploy", MONKEYPATCH))
     write("hostile-edits-tests")
@@ -195,7 +233,8 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
         "solved": FULL, "untouched": 0, "partial": POINTS["deploy"] + POINTS["service"],
         "broken-first-cell": 0, "infinite-loop": FULL - POINTS["scale"], "hostile-namespace": FULL,
         "hostile-steals-admin": FULL, "hostile-scale": POINTS["deploy"] + POINTS["service"], "hostile-monkeypatch": 0,
-        "hostile-edits-tests": 0,
+        "hostile-edits-tests": 0, "hostile-course-answers": 0,
+        "hostile-client-for-commands": POINTS["deploy"] + POINTS["service"] + POINTS["cleanup"],
     }
     assert {s: (o.status, o.score) for s, o in got.items()} == {s: ("graded", p) for s, p in expected.items()}
     assert all(o.max_score == FULL for o in outcomes)

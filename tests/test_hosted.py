@@ -30,7 +30,7 @@ import json
 import subprocess
 from autograder.lab import connect
 from autograder.lab.traffic import port_forward
-from autograder.lesson.steps import deploy_first_app
+from autograder.course.steps import deploy_first_app
 lab = connect("practice", namespace="hosted-check")
 deploy_first_app(lab)
 ready = lab.apps.read_namespaced_deployment("ml-api", lab.namespace).status.ready_replicas

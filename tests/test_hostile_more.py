@@ -28,7 +28,7 @@ from autograder.grading.worker import values
 from autograder.shared import kubeconfig
 from conftest import adopting_orphans, jailed_kernels
 from test_forged_points import ASSIGNMENT, FULL, NOTEBOOK, POINTS, _submit, master
-from test_grading import bystander, new_course  # noqa: F401 (a fixture)
+from test_grading import DEPLOYMENT, bystander, new_course  # noqa: F401 (a fixture)
 
 
 def _forged(snapshot: str, call: str) -> str:
@@ -56,7 +56,7 @@ def double(x):
     raise SystemExit("[grader] all tests passed")"""
 NEVER_RETURNS = "def double(x):\n    while True:\n        pass"
 # A system priority lets the scheduler evict other students' pods to make room for this one's.
-PREEMPTS = """[deployment] = workloads.load_manifests(MANIFESTS / "deployment.yaml")
+PREEMPTS = f"""deployment = {DEPLOYMENT!r}
 deployment["spec"]["template"]["spec"]["priorityClassName"] = "system-node-critical"
 workloads.apply(lab, [deployment])"""
 

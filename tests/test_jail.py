@@ -290,6 +290,56 @@ def test_kernels_are_forks_of_the_warm_server_and_hold_nothing_of_it(tmp_path: P
         assert _listening_inode(server) not in seen["links"]
 
 
+COURSE_PROBE = """
+import importlib, json, os, pathlib, sys
+import autograder
+from autograder import MANIFESTS
+from autograder.lab import workloads
+from autograder.lesson import fleet, observe
+from autograder.modelserver import SOURCE
+def imports(name):
+    try:
+        importlib.import_module(name)
+        return True
+    except Exception:
+        return False
+def reads(path):
+    try:
+        return bool(path.read_bytes() if path.is_file() else os.listdir(path))
+    except OSError:
+        return False
+package = pathlib.Path(autograder.__file__).parent
+print(json.dumps({
+    "runtime": all(imports(name) for name in RUNTIME),
+    "importable": sorted(name for name in COURSE if imports(name)),
+    "loaded": sorted(name for name in sys.modules if name in COURSE),
+    "readable": sorted(str(path) for path in (package / "course" / "steps.py", package / "lesson" / "steps.py",
+                       package / "demo.py", SOURCE / "app.py", SOURCE / "Dockerfile",
+                       MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml") if reads(path)),
+    "doers": sorted(name for module, name in ((workloads, "scale"), (workloads, "set_image"),
+                    (workloads, "rollback"), (workloads, "delete_by_label"), (fleet, "pods_per_node"),
+                    (observe, "node_loads")) if hasattr(module, name)),
+}))
+"""
+KERNEL_RUNTIME = ("autograder.lab", "autograder.lab.images", "autograder.lab.traffic", "autograder.lesson.checks",
+                  "autograder.lesson.fleet", "autograder.lesson.handson", "autograder.lesson.observe",
+                  "autograder.lesson.troubleshoot", "autograder.lesson.manifests")
+COURSE_MODULES = ("autograder.course.steps", "autograder.course.actions", "autograder.course.references",
+                  "autograder.lesson.steps", "autograder.demo", "autograder.bench.cluster", "autograder.bench.grade")
+
+
+@pytest.mark.root
+def test_a_graded_kernel_imports_the_runtime_but_no_step_reference_course_app_or_manifest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    code = f"RUNTIME = {KERNEL_RUNTIME!r}\nCOURSE = {COURSE_MODULES!r}\n" + COURSE_PROBE
+    with _jailed_kernel(tmp_path) as (manager, _):
+        seen = json.loads(_run_in(manager, code))
+    assert seen == {"runtime": True, "importable": [], "loaded": [], "readable": [], "doers": []}
+    assert all(path.exists() for path in jail.course_only())  # there to hide: the grader's own process reads them
+
+
 @pytest.mark.root
 def test_a_student_reaches_the_cluster_with_the_clients_default_kubeconfig(
         tmp_path: Path, api_server: int, student_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,3 +103,11 @@ def test_the_shared_room_stands_on_nothing_and_the_cluster_rooms_never_reach_up(
     for lower in ("autograder.practice", "autograder.providers"):
         assert not reachable(graph, lower) & upper, lower
     assert not {name for name in reachable(graph, "autograder.lab") if name.startswith("autograder.grading")}
+
+
+def test_nothing_a_notebook_imports_reaches_the_course_room() -> None:
+    graph = imports()
+    notebook_side = {"autograder.lab", *(m for m in graph if m.startswith(("autograder.lesson", "autograder.lab")))}
+    reached = set().union(*(reachable(graph, m) | {m} for m in notebook_side))
+    assert not [m for m in reached if m.startswith(("autograder.course", "autograder.bench"))
+                or m == "autograder.demo"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from autograder.course import actions, references
 from autograder.lab import workloads
-from autograder.lesson import fleet, manifests, observe, troubleshoot
+from autograder.lesson import fleet, manifests, observe, review, troubleshoot
+from autograder.shared import k8s
 
 pytestmark = pytest.mark.cluster
 
@@ -46,7 +50,7 @@ def test_a_container_that_exits_after_starting_is_diagnosed_once_steady(lab):
 def test_gpu_pods_only_land_on_gpu_nodes(lab):
     workloads.apply(lab, [manifests.deployment("gpu", replicas=3, limits={"nvidia.com/gpu": "1"})])
     troubleshoot.wait_until_settled(lab, "app=gpu", timeout=30)
-    placed = fleet.pods_per_node(lab, "app=gpu")
+    placed = references.pods_per_node(lab, "app=gpu")
     assert sorted(placed.items()) == [("practice-gpu-1", 1), ("practice-gpu-2", 1)]
     assert any("Insufficient nvidia.com/gpu" in f for f in troubleshoot.diagnose(lab, "app=gpu"))
 
@@ -54,11 +58,11 @@ def test_gpu_pods_only_land_on_gpu_nodes(lab):
 def test_node_failure_moves_pods_and_always_uncordons(lab):
     workloads.apply(lab, [manifests.deployment("spread", replicas=5)])
     fleet.wait_for_ready_pods(lab, "app=spread", 5)
-    node = fleet.pods_per_node(lab, "app=spread").most_common(1)[0][0]
+    node = references.pods_per_node(lab, "app=spread").most_common(1)[0][0]
     with pytest.raises(RuntimeError, match="boom"), fleet.node_failure(lab, node, "app=spread") as lost:
         assert lost and node not in fleet.schedulable_nodes(lab)
         fleet.wait_for_ready_pods(lab, "app=spread", 5)
-        assert node not in fleet.pods_per_node(lab, "app=spread")
+        assert node not in references.pods_per_node(lab, "app=spread")
         raise RuntimeError("boom")
     assert node in fleet.schedulable_nodes(lab)
 
@@ -67,7 +71,7 @@ def test_watch_rollout_records_both_replica_sets(lab):
     workloads.apply(lab, [manifests.deployment("roll", replicas=3)])
     workloads.wait_for_rollout(lab, "roll", progress=False)
     lab.apps.patch_namespaced_deployment("roll", lab.namespace, {"spec": {"minReadySeconds": 1}})
-    workloads.set_image(lab, "roll", "roll", "ml-api:v2")
+    actions.set_image(lab, "roll", "roll", "ml-api:v2")
     timeline = observe.watch_rollout(lab, "roll", live=False)
     assert sorted(timeline.labels.values()) == ["revision 1: ml-api:v1", "revision 2: ml-api:v2"]
     final = {timeline.labels[name]: series[-1] for name, series in timeline.ready.items()}
@@ -79,7 +83,7 @@ def test_watch_rollout_records_both_replica_sets(lab):
 def test_bin_packing_loads_add_up(lab):
     workloads.apply(lab, fleet.fleet_manifests())
     fleet.wait_for_ready_pods(lab, "lesson-part=bin-packing", 21, timeout=120)
-    loads = observe.node_loads(lab, "lesson-part=bin-packing")
+    loads = references.node_loads(lab, "lesson-part=bin-packing")
     assert sum(load.cpu for load in loads) == pytest.approx(fleet.fleet_requests()[0])
     assert all(load.cpu <= load.cpu_allocatable for load in loads)
     assert observe.plot_bin_packing(lab, "lesson-part=bin-packing") is not None
@@ -92,3 +96,14 @@ def test_logs_failure_is_a_sentence(lab):
 
 def test_the_practice_cluster_has_what_notebook_7_needs(lab):
     assert fleet.missing_features(lab) == []
+
+
+@pytest.mark.cluster
+def test_the_reviews_answers_are_drawn_each_run_and_read_off_the_cluster(lab) -> None:
+    review.prepare(lab, random.Random(7))
+    draw = random.Random(7)
+    updates, code = draw.randint(1, 3), draw.randint(2, 99)
+    assert k8s.revision(lab.apps.read_namespaced_deployment("review-api", lab.namespace)) == updates + 1
+    [pod] = lab.core.list_namespaced_pod(lab.namespace, label_selector="app=review-crash").items
+    assert [status.last_state.terminated.exit_code for status in pod.status.container_statuses] == [code]
+    assert pod.spec.node_name

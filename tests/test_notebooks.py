@@ -95,8 +95,8 @@ def clean_up_namespace(namespace: str) -> None:
     loads its unfinished app under those tags, which later tests on the shared cluster would run."""
     from kubernetes import client
 
+    from autograder.course.steps import serve_lesson_images
     from autograder.lab.cluster import connect
-    from autograder.lesson.steps import serve_lesson_images
 
     lab = connect("practice", namespace="default")
     try:

@@ -13,9 +13,10 @@ import pytest
 
 from autograder import MANIFESTS
 from autograder.bench.cluster import practice_rss_mib
+from autograder.course import actions
+from autograder.course.steps import serve_lesson_images
 from autograder.lab import cluster
 from autograder.lab import workloads as w
-from autograder.lesson.steps import serve_lesson_images
 from autograder.practice.cluster import Practice
 from autograder.shared import kubeconfig
 from autograder.shared.provider import Lab
@@ -66,10 +67,10 @@ def test_three_replicas_become_ready_with_the_lessons_resources(lab: Lab) -> Non
 
 def test_scale_to_five_and_back_to_three(lab: Lab) -> None:
     deploy(lab)
-    w.scale(lab, "ml-api", 5)
+    actions.scale(lab, "ml-api", 5)
     w.wait_for_rollout(lab, "ml-api", progress=False)
     assert len(ready_pods(lab)) == 5
-    w.scale(lab, "ml-api", 3)
+    actions.scale(lab, "ml-api", 3)
     w.wait_for_rollout(lab, "ml-api", progress=False)
     wait_until(lambda: len(lab.core.list_namespaced_pod(lab.namespace).items) == 3)
     assert len(ready_pods(lab)) == 3
@@ -77,14 +78,14 @@ def test_scale_to_five_and_back_to_three(lab: Lab) -> None:
 
 def test_rolling_update_then_undo(lab: Lab) -> None:
     deploy(lab)
-    w.set_image(lab, "ml-api", "ml-api", "ml-api:v2")
+    actions.set_image(lab, "ml-api", "ml-api", "ml-api:v2")
     w.wait_for_rollout(lab, "ml-api", progress=False)
     revisions = w.history(lab, "ml-api")
     assert [(r.number, r.images) for r in revisions] == [(1, ("ml-api:v1",)), (2, ("ml-api:v2",))]
     assert revisions[0].replica_set != revisions[1].replica_set, "a new ReplicaSet carries v2"
     assert revisions[1].ready == 3 and revisions[0].ready == 0
 
-    assert w.rollback(lab, "ml-api") == 1
+    assert actions.rollback(lab, "ml-api") == 1
     w.wait_for_rollout(lab, "ml-api", progress=False)
     revisions = w.history(lab, "ml-api")
     assert [(r.number, r.images) for r in revisions] == [(2, ("ml-api:v2",)), (3, ("ml-api:v1",))]
@@ -96,7 +97,7 @@ def test_rolling_update_then_undo(lab: Lab) -> None:
 def test_rollback_without_history_is_explained(lab: Lab) -> None:
     deploy(lab)
     with pytest.raises(ValueError, match="no earlier revision"):
-        w.rollback(lab, "ml-api")
+        actions.rollback(lab, "ml-api")
 
 
 def test_service_endpoints_list_the_ready_pods(lab: Lab) -> None:
@@ -122,7 +123,7 @@ def test_a_deleted_pod_is_replaced(lab: Lab) -> None:
 
 def test_cleanup_by_label_removes_deployment_and_service(lab: Lab) -> None:
     deploy(lab)
-    assert sorted(w.delete_by_label(lab, "app=ml-api")) == ["deployment/ml-api", "service/ml-api-service"]
+    assert sorted(actions.delete_by_label(lab, "app=ml-api")) == ["deployment/ml-api", "service/ml-api-service"]
     wait_until(lambda: not lab.core.list_namespaced_pod(lab.namespace).items)
 
 

@@ -20,9 +20,9 @@ import requests
 import yaml
 
 from autograder import MANIFESTS
+from autograder.course.steps import serve_lesson_images
 from autograder.lab import workloads as w
 from autograder.lab.cluster import connect
-from autograder.lesson.steps import serve_lesson_images
 from autograder.practice.cluster import Practice
 
 pytestmark = pytest.mark.cluster

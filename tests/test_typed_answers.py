@@ -18,7 +18,7 @@ from autograder.grading.settings import GradingSettings
 STUDENT = "typed"
 CLUSTER_NOTEBOOKS = ("03-your-cluster", "04-first-deployment", "05-scale-update-rollback",
                      "06-troubleshooting-and-review", "07-beyond-the-lesson")
-KNOWLEDGE = {f"test-q{n}" for n in range(1, 7)}  # notebook 6's self-check questions: no cluster work asked
+KNOWLEDGE = {f"test-q{n}" for n in range(1, 4)}  # notebook 6's questions on the lesson: no cluster work asked
 
 # What a student who reads the page instead of doing the work types into each answer cell.
 TYPED = {
@@ -41,9 +41,11 @@ TYPED = {
     "cleanup": 'print("deleted")',
     "fix-requests": 'print("fixed")',
     "fix-selector": 'patch = {"spec": {"selector": {"app": "ml-api"}}}',
+    # Q4-Q6 as the page could suggest them: notebook 5's first revision, the crasher's exit code, kind's node.
+    "self-check-answers": 'q1, q2, q3 = "c", "b", "d"\nq4, q5, q6 = 1, 1, "ml-learning-control-plane"',
     "crash-recovery": 'def pods_on_nodes(selector):\n'
-                      '    return {"practice-worker-1": 2, "practice-worker-2": 2, "practice-gpu-1": 1, "practice-gpu-2": 1}\n'
-                      'survivors_on_crashed = 0',
+                      '    return {"practice-worker-1": 2, "practice-worker-2": 2, "practice-gpu-1": 1, "practice-gpu-2": 1}',
+    "crash-survivors": 'survivors_on_crashed = 0',
     "gpu-deployment": 'gpu_model = {"metadata": {"name": "gpu-model"}}',
     "read-packing": 'def packing(selector):\n'
                     '    return {"cpu_share": {"practice-gpu-1": 0.75, "practice-gpu-2": 0.75}, '

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import psutil
 
 from autograder import MANIFESTS
+from autograder.course import actions
 from autograder.demo import DEPLOYMENT, lesson_flow
 from autograder.lab import workloads as w
 from autograder.lab.cluster import attach
@@ -88,7 +89,7 @@ def ready_and_memory(practice: Practice, lab: Lab) -> dict[str, float]:
     """Seconds from apply to 3/3 Ready with a readiness probe; memory and idle CPU with 5 replicas."""
     documents = with_readiness_probe(w.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml"))
     seconds = _seconds(lambda: (w.apply(lab, documents), w.wait_for_rollout(lab, DEPLOYMENT, progress=False)))
-    w.scale(lab, DEPLOYMENT, 5)
+    actions.scale(lab, DEPLOYMENT, 5)
     w.wait_for_rollout(lab, DEPLOYMENT, progress=False)
     return {"apply to 3/3 ready with a readinessProbe (s)": seconds,
             "resident memory, 5 replicas running, sum of RSS (MiB)": practice_rss_mib(practice),

@@ -61,9 +61,7 @@ STUDENT_FILES = (
     ("autograder/lab/*.py", "lib/autograder/lab"),
     ("autograder/practice/*.py", "lib/autograder/practice"),
     ("autograder/modelserver/__init__.py", "lib/autograder/modelserver"),
-    *((f"autograder/lesson/{name}.py", "lib/autograder/lesson") for name in (
-        "__init__", "checks", "handson", "observe", "troubleshoot", "ecosystem", "platforms",
-        "scenarios", "manifests", "fleet")),
+    ("autograder/lesson/*.py", "lib/autograder/lesson"),  # the answers live in autograder/course
     ("manifests/__init__.py", "lib/autograder/manifests"),
     ("manifests/practice/*.yaml", "lib/autograder/manifests/practice"),
 )

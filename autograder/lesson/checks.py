@@ -9,6 +9,7 @@ annotations of the Deployment's ReplicaSets.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -369,6 +370,60 @@ def namespace_clean(lab: LabLike, selector: str, deployed: str | None = None) ->
         raise _Failed(f"nothing labelled {selector} is here, but the cluster has no record of "
                       f"deployment/{deployed} ever running in namespace {ns!r}: deploy it before cleaning up")
     return f"nothing labelled {selector} is left in namespace {ns!r}"
+
+
+@dataclass(frozen=True)
+class KubectlCommand:
+    """A kubectl command the lesson asks for, and the field manager the API server records it under."""
+
+    usage: str
+    manager: str
+    subresource: str | None
+    field: str  # "replicas" or "image": what the command changes
+
+
+# What the pinned kubectl (1.34) writes into managedFields, read off the practice cluster: the
+# Kubernetes client's calls are recorded as "OpenAPI-Generator" instead.
+KUBECTL_COMMANDS = {
+    "scale": KubectlCommand("kubectl scale deployment {name} --replicas=N", "kubectl", "scale", "replicas"),
+    "set image": KubectlCommand("kubectl set image deployment/{name} {container}=IMAGE", "kubectl-set", None,
+                                "image"),
+    "rollout undo": KubectlCommand("kubectl rollout undo deployment/{name}", "kubectl", None, "image"),
+}
+
+
+def field_owners(deployment: client.V1Deployment, path: tuple[str, ...]) -> list[client.V1ManagedFieldsEntry]:
+    """The managedFields entries that own the field at `path` (fieldsV1 keys such as "f:spec")."""
+    owners = []
+    for entry in deployment.metadata.managed_fields or []:
+        fields: Any = entry.fields_v1 or {}
+        for key in path:
+            fields = fields.get(key) if isinstance(fields, dict) else None
+        if fields is not None:
+            owners.append(entry)
+    return owners
+
+
+def _field_path(deployment: client.V1Deployment, field: str) -> tuple[str, ...]:
+    if field == "replicas":
+        return "f:spec", "f:replicas"
+    container = json.dumps({"name": _container(deployment).name}, separators=(",", ":"))
+    return "f:spec", "f:template", "f:spec", "f:containers", f"k:{container}", "f:image"
+
+
+@_check
+def changed_with_kubectl(lab: LabLike, name: str, command: str) -> str:
+    """The field `kubectl COMMAND` changes was last written by that command (its managedFields entry)."""
+    deployment = _deployment(lab, name)
+    wanted = KUBECTL_COMMANDS[command]
+    owners = field_owners(deployment, _field_path(deployment, wanted.field))
+    if any(entry.manager == wanted.manager and entry.operation == "Update"
+           and entry.subresource == wanted.subresource for entry in owners):
+        return f"deployment/{name}: its {wanted.field} was last changed by `kubectl {command}`"
+    shown = ", ".join(sorted({entry.manager for entry in owners})) or "nobody"
+    usage = wanted.usage.format(name=name, container=_container(deployment).name)
+    raise _Failed(f"deployment/{name}'s {wanted.field} was last changed by {shown}, not by `kubectl {command}`: "
+                  f"this step is the command itself; run `{usage}` in a `!kubectl` line")
 
 
 def eventually(check: Callable[..., CheckResult], lab: LabLike, *args: Any, timeout: float = 30,

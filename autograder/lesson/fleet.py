@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -18,13 +17,6 @@ from autograder.shared.provider import Lab
 
 GPU = "nvidia.com/gpu"
 CORDON_TAINT = "node.kubernetes.io/unschedulable"
-
-
-def pods_per_node(lab: Lab, selector: str) -> Counter[str]:
-    """How many live pods behind `selector` each node runs."""
-    return Counter(p.spec.node_name for p in lab.core.list_namespaced_pod(lab.namespace,
-                                                                          label_selector=selector).items
-                   if p.spec.node_name and p.metadata.deletion_timestamp is None)
 
 
 def schedulable_nodes(lab: Lab) -> list[str]:
@@ -73,7 +65,7 @@ def wait_for_ready_pods(lab: Lab, selector: str, count: int, timeout: float = 60
     return time.monotonic() - started
 
 
-def plot_pods_per_node(before: Counter[str], after: Counter[str], nodes: list[str], crashed: str) -> Figure:
+def plot_pods_per_node(before: Mapping[str, int], after: Mapping[str, int], nodes: list[str], crashed: str) -> Figure:
     """Pods per node before and after a node failure, side by side."""
     figure = Figure(figsize=(9, 3.8), layout="constrained")
     ax = figure.subplots()

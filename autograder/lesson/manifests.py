@@ -27,3 +27,12 @@ def deployment(name: str, image: str = "ml-api:v1", replicas: int = 1, *,
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                  "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
     }
+
+
+def service(name: str, app: str, part: str = "extra") -> dict:
+    """A ClusterIP Service from port 80 to the pods labelled app=APP on 8080, labelled lesson-part=PART."""
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "labels": {PART_LABEL: part}},
+        "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }

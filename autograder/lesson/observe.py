@@ -218,26 +218,12 @@ def watch_rollout(lab: Lab, name: str, timeout: float = 180, live: bool = True) 
     return timeline
 
 
-@dataclass(frozen=True)
-class NodeLoad:
-    """How much of one node the scheduled pods have requested."""
-
-    node: str
-    cpu: float
-    cpu_allocatable: float
-    memory: float
-    memory_allocatable: float
-    gpus: int
-    gpus_allocatable: int
-    pods: tuple[str, ...]
-
-
 def _requests(pod: client.V1Pod, resource: str) -> float:
     return float(sum(parse_quantity((c.resources.requests or {}).get(resource, "0"))
                      for c in pod.spec.containers if c.resources))
 
 
-def placed_pods(lab: Lab, selector: str = "") -> dict[str, list[client.V1Pod]]:
+def _placed_pods(lab: Lab, selector: str = "") -> dict[str, list[client.V1Pod]]:
     """This namespace's scheduled, live pods grouped by the node they were placed on."""
     placed: dict[str, list[client.V1Pod]] = {}
     for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items:
@@ -246,39 +232,23 @@ def placed_pods(lab: Lab, selector: str = "") -> dict[str, list[client.V1Pod]]:
     return placed
 
 
-def node_loads(lab: Lab, selector: str = "") -> list[NodeLoad]:
-    """Per node, the requests of this namespace's running pods against what the node can give."""
-    placed = placed_pods(lab, selector)
-    loads = []
-    for node in sorted(lab.core.list_node().items, key=lambda n: n.metadata.name):
-        mine = placed.get(node.metadata.name, [])
-        allocatable = node.status.allocatable or {}
-        loads.append(NodeLoad(
-            node=node.metadata.name,
-            cpu=sum(_requests(p, "cpu") for p in mine),
-            cpu_allocatable=float(parse_quantity(allocatable.get("cpu", "0"))),
-            memory=sum(_requests(p, "memory") for p in mine) / 2**30,
-            memory_allocatable=float(parse_quantity(allocatable.get("memory", "0"))) / 2**30,
-            gpus=int(sum(_requests(p, GPU) for p in mine)),
-            gpus_allocatable=int(parse_quantity(allocatable.get(GPU, "0"))),
-            pods=tuple(sorted(p.metadata.name for p in mine)),
-        ))
-    return loads
+def _allocatable(node: client.V1Node, resource: str) -> float:
+    return float(parse_quantity((node.status.allocatable or {}).get(resource, "0")))
 
 
 def plot_bin_packing(lab: Lab, selector: str = "", group_label: str = "app") -> Figure:
     """Requested CPU and memory per node, stacked by each pod's `group_label`, against capacity."""
-    pods_by_node = placed_pods(lab, selector)
-    loads = node_loads(lab, selector)
-    names = [load.node for load in loads]
+    pods_by_node = _placed_pods(lab, selector)
+    nodes = sorted(lab.core.list_node().items, key=lambda n: n.metadata.name)
+    names = [node.metadata.name for node in nodes]
     groups = sorted({(p.metadata.labels or {}).get(group_label, "?")
                      for pods_here in pods_by_node.values() for p in pods_here})
     colours = {group: f"C{i % 10}" for i, group in enumerate(groups)}
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     axes = figure.subplots(1, 2)
     for ax, resource, scale, capacity, unit in (
-            (axes[0], "cpu", 1, [load.cpu_allocatable for load in loads], "CPU cores"),
-            (axes[1], "memory", 2**30, [load.memory_allocatable for load in loads], "memory (GiB)")):
+            (axes[0], "cpu", 1, [_allocatable(node, "cpu") for node in nodes], "CPU cores"),
+            (axes[1], "memory", 2**30, [_allocatable(node, "memory") / 2**30 for node in nodes], "memory (GiB)")):
         bottom = [0.0] * len(names)
         for group in groups:
             heights = [sum(_requests(p, resource) for p in pods_by_node.get(node, [])

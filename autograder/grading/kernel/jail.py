@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import importlib
 import json
 import logging
@@ -41,6 +42,7 @@ import yaml
 import autograder
 from autograder import MANIFESTS
 from autograder.grading.kernel import bridge
+from autograder.modelserver import SOURCE as MODEL_SERVER
 from autograder.shared import forkserver, isolation, processes
 from autograder.shared.errors import LabError
 
@@ -66,6 +68,8 @@ KERNEL_ENVIRONMENT = ("PATH", "KUBECONFIG", "LAB_CLUSTER", "LANG", "LANGUAGE", "
 KERNEL_ENVIRONMENT_PREFIXES = ("LC_", "JPY_")
 TOOLS = ("kubectl",)  # the programs a kernel runs besides Python, as PATH finds them; kept without their folders
 HOME, WORK = Path("/tmp/home"), Path("/tmp/work")
+COURSE_APP = ("app.py", "Dockerfile", "requirements.txt")  # the course's model server: the student writes theirs
+REFERENCE_MANIFESTS = ("deployment.yaml", "service.yaml")  # the lesson's answers to steps 3 and 4
 JAILED_KUBECONFIG = HOME / "kubeconfig"
 LOOPBACK = "127.0.0.1"
 
@@ -166,13 +170,24 @@ def package_folders() -> list[Path]:
     return [Path(autograder.__file__).parent, MANIFESTS]
 
 
+def course_only() -> list[Path]:
+    """What the kept package holds that would do a graded step or give its answer: hidden in the jail.
+
+    The course room (steps done for the student, the hidden tests' references), the demo and bench
+    that run the lesson's steps, the course's own model server and the lesson's reference manifests.
+    """
+    package = Path(autograder.__file__).parent
+    return [package / "course", package / "demo.py", package / "bench",
+            *(MODEL_SERVER / name for name in COURSE_APP), *(MANIFESTS / name for name in REFERENCE_MANIFESTS)]
+
+
 def _seal(hide: list[Path], keep: list[Path], writable: Path) -> None:
     """Inside fresh namespaces: only the system, the interpreter, the package and `keep`; fresh /tmp and /dev/shm."""
     isolation.enter_root(isolation.Root(
         keep=(Path(sys.prefix), Path(sys.base_prefix), *package_folders(), *keep), writable=writable,
         # The host's shared memory: filling it would take the machine's RAM.
         scratch=((Path("/tmp"), "size=256m,mode=1777"), (Path("/dev/shm"), "size=64m,nr_inodes=1024,mode=1777")),
-        hidden=tuple(hide)))
+        hidden=(*hide, *course_only())))
 
 
 def _copy_regular_files(source: Path, target: Path, owner: tuple[int, int]) -> None:
@@ -231,7 +246,21 @@ def kernel_uid(launcher_pid: int) -> int:
 
 def serve(path: Path) -> NoReturn:
     """The worker's kernel server at `path`: the grading kernel's libraries imported once, each kernel a fork."""
+    forget_course()
     forkserver.serve(path, warm, launch)
+
+
+def forget_course() -> None:
+    """Drop what this process imported from `course_only` paths: a kernel forked from it inherits its memory."""
+    hidden = course_only()
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and any(Path(file).resolve().is_relative_to(path.resolve()) for path in hidden):
+            del sys.modules[name]
+            parent, _, child = name.rpartition(".")
+            if parent in sys.modules and getattr(sys.modules[parent], child, None) is module:
+                delattr(sys.modules[parent], child)
+    gc.collect()
 
 
 def warm() -> None:

@@ -33,8 +33,8 @@ PRELOADED = ("ipykernel.debugger", "matplotlib.pyplot", "matplotlib_inline.backe
              "kubernetes.client.api.custom_objects_api", "kubernetes.client.api.discovery_v1_api",
              "kubernetes.client.api.version_api", "kubernetes.utils", "kubernetes.watch", "docker", "requests",
              "flask", "autograder.lab", *(f"autograder.lesson.{name}" for name in (
-                 "checks", "ecosystem", "fleet", "handson", "manifests", "observe", "platforms", "scenarios",
-                 "steps", "troubleshoot")))
+                 "checks", "ecosystem", "fleet", "handson", "manifests", "observe", "platforms", "review",
+                 "scenarios", "troubleshoot")))
 _SPAWN_PTY = pexpect.spawn._spawnpty
 # ipykernel chooses this backend when it starts; matplotlib reads it when imported, so it is set first.
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
