@@ -39,7 +39,10 @@ TYPED = {
     "rollback": 'print("rolled back")',
     "rollback-api": 'print("rolled back")',
     "cleanup": 'print("deleted")',
-    "fix-requests": 'print("fixed")',
+    "fix-requests": 'print("deployment.apps/too-big resource requirements updated")',
+    "fix-image": 'print("deployment.apps/missing-image image updated")',
+    "fix-crash": 'print("deployment.apps/crasher env updated")',
+    "apply-service": 'print("service/ml-api-service created")',
     "fix-selector": 'patch = {"spec": {"selector": {"app": "ml-api"}}}',
     "crash-recovery": 'def pods_on_nodes(selector):\n'
                       '    return {"practice-worker-1": 2, "practice-worker-2": 2, "practice-gpu-1": 1, "practice-gpu-2": 1}\n'

@@ -66,6 +66,23 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
     finally:
         stop(process)
 
+def health_when_listening(url: str, timeout: float = 5) -> dict | str:
+    """/health's answer once a port-forward the student started in the background listens at `url`;
+    a hint instead of a traceback when nothing ever does."""
+    def ask() -> dict | None:
+        try:
+            return probe.health(url)
+        except requests.RequestException:
+            return None
+
+    answer = poll(ask, lambda found: found is not None, timeout, 0.2)
+    if answer is None:
+        return (f"nothing answered at {url}/health within {timeout:g} s: is `kubectl port-forward` "
+                "running in the background (`&` at the end) on that local port, and does the Service "
+                "have ready pods (`kubectl get endpoints`)?")
+    return answer
+
+
 def _kubectl_port_forward(lab: Lab, service: str, local_port: int, port: int) -> subprocess.Popen[str]:
     """Start `kubectl port-forward service/NAME` and return once it listens (or raise its error)."""
     kubectl = binaries.ensure(["kubectl"])["kubectl"]
