@@ -183,6 +183,20 @@ def test_masters_carry_valid_nbgrader_metadata():
                     cell.source.count("### END HIDDEN TESTS") == 1, where
 
 
+CREATES = re.compile(r"\.create_namespaced_\w+\(|\bcreate_from_(?:yaml|dict|directory)\((?![^)]*apply=True)"
+                     r"|kubectl\s+create\b")
+
+
+def test_no_cell_creates_what_a_second_run_would_find_there_already():
+    """Objects are applied (kubectl apply, server-side apply), never created: re-running a cell that creates
+    ends in a 409 AlreadyExists traceback, where an apply changes only what differs."""
+    creating = [f"{path.name} cell {index}: {match.group(0)}"
+                for path in sorted(MASTERS.glob("*.ipynb"))
+                for index, cell in enumerate(nbformat.read(path, as_version=4).cells)
+                if cell.cell_type == "code" and (match := CREATES.search(cell.source))]
+    assert not creating, "\n".join(creating)
+
+
 def test_nbgrader_generate_assignment_succeeds(tmp_path):
     shutil.copy(REPO_ROOT / "nbgrader_config.py", tmp_path)
     shutil.copytree(MASTERS, tmp_path / notebooks.SOURCE_DIR / notebooks.ASSIGNMENT)
