@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import requests
+from kubernetes import client
 
 from autograder.errors import LabError
 from autograder.lab import binaries, k8s, ports, probe
@@ -27,6 +28,20 @@ class Forward(probe.ModelServer):
 
     local_port: int
 
+def wait_until_forwardable(lab: Lab, service: str = "ml-api-service", timeout: float = 30) -> client.V1ServiceSpec:
+    """Wait until `kubectl port-forward service/NAME` can reach the Service's pods; returns its spec.
+
+    Simulated pods answer only once the router has given each one its PortForward (a grader's
+    student kernel sees the practice cluster as "existing"); real pods answer at once.
+    """
+    spec = lab.core.read_namespaced_service(service, lab.namespace).spec
+    if lab.provider == "practice":
+        ensure_router(lab.context)
+    if lab.provider == "practice" or serves_kwok_routes(lab):
+        wait_routed(lab, k8s.selector(spec.selector), timeout)
+    return spec
+
+
 @contextmanager
 def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | None = None,
                  timeout: float = 30) -> Iterator[Forward]:
@@ -36,14 +51,7 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
     object, while kubectl resolves the Service to a ready pod and listens on a local port,
     which is what the lesson teaches and what curl or a browser can use.
     """
-    spec = lab.core.read_namespaced_service(service, lab.namespace).spec
-    selector = k8s.selector(spec.selector)
-    if lab.provider == "practice":
-        ensure_router(lab.context)
-    if lab.provider == "practice" or serves_kwok_routes(lab):
-        # Simulated pods answer only once the router has given each one its PortForward
-        # (a grader's student kernel sees the practice cluster as "existing").
-        wait_routed(lab, selector, timeout)
+    spec = wait_until_forwardable(lab, service, timeout)
     local_port = ports.free_port() if local_port is None else local_port
     ports.require_free(local_port)
     url = f"http://127.0.0.1:{local_port}"
