@@ -5,16 +5,20 @@ from __future__ import annotations
 import copy
 import subprocess
 import uuid
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from kubernetes import utils
+import yaml
+from kubernetes import client, utils
 
 from autograder import MANIFESTS
 from autograder.course import actions
+from autograder.grading import sandbox
 from autograder.lab import workloads
 from autograder.lesson import checks
 from autograder.lesson.checks import CheckResult
-from autograder.shared import binaries
+from autograder.shared import binaries, kubeconfig
 
 
 def test_result_is_truthy_only_when_passed() -> None:
@@ -193,11 +197,85 @@ def test_an_object_created_without_namespace_is_found_in_default_with_a_hint(lab
     utils.create_from_dict(lab.api, deployment)  # the student's mistake: no namespace=
     utils.create_from_dict(lab.api, service)
     try:
-        for result in (checks.deployment_ready(lab, name), checks.service_routes(lab, name, name)):
+        for result, kind in ((checks.deployment_ready(lab, name), "deployment"),
+                             (checks.service_routes(lab, name, name), "service")):
             assert not result
-            assert f"is in namespace 'default', not in the lab's namespace {lab.namespace!r}" in result.message
-            assert "pass namespace=lab.namespace" in result.message.lower()
+            assert f"found {kind}/{name} in namespace 'default'; the lab works in {lab.namespace!r}" \
+                in result.message
+            assert "without namespace=" in result.message and f"kubectl delete {kind}/{name} -n default" \
+                in result.message
     finally:
         lab.apps.delete_namespaced_deployment(name, "default")
         lab.core.delete_namespaced_service(name, "default")
     assert "does not exist in namespace" in checks.deployment_ready(lab, name).message
+
+
+def _kubectl(lab, *args: str) -> subprocess.CompletedProcess[str]:
+    """kubectl as a notebook's `!kubectl` line runs it: the lab's kubeconfig, whose context names the namespace."""
+    pinned = binaries.find("kubectl")
+    assert pinned is not None and lab.kubeconfig_file is not None
+    return subprocess.run([str(pinned), "--kubeconfig", str(lab.kubeconfig_file), *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.cluster
+def test_a_manifest_typed_into_another_namespace_is_found_there_and_named(lab, tmp_path: Path) -> None:
+    deployment, _ = copy.deepcopy(_lesson_manifests())
+    name = deployment["metadata"]["name"] = f"typed-{uuid.uuid4().hex[:6]}"
+    deployment["spec"]["replicas"] = 0
+    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
+    typed = _kubectl(lab, "apply", "-n", "kube-public", "-f", str(tmp_path / "deployment.yaml"))
+    assert typed.returncode == 0, typed.stderr
+    try:
+        result = checks.deployment_ready(lab, name)
+        assert not result and not result.pending
+        assert result.message.startswith(
+            f"found deployment/{name} in namespace 'kube-public'; the lab works in {lab.namespace!r}")
+        assert "named namespace 'kube-public'" in result.message and "without -n" in result.message
+    finally:
+        lab.apps.delete_namespaced_deployment(name, "kube-public")
+
+
+@pytest.mark.cluster
+def test_a_mistyped_tag_is_named_and_a_manifest_applied_twice_changes_nothing(lab) -> None:
+    manifest = str(MANIFESTS / "deployment.yaml")
+    first, again = _kubectl(lab, "apply", "-f", manifest), _kubectl(lab, "apply", "-f", manifest)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert "deployment.apps/ml-api unchanged" in again.stdout
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+
+    typo = _kubectl(lab, "set", "image", "deployment/ml-api", "ml-api=ml-api:v2.0")
+    assert typo.returncode == 0, typo.stderr
+    result = checks.rolled_out(lab, "ml-api", "ml-api:v2", replaced="ml-api:v1")
+    assert not result
+    assert "runs 'ml-api:v2.0', not 'ml-api:v2'" in result.message and "a typo in 'ml-api:v2.0'" in result.message
+    # An earlier revision's image is no typo: rolling back to v1 and asking for v2 says only what runs.
+    assert _kubectl(lab, "rollout", "undo", "deployment/ml-api").returncode == 0
+    workloads.wait_for_rollout(lab, "ml-api", progress=False)
+    result = checks.rolled_out(lab, "ml-api", "ml-api:v2")
+    assert "runs 'ml-api:v1', not 'ml-api:v2'" in result.message and "typo" not in result.message
+
+
+@pytest.mark.cluster
+def test_in_grading_the_hint_never_reads_outside_the_submissions_namespace(lab, practice_cluster,
+                                                                            tmp_path: Path) -> None:
+    """The grader's reader may read only its submission's namespace: a missing object's hint says nothing of a
+    namesake in `default` (another piece of work's), though at home the same hint finds it there."""
+    deployment = copy.deepcopy(_lesson_manifests()[0])
+    name = deployment["metadata"]["name"] = f"theirs-{uuid.uuid4().hex[:6]}"
+    deployment["spec"]["replicas"] = 0
+    admin = kubeconfig.api_client(practice_cluster.context)
+    client.AppsV1Api(admin).create_namespaced_deployment("default", deployment)
+    sandbox.ensure_node_access(admin)
+    box = sandbox.create(admin, f"grade-hint-{uuid.uuid4().hex[:6]}", course="hint", assignment="x", student="s",
+                         workdir=tmp_path)
+    try:
+        reader = kubeconfig.api_client(config_file=box.reader_kubeconfig)
+        graded = SimpleNamespace(apps=client.AppsV1Api(reader), core=client.CoreV1Api(reader), namespace=box.namespace)
+        assert checks.deployment_ready(graded, name).message == \
+            f"deployment/{name} does not exist in namespace {box.namespace!r}; create it first"
+        at_home = SimpleNamespace(apps=lab.apps, core=lab.core, namespace=box.namespace)
+        assert checks.deployment_ready(at_home, name).message.startswith(f"found deployment/{name} in namespace 'default'")
+    finally:
+        sandbox.delete(admin, box.namespace)
+        client.AppsV1Api(admin).delete_namespaced_deployment(name, "default")

@@ -28,20 +28,28 @@ KEY_FACTS = {
     "02-choosing-a-platform": ["Exercise 2.1 passed", "Exercise 2.2 passed", "Exercise 2.3 passed",
                                "two-person startup API                   -> Cloud-Native (ECS/Run)",
                                "did you mean Prometheus?"],
-    "03-your-cluster": ["PASS cluster_ready: 5 nodes Ready", "Exercise 3.1 passed",
+    "03-your-cluster": ["Client Version: v1.34", "Kubernetes control plane is running at",
+                        "PASS cluster_ready: 5 nodes Ready", "Exercise 3.1 passed",
                         "GPU nodes: ['practice-gpu-1', 'practice-gpu-2']"],
     "04-first-deployment": ["{'model_version': 'v1.0', 'prediction': 15.0}", "{'status': 'healthy'}",
+                            "deployment.apps/ml-api created", "service/ml-api-service created",
                             "PASS app_answers", "PASS dockerfile", "PASS manifest", "PASS answer",
                             "PASS deployment_ready", "3/3 pods ready", "PASS service_routes",
                             "Exercise 4.2 passed", "Exercise 4.3 passed", "Exercise 4.4 passed"],
-    "05-scale-update-rollback": ["PASS scaled_to", "Exercise 5.1 passed",
+    "05-scale-update-rollback": ["PASS scaled_to", "Exercise 5.1 passed", "Events:",
+                                 'deployment "ml-api" successfully rolled out', "deployment.apps/ml-api scaled",
+                                 "deployment.apps/ml-api image updated", "deployment.apps/ml-api rolled back",
+                                 'deployment.apps "ml-api" deleted',
                                  "{'model_version': 'v2.0', 'prediction': 6.0}", "Exercise 5.2 passed",
                                  "PASS rolled_back", "ml-api:v2", "Exercise 5.3 passed",
                                  "PASS namespace_clean", "Exercise 5.4 passed",
                                  "PASS app_answers", "Exercise 5.5 passed", "Exercise 5.6 passed",
                                  "rolled back to ml-api:v2"],
-    "06-troubleshooting-and-review": ["was never loaded", "Insufficient cpu", "Exercise 6.1 passed",
-                                      "FAIL service_routes", "Exercise 6.2 passed", "Q6 answered"],
+    "06-troubleshooting-and-review": ["was never loaded", "ErrImageNeverPull", "Exercise 6.1 passed",
+                                      "MODEL_STORE is not set", "CrashLoopBackOff", "Exercise 6.2 passed",
+                                      "FAIL service_routes", "Endpoints:", "Exercise 6.3 passed",
+                                      "{'status': 'healthy'}", "Insufficient cpu", "Allocated resources",
+                                      "Exercise 6.4 passed", "Q6 answered"],
     "07-beyond-the-lesson": ["Exercise 7.1 passed", "Exercise 7.2 passed", "Insufficient nvidia.com/gpu",
                              "Exercise 7.3 passed", "PASS namespace_clean"],
 }
@@ -173,6 +181,20 @@ def test_masters_carry_valid_nbgrader_metadata():
                 assert meta["locked"] and meta["points"] > 0, where
                 assert cell.source.count("### BEGIN HIDDEN TESTS") == \
                     cell.source.count("### END HIDDEN TESTS") == 1, where
+
+
+CREATES = re.compile(r"\.create_namespaced_\w+\(|\bcreate_from_(?:yaml|dict|directory)\((?![^)]*apply=True)"
+                     r"|kubectl\s+create\b")
+
+
+def test_no_cell_creates_what_a_second_run_would_find_there_already():
+    """Objects are applied (kubectl apply, server-side apply), never created: re-running a cell that creates
+    ends in a 409 AlreadyExists traceback, where an apply changes only what differs."""
+    creating = [f"{path.name} cell {index}: {match.group(0)}"
+                for path in sorted(MASTERS.glob("*.ipynb"))
+                for index, cell in enumerate(nbformat.read(path, as_version=4).cells)
+                if cell.cell_type == "code" and (match := CREATES.search(cell.source))]
+    assert not creating, "\n".join(creating)
 
 
 def test_nbgrader_generate_assignment_succeeds(tmp_path):

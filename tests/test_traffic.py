@@ -4,6 +4,7 @@ with the version of the image the serving pods run, across a rolling update and 
 from __future__ import annotations
 
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from autograder.lesson import troubleshoot
 from autograder.modelserver import SOURCE
 from autograder.practice import catalog, supervise
 from autograder.practice.cluster import Practice
-from autograder.shared import kubeconfig, ports
+from autograder.shared import binaries, kubeconfig, ports
 from autograder.shared.provider import Lab
 
 pytestmark = pytest.mark.cluster
@@ -72,6 +73,19 @@ def test_port_forward_answers_with_the_version_across_update_and_undo(loaded: La
     w.rollback(lab, "ml-api")
     w.wait_for_rollout(lab, "ml-api", progress=False)
     assert answer(lab) == {"prediction": 15.0, "model_version": "v1.0"}
+
+
+def test_a_port_forward_typed_in_the_background_answers_and_a_missing_one_is_named(loaded: Lab) -> None:
+    """What notebooks 4 and 6 have the student type: `timeout 5 kubectl port-forward ... & sleep 1`."""
+    deploy(loaded, V1)
+    traffic.wait_until_forwardable(loaded)
+    port, silent = ports.free_port(), ports.free_port()
+    typed = (f"timeout 5 {binaries.find('kubectl')} --kubeconfig {loaded.kubeconfig_file} port-forward "
+             f"service/ml-api-service {port}:80 >/dev/null 2>&1 & sleep 1")
+    subprocess.run(typed, shell=True, check=True, timeout=30)
+    assert traffic.health_when_listening(f"http://127.0.0.1:{port}") == {"status": "healthy"}
+    hint = traffic.health_when_listening(f"http://127.0.0.1:{silent}", timeout=0.5)
+    assert isinstance(hint, str) and "is `kubectl port-forward` running in the background" in hint
 
 
 def test_a_kernel_that_sees_the_practice_cluster_as_existing_still_waits_for_routes(loaded: Lab) -> None:

@@ -39,7 +39,10 @@ TYPED = {
     "rollback": 'print("rolled back")',
     "rollback-api": 'print("rolled back")',
     "cleanup": 'print("deleted")',
-    "fix-requests": 'print("fixed")',
+    "fix-requests": 'print("deployment.apps/too-big resource requirements updated")',
+    "fix-image": 'print("deployment.apps/missing-image image updated")',
+    "fix-crash": 'print("deployment.apps/crasher env updated")',
+    "apply-service": 'print("service/ml-api-service created")',
     "fix-selector": 'patch = {"spec": {"selector": {"app": "ml-api"}}}',
     # Q4-Q6 as the page could suggest them: notebook 5's first revision, the crasher's exit code, kind's node.
     "self-check-answers": 'q1, q2, q3 = "c", "b", "d"\nq4, q5, q6 = 1, 1, "ml-learning-control-plane"',

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import requests
+from kubernetes import client
 
 from autograder.practice.cluster import kubeconfig_of
 from autograder.providers.choice import provider
@@ -26,6 +27,17 @@ class Forward(probe.ModelServer):
 
     local_port: int
 
+def wait_until_forwardable(lab: Lab, service: str = "ml-api-service", timeout: float = 30) -> client.V1ServiceSpec:
+    """Wait until `kubectl port-forward service/NAME` can reach the Service's pods; returns its spec.
+
+    Simulated pods answer only once the router has given each one its PortForward; real pods
+    answer at once (each provider knows which: `before_forward`).
+    """
+    spec = lab.core.read_namespaced_service(service, lab.namespace).spec
+    provider(lab.provider).before_forward(lab, k8s.selector(spec.selector), timeout)
+    return spec
+
+
 @contextmanager
 def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | None = None,
                  timeout: float = 30) -> Iterator[Forward]:
@@ -35,9 +47,7 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
     object, while kubectl resolves the Service to a ready pod and listens on a local port,
     which is what the lesson teaches and what curl or a browser can use.
     """
-    spec = lab.core.read_namespaced_service(service, lab.namespace).spec
-    selector = k8s.selector(spec.selector)
-    provider(lab.provider).before_forward(lab, selector, timeout)
+    spec = wait_until_forwardable(lab, service, timeout)
     local_port = ports.free_port() if local_port is None else local_port
     ports.require_free(local_port)
     url = f"http://127.0.0.1:{local_port}"
@@ -59,6 +69,23 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
         yield Forward(url=url, local_port=local_port)
     finally:
         stop(process)
+
+def health_when_listening(url: str, timeout: float = 5) -> dict | str:
+    """/health's answer once a port-forward the student started in the background listens at `url`;
+    a hint instead of a traceback when nothing ever does."""
+    def ask() -> dict | None:
+        try:
+            return probe.health(url)
+        except requests.RequestException:
+            return None
+
+    answer = poll(ask, lambda found: found is not None, timeout, 0.2)
+    if answer is None:
+        return (f"nothing answered at {url}/health within {timeout:g} s: is `kubectl port-forward` "
+                "running in the background (`&` at the end) on that local port, and does the Service "
+                "have ready pods (`kubectl get endpoints`)?")
+    return answer
+
 
 def _kubectl_port_forward(lab: Lab, service: str, local_port: int, port: int) -> subprocess.Popen[str]:
     """Start `kubectl port-forward service/NAME` and return once it listens (or raise its error)."""

@@ -27,7 +27,9 @@ SCALING_EVENT = re.compile(r"Scaled (?P<way>up|down) replica set (?P<rs>\S+) (?:
 LESSON_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
 LESSON_LIMITS = {"cpu": "200m", "memory": "256Mi"}
 LESSON_PORT = 8080
-STRAY_NAMESPACE = "default"  # where the Kubernetes client puts an object created without `namespace=`
+# Where a stray object lands: the client's default without `namespace=`, and the namespaces every cluster
+# has, which a typed `-n` can name (the lab's other namespaces may be another piece of work's).
+STRAY_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 class LabLike(Namespaced, Protocol):
@@ -110,13 +112,16 @@ def _read(what: str, reader: Callable[..., Any], *args: Any) -> Any:
 
 
 def _missing(what: str, reader: Callable[..., Any], *args: Any) -> str:
-    """The hint for a missing object: a namesake in `default` means the call that made it had no namespace."""
+    """The hint for a missing object: which namespace it went to instead, and what put it there."""
     *key, namespace = args
-    if namespace != STRAY_NAMESPACE and _exists(reader, *key, STRAY_NAMESPACE):
-        return (f"{what} is in namespace {STRAY_NAMESPACE!r}, not in the lab's namespace {namespace!r}: "
-                f"the call that created it had no namespace. Pass namespace=lab.namespace (kubectl: -n "
-                f"{namespace}), create it again, and remove the stray one (kubectl delete {what} -n default)")
-    return f"{what} does not exist in namespace {namespace!r}; create it first"
+    found = next((other for other in STRAY_NAMESPACES if other != namespace and _exists(reader, *key, other)), None)
+    if found is None:
+        return f"{what} does not exist in namespace {namespace!r}; create it first"
+    cause = ("a Python call without namespace= puts it there, as kubectl does with -n default"
+             if found == "default" else f"the command or call that made it named namespace {found!r}")
+    return (f"found {what} in namespace {found!r}; the lab works in {namespace!r}: {cause}. Make it again "
+            f"without -n (the lab's kubectl context names {namespace!r}; in Python pass "
+            f"namespace=lab.namespace), and remove the stray one: kubectl delete {what} -n {found}")
 
 
 def _exists(reader: Callable[..., Any], *args: Any) -> bool:
@@ -308,14 +313,25 @@ def scaled_to(lab: LabLike, name: str, replicas: int) -> str:
                   f"to {replicas}: run `kubectl scale deployment {name} --replicas={replicas}`")
 
 
+def _wrong_image(lab: LabLike, deployment: client.V1Deployment, current: str, wanted: str) -> str:
+    """The hint for a Deployment running another image: a tag of the same image that never ran is likely a typo."""
+    name, container = deployment.metadata.name, _container(deployment).name
+    hint = f"deployment/{name} runs {current!r}, not {wanted!r}"
+    revisions = history(lab, name)
+    never_ran = (bool(revisions) and current in revisions[-1].images and not revisions[-1].ready
+                 and not any(current in revision.images for revision in revisions[:-1]))
+    if never_ran and current.rsplit(":", 1)[0] == wanted.rsplit(":", 1)[0]:
+        hint += f": no pod of it is ready and that tag never ran here before (a typo in {current!r}?)"
+    return f"{hint}; set it with `kubectl set image deployment/{name} {container}={wanted}`"
+
+
 @_check
 def rolled_out(lab: LabLike, name: str, image: str, replaced: str | None = None) -> str:
     """Every replica runs `image` after a complete rollout (that replaced `replaced`, if given)."""
     deployment = _deployment(lab, name)
     current = _container(deployment).image
     if current != image:
-        raise _Failed(f"deployment/{name} runs {current!r}; update it with "
-                      f"`kubectl set image deployment/{name} {_container(deployment).name}={image}`")
+        raise _Failed(_wrong_image(lab, deployment, current, image))
     _require_rolled_out(lab, deployment)
     revision = k8s.revision(deployment)
     if replaced is not None and not any(replaced in r.images and r.number < revision

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 PART_LABEL = "lesson-part"
+# A model server's start that refuses to serve without the setting naming its model's home, as a
+# server started without its configuration does: the troubleshooting notebook's crash loop.
+NEEDS_MODEL_STORE = ["python", "-c", """import os, runpy, sys
+if not os.environ.get("MODEL_STORE"):
+    sys.exit("MODEL_STORE is not set: no model to serve (the team keeps its models in /models)")
+runpy.run_path("app.py", run_name="__main__")"""]
+# Ready only once the app answers, so a container that starts and then dies never counts as ready.
+HEALTH_PROBE = {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 1}
 
 
 def deployment(name: str, image: str = "ml-api:v1", replicas: int = 1, *,
                requests: dict[str, str] | None = None, limits: dict[str, str] | None = None,
                command: list[str] | None = None, part: str = "extra",
-               node_selector: dict[str, str] | None = None) -> dict:
+               node_selector: dict[str, str] | None = None, probed: bool = False) -> dict:
     """A one-container Deployment labelled app=NAME and lesson-part=PART, so clean-up is one selector."""
     labels = {"app": name, PART_LABEL: part}
     container: dict = {"name": name, "image": image, "imagePullPolicy": "Never",
@@ -18,6 +26,8 @@ def deployment(name: str, image: str = "ml-api:v1", replicas: int = 1, *,
         container["resources"] = resources
     if command:
         container["command"] = command
+    if probed:
+        container["readinessProbe"] = HEALTH_PROBE
     pod_spec: dict = {"containers": [container]}
     if node_selector:
         pod_spec["nodeSelector"] = node_selector

@@ -90,10 +90,16 @@ def _status(pod: client.V1Pod) -> str:
     return status
 
 
+def _live_pods(lab: Lab, selector: str) -> list[client.V1Pod]:
+    """The pods behind `selector` that are not on their way out: a replaced pod's old trouble is over."""
+    pods = lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
+    return [pod for pod in pods if pod.metadata.deletion_timestamp is None]
+
+
 def diagnose(lab: Lab, selector: str) -> list[str]:
     """Plain-words findings for the pods behind `selector`; an empty list means nothing is wrong."""
     findings = []
-    pods = lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
+    pods = _live_pods(lab, selector)
     if not pods:
         return [f"no pods match {selector}: is the Deployment applied, and does its label match?"]
     for pod in pods:
@@ -138,7 +144,7 @@ def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
     problems = []
     loads_only = provider(lab.provider).loads_images_only
     known = images_on_nodes(lab) if loads_only else set()
-    for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items:
+    for pod in _live_pods(lab, selector):
         reasons = {status.name: status.state.waiting.reason for status in pod.status.container_statuses or []
                    if status.state and status.state.waiting and status.state.waiting.reason in PULL_REASONS}
         for container in pod.spec.containers:
