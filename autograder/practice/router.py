@@ -1,8 +1,8 @@
-"""The practice cluster's kubelet stand-in: runs every pod's containers (runtime.py) and routes to them.
+"""The practice cluster's kubelet stand-in: runs every pod's containers (pod.py) and routes to them.
 
 kwok registers the nodes and removes pods once their deletion is due; this daemon does the rest of
 a kubelet's work for every pod bound to a node: processes, probes, restarts, termination, the pod's
-status and events (see runtime.py), plus the kwok objects that make `kubectl port-forward` and
+status and events (see pod.py), plus the kwok objects that make `kubectl port-forward` and
 `kubectl logs` reach them: one PortForward per pod pointing at its own process (or at a relay into
 the process's network when the runtime isolates it) and one Logs object with the current and
 previous log of each container.
@@ -36,8 +36,10 @@ from autograder.lab import kubeconfig
 from autograder.lab.practice import Practice, kubeconfig_of
 from autograder.practice import container as sandbox
 from autograder.practice.catalog import KWOK, MANAGED_BY, catalog, preload_reference_images
+from autograder.practice.events import EventRecorder
 from autograder.practice.launcher import Launcher
-from autograder.practice.runtime import EventRecorder, PodRuntime, Relay, free_ip
+from autograder.practice.network import Relay, free_ip
+from autograder.practice.pod import PodRuntime
 from autograder.practice.supervise import router_pidfile, state_dir
 from autograder.processes import stop
 

@@ -1,74 +1,37 @@
-"""The practice cluster's pod runtime: each simulated pod's containers are real processes, reported as kubelet would.
-
-kwok registers the nodes, keeps them alive and removes pods once their deletion is due; everything
-kubelet does for a pod happens here. Per container: the image is looked up in the catalog (absent:
-ErrImagePull, then ImagePullBackOff with back-off, or ErrImageNeverPull), the image's app is copied
-to a private folder and started with the pod's command, args and env (by the launcher), its output
-becomes CRI log files (current and previous, read by kwok for `kubectl logs [--previous]`), readiness
-and liveness probes (httpGet, tcpSocket, exec) run against it, an exit restarts it after kubelet's
-back-off (10 s doubling to 5 min: Waiting CrashLoopBackOff, lastState.terminated) and a deletion
-sends SIGTERM, then SIGKILL once the grace period is over. The pod's status is written through the
-pods/status subresource with kubelet's fields and events with kubelet's reasons and texts.
-"""
+"""One container's life as kubelet leads it: pull, start, probes, exit, back-off (CrashLoopBackOff), stop."""
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from kubernetes import client
 
 from autograder import isolation
 from autograder.lab import ports
 from autograder.practice import container as sandbox
+from autograder.practice import probes
+from autograder.practice.events import now_text
 from autograder.practice.launcher import Launched, Launcher
+from autograder.practice.logs import copy_cri_log
+from autograder.practice.probes import Probe
 
 logger = logging.getLogger(__name__)
 
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0
 BACKOFF_RESET_AFTER = 600.0  # kubelet forgets a container's back-off once it ran this long
-DEFAULT_GRACE = 30
-POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")
 PYTHON_NAMES = ("python", "python3", "python3.11")
 SERVER_PORT = 8080  # the lesson's model server's port: the containerPort when the pod declares none
-CRI_LINE_BYTES = 16 * 1024  # containerd's longest log line; longer ones are split
-LOG_ROTATE_BYTES = 10 * 2**20  # kubelet's containerLogMaxSize default
-
-
-def now_text() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _copy_cri_log(pipe: IO[bytes], stream: str, out: IO[bytes], lock: threading.Lock) -> None:
-    """Copy a container's output into its log file in the CRI format kwok serves to `kubectl logs`.
-
-    As containerd does, a line longer than 16 KiB is split into partial (P) lines; as kubelet does, a
-    log past 10 MiB is rotated, and `kubectl logs` shows only what came since. Endless output takes
-    neither the runtime's memory nor the machine's disk.
-    """
-    while chunk := pipe.readline(CRI_LINE_BYTES):
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        whole = chunk.endswith(b"\n")
-        with lock:
-            if out.tell() > LOG_ROTATE_BYTES:
-                out.seek(0)
-                out.truncate()
-            out.write(f"{stamp} {stream} {'F' if whole else 'P'} ".encode() + chunk.removesuffix(b"\n") + b"\n")
-            out.flush()
 
 
 def _exit_code(returncode: int) -> int:
@@ -87,26 +50,39 @@ def _pull_policy(spec: client.V1Container) -> str:
     return "Always" if ":" not in spec.image.rsplit("/", 1)[-1] or spec.image.endswith(":latest") else "IfNotPresent"
 
 
-@dataclass
-class Probe:
-    """One probe of a container and its counters, as kubelet's prober keeps them."""
+class Pod(Protocol):
+    """What a container needs of its pod (pod.PodRuntime): who it is, its folder, policies and events."""
 
-    spec: client.V1Probe
-    next_at: float
-    successes: int = 0
-    failures: int = 0
-    passing: bool = False
+    folder: Path
+    ip: str
+    launcher: Launcher
 
     @property
-    def period(self) -> float:
-        return float(self.spec.period_seconds or 10)
+    def name(self) -> str: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def restart_policy(self) -> str: ...
+
+    @property
+    def deleting(self) -> bool: ...
+
+    @property
+    def grace(self) -> float: ...
+
+    def event(self, reason: str, message: str, kind: str, container: str) -> None: ...
 
 
 @dataclass
 class Container:
     """One container of a pod: its process, restarts, probes and log files."""
 
-    pod: PodRuntime
+    pod: Pod
     spec: client.V1Container
     process: Launched | None = None
     port: int = 0
@@ -241,7 +217,7 @@ class Container:
             self.backoff_until = now + _backoff(self.exits + 1)
             return
         lock = threading.Lock()
-        self.pumps = [threading.Thread(target=_copy_cri_log, args=(pipe, stream, out, lock), daemon=True)
+        self.pumps = [threading.Thread(target=copy_cri_log, args=(pipe, stream, out, lock), daemon=True)
                       for pipe, stream in ((self.process.stdout, "stdout"), (self.process.stderr, "stderr"))]
         for pump in self.pumps:
             pump.start()
@@ -325,42 +301,11 @@ class Container:
 
     def _run_probe(self, spec: client.V1Probe) -> tuple[bool, str]:
         """One probe run against the container's own process: (passed, kubelet's failure text)."""
-        timeout = float(spec.timeout_seconds or 1)
         assert self.process is not None, "only a running container is probed"
-        pid = self.process.pid
-        if spec.http_get or spec.tcp_socket:
-            action = spec.http_get or spec.tcp_socket
-            port = self._resolve_port(action.port)
-            where = f"{self.pod.ip}:{action.port}"
-            try:
-                with sandbox.connect(pid, port, timeout) as sock:
-                    if spec.tcp_socket:
-                        return True, ""
-                    path = spec.http_get.path or "/"
-                    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {where}\r\nUser-Agent: kube-probe/1.34\r\n\r\n".encode())
-                    status = sock.makefile("rb").readline().split()
-            except OSError as error:
-                if spec.tcp_socket:
-                    return False, f"dial tcp {where}: connect: {(error.strerror or str(error)).lower()}"
-                return False, f'Get "http://{where}{spec.http_get.path or "/"}": dial tcp {where}: ' \
-                              f"connect: {(error.strerror or str(error)).lower()}"
-            code = int(status[1]) if len(status) > 1 and status[1].isdigit() else 0
-            return 200 <= code < 400, f"HTTP probe failed with statuscode: {code}"
-        if spec._exec and spec._exec.command:
-            command = [*spec._exec.command]
-            if sandbox.isolated():
-                uid = sandbox.pod_uid(self.pod.uid)
-                command = ["nsenter", f"--target={pid}", "--net", "--mount", "--",
-                           *isolation.unprivileged(uid, sandbox.POD_GID), *command]
-            try:
-                done = subprocess.run(command, cwd=self.folder / "app", capture_output=True, timeout=timeout,
-                                      env=self._environment({}, self.folder / "app"), preexec_fn=sandbox.limit)
-            except subprocess.TimeoutExpired:
-                return False, f"command timed out after {timeout:.0f}s"
-            except OSError as error:
-                return False, str(error)
-            return done.returncode == 0, (done.stdout + done.stderr).decode(errors="replace").strip()[-300:]
-        return True, ""
+        workdir = self.folder / "app"
+        uid = sandbox.pod_uid(self.pod.uid) if sandbox.isolated() else None
+        return probes.run(spec, probes.Target(self.process.pid, self.pod.ip, self._resolve_port, workdir,
+                                              self._environment({}, workdir), uid))
 
     def stop(self, grace: float, now: float) -> None:
         """SIGTERM now, SIGKILL once `grace` seconds are over (kubelet's killContainer)."""
@@ -390,184 +335,3 @@ class Container:
                 "state": state, "lastState": {"terminated": self.last_terminated},
                 **({"containerID": self.container_id} if self.starts else {})}
 
-
-class PodRuntime:
-    """One pod on a simulated node: its containers, IP, events and status."""
-
-    def __init__(self, pod: client.V1Pod, folder: Path, ip: str, events: EventRecorder, launcher: Launcher) -> None:
-        self.pod = pod
-        self.launcher = launcher
-        self.folder = folder
-        self.ip = ip
-        self.recorder = events
-        self.started_at = now_text()
-        folder.mkdir(parents=True, exist_ok=True)
-        if sandbox.isolated():
-            os.chmod(folder, 0o711)
-        self.containers = [Container(self, spec) for spec in pod.spec.containers]
-        for one in self.containers:
-            one.folder.mkdir(exist_ok=True)
-            one.log.touch()
-        self.last_status: dict | None = None
-
-    name = property(lambda self: self.pod.metadata.name)
-    namespace = property(lambda self: self.pod.metadata.namespace)
-    uid = property(lambda self: self.pod.metadata.uid)
-    restart_policy = property(lambda self: self.pod.spec.restart_policy or "Always")
-    deleting = property(lambda self: self.pod.metadata.deletion_timestamp is not None)
-
-    @property
-    def grace(self) -> float:
-        seconds = self.pod.metadata.deletion_grace_period_seconds
-        if seconds is None:
-            seconds = self.pod.spec.termination_grace_period_seconds
-        return float(DEFAULT_GRACE if seconds is None else seconds)
-
-    def event(self, reason: str, message: str, kind: str, container: str) -> None:
-        self.recorder.record(self.pod, reason, message, kind, container)
-
-    def sync(self, pod: client.V1Pod, images: Mapping[str, dict], now: float) -> None:
-        if self.deleting is False and pod.metadata.deletion_timestamp is not None:
-            for one in self.containers:
-                if one.running():
-                    self.event("Killing", f"Stopping container {one.name}", "Normal", one.name)
-        self.pod = pod
-        for one in self.containers:
-            if self.deleting:
-                one.stop(self.grace, now)
-            one.sync(images, now)
-
-    def finished(self) -> bool:
-        """Deleted and every process gone: kubelet would now remove the pod for good."""
-        return self.deleting and not any(one.process is not None for one in self.containers)
-
-    def kill(self) -> None:
-        """The pod vanished (forced deletion): its processes go at once."""
-        for one in self.containers:
-            if one.process is not None:
-                one.signal_all(signal.SIGKILL)
-                one.process.wait()
-
-    def status(self, host_ip: str) -> dict:
-        """The pod's status as kubelet writes it: phase, conditions, IPs and containerStatuses."""
-        statuses = [one.status() for one in self.containers]
-        final = [one.terminated for one in self.containers if one.terminated]
-        if len(final) == len(self.containers):
-            phase = "Succeeded" if all(state["exitCode"] == 0 for state in final) else "Failed"
-        elif any(one.starts for one in self.containers):
-            phase = "Running"
-        else:
-            phase = "Pending"
-        unready = [entry["name"] for entry in statuses if not entry["ready"]]
-        ready = "False" if unready else "True"
-        message = f"containers with unready status: [{' '.join(unready)}]" if unready else None
-        reason = "PodCompleted" if phase in ("Succeeded", "Failed") else ("ContainersNotReady" if unready else None)
-        conditions = {"PodReadyToStartContainers": ("True", None, None), "Initialized": ("True", None, None),
-                      "ContainersReady": (ready, reason, message), "Ready": (ready, reason, message)}
-        previous = {c.type: c for c in self.pod.status.conditions or []} if self.pod.status else {}
-        now = now_text()
-        entries = []
-        for kind, (value, why, text) in conditions.items():
-            old = previous.get(kind)
-            since = old.last_transition_time.strftime("%Y-%m-%dT%H:%M:%SZ") \
-                if old and old.status == value and old.last_transition_time else now
-            entries.append({"type": kind, "status": value, "lastTransitionTime": since, "lastProbeTime": None,
-                            "reason": why, "message": text})
-        ip = host_ip if self.pod.spec.host_network else self.ip
-        return {"phase": phase, "conditions": entries, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
-                "podIP": ip, "podIPs": [{"ip": ip}], "startTime": self.started_at, "containerStatuses": statuses}
-
-
-class EventRecorder:
-    """kubelet's events for pods, repeated ones counted on one Event as the event recorder aggregates them."""
-
-    def __init__(self, core: client.CoreV1Api) -> None:
-        self.core = core
-        self.seen: dict[tuple, tuple[str, int]] = {}
-
-    def record(self, pod: client.V1Pod, reason: str, message: str, kind: str, container: str) -> None:
-        key = (pod.metadata.uid, reason, message)
-        namespace, stamp = pod.metadata.namespace, now_text()
-        try:
-            if key in self.seen:
-                name, count = self.seen[key]
-                self.core.patch_namespaced_event(name, namespace, {"count": count + 1, "lastTimestamp": stamp})
-                self.seen[key] = (name, count + 1)
-                return
-            name = f"{pod.metadata.name}.{hashlib.sha1(repr(key).encode()).hexdigest()[:16]}"
-            node = pod.spec.node_name or ""
-            self.core.create_namespaced_event(namespace, {
-                "metadata": {"name": name, "namespace": namespace},
-                "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name,
-                                   "namespace": namespace, "uid": pod.metadata.uid,
-                                   "fieldPath": f"spec.containers{{{container}}}"},
-                "reason": reason, "message": message, "type": kind, "count": 1,
-                "firstTimestamp": stamp, "lastTimestamp": stamp,
-                "source": {"component": "kubelet", "host": node},
-                "reportingComponent": "kubelet", "reportingInstance": node})
-            self.seen[key] = (name, 1)
-        except client.ApiException as error:
-            if error.status not in (403, 404, 409):  # a namespace being deleted refuses new events
-                raise
-
-    def forget(self, uid: str) -> None:
-        self.seen = {key: value for key, value in self.seen.items() if key[0] != uid}
-
-
-class Relay:
-    """A loopback port on the runtime's side that leads into one container's own network (kwok dials it)."""
-
-    def __init__(self, target: Container) -> None:
-        self.target = target
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                incoming, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._serve, args=(incoming,), daemon=True).start()
-
-    def _serve(self, incoming: socket.socket) -> None:
-        process = self.target.process
-        try:
-            outgoing = sandbox.connect(process.pid if process else None, self.target.port, 5)
-        except OSError:
-            incoming.close()
-            return
-        outgoing.settimeout(None)
-        threading.Thread(target=_pump, args=(outgoing, incoming), daemon=True).start()
-        _pump(incoming, outgoing)
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-def _pump(source: socket.socket, target: socket.socket) -> None:
-    """Copy bytes one way until either side closes."""
-    try:
-        while data := source.recv(65536):
-            target.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (source, target):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-def free_ip(used: set[str]) -> str:
-    """A pod IP from the pod network that no live pod holds."""
-    for address in POD_NETWORK.hosts():
-        text = str(address)
-        if text not in used and not text.endswith(".0") and not text.endswith(".1"):
-            used.add(text)
-            return text
-    raise RuntimeError("the practice pod network is full")
