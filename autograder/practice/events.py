@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
 
 from kubernetes import client
 
-
-def now_text() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+from autograder.practice.clock import Clock
 
 
 class EventRecorder:
     """kubelet's events for pods, repeated ones counted on one Event as the event recorder aggregates them."""
 
-    def __init__(self, core: client.CoreV1Api) -> None:
+    def __init__(self, core: client.CoreV1Api, clock: Clock) -> None:
         self.core = core
+        self.clock = clock
         self.seen: dict[tuple, tuple[str, int]] = {}
 
     def record(self, pod: client.V1Pod, reason: str, message: str, kind: str, container: str) -> None:
         key = (pod.metadata.uid, reason, message)
-        namespace, stamp = pod.metadata.namespace, now_text()
+        namespace, stamp = pod.metadata.namespace, self.clock.stamp()
         try:
             if key in self.seen:
                 name, count = self.seen[key]

@@ -68,6 +68,11 @@ class Launched:
             self.returncode = self._launcher.exit_code(self._ident, timeout=timeout)
         return self.returncode
 
+    def signal_group(self, number: int) -> None:
+        """Signal the container's every process: its session's group, which this process leads."""
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, number)
+
 
 class Launcher:
     """The runtime's end: starts the launcher on first use (and again if it died), spawns, learns exits."""

@@ -10,7 +10,6 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -21,9 +20,9 @@ from autograder import isolation
 from autograder.lab import ports
 from autograder.practice import container as sandbox
 from autograder.practice import probes
-from autograder.practice.events import now_text
-from autograder.practice.launcher import Launched, Launcher
+from autograder.practice.launcher import Launched
 from autograder.practice.logs import copy_cri_log
+from autograder.practice.node import Node
 from autograder.practice.probes import Probe
 
 logger = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ class Pod(Protocol):
 
     folder: Path
     ip: str
-    launcher: Launcher
+    node: Node
 
     @property
     def name(self) -> str: ...
@@ -199,15 +198,15 @@ class Container:
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.copytree(entry["app"], workdir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         uid = sandbox.pod_uid(self.pod.uid)
-        if sandbox.isolated():
+        if self.pod.node.isolates:
             for path in [workdir, *workdir.rglob("*")]:
                 os.chown(path, uid, sandbox.POD_GID, follow_symlinks=False)
-        self.port = self.declared_port if sandbox.isolated() else ports.free_port()
+        self.port = self.declared_port if self.pod.node.isolates else ports.free_port()
         out = self.output = self.log.open("wb")
         try:
             # In a session of its own (the process group is the container): whatever it forks stops with it.
-            self.process = self.pod.launcher.spawn(self._command(), self._environment(entry, workdir), workdir,
-                                                   uid if sandbox.isolated() else None)
+            self.process = self.pod.node.launcher.spawn(self._command(), self._environment(entry, workdir), workdir,
+                                                   uid if self.pod.node.isolates else None)
         except OSError as error:
             out.close()
             message = f"failed to create containerd task: exec: {error}"
@@ -224,7 +223,7 @@ class Container:
         self.starts += 1
         logger.info("%s/%s: started container %s (pid %d)", self.pod.namespace, self.pod.name, self.name,
                     self.process.pid)
-        self.started_at, self.ran_since, self.waiting, self.ready, self.kill_at = now_text(), now, None, False, None
+        self.started_at, self.ran_since, self.waiting, self.ready, self.kill_at = self.pod.node.clock.stamp(), now, None, False, None
         delay = lambda probe: now + (probe.initial_delay_seconds or 0)  # noqa: E731
         self.readiness = Probe(self.spec.readiness_probe, delay(self.spec.readiness_probe)) \
             if self.spec.readiness_probe else None
@@ -250,7 +249,7 @@ class Container:
         self.process = None
         self.ready = False
         state = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                 "startedAt": self.started_at, "finishedAt": now_text(), "containerID": self.container_id}
+                 "startedAt": self.started_at, "finishedAt": self.pod.node.clock.stamp(), "containerID": self.container_id}
         policy = self.pod.restart_policy
         if self.pod.deleting or policy == "Never" or (policy == "OnFailure" and code == 0):
             self.terminated = state
@@ -297,14 +296,14 @@ class Container:
     def _resolve_port(self, port: int | str) -> int:
         if isinstance(port, str) and not port.isdigit():
             port = next((p.container_port for p in self.spec.ports or [] if p.name == port), SERVER_PORT)
-        return int(port) if sandbox.isolated() else self.port
+        return int(port) if self.pod.node.isolates else self.port
 
     def _run_probe(self, spec: client.V1Probe) -> tuple[bool, str]:
         """One probe run against the container's own process: (passed, kubelet's failure text)."""
         assert self.process is not None, "only a running container is probed"
         workdir = self.folder / "app"
-        uid = sandbox.pod_uid(self.pod.uid) if sandbox.isolated() else None
-        return probes.run(spec, probes.Target(self.process.pid, self.pod.ip, self._resolve_port, workdir,
+        uid = sandbox.pod_uid(self.pod.uid) if self.pod.node.isolates else None
+        return self.pod.node.prober(spec, probes.Target(self.process.pid, self.pod.ip, self._resolve_port, workdir,
                                               self._environment({}, workdir), uid))
 
     def stop(self, grace: float, now: float) -> None:
@@ -315,10 +314,8 @@ class Container:
 
     def signal_all(self, number: int) -> None:
         """Signal the container's whole process group, as a runtime signals a container's every process."""
-        if self.process is None:
-            return
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, number)
+        if self.process is not None:
+            self.process.signal_group(number)
 
     def status(self) -> dict:
         """This container's entry of status.containerStatuses, with every state key (null ones clear the old)."""

@@ -21,10 +21,8 @@ from pathlib import Path
 
 from kubernetes import client
 
-from autograder.practice import container as sandbox
-from autograder.practice.events import EventRecorder, now_text
-from autograder.practice.launcher import Launcher
 from autograder.practice.lifecycle import Container
+from autograder.practice.node import Node
 
 DEFAULT_GRACE = 30
 
@@ -32,15 +30,14 @@ DEFAULT_GRACE = 30
 class PodRuntime:
     """One pod on a simulated node: its containers, IP, events and status."""
 
-    def __init__(self, pod: client.V1Pod, folder: Path, ip: str, events: EventRecorder, launcher: Launcher) -> None:
+    def __init__(self, pod: client.V1Pod, folder: Path, ip: str, node: Node) -> None:
         self.pod = pod
-        self.launcher = launcher
+        self.node = node
         self.folder = folder
         self.ip = ip
-        self.recorder = events
-        self.started_at = now_text()
+        self.started_at = node.clock.stamp()
         folder.mkdir(parents=True, exist_ok=True)
-        if sandbox.isolated():
+        if node.isolates:
             os.chmod(folder, 0o711)
         self.containers = [Container(self, spec) for spec in pod.spec.containers]
         for one in self.containers:
@@ -62,7 +59,7 @@ class PodRuntime:
         return float(DEFAULT_GRACE if seconds is None else seconds)
 
     def event(self, reason: str, message: str, kind: str, container: str) -> None:
-        self.recorder.record(self.pod, reason, message, kind, container)
+        self.node.events.record(self.pod, reason, message, kind, container)
 
     def sync(self, pod: client.V1Pod, images: Mapping[str, dict], now: float) -> None:
         if self.deleting is False and pod.metadata.deletion_timestamp is not None:
@@ -103,7 +100,7 @@ class PodRuntime:
         conditions = {"PodReadyToStartContainers": ("True", None, None), "Initialized": ("True", None, None),
                       "ContainersReady": (ready, reason, message), "Ready": (ready, reason, message)}
         previous = {c.type: c for c in self.pod.status.conditions or []} if self.pod.status else {}
-        now = now_text()
+        now = self.node.clock.stamp()
         entries = []
         for kind, (value, why, text) in conditions.items():
             old = previous.get(kind)

@@ -55,7 +55,8 @@ def _dial(spec: client.V1Probe, target: Target, timeout: float) -> tuple[bool, s
     action = spec.http_get or spec.tcp_socket
     where = f"{target.address}:{action.port}"
     try:
-        with sandbox.connect(target.pid, target.port(action.port), timeout) as sock:
+        pid = target.pid if target.uid is not None else None  # into its own network when isolated
+        with sandbox.connect(pid, target.port(action.port), timeout) as sock:
             if spec.tcp_socket:
                 return True, ""
             path = spec.http_get.path or "/"

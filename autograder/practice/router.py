@@ -34,11 +34,12 @@ from urllib3.exceptions import HTTPError
 
 from autograder.lab import kubeconfig
 from autograder.lab.practice import Practice, kubeconfig_of
-from autograder.practice import container as sandbox
 from autograder.practice.catalog import KWOK, MANAGED_BY, catalog, preload_reference_images
+from autograder.practice.clock import Clock
 from autograder.practice.events import EventRecorder
 from autograder.practice.launcher import Launcher
 from autograder.practice.network import Relay, free_ip
+from autograder.practice.node import Node
 from autograder.practice.pod import PodRuntime
 from autograder.practice.supervise import router_pidfile, state_dir
 from autograder.processes import stop
@@ -60,7 +61,7 @@ def kwok_sets_pod_status(context: str) -> bool:
 class Router:
     """Keeps the containers, statuses and kwok routes of every pod in step with the cluster."""
 
-    def __init__(self, context: str, state: Path) -> None:
+    def __init__(self, context: str, state: Path, clock: Clock | None = None) -> None:
         self.context = context
         self.state = state
         self.legacy = kwok_sets_pod_status(context)
@@ -68,6 +69,7 @@ class Router:
         self.relays: dict[tuple[str, str], Relay] = {}
         self.host_ips: dict[str, str] = {}
         self.published: dict[tuple[str, str], dict] = {}  # (pod uid, plural): the spec last written
+        self.clock = clock or Clock()
         self.launcher = Launcher()
         self.connect()
         preload_reference_images(self.core)
@@ -77,15 +79,15 @@ class Router:
         api = kubeconfig.api_client(self.context, kubeconfig_of(self.context))
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
-        self.events = EventRecorder(self.core)
+        self.node = Node(self.launcher, EventRecorder(self.core, self.clock), self.clock)
         for runtime in self.pods.values():
-            runtime.recorder = self.events
+            runtime.node = self.node
 
     def reconcile(self) -> str:
         """One pass over every pod bound to a node; returns the pod list's resourceVersion to watch from."""
         images = _CatalogOnDemand(self.core)
         pods = self.core.list_pod_for_all_namespaces()
-        now = time.monotonic()
+        now = self.clock.monotonic()
         used_ips = {pod.status.pod_ip for pod in pods.items if pod.status and pod.status.pod_ip}
         present = set()
         for pod in pods.items:
@@ -96,8 +98,7 @@ class Router:
             runtime = self.pods.get(uid)
             if runtime is None:
                 ip = pod.status.pod_ip or free_ip(used_ips)
-                runtime = self.pods[uid] = PodRuntime(pod, self.state / "pods" / uid, ip, self.events,
-                                                          self.launcher)
+                runtime = self.pods[uid] = PodRuntime(pod, self.state / "pods" / uid, ip, self.node)
             runtime.sync(pod, images, now)
             try:
                 self._publish(runtime)
@@ -118,7 +119,7 @@ class Router:
         forwards, logs = [], []
         for one in runtime.containers:
             if one.running():
-                port = self._relay(runtime, one).port if sandbox.isolated() else one.port
+                port = self._relay(runtime, one).port if self.node.isolates else one.port
                 target = {"address": "127.0.0.1", "port": port}
                 declared = [entry.container_port for entry in one.spec.ports or []]
                 forwards.append({"ports": declared, "target": target} if declared else {"target": target})
@@ -155,7 +156,7 @@ class Router:
             self.relays.pop(key).close()
         for key in [key for key in self.published if key[0] == uid]:
             del self.published[key]
-        self.events.forget(uid)
+        self.node.events.forget(uid)
         shutil.rmtree(self.state / "pods" / uid, ignore_errors=True)
 
     def _ensure_pod_object(self, pod: client.V1Pod, kind: str, plural: str, spec: dict) -> None:
