@@ -16,6 +16,7 @@ import psutil
 import pytest
 from nbgrader.utils import is_grade, is_solution
 
+from autograder import forkserver
 from autograder.bench import grade as bench
 from autograder.cli import scripts_on_path
 from autograder.grading import submissions
@@ -53,6 +54,21 @@ def lab(practice_cluster: Practice, request: pytest.FixtureRequest) -> Iterator[
     lab = connect("practice", namespace=namespace)
     yield lab
     lab.core.delete_namespace(namespace)
+
+
+def ask_as_nobody(server: Path, request: dict) -> int:
+    """What a fork server answers a process of another user (a pod's or a kernel's): the exit code it gets."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            code = forkserver.ask(server, request) or 0
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def jailed_kernels() -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +14,12 @@ from typing import NoReturn
 import psutil
 import pytest
 
-from autograder import processes
-from autograder.grading import forkserver, worker
+from autograder import forkserver, processes
+from autograder.grading import worker
 
 
 def _client(socket: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-I", "-m", "autograder.grading.forkserver", "--socket", str(socket),
+    return subprocess.run([sys.executable, "-I", "-m", "autograder.forkserver", "--socket", str(socket),
                            "--module", worker.WORKER_MODULE, "--", *args], capture_output=True, text=True, timeout=120)
 
 
@@ -75,3 +76,15 @@ def test_a_forked_server_has_none_of_this_processs_event_loop_or_exit_handlers(t
         asyncio.set_event_loop(None)
     assert report.read_text() == "a loop of its own runs"
     assert not ran_here.exists()
+
+
+def test_a_socket_counts_as_a_server_only_once_it_listens(tmp_path: Path) -> None:
+    """A client that found a socket only bound would be refused and start cold: start() waits for listen()."""
+    path = tmp_path / "with a space" / "server.sock"
+    path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind(str(path))
+        bound = forkserver.listening(path)
+        listener.listen(1)
+        listens = forkserver.listening(path)
+    assert (bound, listens, forkserver.listening(path)) == (False, True, False)

@@ -49,7 +49,7 @@ class Grader:
         self.hide = jail_hides() if settings.jail else []
         self.masters = {name: nbformat.read(course.source(assignment) / name, as_version=4)
                         for name in course.notebooks(assignment)}
-        self.workers: Path | None = None  # the run's worker server (forkserver.py), when one listens
+        self.workers: Path | None = None  # the run's worker server (autograder/forkserver.py), when one listens
         self._staged: dict[str, tuple[str, list[str]]] = {}
         self._running: set[subprocess.Popen] = set()
         self._restores: list[threading.Thread] = []
@@ -202,7 +202,7 @@ class Grader:
             return {"success": False, "error": "grading was interrupted before this submission ran"}
         command = [sys.executable, "-I", "-m", worker.WORKER_MODULE]
         if self.workers is not None:
-            command[3:] = ["autograder.grading.forkserver", "--socket", str(self.workers), "--module",
+            command[3:] = ["autograder.forkserver", "--socket", str(self.workers), "--module",
                            worker.WORKER_MODULE, "--"]
         request = WorkerRequest.of(
             self.settings, course=self.course.root, assignment=self.assignment, student=student,

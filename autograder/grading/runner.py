@@ -16,7 +16,8 @@ from pathlib import Path
 from kubernetes import client
 from tqdm.auto import tqdm
 
-from autograder.grading import UNISOLATED_FLAG, forkserver, jail, ledger, nodes, sandbox, worker
+from autograder import forkserver
+from autograder.grading import UNISOLATED_FLAG, jail, ledger, nodes, sandbox, worker
 from autograder.grading.course import (
     Course,
     GradingError,

@@ -26,8 +26,8 @@ from nbgrader.preprocessors import Execute
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from autograder import isolation, processes
-from autograder.grading import bridge, forkserver, jail, nodes
+from autograder import forkserver, isolation, processes
+from autograder.grading import bridge, jail, nodes
 from autograder.grading.kernelclient import ReadyKernelClient
 from autograder.grading.request import WorkerRequest
 from autograder.grading.verify import PHASES, ClusterVerifiedExecute
@@ -113,15 +113,9 @@ def serve(path: Path) -> NoReturn:
 
 def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
     """A worker for `request` (forkserver's generic client: argv, cwd, env), forked from the server; its pid."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            isolation.die_with_parent()
-            forkserver.become(request, stdout, stderr)
-            processes.run_as_main(lambda: sys.exit(main(request["argv"])), [WORKER_MODULE, *request["argv"]], None)
-        finally:
-            os._exit(127)
-    return pid
+    return forkserver.fork_and_become(
+        lambda: processes.run_as_main(lambda: sys.exit(main(request["argv"])), [WORKER_MODULE, *request["argv"]],
+                                      None), stdout, stderr, request["cwd"], request["env"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,7 +70,7 @@ class Router:
         self.host_ips: dict[str, str] = {}
         self.published: dict[tuple[str, str], dict] = {}  # (pod uid, plural): the spec last written
         self.clock = clock or Clock()
-        self.launcher = Launcher()
+        self.launcher = Launcher(state / "launcher")
         self.connect()
         preload_reference_images(self.core)
 
@@ -185,7 +185,7 @@ class Router:
         self.published[key] = spec
 
     def close(self) -> None:
-        """Stop every container (SIGTERM, then SIGKILL after 5 s) and every relay."""
+        """Stop every container (SIGTERM, then SIGKILL after 5 s), every relay and the launcher."""
         for runtime in self.pods.values():
             for one in runtime.containers:
                 if one.process is not None:
@@ -195,6 +195,7 @@ class Router:
         for relay in self.relays.values():
             relay.close()
         self.pods.clear()
+        self.launcher.close()
 
 class _CatalogOnDemand(Mapping[str, dict]):
     """The image catalog, read on first use: most passes start no container and need no image."""
