@@ -61,8 +61,8 @@ def start(path: Path, module: str, env: dict[str, str] | None = None, timeout: f
     server = subprocess.Popen([sys.executable, "-I", "-m", module, "--serve", str(path)], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, cwd="/", env=env, start_new_session=True,
                               preexec_fn=isolation.die_with_parent)
-    waiting.poll(lambda: listening(path), lambda listens: listens or server.poll() is not None, timeout,
-                 interval=0.02)
+    waiting.poll(lambda: listening(path), lambda listens: listens or server.poll() is not None,
+                 timeout, interval=0.02)
     return server
 
 
@@ -103,15 +103,16 @@ def forked(path: Path, serve: Callable[[Path], NoReturn], timeout: float = 30) -
 
 
 def listening(path: Path) -> bool:
-    """Whether a server listens at `path` (bound is not enough: a client would be refused until it listens)."""
+    """Whether a server listens at `path`: bound only, it would refuse a client."""
     with open("/proc/net/unix") as table:
         next(table)  # Num RefCount Protocol Flags Type St Inode Path
         rows = (line.rstrip("\n").split(maxsplit=7) for line in table)
-        return any(len(row) == 8 and int(row[3], 16) & SO_ACCEPTCON and row[7] == str(path) for row in rows)
+        return any(len(row) == 8 and int(row[3], 16) & SO_ACCEPTCON and row[7] == str(path)
+                   for row in rows)
 
 
 def serve(path: Path, warm: Callable[[], None], launch: Launch) -> NoReturn:
-    """The server: listen first (clients may queue), import, then fork a child per client of its own uid."""
+    """The server: listen first (clients may queue), import, then fork a child per client."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(str(path))
     path.chmod(0o600)
@@ -131,11 +132,11 @@ def serve(path: Path, warm: Callable[[], None], launch: Launch) -> NoReturn:
 
 
 class LaunchError(OSError):
-    """The server could not start the process (no such program), refused the client, or has ended."""
+    """The server could not start the process (no such program), refused the client, or ended."""
 
 
 class Launched:
-    """A process the server started for this client: its pid, and its exit code once it has ended."""
+    """A process the server started for this client: its pid, and its exit code once it ended."""
 
     def __init__(self, connection: socket.socket, pid: int) -> None:
         self.pid = pid
@@ -146,7 +147,7 @@ class Launched:
         return self.wait(timeout=0)
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """The exit code once the process ends (None while it runs); a server gone killed its processes."""
+        """The exit code once the process ends (None while it runs); a server's end killed it."""
         if self.returncode is None:
             ready, _, _ = select.select([self._connection], [], [], timeout)
             if ready:
@@ -161,7 +162,7 @@ class Launched:
 
 
 def spawn(path: Path, request: dict, stdout: int, stderr: int) -> Launched | None:
-    """Ask the server at `path` for `request`'s process, writing to `stdout` and `stderr`; None when none listens."""
+    """Ask the server at `path` for `request`'s process with this output; None when none listens."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         connection.connect(str(path))
@@ -170,7 +171,7 @@ def spawn(path: Path, request: dict, stdout: int, stderr: int) -> Launched | Non
         return None
     try:
         socket.send_fds(connection, [json.dumps(request).encode()], [stdout, stderr])
-        reply = json.loads(_received(connection) or b'{"error": "the fork server refused, or has ended"}')
+        reply = json.loads(_received(connection) or b'{"error": "the server refused or ended"}')
     except BaseException:
         connection.close()
         raise
@@ -202,7 +203,7 @@ def _received(connection: socket.socket) -> bytes:
 
 
 def become(stdout: int, stderr: int, cwd: str | Path, env: dict[str, str] | None = None) -> None:
-    """In a fork: the client's output and folder (and `env`, when given), nothing of the server's open."""
+    """In a fork: the client's output, folder (and `env`, if given); none of the server's files."""
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(stdout, 1)
     os.dup2(stderr, 2)
@@ -215,9 +216,9 @@ def become(stdout: int, stderr: int, cwd: str | Path, env: dict[str, str] | None
 
 def fork_and_become(run: Callable[[], object], stdout: int, stderr: int, cwd: str | Path,
                     env: dict[str, str] | None = None) -> int:
-    """A child that dies with this process, `become`s the client's process and runs `run`; its pid here.
+    """A child that dies with this process, `become`s the client's process and runs `run`; its pid.
 
-    What `run` raises goes to the child's stderr, and the child exits 127, as a command that could not run.
+    What `run` raises goes to the child's stderr, and it exits 127, as a command that could not run.
     """
     pid = os.fork()
     if pid == 0:

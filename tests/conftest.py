@@ -57,7 +57,7 @@ def lab(practice_cluster: Practice, request: pytest.FixtureRequest) -> Iterator[
 
 
 def ask_as_nobody(server: Path, request: dict) -> int:
-    """What a fork server answers a process of another user (a pod's or a kernel's): the exit code it gets."""
+    """The exit code a process of another user (a pod's, a kernel's) gets from a fork server."""
     pid = os.fork()
     if pid == 0:
         code = 1

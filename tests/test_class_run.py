@@ -147,7 +147,7 @@ def test_the_gradebook_is_backed_up_before_each_run(class_run: dict, course: Pat
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_a_fully_graded_class_resumes_without_grading_anyone_again(class_run: dict, course: Path) -> None:
+def test_a_fully_graded_class_resumes_without_grading_again(class_run: dict, course: Path) -> None:
     started = time.monotonic()
     again = grade_class(course, ASSIGNMENT, settings=SETTINGS, provider="practice")
     elapsed = time.monotonic() - started

@@ -19,8 +19,9 @@ from autograder.grading import worker
 
 
 def _client(socket: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-I", "-m", "autograder.forkserver", "--socket", str(socket),
-                           "--module", worker.WORKER_MODULE, "--", *args], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-I", "-m", "autograder.forkserver", "--socket", str(socket),
+               "--module", worker.WORKER_MODULE, "--", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_a_forked_server_has_none_of_this_processs_event_loop_or_exit_handlers(t
 
 
 def test_a_socket_counts_as_a_server_only_once_it_listens(tmp_path: Path) -> None:
-    """A client that found a socket only bound would be refused and start cold: start() waits for listen()."""
+    """A client finding a socket only bound is refused (it starts cold): start() waits for it."""
     path = tmp_path / "with a space" / "server.sock"
     path.parent.mkdir()
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:

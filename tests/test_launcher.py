@@ -27,7 +27,7 @@ raise SystemExit(int(sys.argv[1]))
 
 @pytest.fixture
 def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
-    launcher = Launcher(tmp_path_factory.mktemp("launcher"))  # beside the app's folder, as the runtime's is
+    launcher = Launcher(tmp_path_factory.mktemp("launcher"))  # beside the app, as a router's
     yield launcher
     launcher.close()
 
@@ -61,7 +61,7 @@ def test_a_killed_launcher_takes_its_containers_along_and_the_next_spawn_starts_
         launcher: Launcher, app: Path) -> None:
     running = launcher.spawn(["sleep", "60"], {"PATH": "/usr/bin:/bin"}, app, None)
     container = psutil.Process(running.pid)
-    first = container.parent().parent()  # the container's parent is the launcher's fork that answers for it
+    first = container.parent().parent()  # its parent is the launcher's fork that answers for it
     first.send_signal(signal.SIGKILL)
     assert running.wait(10) == -signal.SIGKILL
     _, alive = psutil.wait_procs([container], timeout=10)
@@ -103,15 +103,17 @@ def test_an_isolated_container_finds_no_course_home_or_other_file_of_the_machine
 
 @pytest.mark.root
 def test_a_process_of_another_uid_is_refused_a_container() -> None:
-    """Root's launcher starts containers as root when asked without a uid: no other user may ask it."""
-    shared = Path(tempfile.mkdtemp(prefix="launcher-shared-"))  # any user may reach it, unlike tmp_path
+    """Root's launcher starts a container as root when asked with no uid: no other user may ask."""
+    shared = Path(tempfile.mkdtemp(prefix="launcher-shared-"))  # any user reaches it
     shared.chmod(0o1777)
     launcher = Launcher(shared / "launcher")
     try:
-        launcher.socket.parent.chmod(0o755)  # past the folder only root may enter: the server itself must refuse
+        # Past the folder only root may enter: the server itself must refuse.
+        launcher.socket.parent.chmod(0o755)
         launcher.socket.chmod(0o666)
-        request = {"argv": ["sh", "-c", f"touch {shared / 'escaped'}"], "env": {"PATH": "/usr/bin:/bin"},
-                   "cwd": str(shared), "uid": None}
+        escape = ["sh", "-c", f"touch {shared / 'escaped'}"]
+        env = {"PATH": "/usr/bin:/bin"}
+        request = {"argv": escape, "env": env, "cwd": str(shared), "uid": None}
         code = ask_as_nobody(launcher.socket, request)
         escaped = (shared / "escaped").exists()
     finally:

@@ -1,8 +1,8 @@
-"""The pod runtime's clock-driven behaviour on a fake clock: kubelet's back-offs, probe timing, grace periods.
+"""The pod runtime's clock-driven behaviour on a fake clock: back-offs, probe timing, grace periods.
 
-No cluster and no real process: the runtime's own PodRuntime and Container run as the router runs them,
-on a Node whose clock, launcher, prober and event recorder the test holds. A container's process is a
-fake that ends when the test says (or when a signal would end it) and notes every signal it receives.
+No cluster and no real process: the runtime's own PodRuntime and Container run as the router runs
+them, on a Node whose clock, launcher, prober and event recorder the test holds. A container's
+process is a fake that ends when the test says (or a signal would end it) and notes each signal.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class FakeClock(Clock):
 
 
 class FakeProcess:
-    """A container's main process: runs until the test ends it or a signal does, noting every signal."""
+    """A container's main process: runs until the test or a signal ends it, noting every signal."""
 
     def __init__(self, pid: int, clock: FakeClock, ignores_sigterm: bool) -> None:
         self.pid, self.clock, self.ignores_sigterm = pid, clock, ignores_sigterm
@@ -82,7 +82,9 @@ class FakeLauncher:
     ignores_sigterm: bool = False
     started: list[FakeProcess] = field(default_factory=list)
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: Path, uid: int | None) -> FakeProcess:
+    def spawn(
+        self, argv: list[str], env: dict[str, str], cwd: Path, uid: int | None
+    ) -> FakeProcess:
         process = FakeProcess(10_000_000 + len(self.started), self.clock, self.ignores_sigterm)
         self.started.append(process)
         return process
@@ -95,7 +97,9 @@ class FakeRecorder:
     clock: FakeClock
     events: list[tuple[float, str, str]] = field(default_factory=list)
 
-    def record(self, pod: client.V1Pod, reason: str, message: str, kind: str, container: str) -> None:
+    def record(
+        self, pod: client.V1Pod, reason: str, message: str, kind: str, container: str
+    ) -> None:
         self.events.append((self.clock.now - START, reason, message))
 
     def times(self, reason: str) -> list[float]:
@@ -117,7 +121,7 @@ class FakeProber:
 
 @dataclass
 class Kubelet:
-    """One pod on a node whose every part is the test's: `at(t)` is the router's pass at t seconds."""
+    """One pod on a node whose every part is the test's: `at(t)` is the router's pass at t s."""
 
     pod: client.V1Pod
     runtime: PodRuntime
@@ -143,17 +147,25 @@ class Kubelet:
         return state["reason"] if state else None
 
     def delete(self, grace: int | None) -> None:
-        """What the router reads next of a pod `kubectl delete` deleted: a deletion timestamp, a grace period."""
+        """The pod as the router reads it after `kubectl delete`: a deletion timestamp and grace."""
         self.pod = copy.deepcopy(self.pod)
         self.pod.metadata.deletion_timestamp = datetime.fromtimestamp(self.clock.now, timezone.utc)
         self.pod.metadata.deletion_grace_period_seconds = grace
 
 
-def make_pod(restart_policy: str = "Always", grace: int | None = None, **container: object) -> client.V1Pod:
+def make_pod(
+    restart_policy: str = "Always", grace: int | None = None, **container: object
+) -> client.V1Pod:
     spec = client.V1Container(name="app", image=container.pop("image", IMAGE), **container)
-    return client.V1Pod(metadata=client.V1ObjectMeta(name="web", namespace="class", uid="0c1a55e5"),
-                        spec=client.V1PodSpec(containers=[spec], restart_policy=restart_policy,
-                                              termination_grace_period_seconds=grace, node_name="node-1"))
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name="web", namespace="class", uid="0c1a55e5"),
+        spec=client.V1PodSpec(
+            containers=[spec],
+            restart_policy=restart_policy,
+            termination_grace_period_seconds=grace,
+            node_name="node-1",
+        ),
+    )
 
 
 @pytest.fixture
@@ -183,37 +195,56 @@ def crash_each_second(kubelet: Kubelet, until: float) -> tuple[list[float], list
     """A container that exits 1 s after each start: the times of its starts and of its exits."""
     exits: list[float] = []
     for second in range(int(until) + 1):
-        if kubelet.launcher.started and kubelet.process.poll() is None \
-                and kubelet.process.started_at < START + second:
+        if (
+            kubelet.launcher.started
+            and kubelet.process.poll() is None
+            and kubelet.process.started_at < START + second
+        ):
             kubelet.process.end(CRASHED)
             exits.append(second)
         kubelet.at(second)
     return [process.started_at - START for process in kubelet.launcher.started], exits
 
 
-def test_a_crashing_container_restarts_at_once_then_after_10_s_doubling_up_to_5_min(kubelet_for) -> None:
+def test_a_crashing_container_restarts_at_once_then_after_10_s_doubling_up_to_5_min(
+    kubelet_for,
+) -> None:
     kubelet = kubelet_for(make_pod())
     starts, exits = crash_each_second(kubelet, until=1000)
-    assert [start - end for start, end in zip(starts[1:], exits)] == [0, 10, 20, 40, 80, 160, 300, 300]
+    assert [start - end for start, end in zip(starts[1:], exits)] == [
+        0,
+        10,
+        20,
+        40,
+        80,
+        160,
+        300,
+        300,
+    ]
     assert kubelet.waiting() == "CrashLoopBackOff"
     assert kubelet.status()["restartCount"] == len(starts) - 1
     assert kubelet.status()["lastState"]["terminated"]["exitCode"] == CRASHED
 
 
-def test_crash_loop_back_off_shows_while_the_container_waits_and_names_its_delay(kubelet_for) -> None:
+def test_crash_loop_back_off_shows_while_the_container_waits_and_names_its_delay(
+    kubelet_for,
+) -> None:
     kubelet = kubelet_for(make_pod())
     starts, exits = crash_each_second(kubelet, until=32)  # the 3rd exit at 13 s: 20 s of back-off
     assert starts == [0, 1, 12] and exits == [1, 2, 13]
     assert kubelet.waiting() == "CrashLoopBackOff"
-    assert kubelet.status()["state"]["waiting"]["message"].startswith("back-off 20s restarting failed container=app")
+    assert kubelet.status()["state"]["waiting"]["message"].startswith(
+        "back-off 20s restarting failed container=app"
+    )
     assert kubelet.events.times("BackOff") == [2, 13]
     kubelet.at(33)
     assert kubelet.status()["state"]["running"] is not None and len(kubelet.launcher.started) == 4
 
 
 @pytest.mark.parametrize(("ran", "then_waits"), [(599, 40), (600, 0)])
-def test_the_back_off_is_forgotten_once_the_container_ran_ten_minutes(kubelet_for, ran: int,
-                                                                       then_waits: int) -> None:
+def test_the_back_off_is_forgotten_once_the_container_ran_ten_minutes(
+    kubelet_for, ran: int, then_waits: int
+) -> None:
     kubelet = kubelet_for(make_pod())
     starts = crash_each_second(kubelet, until=33)[0]  # started at 33 s, after 20 s of back-off
     assert starts[-1] == 33
@@ -221,7 +252,9 @@ def test_the_back_off_is_forgotten_once_the_container_ran_ten_minutes(kubelet_fo
     kubelet.at(33 + ran)
     for second in range(34 + ran, 34 + ran + then_waits):
         kubelet.at(second)
-    assert [process.started_at - START for process in kubelet.launcher.started][-1] == 33 + ran + then_waits
+    assert [process.started_at - START for process in kubelet.launcher.started][
+        -1
+    ] == 33 + ran + then_waits
 
 
 def test_an_image_never_loaded_is_pulled_again_after_10_s_doubling_up_to_5_min(kubelet_for) -> None:
@@ -232,8 +265,15 @@ def test_an_image_never_loaded_is_pulled_again_after_10_s_doubling_up_to_5_min(k
         reasons[second] = kubelet.waiting()
     assert kubelet.events.times("Pulling") == [0, 10, 30, 70, 150, 310, 610, 910]
     assert (reasons[0], reasons[1], reasons[9], reasons[10], reasons[11]) == (
-        "ErrImagePull", "ImagePullBackOff", "ImagePullBackOff", "ErrImagePull", "ImagePullBackOff")
-    assert kubelet.launcher.started == [] and kubelet.runtime.status("10.0.0.1")["phase"] == "Pending"
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "ImagePullBackOff",
+    )
+    assert (
+        kubelet.launcher.started == [] and kubelet.runtime.status("10.0.0.1")["phase"] == "Pending"
+    )
 
 
 def test_an_image_never_loaded_with_pull_policy_never_is_never_pulled(kubelet_for) -> None:
@@ -245,11 +285,17 @@ def test_an_image_never_loaded_with_pull_policy_never_is_never_pulled(kubelet_fo
 
 
 def readiness(delay: int, period: int, failures: int) -> client.V1Probe:
-    return client.V1Probe(http_get=client.V1HTTPGetAction(path="/health", port=8080), initial_delay_seconds=delay,
-                          period_seconds=period, failure_threshold=failures)
+    return client.V1Probe(
+        http_get=client.V1HTTPGetAction(path="/health", port=8080),
+        initial_delay_seconds=delay,
+        period_seconds=period,
+        failure_threshold=failures,
+    )
 
 
-def test_readiness_is_probed_after_its_initial_delay_each_period_and_fails_at_its_threshold(kubelet_for) -> None:
+def test_readiness_is_probed_after_its_initial_delay_each_period_and_fails_at_its_threshold(
+    kubelet_for,
+) -> None:
     kubelet = kubelet_for(make_pod(readiness_probe=readiness(delay=5, period=3, failures=2)))
     ready = {}
     for second in range(21):
@@ -259,39 +305,59 @@ def test_readiness_is_probed_after_its_initial_delay_each_period_and_fails_at_it
     assert kubelet.prober.runs == [5, 8, 11, 14, 17, 20]
     assert [second for second, value in ready.items() if value] == list(range(5, 14))
     assert kubelet.events.times("Unhealthy") == [11, 14, 17, 20]
-    conditions = {entry["type"]: entry for entry in kubelet.runtime.status("10.0.0.1")["conditions"]}
-    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "ContainersNotReady")
+    conditions = {
+        entry["type"]: entry for entry in kubelet.runtime.status("10.0.0.1")["conditions"]
+    }
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == (
+        "False",
+        "ContainersNotReady",
+    )
     assert kubelet.launcher.started[0].signals == [], "readiness never restarts a container"
 
 
-def test_a_probe_without_period_runs_every_10_s_from_the_first_pass_after_the_start(kubelet_for) -> None:
-    kubelet = kubelet_for(make_pod(readiness_probe=client.V1Probe(
-        tcp_socket=client.V1TCPSocketAction(port=8080))))
+def test_a_probe_without_period_runs_every_10_s_from_the_first_pass_after_the_start(
+    kubelet_for,
+) -> None:
+    kubelet = kubelet_for(
+        make_pod(readiness_probe=client.V1Probe(tcp_socket=client.V1TCPSocketAction(port=8080)))
+    )
     for second in range(31):
         kubelet.at(second)
     assert kubelet.prober.runs == [1, 11, 21]
 
 
-def test_a_failing_liveness_probe_stops_the_container_at_its_threshold_and_it_restarts(kubelet_for) -> None:
-    kubelet = kubelet_for(make_pod(grace=30, liveness_probe=readiness(delay=2, period=1, failures=3)))
+def test_a_failing_liveness_probe_stops_the_container_at_its_threshold_and_it_restarts(
+    kubelet_for,
+) -> None:
+    kubelet = kubelet_for(
+        make_pod(grace=30, liveness_probe=readiness(delay=2, period=1, failures=3))
+    )
     kubelet.prober.healthy = False
     for second in range(10):
         kubelet.at(second)
     first, second_run = kubelet.launcher.started
-    assert first.signals == [(4, signal.SIGTERM)], "SIGTERM at the 3rd failure (2, 3, 4 s), no SIGKILL"
+    assert first.signals == [(4, signal.SIGTERM)], (
+        "SIGTERM at the 3rd failure (2, 3, 4 s), no SIGKILL"
+    )
     assert second_run.started_at - START == 5, "an exit after a first start restarts at once"
-    assert kubelet.prober.runs == [2, 3, 4, 7, 8, 9], "the new container's probe waits its initial delay"
+    assert kubelet.prober.runs == [2, 3, 4, 7, 8, 9], (
+        "the new container's probe waits its initial delay"
+    )
     assert kubelet.events.times("Killing") == [4, 9]
     assert kubelet.status()["lastState"]["terminated"]["exitCode"] == 128 + signal.SIGTERM
 
 
-@pytest.mark.parametrize(("spec_grace", "deletion_grace", "kill_after"), [
-    (None, None, 30),  # kubelet's default
-    (7, None, 7),  # the pod's terminationGracePeriodSeconds
-    (30, 4, 4),  # `kubectl delete --grace-period=4` overrides it
-])
+@pytest.mark.parametrize(
+    ("spec_grace", "deletion_grace", "kill_after"),
+    [
+        (None, None, 30),  # kubelet's default
+        (7, None, 7),  # the pod's terminationGracePeriodSeconds
+        (30, 4, 4),  # `kubectl delete --grace-period=4` overrides it
+    ],
+)
 def test_a_container_ignoring_sigterm_is_killed_once_the_grace_period_is_over(
-        kubelet_for, spec_grace: int | None, deletion_grace: int | None, kill_after: int) -> None:
+    kubelet_for, spec_grace: int | None, deletion_grace: int | None, kill_after: int
+) -> None:
     kubelet = kubelet_for(make_pod(grace=spec_grace), ignores_sigterm=True)
     kubelet.at(0)
     kubelet.delete(deletion_grace)
@@ -316,7 +382,9 @@ def test_a_container_that_stops_at_sigterm_is_never_sent_sigkill(kubelet_for) ->
     assert kubelet.status()["state"]["terminated"]["exitCode"] == 128 + signal.SIGTERM
 
 
-def test_a_pod_deleted_while_its_container_waits_in_back_off_is_not_started_again(kubelet_for) -> None:
+def test_a_pod_deleted_while_its_container_waits_in_back_off_is_not_started_again(
+    kubelet_for,
+) -> None:
     kubelet = kubelet_for(make_pod())
     crash_each_second(kubelet, until=5)  # waiting 10 s after its 2nd exit at 2 s
     kubelet.delete(30)

@@ -112,7 +112,7 @@ def test_an_image_never_loaded_with_pull_policy_never_is_ErrImageNeverPull(clust
 def test_a_crashing_container_is_restarted_with_back_off_and_keeps_its_last_output(cluster: Lab) -> None:
     create_pod(cluster, "crash", {"image": IMAGE, "command": ["python", "-c",
                                                                "import sys; print('boom'); sys.exit(3)"]})
-    # The back-off's delays (at once, 10 s, 20 s...) are test_pod_clock's; here, the states and texts.
+    # The back-off's delays (at once, 10 s, 20 s...) are test_pod_clock's; here, states and texts.
     pod = wait_pod(cluster, "crash", lambda pod: waiting("CrashLoopBackOff")(pod) and
                    status_of(pod).restart_count >= 2, 90, "CrashLoopBackOff with 2 restarts")
     state = status_of(pod)
@@ -204,9 +204,9 @@ def test_deletion_sends_sigterm_and_sigkill_after_the_grace_period(cluster: Lab)
         terminationGracePeriodSeconds=4)
     for name in ("server", "stubborn"):
         wait_pod(cluster, name, k8s.pod_ready, 120, f"{name} Ready")
-    # When SIGKILL comes (once the grace period is over, not before) is test_pod_clock's, on a fake clock.
-    # Here both pods go: the server only if SIGTERM stopped it (its hour of grace is far past the wait),
-    # the stubborn one only if SIGKILL came.
+    # When SIGKILL comes (once the grace period is over, not before) is test_pod_clock's, on a
+    # fake clock. Here both pods go: the server only if SIGTERM stopped it (its hour of grace is
+    # far past the wait), the stubborn one only if SIGKILL came.
     _delete_and_wait_gone(cluster, "server", "the model server stops at SIGTERM")
     _delete_and_wait_gone(cluster, "stubborn", "SIGKILL after the 4 s grace period")
     leftover = lambda: [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", marker]]  # noqa: E731

@@ -245,11 +245,12 @@ def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
     """
     isolation.unshare(isolation.CLONE_NEWNS | isolation.CLONE_NEWPID | isolation.CLONE_NEWNET)
     uid = kernel_uid(client)
-    return forkserver.fork_and_become(lambda: _inside(request, uid), stdout, stderr, request["cwd"], request["env"])
+    return forkserver.fork_and_become(lambda: _inside(request, uid), stdout, stderr, request["cwd"],
+                                      request["env"])
 
 
 def _inside(request: dict, uid: int) -> NoReturn:
-    """Pid 1 of the new namespaces, still root, nothing of the server's open: /proc its own, then the jail."""
+    """Pid 1 of the new namespaces, root, none of the server's files: its own /proc, the jail."""
     try:
         isolation.mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", "/proc")
         api_socket = Path(request["api_socket"]) if request.get("api_socket") else None

@@ -113,9 +113,10 @@ def serve(path: Path) -> NoReturn:
 
 def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
     """A worker for `request` (forkserver's generic client: argv, cwd, env), forked from the server; its pid."""
+    argv = request["argv"]
     return forkserver.fork_and_become(
-        lambda: processes.run_as_main(lambda: sys.exit(main(request["argv"])), [WORKER_MODULE, *request["argv"]],
-                                      None), stdout, stderr, request["cwd"], request["env"])
+        lambda: processes.run_as_main(lambda: sys.exit(main(argv)), [WORKER_MODULE, *argv], None),
+        stdout, stderr, request["cwd"], request["env"])
 
 
 def main(argv: list[str] | None = None) -> int:

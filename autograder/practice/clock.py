@@ -1,4 +1,4 @@
-"""The pod runtime's time: seconds for its timers, UTC for kubelet's timestamps; a test gives a fake one."""
+"""The pod runtime's time: seconds for its timers, UTC for kubelet's stamps; tests fake it."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ imports those libraries (never a pod's own code). Each container is a fork of it
 itself (autograder/practice/container.py: namespaces, covers, limits, its own uid) and then runs
 the pod's command: in the forked interpreter when the command is `python <script>` or
 `python -m <module>`, by exec otherwise. A request is `{"argv", "env", "cwd", "uid"}`, with the
-container's stdout and stderr; the server's answers say the container's pid and, later, how it ended.
+container's stdout and stderr; the server answers with the container's pid and, later, its end.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Launcher:
 
     def __init__(self, folder: Path) -> None:
         self.socket = folder / "launcher.sock"
-        self._server = self._start()  # now, from the thread that made it: the launcher dies with that thread
+        self._server = self._start()  # now, from the thread that made it: it dies with that thread
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: Path, uid: int | None) -> Launched:
         """Start `argv` as a container's process: isolated as `uid` when given, else as this user."""
@@ -117,7 +117,7 @@ def _fork(request: dict, stdout: int, stderr: int, client: int) -> int:
 
 
 def _contain(request: dict) -> NoReturn:
-    """In the fork: a session of its own (the container's process group), isolated; then the pod's command."""
+    """In the fork: a session of its own (the container's process group), isolated; the command."""
     os.setsid()
     workdir = Path(request["cwd"])
     if request["uid"] is None:
@@ -147,7 +147,7 @@ def _run(argv: list[str], env: dict[str, str]) -> NoReturn:
 
 def main(arguments: list[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(prog="python -I -m autograder.practice.launcher", description=__doc__)
-    parser.add_argument("--serve", type=Path, required=True, help="listen at this socket (forkserver.start)")
+    parser.add_argument("--serve", type=Path, required=True, help="listen at this socket")
     serve(parser.parse_args(arguments).serve)
 
 

@@ -1,4 +1,4 @@
-"""What every pod's runtime on the node shares, as one kubelet holds it: launcher, events, clock, prober."""
+"""What every pod's runtime on a node shares, as a kubelet: launcher, events, clock, prober."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ Prober = Callable[[client.V1Probe, probes.Target], tuple[bool, str]]
 
 @dataclass
 class Node:
-    """The parts a pod's containers run on; a test replaces the clock, the launcher and the prober."""
+    """The parts a pod's containers run on; a test replaces the clock, launcher and prober."""
 
     launcher: Launcher
     events: EventRecorder
     clock: Clock = field(default_factory=Clock)
-    isolates: bool = field(default_factory=sandbox.isolated)  # containers get their own uid and network
+    isolates: bool = field(default_factory=sandbox.isolated)  # a uid and a network of their own
     prober: Prober = probes.run

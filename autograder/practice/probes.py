@@ -34,7 +34,7 @@ class Target:
 
     pid: int
     address: str  # the pod's IP, as kubelet's failure texts name it
-    port: Callable[[int | str], int]  # where a probe's port (number or name) listens, seen from here
+    port: Callable[[int | str], int]  # where a probe's port (number or name) is, seen from here
     workdir: Path
     env: dict[str, str]
     uid: int | None  # the container's own uid when it is isolated: an exec probe runs as it, inside
@@ -51,7 +51,7 @@ def run(spec: client.V1Probe, target: Target) -> tuple[bool, str]:
 
 
 def _dial(spec: client.V1Probe, target: Target, timeout: float) -> tuple[bool, str]:
-    """A tcpSocket probe connects; an httpGet probe asks for its path and wants a 2xx or 3xx answer."""
+    """A tcpSocket probe connects; an httpGet probe asks for its path and wants a 2xx or 3xx."""
     action = spec.http_get or spec.tcp_socket
     where = f"{target.address}:{action.port}"
     try:
