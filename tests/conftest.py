@@ -26,6 +26,7 @@ from autograder.grading.kernel.jail import KERNEL_UID_BASE
 from autograder.grading.settings import GradingSettings
 from autograder.lab.cluster import connect
 from autograder.practice.cluster import Practice
+from autograder.shared import forkserver
 from autograder.shared.provider import Lab
 
 pytest_plugins = ["tiers"]  # the fast tier and the markers a test's fixtures give it (tests/tiers.py)
@@ -54,6 +55,21 @@ def lab(practice_cluster: Practice, request: pytest.FixtureRequest) -> Iterator[
     lab = connect("practice", namespace=namespace)
     yield lab
     lab.core.delete_namespace(namespace)
+
+
+def ask_as_nobody(server: Path, request: dict) -> int:
+    """The exit code a process of another user (a pod's, a kernel's) gets from a fork server."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            code = forkserver.ask(server, request) or 0
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def jailed_kernels() -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,9 @@ from autograder.shared import forkserver, processes
 
 
 def _client(socket: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-I", "-m", "autograder.shared.forkserver", "--socket", str(socket),
-                           "--module", worker.WORKER_MODULE, "--", *args], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-I", "-m", "autograder.shared.forkserver", "--socket", str(socket),
+               "--module", worker.WORKER_MODULE, "--", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -75,3 +77,15 @@ def test_a_forked_server_has_none_of_this_processs_event_loop_or_exit_handlers(t
         asyncio.set_event_loop(None)
     assert report.read_text() == "a loop of its own runs"
     assert not ran_here.exists()
+
+
+def test_a_socket_counts_as_a_server_only_once_it_listens(tmp_path: Path) -> None:
+    """A client finding a socket only bound is refused (it starts cold): start() waits for it."""
+    path = tmp_path / "with a space" / "server.sock"
+    path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind(str(path))
+        bound = forkserver.listening(path)
+        listener.listen(1)
+        listens = forkserver.listening(path)
+    assert (bound, listens, forkserver.listening(path)) == (False, True, False)

@@ -26,7 +26,7 @@ from autograder import REPO_ROOT
 from autograder.grading.kernel import bridge, jail
 from autograder.grading.kernel import preloaded as kernel
 from autograder.grading.worker import autograde as worker
-from autograder.shared import forkserver
+from conftest import ask_as_nobody
 
 PROBE = """
 import json, os, pathlib, resource, socket, sys, urllib.request
@@ -374,17 +374,7 @@ def test_only_root_may_ask_the_kernel_server_for_a_kernel(tmp_path: Path, studen
     with _jailed_kernel(tmp_path) as (_, server_socket):
         server_socket.parent.chmod(0o755)  # past the folder only root may enter: the server itself must refuse
         server_socket.chmod(0o666)
-        pid = os.fork()
-        if pid == 0:  # a process of another user, as a kernel's would be
-            code = 1
-            try:
-                os.setgroups([])
-                os.setresgid(65534, 65534, 65534)
-                os.setresuid(65534, 65534, 65534)
-                code = forkserver.ask(server_socket, request) or 0
-            finally:
-                os._exit(code)
-        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        code = ask_as_nobody(server_socket, request)
     escaped = (shared / "escaped").exists()
     shutil.rmtree(shared)
     assert code == 127 and not escaped

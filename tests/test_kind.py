@@ -105,7 +105,6 @@ def flask_listens(lab: Lab, pod: str) -> bool:
 def test_a_second_build_reuses_the_image(node_image: nodeimage.NodeImage) -> None:
     again = nodeimage.build()
     assert again.cached and again.tag == node_image.tag
-    assert again.seconds < 60
 
 
 def test_the_node_holds_exactly_what_kubeadm_pulls(kind_cluster: Kind) -> None:
@@ -192,11 +191,9 @@ def test_an_interrupted_build_tags_nothing(node_image: nodeimage.NodeImage, capl
 
 def test_a_half_created_cluster_is_recreated(kind_cluster: Kind, model_server_images: list[str]) -> None:
     node_container(kind_cluster).stop(timeout=10)
-    started = time.monotonic()
     kind_cluster.up()
     lab = connect("kind")
     assert len(lab.core.list_node().items) == kind_cluster.node_count
-    assert time.monotonic() - started < 300
     for tag in model_server_images:  # the new nodes start empty; the tests after this one run these images
         model_images.load_into_cluster(lab, tag)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -12,6 +15,7 @@ import pytest
 from autograder import REPO_ROOT
 from autograder.practice import container
 from autograder.practice.launcher import Launcher, LaunchError
+from conftest import ask_as_nobody
 
 APP = """
 import os, sys
@@ -22,8 +26,10 @@ raise SystemExit(int(sys.argv[1]))
 
 
 @pytest.fixture
-def launcher() -> Launcher:
-    return Launcher()
+def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    launcher = Launcher(tmp_path_factory.mktemp("launcher"))  # beside the app, as a router's
+    yield launcher
+    launcher.close()
 
 
 @pytest.fixture
@@ -55,7 +61,7 @@ def test_a_killed_launcher_takes_its_containers_along_and_the_next_spawn_starts_
         launcher: Launcher, app: Path) -> None:
     running = launcher.spawn(["sleep", "60"], {"PATH": "/usr/bin:/bin"}, app, None)
     container = psutil.Process(running.pid)
-    first = container.parent()
+    first = container.parent().parent()  # its parent is the launcher's fork that answers for it
     first.send_signal(signal.SIGKILL)
     assert running.wait(10) == -signal.SIGKILL
     _, alive = psutil.wait_procs([container], timeout=10)
@@ -93,3 +99,24 @@ def test_an_isolated_container_finds_no_course_home_or_other_file_of_the_machine
     finally:
         elsewhere.unlink()
     assert lines == [f"refused {place} No such file or directory" for place in places]
+
+
+@pytest.mark.root
+def test_a_process_of_another_uid_is_refused_a_container() -> None:
+    """Root's launcher starts a container as root when asked with no uid: no other user may ask."""
+    shared = Path(tempfile.mkdtemp(prefix="launcher-shared-"))  # any user reaches it
+    shared.chmod(0o1777)
+    launcher = Launcher(shared / "launcher")
+    try:
+        # Past the folder only root may enter: the server itself must refuse.
+        launcher.socket.parent.chmod(0o755)
+        launcher.socket.chmod(0o666)
+        escape = ["sh", "-c", f"touch {shared / 'escaped'}"]
+        env = {"PATH": "/usr/bin:/bin"}
+        request = {"argv": escape, "env": env, "cwd": str(shared), "uid": None}
+        code = ask_as_nobody(launcher.socket, request)
+        escaped = (shared / "escaped").exists()
+    finally:
+        launcher.close()
+        shutil.rmtree(shared)
+    assert code == 127 and not escaped

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import docker
@@ -120,11 +119,9 @@ def test_docker_stop_returns_well_before_the_grace_period() -> None:
     try:
         with images.run_local(tag, port=None) as server:
             container = docker.from_env().containers.get(server.container_name)
-            started = time.monotonic()
-            container.stop(timeout=120)  # a grace period no busy machine's stop comes near
-            seconds = time.monotonic() - started
+            container.stop(timeout=120)
             container.reload()
-            assert container.attrs["State"]["ExitCode"] == 0
-            assert seconds < 60, f"docker stop took {seconds:.1f} s: the server ignored SIGTERM"
+            # Docker's SIGKILL after the grace period exits 137: 0 is the server's own end at SIGTERM.
+            assert container.attrs["State"]["ExitCode"] == 0, "the server ignored SIGTERM"
     finally:
         docker.from_env().images.remove(tag, force=True)

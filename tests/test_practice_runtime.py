@@ -113,10 +113,9 @@ def test_an_image_never_loaded_with_pull_policy_never_is_ErrImageNeverPull(clust
 def test_a_crashing_container_is_restarted_with_back_off_and_keeps_its_last_output(cluster: Lab) -> None:
     create_pod(cluster, "crash", {"image": IMAGE, "command": ["python", "-c",
                                                                "import sys; print('boom'); sys.exit(3)"]})
-    started = time.monotonic()
+    # The back-off's delays (at once, 10 s, 20 s...) are test_pod_clock's; here, states and texts.
     pod = wait_pod(cluster, "crash", lambda pod: waiting("CrashLoopBackOff")(pod) and
                    status_of(pod).restart_count >= 2, 90, "CrashLoopBackOff with 2 restarts")
-    assert time.monotonic() - started < 90
     state = status_of(pod)
     assert state.last_state.terminated.exit_code == 3
     assert state.last_state.terminated.reason == "Error"
@@ -190,17 +189,15 @@ def test_restart_policy_never_ends_in_succeeded_or_failed(cluster: Lab) -> None:
         assert status_of(pod).restart_count == 0
 
 
-def _deletion_seconds(lab: Lab, name: str) -> float:
-    started = time.monotonic()
+def _delete_and_wait_gone(lab: Lab, name: str, why: str) -> None:
     lab.core.delete_namespaced_pod(name, lab.namespace)
     k8s.wait_for(lab.core.list_namespaced_pod, lab.namespace, field_selector=f"metadata.name={name}",
-                 until=lambda pods: not pods, timeout=60, what=f"pod {name} gone")
-    return time.monotonic() - started
+                 until=lambda pods: not pods, timeout=120, what=f"pod {name} gone ({why})")
 
 
 def test_deletion_sends_sigterm_and_sigkill_after_the_grace_period(cluster: Lab) -> None:
     create_pod(cluster, "server", {"image": IMAGE, "ports": [{"containerPort": 8080}]},
-               terminationGracePeriodSeconds=120)
+               terminationGracePeriodSeconds=3600)
     marker = str(600 + uuid.uuid4().int % 1000)  # a child it forks must end with the container
     create_pod(cluster, "stubborn", {"image": IMAGE, "command": [
         "python", "-c", "import signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -208,11 +205,11 @@ def test_deletion_sends_sigterm_and_sigkill_after_the_grace_period(cluster: Lab)
         terminationGracePeriodSeconds=4)
     for name in ("server", "stubborn"):
         wait_pod(cluster, name, k8s.pod_ready, 120, f"{name} Ready")
-    # Bounds no machine's pace can cross: the server goes long before its 120 s grace period could end (its
-    # SIGKILL), the stubborn one not before its 4 s are over (deletionTimestamp has whole seconds: up to 1 s
-    # less); a SIGKILL that never came fails _deletion_seconds' own 60 s wait.
-    assert _deletion_seconds(cluster, "server") < 60, "the model server stops at SIGTERM"
-    assert _deletion_seconds(cluster, "stubborn") > 3, "SIGKILL waits for the 4 s grace period"
+    # When SIGKILL comes (once the grace period is over, not before) is test_pod_clock's, on a
+    # fake clock. Here both pods go: the server only if SIGTERM stopped it (its hour of grace is
+    # far past the wait), the stubborn one only if SIGKILL came.
+    _delete_and_wait_gone(cluster, "server", "the model server stops at SIGTERM")
+    _delete_and_wait_gone(cluster, "stubborn", "SIGKILL after the 4 s grace period")
     leftover = lambda: [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", marker]]  # noqa: E731
     deadline = time.monotonic() + 10
     while leftover() and time.monotonic() < deadline:

@@ -1,8 +1,8 @@
-"""The practice cluster's kubelet stand-in: runs every pod's containers (runtime.py) and routes to them.
+"""The practice cluster's kubelet stand-in: runs every pod's containers (pod.py) and routes to them.
 
 kwok registers the nodes and removes pods once their deletion is due; this daemon does the rest of
 a kubelet's work for every pod bound to a node: processes, probes, restarts, termination, the pod's
-status and events (see runtime.py), plus the kwok objects that make `kubectl port-forward` and
+status and events (see pod.py), plus the kwok objects that make `kubectl port-forward` and
 `kubectl logs` reach them: one PortForward per pod pointing at its own process (or at a relay into
 the process's network when the runtime isolates it) and one Logs object with the current and
 previous log of each container.
@@ -32,11 +32,14 @@ from kubernetes import client, watch
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
-from autograder.practice import container as sandbox
 from autograder.practice.catalog import KWOK, MANAGED_BY, catalog, preload_reference_images
+from autograder.practice.clock import Clock
 from autograder.practice.cluster import kubeconfig_of, practice_of
+from autograder.practice.events import EventRecorder
 from autograder.practice.launcher import Launcher
-from autograder.practice.runtime import EventRecorder, PodRuntime, Relay, free_ip
+from autograder.practice.network import Relay, free_ip
+from autograder.practice.node import Node
+from autograder.practice.pod import PodRuntime
 from autograder.practice.supervise import router_pidfile, state_dir
 from autograder.shared import kubeconfig
 from autograder.shared.processes import stop
@@ -57,7 +60,7 @@ def kwok_sets_pod_status(context: str) -> bool:
 class Router:
     """Keeps the containers, statuses and kwok routes of every pod in step with the cluster."""
 
-    def __init__(self, context: str, state: Path) -> None:
+    def __init__(self, context: str, state: Path, clock: Clock | None = None) -> None:
         self.context = context
         self.state = state
         self.legacy = kwok_sets_pod_status(context)
@@ -65,7 +68,8 @@ class Router:
         self.relays: dict[tuple[str, str], Relay] = {}
         self.host_ips: dict[str, str] = {}
         self.published: dict[tuple[str, str], dict] = {}  # (pod uid, plural): the spec last written
-        self.launcher = Launcher()
+        self.clock = clock or Clock()
+        self.launcher = Launcher(state / "launcher")
         self.connect()
         preload_reference_images(self.core)
 
@@ -74,15 +78,15 @@ class Router:
         api = kubeconfig.api_client(self.context, kubeconfig_of(self.context))
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
-        self.events = EventRecorder(self.core)
+        self.node = Node(self.launcher, EventRecorder(self.core, self.clock), self.clock)
         for runtime in self.pods.values():
-            runtime.recorder = self.events
+            runtime.node = self.node
 
     def reconcile(self) -> str:
         """One pass over every pod bound to a node; returns the pod list's resourceVersion to watch from."""
         images = _CatalogOnDemand(self.core)
         pods = self.core.list_pod_for_all_namespaces()
-        now = time.monotonic()
+        now = self.clock.monotonic()
         used_ips = {pod.status.pod_ip for pod in pods.items if pod.status and pod.status.pod_ip}
         present = set()
         for pod in pods.items:
@@ -93,8 +97,7 @@ class Router:
             runtime = self.pods.get(uid)
             if runtime is None:
                 ip = pod.status.pod_ip or free_ip(used_ips)
-                runtime = self.pods[uid] = PodRuntime(pod, self.state / "pods" / uid, ip, self.events,
-                                                          self.launcher)
+                runtime = self.pods[uid] = PodRuntime(pod, self.state / "pods" / uid, ip, self.node)
             runtime.sync(pod, images, now)
             try:
                 self._publish(runtime)
@@ -115,7 +118,7 @@ class Router:
         forwards, logs = [], []
         for one in runtime.containers:
             if one.running():
-                port = self._relay(runtime, one).port if sandbox.isolated() else one.port
+                port = self._relay(runtime, one).port if self.node.isolates else one.port
                 target = {"address": "127.0.0.1", "port": port}
                 declared = [entry.container_port for entry in one.spec.ports or []]
                 forwards.append({"ports": declared, "target": target} if declared else {"target": target})
@@ -152,7 +155,7 @@ class Router:
             self.relays.pop(key).close()
         for key in [key for key in self.published if key[0] == uid]:
             del self.published[key]
-        self.events.forget(uid)
+        self.node.events.forget(uid)
         shutil.rmtree(self.state / "pods" / uid, ignore_errors=True)
 
     def _ensure_pod_object(self, pod: client.V1Pod, kind: str, plural: str, spec: dict) -> None:
@@ -181,7 +184,7 @@ class Router:
         self.published[key] = spec
 
     def close(self) -> None:
-        """Stop every container (SIGTERM, then SIGKILL after 5 s) and every relay."""
+        """Stop every container (SIGTERM, then SIGKILL after 5 s), every relay and the launcher."""
         for runtime in self.pods.values():
             for one in runtime.containers:
                 if one.process is not None:
@@ -191,6 +194,7 @@ class Router:
         for relay in self.relays.values():
             relay.close()
         self.pods.clear()
+        self.launcher.close()
 
 class _CatalogOnDemand(Mapping[str, dict]):
     """The image catalog, read on first use: most passes start no container and need no image."""

@@ -52,7 +52,7 @@ class Grader:
         self.hide = jail_hides() if settings.jail else []
         self.masters = {name: nbformat.read(course.source(assignment) / name, as_version=4)
                         for name in course.notebooks(assignment)}
-        self.workers: Path | None = None  # the run's worker server (forkserver.py), when one listens
+        self.workers: Path | None = None  # the run's worker fork server, when one listens
         self._staged: dict[str, tuple[str, list[str]]] = {}
         self._running: set[subprocess.Popen] = set()
         self._restores: list[threading.Thread] = []

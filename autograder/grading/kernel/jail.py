@@ -31,7 +31,6 @@ import socket
 import stat
 import subprocess
 import sys
-import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
@@ -275,25 +274,20 @@ def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
     socket; the kernel's uid follows from `client`, the pid of the command the kernelspec started.
     """
     isolation.unshare(isolation.CLONE_NEWNS | isolation.CLONE_NEWPID | isolation.CLONE_NEWNET)
-    pid = os.fork()
-    if pid == 0:
-        _inside(request, kernel_uid(client), stdout, stderr)
-    return pid
+    uid = kernel_uid(client)
+    return forkserver.fork_and_become(lambda: _inside(request, uid), stdout, stderr, request["cwd"],
+                                      request["env"])
 
 
-def _inside(request: dict, uid: int, stdout: int, stderr: int) -> NoReturn:
-    """Pid 1 of the new namespaces, still root: nothing of the server's open, /proc its own, then the jail."""
+def _inside(request: dict, uid: int) -> NoReturn:
+    """Pid 1 of the new namespaces, root, none of the server's files: its own /proc, the jail."""
     try:
-        isolation.die_with_parent()
-        forkserver.become(request, stdout, stderr)
         isolation.mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", "/proc")
         api_socket = Path(request["api_socket"]) if request.get("api_socket") else None
         _enter([Path(path) for path in request["hide"]], api_socket, list(request["command"]), uid)
     except JailError as error:
         os.write(2, f"jail: {error}\n".encode())
-    except BaseException:
-        os.write(2, traceback.format_exc().encode())
-    os._exit(127)
+        os._exit(127)
 
 
 def _enter(hide: list[Path], api_socket: Path | None, command: list[str], uid: int) -> NoReturn:

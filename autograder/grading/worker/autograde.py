@@ -95,15 +95,10 @@ def serve(path: Path) -> NoReturn:
 
 def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
     """A worker for `request` (forkserver's generic client: argv, cwd, env), forked from the server; its pid."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            isolation.die_with_parent()
-            forkserver.become(request, stdout, stderr)
-            processes.run_as_main(lambda: sys.exit(main(request["argv"])), [WORKER_MODULE, *request["argv"]], None)
-        finally:
-            os._exit(127)
-    return pid
+    argv = request["argv"]
+    return forkserver.fork_and_become(
+        lambda: processes.run_as_main(lambda: sys.exit(main(argv)), [WORKER_MODULE, *argv], None),
+        stdout, stderr, request["cwd"], request["env"])
 
 
 def main(argv: list[str] | None = None) -> int:
