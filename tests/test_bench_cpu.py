@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from autograder.bench import cpu
@@ -12,6 +13,7 @@ from autograder.bench.cpu import Sample
 from autograder.grading.classrun import feedback
 from autograder.grading.kernel import jail
 from autograder.grading.worker import autograde
+from autograder.shared import processes, waiting
 
 PYTHON = sys.executable
 # The command lines as the class run, the worker and the kernelspec start them.
@@ -134,3 +136,49 @@ def test_a_sampled_child_counts_for_its_component_and_once() -> None:
         burn(0.5, 1.0, feedback.__name__)  # named as the feedback renderer; its samples see all its CPU
     assert sampler.split[cpu.FEEDBACK] >= 0.5 - TICK
     assert sampler.split[cpu.CLASS_RUN] < 0.3  # not its CPU a second time, reaped
+
+
+IDLE_AFTER_BURNING = ("import sys, time\n"
+                      "sys.stdin.readline()\n"
+                      "while time.process_time() < 0.6: pass\n"  # the kernel's ticks may show 0.59
+                      "time.sleep(600)\n")
+IN_A_CHILD = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1]])"
+
+
+def burnt(process: psutil.Process) -> bool:
+    """Whether `process` or one below it has used half a CPU-second, as a sample sees it."""
+    return any(sum(one.cpu_times()[:2]) >= 0.5 for one in [process, *process.children(recursive=True)])
+
+
+def burn_and_stay(process: subprocess.Popen) -> None:
+    """Let `process` (IDLE_AFTER_BURNING, or its parent) burn, and wait until it has: it stays, idle."""
+    assert process.stdin is not None
+    process.stdin.write(b"go\n")
+    process.stdin.flush()
+    assert waiting.poll(lambda: burnt(psutil.Process(process.pid)), bool, timeout=45, interval=0.05)
+
+
+def test_a_process_deep_in_the_tree_counts_for_what_its_ancestor_is() -> None:
+    with cpu.Sampler(interval=3600) as sampler:  # the last sample alone sees the grandchild's CPU
+        renderer = subprocess.Popen([PYTHON, "-c", IN_A_CHILD, IDLE_AFTER_BURNING, feedback.__name__],
+                                    stdin=subprocess.PIPE)
+        try:
+            burn_and_stay(renderer)
+        except BaseException:
+            processes.kill_tree(renderer.pid)
+            raise
+    processes.kill_tree(renderer.pid)
+    renderer.wait()
+    assert sampler.split[cpu.FEEDBACK] >= 0.5
+
+
+def test_the_pod_runtime_counts_as_pods_even_when_this_process_started_it() -> None:
+    router = subprocess.Popen([PYTHON, "-c", IDLE_AFTER_BURNING], stdin=subprocess.PIPE)
+    try:
+        with cpu.Sampler(pods=[router.pid], interval=3600) as sampler:
+            burn_and_stay(router)
+    finally:
+        processes.kill_tree(router.pid)
+        router.wait()
+    assert sampler.split[cpu.PODS] >= 0.4  # half a second, but for the start it made before the first sample
+    assert sampler.split[cpu.CLASS_RUN] < 0.3
