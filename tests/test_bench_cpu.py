@@ -1,4 +1,4 @@
-"""`bench grade`'s CPU split: which component a process belongs to, and how its core-seconds add up."""
+"""`bench grade`'s CPU split: which component a process belongs to, how its core-seconds add up."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ from autograder.shared import processes, waiting
 
 PYTHON = sys.executable
 # The command lines as the class run, the worker and the kernelspec start them.
-SERVER = [PYTHON, "-I", "-m", autograde.WORKER_MODULE, "--serve", "/tmp/workers-x/server/workers.sock"]
-CLIENT = [PYTHON, "-I", "-m", "autograder.shared.forkserver", "--socket", "/tmp/workers-x/server/workers.sock",
+WORKERS, KERNELS = "/tmp/workers-x/server/workers.sock", "/tmp/kernelspec-x/server/kernels.sock"
+SERVER = [PYTHON, "-I", "-m", autograde.WORKER_MODULE, "--serve", WORKERS]
+CLIENT = [PYTHON, "-I", "-m", "autograder.shared.forkserver", "--socket", WORKERS,
           "--module", autograde.WORKER_MODULE, "--", "--request", "{}"]
 COLD_WORKER = [PYTHON, "-I", "-m", autograde.WORKER_MODULE, "--request", "{}"]
-JAIL_CLIENT = [PYTHON, "-I", "-m", jail.__name__, "--server", "/tmp/kernelspec-x/server/kernels.sock", "--",
+JAIL_CLIENT = [PYTHON, "-I", "-m", jail.__name__, "--server", KERNELS, "--",
                PYTHON, "-P", "-m", jail.KERNEL_MODULE, "-f", "/tmp/kernel.json"]
-RENDERER = [PYTHON, "-I", "-m", feedback.__name__, "--config", "{}", "--assignment", "lesson01", "--", "s"]
+RENDERER = [PYTHON, "-I", "-m", feedback.__name__, "--config", "{}", "--assignment", "lesson01",
+            "--", "student"]
 KUBECTL = ["kubectl", "get", "pods"]
 
 
@@ -32,8 +34,9 @@ KUBECTL = ["kubectl", "get", "pods"]
     ([SERVER] * 2, cpu.WORKER),  # its child for one client
     ([SERVER] * 3, cpu.WORKER),  # the worker
     ([SERVER] * 4, cpu.KERNELS),  # the worker's kernel server
-    ([*[SERVER] * 3, JAIL_CLIENT], cpu.KERNELS),  # the kernelspec's command, a client of the kernel server
-    ([SERVER] * 6, cpu.KERNELS),  # a kernel: the kernel server's child for its client, then the jail's pid 1
+    ([*[SERVER] * 3, JAIL_CLIENT], cpu.KERNELS),  # the kernelspec's command: a kernel server client
+    ([SERVER] * 5, cpu.KERNELS),  # the kernel server's child for that client
+    ([SERVER] * 6, cpu.KERNELS),  # a kernel: the jail's pid 1
     ([*[SERVER] * 6, KUBECTL], cpu.KERNELS),  # what the kernel runs
     ([CLIENT], cpu.WORKER),  # the class run's client, waiting for its worker
     ([COLD_WORKER], cpu.WORKER),  # that client become the worker, when no server listens
@@ -42,18 +45,18 @@ KUBECTL = ["kubectl", "get", "pods"]
     ([["unshare", "--mount", "true"]], cpu.CLASS_RUN),  # the class run's own checks
     ([], cpu.CLASS_RUN),  # the class run itself
 ])
-def test_grading_processes_are_told_apart_by_their_place_in_the_tree(lineage: list[list[str]],
-                                                                      component: str) -> None:
+def test_grading_processes_are_told_apart_by_their_place_in_the_tree(
+        lineage: list[list[str]], component: str) -> None:
     assert cpu.grading_component(lineage) == component
 
 
 def test_only_this_clusters_control_plane_counts() -> None:
-    ours, theirs = "/work/iso/kwok/clusters/ml-learning", "/work/other/kwok/clusters/ml-learning"
-    apiserver = ["kube-apiserver", "--etcd-servers=http://127.0.0.1:2379", f"--client-ca-file={ours}/pki/ca.crt"]
+    ours, theirs = "/work/a/kwok/clusters/ml-learning", "/work/b/kwok/clusters/ml-learning"
+    apiserver = ["kube-apiserver", "--etcd-servers=http://127.0.0.1:2379", f"--cert-dir={ours}"]
     assert cpu.cluster_component("kube-apiserver", apiserver, ours) == cpu.API_SERVER
     assert cpu.cluster_component("kube-apiserver", apiserver, theirs) is None
-    assert cpu.cluster_component("kube-scheduler", ["kube-scheduler", f"--config={ours}/s.yaml"], ours) \
-        == cpu.CONTROLLERS
+    scheduler = ["kube-scheduler", f"--config={ours}/scheduler.yaml"]
+    assert cpu.cluster_component("kube-scheduler", scheduler, ours) == cpu.CONTROLLERS
     assert cpu.cluster_component("python3", ["python3", f"{ours}/x.py"], ours) is None
 
 
@@ -63,16 +66,17 @@ def test_descendants_carry_their_line_of_descent() -> None:
     assert cpu.descendants(parents, [99]) == {}
 
 
-def sample(pid: int, parent: int, own: float, reaped: float = 0.0, component: str = cpu.KERNELS,
-           started: float = 100.0) -> Sample:
+def sample(pid: int, parent: int, own: float, reaped: float = 0.0,
+           component: str = cpu.KERNELS, started: float = 100.0) -> Sample:
     return Sample(pid, parent, started, component, own, reaped)
 
 
 def split_of(baseline: list[Sample], last: list[Sample], alive: list[Sample]) -> dict[str, float]:
-    return cpu.attribute({s.key: s for s in baseline}, {s.key: s for s in last}, [s.key for s in alive])
+    return cpu.attribute({s.key: s for s in baseline}, {s.key: s for s in last},
+                         [s.key for s in alive])
 
 
-def test_a_child_too_short_to_be_sampled_counts_through_the_parent_that_reaped_it() -> None:
+def test_a_child_too_short_to_be_sampled_counts_with_the_parent_that_reaped_it() -> None:
     kernel = sample(5, 4, own=3.0, reaped=0.4)  # its kubectl came and went between two samples
     assert split_of([], [kernel], [kernel])[cpu.KERNELS] == pytest.approx(3.4)
 
@@ -84,12 +88,12 @@ def test_a_sampled_child_that_its_parent_reaped_counts_once() -> None:
 
 
 def test_children_no_one_waits_for_count_with_their_last_sample() -> None:
-    server = sample(2, 1, own=1.0, component=cpu.WORKER)  # a fork server: its children reap themselves
+    server = sample(2, 1, own=1.0, component=cpu.WORKER)  # a fork server: children reap themselves
     worker = sample(3, 2, own=5.0, component=cpu.WORKER)
     assert split_of([], [server, worker], [server])[cpu.WORKER] == pytest.approx(6.0)
 
 
-def test_a_process_running_before_the_measurement_counts_only_what_it_used_during_it() -> None:
+def test_a_process_running_before_the_measurement_counts_only_what_it_used_in_it() -> None:
     before = sample(7, 1, own=100.0, reaped=20.0, component=cpu.API_SERVER)
     after = sample(7, 1, own=104.0, reaped=20.0, component=cpu.API_SERVER)
     assert split_of([before], [after], [after])[cpu.API_SERVER] == pytest.approx(4.0)
@@ -106,7 +110,8 @@ def test_the_table_puts_what_no_component_used_in_unattributed() -> None:
     lines = cpu.table(split, busy=20.0, submissions=2).splitlines()
     rows = {line[:20].strip(): float(line.split()[-2]) for line in lines}
     assert rows[cpu.KERNELS] == 3.0 and rows[cpu.API_SERVER] == 1.0
-    assert rows[cpu.UNATTRIBUTED] == 6.0 and rows["machine busy"] == 10.0
+    assert rows[cpu.ATTRIBUTED] == 4.0 and rows[cpu.UNATTRIBUTED] == 6.0
+    assert rows[cpu.MACHINE] == 10.0
 
 
 def test_the_samplers_own_cpu_is_taken_from_the_class_run() -> None:
@@ -114,7 +119,7 @@ def test_the_samplers_own_cpu_is_taken_from_the_class_run() -> None:
     assert split[cpu.CLASS_RUN] == 4.5 and split[cpu.SAMPLING] == 0.5 and split[cpu.KERNELS] == 1.0
 
 
-TICK = 0.02  # the kernel counts CPU in clock ticks: a sample may read one short of what the child used
+TICK = 0.02  # the kernel counts CPU in clock ticks: a sample may read one short of what was used
 BURN = ("import sys, time\n"
         "while time.process_time() < float(sys.argv[1]): pass\n"
         "time.sleep(float(sys.argv[2]))\n")
@@ -133,7 +138,7 @@ def test_a_child_that_ends_unsampled_counts_for_the_class_run_that_reaped_it() -
 
 def test_a_sampled_child_counts_for_its_component_and_once() -> None:
     with cpu.Sampler(interval=0.1) as sampler:
-        burn(0.5, 1.0, feedback.__name__)  # named as the feedback renderer; its samples see all its CPU
+        burn(0.5, 1.0, feedback.__name__)  # named as the renderer; its samples see all its CPU
     assert sampler.split[cpu.FEEDBACK] >= 0.5 - TICK
     assert sampler.split[cpu.CLASS_RUN] < 0.3  # not its CPU a second time, reaped
 
@@ -147,11 +152,12 @@ IN_A_CHILD = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.
 
 def burnt(process: psutil.Process) -> bool:
     """Whether `process` or one below it has used half a CPU-second, as a sample sees it."""
-    return any(sum(one.cpu_times()[:2]) >= 0.5 for one in [process, *process.children(recursive=True)])
+    return any(sum(one.cpu_times()[:2]) >= 0.5
+               for one in [process, *process.children(recursive=True)])
 
 
 def burn_and_stay(process: subprocess.Popen) -> None:
-    """Let `process` (IDLE_AFTER_BURNING, or its parent) burn, and wait until it has: it stays, idle."""
+    """Let `process` (IDLE_AFTER_BURNING, or its parent) burn, and wait until it has; it stays."""
     assert process.stdin is not None
     process.stdin.write(b"go\n")
     process.stdin.flush()
@@ -160,8 +166,8 @@ def burn_and_stay(process: subprocess.Popen) -> None:
 
 def test_a_process_deep_in_the_tree_counts_for_what_its_ancestor_is() -> None:
     with cpu.Sampler(interval=3600) as sampler:  # the last sample alone sees the grandchild's CPU
-        renderer = subprocess.Popen([PYTHON, "-c", IN_A_CHILD, IDLE_AFTER_BURNING, feedback.__name__],
-                                    stdin=subprocess.PIPE)
+        command = [PYTHON, "-c", IN_A_CHILD, IDLE_AFTER_BURNING, feedback.__name__]
+        renderer = subprocess.Popen(command, stdin=subprocess.PIPE)
         try:
             burn_and_stay(renderer)
         except BaseException:
@@ -180,5 +186,5 @@ def test_the_pod_runtime_counts_as_pods_even_when_this_process_started_it() -> N
     finally:
         processes.kill_tree(router.pid)
         router.wait()
-    assert sampler.split[cpu.PODS] >= 0.4  # half a second, but for the start it made before the first sample
+    assert sampler.split[cpu.PODS] >= 0.4  # half a second, less its start before the first sample
     assert sampler.split[cpu.CLASS_RUN] < 0.3

@@ -30,15 +30,16 @@ from autograder.providers.choice import choose
 
 API_SERVER, ETCD, CONTROLLERS, PODS = "API server", "etcd", "controllers", "pods"
 KERNELS, WORKER, FEEDBACK, CLASS_RUN = "kernels", "worker", "feedback", "class run"
-SAMPLING, UNATTRIBUTED = "sampling", "unattributed"
+SAMPLING, ATTRIBUTED = "sampling", "all of these"
+UNATTRIBUTED, MACHINE = "unattributed", "machine busy"
 COMPONENTS = (API_SERVER, ETCD, CONTROLLERS, PODS, KERNELS, WORKER, FEEDBACK, CLASS_RUN, SAMPLING)
 CONTROL_PLANE = {"kube-apiserver": API_SERVER, "etcd": ETCD, "kube-controller-manager": CONTROLLERS,
                  "kube-scheduler": CONTROLLERS, "kwok": CONTROLLERS, "kwok-controller": CONTROLLERS}
 # How deep the worker sits below the first process naming its module: the server forks a child
 # per client, which forks the worker; a client with no server becomes the worker. Deeper: kernels.
 SERVED_WORKER_DEPTH, COLD_WORKER_DEPTH = 2, 0
-# Seconds between samples: one reads every process on the machine (17 ms of CPU with 330 of them
-# on a loaded 2-core machine); a process that lives shorter is seen through the parent that reaps it.
+# Seconds between samples: one reads every process on the machine (17 ms of CPU for 330 of them on
+# a loaded 2-core machine); a process that lives shorter is seen through the parent that reaps it.
 INTERVAL = 1.0
 
 Key = tuple[int, float]  # a pid and its start time: one process, even once its pid is reused
@@ -133,10 +134,11 @@ def with_sampling(split: Mapping[str, float], sampling: float) -> dict[str, floa
 
 
 def table(split: Mapping[str, float], busy: float, submissions: int) -> str:
-    """Core-seconds per submission by component, then what none accounts for, and the total."""
+    """Core-seconds per submission by component, their sum, the rest, and the machine's."""
     count = max(1, submissions)
     rows = [(name, split.get(name, 0.0)) for name in COMPONENTS]
-    rows += [(UNATTRIBUTED, busy - sum(split.values())), ("machine busy", busy)]
+    attributed = sum(split.values())
+    rows += [(ATTRIBUTED, attributed), (UNATTRIBUTED, busy - attributed), (MACHINE, busy)]
     return "\n".join(f"    {name:<16} {seconds / count:6.1f} core-s" for name, seconds in rows)
 
 
