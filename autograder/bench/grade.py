@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 
 from autograder import REPO_ROOT
+from autograder.bench import cpu
 from autograder.grading.classrun import submissions
 from autograder.grading.classrun.course import (
     Course,
@@ -34,21 +35,16 @@ def course_copy(target: Path, source: Path = REPO_ROOT, assignment: str = ASSIGN
     return target
 
 
-def busy_core_seconds() -> float:
-    """CPU time the whole machine has been busy, summed over its cores: grader, kernels, control plane, pods."""
-    times = psutil.cpu_times()
-    return times.user + times.nice + times.system + times.irq + times.softirq + times.steal
-
-
-def _measure(course: Path, students: list[str], jobs: int, provider: str | None) -> tuple[float, float, list[Outcome]]:
-    """Grade `students` again with `jobs` workers; the wall time, the machine's busy core-seconds, each outcome."""
-    started, busy = time.monotonic(), busy_core_seconds()
+def _measure(course: Path, students: list[str], jobs: int,
+             provider: str | None) -> tuple[float, list[Outcome]]:
+    """Grade `students` again with `jobs` workers; the wall time and each outcome."""
+    started = time.monotonic()
     outcomes = grade_class(course, ASSIGNMENT, students, GradingSettings(jobs=jobs, regrade=True, feedback=False),
                            provider=provider)
-    elapsed, busy = time.monotonic() - started, busy_core_seconds() - busy
+    elapsed = time.monotonic() - started
     if failed := [o for o in outcomes if o.status != "graded"]:
         raise LabError(f"{len(failed)} submission(s) were not graded, e.g. {failed[0].student}: {failed[0].detail}")
-    return elapsed, busy, outcomes
+    return elapsed, outcomes
 
 
 def _feedback_seconds(course: Path, students: list[str], jobs: int = 1) -> float:
@@ -58,15 +54,15 @@ def _feedback_seconds(course: Path, students: list[str], jobs: int = 1) -> float
     return time.monotonic() - started
 
 
-def _feedback_split(course: Path, students: list[str]) -> tuple[float, float]:
+def _feedback_split(alone: float, together: float, count: int) -> tuple[float, float]:
     """Feedback's seconds per submission, and the run's own share (starting the renderer, the CSV export).
 
-    Rendering one student, then all of them, tells the two apart; with one student it is all theirs.
+    Rendering one student (`alone`), then all `count` (`together`), tells the two apart;
+    with one student it is all theirs.
     """
-    alone = _feedback_seconds(course, students[:1])
-    if len(students) < 2:
+    if count < 2:
         return alone, 0.0
-    each = max(0.0, _feedback_seconds(course, students) - alone) / (len(students) - 1)
+    each = max(0.0, together - alone) / (count - 1)
     return each, max(0.0, alone - each)
 
 
@@ -98,24 +94,29 @@ def run(students: int, jobs: int, provider: str | None = None) -> int:
         for name in blank:
             submissions.write(course, ASSIGNMENT, name, steps=())
         print(f"grading {students} solved and {students} blank {ASSIGNMENT} submission(s)")
-        fixed = []
+        fixed, cluster = [], cpu.cluster_processes(provider)
         for kind, names in (("solved", solved), ("blank", blank)):
-            elapsed, busy, outcomes = _measure(course, names, 1, provider)
-            feedback, feedback_start = _feedback_split(course, names)
+            with cpu.Sampler(*cluster) as sampler:
+                elapsed, outcomes = _measure(course, names, 1, provider)
+                together = _feedback_seconds(course, names)
+            alone = _feedback_seconds(course, names[:1]) if len(names) > 1 else together
+            feedback, feedback_start = _feedback_split(alone, together, len(names))
             fixed.append(_fixed_seconds(elapsed, outcomes) + feedback_start)
             print(f"{kind}, serial: {statistics.median(o.seconds for o in outcomes) + feedback:.1f} s per submission "
                   f"(median, with its feedback), besides the run's own {fixed[-1]:.1f} s; median per phase:")
             print(_phase_table(outcomes, feedback))
+            print("    CPU per submission with its feedback, by component (unattributed: the rest):")
+            print(cpu.table(sampler.split, sampler.busy, len(names)))
             # Parallel workers share the cores: this, not the wall time, bounds what --jobs can reach.
-            cores, per_submission = psutil.cpu_count() or 1, busy / len(names)
-            print(f"    machine CPU {per_submission:6.1f} core-s per submission (feedback aside): at most "
+            cores, per_submission = psutil.cpu_count() or 1, sampler.busy / len(names)
+            print(f"    machine CPU {per_submission:6.1f} core-s per submission: at most "
                   f"{60 * cores / per_submission:.1f} per minute on {cores} cores")
         start_and_end = statistics.median(fixed)
         print(f"each run's own start and end (servers, the last namespace's deletion, the feedback renderer's "
               f"start): {start_and_end:.1f} s")
         # A class is mostly solved work: its rate is the one to plan with; half blank flatters it.
         for kind, names in (("solved only", solved), ("half solved, half blank", solved + blank)):
-            elapsed, _, _ = _measure(course, names, jobs, provider)
+            elapsed, _ = _measure(course, names, jobs, provider)
             elapsed += _feedback_seconds(course, names, jobs)
             pace = max(elapsed - start_and_end, 1e-9) / len(names)
             print(f"--jobs {jobs}, {kind}: {elapsed:.1f} s for {len(names)} with their feedback: "
