@@ -32,3 +32,10 @@ c.ClusterVerifiedExecute.exclusive_notebooks = ["07-beyond-the-lesson"]
 # another's notebook 07 needs. Notebook 07 places two one-GPU pods and shows a third one Pending for want
 # of a GPU node: it is lent three, and pods of any size, for as long as it runs, and its pods go with it.
 c.ClusterVerifiedExecute.exclusive_quota = {"requests.nvidia.com/gpu": "3"}
+# Feedback shows each test's verdict, never the hidden tests themselves: nbgrader's own feedback
+# would print them (jupyter/nbgrader#917), and with them the answers, to this class and the next.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

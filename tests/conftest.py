@@ -159,5 +159,8 @@ def round_trip(graded_course: Callable[[str, Collection[str]], tuple[Path, list[
         # Per worker: the running notebook's kernel and the next one's, started early; never a pile-up.
         assert 0 < most[0] <= 2 * 2, f"{most[0]} of the grader's kernels ran at once with 2 workers"
         assert not outlived, f"kernels outlived the grading: {outlived}"
+        pages = list((root / "feedback").rglob("*.html"))
+        assert pages, "the graded students get their feedback"
+        assert [page.name for page in pages if "HIDDEN TESTS" in page.read_text()] == []
         return outcomes
     return grade
