@@ -27,7 +27,7 @@ from kubernetes import client, utils
 from autograder import MANIFESTS
 from autograder.lab import binaries, k8s, kubeconfig, ports
 from autograder.lab.provider import CLUSTER_NAME, ClusterError, run
-from autograder.pins import PINS
+from autograder.pins import PINS, cache_root
 from autograder.practice.container import isolation_summary
 from autograder.practice.supervise import ensure_router, router_pid, stop_router
 from autograder.waiting import poll
@@ -140,7 +140,13 @@ class Practice:
         """One `up`/`down` at a time per cluster, across processes (tests, notebooks, CLI)."""
         self.workdir.parent.mkdir(parents=True, exist_ok=True)
         with open(self.workdir.parent / f".{self.cluster}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # A hub starts a student's cluster at log-in: the first notebook waits for it, and says so.
+                logger.info(f"Practice cluster {self.cluster!r} is being started or stopped by another process "
+                            f"(its log: {cache_root() / 'practice-at-start.log'}); waiting for it...")
+                fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
     def up(self) -> None:
