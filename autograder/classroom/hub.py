@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import requests
 
+from autograder.classroom import setup
 from autograder.classroom.layout import ASSIGNMENT, DEFAULT_ROOT, Classroom
 from autograder.errors import LabError
 from autograder.waiting import poll
@@ -53,17 +54,19 @@ def start(room: Classroom, timeout: float = 120) -> None:
 
 
 def stop(room: Classroom, timeout: float = 60) -> bool:
-    """Stop the hub; it stops the users' servers as it ends. Whether one was running."""
+    """Stop the hub (it stops the users' servers as it ends), then each student's practice cluster.
+    Whether the hub was running."""
     pid = running_pid(room)
-    if pid is None:
-        return False
-    process = psutil.Process(pid)
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except psutil.TimeoutExpired:
-        process.kill()
-    return True
+    if pid is not None:
+        process = psutil.Process(pid)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except psutil.TimeoutExpired:
+            process.kill()
+    for student in room.students:
+        setup.as_user(room, student, "python", "-m", "autograder", "cluster", "down", "--provider", "practice")
+    return pid is not None
 
 
 def next_steps(room: Classroom) -> str:

@@ -13,6 +13,8 @@ def configure(c: Any, root: Path, proxy: Path) -> None:
     room = Classroom.load(root)
     c.JupyterHub.bind_url = room.url
     c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.hub_port = room.hub_port
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{room.proxy_api_port}"
     c.JupyterHub.db_url = f"sqlite:///{room.hub / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(room.hub / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(room.hub / "jupyterhub.pid")

@@ -20,12 +20,15 @@ PRACTICE_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-
 
 @dataclass(frozen=True)
 class Classroom:
-    """A class on this machine: its root folder, its instructor and students (Unix users), the hub's port."""
+    """A class on this machine: its root folder, its instructor and students (Unix users), the hub's ports
+    (where users connect, the hub's own API, the proxy's API: all on loopback; JupyterHub's defaults)."""
 
     root: Path
     instructor: str
     students: tuple[str, ...]
     port: int = 8000
+    hub_port: int = 8081
+    proxy_api_port: int = 8001
 
     @property
     def exchange(self) -> Path:
@@ -72,5 +75,4 @@ class Classroom:
         if not path.is_file():
             raise LabError(f"no classroom in {root}: run `python -m autograder classroom up` first")
         settings = json.loads(path.read_text())
-        return cls(Path(settings["root"]), settings["instructor"], tuple(settings["students"]),
-                   settings["port"])
+        return cls(**{**settings, "root": Path(settings["root"]), "students": tuple(settings["students"])})

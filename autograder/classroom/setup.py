@@ -174,15 +174,18 @@ def _make_course(room: Classroom) -> None:
 
 
 def as_instructor(room: Classroom, *command: str) -> str:
-    """Run a command as the instructor, in their filesystem and course (nbgrader's flow); its output."""
-    account = pwd.getpwnam(room.instructor)
-    environment = {"HOME": account.pw_dir, "USER": room.instructor, "LANG": "C.UTF-8",
-                   **roles.environment(room, room.instructor)}
-    done = subprocess.run(roles.confined(room, room.instructor, ["sh", "-c", 'cd course && exec "$@"', "-",
-                                                                 *command]),
-                          env=environment, capture_output=True, text=True, check=False)
+    """Run a command as the instructor in their course (nbgrader's flow), confined as their server is."""
+    return as_user(room, room.instructor, "sh", "-c", 'cd course && exec "$@"', "-", *command)
+
+
+def as_user(room: Classroom, user: str, *command: str) -> str:
+    """Run a command as a user of the class in their home, in the filesystem their server has; its output."""
+    account = pwd.getpwnam(user)
+    environment = {"HOME": account.pw_dir, "USER": user, "LANG": "C.UTF-8", **roles.environment(room, user)}
+    done = subprocess.run(roles.confined(room, user, list(command)), env=environment, capture_output=True,
+                          text=True, check=False)
     if done.returncode != 0:
-        raise LabError(f"{' '.join(command)} (as {room.instructor}) failed:\n{done.stdout}{done.stderr}")
+        raise LabError(f"{' '.join(command)} (as {user}) failed:\n{done.stdout}{done.stderr}")
     return done.stdout + done.stderr
 
 
