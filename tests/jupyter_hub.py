@@ -20,6 +20,12 @@ SOLUTION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
 SOLUTION_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.MULTILINE)
 LONG_ENOUGH = 30  # characters: a line this long from a master is found nowhere by chance
 SERVER_READY = 240_000  # ms: log-in, spawn and JupyterLab's first load on a busy machine
+# The Assignments tabs open now closed, so the next one is the only one (its sections have fixed ids).
+CLOSE_ASSIGNMENTS = """() => { for (const widget of Array.from(window.jupyterapp.shell.widgets('main')))
+  if (widget.title.label === 'Assignments') widget.close(); }"""
+# The released section lists something, or says it has nothing, and is not loading.
+LISTED = """() => { const list = document.getElementById('released_assignments_list');
+  return Boolean(list) && [...list.children].some(c => !c.hidden && !c.classList.contains('list_loading')); }"""
 # Run code in a fresh kernel of the user's own server, through JupyterLab's services; its stdout.
 RUN_IN_KERNEL = """async code => {
   const kernel = await window.jupyterapp.serviceManager.kernels.startNew({name: 'python3'});
@@ -34,13 +40,19 @@ RUN_IN_KERNEL = """async code => {
   return out;
 }"""
 # Every file of the server's filesystem that holds one of the needles (hex-encoded, so the code that
-# searches holds none of them itself), as JSON: grep reads the whole tree but /proc, /sys and /dev.
+# searches holds none of them itself), with the needles it holds, as JSON: grep reads the whole tree
+# but /proc, /sys and /dev.
 SEARCH = """import binascii, json, os, subprocess
-needles = [binascii.unhexlify(h).decode() for h in {hexed!r}]
+needles = [binascii.unhexlify(h) for h in {hexed!r}]
 tops = [os.path.join("/", name) for name in os.listdir("/") if name not in ("proc", "sys", "dev")]
-patterns = [argument for needle in needles for argument in ("-e", needle)]
+patterns = [argument for needle in needles for argument in ("-e", needle.decode())]
 found = subprocess.run(["grep", "-rlFs", *patterns, *tops], capture_output=True, text=True).stdout.split()
-print(json.dumps({{"found": found, "tops": tops}}))"""
+held = {{}}
+for path in found:
+    with open(path, "rb") as file:
+        data = file.read()
+    held[path] = [index for index, needle in enumerate(needles) if needle in data]
+print(json.dumps(held))"""
 
 
 def master_lines(pattern: re.Pattern[str]) -> list[str]:
@@ -69,24 +81,24 @@ def log_in(page: Page, room: Classroom, user: str, password: str) -> None:
 
 
 def open_assignments(page: Page, shots: Screenshots, who: str) -> None:
-    """nbgrader's Assignments tab, from its menu, as a student opens it."""
+    """nbgrader's Assignments tab, opened afresh from its menu as a student does, once it has listed."""
+    page.evaluate(CLOSE_ASSIGNMENTS)
     page.get_by_text("Nbgrader", exact=True).click()
     page.get_by_text("Assignment List", exact=True).click()
-    page.locator("#released_assignments_list").wait_for()
-    page.wait_for_selector("#released_assignments_list .list_item, #released_assignments_list_placeholder")
+    page.wait_for_function(LISTED, timeout=120_000)
     shots.take(page, f"{who}-assignments")
 
 
 def click_in_row(page: Page, section: str, label: str, timeout: float = 120_000) -> None:
-    """Press `label` on lesson01's row of a section of the Assignments tab (released, fetched, submitted)."""
-    row = page.locator(f"#{section}_assignments_list .list_item").filter(has_text=ASSIGNMENT)
-    row.get_by_role("button", name=label).click(timeout=timeout)
+    """Press `label` in a section of the Assignments tab (released, fetched, submitted): lesson01's row."""
+    page.locator(f"#{section}_assignments_list").get_by_role("button", name=label).click(timeout=timeout)
 
 
 def wait_in_section(page: Page, section: str, text: str = ASSIGNMENT, timeout: float = 120_000) -> str:
     """The text of a section once it lists `text`."""
     listing = page.locator(f"#{section}_assignments_list")
-    listing.filter(has_text=text).wait_for(timeout=timeout)
+    page.wait_for_function("([id, text]) => document.getElementById(id).innerText.includes(text)",
+                           arg=[f"{section}_assignments_list", text], timeout=timeout)
     return listing.inner_text()
 
 
@@ -95,14 +107,15 @@ def run_in_server(page: Page, code: str) -> str:
     return page.evaluate(RUN_IN_KERNEL, code)
 
 
-def readable_files_holding(page: Page, needles: list[str]) -> list[str]:
-    """The files of the user's server's whole filesystem that hold any of `needles`."""
+def readable_files_holding(page: Page, needles: list[str]) -> dict[str, list[str]]:
+    """The files of the user's server's whole filesystem that hold any of `needles`, with those they hold."""
     hexed = [binascii.hexlify(needle.encode()).decode() for needle in needles]
     printed = run_in_server(page, SEARCH.format(hexed=hexed))
     try:
-        return json.loads(printed.strip().splitlines()[-1])["found"]
-    except (IndexError, ValueError, KeyError):
+        held = json.loads(printed.strip().splitlines()[-1])
+    except (IndexError, ValueError):
         raise AssertionError(f"the search did not run in the student's server: {printed[-1000:]!r}") from None
+    return {path: [needles[index] for index in indices] for path, indices in held.items()}
 
 
 def set_cell_sources(page: Page, sources: dict[int, str]) -> None:

@@ -5,6 +5,8 @@ and releases feedback; both fetch it and see their scores. Screenshots: artifact
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -13,11 +15,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
+import yaml
+from kubernetes import client
+from nbgrader.api import Gradebook
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from autograder.classroom import hub, setup
-from autograder.classroom.layout import ASSIGNMENT, Classroom
+from autograder.classroom.layout import ASSIGNMENT, COURSE_ID, Classroom
+from autograder.errors import LabError
 from autograder.grading.course import Course, scores
 from autograder.lab.ports import free_ports
 from jupyter_browser import (
@@ -47,8 +54,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path("/srv/k8s-ml-classroom-test")
 INSTRUCTOR = "k8sml-t-teacher"
-SOLVER, BLANK = "k8sml-t-ada", "k8sml-t-bo"
+SOLVER, BLANK, LATE = "k8sml-t-ada", "k8sml-t-bo", "k8sml-t-cy"
 NOTEBOOK_01 = "01-why-orchestration"
+RUNTIME_LINE = "def connect(name: str | None = None, namespace: str | None = None) -> Lab:"  # lab/cluster.py
+KWOK_KUBECONFIG = ".kwok/clusters/ml-learning/kubeconfig.yaml"  # kwokctl's, in the student's home
 
 
 def _expose_app(room: Classroom) -> None:
@@ -70,8 +79,8 @@ def _remove_users(room: Classroom) -> None:
 
 @pytest.fixture(scope="module")
 def classroom() -> Iterator[tuple[Classroom, dict[str, str]]]:
-    """A class of two students and an instructor (Unix users made for it), its hub running on loopback."""
-    room = Classroom(ROOT, INSTRUCTOR, (SOLVER, BLANK), *free_ports(3))
+    """A class of three students and an instructor (Unix users made for it), its hub running on loopback."""
+    room = Classroom(ROOT, INSTRUCTOR, (SOLVER, BLANK, LATE), *free_ports(3))
     if ROOT.exists():  # an earlier run that was killed
         hub.stop(Classroom.load(ROOT))
         _remove_users(Classroom.load(ROOT))
@@ -199,24 +208,116 @@ def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
               f"feedback pages show {solver_sees} and {blank_sees}; screenshots in {shots.folder}")
 
 
-def test_a_students_server_reads_no_hidden_test_of_the_masters(
-        classroom: tuple[Classroom, dict[str, str]], browser: Browser) -> None:
+@pytest.fixture(scope="module")
+def found_in_a_students_server(classroom: tuple[Classroom, dict[str, str]], browser: Browser) -> dict[str, list[str]]:
+    """One search of a student's whole filesystem, from a kernel of their server, for the masters' hidden
+    tests and solutions and, as a control, a line of the lab runtime the server must hold."""
     room, passwords = classroom
-    page = _session(browser, room, passwords, SOLVER)
-    runtime_line = "def connect(name: str | None = None, namespace: str | None = None) -> Lab:"
-    hidden = master_lines(HIDDEN_TESTS)
-    found = readable_files_holding(page, [*hidden, runtime_line])
-    # The search reaches what the server holds: the lab runtime's own code is found.
-    assert any(path.startswith(str(room.runtime)) for path in found), found
-    leaks = [path for path in found if not path.startswith(str(room.runtime))]
-    assert len(hidden) > 50 and not leaks, f"the student's server can read hidden tests in {leaks}"
+    page = _session(browser, room, passwords, BLANK)
+    return readable_files_holding(page, [*master_lines(HIDDEN_TESTS), *master_lines(SOLUTION), RUNTIME_LINE])
+
+
+def test_a_students_server_reads_no_hidden_test_of_the_masters(
+        classroom: tuple[Classroom, dict[str, str]], found_in_a_students_server: dict[str, list[str]]) -> None:
+    room, _ = classroom
+    runtime = [path for path, held in found_in_a_students_server.items() if RUNTIME_LINE in held]
+    assert any(path.startswith(str(room.runtime)) for path in runtime), "the search missed the lab runtime"
+    hidden = set(master_lines(HIDDEN_TESTS))
+    assert len(hidden) > 50
+    leaks = {path: held for path, held in found_in_a_students_server.items() if hidden.intersection(held)}
+    assert not leaks, f"the student's server can read hidden tests: {leaks}"
 
 
 @pytest.mark.xfail(strict=True, reason="the lab runtime still ships the course's app and step functions "
                    "(modelserver/, lesson/steps.py): issue 27's split of the runtime moves them out")
 def test_a_students_server_reads_no_solution_of_the_masters(
-        classroom: tuple[Classroom, dict[str, str]], browser: Browser) -> None:
-    room, passwords = classroom
-    page = _session(browser, room, passwords, BLANK)
-    found = readable_files_holding(page, master_lines(SOLUTION))
-    assert not found, f"the student's server can read the masters' solutions in {found}"
+        found_in_a_students_server: dict[str, list[str]]) -> None:
+    solutions = set(master_lines(SOLUTION))
+    leaks = {path: held for path, held in found_in_a_students_server.items() if solutions.intersection(held)}
+    assert not leaks, f"the student's server can read the masters' solutions: {leaks}"
+
+
+def _cluster_of(room: Classroom, student: str) -> dict:
+    """A student's practice cluster, started as their server starts it; its kubeconfig read as root."""
+    setup.as_user(room, student, "python", "-m", "autograder", "cluster", "up", "--provider", "practice")
+    return yaml.safe_load((Path(f"/home/{student}") / KWOK_KUBECONFIG).read_text())
+
+
+def _client(server: str, ca: str, cert: str, key: str) -> client.CoreV1Api:
+    configuration = client.Configuration()
+    configuration.host, configuration.ssl_ca_cert = server, ca
+    configuration.cert_file, configuration.key_file = cert, key
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+def _memory_mib(user: str) -> float:
+    """The resident memory of every process of `user`, in MiB."""
+    uid = pwd.getpwnam(user).pw_uid
+    return sum(process.info["memory_info"].rss for process in psutil.process_iter(["uids", "memory_info"])
+               if process.info["uids"] and process.info["uids"].real == uid) / 2**20
+
+
+def test_a_students_credentials_get_nothing_from_anothers_cluster(
+        classroom: tuple[Classroom, dict[str, str]], capsys: pytest.CaptureFixture) -> None:
+    room, _ = classroom
+    started = time.monotonic()
+    own, other = (_cluster_of(room, student) for student in (SOLVER, BLANK))
+    seconds = (time.monotonic() - started) / 2
+    mine, theirs = own["users"][0]["user"], other["clusters"][0]["cluster"]
+    pods = _client(theirs["server"], theirs["certificate-authority"], mine["client-certificate"],
+                   mine["client-key"])
+    for attempt in (lambda: pods.list_namespaced_pod("default"),
+                    lambda: pods.delete_collection_namespaced_pod("default")):
+        with pytest.raises(client.ApiException) as refused:
+            attempt()
+        assert refused.value.status == 401, refused.value
+    holder = _client(theirs["server"], theirs["certificate-authority"],
+                     other["users"][0]["user"]["client-certificate"], other["users"][0]["user"]["client-key"])
+    assert holder.list_namespaced_pod("default") is not None  # the same call with the owner's credentials works
+    key = other["users"][0]["user"]["client-key"]
+    with pytest.raises(LabError, match="No such file or directory"):
+        setup.as_user(room, SOLVER, "cat", key)  # and no student's filesystem holds another's key
+    with capsys.disabled():
+        print(f"\n[classroom] a student's practice cluster: up in {seconds:.0f} s each; resident memory "
+              + ", ".join(f"{student} {_memory_mib(student):.0f} MiB" for student in room.students))
+
+
+def _submit_refused(room: Classroom, student: str, match: str) -> None:
+    with pytest.raises(LabError, match=match):
+        setup.as_user(room, student, "nbgrader", "submit", ASSIGNMENT)
+
+
+def _inbound_timestamps(room: Classroom, student: str) -> list[str]:
+    """The timestamps of a student's submissions in the exchange's inbound, oldest first."""
+    inbound = room.exchange / COURSE_ID / "inbound"
+    return sorted(name.split("+")[2].rsplit(" ", 1)[0] for name in os.listdir(inbound)
+                  if name.startswith(f"{student}+{ASSIGNMENT}+"))
+
+
+def test_bad_submissions_are_refused_and_the_latest_late_one_is_graded_late(
+        classroom: tuple[Classroom, dict[str, str]], practice_cluster) -> None:
+    room, _ = classroom
+    setup.as_instructor(room, "nbgrader", "release_assignment", ASSIGNMENT, "--force")
+    setup.as_instructor(room, "nbgrader", "db", "assignment", "add", ASSIGNMENT, "--duedate=2020-01-01 00:00 UTC")
+    setup.as_user(room, LATE, "nbgrader", "fetch_assignment", ASSIGNMENT)
+    work = f"{ASSIGNMENT}/{NOTEBOOK_01}.ipynb"
+    setup.as_user(room, LATE, "mv", work, f"{ASSIGNMENT}/01-my-answers.ipynb")
+    _submit_refused(room, LATE, f"{NOTEBOOK_01}.ipynb: MISSING")
+    setup.as_user(room, LATE, "mv", f"{ASSIGNMENT}/01-my-answers.ipynb", work)
+    setup.as_user(room, LATE, "truncate", "--size=2G", f"{ASSIGNMENT}/dataset.bin")
+    _submit_refused(room, LATE, r"holds 2,048 MiB, more than the 50 MiB")
+    setup.as_user(room, LATE, "rm", f"{ASSIGNMENT}/dataset.bin")
+    assert not _inbound_timestamps(room, LATE), "a refused submission reached the exchange"
+
+    for _ in range(2):
+        setup.as_user(room, LATE, "nbgrader", "submit", ASSIGNMENT)
+    first, latest = _inbound_timestamps(room, LATE)
+    setup.as_instructor(room, "nbgrader", "collect", ASSIGNMENT)
+    graded = subprocess.run([sys.executable, "-m", "autograder", "classroom", "grade", "--root", str(room.root)],
+                            capture_output=True, text=True, check=False)
+    assert graded.returncode == 0, f"classroom grade failed:\n{graded.stdout[-3000:]}{graded.stderr[-3000:]}"
+    with Gradebook(Course(room.course).dirs.db_url) as gradebook:
+        submission = gradebook.find_submission(ASSIGNMENT, LATE)
+        stamp, late = submission.timestamp, submission.total_seconds_late
+    assert stamp.strftime("%Y-%m-%d %H:%M:%S") in latest and first != latest, (stamp, first, latest)
+    assert late > 0, f"the late submission's lateness was lost: {late}"

@@ -32,6 +32,11 @@ EXCHANGE_MODES = {"inbound": 0o3733, "outbound": 0o755, "feedback": 0o711}
 INSTRUCTOR_PLUGINS = ("formgrader", "create-assignment", "course-list")
 INSTRUCTOR_SERVER_EXTENSIONS = ("formgrader", "course_list")
 PROXY = "configurable-http-proxy"
+# A submission must hold every released notebook under its released name (a renamed one is refused,
+# not graded as missing), and no more than BoundedSubmit.max_mib.
+STUDENT_SUBMIT = """c.ExchangeSubmit.strict = True
+c.ExchangeFactory.submit = "autograder.classroom.exchange.BoundedSubmit"
+"""
 # A student's server starts their practice cluster as it starts (as the hosted image's does): it is
 # ready, or nearly, when the first notebook connects, and that notebook says it waits meanwhile.
 STUDENT_SERVER_CONFIG = """from autograder.practice.supervise import start_cluster_in_background
@@ -137,7 +142,7 @@ def _write_configs(room: Classroom) -> None:
     student, instructor = room.config("student"), room.config("instructor")
     for folder in (student, instructor, student / "labconfig"):
         folder.mkdir(parents=True, exist_ok=True)
-    (student / "nbgrader_config.py").write_text(f"c = get_config()  # noqa: F821\n{exchange}")
+    (student / "nbgrader_config.py").write_text(f"c = get_config()  # noqa: F821\n{exchange}{STUDENT_SUBMIT}")
     (student / "jupyter_server_config.py").write_text(STUDENT_SERVER_CONFIG)
     (instructor / "nbgrader_config.py").write_text(
         f"c = get_config()  # noqa: F821\n{exchange}c.CourseDirectory.root = {str(room.course)!r}\n")
