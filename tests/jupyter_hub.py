@@ -58,16 +58,24 @@ print(json.dumps(held))"""
 def master_lines(pattern: re.Pattern[str]) -> list[str]:
     """The masters' lines in `pattern`'s regions (hidden tests, solutions) that no released notebook holds."""
     released = "\n".join(path.read_text() for path in (REPO_ROOT / "notebooks").glob("*.ipynb"))
-    lines = {line.strip() for path in sorted(MASTERS.glob("*.ipynb")) for cell in nbformat.read(path, 4).cells
-             for region in pattern.findall(cell.source) for line in region.splitlines()}
+    lines = {
+        line.strip()
+        for path in sorted(MASTERS.glob("*.ipynb"))
+        for cell in nbformat.read(path, 4).cells
+        for region in pattern.findall(cell.source)
+        for line in region.splitlines()
+    }
     return sorted(line for line in lines if len(line) >= LONG_ENOUGH and line not in released)
 
 
 def solved_sources(notebook: str) -> dict[int, str]:
     """The master's solution cells of one notebook, by index, with nbgrader's markers removed."""
     cells = nbformat.read(MASTERS / f"{notebook}.ipynb", 4).cells
-    return {index: SOLUTION_MARKER.sub("", cell.source) for index, cell in enumerate(cells)
-            if cell.metadata.get("nbgrader", {}).get("solution") and cell.cell_type == "code"}
+    return {
+        index: SOLUTION_MARKER.sub("", cell.source)
+        for index, cell in enumerate(cells)
+        if cell.metadata.get("nbgrader", {}).get("solution") and cell.cell_type == "code"
+    }
 
 
 def log_in(page: Page, room: Classroom, user: str, password: str) -> None:
@@ -77,7 +85,9 @@ def log_in(page: Page, room: Classroom, user: str, password: str) -> None:
     page.fill("#password_input", password)
     page.click("#login_submit")
     page.wait_for_url(f"**/user/{user}/lab**", timeout=SERVER_READY)
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started", timeout=SERVER_READY)
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.started", timeout=SERVER_READY
+    )
 
 
 def open_assignments(page: Page, shots: Screenshots, who: str) -> None:
@@ -91,14 +101,21 @@ def open_assignments(page: Page, shots: Screenshots, who: str) -> None:
 
 def click_in_row(page: Page, section: str, label: str, timeout: float = 120_000) -> None:
     """Press `label` in a section of the Assignments tab (released, fetched, submitted): lesson01's row."""
-    page.locator(f"#{section}_assignments_list").get_by_role("button", name=label).click(timeout=timeout)
+    page.locator(f"#{section}_assignments_list").get_by_role("button", name=label).click(
+        timeout=timeout
+    )
 
 
-def wait_in_section(page: Page, section: str, text: str = ASSIGNMENT, timeout: float = 120_000) -> str:
+def wait_in_section(
+    page: Page, section: str, text: str = ASSIGNMENT, timeout: float = 120_000
+) -> str:
     """The text of a section once it lists `text`."""
     listing = page.locator(f"#{section}_assignments_list")
-    page.wait_for_function("([id, text]) => document.getElementById(id).innerText.includes(text)",
-                           arg=[f"{section}_assignments_list", text], timeout=timeout)
+    page.wait_for_function(
+        "([id, text]) => document.getElementById(id).innerText.includes(text)",
+        arg=[f"{section}_assignments_list", text],
+        timeout=timeout,
+    )
     return listing.inner_text()
 
 
@@ -114,14 +131,19 @@ def readable_files_holding(page: Page, needles: list[str]) -> dict[str, list[str
     try:
         held = json.loads(printed.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        raise AssertionError(f"the search did not run in the student's server: {printed[-1000:]!r}") from None
+        raise AssertionError(
+            f"the search did not run in the student's server: {printed[-1000:]!r}"
+        ) from None
     return {path: [needles[index] for index in indices] for path, indices in held.items()}
 
 
 def set_cell_sources(page: Page, sources: dict[int, str]) -> None:
     """Type the answers into the open notebook's cells (through its model, as the editor does) and save."""
-    page.evaluate("""sources => {
+    page.evaluate(
+        """sources => {
       const cells = window.jupyterapp.shell.currentWidget.content.widgets;
       for (const [index, text] of Object.entries(sources)) cells[Number(index)].model.sharedModel.setSource(text);
-    }""", {str(index): text for index, text in sources.items()})
+    }""",
+        {str(index): text for index, text in sources.items()},
+    )
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")

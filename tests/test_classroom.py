@@ -56,7 +56,9 @@ ROOT = Path("/srv/k8s-ml-classroom-test")
 INSTRUCTOR = "k8sml-t-teacher"
 SOLVER, BLANK, LATE = "k8sml-t-ada", "k8sml-t-bo", "k8sml-t-cy"
 NOTEBOOK_01 = "01-why-orchestration"
-RUNTIME_LINE = "def connect(name: str | None = None, namespace: str | None = None) -> Lab:"  # lab/cluster.py
+RUNTIME_LINE = (
+    "def connect(name: str | None = None, namespace: str | None = None) -> Lab:"  # lab/cluster.py
+)
 KWOK_KUBECONFIG = ".kwok/clusters/ml-learning/kubeconfig.yaml"  # kwokctl's, in the student's home
 
 
@@ -118,7 +120,10 @@ def _session(browser: Browser, room: Classroom, passwords: dict[str, str], user:
 
 def _open_release(page: Page, room: Classroom, user: str, shots: Screenshots) -> OpenNotebook:
     """Notebook 01 of the fetched assignment, open with an idle kernel."""
-    page.goto(f"{room.url}user/{user}/lab/tree/{ASSIGNMENT}/{NOTEBOOK_01}.ipynb", wait_until="domcontentloaded")
+    page.goto(
+        f"{room.url}user/{user}/lab/tree/{ASSIGNMENT}/{NOTEBOOK_01}.ipynb?reset",
+        wait_until="domcontentloaded",
+    )
     page.wait_for_function(KERNEL_IDLE, timeout=180_000, polling=250)
     return OpenNotebook(page, f"{user}-{NOTEBOOK_01}", shots)
 
@@ -154,7 +159,9 @@ def _feedback_score(page: Page, room: Classroom, user: str, shots: Screenshots) 
     """Fetch Feedback in the Assignments tab, open notebook 01's feedback page; the score it shows."""
     open_assignments(page, shots, user)
     click_in_row(page, "submitted", "Fetch Feedback")
-    page.locator("#submitted_assignments_list").get_by_text("view feedback").first.wait_for(timeout=120_000)
+    page.locator("#submitted_assignments_list").get_by_text("view feedback").first.wait_for(
+        timeout=120_000
+    )
     shots.take(page, f"{user}-feedback-fetched")
     folder = next((Path(f"/home/{user}") / ASSIGNMENT / "feedback").iterdir())
     page.goto(f"{room.url}user/{user}/files/{ASSIGNMENT}/feedback/{folder.name}/{NOTEBOOK_01}.html")
@@ -166,8 +173,12 @@ def _feedback_score(page: Page, room: Classroom, user: str, shots: Screenshots) 
 
 
 def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
-        classroom: tuple[Classroom, dict[str, str]], practice_cluster, browser: Browser, shots: Screenshots,
-        capsys: pytest.CaptureFixture) -> None:
+    classroom: tuple[Classroom, dict[str, str]],
+    practice_cluster,
+    browser: Browser,
+    shots: Screenshots,
+    capsys: pytest.CaptureFixture,
+) -> None:
     room, passwords = classroom
     setup.as_instructor(room, "nbgrader", "release_assignment", ASSIGNMENT, "--force")
 
@@ -185,61 +196,95 @@ def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
     _submit(blank, BLANK, shots)
 
     print(setup.as_instructor(room, "nbgrader", "collect", ASSIGNMENT))
-    graded = subprocess.run([sys.executable, "-m", "autograder", "classroom", "grade", "--root", str(room.root)],
-                            capture_output=True, text=True, check=False)
-    assert graded.returncode == 0, f"classroom grade failed:\n{graded.stdout[-3000:]}{graded.stderr[-3000:]}"
+    graded = subprocess.run(
+        [sys.executable, "-m", "autograder", "classroom", "grade", "--root", str(room.root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert graded.returncode == 0, (
+        f"classroom grade failed:\n{graded.stdout[-3000:]}{graded.stderr[-3000:]}"
+    )
     setup.as_instructor(room, "nbgrader", "generate_feedback", ASSIGNMENT, "--force")
     setup.as_instructor(room, "nbgrader", "release_feedback", ASSIGNMENT)
 
     course = Course(room.course)
     solved, untouched = (scores(course, ASSIGNMENT, student) for student in (SOLVER, BLANK))
-    points_01 = {step: points for step, points in solved.steps.items() if step.startswith(NOTEBOOK_01)}
+    points_01 = {
+        step: points for step, points in solved.steps.items() if step.startswith(NOTEBOOK_01)
+    }
     assert points_01 and all(got == most for got, most in points_01.values()), points_01
     assert untouched.score == 0, untouched
     assert 0 < solved.score < solved.max_score
 
-    solver_sees, blank_sees = (_feedback_score(page, room, user, shots)
-                               for page, user in ((solver, SOLVER), (blank, BLANK)))
+    solver_sees, blank_sees = (
+        _feedback_score(page, room, user, shots)
+        for page, user in ((solver, SOLVER), (blank, BLANK))
+    )
     full = sum(most for _, most in points_01.values())
-    assert solver_sees == f"{full:.1f}/{full:.1f}" and blank_sees == f"0.0/{full:.1f}", (solver_sees, blank_sees)
+    assert solver_sees == f"{full:.1f}/{full:.1f}" and blank_sees == f"0.0/{full:.1f}", (
+        solver_sees,
+        blank_sees,
+    )
     with capsys.disabled():
-        print(f"\n[classroom] {SOLVER}: log-in to JupyterLab {logged_in:.1f} s; scores {solved.score}/"
-              f"{solved.max_score} ({SOLVER}), {untouched.score}/{untouched.max_score} ({BLANK}); "
-              f"feedback pages show {solver_sees} and {blank_sees}; screenshots in {shots.folder}")
+        print(
+            f"\n[classroom] {SOLVER}: log-in to JupyterLab {logged_in:.1f} s; scores {solved.score}/"
+            f"{solved.max_score} ({SOLVER}), {untouched.score}/{untouched.max_score} ({BLANK}); "
+            f"feedback pages show {solver_sees} and {blank_sees}; screenshots in {shots.folder}"
+        )
 
 
 @pytest.fixture(scope="module")
-def found_in_a_students_server(classroom: tuple[Classroom, dict[str, str]], browser: Browser) -> dict[str, list[str]]:
+def found_in_a_students_server(
+    classroom: tuple[Classroom, dict[str, str]], browser: Browser
+) -> dict[str, list[str]]:
     """One search of a student's whole filesystem, from a kernel of their server, for the masters' hidden
     tests and solutions and, as a control, a line of the lab runtime the server must hold."""
     room, passwords = classroom
     page = _session(browser, room, passwords, BLANK)
-    return readable_files_holding(page, [*master_lines(HIDDEN_TESTS), *master_lines(SOLUTION), RUNTIME_LINE])
+    return readable_files_holding(
+        page, [*master_lines(HIDDEN_TESTS), *master_lines(SOLUTION), RUNTIME_LINE]
+    )
 
 
 def test_a_students_server_reads_no_hidden_test_of_the_masters(
-        classroom: tuple[Classroom, dict[str, str]], found_in_a_students_server: dict[str, list[str]]) -> None:
+    classroom: tuple[Classroom, dict[str, str]], found_in_a_students_server: dict[str, list[str]]
+) -> None:
     room, _ = classroom
     runtime = [path for path, held in found_in_a_students_server.items() if RUNTIME_LINE in held]
-    assert any(path.startswith(str(room.runtime)) for path in runtime), "the search missed the lab runtime"
+    assert any(path.startswith(str(room.runtime)) for path in runtime), (
+        "the search missed the lab runtime"
+    )
     hidden = set(master_lines(HIDDEN_TESTS))
     assert len(hidden) > 50
-    leaks = {path: held for path, held in found_in_a_students_server.items() if hidden.intersection(held)}
+    leaks = {
+        path: held for path, held in found_in_a_students_server.items() if hidden.intersection(held)
+    }
     assert not leaks, f"the student's server can read hidden tests: {leaks}"
 
 
-@pytest.mark.xfail(strict=True, reason="the lab runtime still ships the course's app and step functions "
-                   "(modelserver/, lesson/steps.py): issue 27's split of the runtime moves them out")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the lab runtime still ships the course's app and step functions "
+    "(modelserver/, lesson/steps.py): issue 27's split of the runtime moves them out",
+)
 def test_a_students_server_reads_no_solution_of_the_masters(
-        found_in_a_students_server: dict[str, list[str]]) -> None:
+    found_in_a_students_server: dict[str, list[str]],
+) -> None:
     solutions = set(master_lines(SOLUTION))
-    leaks = {path: held for path, held in found_in_a_students_server.items() if solutions.intersection(held)}
+    leaks = {
+        path: held
+        for path, held in found_in_a_students_server.items()
+        if solutions.intersection(held)
+    }
     assert not leaks, f"the student's server can read the masters' solutions: {leaks}"
 
 
 def _cluster_of(room: Classroom, student: str) -> dict:
     """A student's practice cluster, started as their server starts it; its kubeconfig read as root."""
-    setup.as_user(room, student, "python", "-m", "autograder", "cluster", "up", "--provider", "practice")
+    setup.as_user(
+        room, student, "python", "-m", "autograder", "cluster", "up", "--provider", "practice"
+    )
     return yaml.safe_load((Path(f"/home/{student}") / KWOK_KUBECONFIG).read_text())
 
 
@@ -253,33 +298,54 @@ def _client(server: str, ca: str, cert: str, key: str) -> client.CoreV1Api:
 def _memory_mib(user: str) -> float:
     """The resident memory of every process of `user`, in MiB."""
     uid = pwd.getpwnam(user).pw_uid
-    return sum(process.info["memory_info"].rss for process in psutil.process_iter(["uids", "memory_info"])
-               if process.info["uids"] and process.info["uids"].real == uid) / 2**20
+    return (
+        sum(
+            process.info["memory_info"].rss
+            for process in psutil.process_iter(["uids", "memory_info"])
+            if process.info["uids"] and process.info["uids"].real == uid
+        )
+        / 2**20
+    )
 
 
 def test_a_students_credentials_get_nothing_from_anothers_cluster(
-        classroom: tuple[Classroom, dict[str, str]], capsys: pytest.CaptureFixture) -> None:
+    classroom: tuple[Classroom, dict[str, str]], capsys: pytest.CaptureFixture
+) -> None:
     room, _ = classroom
     started = time.monotonic()
     own, other = (_cluster_of(room, student) for student in (SOLVER, BLANK))
     seconds = (time.monotonic() - started) / 2
     mine, theirs = own["users"][0]["user"], other["clusters"][0]["cluster"]
-    pods = _client(theirs["server"], theirs["certificate-authority"], mine["client-certificate"],
-                   mine["client-key"])
-    for attempt in (lambda: pods.list_namespaced_pod("default"),
-                    lambda: pods.delete_collection_namespaced_pod("default")):
+    pods = _client(
+        theirs["server"],
+        theirs["certificate-authority"],
+        mine["client-certificate"],
+        mine["client-key"],
+    )
+    for attempt in (
+        lambda: pods.list_namespaced_pod("default"),
+        lambda: pods.delete_collection_namespaced_pod("default"),
+    ):
         with pytest.raises(client.ApiException) as refused:
             attempt()
         assert refused.value.status == 401, refused.value
-    holder = _client(theirs["server"], theirs["certificate-authority"],
-                     other["users"][0]["user"]["client-certificate"], other["users"][0]["user"]["client-key"])
-    assert holder.list_namespaced_pod("default") is not None  # the same call with the owner's credentials works
+    holder = _client(
+        theirs["server"],
+        theirs["certificate-authority"],
+        other["users"][0]["user"]["client-certificate"],
+        other["users"][0]["user"]["client-key"],
+    )
+    assert (
+        holder.list_namespaced_pod("default") is not None
+    )  # the same call with the owner's credentials works
     key = other["users"][0]["user"]["client-key"]
     with pytest.raises(LabError, match="No such file or directory"):
         setup.as_user(room, SOLVER, "cat", key)  # and no student's filesystem holds another's key
     with capsys.disabled():
-        print(f"\n[classroom] a student's practice cluster: up in {seconds:.0f} s each; resident memory "
-              + ", ".join(f"{student} {_memory_mib(student):.0f} MiB" for student in room.students))
+        print(
+            f"\n[classroom] a student's practice cluster: up in {seconds:.0f} s each; resident memory "
+            + ", ".join(f"{student} {_memory_mib(student):.0f} MiB" for student in room.students)
+        )
 
 
 def _submit_refused(room: Classroom, student: str, match: str) -> None:
@@ -290,15 +356,21 @@ def _submit_refused(room: Classroom, student: str, match: str) -> None:
 def _inbound_timestamps(room: Classroom, student: str) -> list[str]:
     """The timestamps of a student's submissions in the exchange's inbound, oldest first."""
     inbound = room.exchange / COURSE_ID / "inbound"
-    return sorted(name.split("+")[2].rsplit(" ", 1)[0] for name in os.listdir(inbound)
-                  if name.startswith(f"{student}+{ASSIGNMENT}+"))
+    return sorted(
+        name.split("+")[2].rsplit(" ", 1)[0]
+        for name in os.listdir(inbound)
+        if name.startswith(f"{student}+{ASSIGNMENT}+")
+    )
 
 
 def test_bad_submissions_are_refused_and_the_latest_late_one_is_graded_late(
-        classroom: tuple[Classroom, dict[str, str]], practice_cluster) -> None:
+    classroom: tuple[Classroom, dict[str, str]], practice_cluster
+) -> None:
     room, _ = classroom
     setup.as_instructor(room, "nbgrader", "release_assignment", ASSIGNMENT, "--force")
-    setup.as_instructor(room, "nbgrader", "db", "assignment", "add", ASSIGNMENT, "--duedate=2020-01-01 00:00 UTC")
+    setup.as_instructor(
+        room, "nbgrader", "db", "assignment", "add", ASSIGNMENT, "--duedate=2020-01-01 00:00 UTC"
+    )
     setup.as_user(room, LATE, "nbgrader", "fetch_assignment", ASSIGNMENT)
     work = f"{ASSIGNMENT}/{NOTEBOOK_01}.ipynb"
     setup.as_user(room, LATE, "mv", work, f"{ASSIGNMENT}/01-my-answers.ipynb")
@@ -313,9 +385,15 @@ def test_bad_submissions_are_refused_and_the_latest_late_one_is_graded_late(
         setup.as_user(room, LATE, "nbgrader", "submit", ASSIGNMENT)
     first, latest = _inbound_timestamps(room, LATE)
     setup.as_instructor(room, "nbgrader", "collect", ASSIGNMENT)
-    graded = subprocess.run([sys.executable, "-m", "autograder", "classroom", "grade", "--root", str(room.root)],
-                            capture_output=True, text=True, check=False)
-    assert graded.returncode == 0, f"classroom grade failed:\n{graded.stdout[-3000:]}{graded.stderr[-3000:]}"
+    graded = subprocess.run(
+        [sys.executable, "-m", "autograder", "classroom", "grade", "--root", str(room.root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert graded.returncode == 0, (
+        f"classroom grade failed:\n{graded.stdout[-3000:]}{graded.stderr[-3000:]}"
+    )
     with Gradebook(Course(room.course).dirs.db_url) as gradebook:
         submission = gradebook.find_submission(ASSIGNMENT, LATE)
         stamp, late = submission.timestamp, submission.total_seconds_late

@@ -23,8 +23,9 @@ def confine(user: str, keep: list[Path], shared: list[Path]) -> None:
     account = pwd.getpwnam(user)
     home = Path(account.pw_dir)
     isolation.unshare(isolation.CLONE_NEWNS)
-    isolation.enter_root(isolation.Root(keep=tuple(keep), writable=home, shared=tuple(shared),
-                                        scratch=SCRATCH))
+    isolation.enter_root(
+        isolation.Root(keep=tuple(keep), writable=home, shared=tuple(shared), scratch=SCRATCH)
+    )
     isolation.drop_privileges(account.pw_uid, account.pw_gid)
     os.chdir(home)
 
@@ -32,13 +33,17 @@ def confine(user: str, keep: list[Path], shared: list[Path]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m autograder.classroom.confine")
     parser.add_argument("user")
-    parser.add_argument("--keep", type=Path, action="append", default=[], help="read-only, repeatable")
-    parser.add_argument("--shared", type=Path, action="append", default=[], help="writable, repeatable")
+    parser.add_argument(
+        "--keep", type=Path, action="append", default=[], help="read-only, repeatable"
+    )
+    parser.add_argument(
+        "--shared", type=Path, action="append", default=[], help="writable, repeatable"
+    )
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         parser.error("name the command to run after --")
     split = argv.index("--")
-    args, command = parser.parse_args(argv[:split]), argv[split + 1:]
+    args, command = parser.parse_args(argv[:split]), argv[split + 1 :]
     confine(args.user, args.keep, args.shared)
     os.execvp(command[0], command)
 

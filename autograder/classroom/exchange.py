@@ -31,8 +31,10 @@ class BoundedSubmit(ExchangeSubmit):
     def check_filename_diff(self) -> None:
         held = folder_bytes(Path(self.src_path))
         if held > self.max_mib * MIB:
-            self.fail(f"Assignment {self.coursedir.assignment_id} not submitted: its folder {self.src_path} "
-                      f"holds {held / MIB:,.0f} MiB, more than the {self.max_mib} MiB a submission may hold. "
-                      "Move data sets, models and other large files out of it (elsewhere in your home), "
-                      "then submit again.")
+            self.fail(
+                f"Assignment {self.coursedir.assignment_id} not submitted: its folder {self.src_path} "
+                f"holds {held / MIB:,.0f} MiB, more than the {self.max_mib} MiB a submission may hold. "
+                "Move data sets, models and other large files out of it (elsewhere in your home), "
+                "then submit again."
+            )
         super().check_filename_diff()

@@ -34,15 +34,25 @@ def start(room: Classroom, timeout: float = 120) -> None:
     if running_pid(room):
         return
     log = room.hub / "jupyterhub.log"
-    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     with open(log, "ab") as output:
-        process = subprocess.Popen([HUB, "-f", str(room.hub / "jupyterhub_config.py")], cwd=room.hub,
-                                   env=environment, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [HUB, "-f", str(room.hub / "jupyterhub_config.py")],
+            cwd=room.hub,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def answers() -> bool:
         if process.poll() is not None:
-            raise LabError(f"jupyterhub exited with {process.returncode}; its log:\n{log.read_text()[-3000:]}")
+            raise LabError(
+                f"jupyterhub exited with {process.returncode}; its log:\n{log.read_text()[-3000:]}"
+            )
         try:
             return requests.get(f"{room.url}hub/api", timeout=2).ok
         except requests.ConnectionError:
@@ -65,7 +75,9 @@ def stop(room: Classroom, timeout: float = 60) -> bool:
         except psutil.TimeoutExpired:
             process.kill()
     for student in room.students:
-        setup.as_user(room, student, "python", "-m", "autograder", "cluster", "down", "--provider", "practice")
+        setup.as_user(
+            room, student, "python", "-m", "autograder", "cluster", "down", "--provider", "practice"
+        )
     return pid is not None
 
 
@@ -77,21 +89,23 @@ def next_steps(room: Classroom) -> str:
     def command(action: str) -> str:
         return f"python -m autograder classroom {action}{root}"
 
-    return "\n".join([
-        f"JupyterHub runs at {room.url} (log {room.hub / 'jupyterhub.log'}).",
-        f"Log-ins: PAM, the Unix users' passwords; those set here are in {room.hub / 'passwords.json'} "
-        "(root only): give each student theirs, or change them with passwd.",
-        f"  instructor: {instructor} (formgrader: {room.url}user/{instructor}/formgrader)",
-        f"  students:   {', '.join(room.students)}",
-        "Next (nbgrader's flow; as root, `classroom nbgrader ARGS` runs nbgrader as the instructor in the "
-        "course, as a terminal of the instructor's JupyterLab does after `cd course`):",
-        f"  1. release:  {command('nbgrader')} release_assignment {ASSIGNMENT}"
-        "   (or formgrader's Release button)",
-        "  2. students log in, fetch lesson01 in the Assignments tab (Nbgrader menu), work and Submit",
-        f"  3. collect:  {command('nbgrader')} collect {ASSIGNMENT}",
-        f"  4. grade:    {command('grade')}   (as root: each kernel is jailed)",
-        f"  5. feedback: {command('nbgrader')} generate_feedback {ASSIGNMENT}, then the same with "
-        f"release_feedback {ASSIGNMENT}",
-        "  6. students click Fetch Feedback in the Assignments tab",
-        f"Stop the hub (and every student's server) with: {command('down')}",
-    ])
+    return "\n".join(
+        [
+            f"JupyterHub runs at {room.url} (log {room.hub / 'jupyterhub.log'}).",
+            f"Log-ins: PAM, the Unix users' passwords; those set here are in {room.hub / 'passwords.json'} "
+            "(root only): give each student theirs, or change them with passwd.",
+            f"  instructor: {instructor} (formgrader: {room.url}user/{instructor}/formgrader)",
+            f"  students:   {', '.join(room.students)}",
+            "Next (nbgrader's flow; as root, `classroom nbgrader ARGS` runs nbgrader as the instructor in the "
+            "course, as a terminal of the instructor's JupyterLab does after `cd course`):",
+            f"  1. release:  {command('nbgrader')} release_assignment {ASSIGNMENT}"
+            "   (or formgrader's Release button)",
+            "  2. students log in, fetch lesson01 in the Assignments tab (Nbgrader menu), work and Submit",
+            f"  3. collect:  {command('nbgrader')} collect {ASSIGNMENT}",
+            f"  4. grade:    {command('grade')}   (as root: each kernel is jailed)",
+            f"  5. feedback: {command('nbgrader')} generate_feedback {ASSIGNMENT}, then the same with "
+            f"release_feedback {ASSIGNMENT}",
+            "  6. students click Fetch Feedback in the Assignments tab",
+            f"Stop the hub (and every student's server) with: {command('down')}",
+        ]
+    )

@@ -14,8 +14,15 @@ COURSE_ID = "k8s-ml-lesson01"
 ASSIGNMENT = "lesson01"
 SETTINGS_FILE = "classroom.json"
 # The binaries a student's practice cluster runs (and kubectl for the notebooks' `!kubectl` lines).
-PRACTICE_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
-                     "kwok", "kwokctl")
+PRACTICE_BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "kwokctl",
+)
 
 
 @dataclass(frozen=True)
@@ -75,4 +82,6 @@ class Classroom:
         if not path.is_file():
             raise LabError(f"no classroom in {root}: run `python -m autograder classroom up` first")
         settings = json.loads(path.read_text())
-        return cls(**{**settings, "root": Path(settings["root"]), "students": tuple(settings["students"])})
+        return cls(
+            **{**settings, "root": Path(settings["root"]), "students": tuple(settings["students"])}
+        )

@@ -24,16 +24,30 @@ def kept(room: Classroom, user: str) -> tuple[Path, ...]:
 
 def confined(room: Classroom, user: str, command: list[str]) -> list[str]:
     """`command` run as `user` (started as root) in that user's filesystem, their home and the exchange writable."""
-    return [sys.executable, "-m", "autograder.classroom.confine", user,
-            *(f"--keep={path}" for path in kept(room, user)), f"--shared={room.exchange}", "--", *command]
+    return [
+        sys.executable,
+        "-m",
+        "autograder.classroom.confine",
+        user,
+        *(f"--keep={path}" for path in kept(room, user)),
+        f"--shared={room.exchange}",
+        "--",
+        *command,
+    ]
 
 
 def environment(room: Classroom, user: str) -> dict[str, str]:
     """A student's server and kernels: the runtime on PYTHONPATH, a practice cluster of their own;
     the instructor's: nbgrader's formgrader on their course."""
     if user == room.instructor:
-        return {"PATH": os.pathsep.join([str(SCRIPTS), SYSTEM_PATH]),
-                "JUPYTER_CONFIG_PATH": str(room.config("instructor"))}
-    return {"PATH": os.pathsep.join([str(room.bin), str(SCRIPTS), SYSTEM_PATH]),
-            "PYTHONPATH": str(room.runtime), "JUPYTER_CONFIG_PATH": str(room.config("student")),
-            "LAB_CLUSTER": "practice", "LAB_BIN_DIR": str(room.bin)}
+        return {
+            "PATH": os.pathsep.join([str(SCRIPTS), SYSTEM_PATH]),
+            "JUPYTER_CONFIG_PATH": str(room.config("instructor")),
+        }
+    return {
+        "PATH": os.pathsep.join([str(room.bin), str(SCRIPTS), SYSTEM_PATH]),
+        "PYTHONPATH": str(room.runtime),
+        "JUPYTER_CONFIG_PATH": str(room.config("student")),
+        "LAB_CLUSTER": "practice",
+        "LAB_BIN_DIR": str(room.bin),
+    }

@@ -47,8 +47,10 @@ start_cluster_in_background()
 
 def require_root() -> None:
     if os.geteuid() != 0:
-        raise LabError("the classroom makes Unix users and confines students' servers: run it as root "
-                       "(sudo python -m autograder classroom up)")
+        raise LabError(
+            "the classroom makes Unix users and confines students' servers: run it as root "
+            "(sudo python -m autograder classroom up)"
+        )
 
 
 def up(room: Classroom) -> dict[str, str]:
@@ -71,7 +73,10 @@ def _accounts(room: Classroom) -> dict[str, str]:
     """The instructor and each student as Unix users with private homes; passwords kept for root alone."""
     file = room.hub / "passwords.json"
     known = json.loads(file.read_text()) if file.is_file() else {}
-    passwords = {name: known.get(name) or secrets.token_urlsafe(12) for name in (room.instructor, *room.students)}
+    passwords = {
+        name: known.get(name) or secrets.token_urlsafe(12)
+        for name in (room.instructor, *room.students)
+    }
     for name, password in passwords.items():
         ensure_user(name, password)
     file.touch(mode=0o600)
@@ -84,7 +89,9 @@ def ensure_user(name: str, password: str) -> pwd.struct_passwd:
     try:
         account = pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/bash", name], check=True)
+        subprocess.run(
+            ["useradd", "--create-home", "--user-group", "--shell", "/bin/bash", name], check=True
+        )
         account = pwd.getpwnam(name)
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
     Path(account.pw_dir).chmod(0o700)
@@ -94,11 +101,25 @@ def ensure_user(name: str, password: str) -> pwd.struct_passwd:
 
 def _no_news(account: pwd.struct_passwd) -> None:
     """JupyterLab's question about fetching its news would sit over the notebook: answered no."""
-    folder = Path(account.pw_dir) / ".jupyter" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    folder = (
+        Path(account.pw_dir)
+        / ".jupyter"
+        / "lab"
+        / "user-settings"
+        / "@jupyterlab"
+        / "apputils-extension"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(Path(account.pw_dir) / ".jupyter")],
-                   check=True)
+    subprocess.run(
+        [
+            "chown",
+            "-R",
+            f"{account.pw_uid}:{account.pw_gid}",
+            str(Path(account.pw_dir) / ".jupyter"),
+        ],
+        check=True,
+    )
 
 
 def _install_runtime(room: Classroom) -> None:
@@ -138,19 +159,29 @@ def _readable(folder: Path) -> None:
 
 def _write_configs(room: Classroom) -> None:
     """nbgrader's exchange and course for both roles; the students' JupyterLab without instructor panels."""
-    exchange = f"c.Exchange.root = {str(room.exchange)!r}\nc.CourseDirectory.course_id = {COURSE_ID!r}\n"
+    exchange = (
+        f"c.Exchange.root = {str(room.exchange)!r}\nc.CourseDirectory.course_id = {COURSE_ID!r}\n"
+    )
     student, instructor = room.config("student"), room.config("instructor")
     for folder in (student, instructor, student / "labconfig"):
         folder.mkdir(parents=True, exist_ok=True)
-    (student / "nbgrader_config.py").write_text(f"c = get_config()  # noqa: F821\n{exchange}{STUDENT_SUBMIT}")
+    (student / "nbgrader_config.py").write_text(
+        f"c = get_config()  # noqa: F821\n{exchange}{STUDENT_SUBMIT}"
+    )
     (student / "jupyter_server_config.py").write_text(STUDENT_SERVER_CONFIG)
     (instructor / "nbgrader_config.py").write_text(
-        f"c = get_config()  # noqa: F821\n{exchange}c.CourseDirectory.root = {str(room.course)!r}\n")
+        f"c = get_config()  # noqa: F821\n{exchange}c.CourseDirectory.root = {str(room.course)!r}\n"
+    )
     disabled = {f"@jupyter/nbgrader:{plugin}": True for plugin in INSTRUCTOR_PLUGINS}
-    (student / "labconfig" / "page_config.json").write_text(json.dumps({"disabledExtensions": disabled}))
-    extensions = {f"nbgrader.server_extensions.{name}": False for name in INSTRUCTOR_SERVER_EXTENSIONS}
+    (student / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": disabled})
+    )
+    extensions = {
+        f"nbgrader.server_extensions.{name}": False for name in INSTRUCTOR_SERVER_EXTENSIONS
+    }
     (student / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": extensions}}))
+        json.dumps({"ServerApp": {"jpserver_extensions": extensions}})
+    )
     _readable(room.root / "config")
 
 
@@ -160,11 +191,14 @@ def _make_course(room: Classroom) -> None:
     account = pwd.getpwnam(room.instructor)
     course = room.course
     if not (course / "source" / ASSIGNMENT).is_dir():
-        shutil.copytree(REPO_ROOT / "source", course / "source", ignore=shutil.ignore_patterns("ml-api"))
+        shutil.copytree(
+            REPO_ROOT / "source", course / "source", ignore=shutil.ignore_patterns("ml-api")
+        )
     config = (REPO_ROOT / "nbgrader_config.py").read_text()
     (course / "nbgrader_config.py").write_text(
         f"{config}\n# The classroom's exchange, shared with the students (`classroom up`).\n"
-        f"c.Exchange.root = {str(room.exchange)!r}\n")
+        f"c.Exchange.root = {str(room.exchange)!r}\n"
+    )
     subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(course)], check=True)
     course.chmod(0o700)
     as_instructor(room, "nbgrader", "generate_assignment", ASSIGNMENT, "--force")
@@ -186,9 +220,19 @@ def as_instructor(room: Classroom, *command: str) -> str:
 def as_user(room: Classroom, user: str, *command: str) -> str:
     """Run a command as a user of the class in their home, in the filesystem their server has; its output."""
     account = pwd.getpwnam(user)
-    environment = {"HOME": account.pw_dir, "USER": user, "LANG": "C.UTF-8", **roles.environment(room, user)}
-    done = subprocess.run(roles.confined(room, user, list(command)), env=environment, capture_output=True,
-                          text=True, check=False)
+    environment = {
+        "HOME": account.pw_dir,
+        "USER": user,
+        "LANG": "C.UTF-8",
+        **roles.environment(room, user),
+    }
+    done = subprocess.run(
+        roles.confined(room, user, list(command)),
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise LabError(f"{' '.join(command)} (as {user}) failed:\n{done.stdout}{done.stderr}")
     return done.stdout + done.stderr
@@ -202,11 +246,16 @@ def proxy_command(room: Classroom) -> Path:
         return Path(found)
     if not local.exists():
         if not shutil.which("npm"):
-            raise LabError(f"JupyterHub needs {PROXY} from npm: install Node.js (apt-get install npm), "
-                           "then run this command again")
+            raise LabError(
+                f"JupyterHub needs {PROXY} from npm: install Node.js (apt-get install npm), "
+                "then run this command again"
+            )
         logger.info(f"Installing {PROXY} from npm into {local.parents[2]}...")
-        subprocess.run(["npm", "install", "--prefix", str(local.parents[2]), PROXY], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["npm", "install", "--prefix", str(local.parents[2]), PROXY],
+            check=True,
+            capture_output=True,
+        )
     return local
 
 
@@ -214,10 +263,13 @@ def _write_hub_config(room: Classroom, proxy: Path) -> None:
     (room.hub / "jupyterhub_config.py").write_text(
         '"""Written by `python -m autograder classroom up`."""\n\nfrom pathlib import Path\n\n'
         "from autograder.classroom.hubconfig import configure\n\n"
-        f"configure(get_config(), Path({str(room.root)!r}), Path({str(proxy)!r}))  # noqa: F821\n")
+        f"configure(get_config(), Path({str(room.root)!r}), Path({str(proxy)!r}))  # noqa: F821\n"
+    )
 
 
 def give_course_back(room: Classroom) -> None:
     """After grading as root, the course's files are the instructor's again (nbgrader writes them next)."""
     account = pwd.getpwnam(room.instructor)
-    subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(room.course)], check=True)
+    subprocess.run(
+        ["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(room.course)], check=True
+    )

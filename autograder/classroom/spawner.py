@@ -17,7 +17,9 @@ SERVER = str(roles.SCRIPTS / "jupyterhub-singleuser")
 class ClassroomSpawner(LocalProcessSpawner):
     """LocalProcessSpawner whose servers cannot reach the hub's checkout, another's home or the masters."""
 
-    classroom_root = Unicode(str(DEFAULT_ROOT), help="the folder `classroom up` made").tag(config=True)
+    classroom_root = Unicode(str(DEFAULT_ROOT), help="the folder `classroom up` made").tag(
+        config=True
+    )
 
     async def start(self) -> tuple[str, int]:
         room = Classroom.load(Path(self.classroom_root))
