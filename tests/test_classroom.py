@@ -155,6 +155,14 @@ def _submit(page: Page, who: str, shots: Screenshots) -> None:
     shots.take(page, f"{who}-submitted")
 
 
+def _collect_and_grade(room: Classroom) -> None:
+    """The instructor's nbgrader collect, then `classroom grade` as root, as the hub's next steps say."""
+    setup.as_instructor(room, "nbgrader", "collect", ASSIGNMENT)
+    command = [sys.executable, "-m", "autograder", "classroom", "grade", "--root", str(room.root)]
+    graded = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert graded.returncode == 0, f"classroom grade failed:\n{graded.stdout[-3000:]}{graded.stderr[-3000:]}"
+
+
 def _feedback_score(page: Page, room: Classroom, user: str, shots: Screenshots) -> str:
     """Fetch Feedback in the Assignments tab, open notebook 01's feedback page; the score it shows."""
     open_assignments(page, shots, user)
@@ -195,16 +203,7 @@ def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
     _fetch_and_open_assignments(blank, BLANK, shots)
     _submit(blank, BLANK, shots)
 
-    print(setup.as_instructor(room, "nbgrader", "collect", ASSIGNMENT))
-    graded = subprocess.run(
-        [sys.executable, "-m", "autograder", "classroom", "grade", "--root", str(room.root)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert graded.returncode == 0, (
-        f"classroom grade failed:\n{graded.stdout[-3000:]}{graded.stderr[-3000:]}"
-    )
+    _collect_and_grade(room)
     setup.as_instructor(room, "nbgrader", "generate_feedback", ASSIGNMENT, "--force")
     setup.as_instructor(room, "nbgrader", "release_feedback", ASSIGNMENT)
 
@@ -384,16 +383,7 @@ def test_bad_submissions_are_refused_and_the_latest_late_one_is_graded_late(
     for _ in range(2):
         setup.as_user(room, LATE, "nbgrader", "submit", ASSIGNMENT)
     first, latest = _inbound_timestamps(room, LATE)
-    setup.as_instructor(room, "nbgrader", "collect", ASSIGNMENT)
-    graded = subprocess.run(
-        [sys.executable, "-m", "autograder", "classroom", "grade", "--root", str(room.root)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert graded.returncode == 0, (
-        f"classroom grade failed:\n{graded.stdout[-3000:]}{graded.stderr[-3000:]}"
-    )
+    _collect_and_grade(room)
     with Gradebook(Course(room.course).dirs.db_url) as gradebook:
         submission = gradebook.find_submission(ASSIGNMENT, LATE)
         stamp, late = submission.timestamp, submission.total_seconds_late
