@@ -220,6 +220,10 @@ def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
         _feedback_score(page, room, user, shots)
         for page, user in ((solver, SOLVER), (blank, BLANK))
     )
+    teacher = _session(browser, room, passwords, INSTRUCTOR)
+    teacher.goto(f"{room.url}user/{INSTRUCTOR}/formgrader")
+    teacher.locator("table").get_by_text(ASSIGNMENT, exact=True).first.wait_for(timeout=120_000)
+    shots.take(teacher, f"{INSTRUCTOR}-formgrader")
     full = sum(most for _, most in points_01.values())
     assert solver_sees == f"{full:.1f}/{full:.1f}" and blank_sees == f"0.0/{full:.1f}", (
         solver_sees,
@@ -389,3 +393,19 @@ def test_bad_submissions_are_refused_and_the_latest_late_one_is_graded_late(
         stamp, late = submission.timestamp, submission.total_seconds_late
     assert stamp.strftime("%Y-%m-%d %H:%M:%S") in latest and first != latest, (stamp, first, latest)
     assert late > 0, f"the late submission's lateness was lost: {late}"
+
+
+def test_a_notebook_that_connects_while_the_cluster_starts_says_it_waits(
+    classroom: tuple[Classroom, dict[str, str]],
+) -> None:
+    """As when a student opens a notebook at once after logging in, while their server starts their cluster
+    (here another process holds the cluster's lock for a few seconds, as that start does)."""
+    room, _ = classroom
+    waiting = (
+        "mkdir -p .kwok/clusters && (flock .kwok/clusters/.ml-learning.lock sleep 8 &) && sleep 2 && "
+        "python -c 'from autograder.lab import connect; print(connect().namespace)'"
+    )
+    said = setup.as_user(room, LATE, "sh", "-c", waiting)
+    assert "is being started or stopped by another process" in said, said
+    assert "waiting for it..." in said and "Traceback" not in said, said
+    assert said.strip().splitlines()[-1] == "ml-lab", said
