@@ -46,10 +46,11 @@ SEARCH = """import binascii, json, os, subprocess
 needles = [binascii.unhexlify(h) for h in {hexed!r}]
 tops = [os.path.join("/", name) for name in os.listdir("/") if name not in ("proc", "sys", "dev")]
 patterns = [argument for needle in needles for argument in ("-e", needle.decode())]
-found = subprocess.run(["grep", "-rlFs", *patterns, *tops], capture_output=True, text=True).stdout.split()
+listed = subprocess.run(["grep", "-rlFsZ", *patterns, *tops], capture_output=True).stdout
+found = [path.decode() for path in listed.split(b"\\0") if path]
 held = {{}}
 for path in found:
-    with open(path, "rb") as file:
+    with open(path, "rb") as file:  # names may hold spaces (feedback folders): grep ends each with NUL
         data = file.read()
     held[path] = [index for index, needle in enumerate(needles) if needle in data]
 print(json.dumps(held))"""
