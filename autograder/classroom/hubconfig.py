@@ -27,6 +27,7 @@ def configure(c: Any, root: Path, proxy: Path) -> None:
     c.JupyterHub.spawner_class = "autograder.classroom.spawner.ClassroomSpawner"
     c.ClassroomSpawner.classroom_root = str(room.root)
     c.Spawner.default_url = "/lab"
-    # A busy machine starts JupyterLab slowly: the hub waits, and the page shows its progress meanwhile.
+    # A busy machine starts JupyterLab slowly: the hub waits, and the page shows its progress
+    # meanwhile.
     c.Spawner.start_timeout = 180
     c.Spawner.http_timeout = 180

@@ -22,7 +22,8 @@ from autograder.lab import binaries
 logger = logging.getLogger(__name__)
 
 # Rooms of the package a student's server must not hold: grading and its benchmarks.
-# Of grading/ only its __init__ is kept: it names the CLI's unisolated flag, and the CLI starts the cluster.
+# Of grading/ only its __init__ is kept: it names the CLI's unisolated flag, and the CLI starts the
+# cluster.
 NOT_FOR_STUDENTS = frozenset({"bench", "__pycache__"})
 GRADING = "grading"
 # nbgrader's exchange modes (exchange/default/release_assignment.py), the inbound also sticky: a
