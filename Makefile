@@ -7,14 +7,14 @@ BIN := $(CURDIR)/$(VENV)/bin
 # nbgrader calls alembic (and jupyter) through PATH: the venv's scripts must come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run check test test-fast install binaries test-binaries cluster docker kind-image hosted-image chromium clean-cluster
+.PHONY: run check test test-fast install binaries test-binaries cluster docker kind-image hosted-image chromium node clean-cluster
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,notebook]'
+	$(BIN)/python -m pip install --quiet -e '.[test,notebook,classroom]'
 	touch $@
 
 binaries: install
@@ -51,6 +51,10 @@ run: cluster
 chromium:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
+# The classroom's JupyterHub needs configurable-http-proxy, which `classroom up` installs with npm.
+node:
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+
 # The style, read by tools: lint (pyproject's [tool.ruff]) and types (pyproject's [tool.mypy]).
 check: install
 	$(BIN)/ruff check autograder tests
@@ -61,7 +65,7 @@ test-fast: install
 	$(BIN)/python -m pytest -ra --durations=10
 
 # The whole suite: `-m ""` lifts the fast tier's selection.
-test: test-binaries docker kind-image hosted-image chromium
+test: test-binaries docker kind-image hosted-image chromium node
 	$(BIN)/python -m pytest -m "" -ra --durations=25
 
 clean-cluster: install

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from autograder.classroom.layout import DEFAULT_ROOT
 from autograder.providers.choice import PROVIDERS, provider
 from autograder.shared.errors import LabError
 from autograder.shared.pins import PIN_OF
@@ -117,6 +118,30 @@ def _hosted_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classroom(args: argparse.Namespace) -> int:
+    from autograder.classroom import hub, setup
+    from autograder.classroom.layout import ASSIGNMENT, Classroom
+    from autograder.grading.classrun import app
+
+    if args.action == "up":
+        room = Classroom(args.root, args.instructor, tuple(args.student), args.port)
+        setup.up(room)
+        hub.start(room)
+        print(hub.next_steps(room))
+        return 0
+    room = Classroom.load(args.root)
+    if args.action == "down":
+        print(f"stopped the hub at {room.url}" if hub.stop(room) else "no hub was running")
+        return 0
+    setup.require_root()
+    if args.action == "nbgrader":
+        print(setup.as_instructor(room, "nbgrader", *args.arguments), end="")
+        return 0
+    graded = app.main([ASSIGNMENT, f"--course={room.course}"])
+    setup.give_course_back(room)
+    return graded
+
+
 def _provider_name(text: str) -> str:
     """Validate a positional provider name (argparse rejects an empty `nargs="*"` with choices)."""
     if text not in PROVIDERS:
@@ -175,6 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     # `grade` is a traitlets Application, as nbgrader's commands are: main() hands it its arguments.
     commands.add_parser("grade", help="autograde submissions by the cluster state they produce "
                         "(`grade --help` lists its options)")
+
+    room = commands.add_parser("classroom", help="a JupyterHub class on this machine with nbgrader's exchange")
+    actions = room.add_subparsers(dest="action", required=True)
+    for name, text in (("up", "make the users, exchange, course and students' runtime, and start the hub (root)"),
+                       ("down", "stop the hub and every user's server"),
+                       ("grade", "grade the collected submissions in the instructor's course (root)"),
+                       ("nbgrader", "run nbgrader as the instructor in their course, e.g. nbgrader collect lesson01")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"the classroom's folder ({DEFAULT_ROOT})")
+        action.set_defaults(handler=_classroom)
+    up = actions.choices["up"]
+    up.add_argument("--instructor", default="instructor", help="the instructor's Unix user")
+    up.add_argument("--student", action="append", required=True, help="a student's Unix user (repeatable)")
+    up.add_argument("--port", type=int, default=8000, help="the hub's port on loopback")
+    actions.choices["nbgrader"].add_argument("arguments", nargs=argparse.REMAINDER, help="nbgrader's command")
 
     books = commands.add_parser("notebooks", help="regenerate or check the student notebooks")
     books.add_argument("action", choices=["sync", "check", "run"],

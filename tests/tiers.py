@@ -30,6 +30,7 @@ FIXTURE_NEEDS = {
     "worker_server": ("root",),  # the grader's fork server serves root alone
     "kind_base_files": ("go",),
     "pinned_kubectl": ("binaries",),
+    "classroom": ("root", "binaries", "slow"),  # Unix users, confined servers, a cluster per student
 }
 FAST_TIMEOUT = 60  # seconds: the fast tier's tests take 7 s at most on a busy 2-core machine
 NO_CLUSTER = "/nonexistent/the-fast-tier-has-no-cluster"

@@ -29,7 +29,7 @@ from autograder.practice.catalog import wait_routed
 from autograder.practice.container import isolation_summary
 from autograder.practice.supervise import ensure_router, router_pid, stop_router
 from autograder.shared import binaries, k8s, kubeconfig, ports
-from autograder.shared.pins import PINS
+from autograder.shared.pins import PINS, cache_root
 from autograder.shared.provider import CLUSTER_NAME, ClusterError, Lab, run
 from autograder.shared.waiting import poll
 
@@ -153,7 +153,13 @@ class Practice:
         """One `up`/`down` at a time per cluster, across processes (tests, notebooks, CLI)."""
         self.workdir.parent.mkdir(parents=True, exist_ok=True)
         with open(self.workdir.parent / f".{self.cluster}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # A hub starts a student's cluster at log-in: the first notebook waits for it, and says so.
+                logger.info(f"Practice cluster {self.cluster!r} is being started or stopped by another process "
+                            f"(its log: {cache_root() / 'practice-at-start.log'}); waiting for it...")
+                fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
     def up(self) -> None:

@@ -109,6 +109,7 @@ class Root:
     writable: Path | None = None
     scratch: tuple[tuple[Path, str], ...] = ()  # (path, tmpfs options): empty and private
     hidden: tuple[Path, ...] = ()  # inside a kept tree, yet not to be seen: covered
+    shared: tuple[Path, ...] = ()  # writable too, beside `writable` (a class's nbgrader exchange)
 
 
 def enter_root(root: Root) -> None:
@@ -120,10 +121,11 @@ def enter_root(root: Root) -> None:
     """
     trees = [tree for tree in SYSTEM_TREES if tree.is_dir() and not tree.is_symlink()]
     links = {tree: os.readlink(tree) for tree in SYSTEM_TREES if tree.is_symlink()}
-    if root.writable is not None:
-        mount("--bind", str(root.writable), str(root.writable))  # a mount of its own, left writable
-    _read_only_everywhere(but=root.writable)
-    kept = _outermost([path.resolve() for path in (*trees, *root.keep) if path.exists()], root.writable)
+    writable = [path for path in (root.writable, *root.shared) if path is not None]
+    for path in writable:
+        mount("--bind", str(path), str(path))  # a mount of its own, left writable
+    _read_only_everywhere(but=writable)
+    kept = _outermost([path.resolve() for path in (*trees, *root.keep) if path.exists()], writable)
     handles = {path: (os.open(path, os.O_PATH), path.is_dir()) for path in kept}  # before /tmp is covered
     staging = Path("/tmp")  # any folder will do: it is mounted over, and the process leaves it for the new root
     mount("-t", "tmpfs", "-o", ROOT_TMPFS, "jail-root", str(staging))
@@ -152,23 +154,24 @@ def pivot_root() -> str | None:
     return shutil.which("pivot_root", path="/usr/sbin:/sbin:/usr/bin:/bin")
 
 
-def _read_only_everywhere(but: Path | None) -> None:
-    """Every mount of this namespace read-only (but one): binds made from them stay read-only, submounts too."""
+def _read_only_everywhere(but: list[Path]) -> None:
+    """Every mount of this namespace read-only (but some): binds made from them stay read-only, submounts too."""
     with open("/proc/self/mountinfo") as table:
         points = [line.split()[4].replace("\\040", " ") for line in table]
+    spared = {str(path) for path in but}
     for point in dict.fromkeys(points):
-        if not point.startswith(PSEUDO_FILESYSTEMS) and point != str(but):
+        if not point.startswith(PSEUDO_FILESYSTEMS) and point not in spared:
             mount("-o", "remount,bind,ro", point)
 
 
-def _outermost(paths: list[Path], writable: Path | None) -> list[Path]:
-    """The paths no other one holds (one bind shows what is below it), and `writable` on its own."""
+def _outermost(paths: list[Path], writable: list[Path]) -> list[Path]:
+    """The paths no other one holds (one bind shows what is below it), and each `writable` on its own."""
     ordered = sorted(set(paths), key=lambda path: len(path.parts))
     kept: list[Path] = []
     for path in ordered:
         if not any(path.is_relative_to(outer) for outer in kept):
             kept.append(path)
-    return [*kept, writable.resolve()] if writable is not None else kept
+    return [*kept, *(path.resolve() for path in writable)]
 
 
 def _bind_through(handle: int, target: Path, folder: bool) -> None:

@@ -1,0 +1,150 @@
+"""A classroom's JupyterHub in headless Chromium: log in as a hub user, use nbgrader's Assignments tab,
+run code in the user's own server, read what the masters hold that a student must never read."""
+
+from __future__ import annotations
+
+import binascii
+import json
+import re
+
+import nbformat
+from playwright.sync_api import Page
+
+from autograder import REPO_ROOT
+from autograder.classroom.layout import ASSIGNMENT, Classroom
+from jupyter_browser import Screenshots
+
+MASTERS = REPO_ROOT / "source" / ASSIGNMENT
+HIDDEN_TESTS = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.DOTALL)
+SOLUTION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
+SOLUTION_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.MULTILINE)
+LONG_ENOUGH = 30  # characters: a line this long from a master is found nowhere by chance
+SERVER_READY = 240_000  # ms: log-in, spawn and JupyterLab's first load on a busy machine
+# The Assignments tabs open now closed, so the next one is the only one (its sections have fixed ids).
+CLOSE_ASSIGNMENTS = """() => { for (const widget of Array.from(window.jupyterapp.shell.widgets('main')))
+  if (widget.title.label === 'Assignments') widget.close(); }"""
+# The released section lists something, or says it has nothing, and is not loading.
+LISTED = """() => { const list = document.getElementById('released_assignments_list');
+  return Boolean(list) && [...list.children].some(c => !c.hidden && !c.classList.contains('list_loading')); }"""
+# Run code in a fresh kernel of the user's own server, through JupyterLab's services; its stdout.
+RUN_IN_KERNEL = """async code => {
+  const kernel = await window.jupyterapp.serviceManager.kernels.startNew({name: 'python3'});
+  let out = '';
+  const future = kernel.requestExecute({code, store_history: false});
+  future.onIOPub = message => {
+    if (message.header.msg_type === 'stream') out += message.content.text;
+    if (message.header.msg_type === 'error') out += message.content.ename + ': ' + message.content.evalue;
+  };
+  await future.done;
+  await kernel.shutdown();
+  return out;
+}"""
+# Every file of the server's filesystem that holds one of the needles (hex-encoded, so the code that
+# searches holds none of them itself), with the needles it holds, as JSON: grep reads the whole tree
+# but /proc, /sys and /dev.
+SEARCH = """import binascii, json, os, subprocess
+needles = [binascii.unhexlify(h) for h in {hexed!r}]
+tops = [os.path.join("/", name) for name in os.listdir("/") if name not in ("proc", "sys", "dev")]
+patterns = [argument for needle in needles for argument in ("-e", needle.decode())]
+listed = subprocess.run(["grep", "-rlFsZ", *patterns, *tops], capture_output=True).stdout
+found = [path.decode() for path in listed.split(b"\\0") if path]
+held = {{}}
+for path in found:
+    with open(path, "rb") as file:  # names may hold spaces (feedback folders): grep ends each with NUL
+        data = file.read()
+    held[path] = [index for index, needle in enumerate(needles) if needle in data]
+print(json.dumps(held))"""
+
+
+def master_lines(pattern: re.Pattern[str]) -> list[str]:
+    """The masters' lines in `pattern`'s regions (hidden tests, solutions) that no released notebook holds."""
+    released = "\n".join(path.read_text() for path in (REPO_ROOT / "notebooks").glob("*.ipynb"))
+    lines = {
+        line.strip()
+        for path in sorted(MASTERS.glob("*.ipynb"))
+        for cell in nbformat.read(path, 4).cells
+        for region in pattern.findall(cell.source)
+        for line in region.splitlines()
+    }
+    return sorted(line for line in lines if len(line) >= LONG_ENOUGH and line not in released)
+
+
+def solved_sources(notebook: str) -> dict[int, str]:
+    """The master's solution cells of one notebook, by index, with nbgrader's markers removed."""
+    cells = nbformat.read(MASTERS / f"{notebook}.ipynb", 4).cells
+    return {
+        index: SOLUTION_MARKER.sub("", cell.source)
+        for index, cell in enumerate(cells)
+        if cell.metadata.get("nbgrader", {}).get("solution") and cell.cell_type == "code"
+    }
+
+
+def log_in(page: Page, room: Classroom, user: str, password: str) -> None:
+    """The hub's log-in form, then the wait for the user's JupyterLab (the spawn page shows progress)."""
+    page.goto(f"{room.url}hub/login", wait_until="domcontentloaded")
+    page.fill("#username_input", user)
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+    page.wait_for_url(f"**/user/{user}/lab**", timeout=SERVER_READY)
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.started", timeout=SERVER_READY
+    )
+
+
+def open_assignments(page: Page, shots: Screenshots, who: str) -> None:
+    """nbgrader's Assignments tab, opened afresh from its menu as a student does, once it has listed."""
+    page.evaluate(CLOSE_ASSIGNMENTS)
+    page.get_by_text("Nbgrader", exact=True).click()
+    page.get_by_text("Assignment List", exact=True).click()
+    page.wait_for_function(LISTED, timeout=120_000)
+    shots.take(page, f"{who}-assignments")
+
+
+def click_in_row(page: Page, section: str, label: str, timeout: float = 120_000) -> None:
+    """Press `label` in a section of the Assignments tab (released, fetched, submitted): lesson01's row."""
+    page.locator(f"#{section}_assignments_list").get_by_role("button", name=label).click(
+        timeout=timeout
+    )
+
+
+def wait_in_section(
+    page: Page, section: str, text: str = ASSIGNMENT, timeout: float = 120_000
+) -> str:
+    """The text of a section once it lists `text`."""
+    listing = page.locator(f"#{section}_assignments_list")
+    page.wait_for_function(
+        "([id, text]) => document.getElementById(id).innerText.includes(text)",
+        arg=[f"{section}_assignments_list", text],
+        timeout=timeout,
+    )
+    return listing.inner_text()
+
+
+def run_in_server(page: Page, code: str) -> str:
+    """Run `code` in a new kernel of the logged-in user's server; what it printed."""
+    return page.evaluate(RUN_IN_KERNEL, code)
+
+
+def readable_files_holding(page: Page, needles: list[str]) -> dict[str, list[str]]:
+    """The files of the user's server's whole filesystem that hold any of `needles`, with those they hold."""
+    hexed = [binascii.hexlify(needle.encode()).decode() for needle in needles]
+    printed = run_in_server(page, SEARCH.format(hexed=hexed))
+    try:
+        held = json.loads(printed.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise AssertionError(
+            f"the search did not run in the student's server: {printed[-1000:]!r}"
+        ) from None
+    return {path: [needles[index] for index in indices] for path, indices in held.items()}
+
+
+def set_cell_sources(page: Page, sources: dict[int, str]) -> None:
+    """Type the answers into the open notebook's cells (through its model, as the editor does) and save."""
+    page.evaluate(
+        """sources => {
+      const cells = window.jupyterapp.shell.currentWidget.content.widgets;
+      for (const [index, text] of Object.entries(sources)) cells[Number(index)].model.sharedModel.setSource(text);
+    }""",
+        {str(index): text for index, text in sources.items()},
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")

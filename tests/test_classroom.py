@@ -1,0 +1,411 @@
+"""The classroom on a real JupyterHub: two students log in, fetch lesson01 through nbgrader's exchange, one
+solves notebook 01 and submits, the other submits it blank; the instructor collects, grades on the cluster
+and releases feedback; both fetch it and see their scores. Screenshots: artifacts/screenshots/<test>/."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from kubernetes import client
+from nbgrader.api import Gradebook
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from autograder.classroom import hub, setup
+from autograder.classroom.layout import ASSIGNMENT, COURSE_ID, Classroom
+from autograder.grading.classrun.course import Course, scores
+from autograder.shared.errors import LabError
+from autograder.shared.ports import free_ports
+from jupyter_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    KERNEL_IDLE,
+    SCREENSHOTS,
+    VIEWPORT,
+    OpenNotebook,
+    Screenshots,
+    text_of,
+)
+from jupyter_hub import (
+    HIDDEN_TESTS,
+    SOLUTION,
+    click_in_row,
+    log_in,
+    master_lines,
+    open_assignments,
+    readable_files_holding,
+    set_cell_sources,
+    solved_sources,
+    wait_in_section,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path("/srv/k8s-ml-classroom-test")
+INSTRUCTOR = "k8sml-t-teacher"
+SOLVER, BLANK, LATE = "k8sml-t-ada", "k8sml-t-bo", "k8sml-t-cy"
+NOTEBOOK_01 = "01-why-orchestration"
+RUNTIME_LINE = (
+    "def connect(name: str | None = None, namespace: str | None = None) -> Lab:"  # lab/cluster.py
+)
+KWOK_KUBECONFIG = ".kwok/clusters/ml-learning/kubeconfig.yaml"  # kwokctl's, in the student's home
+
+
+def _expose_app(room: Classroom) -> None:
+    """The tests drive JupyterLab through window.jupyterapp: its page config says to expose it."""
+    for role in ("student", "instructor"):
+        page_config = room.config(role) / "labconfig" / "page_config.json"
+        page_config.parent.mkdir(parents=True, exist_ok=True)
+        settings = json.loads(page_config.read_text()) if page_config.exists() else {}
+        page_config.write_text(json.dumps({**settings, "exposeAppInBrowser": True}))
+        page_config.parent.chmod(0o755)
+        page_config.chmod(0o644)
+
+
+def _remove_users(room: Classroom) -> None:
+    for user in (room.instructor, *room.students):
+        subprocess.run(["pkill", "-KILL", "-u", user], check=False)
+        subprocess.run(["userdel", "--remove", user], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def classroom() -> Iterator[tuple[Classroom, dict[str, str]]]:
+    """A class of three students and an instructor (Unix users made for it), its hub running on loopback."""
+    room = Classroom(ROOT, INSTRUCTOR, (SOLVER, BLANK, LATE), *free_ports(3))
+    if ROOT.exists():  # an earlier run that was killed
+        hub.stop(Classroom.load(ROOT))
+        _remove_users(Classroom.load(ROOT))
+        shutil.rmtree(ROOT)
+    passwords = setup.up(room)
+    _expose_app(room)
+    hub.start(room)
+    yield room, passwords
+    hub.stop(room)
+    _remove_users(room)
+    shutil.rmtree(ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def shots(request: pytest.FixtureRequest) -> Screenshots:
+    folder = SCREENSHOTS / re.sub(r"[^A-Za-z0-9.-]+", "-", request.node.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    return Screenshots(folder)
+
+
+def _session(browser: Browser, room: Classroom, passwords: dict[str, str], user: str) -> Page:
+    """A browser of its own for `user`, logged in to the hub, in their JupyterLab."""
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    log_in(page, room, user, passwords[user])
+    return page
+
+
+def _open_release(page: Page, room: Classroom, user: str, shots: Screenshots) -> OpenNotebook:
+    """Notebook 01 of the fetched assignment, open with an idle kernel."""
+    page.goto(
+        f"{room.url}user/{user}/lab/tree/{ASSIGNMENT}/{NOTEBOOK_01}.ipynb?reset",
+        wait_until="domcontentloaded",
+    )
+    page.wait_for_function(KERNEL_IDLE, timeout=180_000, polling=250)
+    return OpenNotebook(page, f"{user}-{NOTEBOOK_01}", shots)
+
+
+def _solve_notebook_01(notebook: OpenNotebook) -> list[str]:
+    """Type the answers of notebook 01, run every code cell, save; the exercises it says passed."""
+    set_cell_sources(notebook.page, solved_sources(NOTEBOOK_01))
+    passed = []
+    for index in notebook.code_cells():
+        said = text_of(notebook.run(index))
+        passed += re.findall(r"Exercise [\d.]+ passed", said)
+        if "passed" in said:
+            notebook.shot(index, "passed")
+    notebook.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    return passed
+
+
+def _fetch_and_open_assignments(page: Page, who: str, shots: Screenshots) -> None:
+    open_assignments(page, shots, who)
+    click_in_row(page, "released", "Fetch")
+    wait_in_section(page, "fetched")
+    shots.take(page, f"{who}-fetched")
+
+
+def _submit(page: Page, who: str, shots: Screenshots) -> None:
+    open_assignments(page, shots, who)
+    click_in_row(page, "fetched", "Submit")
+    wait_in_section(page, "submitted")
+    shots.take(page, f"{who}-submitted")
+
+
+def _collect_and_grade(room: Classroom) -> None:
+    """The instructor's nbgrader collect, then `classroom grade` as root, as the hub's next steps say."""
+    setup.as_instructor(room, "nbgrader", "collect", ASSIGNMENT)
+    command = [sys.executable, "-m", "autograder", "classroom", "grade", "--root", str(room.root)]
+    graded = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert graded.returncode == 0, f"classroom grade failed:\n{graded.stdout[-3000:]}{graded.stderr[-3000:]}"
+
+
+def _feedback_score(page: Page, room: Classroom, user: str, shots: Screenshots) -> str:
+    """Fetch Feedback in the Assignments tab, open notebook 01's feedback page; the score it shows."""
+    open_assignments(page, shots, user)
+    click_in_row(page, "submitted", "Fetch Feedback")
+    page.locator("#submitted_assignments_list").get_by_text("view feedback").first.wait_for(
+        timeout=120_000
+    )
+    shots.take(page, f"{user}-feedback-fetched")
+    folder = next((Path(f"/home/{user}") / ASSIGNMENT / "feedback").iterdir())
+    page.goto(f"{room.url}user/{user}/files/{ASSIGNMENT}/feedback/{folder.name}/{NOTEBOOK_01}.html")
+    shots.take(page, f"{user}-feedback-{NOTEBOOK_01}")
+    header = page.locator("body").inner_text()
+    found = re.search(r"Score:\s*([\d.]+\s*/\s*[\d.]+)", header)
+    assert found, f"{user}'s feedback for {NOTEBOOK_01} shows no score: {header[:500]!r}"
+    return re.sub(r"\s+", "", found.group(1))
+
+
+def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
+    classroom: tuple[Classroom, dict[str, str]],
+    practice_cluster,
+    browser: Browser,
+    shots: Screenshots,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    room, passwords = classroom
+    setup.as_instructor(room, "nbgrader", "release_assignment", ASSIGNMENT, "--force")
+
+    started = time.monotonic()
+    solver = _session(browser, room, passwords, SOLVER)
+    logged_in = time.monotonic() - started
+    _fetch_and_open_assignments(solver, SOLVER, shots)
+    notebook = _open_release(solver, room, SOLVER, shots)
+    passed = _solve_notebook_01(notebook)
+    assert passed == ["Exercise 1.1 passed", "Exercise 1.2 passed", "Exercise 1.3 passed"], passed
+    _submit(solver, SOLVER, shots)
+
+    blank = _session(browser, room, passwords, BLANK)
+    _fetch_and_open_assignments(blank, BLANK, shots)
+    _submit(blank, BLANK, shots)
+
+    _collect_and_grade(room)
+    setup.as_instructor(room, "nbgrader", "generate_feedback", ASSIGNMENT, "--force")
+    setup.as_instructor(room, "nbgrader", "release_feedback", ASSIGNMENT)
+
+    course = Course(room.course)
+    solved, untouched = (scores(course, ASSIGNMENT, student) for student in (SOLVER, BLANK))
+    points_01 = {
+        step: points for step, points in solved.steps.items() if step.startswith(NOTEBOOK_01)
+    }
+    assert points_01 and all(got == most for got, most in points_01.values()), points_01
+    assert untouched.score == 0, untouched
+    assert 0 < solved.score < solved.max_score
+
+    solver_sees, blank_sees = (
+        _feedback_score(page, room, user, shots)
+        for page, user in ((solver, SOLVER), (blank, BLANK))
+    )
+    teacher = _session(browser, room, passwords, INSTRUCTOR)
+    teacher.goto(f"{room.url}user/{INSTRUCTOR}/formgrader")
+    teacher.locator("table").get_by_text(ASSIGNMENT, exact=True).first.wait_for(timeout=120_000)
+    shots.take(teacher, f"{INSTRUCTOR}-formgrader")
+    full = sum(most for _, most in points_01.values())
+    assert solver_sees == f"{full:.1f}/{full:.1f}" and blank_sees == f"0.0/{full:.1f}", (
+        solver_sees,
+        blank_sees,
+    )
+    with capsys.disabled():
+        print(
+            f"\n[classroom] {SOLVER}: log-in to JupyterLab {logged_in:.1f} s; scores {solved.score}/"
+            f"{solved.max_score} ({SOLVER}), {untouched.score}/{untouched.max_score} ({BLANK}); "
+            f"feedback pages show {solver_sees} and {blank_sees}; screenshots in {shots.folder}"
+        )
+
+
+@pytest.fixture(scope="module")
+def found_in_a_students_server(
+    classroom: tuple[Classroom, dict[str, str]], browser: Browser
+) -> dict[str, list[str]]:
+    """One search of a student's whole filesystem, from a kernel of their server, for the masters' hidden
+    tests and solutions and, as a control, a line of the lab runtime the server must hold."""
+    room, passwords = classroom
+    page = _session(browser, room, passwords, BLANK)
+    return readable_files_holding(
+        page, [*master_lines(HIDDEN_TESTS), *master_lines(SOLUTION), RUNTIME_LINE]
+    )
+
+
+def test_a_students_server_reads_no_hidden_test_of_the_masters(
+    classroom: tuple[Classroom, dict[str, str]], found_in_a_students_server: dict[str, list[str]]
+) -> None:
+    room, _ = classroom
+    runtime = [path for path, held in found_in_a_students_server.items() if RUNTIME_LINE in held]
+    assert any(path.startswith(str(room.runtime)) for path in runtime), (
+        "the search missed the lab runtime"
+    )
+    hidden = set(master_lines(HIDDEN_TESTS))
+    assert len(hidden) > 50
+    leaks = {
+        path: held for path, held in found_in_a_students_server.items() if hidden.intersection(held)
+    }
+    assert not leaks, f"the student's server can read hidden tests: {leaks}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the lab runtime still ships the course's app and step functions "
+    "(modelserver/, lesson/steps.py): issue 27's split of the runtime moves them out",
+)
+def test_a_students_server_reads_no_solution_of_the_masters(
+    found_in_a_students_server: dict[str, list[str]],
+) -> None:
+    solutions = set(master_lines(SOLUTION))
+    leaks = {
+        path: held
+        for path, held in found_in_a_students_server.items()
+        if solutions.intersection(held)
+    }
+    assert not leaks, f"the student's server can read the masters' solutions: {leaks}"
+
+
+def _cluster_of(room: Classroom, student: str) -> dict:
+    """A student's practice cluster, started as their server starts it; its kubeconfig read as root."""
+    setup.as_user(
+        room, student, "python", "-m", "autograder", "cluster", "up", "--provider", "practice"
+    )
+    return yaml.safe_load((Path(f"/home/{student}") / KWOK_KUBECONFIG).read_text())
+
+
+def _client(server: str, ca: str, cert: str, key: str) -> client.CoreV1Api:
+    configuration = client.Configuration()
+    configuration.host, configuration.ssl_ca_cert = server, ca
+    configuration.cert_file, configuration.key_file = cert, key
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+def _memory_mib(user: str) -> float:
+    """The resident memory of every process of `user`, in MiB."""
+    uid = pwd.getpwnam(user).pw_uid
+    return (
+        sum(
+            process.info["memory_info"].rss
+            for process in psutil.process_iter(["uids", "memory_info"])
+            if process.info["uids"] and process.info["uids"].real == uid
+        )
+        / 2**20
+    )
+
+
+def test_a_students_credentials_get_nothing_from_anothers_cluster(
+    classroom: tuple[Classroom, dict[str, str]], capsys: pytest.CaptureFixture
+) -> None:
+    room, _ = classroom
+    started = time.monotonic()
+    own, other = (_cluster_of(room, student) for student in (SOLVER, BLANK))
+    seconds = (time.monotonic() - started) / 2
+    mine, theirs = own["users"][0]["user"], other["clusters"][0]["cluster"]
+    pods = _client(
+        theirs["server"],
+        theirs["certificate-authority"],
+        mine["client-certificate"],
+        mine["client-key"],
+    )
+    for attempt in (
+        lambda: pods.list_namespaced_pod("default"),
+        lambda: pods.delete_collection_namespaced_pod("default"),
+    ):
+        with pytest.raises(client.ApiException) as refused:
+            attempt()
+        assert refused.value.status == 401, refused.value
+    holder = _client(
+        theirs["server"],
+        theirs["certificate-authority"],
+        other["users"][0]["user"]["client-certificate"],
+        other["users"][0]["user"]["client-key"],
+    )
+    assert (
+        holder.list_namespaced_pod("default") is not None
+    )  # the same call with the owner's credentials works
+    key = other["users"][0]["user"]["client-key"]
+    with pytest.raises(LabError, match="No such file or directory"):
+        setup.as_user(room, SOLVER, "cat", key)  # and no student's filesystem holds another's key
+    with capsys.disabled():
+        print(
+            f"\n[classroom] a student's practice cluster: up in {seconds:.0f} s each; resident memory "
+            + ", ".join(f"{student} {_memory_mib(student):.0f} MiB" for student in room.students)
+        )
+
+
+def _submit_refused(room: Classroom, student: str, match: str) -> None:
+    with pytest.raises(LabError, match=match):
+        setup.as_user(room, student, "nbgrader", "submit", ASSIGNMENT)
+
+
+def _inbound_timestamps(room: Classroom, student: str) -> list[str]:
+    """The timestamps of a student's submissions in the exchange's inbound, oldest first."""
+    inbound = room.exchange / COURSE_ID / "inbound"
+    return sorted(
+        name.split("+")[2].rsplit(" ", 1)[0]
+        for name in os.listdir(inbound)
+        if name.startswith(f"{student}+{ASSIGNMENT}+")
+    )
+
+
+def test_bad_submissions_are_refused_and_the_latest_late_one_is_graded_late(
+    classroom: tuple[Classroom, dict[str, str]], practice_cluster
+) -> None:
+    room, _ = classroom
+    setup.as_instructor(room, "nbgrader", "release_assignment", ASSIGNMENT, "--force")
+    setup.as_instructor(
+        room, "nbgrader", "db", "assignment", "add", ASSIGNMENT, "--duedate=2020-01-01 00:00 UTC"
+    )
+    setup.as_user(room, LATE, "nbgrader", "fetch_assignment", ASSIGNMENT)
+    work = f"{ASSIGNMENT}/{NOTEBOOK_01}.ipynb"
+    setup.as_user(room, LATE, "mv", work, f"{ASSIGNMENT}/01-my-answers.ipynb")
+    _submit_refused(room, LATE, f"{NOTEBOOK_01}.ipynb: MISSING")
+    setup.as_user(room, LATE, "mv", f"{ASSIGNMENT}/01-my-answers.ipynb", work)
+    setup.as_user(room, LATE, "truncate", "--size=2G", f"{ASSIGNMENT}/dataset.bin")
+    _submit_refused(room, LATE, r"holds 2,048 MiB, more than the 50 MiB")
+    setup.as_user(room, LATE, "rm", f"{ASSIGNMENT}/dataset.bin")
+    assert not _inbound_timestamps(room, LATE), "a refused submission reached the exchange"
+
+    for _ in range(2):
+        setup.as_user(room, LATE, "nbgrader", "submit", ASSIGNMENT)
+    first, latest = _inbound_timestamps(room, LATE)
+    _collect_and_grade(room)
+    with Gradebook(Course(room.course).dirs.db_url) as gradebook:
+        submission = gradebook.find_submission(ASSIGNMENT, LATE)
+        stamp, late = submission.timestamp, submission.total_seconds_late
+    assert stamp.strftime("%Y-%m-%d %H:%M:%S") in latest and first != latest, (stamp, first, latest)
+    assert late > 0, f"the late submission's lateness was lost: {late}"
+
+
+def test_a_notebook_that_connects_while_the_cluster_starts_says_it_waits(
+    classroom: tuple[Classroom, dict[str, str]],
+) -> None:
+    """As when a student opens a notebook at once after logging in, while their server starts their cluster
+    (here another process holds the cluster's lock for a few seconds, as that start does)."""
+    room, _ = classroom
+    waiting = (
+        "mkdir -p .kwok/clusters && (flock .kwok/clusters/.ml-learning.lock sleep 8 &) && sleep 2 && "
+        "python -c 'from autograder.lab import connect; print(connect().namespace)'"
+    )
+    said = setup.as_user(room, LATE, "sh", "-c", waiting)
+    assert "is being started or stopped by another process" in said, said
+    assert "waiting for it..." in said and "Traceback" not in said, said
+    assert said.strip().splitlines()[-1] == "ml-lab", said
