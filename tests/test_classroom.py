@@ -266,11 +266,6 @@ def test_a_students_server_reads_no_hidden_test_of_the_masters(
     assert not leaks, f"the student's server can read hidden tests: {leaks}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the lab runtime still ships the course's app and step functions "
-    "(modelserver/, lesson/steps.py): issue 27's split of the runtime moves them out",
-)
 def test_a_students_server_reads_no_solution_of_the_masters(
     found_in_a_students_server: dict[str, list[str]],
 ) -> None:

@@ -24,7 +24,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import takewhile
 from pathlib import Path
 
 from docker import DockerClient
@@ -33,7 +32,7 @@ from docker.utils.build import exclude_paths
 
 from autograder import REPO_ROOT
 from autograder.build import baseimage
-from autograder.shared import dockerengine, ports
+from autograder.shared import dockerengine, ports, studentfiles
 from autograder.shared.binaries import BIN_DIR_ENV, PRACTICE_BINARIES
 from autograder.shared.errors import LabError
 from autograder.shared.pins import PIN_OF, cache_dir
@@ -47,23 +46,11 @@ LAB_TARGET = "lab"
 DOCKERFILE = "binder/Dockerfile"
 STUDENT_DOCKERFILE = "binder/student.Dockerfile"
 PREBUILT = "binder/prebuilt"
-# What a student's server holds, as (glob in the repository, folder in the student image's build
-# context, which binder/student.Dockerfile copies into place): the release
-# and the runtime notebooks import. An allowlist, so that nothing holding an answer gets in unnamed:
-# not source/ (masters, hidden tests), not the reference manifests (deployment.yaml, service.yaml)
-# nor the reference app (modelserver's app.py, Dockerfile), not lesson/steps.py (it performs the
-# steps), not grading/, build/, bench/ nor the CLI that imports them.
+# What a student's server holds: the release in the home, and the runtime (shared/studentfiles.py)
+# under lib/, which binder/student.Dockerfile puts on the path.
 STUDENT_FILES = (
     ("notebooks/*.ipynb", "home/notebooks"),
-    ("autograder/__init__.py", "lib/autograder"),
-    ("autograder/shared/*.py", "lib/autograder/shared"),
-    ("autograder/providers/*.py", "lib/autograder/providers"),
-    ("autograder/lab/*.py", "lib/autograder/lab"),
-    ("autograder/practice/*.py", "lib/autograder/practice"),
-    ("autograder/modelserver/__init__.py", "lib/autograder/modelserver"),
-    ("autograder/lesson/*.py", "lib/autograder/lesson"),  # the answers live in autograder/course
-    ("manifests/__init__.py", "lib/autograder/manifests"),
-    ("manifests/practice/*.yaml", "lib/autograder/manifests/practice"),
+    *((pattern, f"lib/{folder}") for pattern, folder in studentfiles.RUNTIME),
 )
 LAB_PORT = 8888
 NB_UID = 1000
@@ -140,13 +127,7 @@ def build_context(root: Path, prebuilt: dict[str, Path], into: Path) -> Path:
 
 def student_files(root: Path) -> dict[str, Path]:
     """Every file `STUDENT_FILES` allows, by its path in the student image's build context."""
-    chosen: dict[str, Path] = {}
-    for pattern, folder in STUDENT_FILES:
-        base = Path(*takewhile(lambda part: "*" not in part, Path(pattern).parent.parts))
-        for path in sorted(root.glob(pattern)):
-            if path.is_file() and "__pycache__" not in path.parts:
-                chosen[f"{folder}/{path.relative_to(root / base)}"] = path
-    return chosen
+    return studentfiles.chosen(root, STUDENT_FILES)
 
 
 def student_context(root: Path, into: Path) -> Path:

@@ -12,11 +12,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import autograder
-from autograder import MANIFESTS, REPO_ROOT
+from autograder import REPO_ROOT
 from autograder.classroom import roles
 from autograder.classroom.layout import ASSIGNMENT, COURSE_ID, PRACTICE_BINARIES, Classroom
-from autograder.shared import binaries
+from autograder.shared import binaries, studentfiles
 from autograder.shared.errors import LabError
 
 logger = logging.getLogger(__name__)
@@ -24,8 +23,6 @@ logger = logging.getLogger(__name__)
 # Rooms of the package a student's server must not hold: grading and its benchmarks.
 # Of grading/ only its __init__ is kept: it names the CLI's unisolated flag, and the CLI starts the
 # cluster.
-NOT_FOR_STUDENTS = frozenset({"bench", "__pycache__"})
-GRADING = "grading"
 # nbgrader's exchange modes (exchange/default/release_assignment.py), the inbound also sticky: a
 # student may drop a submission there but neither list, rename nor delete anyone else's.
 EXCHANGE_MODES = {"inbound": 0o3733, "outbound": 0o755, "feedback": 0o711}
@@ -124,19 +121,12 @@ def _no_news(account: pwd.struct_passwd) -> None:
 
 
 def _install_runtime(room: Classroom) -> None:
-    """A copy of the package without the grading rooms, and the lesson's manifests as its data."""
+    """The lab runtime students import, and nothing that holds an answer (shared/studentfiles.py)."""
     shutil.rmtree(room.runtime, ignore_errors=True)
-    package = room.runtime / "autograder"
-    shutil.copytree(Path(autograder.__file__).parent, package, ignore=_not_for_students)
-    shutil.copytree(MANIFESTS, package / "manifests", ignore=shutil.ignore_patterns("__pycache__"))
+    for name, source in studentfiles.chosen(REPO_ROOT).items():
+        (room.runtime / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, room.runtime / name)
     _readable(room.runtime)
-
-
-def _not_for_students(folder: str, names: list[str]) -> set[str]:
-    """copytree's filter: the rooms students do without, and every module of grading/ but its __init__."""
-    if Path(folder).name == GRADING:
-        return {name for name in names if name != "__init__.py"}
-    return {name for name in names if name in NOT_FOR_STUDENTS or name.endswith(".pyc")}
 
 
 def _install_binaries(room: Classroom) -> None:
