@@ -326,6 +326,7 @@ def test_a_forked_container_holds_nothing_of_the_launcher_and_cannot_harm_the_ne
     if not sandbox.isolated():
         pytest.skip("run by a user, a pod is that user's own code; isolation is for a runtime run as root")
     (tmp_path / "app.py").write_text(FORKED)
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\nWORKDIR /app\nCOPY app.py .\n")
     images.load_into_cluster(runtime_lab, "forked-hostile:v1", context=tmp_path)
     create_pod(runtime_lab, "forked", {"image": "forked-hostile:v1", "command": ["python", "app.py", "--flag"]},
                restartPolicy="Never")

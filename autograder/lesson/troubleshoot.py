@@ -10,7 +10,7 @@ from kubernetes import client
 from autograder.lab import k8s
 from autograder.lab.cluster import Lab
 from autograder.lesson.observe import pod_status
-from autograder.practice.catalog import images_on_nodes
+from autograder.practice.catalog import loaded_images
 from autograder.waiting import poll
 
 PULL_REASONS = {
@@ -135,13 +135,13 @@ def wait_until_settled(lab: Lab, selector: str, timeout: float = 60, steady: flo
 def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
     """Plain-words reasons why pods matching `selector` cannot get their image."""
     problems = []
-    known = images_on_nodes(lab) if lab.provider == "practice" else set()
+    known = loaded_images(lab) if lab.provider == "practice" else set()
     for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items:
         reasons = {status.name: status.state.waiting.reason for status in pod.status.container_statuses or []
                    if status.state and status.state.waiting and status.state.waiting.reason in PULL_REASONS}
         for container in pod.spec.containers:
             reason = reasons.get(container.name)
-            if lab.provider == "practice" and not {container.image, f"docker.io/library/{container.image}"} & known:
+            if lab.provider == "practice" and container.image not in known:
                 # Loading is the cure on practice, whatever the pull policy; a cluster made before the
                 # pod runtime reports no pull at all, so the kubelet's reason is named for it.
                 problems.append(f"pod {pod.metadata.name}: {container.image} was never loaded into the cluster "
