@@ -22,6 +22,7 @@ import pytest
 from kubernetes import client
 from nbformat.v4 import new_code_cell, new_notebook
 
+import student_app
 from autograder import REPO_ROOT
 from autograder.grading import sandbox, submissions
 from autograder.grading.course import Course, GradingError, ensure_in_gradebook
@@ -32,11 +33,14 @@ from autograder.lab import kubeconfig
 
 ASSIGNMENT = "k8s-steps"
 NOTEBOOK = "steps.ipynb"
-SETUP = """from autograder import MANIFESTS
-from autograder.lesson.checks import *
-from autograder.lab import connect, workloads
-lab = connect()
-deployment, service = workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")"""
+# The submission builds its own v1 and v2: a graded namespace runs no image it did not build.
+SETUP = "\n".join([
+    "from autograder import MANIFESTS",
+    "from autograder.lesson.checks import *",
+    "from autograder.lab import connect, images, workloads",
+    "lab = connect()",
+    'deployment, service = workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")',
+    student_app.write_folder("v1.0"), student_app.load("ml-api:v1"), student_app.load("ml-api:v2")])
 STEPS = [  # (step, solution, test, points)
     ("deploy", 'workloads.apply(lab, [deployment])\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)',
      'deployment_ready(lab, "ml-api", replicas=3).assert_passed()', 3),

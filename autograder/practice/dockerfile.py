@@ -28,14 +28,29 @@ from packaging.requirements import InvalidRequirement, Requirement
 from autograder.errors import LabError
 
 DOCKERFILE = "Dockerfile"
-PYTHON_BASE_DEFAULT_CMD = ["python3"]  # what the python images run when a Dockerfile names no command
+PYTHON_BASE_DEFAULT_CMD = [
+    "python3"
+]  # what the python images run when a Dockerfile names no command
 SKIPPED = ("__pycache__", "*.pyc", ".ipynb_checkpoints")
-IGNORED = {"COMMENT", "LABEL", "MAINTAINER", "HEALTHCHECK", "STOPSIGNAL", "ARG"}  # Kubernetes' probes replace HEALTHCHECK
-PIP_PROGRAMS = (["pip", "install"], ["pip3", "install"], ["python", "-m", "pip", "install"],
-                ["python3", "-m", "pip", "install"])
-SUPPORTED = ("FROM python:..., WORKDIR, COPY and ADD of files in your folder, ENV, ARG, EXPOSE, USER, "
-             "CMD, ENTRYPOINT, LABEL, HEALTHCHECK (Kubernetes uses its probes instead) and RUN pip install "
-             "of packages the cluster already has")
+IGNORED = {
+    "COMMENT",
+    "LABEL",
+    "MAINTAINER",
+    "HEALTHCHECK",
+    "STOPSIGNAL",
+    "ARG",
+}  # Kubernetes' probes replace HEALTHCHECK
+PIP_PROGRAMS = (
+    ["pip", "install"],
+    ["pip3", "install"],
+    ["python", "-m", "pip", "install"],
+    ["python3", "-m", "pip", "install"],
+)
+SUPPORTED = (
+    "FROM python:..., WORKDIR, COPY and ADD of files in your folder, ENV, ARG, EXPOSE, USER, "
+    "CMD, ENTRYPOINT, LABEL, HEALTHCHECK (Kubernetes uses its probes instead) and RUN pip install "
+    "of packages the cluster already has"
+)
 
 
 class UnsupportedInstruction(LabError):
@@ -70,8 +85,9 @@ def read(context: Path, build_args: dict[str, str] | None = None) -> Image:
     dockerfile = context / DOCKERFILE
     if not dockerfile.is_file():
         raise FileNotFoundError(f"no Dockerfile in {context}: write one next to app.py first")
-    parser = DockerfileParser(fileobj=io.BytesIO(dockerfile.read_bytes()), env_replace=True,
-                              build_args=build_args or {})
+    parser = DockerfileParser(
+        fileobj=io.BytesIO(dockerfile.read_bytes()), env_replace=True, build_args=build_args or {}
+    )
     image, stages = Image(), 0
     available = context_files(context)
     for line, state in zip(parser.structure, parser.context_structure):
@@ -82,7 +98,9 @@ def read(context: Path, build_args: dict[str, str] | None = None) -> Image:
             stages += 1
             _check_base(words, stages, where)
         elif instruction == "WORKDIR":
-            image.workdir = posixpath.normpath(posixpath.join(image.workdir, words[-1] if words else "/"))
+            image.workdir = posixpath.normpath(
+                posixpath.join(image.workdir, words[-1] if words else "/")
+            )
         elif instruction == "ENV":
             image.env = dict(state.envs)
         elif instruction in ("COPY", "ADD"):
@@ -90,18 +108,22 @@ def read(context: Path, build_args: dict[str, str] | None = None) -> Image:
         elif instruction == "RUN":
             _check_run(words, image, context, where)
         elif instruction == "EXPOSE":
-            image.exposed += [int(word.split("/")[0]) for word in words if word.split("/")[0].isdigit()]
+            image.exposed += [
+                int(word.split("/")[0]) for word in words if word.split("/")[0].isdigit()
+            ]
         elif instruction == "USER":
             image.user = words[0] if words else None
         elif instruction in ("CMD", "ENTRYPOINT"):
-            command = _command(value, state.args, state.envs)
+            command = _command(value)
             if instruction == "CMD":
                 image.cmd = command
             else:
                 image.entrypoint, image.cmd = command, []
         elif instruction not in IGNORED:
-            raise UnsupportedInstruction(f"{where}: the practice cluster cannot honour {instruction}; it "
-                                         f"supports {SUPPORTED}. Remove the line, or use kind (Docker) for it")
+            raise UnsupportedInstruction(
+                f"{where}: the practice cluster cannot honour {instruction}; it "
+                f"supports {SUPPORTED}. Remove the line, or use kind (Docker) for it"
+            )
     if stages == 0:
         raise BuildFailed(f"{dockerfile} has no FROM line: start it with FROM python:3.11-slim")
     _check_within_workdir(image)
@@ -110,9 +132,13 @@ def read(context: Path, build_args: dict[str, str] | None = None) -> Image:
 
 def context_files(context: Path) -> list[str]:
     """The build folder's files, as paths relative to it (what `COPY . .` takes)."""
-    return sorted(str(path.relative_to(context)) for path in context.rglob("*")
-                  if path.is_file() and not path.is_symlink()
-                  and not any(fnmatch.fnmatch(part, pattern) for part in path.parts for pattern in SKIPPED))
+    return sorted(
+        str(path.relative_to(context))
+        for path in context.rglob("*")
+        if path.is_file()
+        and not path.is_symlink()
+        and not any(fnmatch.fnmatch(part, pattern) for part in path.parts for pattern in SKIPPED)
+    )
 
 
 def materialize(image: Image, context: Path, target: Path) -> None:
@@ -129,8 +155,9 @@ def _words(value: str, args: dict, envs: dict) -> list[str]:
     return [word for word in WordSplitter(value, args=args, envs=envs).split() if word]
 
 
-def _command(value: str, args: dict, envs: dict) -> list[str]:
-    """CMD or ENTRYPOINT: the exec form (a JSON list) as written, the shell form through /bin/sh -c."""
+def _command(value: str) -> list[str]:
+    """CMD or ENTRYPOINT: the exec form (a JSON list) as written, the shell form through /bin/sh -c
+    (which expands its $VARIABLES when the container starts, as with Docker)."""
     if value.lstrip().startswith("["):
         try:
             parsed = json.loads(value)
@@ -138,46 +165,61 @@ def _command(value: str, args: dict, envs: dict) -> list[str]:
             parsed = None
         if isinstance(parsed, list) and all(isinstance(word, str) for word in parsed):
             return parsed
-    return ["/bin/sh", "-c", WordSplitter(value, args=args, envs=envs).dequote()]
+    return ["/bin/sh", "-c", value.strip()]
 
 
 def _check_base(words: list[str], stages: int, where: str) -> None:
     """One stage, from a Python image: the cluster's containers run its own Python."""
     if stages > 1:
-        raise UnsupportedInstruction(f"{where}: the practice cluster builds one stage only (no multi-stage "
-                                     f"builds); it supports {SUPPORTED}")
+        raise UnsupportedInstruction(
+            f"{where}: the practice cluster builds one stage only (no multi-stage "
+            f"builds); it supports {SUPPORTED}"
+        )
     base = next((word for word in words if not word.startswith("--")), "")
     if not base.split("/")[-1].startswith("python"):
-        raise UnsupportedInstruction(f"{where}: the practice cluster runs Python images only; start from "
-                                     "FROM python:3.11-slim (kind, with Docker, runs any base)")
+        raise UnsupportedInstruction(
+            f"{where}: the practice cluster runs Python images only; start from "
+            "FROM python:3.11-slim (kind, with Docker, runs any base)"
+        )
 
 
-def _copy(image: Image, instruction: str, value: str, words: list[str], available: list[str],
-          where: str) -> None:
+def _copy(
+    image: Image, instruction: str, value: str, words: list[str], available: list[str], where: str
+) -> None:
     """COPY/ADD SOURCES... DEST: the folder's files the image gets, at their paths in the image."""
     flags = [word for word in words if word.startswith("--")]
     if any(flag.startswith("--from") for flag in flags):
-        raise UnsupportedInstruction(f"{where}: COPY --from needs a multi-stage build, which the practice "
-                                     f"cluster does not do; it supports {SUPPORTED}")
+        raise UnsupportedInstruction(
+            f"{where}: COPY --from needs a multi-stage build, which the practice "
+            f"cluster does not do; it supports {SUPPORTED}"
+        )
     paths = [word for word in words if not word.startswith("--")]
     if value.lstrip().startswith("["):
         paths = json.loads(value)
     if len(paths) < 2:
         raise BuildFailed(f"{where}: {instruction} needs a source and a destination")
     *sources, destination = paths
-    if instruction == "ADD" and any("://" in source or source.startswith("git@") for source in sources):
-        raise UnsupportedInstruction(f"{where}: the practice cluster has no network to ADD a URL from; "
-                                     "COPY a file of your folder instead")
+    if instruction == "ADD" and any(
+        "://" in source or source.startswith("git@") for source in sources
+    ):
+        raise UnsupportedInstruction(
+            f"{where}: the practice cluster has no network to ADD a URL from; "
+            "COPY a file of your folder instead"
+        )
     target = posixpath.normpath(posixpath.join(image.workdir, destination))
     into_folder = destination.endswith("/") or target == image.workdir or len(sources) > 1
     for source in sources:
         relative = posixpath.normpath(source.lstrip("/"))
         if relative == ".." or relative.startswith("../"):
-            raise BuildFailed(f"{where}: {source} is outside the build folder, which Docker refuses too")
+            raise BuildFailed(
+                f"{where}: {source} is outside the build folder, which Docker refuses too"
+            )
         matched = _matching(relative, available)
         if not matched:
-            raise BuildFailed(f"{where}: {instruction} failed: {source} is not in the build folder "
-                              f"(it holds {', '.join(available) or 'nothing'})")
+            raise BuildFailed(
+                f"{where}: {instruction} failed: {source} is not in the build folder "
+                f"(it holds {', '.join(available) or 'nothing'})"
+            )
         for found, inner in matched:
             if inner is not None:
                 image.files[posixpath.join(target, inner)] = found
@@ -190,26 +232,34 @@ def _matching(source: str, available: list[str]) -> list[tuple[str, str | None]]
     """(file, its path below a copied folder or None for a file named itself) for one COPY source."""
     if source == ".":
         return [(path, path) for path in available]
-    named: list[tuple[str, str | None]] = [(path, None) for path in available if fnmatch.fnmatchcase(path, source)]
-    below: list[tuple[str, str | None]] = [(path, path[len(source) + 1:]) for path in available
-                                           if path.startswith(source + "/")]
+    named: list[tuple[str, str | None]] = [
+        (path, None) for path in available if fnmatch.fnmatchcase(path, source)
+    ]
+    below: list[tuple[str, str | None]] = [
+        (path, path[len(source) + 1 :]) for path in available if path.startswith(source + "/")
+    ]
     return named or below
 
 
 def _check_run(words: list[str], image: Image, context: Path, where: str) -> None:
     """RUN pip install of packages the cluster has is kept; every other build step is refused by name."""
     for step in _split_steps(words):
-        program = next((prefix for prefix in PIP_PROGRAMS if step[:len(prefix)] == prefix), None)
+        program = next((prefix for prefix in PIP_PROGRAMS if step[: len(prefix)] == prefix), None)
         if program is None:
             raise UnsupportedInstruction(
                 f"{where}: the practice cluster cannot run build steps such as `{' '.join(step)}`; it "
-                f"supports {SUPPORTED}. Remove the line, or use kind (Docker) for it")
-        missing = [name for name in _requirements(step[len(program):], image, context, where)
-                   if not _installed(name)]
+                f"supports {SUPPORTED}. Remove the line, or use kind (Docker) for it"
+            )
+        missing = [
+            name
+            for name in _requirements(step[len(program) :], image, context, where)
+            if not _installed(name)
+        ]
         if missing:
             raise UnsupportedInstruction(
                 f"{where}: the practice cluster cannot install packages, and it has no {', '.join(missing)}; "
-                "its containers have flask and numpy (and what this lab runs on)")
+                "its containers have flask and numpy (and what this lab runs on)"
+            )
 
 
 def _split_steps(words: list[str]) -> list[list[str]]:
@@ -240,8 +290,11 @@ def _requirement_file(name: str, image: Image, context: Path, where: str) -> lis
     if source is None:
         raise BuildFailed(f"{where}: {name} is not in the image yet: COPY it before this RUN line")
     lines = (context / source).read_text().splitlines()
-    return [_requirement_name(line, where) for line in (text.split("#")[0].strip() for text in lines)
-            if line and not line.startswith("-")]
+    return [
+        _requirement_name(line, where)
+        for line in (text.split("#")[0].strip() for text in lines)
+        if line and not line.startswith("-")
+    ]
 
 
 def _requirement_name(text: str, where: str) -> str:
@@ -261,9 +314,11 @@ def _installed(name: str) -> bool:
 
 def _check_within_workdir(image: Image) -> None:
     """The container keeps its WORKDIR only: a file copied elsewhere would be missing, so say so now."""
-    outside = sorted(path for path in image.files
-                     if posixpath.relpath(path, image.workdir).startswith(".."))
+    outside = sorted(
+        path for path in image.files if posixpath.relpath(path, image.workdir).startswith("..")
+    )
     if outside:
         raise UnsupportedInstruction(
             f"COPY puts {', '.join(outside)} outside WORKDIR {image.workdir}: the practice cluster keeps "
-            "only the files under WORKDIR. Set WORKDIR first (WORKDIR /app), then COPY into it (COPY app.py .)")
+            "only the files under WORKDIR. Set WORKDIR first (WORKDIR /app), then COPY into it (COPY app.py .)"
+        )
