@@ -180,9 +180,9 @@ def build(tag: str, files: dict[str, bytes], build_args: dict[str, str]) -> dict
 
 def source_files(source: Path) -> dict[str, bytes]:
     """A build folder's files by relative path (what `docker build` sends as its context)."""
-    if not (source / "app.py").is_file():
-        raise FileNotFoundError(f"no app.py in {source}: write the model server there first")
     files = {name: (source / name).read_bytes() for name in dockerfile.context_files(source)}
+    if not files:
+        raise FileNotFoundError(f"no files in {source}: write your app.py and its Dockerfile there first")
     size = sum(map(len, files.values()))
     if size > MAX_RECORD_BYTES or len(files) > MAX_FILES:
         raise LabError(f"{source} holds {len(files)} files, {size // 1024} KiB: the practice cluster builds "
@@ -229,6 +229,8 @@ def push(core: client.CoreV1Api, namespace: str, tag: str, source: Path,
     files = source_files(source)
     if dockerfile.DOCKERFILE not in files:
         files = {**last_build(core, namespace, source.name), **files}
+    if dockerfile.DOCKERFILE not in files:
+        raise FileNotFoundError(f"no Dockerfile in {source}: write one next to app.py first")
     with tempfile.TemporaryDirectory() as scratch:
         write_files(Path(scratch), files)
         dockerfile.read(Path(scratch), build_args)  # the student hears of a refused line now, not from a pod
