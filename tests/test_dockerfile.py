@@ -93,6 +93,7 @@ def test_what_the_practice_cluster_cannot_honour_is_refused_by_name(
             "COPY it before this RUN",
         ),
         ("WORKDIR /app\n", "no FROM line"),
+        ("FROM python:3.11\nCOPY ['app.py', '.']\n", "not valid JSON"),
     ],
 )
 def test_what_docker_would_refuse_too_says_which_line(

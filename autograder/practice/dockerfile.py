@@ -195,7 +195,10 @@ def _copy(
         )
     paths = [word for word in words if not word.startswith("--")]
     if value.lstrip().startswith("["):
-        paths = json.loads(value)
+        try:
+            paths = [str(path) for path in json.loads(value)]
+        except ValueError:
+            raise BuildFailed(f"{where}: the JSON list is not valid JSON (use double quotes)") from None
     if len(paths) < 2:
         raise BuildFailed(f"{where}: {instruction} needs a source and a destination")
     *sources, destination = paths
