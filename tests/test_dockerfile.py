@@ -103,6 +103,13 @@ def test_what_docker_would_refuse_too_says_which_line(
         dockerfile.read(folder(tmp_path, text))
 
 
+def test_an_unknown_instruction_and_an_unanswered_exercise_are_named(tmp_path: Path) -> None:
+    with pytest.raises(dockerfile.BuildFailed, match="line 2: FORM python:3.11: unknown instruction FORM"):
+        dockerfile.read(folder(tmp_path, "# the base\nFORM python:3.11\n"))
+    with pytest.raises(NotImplementedError, match="placeholder"):
+        dockerfile.read(folder(tmp_path, "# YOUR CODE HERE\nraise NotImplementedError()\n"))
+
+
 def test_pip_install_of_packages_the_cluster_has_is_kept(tmp_path: Path) -> None:
     context = folder(
         tmp_path,

@@ -32,6 +32,10 @@ PYTHON_BASE_DEFAULT_CMD = [
     "python3"
 ]  # what the python images run when a Dockerfile names no command
 SKIPPED = ("__pycache__", "*.pyc", ".ipynb_checkpoints")
+# Every instruction Docker knows (and dockerfile-parse's COMMENT): any other word starts no valid line.
+DOCKER_INSTRUCTIONS = {"ADD", "ARG", "CMD", "COMMENT", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
+                       "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
+UNANSWERED = "raise NotImplementedError()"  # nbgrader's stand-in for an answer not written yet
 IGNORED = {
     "COMMENT",
     "LABEL",
@@ -85,9 +89,11 @@ def read(context: Path, build_args: dict[str, str] | None = None) -> Image:
     dockerfile = context / DOCKERFILE
     if not dockerfile.is_file():
         raise FileNotFoundError(f"no Dockerfile in {context}: write one next to app.py first")
-    parser = DockerfileParser(
-        fileobj=io.BytesIO(dockerfile.read_bytes()), env_replace=True, build_args=build_args or {}
-    )
+    text = dockerfile.read_bytes()
+    if UNANSWERED.encode() in text:
+        raise NotImplementedError(f"the Dockerfile still holds the exercise's placeholder ({UNANSWERED}): "
+                                  "write the Dockerfile first, then load the image")
+    parser = DockerfileParser(fileobj=io.BytesIO(text), env_replace=True, build_args=build_args or {})
     image, stages = Image(), 0
     available = context_files(context)
     for line, state in zip(parser.structure, parser.context_structure):
@@ -119,6 +125,9 @@ def read(context: Path, build_args: dict[str, str] | None = None) -> Image:
                 image.cmd = command
             else:
                 image.entrypoint, image.cmd = command, []
+        elif instruction not in DOCKER_INSTRUCTIONS:
+            raise BuildFailed(f"{where}: unknown instruction {instruction}, as Docker would say: a "
+                              "Dockerfile's lines start with FROM, WORKDIR, COPY, RUN, ENV, EXPOSE, CMD...")
         elif instruction not in IGNORED:
             raise UnsupportedInstruction(
                 f"{where}: the practice cluster cannot honour {instruction}; it "
