@@ -22,8 +22,8 @@ c.CourseDirectory.db_url = f"sqlite:///{Path(c.CourseDirectory.root) / 'gradeboo
 EXCHANGE = Path(c.CourseDirectory.root) / ".grading" / "exchange"
 EXCHANGE.mkdir(parents=True, exist_ok=True)
 c.Exchange.root = str(EXCHANGE)
-# Before grading on the practice cluster, load the lesson's v1 and v2 images as the grader.
-c.GradingSettings.practice_setup = "autograder.course.steps:serve_lesson_images"
+# No image is loaded for grading: a submission's pods run only the images its own notebooks built
+# (on the practice cluster, each graded namespace runs only its own: autograder/practice/catalog.py).
 # Notebooks that use the whole practice cluster (both GPU nodes, a cordoned node, bin packing):
 # parallel graders run these one submission at a time.
 c.ClusterVerifiedExecute.exclusive_notebooks = ["07-beyond-the-lesson"]

@@ -23,6 +23,7 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 from nbformat.v4 import new_code_cell, new_notebook
 
+import student_app
 from autograder.grading import sandbox
 from autograder.grading.classrun import submissions
 from autograder.grading.classrun.course import Course
@@ -35,7 +36,9 @@ from test_grading import _meta, edit, new_course, replace_step
 
 ASSIGNMENT = "scarce"
 EARLY, GPUS = "early.ipynb", "gpus.ipynb"
-SETUP = "from autograder.lab import connect, workloads\nfrom autograder.lesson.checks import *\nlab = connect()"
+SETUP = "\n".join([  # the submission builds the ml-api:v1 it deploys: a graded namespace runs no other
+    "from autograder.lab import connect, images, workloads", "from autograder.lesson.checks import *",
+    "lab = connect()", student_app.write_folder("v1.0"), student_app.load("ml-api:v1")])
 GPU_MODEL = """apiVersion: apps/v1
 kind: Deployment
 metadata: {name: gpu-model, labels: {app: gpu-model}}

@@ -13,13 +13,14 @@ from autograder.classroom.layout import Classroom
 from autograder.cli import build_parser
 
 
-def test_the_students_runtime_holds_the_lab_and_no_grading_code(tmp_path: Path) -> None:
+def test_the_students_runtime_holds_the_lab_and_no_answer_or_grading_code(tmp_path: Path) -> None:
     room = Classroom(tmp_path, "teacher", ("ada",))
     setup._install_runtime(room)
     package = room.runtime / "autograder"
-    assert (package / "lab" / "cluster.py").is_file() and (package / "manifests" / "deployment.yaml").is_file()
-    assert sorted(path.name for path in (package / "grading").iterdir()) == ["__init__.py"]
-    assert not (package / "bench").exists()
+    assert (package / "lab" / "cluster.py").is_file() and (package / "manifests" / "practice").is_dir()
+    for answers in ("course", "grading", "bench", "build", "manifests/deployment.yaml", "manifests/service.yaml",
+                    "modelserver/app.py", "modelserver/Dockerfile", "cli.py", "demo.py"):
+        assert not (package / answers).exists(), answers
     assert not list(package.rglob("*.pyc"))
 
 

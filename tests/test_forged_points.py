@@ -21,6 +21,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_cell
 
+import student_app
 from autograder.grading.classrun import submissions
 from autograder.grading.classrun.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
@@ -28,9 +29,10 @@ from test_grading import DEPLOYMENT, _meta, edit, new_course, replace_step
 
 ASSIGNMENT = "answers"
 NOTEBOOK = "answers.ipynb"
-SETUP = """from autograder.lesson.checks import deployment_ready
-from autograder.lab import connect, workloads
-lab = connect()"""
+SETUP = "\n".join([  # the submission builds the ml-api:v1 it deploys: a graded namespace runs no other
+    "from autograder.lesson.checks import deployment_ready",
+    "from autograder.lab import connect, images, workloads", "lab = connect()",
+    student_app.write_folder("v1.0"), student_app.load("ml-api:v1")])
 STEPS = [  # (step, solution, test with hidden parts, points)
     ("letter", 'q = "b"', 'assert q in "abcd"\n### BEGIN HIDDEN TESTS\nassert q == "b"\n### END HIDDEN TESTS', 1),
     ("double", "def double(x):\n    return 2 * x",

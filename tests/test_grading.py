@@ -22,6 +22,7 @@ import pytest
 from kubernetes import client
 from nbformat.v4 import new_code_cell, new_notebook
 
+import student_app
 from autograder import MANIFESTS, REPO_ROOT
 from autograder.grading import sandbox
 from autograder.grading.classrun import submissions
@@ -34,9 +35,12 @@ from autograder.shared import kubeconfig
 
 ASSIGNMENT = "k8s-steps"
 NOTEBOOK = "steps.ipynb"
-SETUP = """from autograder.lesson.checks import *
-from autograder.lab import connect, workloads
-lab = connect()"""
+# The submission builds its own v1 and v2: a graded namespace runs no image it did not build.
+SETUP = "\n".join([
+    "from autograder.lesson.checks import *",
+    "from autograder.lab import connect, images, workloads",
+    "lab = connect()",
+    student_app.write_folder("v1.0"), student_app.load("ml-api:v1"), student_app.load("ml-api:v2")])
 # The student's own manifests, typed into their cells (the course's copies are hidden from a graded kernel).
 DEPLOYMENT, SERVICE = workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")
 WAIT = '\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)'

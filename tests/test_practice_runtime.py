@@ -1,7 +1,12 @@
-"""Pods fail the way a real cluster's do: the same cases on the practice runtime and on kind, same status fields."""
+"""Pods fail the way a real cluster's do: the same cases on the practice runtime and on kind, same status fields.
+
+The Dockerfile decides what a container runs on both; on the practice cluster a namespace may run
+only its own images, and an image record written by hand is built by the runtime, never trusted."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import time
@@ -15,8 +20,8 @@ from kubernetes import client
 
 from autograder.lab import images
 from autograder.lesson import troubleshoot
+from autograder.practice import catalog, dockerfile, supervise
 from autograder.practice import container as sandbox
-from autograder.practice import supervise
 from autograder.practice.cluster import Practice
 from autograder.shared import binaries, k8s, kubeconfig
 from autograder.shared.provider import Lab, run
@@ -324,6 +329,7 @@ def test_a_forked_container_holds_nothing_of_the_launcher_and_cannot_harm_the_ne
     if not sandbox.isolated():
         pytest.skip("run by a user, a pod is that user's own code; isolation is for a runtime run as root")
     (tmp_path / "app.py").write_text(FORKED)
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\nWORKDIR /app\nCOPY app.py .\n")
     images.load_into_cluster(runtime_lab, "forked-hostile:v1", context=tmp_path)
     create_pod(runtime_lab, "forked", {"image": "forked-hostile:v1", "command": ["python", "app.py", "--flag"]},
                restartPolicy="Never")
@@ -337,3 +343,92 @@ def test_a_forked_container_holds_nothing_of_the_launcher_and_cannot_harm_the_ne
                                                                         "periodSeconds": 1}})
     wait_pod(runtime_lab, "next", lambda pod: bool(pod.status.container_statuses) and status_of(pod).ready, 60,
              "the next pod to serve /health")
+
+
+SERVE = """import os, sys
+print("argv", sys.argv[1:], "greeting", os.environ.get("GREETING"), "files", sorted(os.listdir(".")), flush=True)
+"""
+
+
+def build_folder(tmp_path: Path, dockerfile_text: str) -> Path:
+    (tmp_path / "serve.py").write_text(SERVE)
+    (tmp_path / "Dockerfile").write_text(dockerfile_text)
+    return tmp_path
+
+
+def load_folder(lab: Lab, tmp_path: Path, dockerfile_text: str, tag: str | None = None) -> str:
+    """`docker build` and `kind load` on kind, the practice cluster's own build on practice; the tag."""
+    tag = tag or f"t-dockerfile-{uuid.uuid4().hex[:6]}:v1"
+    folder = build_folder(tmp_path, dockerfile_text)
+    if lab.provider == "kind":
+        images.build(tag, folder, progress=False)
+        images.load_into_cluster(lab, tag)
+    else:
+        images.load_into_cluster(lab, tag, context=folder)
+    return tag
+
+
+def test_workdir_copy_env_entrypoint_and_cmd_decide_what_runs(cluster: Lab, tmp_path: Path) -> None:
+    tag = load_folder(cluster, tmp_path, 'FROM python:3.11-slim\nWORKDIR /srv\nCOPY serve.py ./\n'
+                      'ENV GREETING="hello there"\nEXPOSE 8080\nUSER 1000\n'
+                      'ENTRYPOINT ["python", "serve.py"]\nCMD ["from-cmd"]\n')
+    create_pod(cluster, "by-cmd", {"image": tag, "imagePullPolicy": "Never"}, restartPolicy="Never")
+    create_pod(cluster, "by-args", {"image": tag, "imagePullPolicy": "Never", "args": ["from-args"]},
+               restartPolicy="Never")
+    for name, word in (("by-cmd", "from-cmd"), ("by-args", "from-args")):
+        pod = wait_pod(cluster, name, lambda pod: pod.status.phase in ("Succeeded", "Failed"), 120, "the end")
+        output = kubectl(cluster, "logs", name)
+        assert pod.status.phase == "Succeeded", output
+        assert f"argv ['{word}'] greeting hello there files ['serve.py']" in output
+
+
+def test_a_wrong_cmd_crash_loops(cluster: Lab, tmp_path: Path) -> None:
+    tag = load_folder(cluster, tmp_path, 'FROM python:3.11-slim\nWORKDIR /app\nCOPY serve.py .\n'
+                      'CMD ["python", "srever.py"]\n')
+    create_pod(cluster, "wrong-cmd", {"image": tag, "imagePullPolicy": "Never"})
+    pod = wait_pod(cluster, "wrong-cmd", waiting("CrashLoopBackOff"), 120, "CrashLoopBackOff")
+    assert status_of(pod).restart_count >= 1 and status_of(pod).last_state.terminated.exit_code != 0
+    assert "srever.py" in kubectl(cluster, "logs", "wrong-cmd", "--previous")
+
+
+def test_a_build_step_the_practice_cluster_cannot_run_is_refused_by_name(runtime_lab: Lab, tmp_path: Path) -> None:
+    with pytest.raises(dockerfile.UnsupportedInstruction, match=r"line 2: RUN apt-get.*`apt-get update`"):
+        load_folder(runtime_lab, tmp_path, "FROM python:3.11-slim\nRUN apt-get update && apt-get install -y curl\n",
+                    "t-dockerfile-apt:v1")
+    assert "t-dockerfile-apt:v1" not in catalog.loaded_images(runtime_lab)
+
+
+def test_a_namespace_of_its_own_images_never_runs_the_clusters(runtime_lab: Lab, tmp_path: Path) -> None:
+    catalog.preload_reference_images(runtime_lab.core)
+    runtime_lab.core.patch_namespace(runtime_lab.namespace, {"metadata": {"labels": {
+        catalog.OWN_IMAGES_LABEL: catalog.OWN_IMAGES}}})
+    create_pod(runtime_lab, "theirs", {"image": "ml-api:v1", "imagePullPolicy": "Never"})
+    wait_pod(runtime_lab, "theirs", waiting("ErrImageNeverPull"), 60, "ErrImageNeverPull for the cluster's v1")
+    load_folder(runtime_lab, tmp_path, 'FROM python:3.11-slim\nWORKDIR /app\nCOPY serve.py .\n'
+                'CMD ["python", "serve.py", "mine"]\n', "ml-api:v1")
+    create_pod(runtime_lab, "mine", {"image": "ml-api:v1", "imagePullPolicy": "Never"}, restartPolicy="Never")
+    wait_pod(runtime_lab, "mine", lambda pod: pod.status.phase == "Succeeded", 60, "its own v1 to run")
+    assert "argv ['mine']" in kubectl(runtime_lab, "logs", "mine")
+
+
+def forged_record(lab: Lab, tag: str, files: dict[str, bytes]) -> None:
+    """An image record written straight through the API, as a student's code could."""
+    names = {f"f{index}": name for index, name in enumerate(files)}
+    lab.core.create_namespaced_config_map(lab.namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=catalog.record_name(tag), labels={catalog.IMAGE_LABEL: "true"},
+                                     annotations={catalog.TAG_ANNOTATION: tag}),
+        data={catalog.FILES_KEY: json.dumps(names)},
+        binary_data={key: base64.b64encode(files[name]).decode() for key, name in names.items()}))
+
+
+@pytest.mark.parametrize(("files", "reason"), [
+    ({"../../../../etc/cron.d/x": b"* * * * * root id", "Dockerfile": b"FROM python:3.11\n"}, "may not hold"),
+    ({"app.py": b"", "Dockerfile": b"FROM python:3.11\nRUN apt-get install -y curl\n"}, "RUN apt-get"),
+])
+def test_a_record_written_by_hand_is_built_by_the_runtime_and_refused_as_a_pull_failure(
+        runtime_lab: Lab, files: dict[str, bytes], reason: str) -> None:
+    tag = f"t-forged-{uuid.uuid4().hex[:6]}:v1"
+    forged_record(runtime_lab, tag, files)
+    create_pod(runtime_lab, "forged", {"image": tag, "imagePullPolicy": "Never"})
+    pod = wait_pod(runtime_lab, "forged", waiting("ErrImagePull"), 60, "ErrImagePull")
+    assert reason in status_of(pod).state.waiting.message

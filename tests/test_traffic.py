@@ -109,9 +109,9 @@ def test_every_pod_is_routed_to_the_server_of_its_own_image(loaded: Lab) -> None
     assert all(f["spec"]["forwards"][0]["ports"] == [8080] for f in forwards)
 
 
-def test_the_image_is_reported_by_the_nodes(loaded: Lab) -> None:
-    on_nodes = catalog.images_on_nodes(loaded)
-    assert {V1, V2, f"docker.io/library/{V1}"} <= on_nodes
+def test_the_images_built_from_source_are_the_namespaces_own(loaded: Lab) -> None:
+    assert {V1, V2} <= catalog.loaded_images(loaded)
+    assert not {V1, V2} & set(catalog.catalog(loaded.core)), "a namespace's build is not the cluster's"
 
 
 def test_an_image_never_loaded_is_explained(lab: Lab, router: None) -> None:

@@ -10,6 +10,7 @@ from docker.errors import ImageNotFound
 from autograder import MANIFESTS
 from autograder.lab import images, workloads
 from autograder.modelserver import SOURCE as MODEL_SERVER
+from autograder.practice import catalog
 from autograder.shared.dockerengine import unreachable_reason as docker_unreachable_reason
 from autograder.shared.provider import Lab
 
@@ -66,6 +67,6 @@ def deploy_first_app(lab: Lab) -> None:
 
 
 def serve_lesson_images(lab: Lab) -> None:
-    """Before grading on the practice cluster: v1 and v2 loaded, so students' Deployments find them."""
-    for tag in VERSIONS:
-        load_image(lab, tag)
+    """The course's v1 and v2 as the practice cluster's own images, for namespaces that take them (a
+    graded one never does); a student's load goes to their namespace and never replaces them."""
+    catalog.preload_reference_images(lab.core)

@@ -22,6 +22,7 @@ import yaml
 from kubernetes import client
 from kubernetes.utils import parse_quantity
 
+from autograder.practice.catalog import OWN_IMAGES, OWN_IMAGES_LABEL
 from autograder.shared import k8s
 from autograder.shared.errors import LabError
 from autograder.shared.waiting import CONVERGING_INTERVAL, poll
@@ -305,8 +306,10 @@ def create(admin: client.ApiClient, namespace: str, *, course: str, assignment: 
     """Make the namespace with its quotas, limits, Pod Security and three identities; kubeconfigs go in `workdir`."""
     core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
     labels = {MANAGED_BY: GRADER, COURSE_LABEL: course, ASSIGNMENT_LABEL: assignment}
+    # On the practice cluster its pods run only the images the submission built (catalog.OWN_IMAGES).
     core.create_namespace({"metadata": {
-        "name": namespace, "labels": {**labels, **POD_SECURITY}, "annotations": {STUDENT_ANNOTATION: student},
+        "name": namespace, "labels": {**labels, **POD_SECURITY, OWN_IMAGES_LABEL: OWN_IMAGES},
+        "annotations": {STUDENT_ANNOTATION: student},
     }})
     core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "grading"}, "spec": {"hard": QUOTA}})
     core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "no-system-priority"},

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from kubernetes import client
 
 from autograder.lesson.observe import pod_status
-from autograder.practice.catalog import images_on_nodes
+from autograder.practice.catalog import loaded_images
 from autograder.providers.choice import provider
 from autograder.shared import k8s
 from autograder.shared.provider import Lab
@@ -143,13 +143,13 @@ def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
     """Plain-words reasons why pods matching `selector` cannot get their image."""
     problems = []
     loads_only = provider(lab.provider).loads_images_only
-    known = images_on_nodes(lab) if loads_only else set()
+    known = loaded_images(lab) if loads_only else set()
     for pod in _live_pods(lab, selector):
         reasons = {status.name: status.state.waiting.reason for status in pod.status.container_statuses or []
                    if status.state and status.state.waiting and status.state.waiting.reason in PULL_REASONS}
         for container in pod.spec.containers:
             reason = reasons.get(container.name)
-            if loads_only and not {container.image, f"docker.io/library/{container.image}"} & known:
+            if loads_only and container.image not in known:
                 # Loading is the cure on practice, whatever the pull policy; a cluster made before the
                 # pod runtime reports no pull at all, so the kubelet's reason is named for it.
                 problems.append(f"pod {pod.metadata.name}: {container.image} was never loaded into the cluster "

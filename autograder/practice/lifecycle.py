@@ -42,6 +42,14 @@ def _backoff(exits: int) -> float:
     return 0.0 if exits <= 1 else min(BACKOFF_START * 2 ** (exits - 2), BACKOFF_MAX)
 
 
+def _on_shared_network(command: list[str], port: int) -> list[str]:
+    """Not isolated, every pod shares this machine's network, where a second `app.run(port=8080)` would
+    find the port taken: a `python SCRIPT.py` of a Flask app is served by flask on the pod's own port."""
+    if len(command) == 2 and command[0] in PYTHON_NAMES and command[1].endswith(".py"):
+        return ["python", "-m", "flask", "--app", command[1], "run", "--host", "127.0.0.1", "--port", str(port)]
+    return command
+
+
 def _pull_policy(spec: client.V1Container) -> str:
     if spec.image_pull_policy:
         return spec.image_pull_policy
@@ -142,15 +150,18 @@ class Container:
         if self.terminated is not None or self.pod.deleting:
             return
         entry = images.get(self.spec.image)
-        if entry is None:
-            self._pull_failed(now)
+        if entry is None or "error" in entry:
+            self._pull_failed(now, (entry or {}).get("error"))
         elif now >= self.backoff_until:
             self._start(entry, now)
 
-    def _pull_failed(self, now: float) -> None:
-        """No such image on the node: kubelet's ErrImageNeverPull, or ErrImagePull then ImagePullBackOff."""
+    def _pull_failed(self, now: float, unbuildable: str | None = None) -> None:
+        """No such image on the node: kubelet's ErrImageNeverPull, or ErrImagePull then ImagePullBackOff.
+
+        An image whose record cannot be built counts as one that cannot be pulled, and says why.
+        """
         image = self.spec.image
-        if _pull_policy(self.spec) == "Never":
+        if _pull_policy(self.spec) == "Never" and unbuildable is None:
             message = f'Container image "{image}" is not present with pull policy of Never'
             if self.waiting != ("ErrImageNeverPull", message):
                 self.waiting = ("ErrImageNeverPull", message)
@@ -166,22 +177,25 @@ class Container:
         self.pull_failed_at = now
         reference = image if "/" in image else f"docker.io/library/{image}"
         message = (f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull and unpack '
-                   f'image "{reference}": {reference}: not found (the practice cluster holds only the images '
-                   "loaded with images.load_into_cluster)")
+                   f'image "{reference}": ' + (unbuildable or f"{reference}: not found (the practice cluster "
+                   "holds only the images loaded with images.load_into_cluster into this namespace)"))
         self.pod.event("Pulling", f'Pulling image "{image}"', "Normal", self.name)
         self.pod.event("Failed", message, "Warning", self.name)
         self.pod.event("Failed", "Error: ErrImagePull", "Warning", self.name)
         self.waiting = ("ErrImagePull", message)
 
-    def _command(self) -> list[str]:
-        """ENTRYPOINT/CMD as Kubernetes combines them: command replaces the entrypoint, args the CMD."""
+    def _command(self, entry: dict) -> list[str]:
+        """The image's ENTRYPOINT and CMD as Kubernetes combines them with the pod's: command replaces the
+        entrypoint (and drops the CMD), args replace the CMD."""
         spec = self.spec
         if spec.command:
             command = [*spec.command, *(spec.args or [])]
-        elif spec.args:
-            command = list(spec.args)
         else:
-            command = ["python", "-m", "flask", "--app", "app.py", "run", "--host", "127.0.0.1", "--port", str(self.port)]
+            command = [*entry.get("entrypoint", []), *(spec.args or entry.get("cmd", []))]
+        if not command:
+            raise OSError(f"no command specified: image {spec.image} has no CMD or ENTRYPOINT and the pod none")
+        if not self.pod.node.isolates:
+            command = _on_shared_network(command, self.port)
         # The image's python is this interpreter, where the app's libraries are installed.
         return [sys.executable if command[0] in PYTHON_NAMES else command[0], *command[1:]]
 
@@ -204,7 +218,7 @@ class Container:
         out = self.output = self.log.open("wb")
         try:
             # In a session of its own (the process group is the container): whatever it forks stops with it.
-            self.process = self.pod.node.launcher.spawn(self._command(), self._environment(entry, workdir), workdir,
+            self.process = self.pod.node.launcher.spawn(self._command(entry), self._environment(entry, workdir), workdir,
                                                    uid if self.pod.node.isolates else None)
         except OSError as error:
             out.close()

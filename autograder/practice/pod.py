@@ -2,9 +2,10 @@
 
 kwok registers the nodes, keeps them alive and removes pods once their deletion is due; everything
 kubelet does for a pod happens in this room. Per container (lifecycle.py): the image is looked up in
-the catalog (absent: ErrImagePull, then ImagePullBackOff with back-off, or ErrImageNeverPull), the
-image's app is copied to a private folder and started with the pod's command, args and env (by the
-launcher), its output becomes CRI log files (logs.py: current and previous, read by kwok for
+the pod's namespace, then the cluster's catalog (absent: ErrImagePull, then ImagePullBackOff with
+back-off, or ErrImageNeverPull), the files of the image's WORKDIR are copied to a private folder and
+started with its ENTRYPOINT and CMD as the pod's command and args override them, and with its ENV and
+the pod's env (by the launcher), its output becomes CRI log files (logs.py: current and previous, read by kwok for
 `kubectl logs [--previous]`), readiness and liveness probes (probes.py: httpGet, tcpSocket, exec) run
 against it, an exit restarts it after kubelet's back-off (10 s doubling to 5 min: Waiting
 CrashLoopBackOff, lastState.terminated) and a deletion sends SIGTERM, then SIGKILL once the grace

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import functools
 import logging
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from kubernetes import client, watch
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
-from autograder.practice.catalog import KWOK, MANAGED_BY, catalog, preload_reference_images
+from autograder.practice.catalog import KWOK, MANAGED_BY, ClusterImages, preload_reference_images
 from autograder.practice.clock import Clock
 from autograder.practice.cluster import kubeconfig_of, practice_of
 from autograder.practice.events import EventRecorder
@@ -84,7 +82,7 @@ class Router:
 
     def reconcile(self) -> str:
         """One pass over every pod bound to a node; returns the pod list's resourceVersion to watch from."""
-        images = _CatalogOnDemand(self.core)
+        images = ClusterImages(self.core)
         pods = self.core.list_pod_for_all_namespaces()
         now = self.clock.monotonic()
         used_ips = {pod.status.pod_ip for pod in pods.items if pod.status and pod.status.pod_ip}
@@ -98,7 +96,7 @@ class Router:
             if runtime is None:
                 ip = pod.status.pod_ip or free_ip(used_ips)
                 runtime = self.pods[uid] = PodRuntime(pod, self.state / "pods" / uid, ip, self.node)
-            runtime.sync(pod, images, now)
+            runtime.sync(pod, images.of(pod.metadata.namespace), now)
             try:
                 self._publish(runtime)
             except client.ApiException as error:
@@ -195,26 +193,6 @@ class Router:
             relay.close()
         self.pods.clear()
         self.launcher.close()
-
-class _CatalogOnDemand(Mapping[str, dict]):
-    """The image catalog, read on first use: most passes start no container and need no image."""
-
-    def __init__(self, core: client.CoreV1Api) -> None:
-        self._core = core
-
-    @functools.cached_property
-    def _images(self) -> dict[str, dict]:
-        return catalog(self._core)
-
-    def __getitem__(self, tag: str) -> dict:
-        return self._images[tag]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._images)
-
-    def __len__(self) -> int:
-        return len(self._images)
-
 
 def serve(context: str) -> int:
     """The router's main loop: reconcile after every pod change, exit when the cluster is gone."""
