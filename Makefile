@@ -55,8 +55,9 @@ chromium:
 node:
 	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
 
-# The style, read by tools: lint (pyproject's [tool.ruff]) and types (pyproject's [tool.mypy]).
+# The style, read by tools: format and lint (pyproject's [tool.ruff]), types (pyproject's [tool.mypy]).
 check: install
+	$(BIN)/ruff format --check autograder tests
 	$(BIN)/ruff check autograder tests
 	$(BIN)/mypy
 

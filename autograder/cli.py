@@ -22,10 +22,10 @@ def _cluster(args: argparse.Namespace) -> int:
         chosen.up()
     elif args.action == "down":
         # `down` without --provider removes the lab's own clusters, never an existing one.
-        for target in ([chosen] if args.provider else [provider("practice"), provider("kind")]):
+        for target in [chosen] if args.provider else [provider("practice"), provider("kind")]:
             target.down()
     else:
-        for name in ([args.provider] if args.provider else list(PROVIDERS)):
+        for name in [args.provider] if args.provider else list(PROVIDERS):
             print(provider(name).status())
     return 0
 
@@ -46,7 +46,13 @@ def binaries_wanted(args: argparse.Namespace) -> list[str]:
     """The binaries `binaries` obtains: every known one, or those the named providers run."""
     if args.all:
         return sorted(PIN_OF)
-    return list(dict.fromkeys(name for chosen in args.providers or ["practice"] for name in provider(chosen).required_binaries))
+    return list(
+        dict.fromkeys(
+            name
+            for chosen in args.providers or ["practice"]
+            for name in provider(chosen).required_binaries
+        )
+    )
 
 
 def _binaries(args: argparse.Namespace) -> int:
@@ -74,12 +80,20 @@ def _notebooks(args: argparse.Namespace) -> int:
         return _run_notebooks(notebooks, args)
     if args.action == "sync":
         changed = notebooks.sync()
-        print("notebooks/ updated: " + ", ".join(changed) if changed else "notebooks/ already up to date")
+        print(
+            "notebooks/ updated: " + ", ".join(changed)
+            if changed
+            else "notebooks/ already up to date"
+        )
         return 0
     stale = notebooks.drift()
     if stale:
-        print("notebooks/ differs from the masters in: " + ", ".join(stale)
-              + "\nrun `python -m autograder notebooks sync` and commit the result", file=sys.stderr)
+        print(
+            "notebooks/ differs from the masters in: "
+            + ", ".join(stale)
+            + "\nrun `python -m autograder notebooks sync` and commit the result",
+            file=sys.stderr,
+        )
         return 1
     print("notebooks/ matches what nbgrader generates from source/")
     return 0
@@ -87,8 +101,9 @@ def _notebooks(args: argparse.Namespace) -> int:
 
 def _run_notebooks(notebooks, args: argparse.Namespace) -> int:
     """Run every master (or, with --student, every student notebook) and print a timing table."""
-    folder = notebooks.REPO_ROOT / (notebooks.STUDENT_DIR if args.student
-                                    else f"{notebooks.SOURCE_DIR}/{notebooks.ASSIGNMENT}")
+    folder = notebooks.REPO_ROOT / (
+        notebooks.STUDENT_DIR if args.student else f"{notebooks.SOURCE_DIR}/{notebooks.ASSIGNMENT}"
+    )
     runs = notebooks.run_all(folder, args.provider)
     width = max(len(run.name) for run in runs)
     print(f"{'notebook':<{width}}  seconds  errors")
@@ -112,8 +127,12 @@ def _hosted_image(args: argparse.Namespace) -> int:
     from autograder.build import hostedimage
 
     default_tag = hostedimage.STUDENT_TAG if args.student else hostedimage.HOSTED_TAG
-    built = hostedimage.build(args.tag or default_tag, nocache=args.no_cache,
-                              use_cached_binaries=not args.build_binaries, student=args.student)
+    built = hostedimage.build(
+        args.tag or default_tag,
+        nocache=args.no_cache,
+        use_cached_binaries=not args.build_binaries,
+        student=args.student,
+    )
     print(built.summary())
     return 0
 
@@ -145,7 +164,9 @@ def _classroom(args: argparse.Namespace) -> int:
 def _provider_name(text: str) -> str:
     """Validate a positional provider name (argparse rejects an empty `nargs="*"` with choices)."""
     if text not in PROVIDERS:
-        raise argparse.ArgumentTypeError(f"unknown provider {text!r}; choose from {', '.join(PROVIDERS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown provider {text!r}; choose from {', '.join(PROVIDERS)}"
+        )
     return text
 
 
@@ -155,71 +176,124 @@ def build_parser() -> argparse.ArgumentParser:
 
     cluster = commands.add_parser("cluster", help="create, delete or inspect the lab cluster")
     cluster.add_argument("action", choices=["up", "down", "status"])
-    cluster.add_argument("--provider", choices=list(PROVIDERS),
-                         help="practice (no Docker), kind (Docker) or existing (current context)")
+    cluster.add_argument(
+        "--provider",
+        choices=list(PROVIDERS),
+        help="practice (no Docker), kind (Docker) or existing (current context)",
+    )
     cluster.set_defaults(handler=_cluster)
 
-    doctor = commands.add_parser("doctor", help="check Docker, kind, the binaries, Go and the context")
+    doctor = commands.add_parser(
+        "doctor", help="check Docker, kind, the binaries, Go and the context"
+    )
     doctor.set_defaults(handler=_doctor)
 
     demo = commands.add_parser("demo", help="run the lesson's deploy/scale/update/rollback flow")
     demo.add_argument("--provider", choices=list(PROVIDERS))
     demo.set_defaults(handler=_demo)
 
-    found = commands.add_parser("binaries", help="find or build the binaries the named clusters run")
-    found.add_argument("providers", nargs="*", type=_provider_name,
-                       metavar="PROVIDER", help="practice (the default), kind or existing; repeatable")
-    found.add_argument("--all", action="store_true", help="every binary the lab knows, kubelet included")
+    found = commands.add_parser(
+        "binaries", help="find or build the binaries the named clusters run"
+    )
+    found.add_argument(
+        "providers",
+        nargs="*",
+        type=_provider_name,
+        metavar="PROVIDER",
+        help="practice (the default), kind or existing; repeatable",
+    )
+    found.add_argument(
+        "--all", action="store_true", help="every binary the lab knows, kubelet included"
+    )
     found.set_defaults(handler=_binaries)
 
-    kind_image = commands.add_parser("kind-image", help="build the kind node image offline, from local parts")
+    kind_image = commands.add_parser(
+        "kind-image", help="build the kind node image offline, from local parts"
+    )
     kind_image.add_argument("action", choices=["build"])
-    kind_image.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    kind_image.add_argument(
+        "--force", action="store_true", help="rebuild even when the inputs are unchanged"
+    )
     kind_image.set_defaults(handler=_kind_image)
 
-    hosted = commands.add_parser("hosted-image", help="build the hosted JupyterLab image (binder/Dockerfile)")
+    hosted = commands.add_parser(
+        "hosted-image", help="build the hosted JupyterLab image (binder/Dockerfile)"
+    )
     hosted.add_argument("action", choices=["build"])
-    hosted.add_argument("--tag", help="the image's tag (k8s-ml-lab-hosted:latest, with --student "
-                        "k8s-ml-lab-student:latest)")
-    hosted.add_argument("--student", action="store_true",
-                        help="the student image for a class: the release and the lab runtime, "
-                             "no answers")
+    hosted.add_argument(
+        "--tag",
+        help="the image's tag (k8s-ml-lab-hosted:latest, with --student k8s-ml-lab-student:latest)",
+    )
+    hosted.add_argument(
+        "--student",
+        action="store_true",
+        help="the student image for a class: the release and the lab runtime, no answers",
+    )
     hosted.add_argument("--no-cache", action="store_true", help="rebuild every layer")
-    hosted.add_argument("--build-binaries", action="store_true",
-                        help="build the cluster binaries with Go in the image's build stage, as Binder "
-                             "does, instead of taking this machine's cached ones")
+    hosted.add_argument(
+        "--build-binaries",
+        action="store_true",
+        help="build the cluster binaries with Go in the image's build stage, as Binder "
+        "does, instead of taking this machine's cached ones",
+    )
     hosted.set_defaults(handler=_hosted_image)
 
     bench = commands.add_parser("bench", help="print timing and memory figures")
     bench.add_argument("target", choices=["cluster", "image", "hosted", "grade"])
     bench.add_argument("--provider", choices=list(PROVIDERS), default="practice")
-    bench.add_argument("--students", type=int, default=4, help="grade: how many synthetic submissions")
-    bench.add_argument("--jobs", type=int, default=2, help="grade: parallel workers for the second pass")
+    bench.add_argument(
+        "--students", type=int, default=4, help="grade: how many synthetic submissions"
+    )
+    bench.add_argument(
+        "--jobs", type=int, default=2, help="grade: parallel workers for the second pass"
+    )
     bench.set_defaults(handler=_bench)
 
     # `grade` is a traitlets Application, as nbgrader's commands are: main() hands it its arguments.
-    commands.add_parser("grade", help="autograde submissions by the cluster state they produce "
-                        "(`grade --help` lists its options)")
+    commands.add_parser(
+        "grade",
+        help="autograde submissions by the cluster state they produce "
+        "(`grade --help` lists its options)",
+    )
 
-    room = commands.add_parser("classroom", help="a JupyterHub class on this machine with nbgrader's exchange")
+    room = commands.add_parser(
+        "classroom", help="a JupyterHub class on this machine with nbgrader's exchange"
+    )
     actions = room.add_subparsers(dest="action", required=True)
-    for name, text in (("up", "make the users, exchange, course and students' runtime, and start the hub (root)"),
-                       ("down", "stop the hub and every user's server"),
-                       ("grade", "grade the collected submissions in the instructor's course (root)"),
-                       ("nbgrader", "run nbgrader as the instructor in their course, e.g. nbgrader collect lesson01")):
+    for name, text in (
+        ("up", "make the users, exchange, course and students' runtime, and start the hub (root)"),
+        ("down", "stop the hub and every user's server"),
+        ("grade", "grade the collected submissions in the instructor's course (root)"),
+        (
+            "nbgrader",
+            "run nbgrader as the instructor in their course, e.g. nbgrader collect lesson01",
+        ),
+    ):
         action = actions.add_parser(name, help=text)
-        action.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"the classroom's folder ({DEFAULT_ROOT})")
+        action.add_argument(
+            "--root",
+            type=Path,
+            default=DEFAULT_ROOT,
+            help=f"the classroom's folder ({DEFAULT_ROOT})",
+        )
         action.set_defaults(handler=_classroom)
     up = actions.choices["up"]
     up.add_argument("--instructor", default="instructor", help="the instructor's Unix user")
-    up.add_argument("--student", action="append", required=True, help="a student's Unix user (repeatable)")
+    up.add_argument(
+        "--student", action="append", required=True, help="a student's Unix user (repeatable)"
+    )
     up.add_argument("--port", type=int, default=8000, help="the hub's port on loopback")
-    actions.choices["nbgrader"].add_argument("arguments", nargs=argparse.REMAINDER, help="nbgrader's command")
+    actions.choices["nbgrader"].add_argument(
+        "arguments", nargs=argparse.REMAINDER, help="nbgrader's command"
+    )
 
     books = commands.add_parser("notebooks", help="regenerate or check the student notebooks")
-    books.add_argument("action", choices=["sync", "check", "run"],
-                       help="sync: write notebooks/ from source/ with nbgrader; check: report drift; "
-                            "run: execute the solved masters (or --student notebooks) with timings")
+    books.add_argument(
+        "action",
+        choices=["sync", "check", "run"],
+        help="sync: write notebooks/ from source/ with nbgrader; check: report drift; "
+        "run: execute the solved masters (or --student notebooks) with timings",
+    )
     books.add_argument("--student", action="store_true", help="run: the student notebooks instead")
     books.add_argument("--provider", choices=list(PROVIDERS), help="run: which cluster to use")
     books.set_defaults(handler=_notebooks)

@@ -44,6 +44,7 @@ def lesson_flow(lab: Lab, progress: bool = False) -> list[Step]:
             actions.scale(lab, DEPLOYMENT, replicas)
             w.wait_for_rollout(lab, DEPLOYMENT, progress=progress)
             return _ready(lab)
+
         return action
 
     def update() -> str:
@@ -98,5 +99,7 @@ def run_lesson_flow(provider: str | None = None) -> int:
     print(format_table(steps))
     print("\nrollout history:")
     for revision in revisions:
-        print(f"  revision {revision.number}: {', '.join(revision.images)} ({revision.replica_set})")
+        print(
+            f"  revision {revision.number}: {', '.join(revision.images)} ({revision.replica_set})"
+        )
     return 0

@@ -57,15 +57,19 @@ def generate(course: Path, into: Path) -> Path:
 
     masters = course / SOURCE_DIR / ASSIGNMENT
     if not any(masters.glob("*.ipynb")):
-        raise NotebookError(f"no master notebooks in {masters}; the masters live in source/{ASSIGNMENT}/")
+        raise NotebookError(
+            f"no master notebooks in {masters}; the masters live in source/{ASSIGNMENT}/"
+        )
     shutil.copytree(masters, into / SOURCE_DIR / ASSIGNMENT, dirs_exist_ok=True)
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
     config.CourseDirectory.root = str(into)
     with _python_scripts_on_path():
         result = NbGraderAPI(config=config).generate_assignment(ASSIGNMENT, force=True)
     if not result["success"]:
-        raise NotebookError(f"nbgrader generate_assignment {ASSIGNMENT} failed:\n"
-                            f"{result.get('error') or result.get('log')}")
+        raise NotebookError(
+            f"nbgrader generate_assignment {ASSIGNMENT} failed:\n"
+            f"{result.get('error') or result.get('log')}"
+        )
     return into / "release" / ASSIGNMENT
 
 
@@ -79,9 +83,11 @@ def drift(course: Path = REPO_ROOT) -> list[str]:
         release = generate(course, Path(scratch))
         fresh = {path.name: path for path in release.glob("*.ipynb")}
         shipped = {path.name: path for path in (course / STUDENT_DIR).glob("*.ipynb")}
-        return sorted(name for name in fresh.keys() | shipped.keys()
-                      if name not in fresh or name not in shipped
-                      or not _same(fresh[name], shipped[name]))
+        return sorted(
+            name
+            for name in fresh.keys() | shipped.keys()
+            if name not in fresh or name not in shipped or not _same(fresh[name], shipped[name])
+        )
 
 
 def sync(course: Path = REPO_ROOT) -> list[str]:
@@ -123,8 +129,9 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def execute(path: Path, *, namespace: str | None = None, allow_errors: bool = False,
-            timeout: float = 600) -> tuple[nbformat.NotebookNode, float]:
+def execute(
+    path: Path, *, namespace: str | None = None, allow_errors: bool = False, timeout: float = 600
+) -> tuple[nbformat.NotebookNode, float]:
     """Run a notebook top to bottom in a fresh kernel of this Python; returns it with its outputs and the seconds taken.
 
     A cluster notebook works in `namespace` (through LAB_NAMESPACE, as a student's would).
@@ -133,8 +140,14 @@ def execute(path: Path, *, namespace: str | None = None, allow_errors: bool = Fa
     variables = {"LAB_NAMESPACE": namespace} if namespace else {}
     started = time.monotonic()
     with _python_scripts_on_path(), _environment(**variables):
-        NotebookClient(notebook, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
-                       resources={"metadata": {"path": str(path.parent)}}, config=KERNEL_CONFIG).execute()
+        NotebookClient(
+            notebook,
+            timeout=timeout,
+            kernel_name="python3",
+            allow_errors=allow_errors,
+            resources={"metadata": {"path": str(path.parent)}},
+            config=KERNEL_CONFIG,
+        ).execute()
     return notebook, time.monotonic() - started
 
 
@@ -149,8 +162,12 @@ class Run:
 
 def errors(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
     """Every error a cell showed, as "ErrorName: message"."""
-    return tuple(f"{output.ename}: {output.evalue}"[:300] for cell in notebook.cells
-                 for output in cell.get("outputs", []) if output.output_type == "error")
+    return tuple(
+        f"{output.ename}: {output.evalue}"[:300]
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if output.output_type == "error"
+    )
 
 
 def run_all(folder: Path, provider: str | None = None) -> list[Run]:
@@ -161,7 +178,9 @@ def run_all(folder: Path, provider: str | None = None) -> list[Run]:
     for path in sorted(folder.glob("*.ipynb")):
         namespace = f"nb-{path.stem[:2]}-{uuid.uuid4().hex[:6]}" if needs_cluster(path) else None
         lab = connect(provider, namespace=namespace) if namespace else None
-        logger.info(f"running {path.name}" + (f" on {lab.context} in namespace {namespace}" if lab else ""))
+        logger.info(
+            "running %s%s", path.name, f" on {lab.context} in namespace {namespace}" if lab else ""
+        )
         try:
             with _environment(**({"LAB_CLUSTER": lab.provider} if lab else {})):
                 notebook, seconds = execute(path, namespace=namespace, allow_errors=True)

@@ -29,7 +29,9 @@ from autograder.practice.cluster import Practice
 from autograder.shared import forkserver
 from autograder.shared.provider import Lab
 
-pytest_plugins = ["tiers"]  # the fast tier and the markers a test's fixtures give it (tests/tiers.py)
+pytest_plugins = [
+    "tiers"
+]  # the fast tier and the markers a test's fixtures give it (tests/tiers.py)
 
 FIRST_NOTEBOOK = "01-why-orchestration.ipynb"
 SUBMISSIONS = ("masters", "untouched", "first-notebook-only")
@@ -78,12 +80,17 @@ def jailed_kernels() -> list[int]:
     seen = {}
     for process in psutil.Process().children(recursive=True):
         try:
-            if process.status() != psutil.STATUS_ZOMBIE:  # an adopted orphan that ended, never reaped
+            if (
+                process.status() != psutil.STATUS_ZOMBIE
+            ):  # an adopted orphan that ended, never reaped
                 seen[process.pid] = (process.uids().real, process.ppid())
         except psutil.NoSuchProcess:  # it just ended
             continue
-    return [pid for pid, (uid, parent) in seen.items()
-            if uid >= KERNEL_UID_BASE and seen.get(parent, (0, 0))[0] < KERNEL_UID_BASE]
+    return [
+        pid
+        for pid, (uid, parent) in seen.items()
+        if uid >= KERNEL_UID_BASE and seen.get(parent, (0, 0))[0] < KERNEL_UID_BASE
+    ]
 
 
 @contextmanager
@@ -120,17 +127,28 @@ def most_kernels_at_once() -> Iterator[list[int]]:
 @pytest.fixture
 def graded_course(tmp_path: Path) -> Callable[[str, Collection[str]], tuple[Path, list[Outcome]]]:
     """A course copy with some of lesson01's submissions (masters, untouched, first-notebook-only) graded."""
+
     def grade(provider: str, students: Collection[str] = SUBMISSIONS) -> tuple[Path, list[Outcome]]:
         root = bench.course_copy(tmp_path / "course")
         ensure_in_gradebook(Course(root), bench.ASSIGNMENT)
-        first = nbformat.read(root / "source" / bench.ASSIGNMENT / FIRST_NOTEBOOK, as_version=4).cells
-        answered = {"masters": None, "untouched": (),
-                    "first-notebook-only": {cell.metadata.nbgrader["grade_id"] for cell in first if is_solution(cell)}}
+        first = nbformat.read(
+            root / "source" / bench.ASSIGNMENT / FIRST_NOTEBOOK, as_version=4
+        ).cells
+        answered = {
+            "masters": None,
+            "untouched": (),
+            "first-notebook-only": {
+                cell.metadata.nbgrader["grade_id"] for cell in first if is_solution(cell)
+            },
+        }
         for student in students:
             submissions.write(root, bench.ASSIGNMENT, student, answered[student])
-        outcomes = grade_class(root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider=provider)
+        outcomes = grade_class(
+            root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider=provider
+        )
         print(table(outcomes))
         return root, outcomes
+
     return grade
 
 
@@ -141,9 +159,11 @@ def first_notebook_points(root: Path) -> float:
 
 
 @pytest.fixture
-def round_trip(graded_course: Callable[[str, Collection[str]], tuple[Path, list[Outcome]]]
-               ) -> Callable[[str], list[Outcome]]:
+def round_trip(
+    graded_course: Callable[[str, Collection[str]], tuple[Path, list[Outcome]]],
+) -> Callable[[str], list[Outcome]]:
     """Grades lesson01's solved masters and its untouched release on a provider: full marks, then zero."""
+
     def grade(provider: str) -> list[Outcome]:
         with adopting_orphans():
             with most_kernels_at_once() as most:
@@ -155,7 +175,9 @@ def round_trip(graded_course: Callable[[str, Collection[str]], tuple[Path, list[
         assert scores["first-notebook-only"][:2] == ("graded", first_notebook_points(root))
         phases = {o.student: o.phases for o in outcomes}
         assert phases["masters"]["kernel starts"] > 0, "kernels start through the grader's own hook"
-        assert "kernel starts" not in phases["untouched"], "a submission left as released runs no kernel"
+        assert "kernel starts" not in phases["untouched"], (
+            "a submission left as released runs no kernel"
+        )
         # Per worker: the running notebook's kernel and the next one's, started early; never a pile-up.
         assert 0 < most[0] <= 2 * 2, f"{most[0]} of the grader's kernels ran at once with 2 workers"
         assert not outlived, f"kernels outlived the grading: {outlived}"
@@ -163,4 +185,5 @@ def round_trip(graded_course: Callable[[str, Collection[str]], tuple[Path, list[
         assert pages, "the graded students get their feedback"
         assert [page.name for page in pages if "HIDDEN TESTS" in page.read_text()] == []
         return outcomes
+
     return grade

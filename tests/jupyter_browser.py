@@ -28,14 +28,25 @@ from autograder.shared.waiting import poll
 
 logger = logging.getLogger(__name__)
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright's own browser download cannot work here
+CHROMIUM = (
+    "/usr/bin/chromium"  # Debian's package; Playwright's own browser download cannot work here
+)
 # Headless as root, and no calls home: this machine's network is closed.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"  # gitignored; CI keeps it as an artefact
 VIEWPORT = {"width": 1400, "height": 1000}
 USER_SETTINGS = Path("~/.jupyter/lab/user-settings")  # JupyterLab's default user settings folder
-NEWS_SETTINGS = USER_SETTINGS / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+NEWS_SETTINGS = (
+    USER_SETTINGS / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+)
 NO_NEWS = {"fetchNews": "false"}
 
 # Starts a cell through JupyterLab's own command, as Shift+Enter would, and records how it ended.
@@ -50,7 +61,9 @@ START_CELL = """index => {
     error => { window.labCells[index] = {ok: false, error: String(error)}; });
 }"""
 CELL_DONE = "index => window.labCells && window.labCells[index] !== null && window.labCells[index] !== undefined"
-CELL_OUTPUTS = "index => window.jupyterapp.shell.currentWidget.content.widgets[index].model.outputs.toJSON()"
+CELL_OUTPUTS = (
+    "index => window.jupyterapp.shell.currentWidget.content.widgets[index].model.outputs.toJSON()"
+)
 KERNEL_IDLE = """() => {
   const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
   const kernel = panel && panel.sessionContext && panel.sessionContext.session
@@ -98,22 +111,47 @@ def serve(root: Path, namespace: str = "default", *, timeout: float = 90) -> Ite
     log = state / "server.log"
     state.mkdir(parents=True, exist_ok=True)
     _no_news(state / "settings")
-    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-               f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
-               "--ServerApp.allow_root=True", "--MappingKernelManager.transport_encryption=auto",
-               "--LabApp.expose_app_in_browser=True", f"--LabApp.workspaces_dir={state / 'workspaces'}",
-               f"--LabApp.user_settings_dir={state / 'settings'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}",
+        "--ServerApp.allow_root=True",
+        "--MappingKernelManager.transport_encryption=auto",
+        "--LabApp.expose_app_in_browser=True",
+        f"--LabApp.workspaces_dir={state / 'workspaces'}",
+        f"--LabApp.user_settings_dir={state / 'settings'}",
+    ]
     scripts = str(Path(sys.executable).parent)
-    environment = {**os.environ, "LAB_CLUSTER": "practice", "LAB_NAMESPACE": namespace,
-                   "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
+    environment = {
+        **os.environ,
+        "LAB_CLUSTER": "practice",
+        "LAB_NAMESPACE": namespace,
+        "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}",
+    }
     with open(log, "wb") as output:
-        process = subprocess.Popen(command, cwd=root, env=environment, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    server = LabServer(f"http://127.0.0.1:{port}/", token, namespace, "this checkout", _host_namespace_phase)
+        process = subprocess.Popen(
+            command,
+            cwd=root,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = LabServer(
+        f"http://127.0.0.1:{port}/", token, namespace, "this checkout", _host_namespace_phase
+    )
     try:
         if not poll(lambda: _answers(server, process), bool, timeout, interval=0.5):
-            raise RuntimeError(f"jupyter lab did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-        logger.info(f"jupyter lab serving {root} at {server.url} (log {log})")
+            raise RuntimeError(
+                f"jupyter lab did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}"
+            )
+        logger.info("jupyter lab serving %s at %s (log %s)", root, server.url, log)
         yield server
     finally:
         _stop(process)
@@ -123,14 +161,27 @@ def serve(root: Path, namespace: str = "default", *, timeout: float = 90) -> Ite
 def serve_image(namespace: str, tag: str = hostedimage.HOSTED_TAG) -> Iterator[LabServer]:
     """JupyterLab of the hosted image, as Binder runs it (its user, no added rights), its kernels in `namespace`
     on the practice cluster inside the container, which is ready before the block starts."""
-    command = ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--LabApp.expose_app_in_browser=True"]
+    command = [
+        "jupyter",
+        "lab",
+        "--ip=0.0.0.0",
+        "--port=8888",
+        "--no-browser",
+        "--LabApp.expose_app_in_browser=True",
+    ]
     with hostedimage.running(tag, command=command, environment={"LAB_NAMESPACE": namespace}) as lab:
-        lab.exec("python", "-c", f"import json, pathlib; folder = pathlib.Path({str(NEWS_SETTINGS)!r}).expanduser(); "
-                 f"folder.parent.mkdir(parents=True, exist_ok=True); folder.write_text(json.dumps({NO_NEWS!r}))")
+        lab.exec(
+            "python",
+            "-c",
+            f"import json, pathlib; folder = pathlib.Path({str(NEWS_SETTINGS)!r}).expanduser(); "
+            f"folder.parent.mkdir(parents=True, exist_ok=True); folder.write_text(json.dumps({NO_NEWS!r}))",
+        )
         lab.cluster_up()
 
         def phase(name: str) -> str:
-            return lab.exec("kubectl", "get", "namespace", name, "-o", "jsonpath={.status.phase}").strip()
+            return lab.exec(
+                "kubectl", "get", "namespace", name, "-o", "jsonpath={.status.phase}"
+            ).strip()
 
         yield LabServer(f"{lab.url}/", lab.token, namespace, f"the hosted image {tag}", phase)
 
@@ -169,9 +220,14 @@ def _answers(server: LabServer, process: subprocess.Popen) -> bool:
 
 def copy_course(target: Path) -> Path:
     """The student notebooks and the solved masters in a throwaway root, so runs write nothing into the checkout."""
-    shutil.copytree(REPO_ROOT / "notebooks", target / "notebooks", ignore=shutil.ignore_patterns("ml-api"))
-    shutil.copytree(REPO_ROOT / "source" / "lesson01", target / "source" / "lesson01",
-                    ignore=shutil.ignore_patterns("ml-api"))
+    shutil.copytree(
+        REPO_ROOT / "notebooks", target / "notebooks", ignore=shutil.ignore_patterns("ml-api")
+    )
+    shutil.copytree(
+        REPO_ROOT / "source" / "lesson01",
+        target / "source" / "lesson01",
+        ignore=shutil.ignore_patterns("ml-api"),
+    )
     return target
 
 
@@ -185,7 +241,9 @@ class Screenshots:
     def take(self, page: Page, step: str) -> Path:
         """Save the page as it is now, named by the order of the step and the step."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{len(self.taken) + 1:02d}-{re.sub(r'[^A-Za-z0-9.-]+', '-', step)}.png"
+        path = (
+            self.folder / f"{len(self.taken) + 1:02d}-{re.sub(r'[^A-Za-z0-9.-]+', '-', step)}.png"
+        )
         page.screenshot(path=str(path), full_page=False)
         self.taken.append(path)
         return path
@@ -206,9 +264,13 @@ class OpenNotebook:
     @property
     def sources(self) -> list[tuple[str, str]]:
         """(cell type, source) of every cell, as the notebook model holds them."""
-        return [tuple(pair) for pair in self.page.evaluate(
-            "() => window.jupyterapp.shell.currentWidget.content.widgets.map(c => [c.model.type, "
-            "c.model.sharedModel.getSource()])")]
+        return [
+            tuple(pair)
+            for pair in self.page.evaluate(
+                "() => window.jupyterapp.shell.currentWidget.content.widgets.map(c => [c.model.type, "
+                "c.model.sharedModel.getSource()])"
+            )
+        ]
 
     def code_cells(self) -> list[int]:
         """Indices of the code cells, in order."""
@@ -232,7 +294,9 @@ class OpenNotebook:
         shown = [f"{o['ename']}: {o['evalue']}" for o in outputs if o.get("output_type") == "error"]
         ended = self.page.evaluate("index => window.labCells[index]", index)
         if shown or not ended["ok"]:
-            raise self._failure(index, "; ".join(shown) or ended.get("error") or "the run was refused")
+            raise self._failure(
+                index, "; ".join(shown) or ended.get("error") or "the run was refused"
+            )
         return outputs
 
     def run(self, index: int, timeout: float = 180) -> list[dict]:
@@ -242,8 +306,11 @@ class OpenNotebook:
 
     def shot(self, index: int, what: str) -> Path:
         """A screenshot with cell `index` scrolled into view, named by the notebook, the cell and `what`."""
-        self.page.evaluate("index => window.jupyterapp.shell.currentWidget.content.widgets[index].node"
-                           ".scrollIntoView({block: 'center'})", index)
+        self.page.evaluate(
+            "index => window.jupyterapp.shell.currentWidget.content.widgets[index].node"
+            ".scrollIntoView({block: 'center'})",
+            index,
+        )
         return self.shots.take(self.page, f"{self.name}-cell-{index}-{what}")
 
     def _failure(self, index: int, what: str) -> CellFailed:
@@ -253,7 +320,9 @@ class OpenNotebook:
         return CellFailed(f"{self.name} cell {index} ({first_line!r}): {what} (screenshot {shot})")
 
 
-def open_notebook(page: Page, server: LabServer, path: str, shots: Screenshots, timeout: float = 90) -> OpenNotebook:
+def open_notebook(
+    page: Page, server: LabServer, path: str, shots: Screenshots, timeout: float = 90
+) -> OpenNotebook:
     """Open `path` in JupyterLab and wait until its kernel is idle; a dialog JupyterLab shows fails the test."""
     name = Path(path).stem
     page.goto(server.page_url(path), wait_until="domcontentloaded")
@@ -261,8 +330,10 @@ def open_notebook(page: Page, server: LabServer, path: str, shots: Screenshots, 
         page.wait_for_function(KERNEL_IDLE, timeout=timeout * 1000, polling=250)
     except PlaywrightTimeout:
         shot = shots.take(page, f"{name}-did-not-open")
-        raise CellFailed(f"{name}: JupyterLab did not open it with an idle kernel within {timeout:.0f} s "
-                         f"(screenshot {shot})") from None
+        raise CellFailed(
+            f"{name}: JupyterLab did not open it with an idle kernel within {timeout:.0f} s "
+            f"(screenshot {shot})"
+        ) from None
     dialogs = page.locator(".jp-Dialog").all_inner_texts()
     if dialogs:
         raise CellFailed(f"{name}: JupyterLab showed a dialog on opening: {dialogs}")
@@ -271,6 +342,10 @@ def open_notebook(page: Page, server: LabServer, path: str, shots: Screenshots, 
 
 def text_of(outputs: list[dict]) -> str:
     """Everything the outputs say as text: streams and plain-text results."""
-    parts = [o.get("text", "") if o.get("output_type") == "stream" else o.get("data", {}).get("text/plain", "")
-             for o in outputs]
+    parts = [
+        o.get("text", "")
+        if o.get("output_type") == "stream"
+        else o.get("data", {}).get("text/plain", "")
+        for o in outputs
+    ]
     return "".join("".join(part) if isinstance(part, list) else part for part in parts)

@@ -36,9 +36,15 @@ from test_grading import _meta, edit, new_course, replace_step
 
 ASSIGNMENT = "scarce"
 EARLY, GPUS = "early.ipynb", "gpus.ipynb"
-SETUP = "\n".join([  # the submission builds the ml-api:v1 it deploys: a graded namespace runs no other
-    "from autograder.lab import connect, images, workloads", "from autograder.lesson.checks import *",
-    "lab = connect()", student_app.write_folder("v1.0"), student_app.load("ml-api:v1")])
+SETUP = "\n".join(
+    [  # the submission builds the ml-api:v1 it deploys: a graded namespace runs no other
+        "from autograder.lab import connect, images, workloads",
+        "from autograder.lesson.checks import *",
+        "lab = connect()",
+        student_app.write_folder("v1.0"),
+        student_app.load("ml-api:v1"),
+    ]
+)
 GPU_MODEL = """apiVersion: apps/v1
 kind: Deployment
 metadata: {name: gpu-model, labels: {app: gpu-model}}
@@ -87,70 +93,144 @@ FLEET_PLACED = '''placed = [pod.spec.node_name for pod in lab.core.list_namespac
 assert len(placed) == 21 and all(placed), f"{placed.count(None)} of {len(placed)} fleet pods found no node"'''
 
 
-
-def submit(apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str, specs: dict[str, dict]) -> list[str]:
+def submit(
+    apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str, specs: dict[str, dict]
+) -> list[str]:
     """Create a Deployment of each pod spec; how the cluster answered each: why its pods were refused, or none were."""
     import time
+
     answers = []
     for name, spec in specs.items():
         labels = {"app": name}
-        apps.create_namespaced_deployment(namespace, {"metadata": {"name": name}, "spec": {
-            "replicas": 1, "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": spec}}})
+        apps.create_namespaced_deployment(
+            namespace,
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": labels},
+                    "template": {"metadata": {"labels": labels}, "spec": spec},
+                },
+            },
+        )
         for _ in range(300):
             pods = core.list_namespaced_pod(namespace, label_selector=f"app={name}").items
-            failures = [condition.message for rs in apps.list_namespaced_replica_set(
-                namespace, label_selector=f"app={name}").items for condition in rs.status.conditions or []
-                if condition.type == "ReplicaFailure"]
+            failures = [
+                condition.message
+                for rs in apps.list_namespaced_replica_set(
+                    namespace, label_selector=f"app={name}"
+                ).items
+                for condition in rs.status.conditions or []
+                if condition.type == "ReplicaFailure"
+            ]
             if pods or failures:
                 break
             time.sleep(0.2)
-        reason = ("PodSecurity" if "violates PodSecurity" in failures[0] else
-                  "no ServiceAccount" if "serviceaccount" in failures[0] else failures[0]) if failures else ""
-        answers.append(f"{name} refused by {reason}" if failures else f"{name} made {len(pods)} pod(s)")
+        reason = (
+            (
+                "PodSecurity"
+                if "violates PodSecurity" in failures[0]
+                else "no ServiceAccount"
+                if "serviceaccount" in failures[0]
+                else failures[0]
+            )
+            if failures
+            else ""
+        )
+        answers.append(
+            f"{name} refused by {reason}" if failures else f"{name} made {len(pods)} pod(s)"
+        )
     return answers
 
 
 def privileged(specs: dict[str, dict]) -> str:
     """An answer cell that submits `specs` as the student and prints the cluster's answers."""
-    return (f"from __future__ import annotations\nfrom kubernetes import client\n{inspect.getsource(submit)}\n"
-            f"for line in submit(lab.apps, lab.core, lab.namespace, {specs!r}):\n    print('PROBE', line)\nanswer = 42")
+    return (
+        f"from __future__ import annotations\nfrom kubernetes import client\n{inspect.getsource(submit)}\n"
+        f"for line in submit(lab.apps, lab.core, lab.namespace, {specs!r}):\n    print('PROBE', line)\nanswer = 42"
+    )
 
 
 def hostile_specs(node: str, command: str) -> dict[str, dict]:
     """Pod specs that would own a node: its root, its namespaces, privilege, root's uid, the grader's identity."""
-    container = {"name": "root", "image": "ml-api:v1", "imagePullPolicy": "Never", "command": ["sh", "-c", command],
-                 "securityContext": {"privileged": True, "runAsUser": 0, "capabilities": {"add": ["SYS_ADMIN"]}},
-                 "volumeMounts": [{"name": "host", "mountPath": "/host"}]}
-    host = {"hostNetwork": True, "hostPID": True, "hostIPC": True, "nodeName": node,
-            "volumes": [{"name": "host", "hostPath": {"path": "/"}}], "containers": [container]}
-    as_grader = {"serviceAccountName": "grader-reader", "automountServiceAccountToken": True,
-                 "containers": [{"name": "reader", "image": "ml-api:v1", "imagePullPolicy": "Never"}]}
-    return {"host-root": host, "as-grader": as_grader,
-            "everything": {**host, "serviceAccountName": "grader-reader", "automountServiceAccountToken": True}}
+    container = {
+        "name": "root",
+        "image": "ml-api:v1",
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", command],
+        "securityContext": {
+            "privileged": True,
+            "runAsUser": 0,
+            "capabilities": {"add": ["SYS_ADMIN"]},
+        },
+        "volumeMounts": [{"name": "host", "mountPath": "/host"}],
+    }
+    host = {
+        "hostNetwork": True,
+        "hostPID": True,
+        "hostIPC": True,
+        "nodeName": node,
+        "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+        "containers": [container],
+    }
+    as_grader = {
+        "serviceAccountName": "grader-reader",
+        "automountServiceAccountToken": True,
+        "containers": [{"name": "reader", "image": "ml-api:v1", "imagePullPolicy": "Never"}],
+    }
+    return {
+        "host-root": host,
+        "as-grader": as_grader,
+        "everything": {
+            **host,
+            "serviceAccountName": "grader-reader",
+            "automountServiceAccountToken": True,
+        },
+    }
 
 
 def masters() -> dict[str, nbformat.NotebookNode]:
     """An early notebook with one answer, and an exclusive one that needs both GPU nodes and most CPUs."""
-    early = [new_code_cell(SETUP, metadata=_meta("setup", locked=True)),
-             new_code_cell("### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION",
-                           metadata=_meta("answer", solution=True)),
-             new_code_cell("assert answer == 42", metadata=_meta("test-answer", grade=True, locked=True, points=1))]
-    gpus = [new_code_cell(SETUP, metadata=_meta("setup-gpus", locked=True)),
-            new_code_cell(f"### BEGIN SOLUTION\n{DEPLOY_GPUS}\n### END SOLUTION",
-                          metadata=_meta("gpu-deployment", solution=True)),
-            new_code_cell('gpu = {"nvidia.com/gpu": "1"}\neventually(deployment_ready, lab, "gpu-model", replicas=2, '
-                          'requests=gpu, limits=gpu, port=None).assert_passed()',
-                          metadata=_meta("test-gpu-deployment", grade=True, locked=True, points=2)),
-            new_code_cell(f"### BEGIN SOLUTION\n{FLEET}\n### END SOLUTION",
-                          metadata=_meta("fleet", solution=True)),
-            new_code_cell(FLEET_PLACED, metadata=_meta("test-fleet", grade=True, locked=True, points=2)),
-            new_code_cell("!kubectl delete deployments -l app=gpu-model\n"
-                          "!kubectl delete deployments -l lesson-part=bin-packing",
-                          metadata=_meta("cleanup", locked=True))]
+    early = [
+        new_code_cell(SETUP, metadata=_meta("setup", locked=True)),
+        new_code_cell(
+            "### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION",
+            metadata=_meta("answer", solution=True),
+        ),
+        new_code_cell(
+            "assert answer == 42", metadata=_meta("test-answer", grade=True, locked=True, points=1)
+        ),
+    ]
+    gpus = [
+        new_code_cell(SETUP, metadata=_meta("setup-gpus", locked=True)),
+        new_code_cell(
+            f"### BEGIN SOLUTION\n{DEPLOY_GPUS}\n### END SOLUTION",
+            metadata=_meta("gpu-deployment", solution=True),
+        ),
+        new_code_cell(
+            'gpu = {"nvidia.com/gpu": "1"}\neventually(deployment_ready, lab, "gpu-model", replicas=2, '
+            "requests=gpu, limits=gpu, port=None).assert_passed()",
+            metadata=_meta("test-gpu-deployment", grade=True, locked=True, points=2),
+        ),
+        new_code_cell(
+            f"### BEGIN SOLUTION\n{FLEET}\n### END SOLUTION", metadata=_meta("fleet", solution=True)
+        ),
+        new_code_cell(
+            FLEET_PLACED, metadata=_meta("test-fleet", grade=True, locked=True, points=2)
+        ),
+        new_code_cell(
+            "!kubectl delete deployments -l app=gpu-model\n"
+            "!kubectl delete deployments -l lesson-part=bin-packing",
+            metadata=_meta("cleanup", locked=True),
+        ),
+    ]
     notebooks = {EARLY: new_notebook(cells=early), GPUS: new_notebook(cells=gpus)}
     for notebook in notebooks.values():
-        notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        notebook.metadata.kernelspec = {
+            "name": "python3",
+            "display_name": "Python 3",
+            "language": "python",
+        }
     return notebooks
 
 
@@ -159,72 +239,135 @@ def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
     """The two-notebook assignment, its GPU notebook exclusive and lent two GPUs and the fleet's pods,
     generated into a gradebook."""
     notebooks = masters()
-    return new_course(tmp_path_factory.mktemp("course"), notebooks.pop(EARLY), ASSIGNMENT, EARLY, more=notebooks,
-                      settings=f'c.ClusterVerifiedExecute.exclusive_notebooks = ["{GPUS[:-6]}"]\n'
-                               'c.ClusterVerifiedExecute.exclusive_quota = {"requests.nvidia.com/gpu": "2"}\n')
+    return new_course(
+        tmp_path_factory.mktemp("course"),
+        notebooks.pop(EARLY),
+        ASSIGNMENT,
+        EARLY,
+        more=notebooks,
+        settings=f'c.ClusterVerifiedExecute.exclusive_notebooks = ["{GPUS[:-6]}"]\n'
+        'c.ClusterVerifiedExecute.exclusive_quota = {"requests.nvidia.com/gpu": "2"}\n',
+    )
 
 
 def _probes(course: Path, student: str) -> list[str]:
     path = course / "autograded" / student / ASSIGNMENT / EARLY
-    cell = next(cell for cell in nbformat.read(path, as_version=4).cells
-                if cell.metadata.get("nbgrader", {}).get("grade_id") == "answer")
+    cell = next(
+        cell
+        for cell in nbformat.read(path, as_version=4).cells
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "answer"
+    )
     text = "".join(output.get("text", "") + output.get("evalue", "") for output in cell.outputs)
-    return [line.removeprefix("PROBE ") for line in text.splitlines() if line.startswith("PROBE ")] or [text]
+    return [
+        line.removeprefix("PROBE ") for line in text.splitlines() if line.startswith("PROBE ")
+    ] or [text]
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_a_gpu_hog_and_a_privileged_pod_cost_the_solved_submission_nothing(course: Path, practice_cluster) -> None:
+def test_a_gpu_hog_and_a_privileged_pod_cost_the_solved_submission_nothing(
+    course: Path, practice_cluster
+) -> None:
     admin = kubeconfig.api_client(practice_cluster.context)
     core = client.CoreV1Api(admin)
     node = sorted(n.metadata.name for n in core.list_node().items)[0]
-    early = {cell.metadata.nbgrader["grade_id"] for cell in nbformat.read(
-        course / "source" / ASSIGNMENT / EARLY, as_version=4).cells if cell.metadata.nbgrader.get("solution")}
-    for student, code in [("hog", HOG),
-                          ("privileged", privileged(hostile_specs(node, "cat /host/etc/shadow")))]:
+    early = {
+        cell.metadata.nbgrader["grade_id"]
+        for cell in nbformat.read(course / "source" / ASSIGNMENT / EARLY, as_version=4).cells
+        if cell.metadata.nbgrader.get("solution")
+    }
+    for student, code in [
+        ("hog", HOG),
+        ("privileged", privileged(hostile_specs(node, "cat /host/etc/shadow"))),
+    ]:
         submissions.write(course, ASSIGNMENT, student, early)  # the GPU notebook as released
         edit(course, student, replace_step("answer", code), assignment=ASSIGNMENT, notebook=EARLY)
     submissions.write(course, ASSIGNMENT, "solved", None)
 
     # The hog and the privileged one start together; the solved one takes the privileged one's worker
     # while the hog still holds its Deployments.
-    outcomes = grade_class(course, ASSIGNMENT, ["hog", "privileged", "solved"], provider="practice",
-                           settings=GradingSettings(jobs=2, cell_timeout=HOG_SECONDS + 30, patience=8))
+    outcomes = grade_class(
+        course,
+        ASSIGNMENT,
+        ["hog", "privileged", "solved"],
+        provider="practice",
+        settings=GradingSettings(jobs=2, cell_timeout=HOG_SECONDS + 30, patience=8),
+    )
 
     print(table(outcomes))
     assert {o.student: (o.status, o.score, o.max_score) for o in outcomes} == {
-        "hog": ("graded", 1, 5), "privileged": ("graded", 1, 5), "solved": ("graded", 5, 5)}
-    cap = {resource: float(parse_quantity(sandbox.POD_CAP[resource])) for resource in sandbox.COMPUTE}
+        "hog": ("graded", 1, 5),
+        "privileged": ("graded", 1, 5),
+        "solved": ("graded", 5, 5),
+    }
+    cap = {
+        resource: float(parse_quantity(sandbox.POD_CAP[resource])) for resource in sandbox.COMPUTE
+    }
     allowance = int(sandbox.POD_ALLOWANCE)
-    assert _probes(course, "hog") == [f"holds {allowance} pods, {allowance * cap['cpu']:g} CPUs, "
-                                      f"{allowance * cap['memory'] / 2**30:g} GiB"]
+    assert _probes(course, "hog") == [
+        f"holds {allowance} pods, {allowance * cap['cpu']:g} CPUs, "
+        f"{allowance * cap['memory'] / 2**30:g} GiB"
+    ]
     assert _probes(course, "privileged") == [
-        "host-root refused by PodSecurity", "as-grader refused by no ServiceAccount",
-        "everything refused by no ServiceAccount"]
+        "host-root refused by PodSecurity",
+        "as-grader refused by no ServiceAccount",
+        "everything refused by no ServiceAccount",
+    ]
     assert sandbox.leftovers(admin, Course(course).key) == []
 
 
 @pytest.mark.cluster
-def test_only_the_grader_lends_gpus_and_no_identity_does_more(practice_cluster, tmp_path: Path) -> None:
+def test_only_the_grader_lends_gpus_and_no_identity_does_more(
+    practice_cluster, tmp_path: Path
+) -> None:
     admin = kubeconfig.api_client(practice_cluster.context)
     sandbox.ensure_node_access(admin)
-    box = sandbox.create(admin, "grade-lending-test", course="lending", assignment="x", student="s", workdir=tmp_path)
+    box = sandbox.create(
+        admin, "grade-lending-test", course="lending", assignment="x", student="s", workdir=tmp_path
+    )
     try:
-        student, lender = (client.CoreV1Api(kubeconfig.api_client(config_file=path))
-                           for path in (box.student_kubeconfig, box.lender_kubeconfig))
-        quota = client.CoreV1Api(admin).read_namespaced_resource_quota(sandbox.LENT_QUOTA, box.namespace)
+        student, lender = (
+            client.CoreV1Api(kubeconfig.api_client(config_file=path))
+            for path in (box.student_kubeconfig, box.lender_kubeconfig)
+        )
+        quota = client.CoreV1Api(admin).read_namespaced_resource_quota(
+            sandbox.LENT_QUOTA, box.namespace
+        )
         assert quota.spec.hard == {"pods": sandbox.POD_ALLOWANCE, "requests.nvidia.com/gpu": "0"}
         refused = []
         for who, attempt in [
-            ("student raises", lambda: student.patch_namespaced_resource_quota(
-                sandbox.LENT_QUOTA, box.namespace, {"spec": {"hard": {"requests.nvidia.com/gpu": "9"}}})),
-            ("student lends", lambda: student.patch_namespaced_resource_quota(
-                sandbox.LENT_QUOTA, box.namespace,
-                {"metadata": {"annotations": {sandbox.LENT_ANNOTATION: "true"}}})),
-            ("lender lifts the pod quota", lambda: lender.patch_namespaced_resource_quota(
-                "grading", box.namespace, {"spec": {"hard": {"pods": "1000"}}})),
-            ("lender makes a pod", lambda: lender.create_namespaced_pod(box.namespace, {
-                "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "ml-api:v1"}]}})),
+            (
+                "student raises",
+                lambda: student.patch_namespaced_resource_quota(
+                    sandbox.LENT_QUOTA,
+                    box.namespace,
+                    {"spec": {"hard": {"requests.nvidia.com/gpu": "9"}}},
+                ),
+            ),
+            (
+                "student lends",
+                lambda: student.patch_namespaced_resource_quota(
+                    sandbox.LENT_QUOTA,
+                    box.namespace,
+                    {"metadata": {"annotations": {sandbox.LENT_ANNOTATION: "true"}}},
+                ),
+            ),
+            (
+                "lender lifts the pod quota",
+                lambda: lender.patch_namespaced_resource_quota(
+                    "grading", box.namespace, {"spec": {"hard": {"pods": "1000"}}}
+                ),
+            ),
+            (
+                "lender makes a pod",
+                lambda: lender.create_namespaced_pod(
+                    box.namespace,
+                    {
+                        "metadata": {"name": "p"},
+                        "spec": {"containers": [{"name": "c", "image": "ml-api:v1"}]},
+                    },
+                ),
+            ),
             ("lender reads secrets", lambda: lender.list_namespaced_secret(box.namespace)),
         ]:
             with pytest.raises(client.ApiException) as error:
@@ -234,20 +377,30 @@ def test_only_the_grader_lends_gpus_and_no_identity_does_more(practice_cluster, 
 
         admit = client.CoreV1Api(admin)
         assert sizes(admit, box.namespace) == OUTSIDE
-        with extended.lent(kubeconfig.api_client(config_file=box.lender_kubeconfig), box.namespace,
-                           {"requests.nvidia.com/gpu": "2"}, timeout=30):
+        with extended.lent(
+            kubeconfig.api_client(config_file=box.lender_kubeconfig),
+            box.namespace,
+            {"requests.nvidia.com/gpu": "2"},
+            timeout=30,
+        ):
             lent = admit.read_namespaced_resource_quota(sandbox.LENT_QUOTA, box.namespace)
             assert lent.status.hard == {"pods": sandbox.LENT_PODS, "requests.nvidia.com/gpu": "2"}
             assert sizes(admit, box.namespace) == dict.fromkeys(OUTSIDE, "admitted")
-            admit.create_namespaced_pod(box.namespace, pod_of({"cpu": "3", "memory": "4Gi"}, "kept-too-long"))
+            admit.create_namespaced_pod(
+                box.namespace, pod_of({"cpu": "3", "memory": "4Gi"}, "kept-too-long")
+            )
         back = admit.read_namespaced_resource_quota(sandbox.LENT_QUOTA, box.namespace)
         assert back.status.hard == {"pods": sandbox.POD_ALLOWANCE, "requests.nvidia.com/gpu": "0"}
         assert sizes(admit, box.namespace) == OUTSIDE
-        assert admit.list_namespaced_pod(box.namespace).items == [], "no pod made while lent outlives it"
+        assert admit.list_namespaced_pod(box.namespace).items == [], (
+            "no pod made while lent outlives it"
+        )
         labels = client.CoreV1Api(admin).read_namespace(box.namespace).metadata.labels
         assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
-        accounts = {a.metadata.name for a in client.CoreV1Api(admin).list_namespaced_service_account(
-            box.namespace).items}
+        accounts = {
+            a.metadata.name
+            for a in client.CoreV1Api(admin).list_namespaced_service_account(box.namespace).items
+        }
         assert accounts == {"default", "student"}, "the grader's accounts live in its own namespace"
     finally:
         sandbox.delete(admin, box.namespace)
@@ -256,23 +409,36 @@ def test_only_the_grader_lends_gpus_and_no_identity_does_more(practice_cluster, 
 
 def pod_of(requests: dict[str, str], name: str = "size", containers: int = 1) -> dict:
     """A pod of `containers` containers, each asking for `requests`."""
-    return {"metadata": {"name": name}, "spec": {"containers": [
-        {"name": f"c{n}", "image": "ml-api:v1", "resources": {"requests": requests}}
-        for n in range(containers)]}}
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [
+                {"name": f"c{n}", "image": "ml-api:v1", "resources": {"requests": requests}}
+                for n in range(containers)
+            ]
+        },
+    }
 
 
 # Pods by what they ask, and how the API server answers them outside a lending: the lesson's pods pass
 # (04's ml-api, 06's fitted too-big, and its 64-CPU demo that no node can hold), larger ones do not.
 SIZES = {
-    "lesson": ({"cpu": "100m", "memory": "128Mi"}, 1), "fitted": ({"cpu": "500m", "memory": "1Gi"}, 1),
-    "demo": ({"cpu": "64", "memory": "512Gi"}, 1), "cores": ({"cpu": "3"}, 1),
-    "memory": ({"memory": "8Gi"}, 1), "a-millicore-more": ({"cpu": "501m"}, 1),
+    "lesson": ({"cpu": "100m", "memory": "128Mi"}, 1),
+    "fitted": ({"cpu": "500m", "memory": "1Gi"}, 1),
+    "demo": ({"cpu": "64", "memory": "512Gi"}, 1),
+    "cores": ({"cpu": "3"}, 1),
+    "memory": ({"memory": "8Gi"}, 1),
+    "a-millicore-more": ({"cpu": "501m"}, 1),
     "two-halves": ({"cpu": "300m"}, 2),
 }
 OUTSIDE = {
-    "lesson": "admitted", "fitted": "admitted", "demo": "admitted",
-    "cores": "refused: asks 3 CPU and 128Mi", "memory": "refused: asks 0.1 CPU and 8192Mi",
-    "a-millicore-more": "refused: asks 0.501 CPU and 128Mi", "two-halves": "refused: asks 0.6 CPU and 256Mi",
+    "lesson": "admitted",
+    "fitted": "admitted",
+    "demo": "admitted",
+    "cores": "refused: asks 3 CPU and 128Mi",
+    "memory": "refused: asks 0.1 CPU and 8192Mi",
+    "a-millicore-more": "refused: asks 0.501 CPU and 128Mi",
+    "two-halves": "refused: asks 0.6 CPU and 256Mi",
 }
 
 
@@ -285,38 +451,69 @@ def sizes(core: client.CoreV1Api, namespace: str) -> dict[str, str]:
             answers[name] = "admitted"
         except client.ApiException as error:
             message = json.loads(error.body)["message"]
-            cap = f"may ask for at most {sandbox.POD_CAP['cpu']} CPU and {sandbox.POD_CAP['memory']}"
+            cap = (
+                f"may ask for at most {sandbox.POD_CAP['cpu']} CPU and {sandbox.POD_CAP['memory']}"
+            )
             assert cap in message, message
-            answers[name] = "refused: " + message[message.index("this one asks") + 9:message.index(": lower")]
+            answers[name] = (
+                "refused: " + message[message.index("this one asks") + 9 : message.index(": lower")]
+            )
     return answers
 
 
 @pytest.mark.cluster
-def test_outside_the_exclusive_notebook_a_submission_leaves_the_fleet_its_room(practice_cluster) -> None:
+def test_outside_the_exclusive_notebook_a_submission_leaves_the_fleet_its_room(
+    practice_cluster,
+) -> None:
     nodes = client.CoreV1Api(kubeconfig.api_client(practice_cluster.context)).list_node().items
-    total = {resource: sum(float(parse_quantity(node.status.allocatable[resource])) for node in nodes)
-             for resource in sandbox.COMPUTE}
-    held = {resource: int(sandbox.POD_ALLOWANCE) * float(parse_quantity(sandbox.POD_CAP[resource]))
-            for resource in sandbox.COMPUTE}
+    total = {
+        resource: sum(float(parse_quantity(node.status.allocatable[resource])) for node in nodes)
+        for resource in sandbox.COMPUTE
+    }
+    held = {
+        resource: int(sandbox.POD_ALLOWANCE) * float(parse_quantity(sandbox.POD_CAP[resource]))
+        for resource in sandbox.COMPUTE
+    }
     cpu, memory = fleet.fleet_requests()
-    print(f"outside notebook 07 a submission holds at most {sandbox.POD_ALLOWANCE} pods x "
-          f"{sandbox.POD_CAP['cpu']} CPU / {sandbox.POD_CAP['memory']} = {held['cpu']:g} CPUs, "
-          f"{held['memory'] / 2**30:g} GiB of the cluster's {total['cpu']:g} CPUs, "
-          f"{total['memory'] / 2**30:g} GiB; "
-          f"07's fleet asks {cpu:g} CPUs, {memory:g} GiB")
+    print(
+        f"outside notebook 07 a submission holds at most {sandbox.POD_ALLOWANCE} pods x "
+        f"{sandbox.POD_CAP['cpu']} CPU / {sandbox.POD_CAP['memory']} = {held['cpu']:g} CPUs, "
+        f"{held['memory'] / 2**30:g} GiB of the cluster's {total['cpu']:g} CPUs, "
+        f"{total['memory'] / 2**30:g} GiB; "
+        f"07's fleet asks {cpu:g} CPUs, {memory:g} GiB"
+    )
     assert held["cpu"] + cpu <= total["cpu"] and held["memory"] + memory * 2**30 <= total["memory"]
-    gpu_nodes = [float(parse_quantity(node.status.allocatable["cpu"])) for node in nodes
-                 if "nvidia.com/gpu" in node.status.allocatable]
-    assert held["cpu"] < min(gpu_nodes), "the whole allowance on one GPU node leaves its GPU pod room"
+    gpu_nodes = [
+        float(parse_quantity(node.status.allocatable["cpu"]))
+        for node in nodes
+        if "nvidia.com/gpu" in node.status.allocatable
+    ]
+    assert held["cpu"] < min(gpu_nodes), (
+        "the whole allowance on one GPU node leaves its GPU pod room"
+    )
 
 
 def test_a_pod_holds_an_extended_resource_by_a_request_or_a_limit_alone() -> None:
-    pod = lambda resources: client.V1Pod(spec=client.V1PodSpec(containers=[  # noqa: E731
-        client.V1Container(name="c", resources=client.V1ResourceRequirements(**resources))]))
+    def pod(resources: dict) -> client.V1Pod:
+        requirements = client.V1ResourceRequirements(**resources)
+        return client.V1Pod(
+            spec=client.V1PodSpec(containers=[client.V1Container(name="c", resources=requirements)])
+        )
+
     assert extended.holds(pod({"limits": {"nvidia.com/gpu": "1"}}), ["nvidia.com/gpu"])
     assert extended.holds(pod({"requests": {"nvidia.com/gpu": "1"}}), ["nvidia.com/gpu"])
     assert not extended.holds(pod({"requests": {"cpu": "64"}}), ["nvidia.com/gpu"])
-    nodes = [client.V1Node(status=client.V1NodeStatus(allocatable=allocatable)) for allocatable in (
-        {"cpu": "4", "memory": "16Gi", "pods": "110", "ephemeral-storage": "1Ti", "hugepages-2Mi": "0"},
-        {"cpu": "8", "nvidia.com/gpu": "1", "example.com/fpga": "2"})]
+    nodes = [
+        client.V1Node(status=client.V1NodeStatus(allocatable=allocatable))
+        for allocatable in (
+            {
+                "cpu": "4",
+                "memory": "16Gi",
+                "pods": "110",
+                "ephemeral-storage": "1Ti",
+                "hugepages-2Mi": "0",
+            },
+            {"cpu": "8", "nvidia.com/gpu": "1", "example.com/fpga": "2"},
+        )
+    ]
     assert sandbox.extended_resources(nodes) == ["example.com/fpga", "nvidia.com/gpu"]

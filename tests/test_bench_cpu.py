@@ -19,34 +19,75 @@ PYTHON = sys.executable
 # The command lines as the class run, the worker and the kernelspec start them.
 WORKERS, KERNELS = "/tmp/workers-x/server/workers.sock", "/tmp/kernelspec-x/server/kernels.sock"
 SERVER = [PYTHON, "-I", "-m", autograde.WORKER_MODULE, "--serve", WORKERS]
-CLIENT = [PYTHON, "-I", "-m", "autograder.shared.forkserver", "--socket", WORKERS,
-          "--module", autograde.WORKER_MODULE, "--", "--request", "{}"]
+CLIENT = [
+    PYTHON,
+    "-I",
+    "-m",
+    "autograder.shared.forkserver",
+    "--socket",
+    WORKERS,
+    "--module",
+    autograde.WORKER_MODULE,
+    "--",
+    "--request",
+    "{}",
+]
 COLD_WORKER = [PYTHON, "-I", "-m", autograde.WORKER_MODULE, "--request", "{}"]
-JAIL_CLIENT = [PYTHON, "-I", "-m", jail.__name__, "--server", KERNELS, "--",
-               PYTHON, "-P", "-m", jail.KERNEL_MODULE, "-f", "/tmp/kernel.json"]
-RENDERER = [PYTHON, "-I", "-m", feedback.__name__, "--config", "{}", "--assignment", "lesson01",
-            "--", "student"]
+JAIL_CLIENT = [
+    PYTHON,
+    "-I",
+    "-m",
+    jail.__name__,
+    "--server",
+    KERNELS,
+    "--",
+    PYTHON,
+    "-P",
+    "-m",
+    jail.KERNEL_MODULE,
+    "-f",
+    "/tmp/kernel.json",
+]
+RENDERER = [
+    PYTHON,
+    "-I",
+    "-m",
+    feedback.__name__,
+    "--config",
+    "{}",
+    "--assignment",
+    "lesson01",
+    "--",
+    "student",
+]
 KUBECTL = ["kubectl", "get", "pods"]
 
 
-@pytest.mark.parametrize(("lineage", "component"), [
-    ([SERVER], cpu.WORKER),  # the worker server
-    ([SERVER] * 2, cpu.WORKER),  # its child for one client
-    ([SERVER] * 3, cpu.WORKER),  # the worker
-    ([SERVER] * 4, cpu.KERNELS),  # the worker's kernel server
-    ([*[SERVER] * 3, JAIL_CLIENT], cpu.KERNELS),  # the kernelspec's command: a kernel server client
-    ([SERVER] * 5, cpu.KERNELS),  # the kernel server's child for that client
-    ([SERVER] * 6, cpu.KERNELS),  # a kernel: the jail's pid 1
-    ([*[SERVER] * 6, KUBECTL], cpu.KERNELS),  # what the kernel runs
-    ([CLIENT], cpu.WORKER),  # the class run's client, waiting for its worker
-    ([COLD_WORKER], cpu.WORKER),  # that client become the worker, when no server listens
-    ([COLD_WORKER, COLD_WORKER], cpu.KERNELS),  # that worker's kernel server
-    ([RENDERER], cpu.FEEDBACK),
-    ([["unshare", "--mount", "true"]], cpu.CLASS_RUN),  # the class run's own checks
-    ([], cpu.CLASS_RUN),  # the class run itself
-])
+@pytest.mark.parametrize(
+    ("lineage", "component"),
+    [
+        ([SERVER], cpu.WORKER),  # the worker server
+        ([SERVER] * 2, cpu.WORKER),  # its child for one client
+        ([SERVER] * 3, cpu.WORKER),  # the worker
+        ([SERVER] * 4, cpu.KERNELS),  # the worker's kernel server
+        (
+            [*[SERVER] * 3, JAIL_CLIENT],
+            cpu.KERNELS,
+        ),  # the kernelspec's command: a kernel server client
+        ([SERVER] * 5, cpu.KERNELS),  # the kernel server's child for that client
+        ([SERVER] * 6, cpu.KERNELS),  # a kernel: the jail's pid 1
+        ([*[SERVER] * 6, KUBECTL], cpu.KERNELS),  # what the kernel runs
+        ([CLIENT], cpu.WORKER),  # the class run's client, waiting for its worker
+        ([COLD_WORKER], cpu.WORKER),  # that client become the worker, when no server listens
+        ([COLD_WORKER, COLD_WORKER], cpu.KERNELS),  # that worker's kernel server
+        ([RENDERER], cpu.FEEDBACK),
+        ([["unshare", "--mount", "true"]], cpu.CLASS_RUN),  # the class run's own checks
+        ([], cpu.CLASS_RUN),  # the class run itself
+    ],
+)
 def test_grading_processes_are_told_apart_by_their_place_in_the_tree(
-        lineage: list[list[str]], component: str) -> None:
+    lineage: list[list[str]], component: str
+) -> None:
     assert cpu.grading_component(lineage) == component
 
 
@@ -66,14 +107,21 @@ def test_descendants_carry_their_line_of_descent() -> None:
     assert cpu.descendants(parents, [99]) == {}
 
 
-def sample(pid: int, parent: int, own: float, reaped: float = 0.0,
-           component: str = cpu.KERNELS, started: float = 100.0) -> Sample:
+def sample(
+    pid: int,
+    parent: int,
+    own: float,
+    reaped: float = 0.0,
+    component: str = cpu.KERNELS,
+    started: float = 100.0,
+) -> Sample:
     return Sample(pid, parent, started, component, own, reaped)
 
 
 def split_of(baseline: list[Sample], last: list[Sample], alive: list[Sample]) -> dict[str, float]:
-    return cpu.attribute({s.key: s for s in baseline}, {s.key: s for s in last},
-                         [s.key for s in alive])
+    return cpu.attribute(
+        {s.key: s for s in baseline}, {s.key: s for s in last}, [s.key for s in alive]
+    )
 
 
 def test_a_child_too_short_to_be_sampled_counts_with_the_parent_that_reaped_it() -> None:
@@ -120,9 +168,11 @@ def test_the_samplers_own_cpu_is_taken_from_the_class_run() -> None:
 
 
 TICK = 0.02  # the kernel counts CPU in clock ticks: a sample may read one short of what was used
-BURN = ("import sys, time\n"
-        "while time.process_time() < float(sys.argv[1]): pass\n"
-        "time.sleep(float(sys.argv[2]))\n")
+BURN = (
+    "import sys, time\n"
+    "while time.process_time() < float(sys.argv[1]): pass\n"
+    "time.sleep(float(sys.argv[2]))\n"
+)
 
 
 def burn(seconds: float, then_sleep: float, *args: str) -> None:
@@ -143,17 +193,20 @@ def test_a_sampled_child_counts_for_its_component_and_once() -> None:
     assert sampler.split[cpu.CLASS_RUN] < 0.3  # not its CPU a second time, reaped
 
 
-IDLE_AFTER_BURNING = ("import sys, time\n"
-                      "sys.stdin.readline()\n"
-                      "while time.process_time() < 0.6: pass\n"  # the kernel's ticks may show 0.59
-                      "time.sleep(600)\n")
+IDLE_AFTER_BURNING = (
+    "import sys, time\n"
+    "sys.stdin.readline()\n"
+    "while time.process_time() < 0.6: pass\n"  # the kernel's ticks may show 0.59
+    "time.sleep(600)\n"
+)
 IN_A_CHILD = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1]])"
 
 
 def burnt(process: psutil.Process) -> bool:
     """Whether `process` or one below it has used half a CPU-second, as a sample sees it."""
-    return any(sum(one.cpu_times()[:2]) >= 0.5
-               for one in [process, *process.children(recursive=True)])
+    return any(
+        sum(one.cpu_times()[:2]) >= 0.5 for one in [process, *process.children(recursive=True)]
+    )
 
 
 def burn_and_stay(process: subprocess.Popen) -> None:

@@ -51,7 +51,8 @@ def test_cache_is_last_before_building(isolated: Path) -> None:
 
 
 def test_kubernetes_binaries_outside_the_version_skew_are_passed_over(
-        isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_binary(isolated / "old", "kubectl", "Client Version: v1.29.3")
     good = fake_binary(isolated / "new", "kubectl", "Client Version: v1.33.1")
     monkeypatch.setenv("PATH", f"{isolated / 'old'}:{isolated / 'new'}:/bin")
@@ -59,15 +60,21 @@ def test_kubernetes_binaries_outside_the_version_skew_are_passed_over(
 
 
 def test_a_binary_is_asked_its_version_once_and_again_once_replaced(
-        isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kubectl = fake_binary(isolated / "bin", "kubectl", "Client Version: v1.34.1")
     monkeypatch.setenv("PATH", f"{isolated / 'bin'}:/bin")
     asked: list[list[str]] = []
     run = subprocess.run
-    monkeypatch.setattr(binaries.subprocess, "run", lambda command, **kwargs: asked.append(command) or run(command,
-                                                                                                         **kwargs))
+    monkeypatch.setattr(
+        binaries.subprocess,
+        "run",
+        lambda command, **kwargs: asked.append(command) or run(command, **kwargs),
+    )
     assert [binaries.find("kubectl"), binaries.find("kubectl")] == [kubectl, kubectl]
-    fake_binary(isolated / "bin", "kubectl", "Client Version: v1.29.10")  # replaced in place, too old
+    fake_binary(
+        isolated / "bin", "kubectl", "Client Version: v1.29.10"
+    )  # replaced in place, too old
     assert binaries.find("kubectl") != kubectl
     assert [command[0] for command in asked if command[0] == str(kubectl)] == [str(kubectl)] * 2
 
@@ -77,7 +84,11 @@ def test_missing_everything_without_go_says_how_to_get_them(isolated: Path) -> N
         binaries.ensure(["kwokctl", "etcd"])
     message = str(raised.value)
     assert "kwokctl, etcd" in message
-    assert "environment.yml" in message and binaries.BIN_DIR_ENV in message and "LAB_CLUSTER=kind" in message
+    assert (
+        "environment.yml" in message
+        and binaries.BIN_DIR_ENV in message
+        and "LAB_CLUSTER=kind" in message
+    )
 
 
 def test_unknown_binary_is_named() -> None:
@@ -99,12 +110,17 @@ def test_version_stamp_covers_both_version_packages() -> None:
         assert f"{package}.gitVersion=v1.34.12" in flags and f"{package}.gitMinor=34" in flags
 
 
-BROKEN = GoRecipe(name="broken", version="0.0.1",
-                  requires={"k8s.io/kubernetes": "v0.0.0-does-not-exist"},
-                  packages={"nothing": "k8s.io/kubernetes/cmd/nothing"})
+BROKEN = GoRecipe(
+    name="broken",
+    version="0.0.1",
+    requires={"k8s.io/kubernetes": "v0.0.0-does-not-exist"},
+    packages={"nothing": "k8s.io/kubernetes/cmd/nothing"},
+)
 
 
-def test_failed_build_leaves_no_binary_and_no_partial(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_build_leaves_no_binary_and_no_partial(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", f"{GO_DIR}:/bin")
     with pytest.raises(LabError, match="could not resolve"):
         gobuild.build(BROKEN)
@@ -113,7 +129,9 @@ def test_failed_build_leaves_no_binary_and_no_partial(isolated: Path, monkeypatc
     assert not list(folder.glob(".broken-0.0.1.partial-*"))
 
 
-def test_interrupted_build_leaves_nothing_half_made(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_build_leaves_nothing_half_made(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def interrupted(recipe: GoRecipe, staging: Path, binaries: list[str]) -> None:
         (staging / "bin").mkdir()
         (staging / "bin" / "nothing").write_text("half a binary")
@@ -127,7 +145,8 @@ def test_interrupted_build_leaves_nothing_half_made(isolated: Path, monkeypatch:
 
 
 def test_only_the_binaries_asked_for_are_built_and_those_already_there_are_kept(
-        isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     built: list[list[str]] = []
 
     def fake_go_build(recipe: GoRecipe, staging: Path, binaries: list[str]) -> None:
@@ -141,6 +160,9 @@ def test_only_the_binaries_asked_for_are_built_and_those_already_there_are_kept(
     folder = gobuild.build(kubernetes, ["kubectl", "kube-apiserver"])
     gobuild.build(kubernetes, ["kube-apiserver", "kube-scheduler"])
     assert built == [["kubectl", "kube-apiserver"], ["kube-scheduler"]]
-    assert sorted(path.name for path in folder.iterdir()) == ["kube-apiserver", "kube-scheduler", "kubectl"]
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "kube-apiserver",
+        "kube-scheduler",
+        "kubectl",
+    ]
     assert "kubelet" not in set(binaries.PRACTICE_BINARIES)
-

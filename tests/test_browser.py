@@ -92,7 +92,9 @@ def jupyter_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LabS
     request.getfixturevalue("practice_cluster")
     with serve(copy_course(tmp_path / "lab"), namespace) as server:
         yield server
-    clean_up_namespace(namespace)  # and ml-api:v1 and v2 served again: notebooks 4 and 5 loaded their own app
+    clean_up_namespace(
+        namespace
+    )  # and ml-api:v1 and v2 served again: notebooks 4 and 5 loaded their own app
 
 
 def _first_cells(notebook: OpenNotebook) -> list[int]:
@@ -100,11 +102,12 @@ def _first_cells(notebook: OpenNotebook) -> list[int]:
     cells = notebook.code_cells()
     sources = notebook.sources
     connecting = [index for index in cells if "connect(" in sources[index][1]]
-    return cells[:cells.index(connecting[0]) + 1] if connecting else cells[:1]
+    return cells[: cells.index(connecting[0]) + 1] if connecting else cells[:1]
 
 
-def test_each_student_notebook_opens_runs_its_first_cells_and_connects(jupyter_lab: LabServer, page: Page,
-                                                                      shots: Screenshots) -> None:
+def test_each_student_notebook_opens_runs_its_first_cells_and_connects(
+    jupyter_lab: LabServer, page: Page, shots: Screenshots
+) -> None:
     for path in sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb")):
         notebook = open_notebook(page, jupyter_lab, f"{jupyter_lab.students}/{path.name}", shots)
         shots.take(page, f"{notebook.name}-opened")
@@ -119,8 +122,9 @@ def test_each_student_notebook_opens_runs_its_first_cells_and_connects(jupyter_l
 def _self_check(notebook: OpenNotebook, index: int, outputs: list[dict]) -> None:
     """A self-check cell prints PASS lines only."""
     said = [line for line in text_of(outputs).splitlines() if line.startswith(("PASS", "FAIL"))]
-    assert said and all(line.startswith("PASS") for line in said), \
+    assert said and all(line.startswith("PASS") for line in said), (
         f"{notebook.name} cell {index}: the self-check printed {text_of(outputs)[:400]!r}"
+    )
 
 
 def _run_with_progress(notebook: OpenNotebook, index: int) -> tuple[list[dict], list[str]]:
@@ -133,7 +137,9 @@ def _run_with_progress(notebook: OpenNotebook, index: int) -> tuple[list[dict], 
     shot = False
     while not notebook.done(index):
         if not shot and len(notebook.page.evaluate("() => window.labProgress")) >= 2:
-            notebook.shot(index, "rollout-progress")  # the bar once it knows how many replicas it waits for
+            notebook.shot(
+                index, "rollout-progress"
+            )  # the bar once it knows how many replicas it waits for
             shot = True
         time.sleep(0.1)
     outputs = notebook.finish(index)
@@ -161,42 +167,53 @@ def _run_notebook_04(notebook: OpenNotebook) -> list[str]:
 
 
 def test_notebook_04_hands_on_runs_in_the_browser_and_05_draws_the_rollout(
-        jupyter_lab: LabServer, page: Page, shots: Screenshots, capsys: pytest.CaptureFixture) -> None:
+    jupyter_lab: LabServer, page: Page, shots: Screenshots, capsys: pytest.CaptureFixture
+) -> None:
     started = time.monotonic()
     notebook = open_notebook(page, jupyter_lab, f"{jupyter_lab.masters}/{NOTEBOOK_04}.ipynb", shots)
     opened = time.monotonic() - started
     progress = _run_notebook_04(notebook)
     seconds_04 = time.monotonic() - started
-    assert any(re.search(r"rollout ml-api: .*\d/3", text, re.DOTALL) for text in progress), \
+    assert any(re.search(r"rollout ml-api: .*\d/3", text, re.DOTALL) for text in progress), (
         f"{NOTEBOOK_04}: no progress bar counted the rollout's 3 replicas while it ran (it showed {progress!r})"
+    )
     shots.take(page, f"{NOTEBOOK_04}-done")
     jupyter_lab.shut_down_kernels()
 
     started = time.monotonic()
     notebook = open_notebook(page, jupyter_lab, f"{jupyter_lab.masters}/{NOTEBOOK_05}.ipynb", shots)
-    chart = next(index for index in notebook.code_cells() if ROLLOUT_CHART in notebook.sources[index][1])
+    chart = next(
+        index for index in notebook.code_cells() if ROLLOUT_CHART in notebook.sources[index][1]
+    )
     for index in notebook.code_cells():
         outputs = notebook.run(index)
         if index == chart:
             break
     seconds_05 = time.monotonic() - started
-    assert any("image/png" in output.get("data", {}) for output in outputs), \
+    assert any("image/png" in output.get("data", {}) for output in outputs), (
         f"{NOTEBOOK_05} cell {chart}: the rollout chart is not a PNG ({text_of(outputs)[:300]!r})"
+    )
     image = page.locator(".jp-Notebook .jp-Cell").nth(chart).locator(".jp-RenderedImage img").first
-    assert image.evaluate("img => img.complete && img.naturalWidth > 0"), \
+    assert image.evaluate("img => img.complete && img.naturalWidth > 0"), (
         f"{NOTEBOOK_05} cell {chart}: the rollout chart did not render as an image"
+    )
     notebook.shot(chart, "rollout-chart")
     jupyter_lab.shut_down_kernels()
     with capsys.disabled():
-        print(f"\n[browser] {NOTEBOOK_04} (solved master) in JupyterLab from {jupyter_lab.where}: {seconds_04:.1f} s, "
-              f"of which opening with an idle kernel {opened:.1f} s; {NOTEBOOK_05} to its rollout chart: "
-              f"{seconds_05:.1f} s; "
-              f"screenshots in {shots.folder}")
+        print(
+            f"\n[browser] {NOTEBOOK_04} (solved master) in JupyterLab from {jupyter_lab.where}: {seconds_04:.1f} s, "
+            f"of which opening with an idle kernel {opened:.1f} s; {NOTEBOOK_05} to its rollout chart: "
+            f"{seconds_05:.1f} s; "
+            f"screenshots in {shots.folder}"
+        )
 
 
 def test_formgrader_lists_lesson01_with_the_autograded_scores(
-        graded_course: Callable[[str, Collection[str]], tuple[Path, list[Outcome]]],
-        practice_cluster, page: Page, shots: Screenshots) -> None:
+    graded_course: Callable[[str, Collection[str]], tuple[Path, list[Outcome]]],
+    practice_cluster,
+    page: Page,
+    shots: Screenshots,
+) -> None:
     root, outcomes = graded_course("practice", ("untouched", "first-notebook-only"))
     scores = {o.student: o.score for o in outcomes}
     assert scores["untouched"] == 0 < scores["first-notebook-only"], scores
@@ -209,6 +226,7 @@ def test_formgrader_lists_lesson01_with_the_autograded_scores(
             row = page.locator("table tr", has_text=outcome.student).first
             row.wait_for(timeout=30_000)
             shown = row.locator(".score").inner_text().strip()
-            assert shown == f"{outcome.score:g} / {outcome.max_score:g}", \
+            assert shown == f"{outcome.score:g} / {outcome.max_score:g}", (
                 f"formgrader shows {shown!r} for {outcome.student}, graded {outcome.score} of {outcome.max_score}"
+            )
         shots.take(page, "formgrader-lesson01-submissions")

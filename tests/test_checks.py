@@ -34,37 +34,61 @@ def test_assert_passed_raises_with_the_hint() -> None:
 
 
 def test_quantities_compare_amounts_not_spellings() -> None:
-    assert checks.quantities_differ({"cpu": "0.1", "memory": "128Mi"}, {"cpu": "100m", "memory": "128Mi"}) == []
+    assert (
+        checks.quantities_differ(
+            {"cpu": "0.1", "memory": "128Mi"}, {"cpu": "100m", "memory": "128Mi"}
+        )
+        == []
+    )
     assert checks.quantities_differ({"cpu": "200m"}, {"cpu": "100m", "memory": "128Mi"}) == [
-        "cpu is 200m (want 100m)", "memory missing (want 128Mi)"]
+        "cpu is 200m (want 100m)",
+        "memory missing (want 128Mi)",
+    ]
     assert checks.quantities_differ(None, {"cpu": "1"}) == ["cpu missing (want 1)"]
 
 
-@pytest.mark.parametrize(("message", "parsed"), [
-    ("Scaled up replica set ml-api-5d8f9 from 3 to 5", ("up", "ml-api-5d8f9", "3", "5")),
-    ("Scaled down replica set ml-api-5d8f9 from 5 to 3", ("down", "ml-api-5d8f9", "5", "3")),
-    ("Scaled up replica set ml-api-5d8f9 to 3", ("up", "ml-api-5d8f9", None, "3")),
-])
+@pytest.mark.parametrize(
+    ("message", "parsed"),
+    [
+        ("Scaled up replica set ml-api-5d8f9 from 3 to 5", ("up", "ml-api-5d8f9", "3", "5")),
+        ("Scaled down replica set ml-api-5d8f9 from 5 to 3", ("down", "ml-api-5d8f9", "5", "3")),
+        ("Scaled up replica set ml-api-5d8f9 to 3", ("up", "ml-api-5d8f9", None, "3")),
+    ],
+)
 def test_scaling_event_messages_parse(message: str, parsed: tuple) -> None:
     match = checks.SCALING_EVENT.search(message)
     assert (match["way"], match["rs"], match["old"], match["new"]) == parsed
 
 
 def test_eventually_waits_only_while_the_cluster_converges() -> None:
-    answers = iter([CheckResult("c", False, "1 of 3 ready", pending=True), CheckResult("c", True, "3 of 3")])
+    answers = iter(
+        [CheckResult("c", False, "1 of 3 ready", pending=True), CheckResult("c", True, "3 of 3")]
+    )
     assert checks.eventually(lambda lab: next(answers), None, timeout=5, interval=0)
     calls = []
-    settled = checks.eventually(lambda lab: calls.append(1) or CheckResult("c", False, "wrong image"), None,
-                                timeout=5, interval=0)
+    settled = checks.eventually(
+        lambda lab: calls.append(1) or CheckResult("c", False, "wrong image"),
+        None,
+        timeout=5,
+        interval=0,
+    )
     assert not settled and len(calls) == 1
 
 
 def test_every_check_is_registered_by_name() -> None:
-    assert set(checks.CHECKS) == {"deployment_ready", "service_routes", "scaled_to", "rolled_out",
-                                  "rolled_back", "namespace_clean", "changed_with_kubectl"}
+    assert set(checks.CHECKS) == {
+        "deployment_ready",
+        "service_routes",
+        "scaled_to",
+        "rolled_out",
+        "rolled_back",
+        "namespace_clean",
+        "changed_with_kubectl",
+    }
 
 
 # --- against the real practice cluster -------------------------------------------------------
+
 
 def _lesson_manifests() -> list[dict]:
     return workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")
@@ -75,7 +99,10 @@ def test_checks_follow_the_lesson_from_start_to_cleanup(lab) -> None:
     assert "does not exist" in checks.deployment_ready(lab, "ml-api", replicas=3).message
     assert not checks.scaled_to(lab, "ml-api", 5)
     assert checks.namespace_clean(lab, "app=ml-api")
-    assert "no record of deployment/ml-api" in checks.namespace_clean(lab, "app=ml-api", deployed="ml-api").message
+    assert (
+        "no record of deployment/ml-api"
+        in checks.namespace_clean(lab, "app=ml-api", deployed="ml-api").message
+    )
 
     workloads.apply(lab, _lesson_manifests())
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
@@ -103,15 +130,21 @@ def test_checks_follow_the_lesson_from_start_to_cleanup(lab) -> None:
     assert "runs 'ml-api:v1'" in checks.rolled_out(lab, "ml-api", "ml-api:v2").message
 
     actions.delete_by_label(lab, "app=ml-api")
-    checks.eventually(checks.namespace_clean, lab, "app=ml-api", deployed="ml-api", timeout=60).assert_passed()
+    checks.eventually(
+        checks.namespace_clean, lab, "app=ml-api", deployed="ml-api", timeout=60
+    ).assert_passed()
 
 
 def _kubectl(lab, *arguments: str) -> None:
     """The pinned kubectl in the lab's context and namespace, as a notebook's `!kubectl` line runs it."""
     pinned = binaries.find("kubectl")
     assert pinned is not None, "kubectl is one of the binaries `make test` provides"
-    subprocess.run([str(pinned), "--context", lab.context, "-n", lab.namespace, *arguments], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [str(pinned), "--context", lab.context, "-n", lab.namespace, *arguments],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.cluster
@@ -138,7 +171,9 @@ def test_a_command_step_counts_only_when_kubectl_made_the_change(lab) -> None:
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
     _kubectl(lab, "rollout", "undo", "deployment/ml-api")
     checks.changed_with_kubectl(lab, "ml-api", "rollout undo").assert_passed()
-    assert checks.changed_with_kubectl(lab, "ml-api", "scale"), "an image change leaves the replicas' writer"
+    assert checks.changed_with_kubectl(lab, "ml-api", "scale"), (
+        "an image change leaves the replicas' writer"
+    )
 
 
 @pytest.mark.cluster
@@ -156,7 +191,9 @@ def test_wrong_resources_selector_and_port_get_hints(lab) -> None:
     result = checks.service_routes(lab, "ml-api-service", "ml-api")
     assert not result and "make the selector match" in result.message
 
-    lab.core.patch_namespaced_service("ml-api-service", lab.namespace, {"spec": {"selector": {"app": "ml-api"}}})
+    lab.core.patch_namespaced_service(
+        "ml-api-service", lab.namespace, {"spec": {"selector": {"app": "ml-api"}}}
+    )
     result = checks.service_routes(lab, "ml-api-service", "ml-api")
     assert not result and "set targetPort: 8080" in result.message
 
@@ -197,13 +234,19 @@ def test_an_object_created_without_namespace_is_found_in_default_with_a_hint(lab
     utils.create_from_dict(lab.api, deployment)  # the student's mistake: no namespace=
     utils.create_from_dict(lab.api, service)
     try:
-        for result, kind in ((checks.deployment_ready(lab, name), "deployment"),
-                             (checks.service_routes(lab, name, name), "service")):
+        for result, kind in (
+            (checks.deployment_ready(lab, name), "deployment"),
+            (checks.service_routes(lab, name, name), "service"),
+        ):
             assert not result
-            assert f"found {kind}/{name} in namespace 'default'; the lab works in {lab.namespace!r}" \
+            assert (
+                f"found {kind}/{name} in namespace 'default'; the lab works in {lab.namespace!r}"
                 in result.message
-            assert "without namespace=" in result.message and f"kubectl delete {kind}/{name} -n default" \
-                in result.message
+            )
+            assert (
+                "without namespace=" in result.message
+                and f"kubectl delete {kind}/{name} -n default" in result.message
+            )
     finally:
         lab.apps.delete_namespaced_deployment(name, "default")
         lab.core.delete_namespaced_service(name, "default")
@@ -214,12 +257,19 @@ def _kubectl(lab, *args: str) -> subprocess.CompletedProcess[str]:
     """kubectl as a notebook's `!kubectl` line runs it: the lab's kubeconfig, whose context names the namespace."""
     pinned = binaries.find("kubectl")
     assert pinned is not None and lab.kubeconfig_file is not None
-    return subprocess.run([str(pinned), "--kubeconfig", str(lab.kubeconfig_file), *args],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [str(pinned), "--kubeconfig", str(lab.kubeconfig_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.cluster
-def test_a_manifest_typed_into_another_namespace_is_found_there_and_named(lab, tmp_path: Path) -> None:
+def test_a_manifest_typed_into_another_namespace_is_found_there_and_named(
+    lab, tmp_path: Path
+) -> None:
     deployment, _ = copy.deepcopy(_lesson_manifests())
     name = deployment["metadata"]["name"] = f"typed-{uuid.uuid4().hex[:6]}"
     deployment["spec"]["replicas"] = 0
@@ -230,7 +280,8 @@ def test_a_manifest_typed_into_another_namespace_is_found_there_and_named(lab, t
         result = checks.deployment_ready(lab, name)
         assert not result and not result.pending
         assert result.message.startswith(
-            f"found deployment/{name} in namespace 'kube-public'; the lab works in {lab.namespace!r}")
+            f"found deployment/{name} in namespace 'kube-public'; the lab works in {lab.namespace!r}"
+        )
         assert "named namespace 'kube-public'" in result.message and "without -n" in result.message
     finally:
         lab.apps.delete_namespaced_deployment(name, "kube-public")
@@ -248,7 +299,10 @@ def test_a_mistyped_tag_is_named_and_a_manifest_applied_twice_changes_nothing(la
     assert typo.returncode == 0, typo.stderr
     result = checks.rolled_out(lab, "ml-api", "ml-api:v2", replaced="ml-api:v1")
     assert not result
-    assert "runs 'ml-api:v2.0', not 'ml-api:v2'" in result.message and "a typo in 'ml-api:v2.0'" in result.message
+    assert (
+        "runs 'ml-api:v2.0', not 'ml-api:v2'" in result.message
+        and "a typo in 'ml-api:v2.0'" in result.message
+    )
     # An earlier revision's image is no typo: rolling back to v1 and asking for v2 says only what runs.
     assert _kubectl(lab, "rollout", "undo", "deployment/ml-api").returncode == 0
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
@@ -257,8 +311,9 @@ def test_a_mistyped_tag_is_named_and_a_manifest_applied_twice_changes_nothing(la
 
 
 @pytest.mark.cluster
-def test_in_grading_the_hint_never_reads_outside_the_submissions_namespace(lab, practice_cluster,
-                                                                            tmp_path: Path) -> None:
+def test_in_grading_the_hint_never_reads_outside_the_submissions_namespace(
+    lab, practice_cluster, tmp_path: Path
+) -> None:
     """The grader's reader may read only its submission's namespace: a missing object's hint says nothing of a
     namesake in `default` (another piece of work's), though at home the same hint finds it there."""
     deployment = copy.deepcopy(_lesson_manifests()[0])
@@ -267,15 +322,27 @@ def test_in_grading_the_hint_never_reads_outside_the_submissions_namespace(lab, 
     admin = kubeconfig.api_client(practice_cluster.context)
     client.AppsV1Api(admin).create_namespaced_deployment("default", deployment)
     sandbox.ensure_node_access(admin)
-    box = sandbox.create(admin, f"grade-hint-{uuid.uuid4().hex[:6]}", course="hint", assignment="x", student="s",
-                         workdir=tmp_path)
+    box = sandbox.create(
+        admin,
+        f"grade-hint-{uuid.uuid4().hex[:6]}",
+        course="hint",
+        assignment="x",
+        student="s",
+        workdir=tmp_path,
+    )
     try:
         reader = kubeconfig.api_client(config_file=box.reader_kubeconfig)
-        graded = SimpleNamespace(apps=client.AppsV1Api(reader), core=client.CoreV1Api(reader), namespace=box.namespace)
-        assert checks.deployment_ready(graded, name).message == \
-            f"deployment/{name} does not exist in namespace {box.namespace!r}; create it first"
+        graded = SimpleNamespace(
+            apps=client.AppsV1Api(reader), core=client.CoreV1Api(reader), namespace=box.namespace
+        )
+        assert (
+            checks.deployment_ready(graded, name).message
+            == f"deployment/{name} does not exist in namespace {box.namespace!r}; create it first"
+        )
         at_home = SimpleNamespace(apps=lab.apps, core=lab.core, namespace=box.namespace)
-        assert checks.deployment_ready(at_home, name).message.startswith(f"found deployment/{name} in namespace 'default'")
+        assert checks.deployment_ready(at_home, name).message.startswith(
+            f"found deployment/{name} in namespace 'default'"
+        )
     finally:
         sandbox.delete(admin, box.namespace)
         client.AppsV1Api(admin).delete_namespaced_deployment(name, "default")

@@ -36,10 +36,14 @@ SHARED_FIXTURES = [course]  # test_grading's throwaway course, one per module
 SECRET = "TOP-SECRET-ADMIN-CREDENTIAL"
 GLOB_ID = "a-ctl-s*"
 NON_UTF8 = b"caf\xe9"
-CORDON_ALL = ('for node in lab.core.list_node().items:\n'
-              '    lab.core.patch_node(node.metadata.name, {"spec": {"unschedulable": True}})\n')
-HOLD = ('lab.core.create_namespaced_config_map(lab.namespace, {"metadata": {"name": "held", '
-        '"finalizers": ["example.com/hold"]}})\n')
+CORDON_ALL = (
+    "for node in lab.core.list_node().items:\n"
+    '    lab.core.patch_node(node.metadata.name, {"spec": {"unschedulable": True}})\n'
+)
+HOLD = (
+    'lab.core.create_namespaced_config_map(lab.namespace, {"metadata": {"name": "held", '
+    '"finalizers": ["example.com/hold"]}})\n'
+)
 READ_LINK = "try:\n    print(open('stolen.txt').read())\nexcept OSError as error:\n    print('not here', error)\n"
 SETTINGS = GradingSettings(jobs=1, cell_timeout=25, patience=8)
 
@@ -49,11 +53,17 @@ def _write(course: Path, student: str, steps=None) -> Path:
 
 
 def _unschedulable(admin: client.ApiClient) -> list[str]:
-    return sorted(n.metadata.name for n in client.CoreV1Api(admin).list_node().items if n.spec.unschedulable)
+    return sorted(
+        n.metadata.name for n in client.CoreV1Api(admin).list_node().items if n.spec.unschedulable
+    )
 
 
 def _grading_namespaces(admin: client.ApiClient, prefix: str) -> list[str]:
-    found = client.CoreV1Api(admin).list_namespace(label_selector=f"{sandbox.MANAGED_BY}={sandbox.GRADER}").items
+    found = (
+        client.CoreV1Api(admin)
+        .list_namespace(label_selector=f"{sandbox.MANAGED_BY}={sandbox.GRADER}")
+        .items
+    )
     return [n.metadata.name for n in found if n.metadata.name.startswith(prefix)]
 
 
@@ -73,7 +83,9 @@ def class_run(course: Path, secret: Path, practice_cluster) -> dict:
     _write(course, "untouched-glob", ())
     os.rename(course / "submitted" / "untouched-glob", course / "submitted" / GLOB_ID)
     _write(course, "non-utf8")
-    os.rename(course / "submitted" / "non-utf8", os.fsencode(course / "submitted") + b"/" + NON_UTF8)
+    os.rename(
+        course / "submitted" / "non-utf8", os.fsencode(course / "submitted") + b"/" + NON_UTF8
+    )
     linker = _write(course, "symlinker")
     (linker / "stolen.txt").symlink_to(secret)
     edit(course, "symlinker", replace_step("deploy", READ_LINK + STEPS[0][1]))
@@ -84,28 +96,53 @@ def class_run(course: Path, secret: Path, practice_cluster) -> dict:
     edit(course, "finalizer", replace_step("cleanup", STEPS[-1][1] + "\n" + HOLD))
     admin = kubeconfig.api_client(practice_cluster.context)
     cordoned = _unschedulable(admin)
-    order = ["a-ctl-solved", GLOB_ID, os.fsdecode(NON_UTF8), "partial", "symlinker", "cordoner", "after-cordon",
-             "finalizer"]
+    order = [
+        "a-ctl-solved",
+        GLOB_ID,
+        os.fsdecode(NON_UTF8),
+        "partial",
+        "symlinker",
+        "cordoner",
+        "after-cordon",
+        "finalizer",
+    ]
     outcomes = grade_class(course, ASSIGNMENT, order, settings=SETTINGS, provider="practice")
     print(table(outcomes))
-    return {"outcomes": {o.student: o for o in outcomes}, "admin": admin, "cordoned_before": cordoned}
+    return {
+        "outcomes": {o.student: o for o in outcomes},
+        "admin": admin,
+        "cordoned_before": cordoned,
+    }
 
 
-GOOD = {"a-ctl-solved": FULL, "partial": POINTS["deploy"] + POINTS["service"], "symlinker": FULL,
-        "cordoner": FULL, "after-cordon": FULL, "finalizer": FULL}
+GOOD = {
+    "a-ctl-solved": FULL,
+    "partial": POINTS["deploy"] + POINTS["service"],
+    "symlinker": FULL,
+    "cordoner": FULL,
+    "after-cordon": FULL,
+    "finalizer": FULL,
+}
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_good_submissions_keep_exactly_their_grades(class_run: dict, course: Path) -> None:
     got = class_run["outcomes"]
-    assert {s: (got[s].status, got[s].score) for s in GOOD} == {s: ("graded", p) for s, p in GOOD.items()}
+    assert {s: (got[s].status, got[s].score) for s in GOOD} == {
+        s: ("graded", p) for s, p in GOOD.items()
+    }
     with Gradebook(Course(course).dirs.db_url) as gradebook:
-        recorded = {s.student_id: s.score for s in gradebook.find_assignment(ASSIGNMENT).submissions}
+        recorded = {
+            s.student_id: s.score for s in gradebook.find_assignment(ASSIGNMENT).submissions
+        }
     assert recorded == GOOD
     with open(course / "grades.csv") as table_file:
-        exported = {row["student_id"]: float(row["score"]) for row in csv.DictReader(table_file)
-                    if row["assignment"] == ASSIGNMENT}
+        exported = {
+            row["student_id"]: float(row["score"])
+            for row in csv.DictReader(table_file)
+            if row["assignment"] == ASSIGNMENT
+        }
     assert exported == GOOD
 
 
@@ -175,13 +212,36 @@ def test_no_jail_no_grading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(course: Path, practice_cluster) -> None:
     for student in ("ctrl-c-one", "ctrl-c-two"):
         _write(course, student)
-    command = [sys.executable, "-m", "autograder", "grade", ASSIGNMENT, "--course", str(course), "--jobs", "2",
-               "--cell-timeout", "25", "--provider", "practice", "--student", "ctrl-c-one", "--student", "ctrl-c-two"]
+    command = [
+        sys.executable,
+        "-m",
+        "autograder",
+        "grade",
+        ASSIGNMENT,
+        "--course",
+        str(course),
+        "--jobs",
+        "2",
+        "--cell-timeout",
+        "25",
+        "--provider",
+        "practice",
+        "--student",
+        "ctrl-c-one",
+        "--student",
+        "ctrl-c-two",
+    ]
     admin = kubeconfig.api_client(practice_cluster.context)
     # As from a terminal: a CI runner may start the suite with SIGINT ignored, which every child would inherit,
     # and Ctrl-C signals the whole foreground process group, not just the command.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while len(_grading_namespaces(admin, "grade-ctrl-c")) < 2:
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
@@ -192,7 +252,9 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(course: Path, practic
     print(out, err)
     assert process.returncode == 130
     assert "Run the same command again to resume" in err
-    assert "Bad file descriptor" not in err and "Traceback" not in err and "nothing started" not in err
+    assert (
+        "Bad file descriptor" not in err and "Traceback" not in err and "nothing started" not in err
+    )
     assert sandbox.leftovers(admin, Course(course).key) == []
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     print(resumed.stdout, resumed.stderr)
@@ -201,7 +263,8 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(course: Path, practic
 
 
 def test_an_exclusive_notebook_starts_only_once_another_submissions_cordon_is_undone(
-        practice_cluster, tmp_path: Path) -> None:
+    practice_cluster, tmp_path: Path
+) -> None:
     admin = kubeconfig.api_client(practice_cluster.context)
     core = client.CoreV1Api(admin)
     before = nodes.snapshot(admin)
@@ -217,12 +280,17 @@ def test_an_exclusive_notebook_starts_only_once_another_submissions_cordon_is_un
             nodes.restore(admin, before)
             restored_at.append(time.monotonic())
 
-    core.patch_node(sorted(before)[0], {"spec": {"unschedulable": True}})  # another submission's cordon
+    core.patch_node(
+        sorted(before)[0], {"spec": {"unschedulable": True}}
+    )  # another submission's cordon
     cleaner = threading.Thread(target=clean_up_of_the_cordoner)
     cleaner.start()
     try:
         with nodes.exclusive(lock, lambda: core.list_node().items, before, timeout=30):
-            entered, left_changed = time.monotonic(), nodes.differing(core.list_node().items, before)
+            entered, left_changed = (
+                time.monotonic(),
+                nodes.differing(core.list_node().items, before),
+            )
     finally:
         cleaner.join()
         nodes.restore(admin, before)
@@ -231,13 +299,16 @@ def test_an_exclusive_notebook_starts_only_once_another_submissions_cordon_is_un
 
 @pytest.mark.cluster
 def test_a_parallel_clean_up_goes_on_and_its_node_restore_waits_for_another_exclusive_notebook(
-        course: Path, practice_cluster, tmp_path: Path) -> None:
+    course: Path, practice_cluster, tmp_path: Path
+) -> None:
     admin = kubeconfig.api_client(practice_cluster.context)
     core = client.CoreV1Api(admin)
     parallel = grader.Grader(Course(course), ASSIGNMENT, GradingSettings(jobs=2), tmp_path)
     parallel.admin, parallel.nodes = admin, nodes.snapshot(admin)
     cordoned = sorted(parallel.nodes)[0]
-    core.patch_node(cordoned, {"spec": {"unschedulable": True}})  # left by the submission being cleaned up
+    core.patch_node(
+        cordoned, {"spec": {"unschedulable": True}}
+    )  # left by the submission being cleaned up
     nodes.lock_file(course).parent.mkdir(exist_ok=True)
     try:
         with open(nodes.lock_file(course), "w") as other_submissions_notebook_07:
@@ -245,7 +316,10 @@ def test_a_parallel_clean_up_goes_on_and_its_node_restore_waits_for_another_excl
             clean_up = threading.Thread(target=parallel._restore_nodes)
             clean_up.start()
             clean_up.join(timeout=20)
-            went_on, still_cordoned = not clean_up.is_alive(), core.read_node(cordoned).spec.unschedulable
+            went_on, still_cordoned = (
+                not clean_up.is_alive(),
+                core.read_node(cordoned).spec.unschedulable,
+            )
         parallel.restores_done()
         restored = not nodes.differing(core.list_node().items, parallel.nodes)
     finally:

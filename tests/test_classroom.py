@@ -160,7 +160,9 @@ def _collect_and_grade(room: Classroom) -> None:
     setup.as_instructor(room, "nbgrader", "collect", ASSIGNMENT)
     command = [sys.executable, "-m", "autograder", "classroom", "grade", "--root", str(room.root)]
     graded = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert graded.returncode == 0, f"classroom grade failed:\n{graded.stdout[-3000:]}{graded.stderr[-3000:]}"
+    assert graded.returncode == 0, (
+        f"classroom grade failed:\n{graded.stdout[-3000:]}{graded.stderr[-3000:]}"
+    )
 
 
 def _feedback_score(page: Page, room: Classroom, user: str, shots: Screenshots) -> str:

@@ -17,14 +17,28 @@ def test_the_students_runtime_holds_the_lab_and_no_answer_or_grading_code(tmp_pa
     room = Classroom(tmp_path, "teacher", ("ada",))
     setup._install_runtime(room)
     package = room.runtime / "autograder"
-    assert (package / "lab" / "cluster.py").is_file() and (package / "manifests" / "practice").is_dir()
-    for answers in ("course", "grading", "bench", "build", "manifests/deployment.yaml", "manifests/service.yaml",
-                    "modelserver/app.py", "modelserver/Dockerfile", "cli.py", "demo.py"):
+    assert (package / "lab" / "cluster.py").is_file() and (
+        package / "manifests" / "practice"
+    ).is_dir()
+    for answers in (
+        "course",
+        "grading",
+        "bench",
+        "build",
+        "manifests/deployment.yaml",
+        "manifests/service.yaml",
+        "modelserver/app.py",
+        "modelserver/Dockerfile",
+        "cli.py",
+        "demo.py",
+    ):
         assert not (package / answers).exists(), answers
     assert not list(package.rglob("*.pyc"))
 
 
-def test_a_submission_is_sized_by_its_own_files_not_by_what_its_links_point_at(tmp_path: Path) -> None:
+def test_a_submission_is_sized_by_its_own_files_not_by_what_its_links_point_at(
+    tmp_path: Path,
+) -> None:
     folder = tmp_path / "lesson01"
     (folder / "data").mkdir(parents=True)
     with open(folder / "data" / "big.bin", "wb") as big:
@@ -39,5 +53,7 @@ def test_a_submission_is_sized_by_its_own_files_not_by_what_its_links_point_at(t
 def test_classroom_up_asks_for_the_students() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["classroom", "up"])
-    args = build_parser().parse_args(["classroom", "nbgrader", "--root", "/r", "collect", "--update"])
+    args = build_parser().parse_args(
+        ["classroom", "nbgrader", "--root", "/r", "collect", "--update"]
+    )
     assert args.root == Path("/r") and args.arguments == ["collect", "--update"]

@@ -13,8 +13,14 @@ from autograder.shared import binaries, pins
 
 
 def autograder(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "autograder", *args], capture_output=True,
-                          text=True, env=env, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "autograder", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_unknown_provider_is_refused_with_the_valid_ones() -> None:
@@ -24,7 +30,9 @@ def test_unknown_provider_is_refused_with_the_valid_ones() -> None:
 
 
 def test_unknown_provider_in_the_environment_is_explained(tmp_path: Path) -> None:
-    done = autograder("demo", env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LAB_CLUSTER": "k3s"})
+    done = autograder(
+        "demo", env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LAB_CLUSTER": "k3s"}
+    )
     assert done.returncode == 1
     assert "unknown cluster provider 'k3s'; choose one of: practice, kind, existing" in done.stderr
 
@@ -36,7 +44,9 @@ def test_down_without_a_cluster_is_a_no_op(tmp_path: Path) -> None:
     assert "No practice cluster 'ml-learning' to delete." in done.stdout
 
 
-def test_doctor_names_each_missing_piece_and_its_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_names_each_missing_piece_and_its_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", "/bin")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
@@ -52,13 +62,23 @@ def test_doctor_names_each_missing_piece_and_its_fix(tmp_path: Path, monkeypatch
 
 
 @pytest.mark.parametrize("activated", [False, True])
-def test_the_gradebook_opens_when_the_venv_is_not_activated(tmp_path: Path, activated: bool) -> None:
+def test_the_gradebook_opens_when_the_venv_is_not_activated(
+    tmp_path: Path, activated: bool
+) -> None:
     """nbgrader runs `alembic` through PATH; `.venv/bin/python -m autograder grade` must find it all the same."""
     database = tmp_path / "gradebook.db"
-    opens = ("from autograder import cli; cli.scripts_on_path(); from nbgrader.api import Gradebook; "
-             f"Gradebook('sqlite:///{database}').close()")
+    opens = (
+        "from autograder import cli; cli.scripts_on_path(); from nbgrader.api import Gradebook; "
+        f"Gradebook('sqlite:///{database}').close()"
+    )
     path = f"{Path(sys.executable).parent}:/usr/bin:/bin" if activated else "/usr/bin:/bin"
-    result = subprocess.run([sys.executable, "-c", opens], capture_output=True, text=True, timeout=120,
-                            env={"PATH": path, "HOME": str(tmp_path)}, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", opens],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": path, "HOME": str(tmp_path)},
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert database.is_file()

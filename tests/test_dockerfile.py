@@ -104,7 +104,9 @@ def test_what_docker_would_refuse_too_says_which_line(
 
 
 def test_an_unknown_instruction_and_an_unanswered_exercise_are_named(tmp_path: Path) -> None:
-    with pytest.raises(dockerfile.BuildFailed, match=r"line 2: FORM python:3\.11: unknown instruction FORM"):
+    with pytest.raises(
+        dockerfile.BuildFailed, match=r"line 2: FORM python:3\.11: unknown instruction FORM"
+    ):
         dockerfile.read(folder(tmp_path, "# the base\nFORM python:3.11\n"))
     with pytest.raises(NotImplementedError, match="placeholder"):
         dockerfile.read(folder(tmp_path, "# YOUR CODE HERE\nraise NotImplementedError()\n"))

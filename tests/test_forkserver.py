@@ -19,8 +19,18 @@ from autograder.shared import forkserver, processes
 
 
 def _client(socket: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-I", "-m", "autograder.shared.forkserver", "--socket", str(socket),
-               "--module", worker.WORKER_MODULE, "--", *args]
+    command = [
+        sys.executable,
+        "-I",
+        "-m",
+        "autograder.shared.forkserver",
+        "--socket",
+        str(socket),
+        "--module",
+        worker.WORKER_MODULE,
+        "--",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
@@ -30,7 +40,9 @@ def worker_server(tmp_path: Path) -> Path:
         yield socket
 
 
-def test_a_forked_worker_writes_to_the_clients_own_output_and_exits_with_its_code(worker_server: Path) -> None:
+def test_a_forked_worker_writes_to_the_clients_own_output_and_exits_with_its_code(
+    worker_server: Path,
+) -> None:
     helped = _client(worker_server, "--help")
     refused = _client(worker_server, "--request")
     assert (helped.returncode, refused.returncode) == (0, 2)
@@ -41,7 +53,9 @@ def test_a_forked_worker_writes_to_the_clients_own_output_and_exits_with_its_cod
 
 def test_without_a_server_the_client_runs_the_module_itself(tmp_path: Path) -> None:
     cold = _client(tmp_path / "nobody-listens.sock", "--help")
-    assert cold.returncode == 0 and cold.stdout.startswith("usage: python -m autograder.grading.worker.autograde")
+    assert cold.returncode == 0 and cold.stdout.startswith(
+        "usage: python -m autograder.grading.worker.autograde"
+    )
     assert "starts cold" in cold.stderr
 
 
@@ -63,13 +77,19 @@ def _report_and_exit(report: Path, socket: Path) -> NoReturn:
     processes.run_as_main(lambda: None, ["server"], None)
 
 
-def test_a_forked_server_has_none_of_this_processs_event_loop_or_exit_handlers(tmp_path: Path) -> None:
+def test_a_forked_server_has_none_of_this_processs_event_loop_or_exit_handlers(
+    tmp_path: Path,
+) -> None:
     ran_here = tmp_path / "exit-handler-ran"
     report = tmp_path / "report"
-    asyncio.set_event_loop(asyncio.new_event_loop())  # as jupyter_client leaves one after starting kernels
+    asyncio.set_event_loop(
+        asyncio.new_event_loop()
+    )  # as jupyter_client leaves one after starting kernels
     atexit.register(ran_here.touch)  # as a temporary folder's clean-up is registered
     try:
-        with forkserver.forked(tmp_path / "server" / "kernels.sock", functools.partial(_report_and_exit, report)):
+        with forkserver.forked(
+            tmp_path / "server" / "kernels.sock", functools.partial(_report_and_exit, report)
+        ):
             psutil.wait_procs(psutil.Process().children(), timeout=10)
     finally:
         atexit.unregister(ran_here.touch)

@@ -23,11 +23,26 @@ def initialized(*argv: str) -> GradeApp:
     return app
 
 
-def test_the_command_line_wins_over_the_course_config_and_the_rest_comes_from_it(tmp_path: Path) -> None:
-    course = course_with(tmp_path, "c.GradingSettings.jobs = 3\nc.GradingSettings.cell_timeout = 50\n"
-                                   "c.CourseDirectory.source_directory = 'masters'\n")
-    app = initialized("lesson01", "--course", str(course), "--jobs", "2", "--student", "ann",
-                      "--student", "bo", "--regrade")
+def test_the_command_line_wins_over_the_course_config_and_the_rest_comes_from_it(
+    tmp_path: Path,
+) -> None:
+    course = course_with(
+        tmp_path,
+        "c.GradingSettings.jobs = 3\nc.GradingSettings.cell_timeout = 50\n"
+        "c.CourseDirectory.source_directory = 'masters'\n",
+    )
+    app = initialized(
+        "lesson01",
+        "--course",
+        str(course),
+        "--jobs",
+        "2",
+        "--student",
+        "ann",
+        "--student",
+        "bo",
+        "--regrade",
+    )
     settings = GradingSettings(parent=app)
     assert (settings.jobs, settings.cell_timeout, settings.regrade) == (2, 50, True)
     assert (app.assignment, app.students, app.provider) == ("lesson01", ["ann", "bo"], None)
@@ -36,7 +51,9 @@ def test_the_command_line_wins_over_the_course_config_and_the_rest_comes_from_it
     assert read.config.CourseDirectory.root == str(course)
 
 
-def test_without_a_setting_anywhere_each_default_is_the_one_in_grading_settings(tmp_path: Path) -> None:
+def test_without_a_setting_anywhere_each_default_is_the_one_in_grading_settings(
+    tmp_path: Path,
+) -> None:
     settings = GradingSettings(parent=initialized("lesson01", "--course", str(tmp_path)))
     assert (settings.jobs, settings.cell_timeout, settings.patience) == (1, 120, 30.0)
 

@@ -36,29 +36,60 @@ from autograder.shared import kubeconfig
 ASSIGNMENT = "k8s-steps"
 NOTEBOOK = "steps.ipynb"
 # The submission builds its own v1 and v2: a graded namespace runs no image it did not build.
-SETUP = "\n".join([
-    "from autograder.lesson.checks import *",
-    "from autograder.lab import connect, images, workloads",
-    "lab = connect()",
-    student_app.write_folder("v1.0"), student_app.load("ml-api:v1"), student_app.load("ml-api:v2")])
+SETUP = "\n".join(
+    [
+        "from autograder.lesson.checks import *",
+        "from autograder.lab import connect, images, workloads",
+        "lab = connect()",
+        student_app.write_folder("v1.0"),
+        student_app.load("ml-api:v1"),
+        student_app.load("ml-api:v2"),
+    ]
+)
 # The student's own manifests, typed into their cells (the course's copies are hidden from a graded kernel).
-DEPLOYMENT, SERVICE = workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")
+DEPLOYMENT, SERVICE = workloads.load_manifests(
+    MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml"
+)
 WAIT = '\nworkloads.wait_for_rollout(lab, "ml-api", progress=False)'
 STEPS = [  # (step, solution, test, points)
-    ("deploy", f"workloads.apply(lab, [{DEPLOYMENT!r}]){WAIT}",
-     'deployment_ready(lab, "ml-api", replicas=3).assert_passed()', 3),
-    ("service", f"workloads.apply(lab, [{SERVICE!r}])",
-     'eventually(service_routes, lab, "ml-api-service", "ml-api").assert_passed()', 2),
-    ("scale", f"!kubectl scale deployment ml-api --replicas=5{WAIT}\n!kubectl scale deployment ml-api --replicas=3{WAIT}",
-     'scaled_to(lab, "ml-api", 5).assert_passed()\nchanged_with_kubectl(lab, "ml-api", "scale").assert_passed()', 1),
-    ("update", f"!kubectl set image deployment/ml-api ml-api=ml-api:v2{WAIT}",
-     'rolled_out(lab, "ml-api", "ml-api:v2", replaced="ml-api:v1").assert_passed()\n'
-     'changed_with_kubectl(lab, "ml-api", "set image").assert_passed()', 1),
-    ("rollback", f"!kubectl rollout undo deployment/ml-api{WAIT}",
-     'rolled_back(lab, "ml-api", "ml-api:v1", replaced="ml-api:v2").assert_passed()\n'
-     'changed_with_kubectl(lab, "ml-api", "rollout undo").assert_passed()', 2),
-    ("cleanup", "!kubectl delete deployment,service -l app=ml-api",
-     'eventually(namespace_clean, lab, "app=ml-api", deployed="ml-api", timeout=60).assert_passed()', 1),
+    (
+        "deploy",
+        f"workloads.apply(lab, [{DEPLOYMENT!r}]){WAIT}",
+        'deployment_ready(lab, "ml-api", replicas=3).assert_passed()',
+        3,
+    ),
+    (
+        "service",
+        f"workloads.apply(lab, [{SERVICE!r}])",
+        'eventually(service_routes, lab, "ml-api-service", "ml-api").assert_passed()',
+        2,
+    ),
+    (
+        "scale",
+        f"!kubectl scale deployment ml-api --replicas=5{WAIT}\n!kubectl scale deployment ml-api --replicas=3{WAIT}",
+        'scaled_to(lab, "ml-api", 5).assert_passed()\nchanged_with_kubectl(lab, "ml-api", "scale").assert_passed()',
+        1,
+    ),
+    (
+        "update",
+        f"!kubectl set image deployment/ml-api ml-api=ml-api:v2{WAIT}",
+        'rolled_out(lab, "ml-api", "ml-api:v2", replaced="ml-api:v1").assert_passed()\n'
+        'changed_with_kubectl(lab, "ml-api", "set image").assert_passed()',
+        1,
+    ),
+    (
+        "rollback",
+        f"!kubectl rollout undo deployment/ml-api{WAIT}",
+        'rolled_back(lab, "ml-api", "ml-api:v1", replaced="ml-api:v2").assert_passed()\n'
+        'changed_with_kubectl(lab, "ml-api", "rollout undo").assert_passed()',
+        2,
+    ),
+    (
+        "cleanup",
+        "!kubectl delete deployment,service -l app=ml-api",
+        'eventually(namespace_clean, lab, "app=ml-api", deployed="ml-api", timeout=60).assert_passed()',
+        1,
+    ),
 ]
 # Every step done with what the course ships instead of the student's own work: its step functions, its
 # manifests (by Python and by `kubectl apply -f`) and its actions. Each must earn nothing.
@@ -82,36 +113,58 @@ workloads.apply(lab, workloads.load_manifests(MANIFESTS / "service.yaml"))
 # The commands' steps done with the Kubernetes client, as the course's actions do them: right state, wrong tool.
 CLIENT_FOR_COMMANDS = {
     "scale": 'lab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, {"spec": {"replicas": 5}})'
-             f'{WAIT}\nlab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, {{"spec": {{"replicas": 3}}}})'
-             f'{WAIT}',
+    f'{WAIT}\nlab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, {{"spec": {{"replicas": 3}}}})'
+    f"{WAIT}",
     "update": 'lab.apps.patch_namespaced_deployment("ml-api", lab.namespace, {"spec": {"template": {"spec": '
-              f'{{"containers": [{{"name": "ml-api", "image": "ml-api:v2"}}]}}}}}}}}){WAIT}',
+    f'{{"containers": [{{"name": "ml-api", "image": "ml-api:v2"}}]}}}}}}}}){WAIT}',
     "rollback": 'lab.apps.patch_namespaced_deployment("ml-api", lab.namespace, {"spec": {"template": {"spec": '
-                f'{{"containers": [{{"name": "ml-api", "image": "ml-api:v1"}}]}}}}}}}}){WAIT}',
+    f'{{"containers": [{{"name": "ml-api", "image": "ml-api:v1"}}]}}}}}}}}){WAIT}',
 }
 POINTS = {step: points for step, _, _, points in STEPS}
 FULL = sum(POINTS.values())
 
 
 def _meta(grade_id: str, **flags: object) -> dict:
-    return {"nbgrader": {"grade_id": grade_id, "grade": False, "solution": False, "locked": False,
-                         "schema_version": 3, **flags}}
+    return {
+        "nbgrader": {
+            "grade_id": grade_id,
+            "grade": False,
+            "solution": False,
+            "locked": False,
+            "schema_version": 3,
+            **flags,
+        }
+    }
 
 
 def master() -> nbformat.NotebookNode:
     """The instructor's notebook: a solution cell and a partly hidden test cell per step."""
     cells = [new_code_cell(SETUP, metadata=_meta("setup", locked=True))]
     for step, solution, test, points in STEPS:
-        cells.append(new_code_cell(f"### BEGIN SOLUTION\n{solution}\n### END SOLUTION",
-                                   metadata=_meta(step, solution=True)))
-        cells.append(new_code_cell(f"### BEGIN HIDDEN TESTS\n{test}\n### END HIDDEN TESTS",
-                                   metadata=_meta(f"test-{step}", grade=True, locked=True, points=points)))
+        cells.append(
+            new_code_cell(
+                f"### BEGIN SOLUTION\n{solution}\n### END SOLUTION",
+                metadata=_meta(step, solution=True),
+            )
+        )
+        cells.append(
+            new_code_cell(
+                f"### BEGIN HIDDEN TESTS\n{test}\n### END HIDDEN TESTS",
+                metadata=_meta(f"test-{step}", grade=True, locked=True, points=points),
+            )
+        )
     notebook = new_notebook(cells=cells)
-    notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata.kernelspec = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return notebook
 
 
-def edit(course: Path, student: str, change, assignment: str = ASSIGNMENT, notebook: str = NOTEBOOK) -> None:
+def edit(
+    course: Path, student: str, change, assignment: str = ASSIGNMENT, notebook: str = NOTEBOOK
+) -> None:
     """Apply `change(cell)` to every cell of a student's submitted notebook."""
     path = course / "submitted" / student / assignment / notebook
     notebook = nbformat.read(path, as_version=4)
@@ -124,6 +177,7 @@ def replace_step(step: str, source: str):
     def change(cell: nbformat.NotebookNode) -> None:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == step:
             cell.source = source
+
     return change
 
 
@@ -151,13 +205,21 @@ def bystander(practice_cluster) -> str:
     core = client.CoreV1Api(api)
     name = f"bystander-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name}})
-    core.create_namespaced_config_map(name, {"metadata": {"name": "precious"}, "data": {"keep": "me"}})
+    core.create_namespaced_config_map(
+        name, {"metadata": {"name": "precious"}, "data": {"keep": "me"}}
+    )
     yield name
     core.delete_namespace(name)
 
 
-def new_course(root: Path, notebook: nbformat.NotebookNode, assignment: str = ASSIGNMENT,
-               name: str = NOTEBOOK, more: dict[str, nbformat.NotebookNode] | None = None, settings: str = "") -> Path:
+def new_course(
+    root: Path,
+    notebook: nbformat.NotebookNode,
+    assignment: str = ASSIGNMENT,
+    name: str = NOTEBOOK,
+    more: dict[str, nbformat.NotebookNode] | None = None,
+    settings: str = "",
+) -> Path:
     """A throwaway course in `root` whose one assignment is `notebook` (and `more`, by file name), with the
     repository's nbgrader settings and `settings` after them, generated into its gradebook."""
     shutil.copy2(REPO_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
@@ -176,7 +238,9 @@ def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
     return new_course(tmp_path_factory.mktemp("course"), master())
 
 
-def _pod_watch(admin: client.ApiClient, course_key: str, peaks: dict[str, int], stop: threading.Event) -> None:
+def _pod_watch(
+    admin: client.ApiClient, course_key: str, peaks: dict[str, int], stop: threading.Event
+) -> None:
     """Record the most pods each grading namespace ever held."""
     core = client.CoreV1Api(admin)
     while not stop.is_set():
@@ -188,7 +252,9 @@ def _pod_watch(admin: client.ApiClient, course_key: str, peaks: dict[str, int], 
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, practice_cluster) -> None:
+def test_each_submission_gets_the_score_it_earned(
+    course: Path, bystander: str, practice_cluster
+) -> None:
     write = lambda student, steps=(): submissions.write(course, ASSIGNMENT, student, steps)  # noqa: E731
     write("solved", None)
     write("untouched")
@@ -198,15 +264,38 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     write("infinite-loop", None)
     edit(course, "infinite-loop", replace_step("scale", "while True:\n    pass"))
     write("hostile-namespace", None)
-    edit(course, "hostile-namespace", replace_step("deploy", (
-        f'try:\n    lab.core.delete_namespace("{bystander}")\nexcept Exception as error:\n'
-        f'    print("refused", error)\n{STEPS[0][1]}')))
+    edit(
+        course,
+        "hostile-namespace",
+        replace_step(
+            "deploy",
+            (
+                f'try:\n    lab.core.delete_namespace("{bystander}")\nexcept Exception as error:\n'
+                f'    print("refused", error)\n{STEPS[0][1]}'
+            ),
+        ),
+    )
     write("hostile-steals-admin", None)
-    edit(course, "hostile-steals-admin", replace_step("deploy", STEAL.format(
-        home=Path.home(), bystander=bystander, cluster=practice_cluster.workdir) + STEPS[0][1]))
+    edit(
+        course,
+        "hostile-steals-admin",
+        replace_step(
+            "deploy",
+            STEAL.format(home=Path.home(), bystander=bystander, cluster=practice_cluster.workdir)
+            + STEPS[0][1],
+        ),
+    )
     write("hostile-scale", {"deploy", "service"})
-    edit(course, "hostile-scale", replace_step("scale", (
-        'lab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, {"spec": {"replicas": 1000}})')))
+    edit(
+        course,
+        "hostile-scale",
+        replace_step(
+            "scale",
+            (
+                'lab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, {"spec": {"replicas": 1000}})'
+            ),
+        ),
+    )
     write("hostile-course-answers", None)
     for step, source in COURSE_ANSWERS.items():
         edit(course, "hostile-course-answers", replace_step(step, source))
@@ -216,17 +305,29 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     write("hostile-monkeypatch")
     edit(course, "hostile-monkeypatch", replace_step("deploy", MONKEYPATCH))
     write("hostile-edits-tests")
-    edit(course, "hostile-edits-tests", lambda cell: cell.metadata.get("nbgrader", {}).get("grade")
-         and cell.update(source="print('all tests pass')"))
+    edit(
+        course,
+        "hostile-edits-tests",
+        lambda cell: (
+            cell.metadata.get("nbgrader", {}).get("grade")
+            and cell.update(source="print('all tests pass')")
+        ),
+    )
 
     admin = kubeconfig.api_client(practice_cluster.context)
     peaks: dict[str, int] = {}
     stop = threading.Event()
-    watcher = threading.Thread(target=_pod_watch, args=(admin, Course(course).key, peaks, stop), daemon=True)
+    watcher = threading.Thread(
+        target=_pod_watch, args=(admin, Course(course).key, peaks, stop), daemon=True
+    )
     watcher.start()
     try:
-        outcomes = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=3, cell_timeout=25, patience=8),
-                               provider="practice")
+        outcomes = grade_class(
+            course,
+            ASSIGNMENT,
+            settings=GradingSettings(jobs=3, cell_timeout=25, patience=8),
+            provider="practice",
+        )
     finally:
         stop.set()
         watcher.join()
@@ -234,13 +335,22 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     print(table(outcomes))
     got = {o.student: o for o in outcomes}
     expected = {
-        "solved": FULL, "untouched": 0, "partial": POINTS["deploy"] + POINTS["service"],
-        "broken-first-cell": 0, "infinite-loop": FULL - POINTS["scale"], "hostile-namespace": FULL,
-        "hostile-steals-admin": FULL, "hostile-scale": POINTS["deploy"] + POINTS["service"], "hostile-monkeypatch": 0,
-        "hostile-edits-tests": 0, "hostile-course-answers": 0,
+        "solved": FULL,
+        "untouched": 0,
+        "partial": POINTS["deploy"] + POINTS["service"],
+        "broken-first-cell": 0,
+        "infinite-loop": FULL - POINTS["scale"],
+        "hostile-namespace": FULL,
+        "hostile-steals-admin": FULL,
+        "hostile-scale": POINTS["deploy"] + POINTS["service"],
+        "hostile-monkeypatch": 0,
+        "hostile-edits-tests": 0,
+        "hostile-course-answers": 0,
         "hostile-client-for-commands": POINTS["deploy"] + POINTS["service"] + POINTS["cleanup"],
     }
-    assert {s: (o.status, o.score) for s, o in got.items()} == {s: ("graded", p) for s, p in expected.items()}
+    assert {s: (o.status, o.score) for s, o in got.items()} == {
+        s: ("graded", p) for s, p in expected.items()
+    }
     assert all(o.max_score == FULL for o in outcomes)
     assert got["partial"].steps[f"{NOTEBOOK[:-6]}/test-scale"] == [0, POINTS["scale"]]
 
@@ -251,20 +361,32 @@ def test_each_submission_gets_the_score_it_earned(course: Path, bystander: str, 
     assert (course / "grades.csv").read_text().count(ASSIGNMENT) == len(expected)
     assert (course / "feedback" / "solved" / ASSIGNMENT / "steps.html").is_file()
 
-    again = grade_class(course, ASSIGNMENT, ["solved", "partial"], GradingSettings(jobs=2, regrade=True, patience=8),
-                        provider="practice")
-    assert [(o.student, o.score) for o in again] == [("solved", FULL), ("partial", got["partial"].score)]
+    again = grade_class(
+        course,
+        ASSIGNMENT,
+        ["solved", "partial"],
+        GradingSettings(jobs=2, regrade=True, patience=8),
+        provider="practice",
+    )
+    assert [(o.student, o.score) for o in again] == [
+        ("solved", FULL),
+        ("partial", got["partial"].score),
+    ]
 
     ledger = Ledger(course, ASSIGNMENT)
     ledger._path("untouched").unlink()
-    resumed = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=2, patience=8), provider="practice")
+    resumed = grade_class(
+        course, ASSIGNMENT, settings=GradingSettings(jobs=2, patience=8), provider="practice"
+    )
     assert {o.student: o.score for o in resumed} == expected
     assert [o.student for o in resumed if "resumed" not in o.detail] == ["untouched"]
 
 
 @pytest.mark.cluster
 def test_bad_student_ids_and_missing_submissions_are_reported_not_fatal(course: Path) -> None:
-    outcomes = grade_class(course, ASSIGNMENT, ["../escape", "nobody-submitted"], provider="practice")
+    outcomes = grade_class(
+        course, ASSIGNMENT, ["../escape", "nobody-submitted"], provider="practice"
+    )
     assert [o.status for o in outcomes] == ["error", "error"]
     assert "folder name" in outcomes[0].detail and "no submission" in outcomes[1].detail
 
@@ -283,19 +405,44 @@ def test_a_cluster_that_is_down_records_nothing(tmp_path: Path) -> None:
     nbformat.write(master(), tmp_path / "source" / ASSIGNMENT / NOTEBOOK)
     (tmp_path / "submitted" / "alice" / ASSIGNMENT).mkdir(parents=True)
     dead = tmp_path / "dead.kubeconfig"
-    dead.write_text("apiVersion: v1\nkind: Config\ncurrent-context: dead\nclusters: [{name: dead, cluster: "
-                    "{server: 'https://127.0.0.1:9'}}]\nusers: [{name: u, user: {token: x}}]\n"
-                    "contexts: [{name: dead, context: {cluster: dead, user: u}}]\n")
-    done = subprocess.run([sys.executable, "-m", "autograder", "grade", ASSIGNMENT, "--course", str(tmp_path),
-                           "--provider", "existing"], env={**os.environ, "KUBECONFIG": str(dead)},
-                          capture_output=True, text=True, timeout=120)
+    dead.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: dead\nclusters: [{name: dead, cluster: "
+        "{server: 'https://127.0.0.1:9'}}]\nusers: [{name: u, user: {token: x}}]\n"
+        "contexts: [{name: dead, context: {cluster: dead, user: u}}]\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autograder",
+            "grade",
+            ASSIGNMENT,
+            "--course",
+            str(tmp_path),
+            "--provider",
+            "existing",
+        ],
+        env={**os.environ, "KUBECONFIG": str(dead)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
-    assert "does not answer, so nothing was graded" in done.stderr and "Traceback" not in done.stderr
+    assert (
+        "does not answer, so nothing was graded" in done.stderr and "Traceback" not in done.stderr
+    )
     assert not (tmp_path / "gradebook.db").exists() and not (tmp_path / ".grading").exists()
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_lesson01_masters_get_full_marks_and_its_release_gets_zero(tmp_path: Path, round_trip, practice_cluster) -> None:
+def test_lesson01_masters_get_full_marks_and_its_release_gets_zero(
+    tmp_path: Path, round_trip, practice_cluster
+) -> None:
     round_trip("practice")
-    assert sandbox.leftovers(kubeconfig.api_client(practice_cluster.context), Course(tmp_path / "course").key) == []
+    assert (
+        sandbox.leftovers(
+            kubeconfig.api_client(practice_cluster.context), Course(tmp_path / "course").key
+        )
+        == []
+    )

@@ -39,7 +39,9 @@ from autograder.shared.errors import LabError
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-@pytest.mark.parametrize("student", ["alice", "Bob.Smith@uni.edu", "ÉLODIE 2", "---", "x" * 300, "a_b", "A_B"])
+@pytest.mark.parametrize(
+    "student", ["alice", "Bob.Smith@uni.edu", "ÉLODIE 2", "---", "x" * 300, "a_b", "A_B"]
+)
 def test_namespaces_are_valid_dns_labels(student: str) -> None:
     name = namespace_for(student, "lesson01", "course")
     assert DNS_1123_LABEL.match(name) and len(name) <= 63
@@ -51,10 +53,26 @@ def test_namespaces_differ_for_ids_that_slug_alike_and_stay_stable() -> None:
     assert namespace_for("a_b", "lesson01", "c") != namespace_for("a_b", "lesson01", "other course")
 
 
-@pytest.mark.parametrize(("student", "ok"), [
-    ("alice", True), ("Bob.Smith_2-x", True), ("x" * 64, True), ("x" * 65, False), ("Bob.Smith@uni.edu", False),
-    ("../x", False), ("", False), (" bob", False), (".hidden", False), ("a-ctl-s*", False), ("a[bc]", False),
-    ("a?", False), ("a/b", False), ("élodie", False), (folder_name(b"caf\xe9"), False)])
+@pytest.mark.parametrize(
+    ("student", "ok"),
+    [
+        ("alice", True),
+        ("Bob.Smith_2-x", True),
+        ("x" * 64, True),
+        ("x" * 65, False),
+        ("Bob.Smith@uni.edu", False),
+        ("../x", False),
+        ("", False),
+        (" bob", False),
+        (".hidden", False),
+        ("a-ctl-s*", False),
+        ("a[bc]", False),
+        ("a?", False),
+        ("a/b", False),
+        ("élodie", False),
+        (folder_name(b"caf\xe9"), False),
+    ],
+)
 def test_student_ids_must_be_folder_names(student: str, ok: bool) -> None:
     assert (check_student_id(student) is None) == ok
 
@@ -87,10 +105,15 @@ def test_staging_copies_regular_files_and_names_the_rest(tmp_path: Path) -> None
     os.link(secret, source / "hard")
     os.mkfifo(source / "pipe")
     skipped = stage(source, tmp_path / "staged")
-    assert skipped == ["data/dir-link (a symlink)", "hard (a hard link)", "link (a symlink)",
-                       "pipe (not a regular file)"]
-    assert sorted(str(p.relative_to(tmp_path / "staged")) for p in (tmp_path / "staged").rglob("*")) == [
-        "a.ipynb", "data", "data/x.csv"]
+    assert skipped == [
+        "data/dir-link (a symlink)",
+        "hard (a hard link)",
+        "link (a symlink)",
+        "pipe (not a regular file)",
+    ]
+    assert sorted(
+        str(p.relative_to(tmp_path / "staged")) for p in (tmp_path / "staged").rglob("*")
+    ) == ["a.ipynb", "data", "data/x.csv"]
 
 
 def _sparse(path: Path, size: int) -> None:
@@ -99,7 +122,8 @@ def _sparse(path: Path, size: int) -> None:
 
 
 def test_staging_stops_at_its_limits_so_no_submission_fills_the_disk_or_the_stack(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(submissions, "MAX_FILE_BYTES", 2**20)
     monkeypatch.setattr(submissions, "MAX_TOTAL_BYTES", 4 * 2**20)
     monkeypatch.setattr(submissions, "MAX_ENTRIES", 50)
@@ -109,26 +133,36 @@ def test_staging_stops_at_its_limits_so_no_submission_fills_the_disk_or_the_stac
     _sparse(source / "sparse.bin", 2**40)  # a terabyte that takes no space until it is copied
     for index in range(6):
         _sparse(source / f"big-{index}.bin", 2**20)
-    deep = [source.joinpath(*["d"] * level) for level in range(1, 1200)]  # deeper than Python's recursion limit
+    deep = [
+        source.joinpath(*["d"] * level) for level in range(1, 1200)
+    ]  # deeper than Python's recursion limit
     for folder in deep:
         folder.mkdir()
     skipped = stage(source, tmp_path / "staged")
     for folder in reversed(deep):  # removed one by one: pytest's own clean-up would recurse
         folder.rmdir()
-    assert skipped == ["big-3.bin (past the 4 MB a submission may hold)",
-                       "big-4.bin (past the 4 MB a submission may hold)",
-                       "big-5.bin (past the 4 MB a submission may hold)",
-                       "d/" * submissions.MAX_DEPTH + "d (a folder nested deeper than 16)",
-                       "sparse.bin (1,048,576 MB, more than the 1 MB a file may have)"]
-    assert sum(path.stat().st_size for path in (tmp_path / "staged").rglob("*") if path.is_file()) == 3 * 2**20 + 2
+    assert skipped == [
+        "big-3.bin (past the 4 MB a submission may hold)",
+        "big-4.bin (past the 4 MB a submission may hold)",
+        "big-5.bin (past the 4 MB a submission may hold)",
+        "d/" * submissions.MAX_DEPTH + "d (a folder nested deeper than 16)",
+        "sparse.bin (1,048,576 MB, more than the 1 MB a file may have)",
+    ]
+    assert (
+        sum(path.stat().st_size for path in (tmp_path / "staged").rglob("*") if path.is_file())
+        == 3 * 2**20 + 2
+    )
 
     many = tmp_path / "many"
     many.mkdir()
     for index in range(60):
         (many / f"{index:02}").touch()
-    assert stage(many, tmp_path / "many-staged") == ["50 and the rest (past the 50 files and folders a submission "
-                                                     "may hold)"]
-    assert sorted(path.name for path in (tmp_path / "many-staged").iterdir()) == [f"{i:02}" for i in range(50)]
+    assert stage(many, tmp_path / "many-staged") == [
+        "50 and the rest (past the 50 files and folders a submission may hold)"
+    ]
+    assert sorted(path.name for path in (tmp_path / "many-staged").iterdir()) == [
+        f"{i:02}" for i in range(50)
+    ]
 
 
 def test_output_folders_with_links_are_caught_and_cleared(tmp_path: Path) -> None:
@@ -145,7 +179,13 @@ def test_output_folders_with_links_are_caught_and_cleared(tmp_path: Path) -> Non
 
 
 def test_node_restore_puts_back_only_what_changed() -> None:
-    before = {"unschedulable": False, "taints": [], "labels": {"a": "1"}, "annotations": {}, "ownerReferences": []}
+    before = {
+        "unschedulable": False,
+        "taints": [],
+        "labels": {"a": "1"},
+        "annotations": {},
+        "ownerReferences": [],
+    }
     now = {**before, "unschedulable": True, "labels": {"a": "1", "b": "2"}}
     cordon = [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]
     assert restore_patch(before, now, cordon) == [
@@ -153,7 +193,9 @@ def test_node_restore_puts_back_only_what_changed() -> None:
         {"op": "add", "path": "/metadata/labels", "value": {"a": "1"}},
     ]
     tainted = {**before, "taints": [{"key": "x", "value": None, "effect": "NoSchedule"}]}
-    assert restore_patch(before, tainted, cordon) == [{"op": "add", "path": "/spec/taints", "value": cordon}]
+    assert restore_patch(before, tainted, cordon) == [
+        {"op": "add", "path": "/spec/taints", "value": cordon}
+    ]
 
 
 def test_a_damaged_gradebook_names_its_backup(tmp_path: Path) -> None:
@@ -191,12 +233,22 @@ def test_only_notebooks_left_as_released_up_to_the_end_are_skipped(tmp_path: Pat
     folder = _released_copy(tmp_path)
     assert unanswered_from("01-why-orchestration", folder, MASTERS)
     code = lambda nb: next(cell for cell in nb.cells if cell.cell_type == "code")  # noqa: E731
-    _edit(folder / "05-scale-update-rollback.ipynb", lambda nb: code(nb).update(source=code(nb).source + "\nx = 1"))
-    assert not unanswered_from("04-first-deployment", folder, MASTERS), "an answer later keeps earlier ones running"
+    _edit(
+        folder / "05-scale-update-rollback.ipynb",
+        lambda nb: code(nb).update(source=code(nb).source + "\nx = 1"),
+    )
+    assert not unanswered_from("04-first-deployment", folder, MASTERS), (
+        "an answer later keeps earlier ones running"
+    )
     assert not unanswered_from("05-scale-update-rollback", folder, MASTERS)
     assert unanswered_from("06-troubleshooting-and-review", folder, MASTERS)
-    _edit(folder / "07-beyond-the-lesson.ipynb", lambda nb: nb.cells.append(new_code_cell("print('my own cell')")))
-    assert not unanswered_from("06-troubleshooting-and-review", folder, MASTERS), "a cell of the student's own is work"
+    _edit(
+        folder / "07-beyond-the-lesson.ipynb",
+        lambda nb: nb.cells.append(new_code_cell("print('my own cell')")),
+    )
+    assert not unanswered_from("06-troubleshooting-and-review", folder, MASTERS), (
+        "a cell of the student's own is work"
+    )
 
 
 def test_a_missing_notebook_is_unanswered_and_an_unreadable_one_is_graded(tmp_path: Path) -> None:
@@ -213,16 +265,22 @@ def _is_test(cell: dict) -> bool:
 
 
 @pytest.mark.parametrize("master", sorted(MASTERS.glob("*.ipynb")), ids=lambda path: path.stem)
-def test_a_release_is_rebuilt_unchanged_and_deleted_tests_come_back_where_they_were(master: Path) -> None:
+def test_a_release_is_rebuilt_unchanged_and_deleted_tests_come_back_where_they_were(
+    master: Path,
+) -> None:
     cells = json.loads((REPO_ROOT / "notebooks" / master.name).read_text())["cells"]
     structure = [(cell["cell_type"], grade_id(cell)) for cell in cells]
     notebook, changes = rebuilt(cells, nbformat.read(master, as_version=4))
-    assert changes == [] and [(cell.cell_type, grade_id(cell)) for cell in notebook.cells] == structure
+    assert (
+        changes == [] and [(cell.cell_type, grade_id(cell)) for cell in notebook.cells] == structure
+    )
     without_tests = [cell for cell in cells if not _is_test(cell)]
     assert len(without_tests) < len(cells)
     notebook, changes = rebuilt(without_tests, nbformat.read(master, as_version=4))
     assert [(cell.cell_type, grade_id(cell)) for cell in notebook.cells] == structure
-    assert changes == [f"test cell(s) {', '.join(grade_id(cell) for cell in cells if _is_test(cell))} put back"]
+    assert changes == [
+        f"test cell(s) {', '.join(grade_id(cell) for cell in cells if _is_test(cell))} put back"
+    ]
 
 
 def test_forged_claims_and_things_that_are_not_cells_are_replaced_or_dropped() -> None:
@@ -230,37 +288,76 @@ def test_forged_claims_and_things_that_are_not_cells_are_replaced_or_dropped() -
     cells = json.loads((REPO_ROOT / "notebooks" / "03-your-cluster.ipynb").read_text())["cells"]
     test = next(cell for cell in cells if _is_test(cell))
     test["metadata"]["nbgrader"]["points"] = 1000
-    forged = [*cells, json.loads(json.dumps(test)), {"cell_type": "code", "source": "pass", "metadata": {"nbgrader": {
-        "grade_id": "bonus", "grade": True, "points": 50}}}, 7, "cell", {"cell_type": "widget", "source": ""},
-        {"cell_type": "code", "source": ["x", 1]}, {"cell_type": "code", "source": "\ud800"}]
+    forged = [
+        *cells,
+        json.loads(json.dumps(test)),
+        {
+            "cell_type": "code",
+            "source": "pass",
+            "metadata": {"nbgrader": {"grade_id": "bonus", "grade": True, "points": 50}},
+        },
+        7,
+        "cell",
+        {"cell_type": "widget", "source": ""},
+        {"cell_type": "code", "source": ["x", 1]},
+        {"cell_type": "code", "source": "\ud800"},
+    ]
     notebook, changes = rebuilt(forged, master)
-    assert changes == ["5 item(s) of its cell list that are not cells dropped",
-                       "the nbgrader metadata of 3 cell(s) was not the assignment's and was replaced"]
-    graded = {grade_id(cell): cell.metadata.nbgrader["points"] for cell in notebook.cells if _is_test(cell)}
-    assert graded == {grade_id(cell): cell.metadata.nbgrader["points"] for cell in master.cells if _is_test(cell)}
+    assert changes == [
+        "5 item(s) of its cell list that are not cells dropped",
+        "the nbgrader metadata of 3 cell(s) was not the assignment's and was replaced",
+    ]
+    graded = {
+        grade_id(cell): cell.metadata.nbgrader["points"]
+        for cell in notebook.cells
+        if _is_test(cell)
+    }
+    assert graded == {
+        grade_id(cell): cell.metadata.nbgrader["points"] for cell in master.cells if _is_test(cell)
+    }
     assert len(notebook.cells) == len(cells) + 2
     nbformat.validate(notebook)
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"nbformat": 3, "worksheets": []}', b"[" * 100_000,
-                                     json.dumps({"nbformat": 4, "cells": [{}] * (MAX_CELLS + 1)}).encode()])
-def test_a_file_that_is_no_notebook_is_graded_as_left_unanswered(tmp_path: Path, content: bytes) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b"[]",
+        b'{"nbformat": 3, "worksheets": []}',
+        b"[" * 100_000,
+        json.dumps({"nbformat": 4, "cells": [{}] * (MAX_CELLS + 1)}).encode(),
+    ],
+)
+def test_a_file_that_is_no_notebook_is_graded_as_left_unanswered(
+    tmp_path: Path, content: bytes
+) -> None:
     folder = _released_copy(tmp_path)
     path = folder / "07-beyond-the-lesson.ipynb"
     path.write_bytes(content)
     master = MASTERS / path.name
     note = repair(path, nbformat.read(master, as_version=4), released(master))
-    assert note.startswith(f"{path.name} is not a notebook (") and note.endswith("so it was graded as unanswered.")
+    assert note.startswith(f"{path.name} is not a notebook (") and note.endswith(
+        "so it was graded as unanswered."
+    )
     assert unanswered_from("06-troubleshooting-and-review", folder, MASTERS)
 
 
 def test_a_worker_request_goes_across_as_json_and_back_unchanged_and_refuses_a_missing_field(
-        tmp_path: Path) -> None:
-    request = WorkerRequest.of(GradingSettings(cell_timeout=40), course=tmp_path, assignment="lesson01",
-                               student="alice", namespace="grade-alice", reader_kubeconfig=tmp_path / "reader",
-                               lender_kubeconfig=None, submitted_directory=tmp_path / "staging",
-                               jail_hide=(Path("/root/.kube"),),
-                               course_config=plain_config(read_config(tmp_path)))
+    tmp_path: Path,
+) -> None:
+    request = WorkerRequest.of(
+        GradingSettings(cell_timeout=40),
+        course=tmp_path,
+        assignment="lesson01",
+        student="alice",
+        namespace="grade-alice",
+        reader_kubeconfig=tmp_path / "reader",
+        lender_kubeconfig=None,
+        submitted_directory=tmp_path / "staging",
+        jail_hide=(Path("/root/.kube"),),
+        course_config=plain_config(read_config(tmp_path)),
+    )
     assert WorkerRequest.from_json(request.to_json()) == request
     assert request.course_config["CourseDirectory"]["root"] == str(tmp_path)
     assert (request.cell_timeout, request.patience) == (40, GradingSettings().patience)
@@ -270,11 +367,15 @@ def test_a_worker_request_goes_across_as_json_and_back_unchanged_and_refuses_a_m
         WorkerRequest.from_json(json.dumps(partial))
 
 
-def test_a_course_setting_no_other_process_can_receive_is_named_before_grading(tmp_path: Path) -> None:
-    (tmp_path / "nbgrader_config.py").write_text("c = get_config()\nc.GradingSettings.jobs = 2\n"
-                                                 "c.Execute.extra_arguments = {'--x'}\n")
+def test_a_course_setting_no_other_process_can_receive_is_named_before_grading(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "nbgrader_config.py").write_text(
+        "c = get_config()\nc.GradingSettings.jobs = 2\nc.Execute.extra_arguments = {'--x'}\n"
+    )
     config = read_config(tmp_path)
     assert config.GradingSettings.jobs == 2
-    with pytest.raises(LabError, match=r"nbgrader_config\.py sets a value another process cannot be sent"):
+    with pytest.raises(
+        LabError, match=r"nbgrader_config\.py sets a value another process cannot be sent"
+    ):
         plain_config(config)
-

@@ -106,7 +106,10 @@ EXPECTED = {  # student: (answers replaced, score)
     "solved": ({}, FULL),
     "breaks-decoding": ({"letter": _forged(UNDECODABLE, TOO_DEEP)}, POINTS["deploy"]),
     "not-a-string-reply": ({"letter": _forged(LITERAL_BOMB, HUGE_MESSAGE)}, POINTS["deploy"]),
-    "objects-that-lie": ({"letter": EQUALS_EVERYTHING, "double": LOOKALIKE_EXCEPTIONS}, POINTS["deploy"]),
+    "objects-that-lie": (
+        {"letter": EQUALS_EVERYTHING, "double": LOOKALIKE_EXCEPTIONS},
+        POINTS["deploy"],
+    ),
     # The kernel is killed at the cell timeout: double fails, and deploy runs in a fresh kernel without `lab`.
     "never-returns": ({"double": NEVER_RETURNS}, POINTS["letter"]),
     # Both refused by the quota: q is never set, and the Deployment gets no pods.
@@ -126,41 +129,66 @@ def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
 
 def _nodes(admin: client.ApiClient) -> dict:
     """Every node's spec: what no submission may leave changed."""
-    return {node.metadata.name: admin.sanitize_for_serialization(node.spec)
-            for node in client.CoreV1Api(admin).list_node().items}
+    return {
+        node.metadata.name: admin.sanitize_for_serialization(node.spec)
+        for node in client.CoreV1Api(admin).list_node().items
+    }
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_replies_built_to_break_the_judge_fail_only_their_own_cell(
-        course: Path, bystander: str, practice_cluster) -> None:  # noqa: F811 (the fixture imported above)
+    course: Path,
+    bystander: str,  # noqa: F811 (the fixture imported above)
+    practice_cluster,
+) -> None:
     admin = kubeconfig.api_client(practice_cluster.context)
     for student, (replaced, _) in EXPECTED.items():
         _submit(course, student, None, **replaced)
     before = _nodes(admin)
 
     with adopting_orphans():
-        outcomes = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=2, cell_timeout=15, patience=8),
-                               provider="practice")
+        outcomes = grade_class(
+            course,
+            ASSIGNMENT,
+            settings=GradingSettings(jobs=2, cell_timeout=15, patience=8),
+            provider="practice",
+        )
         left = jailed_kernels()
     print(table(outcomes))
 
     assert {o.student: (o.status, o.score) for o in outcomes} == {
-        student: ("graded", score) for student, (_, score) in EXPECTED.items()}
+        student: ("graded", score) for student, (_, score) in EXPECTED.items()
+    }
     assert not sandbox.leftovers(admin, Course(course).key)
     for student in EXPECTED:
-        assert (course / "autograded" / student / ASSIGNMENT / NOTEBOOK).stat().st_size < 1_000_000, student
+        assert (
+            course / "autograded" / student / ASSIGNMENT / NOTEBOOK
+        ).stat().st_size < 1_000_000, student
     assert _nodes(admin) == before
-    assert client.CoreV1Api(admin).read_namespaced_config_map("precious", bystander).data == {"keep": "me"}
+    assert client.CoreV1Api(admin).read_namespaced_config_map("precious", bystander).data == {
+        "keep": "me"
+    }
     assert not left, f"kernels outlived the grading: {left}"
     filled = (course / "autograded" / "fills-the-machine" / ASSIGNMENT / NOTEBOOK).read_text()
     assert re.search(r"sockets stopped after 1[0-6] MB: No space left on device", filled), filled
-    assert re.search(r"shm stopped after (6[0-4]|[1-5][0-9]) MB: No space left on device", filled), filled
+    assert re.search(
+        r"shm stopped after (6[0-4]|[1-5][0-9]) MB: No space left on device", filled
+    ), filled
     assert not Path("/dev/shm/fill-the-machine").exists()
 
 
-@pytest.mark.parametrize("reply", ['["value", 4]', '{"raised": 4}', '{"value": {"set": [[1]]}}', '{"value": {}}',
-                                   '{"value": ' + "[" * 5_000 + "]" * 5_000 + "}", "not json"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '["value", 4]',
+        '{"raised": 4}',
+        '{"value": {"set": [[1]]}}',
+        '{"value": {}}',
+        '{"value": ' + "[" * 5_000 + "]" * 5_000 + "}",
+        "not json",
+    ],
+)
 def test_a_reply_that_breaks_decoding_is_no_exception_a_test_may_expect(reply: str) -> None:
     double = values.StudentFunction("h0", "double", lambda request: reply)
     with pytest.raises(values.StudentError, match="answer it cannot read"):

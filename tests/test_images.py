@@ -23,8 +23,10 @@ TAG = f"t-ml-api-{uuid.uuid4().hex[:6]}"
 @pytest.fixture(scope="module")
 def built() -> Iterator[dict[str, images.Build]]:
     """ml-api v1 and v2 built from the reference server; removed again afterwards."""
-    builds = {"v1": images.build(f"{TAG}:v1", SOURCE, progress=False),
-              "v2": images.build(f"{TAG}:v2", SOURCE, "v2.0", progress=False)}
+    builds = {
+        "v1": images.build(f"{TAG}:v1", SOURCE, progress=False),
+        "v2": images.build(f"{TAG}:v2", SOURCE, "v2.0", progress=False),
+    }
     yield builds
     client = docker.from_env()
     for build in builds.values():
@@ -33,8 +35,9 @@ def built() -> Iterator[dict[str, images.Build]]:
 
 @pytest.mark.docker
 @pytest.mark.parametrize("version, expected", [("v1", "v1.0"), ("v2", "v2.0")])
-def test_the_running_image_answers_the_lessons_curl(built: dict[str, images.Build], version: str,
-                                                     expected: str) -> None:
+def test_the_running_image_answers_the_lessons_curl(
+    built: dict[str, images.Build], version: str, expected: str
+) -> None:
     with images.run_local(built[version].tag, port=None) as server:
         assert server.predict([1, 2, 3, 4, 5]) == {"prediction": 15.0, "model_version": expected}
         assert server.health() == {"status": "healthy"}
@@ -45,8 +48,9 @@ def test_v1_and_v2_differ_only_by_the_version(built: dict[str, images.Build]) ->
     client = docker.from_env()
     v1, v2 = (client.images.get(build.image_id).attrs["Config"] for build in built.values())
     assert "MODEL_VERSION=v1.0" in v1["Env"] and "MODEL_VERSION=v2.0" in v2["Env"]
-    assert {k: v for k, v in v1.items() if k not in ("Env", "Image")} == \
-        {k: v for k, v in v2.items() if k not in ("Env", "Image")}
+    assert {k: v for k, v in v1.items() if k not in ("Env", "Image")} == {
+        k: v for k, v in v2.items() if k not in ("Env", "Image")
+    }
 
 
 @pytest.mark.docker
@@ -55,8 +59,12 @@ def test_bad_requests_to_the_container_answer_400(built: dict[str, images.Build]
         for body in ({}, {"features": "abc"}, {"features": [1, "x"]}):
             answer = requests.post(f"{server.url}/predict", json=body, timeout=10)
             assert answer.status_code == 400 and "error" in answer.json()
-        broken = requests.post(f"{server.url}/predict", data="{oops", timeout=10,
-                               headers={"Content-Type": "application/json"})
+        broken = requests.post(
+            f"{server.url}/predict",
+            data="{oops",
+            timeout=10,
+            headers={"Content-Type": "application/json"},
+        )
         assert broken.status_code == 400
 
 
@@ -69,8 +77,7 @@ def test_the_container_is_removed_when_the_block_ends(built: dict[str, images.Bu
 
 @pytest.mark.docker
 def test_a_failing_dockerfile_step_is_shown(tmp_path: Path) -> None:
-    (tmp_path / "Dockerfile").write_text(
-        "FROM python:3.11-slim\nRUN echo installing && exit 3\n")
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\nRUN echo installing && exit 3\n")
     with pytest.raises(images.BuildFailed) as failure:
         images.build(f"{TAG}:broken", tmp_path, progress=False)
     message = str(failure.value)
@@ -106,14 +113,17 @@ def test_running_an_image_never_built_says_to_build_it() -> None:
             pass
 
 
-def test_docker_down_says_so_and_how_to_start_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_docker_down_says_so_and_how_to_start_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     with pytest.raises(dockerengine.DockerUnavailable, match=r"does not answer.*start"):
         images.build(f"{TAG}:v1", SOURCE, progress=False)
 
 
 def test_without_pythons_data_filter_an_images_files_come_out_without_links_or_paths_that_climb_out(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
         for name, text in [("app.py", "print('hi')\n"), ("models/model.txt", "weights\n")]:
@@ -130,6 +140,10 @@ def test_without_pythons_data_filter_an_images_files_come_out_without_links_or_p
     target = tmp_path / "app"
     with tarfile.open(fileobj=archive) as tar:
         images._extract_data(tar, target)
-    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == ["app.py", "models", "models/model.txt"]
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == [
+        "app.py",
+        "models",
+        "models/model.txt",
+    ]
     assert (target / "app.py").stat().st_mode & 0o7777 == 0o755
     assert not (tmp_path / "escaped.txt").exists()

@@ -168,11 +168,23 @@ print("PROBE environment", sorted(os.environ))
 
 def later_notebook() -> nbformat.NotebookNode:
     """A second notebook with no cluster work: a kernel of its own, after the first one."""
-    notebook = new_notebook(cells=[
-        new_code_cell("### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION", metadata=_meta("answer", solution=True)),
-        new_code_cell("assert answer == 42", metadata=_meta("test-answer", grade=True, locked=True, points=1)),
-    ])
-    notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook = new_notebook(
+        cells=[
+            new_code_cell(
+                "### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION",
+                metadata=_meta("answer", solution=True),
+            ),
+            new_code_cell(
+                "assert answer == 42",
+                metadata=_meta("test-answer", grade=True, locked=True, points=1),
+            ),
+        ]
+    )
+    notebook.metadata.kernelspec = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return notebook
 
 
@@ -201,17 +213,31 @@ def markers() -> Iterator[Path]:
 def _shadow_package(marker: Path) -> dict[str, str]:
     """Files that make `autograder` the submission's own (then hand over to the real package)."""
     real = str(Path(autograder.__file__).parent)
-    return {"autograder/__init__.py": SHADOW_INIT.format(marker=str(marker), real=real),
-            "autograder/grading/__init__.py": "",
-            "autograder/grading/kernel/jail.py": SHADOW_JAIL.format(marker=str(marker))}
+    return {
+        "autograder/__init__.py": SHADOW_INIT.format(marker=str(marker), real=real),
+        "autograder/grading/__init__.py": "",
+        "autograder/grading/kernel/jail.py": SHADOW_JAIL.format(marker=str(marker)),
+    }
 
 
 def _outside_the_jail(course: Path) -> list[str]:
     """Every course path a kernel could look for, the real course's masters, and the grader's home."""
     home = Path.home()
-    interpreter = [path for path in (Path(sys.prefix), Path(sys.base_prefix)) if path.is_relative_to(home)]
-    places = [course, REPO_ROOT / "source", REPO_ROOT / "submitted", REPO_ROOT / ".git", REPO_ROOT / "tests"]
-    places += [path for path in home.iterdir() if not any(inside.is_relative_to(path) for inside in interpreter)]
+    interpreter = [
+        path for path in (Path(sys.prefix), Path(sys.base_prefix)) if path.is_relative_to(home)
+    ]
+    places = [
+        course,
+        REPO_ROOT / "source",
+        REPO_ROOT / "submitted",
+        REPO_ROOT / ".git",
+        REPO_ROOT / "tests",
+    ]
+    places += [
+        path
+        for path in home.iterdir()
+        if not any(inside.is_relative_to(path) for inside in interpreter)
+    ]
     return [str(path) for path in places]
 
 
@@ -219,32 +245,60 @@ def _control_plane_targets(practice_cluster) -> list[tuple[str, int]]:
     """Every port of the cluster (etcd's two, the API server, kwok, the controllers) on loopback and on every
     host address, but the API server's on loopback: the jail's relay answers there."""
     text = (practice_cluster.workdir / "kwok.yaml").read_text()
-    ports = {name: int(port) for name, port in re.findall(r"^\s*(\w+Port): (\d+)$", text, re.MULTILINE)}
-    hosts = sorted({address.address for addresses in psutil.net_if_addrs().values() for address in addresses
-                    if address.family.name == "AF_INET"})
-    return [(host, port) for host in hosts for port in sorted(set(ports.values()) - {0})
-            if (host, port) != ("127.0.0.1", ports["kubeApiserverPort"])]
+    ports = {
+        name: int(port) for name, port in re.findall(r"^\s*(\w+Port): (\d+)$", text, re.MULTILINE)
+    }
+    hosts = sorted(
+        {
+            address.address
+            for addresses in psutil.net_if_addrs().values()
+            for address in addresses
+            if address.family.name == "AF_INET"
+        }
+    )
+    return [
+        (host, port)
+        for host in hosts
+        for port in sorted(set(ports.values()) - {0})
+        if (host, port) != ("127.0.0.1", ports["kubeApiserverPort"])
+    ]
 
 
 def _probes(course: Path, student: str, step: str) -> list[str]:
     """The PROBE lines a step's cell printed, as nbgrader saved them."""
     path = course / "autograded" / student / ASSIGNMENT / NOTEBOOK
-    cell = next(cell for cell in nbformat.read(path, as_version=4).cells
-                if cell.metadata.get("nbgrader", {}).get("grade_id") == step)
+    cell = next(
+        cell
+        for cell in nbformat.read(path, as_version=4).cells
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == step
+    )
     text = "".join(output.get("text", "") + output.get("ename", "") for output in cell.outputs)
-    return [line.removeprefix("PROBE ") for line in text.splitlines() if line.startswith("PROBE ")] or [text]
+    return [
+        line.removeprefix("PROBE ") for line in text.splitlines() if line.startswith("PROBE ")
+    ] or [text]
 
 
 def _node_state(core: client.CoreV1Api) -> dict[str, tuple]:
-    return {node.metadata.name: (node.metadata.labels, node.metadata.annotations, node.metadata.owner_references,
-                                 node.metadata.finalizers, node.spec.taints)
-            for node in core.list_node().items}
+    return {
+        node.metadata.name: (
+            node.metadata.labels,
+            node.metadata.annotations,
+            node.metadata.owner_references,
+            node.metadata.finalizers,
+            node.spec.taints,
+        )
+        for node in core.list_node().items
+    }
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_hostile_kernels_stay_in_the_jail(course: Path, bystander: str,  # noqa: F811 (the fixture)
-                                         markers: Path, practice_cluster) -> None:
+def test_hostile_kernels_stay_in_the_jail(
+    course: Path,
+    bystander: str,  # noqa: F811 (the fixture)
+    markers: Path,
+    practice_cluster,
+) -> None:
     admin = kubeconfig.api_client(practice_cluster.context)
     core = client.CoreV1Api(admin)
     nodes_before = _node_state(core)
@@ -254,10 +308,14 @@ def test_hostile_kernels_stay_in_the_jail(course: Path, bystander: str,  # noqa:
     autograded = lambda student: str(course / "autograded" / student / ASSIGNMENT)  # noqa: E731
     hostile = {
         "shadows-jail": None,
-        "plants-module": PLANT.format(files=_shadow_package(marker), autograded=autograded("plants-module")),
+        "plants-module": PLANT.format(
+            files=_shadow_package(marker), autograded=autograded("plants-module")
+        ),
         "kwok-command": KWOK_COMMAND.format(marker=marker),
         "control-plane": PORTS.format(targets=_control_plane_targets(practice_cluster)),
-        "symlinks-output": SYMLINK.format(autograded=autograded("symlinks-output"), later=LATER, target=str(target)),
+        "symlinks-output": SYMLINK.format(
+            autograded=autograded("symlinks-output"), later=LATER, target=str(target)
+        ),
         "patches-node": NODES.format(node=node),
     }
     for student, code in hostile.items():
@@ -274,29 +332,49 @@ def test_hostile_kernels_stay_in_the_jail(course: Path, bystander: str,  # noqa:
     edit(course, "fork-bomb", replace_step("cleanup", FORK_BOMB))
     submissions.write(course, ASSIGNMENT, "solved", None)
 
-    outcomes = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=2, cell_timeout=40, patience=8),
-                           provider="practice")
+    outcomes = grade_class(
+        course,
+        ASSIGNMENT,
+        settings=GradingSettings(jobs=2, cell_timeout=40, patience=8),
+        provider="practice",
+    )
 
     print(table(outcomes))
     expected = dict.fromkeys([*hostile, "solved"], TOTAL)
     expected |= {"memory-hog": TOTAL - POINTS["scale"], "fork-bomb": TOTAL - POINTS["cleanup"]}
-    assert {o.student: (o.status, o.score) for o in outcomes} == {s: ("graded", p) for s, p in expected.items()}
-    probes = {student: _probes(course, student, "deploy") for student in hostile if student != "shadows-jail"}
+    assert {o.student: (o.status, o.score) for o in outcomes} == {
+        s: ("graded", p) for s, p in expected.items()
+    }
+    probes = {
+        student: _probes(course, student, "deploy")
+        for student in hostile
+        if student != "shadows-jail"
+    }
     probes["memory-hog"] = _probes(course, "memory-hog", "scale")
     probes["fork-bomb"] = _probes(course, "fork-bomb", "cleanup")
     print(probes)
     # The output folder's path leads into the kernel's own /tmp (a course under /tmp) or nowhere: never to the folder.
     assert [probe for probe in probes["plants-module"] if probe.startswith("planted . ")] == [
-        f"planted . {file}" for file in _shadow_package(marker)]
+        f"planted . {file}" for file in _shadow_package(marker)
+    ]
     assert not (Path(autograded("plants-module")) / "autograder").exists()
-    assert probes["kwok-command"] == [f"refused {plural} 403"
-                                      for plural in ("portforwards", "clusterportforwards", "logs", "clusterlogs")]
-    assert probes["control-plane"] == [f"{host} {port} unreachable"
-                                       for host, port in _control_plane_targets(practice_cluster)]
+    assert probes["kwok-command"] == [
+        f"refused {plural} 403"
+        for plural in ("portforwards", "clusterportforwards", "logs", "clusterlogs")
+    ]
+    assert probes["control-plane"] == [
+        f"{host} {port} unreachable" for host, port in _control_plane_targets(practice_cluster)
+    ]
     assert probes["symlinks-output"][0] == "linked ."
     assert not (Path(autograded("symlinks-output")) / LATER).is_symlink()
-    assert probes["patches-node"] == ["refused owner", "refused finalizer", "refused label", "refused taint",
-                                      "allowed cordon", "allowed uncordon"]
+    assert probes["patches-node"] == [
+        "refused owner",
+        "refused finalizer",
+        "refused label",
+        "refused taint",
+        "allowed cordon",
+        "allowed uncordon",
+    ]
     assert "MemoryError" in probes["memory-hog"][0]
     assert probes["fork-bomb"] == ["fork refused 11"]
 
@@ -310,27 +388,48 @@ def test_hostile_kernels_stay_in_the_jail(course: Path, bystander: str,  # noqa:
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_a_kernel_reads_no_course_path_and_gets_none_of_the_graders_environment(
-        course: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    course: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     name, value = SENTINEL
     monkeypatch.setenv(name, value)  # as an instructor's shell exported it before `grade`
     submissions.write(course, ASSIGNMENT, "classmate", None)
-    edit(course, "classmate", replace_step("deploy", f"# classmate-secret-work\n{SOLUTION['deploy']}"))
+    edit(
+        course,
+        "classmate",
+        replace_step("deploy", f"# classmate-secret-work\n{SOLUTION['deploy']}"),
+    )
     submissions.write(course, ASSIGNMENT, "snoop", None)
-    snoop = SNOOP.format(places=_outside_the_jail(course), name=name)  # its value must appear nowhere
+    snoop = SNOOP.format(
+        places=_outside_the_jail(course), name=name
+    )  # its value must appear nowhere
     edit(course, "snoop", replace_step("deploy", f"{snoop}\n{SOLUTION['deploy']}"))
 
-    outcomes = grade_class(course, ASSIGNMENT, settings=GradingSettings(jobs=2), provider="practice",
-                           students=["classmate", "snoop"])
+    outcomes = grade_class(
+        course,
+        ASSIGNMENT,
+        settings=GradingSettings(jobs=2),
+        provider="practice",
+        students=["classmate", "snoop"],
+    )
 
     print(table(outcomes))
-    assert {o.student: (o.status, o.score) for o in outcomes} == {"classmate": ("graded", TOTAL),
-                                                                 "snoop": ("graded", TOTAL)}
+    assert {o.student: (o.status, o.score) for o in outcomes} == {
+        "classmate": ("graded", TOTAL),
+        "snoop": ("graded", TOTAL),
+    }
     probes = _probes(course, "snoop", "deploy")
     print(probes)
-    tools = {f"read {binaries.find(tool).resolve()}" for tool in jail.TOOLS}  # what the kernel runs: kubectl
-    assert [probe for probe in probes if not probe.startswith("environment ") and probe not in tools] == [], \
-        "a kernel read a course path or saw the grader's variable"
+    tools = {
+        f"read {binaries.find(tool).resolve()}" for tool in jail.TOOLS
+    }  # what the kernel runs: kubectl
+    assert [
+        probe for probe in probes if not probe.startswith("environment ") and probe not in tools
+    ] == [], "a kernel read a course path or saw the grader's variable"
     print(probes[-1])  # the variables a kernel gets
     assert name not in probes[-1]
-    leaked = [str(path) for path in course.rglob("*") if path.is_file() and value.encode() in path.read_bytes()]
+    leaked = [
+        str(path)
+        for path in course.rglob("*")
+        if path.is_file() and value.encode() in path.read_bytes()
+    ]
     assert leaked == [], "the grader's environment reached a graded notebook or feedback"

@@ -21,8 +21,19 @@ def kernel(namespace: dict[str, Any]):
 
 
 def _cell(source: str, grade_id: str, **flags: object) -> nbformat.NotebookNode:
-    return new_code_cell(source, metadata={"nbgrader": {"grade_id": grade_id, "grade": False, "solution": False,
-                                                        "locked": False, "schema_version": 3, **flags}})
+    return new_code_cell(
+        source,
+        metadata={
+            "nbgrader": {
+                "grade_id": grade_id,
+                "grade": False,
+                "solution": False,
+                "locked": False,
+                "schema_version": 3,
+                **flags,
+            }
+        },
+    )
 
 
 def test_free_names_are_what_the_test_reads_but_does_not_bind() -> None:
@@ -34,7 +45,11 @@ def test_values_cross_as_data_and_functions_as_handles() -> None:
     def divide(a: float, b: float) -> float:
         return a / b
 
-    student = {"answer": {"b": (1, 2.5), "s": {"x"}, "n": None}, "divide": divide, "broken": object()}
+    student = {
+        "answer": {"b": (1, 2.5), "s": {"x"}, "n": None},
+        "divide": divide,
+        "broken": object(),
+    }
     ask = kernel(student)
     found = judge.student_values(["answer", "divide", "broken", "absent"], set(), ask)
     assert found["answer"] == {"b": (1, 2.5), "s": {"x"}, "n": None}
@@ -61,7 +76,9 @@ def test_a_student_exception_type_of_its_own_cannot_pose_as_a_pass() -> None:
 
 
 def test_run_scores_by_the_graders_own_execution() -> None:
-    passed = judge.run("assert double(2) == 4\nprint('ok')", {"double": lambda x: 2 * x}, patience=0)
+    passed = judge.run(
+        "assert double(2) == 4\nprint('ok')", {"double": lambda x: 2 * x}, patience=0
+    )
     failed = judge.run("assert double(2) == 4", {"double": lambda x: x}, patience=0)
     cell = new_code_cell("", metadata={"nbgrader": {"grade": True, "solution": False, "points": 2}})
     cell.outputs = passed
@@ -71,7 +88,9 @@ def test_run_scores_by_the_graders_own_execution() -> None:
 
 
 def test_run_waits_only_while_a_check_is_pending() -> None:
-    answers = iter([CheckResult("c", False, "rolling", pending=True), CheckResult("c", True, "done")])
+    answers = iter(
+        [CheckResult("c", False, "rolling", pending=True), CheckResult("c", True, "done")]
+    )
     assert judge.run("next(answers).assert_passed()", {"answers": answers}, patience=5)[-1:] == []
     asked: list[int] = []
     missing = lambda: asked.append(1) or CheckResult("c", False, "no deployment")  # noqa: E731
@@ -80,18 +99,25 @@ def test_run_waits_only_while_a_check_is_pending() -> None:
 
 
 def test_trusted_imports_come_from_provided_cells_only() -> None:
-    master = new_notebook(cells=[
-        new_code_cell("%matplotlib inline\nimport math\nfrom autograder import checks\nx = 1"),
-        _cell("import os\nanswer = 1", "answer", solution=True),
-        _cell("import sys\nassert answer == 1", "test", grade=True, points=1),
-    ])
+    master = new_notebook(
+        cells=[
+            new_code_cell("%matplotlib inline\nimport math\nfrom autograder import checks\nx = 1"),
+            _cell("import os\nanswer = 1", "answer", solution=True),
+            _cell("import sys\nassert answer == 1", "test", grade=True, points=1),
+        ]
+    )
     assert judge.trusted_imports(master) == "import math\nfrom autograder import checks"
     assert judge.unjudgeable(master) == []
     master.cells.append(_cell("assert x == 1", "test-x", grade=True, points=1))
     master.cells.append(_cell("y = 2", "graded-answer", grade=True, solution=True, points=1))
-    assert [problem.split(":")[0] for problem in judge.unjudgeable(master)] == ["test-x", "graded-answer"]
+    assert [problem.split(":")[0] for problem in judge.unjudgeable(master)] == [
+        "test-x",
+        "graded-answer",
+    ]
 
 
-@pytest.mark.parametrize("master", sorted((REPO_ROOT / "source" / "lesson01").glob("*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "master", sorted((REPO_ROOT / "source" / "lesson01").glob("*.ipynb")), ids=lambda p: p.stem
+)
 def test_every_graded_cell_of_the_masters_is_judged_by_the_grader(master: Path) -> None:
     assert judge.unjudgeable(nbformat.read(master, as_version=4)) == []

@@ -86,7 +86,8 @@ def answer_through_service(lab: Lab, image: str) -> dict:
     while True:
         pods = lab.core.list_namespaced_pod(lab.namespace, label_selector="app=ml-api").items
         if {pod.spec.containers[0].image for pod in pods} == {image} and all(
-                flask_listens(lab, pod.metadata.name) for pod in pods):
+            flask_listens(lab, pod.metadata.name) for pod in pods
+        ):
             break
         assert time.monotonic() < deadline, f"pods of {image} did not all serve within 120 s"
         time.sleep(1)
@@ -109,14 +110,19 @@ def test_a_second_build_reuses_the_image(node_image: nodeimage.NodeImage) -> Non
 
 def test_the_node_holds_exactly_what_kubeadm_pulls(kind_cluster: Kind) -> None:
     code, output = node_container(kind_cluster).exec_run(
-        ["ctr", "--namespace=k8s.io", "images", "ls", "-q"])
+        ["ctr", "--namespace=k8s.io", "images", "ls", "-q"]
+    )
     assert code == 0
     assert set(nodeparts.KUBEADM_IMAGES) <= set(output.decode().split())
 
 
-def test_kind_load_puts_the_model_server_in_the_node(kind_cluster: Kind, model_server_images: list[str]) -> None:
+def test_kind_load_puts_the_model_server_in_the_node(
+    kind_cluster: Kind, model_server_images: list[str]
+) -> None:
     for tag in model_server_images:
-        code, output = node_container(kind_cluster).exec_run(["crictl", "inspecti", f"docker.io/library/{tag}"])
+        code, output = node_container(kind_cluster).exec_run(
+            ["crictl", "inspecti", f"docker.io/library/{tag}"]
+        )
         assert code == 0, output.decode()
 
 
@@ -126,8 +132,13 @@ def test_the_lesson_flow_runs_real_containers(kind_lab: Lab) -> None:
     pods = kind_lab.core.list_namespaced_pod(kind_lab.namespace, label_selector="app=ml-api").items
     running = [pod for pod in pods if pod.status.phase == "Running"]
     assert len(running) == 3
-    assert all(pod.status.container_statuses[0].container_id.startswith("containerd://") for pod in running)
-    assert answer_through_service(kind_lab, "ml-api:v1") == {"prediction": 15.0, "model_version": "v1.0"}
+    assert all(
+        pod.status.container_statuses[0].container_id.startswith("containerd://") for pod in running
+    )
+    assert answer_through_service(kind_lab, "ml-api:v1") == {
+        "prediction": 15.0,
+        "model_version": "v1.0",
+    }
 
     w.scale(kind_lab, "ml-api", 5)
     w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
@@ -164,7 +175,9 @@ def test_docker_down_is_reported_with_what_to_do(monkeypatch: pytest.MonkeyPatch
         nodeimage.build()
 
 
-def test_an_interrupted_build_tags_nothing(node_image: nodeimage.NodeImage, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_interrupted_build_tags_nothing(
+    node_image: nodeimage.NodeImage, caplog: pytest.LogCaptureFixture
+) -> None:
     client = docker.from_env()
     caplog.set_level(logging.INFO, logger="autograder.build")
     before = client.images.get(node_image.tag).id
@@ -189,20 +202,27 @@ def test_an_interrupted_build_tags_nothing(node_image: nodeimage.NodeImage, capl
     assert client.containers.list(all=True, filters={"name": "k8s-ml-lab-preload-"}) == []
 
 
-def test_a_half_created_cluster_is_recreated(kind_cluster: Kind, model_server_images: list[str]) -> None:
+def test_a_half_created_cluster_is_recreated(
+    kind_cluster: Kind, model_server_images: list[str]
+) -> None:
     node_container(kind_cluster).stop(timeout=10)
     kind_cluster.up()
     lab = connect("kind")
     assert len(lab.core.list_node().items) == kind_cluster.node_count
-    for tag in model_server_images:  # the new nodes start empty; the tests after this one run these images
+    for tag in (
+        model_server_images
+    ):  # the new nodes start empty; the tests after this one run these images
         model_images.load_into_cluster(lab, tag)
 
 
 def test_a_node_that_never_gets_ready_is_deleted_and_explained(
-        node_image: nodeimage.NodeImage, monkeypatch: pytest.MonkeyPatch) -> None:
+    node_image: nodeimage.NodeImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = docker.from_env()
     broken = "k8s-ml-lab/kind-node:test-no-cni"
-    context = io.BytesIO(f"FROM {node_image.tag}\nRUN rm /etc/cni/net.d/10-lab-ptp.conflist\n".encode())
+    context = io.BytesIO(
+        f"FROM {node_image.tag}\nRUN rm /etc/cni/net.d/10-lab-ptp.conflist\n".encode()
+    )
     client.images.build(fileobj=context, tag=broken, rm=True)
     monkeypatch.setenv("LAB_KIND_IMAGE", broken)
     monkeypatch.setattr(kind_module, "READY_WAIT", "15s")
@@ -221,70 +241,135 @@ def test_a_node_that_never_gets_ready_is_deleted_and_explained(
 
 def test_two_workers_offer_a_gpu_each_and_their_pods_reach_each_other(kind_lab: Lab) -> None:
     nodes = {node.metadata.name: node for node in kind_lab.core.list_node().items}
-    workers = sorted(name for name, node in nodes.items()
-                     if "node-role.kubernetes.io/control-plane" not in (node.metadata.labels or {}))
+    workers = sorted(
+        name
+        for name, node in nodes.items()
+        if "node-role.kubernetes.io/control-plane" not in (node.metadata.labels or {})
+    )
     assert len(nodes) == 3 and len(workers) == 2
-    assert len({node.spec.pod_cidr for node in nodes.values()}) == 3, "each node hands out its own pod range"
+    assert len({node.spec.pod_cidr for node in nodes.values()}) == 3, (
+        "each node hands out its own pod range"
+    )
     assert fleet.gpu_nodes(kind_lab) == workers
     for worker in workers:
-        kind_lab.core.create_namespaced_pod(kind_lab.namespace, {
-            "metadata": {"name": f"net-{worker}", "labels": {"app": "net-check"}},
-            "spec": {"nodeName": worker, "containers": [{
-                "name": "ml-api", "image": "ml-api:v1", "imagePullPolicy": "Never",
-                "readinessProbe": {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 1}}]}})
+        kind_lab.core.create_namespaced_pod(
+            kind_lab.namespace,
+            {
+                "metadata": {"name": f"net-{worker}", "labels": {"app": "net-check"}},
+                "spec": {
+                    "nodeName": worker,
+                    "containers": [
+                        {
+                            "name": "ml-api",
+                            "image": "ml-api:v1",
+                            "imagePullPolicy": "Never",
+                            "readinessProbe": {
+                                "httpGet": {"path": "/health", "port": 8080},
+                                "periodSeconds": 1,
+                            },
+                        }
+                    ],
+                },
+            },
+        )
     fleet.wait_for_ready_pods(kind_lab, "app=net-check", 2, timeout=120)
-    for pod in kind_lab.core.list_namespaced_pod(kind_lab.namespace, label_selector="app=net-check").items:
+    for pod in kind_lab.core.list_namespaced_pod(
+        kind_lab.namespace, label_selector="app=net-check"
+    ).items:
         home = nodes[pod.spec.node_name]
         assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(home.spec.pod_cidr)
         other = next(worker for worker in workers if worker != pod.spec.node_name)
-        code, output = docker.from_env().containers.get(other).exec_run(
-            ["curl", "-sS", "-m", "5", f"http://{pod.status.pod_ip}:8080/health"])
-        assert (code, output) == (0, b'{"status":"healthy"}\n'), f"{other} -> {pod.metadata.name} on {home.metadata.name}"
+        code, output = (
+            docker.from_env()
+            .containers.get(other)
+            .exec_run(["curl", "-sS", "-m", "5", f"http://{pod.status.pod_ip}:8080/health"])
+        )
+        assert (code, output) == (0, b'{"status":"healthy"}\n'), (
+            f"{other} -> {pod.metadata.name} on {home.metadata.name}"
+        )
 
 
 def test_a_grading_namespace_refuses_a_pod_that_would_own_its_node(
-        kind_cluster: Kind, model_server_images: list[str], tmp_path) -> None:
+    kind_cluster: Kind, model_server_images: list[str], tmp_path
+) -> None:
     """Pod Security and the grader's accounts kept out of the student's namespace, with a real kubelet."""
     admin = kubeconfig.api_client(kind_cluster.context)
     sandbox.ensure_node_access(admin)
     namespace = f"grade-privileged-{uuid.uuid4().hex[:6]}"
-    box = sandbox.create(admin, namespace, course="kind-admission", assignment="x", student="hostile", workdir=tmp_path)
+    box = sandbox.create(
+        admin,
+        namespace,
+        course="kind-admission",
+        assignment="x",
+        student="hostile",
+        workdir=tmp_path,
+    )
     student = kubeconfig.api_client(config_file=box.student_kubeconfig)
     read = "cat /host/etc/kubernetes/admin.conf /host/etc/kubernetes/pki/ca.key; sleep 600"
     try:
-        answers = submit(k8s.AppsV1Api(student), k8s.CoreV1Api(student), namespace,
-                         hostile_specs(kind_cluster.node, read))
-        nodes = docker.from_env().containers.list(filters={"label": f"io.x-k8s.kind.cluster={kind_cluster.cluster}"})
-        started = {node.name: node.exec_run(["crictl", "ps", "-a", "-q", "--label",
-                                            f"io.kubernetes.pod.namespace={namespace}"]).output for node in nodes}
+        answers = submit(
+            k8s.AppsV1Api(student),
+            k8s.CoreV1Api(student),
+            namespace,
+            hostile_specs(kind_cluster.node, read),
+        )
+        nodes = docker.from_env().containers.list(
+            filters={"label": f"io.x-k8s.kind.cluster={kind_cluster.cluster}"}
+        )
+        started = {
+            node.name: node.exec_run(
+                ["crictl", "ps", "-a", "-q", "--label", f"io.kubernetes.pod.namespace={namespace}"]
+            ).output
+            for node in nodes
+        }
     finally:
         sandbox.delete(admin, namespace)
-    assert answers == ["host-root refused by PodSecurity", "as-grader refused by no ServiceAccount",
-                       "everything refused by no ServiceAccount"]
-    assert started and set(started.values()) == {b""}, f"containers of {namespace} ran on a node: {started}"
+    assert answers == [
+        "host-root refused by PodSecurity",
+        "as-grader refused by no ServiceAccount",
+        "everything refused by no ServiceAccount",
+    ]
+    assert started and set(started.values()) == {b""}, (
+        f"containers of {namespace} ran on a node: {started}"
+    )
 
 
-@pytest.mark.parametrize("name", [path.stem for path in sorted((REPO_ROOT / "source" / "lesson01").glob("0*.ipynb"))])
-def test_every_master_notebook_runs_on_kind(name: str, model_server_images: list[str],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "name", [path.stem for path in sorted((REPO_ROOT / "source" / "lesson01").glob("0*.ipynb"))]
+)
+def test_every_master_notebook_runs_on_kind(
+    name: str, model_server_images: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same solved masters CI runs on the practice cluster, on real containers."""
     monkeypatch.setenv("LAB_CLUSTER", "kind")
     namespace = f"nb-kind-{name[:2]}-{uuid.uuid4().hex[:6]}"
     lab = connect("kind", namespace=namespace)
     try:
-        notebook, _ = notebooks.execute(REPO_ROOT / "source" / "lesson01" / f"{name}.ipynb",
-                                        namespace=namespace)
+        notebook, _ = notebooks.execute(
+            REPO_ROOT / "source" / "lesson01" / f"{name}.ipynb", namespace=namespace
+        )
     finally:
         lab.core.delete_namespace(namespace)
     assert notebooks.errors(notebook) == ()
-    shown = "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "")
-                    for cell in notebook.cells for output in cell.get("outputs", []))
-    expected = {"04-first-deployment": ["{'model_version': 'v1.0', 'prediction': 15.0}", "PASS"],
-                "05-scale-update-rollback": ["{'model_version': 'v2.0', 'prediction': 6.0}", "PASS"],
-                "06-troubleshooting-and-review": ["Exercise 6.1 passed", "Exercise 6.2 passed"],
-                "07-beyond-the-lesson": ["Exercise 7.1 passed", "Exercise 7.2 passed", "Exercise 7.3 passed"]}
+    shown = "".join(
+        output.get("text", "") + output.get("data", {}).get("text/plain", "")
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+    )
+    expected = {
+        "04-first-deployment": ["{'model_version': 'v1.0', 'prediction': 15.0}", "PASS"],
+        "05-scale-update-rollback": ["{'model_version': 'v2.0', 'prediction': 6.0}", "PASS"],
+        "06-troubleshooting-and-review": ["Exercise 6.1 passed", "Exercise 6.2 passed"],
+        "07-beyond-the-lesson": [
+            "Exercise 7.1 passed",
+            "Exercise 7.2 passed",
+            "Exercise 7.3 passed",
+        ],
+    }
     assert [text for text in expected.get(name, []) if text not in shown] == []
 
 
-def test_the_masters_earn_full_marks_and_the_release_none_on_kind(round_trip, model_server_images: list[str]) -> None:
+def test_the_masters_earn_full_marks_and_the_release_none_on_kind(
+    round_trip, model_server_images: list[str]
+) -> None:
     round_trip("kind")

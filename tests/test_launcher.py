@@ -38,27 +38,40 @@ def app(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_a_python_script_runs_in_the_fork_with_its_argv_env_path_and_exit_code(launcher: Launcher, app: Path) -> None:
-    process = launcher.spawn([sys.executable, "app.py", "5"], {"GREETING": "hi", "PATH": "/usr/bin:/bin"}, app, None)
+def test_a_python_script_runs_in_the_fork_with_its_argv_env_path_and_exit_code(
+    launcher: Launcher, app: Path
+) -> None:
+    process = launcher.spawn(
+        [sys.executable, "app.py", "5"], {"GREETING": "hi", "PATH": "/usr/bin:/bin"}, app, None
+    )
     assert process.stdout.read().decode() == "argv ['app.py', '5'] path0 True env hi\n"
     assert process.stderr.read().decode() == "to stderr\n"
     assert process.wait(10) == 5 and process.poll() == 5
 
 
-def test_another_program_is_executed_with_only_the_pods_environment(launcher: Launcher, app: Path) -> None:
-    process = launcher.spawn(["sh", "-c", 'echo "$GREETING ${HOME:-no home}"; exit 7'],
-                             {"GREETING": "hi", "PATH": "/usr/bin:/bin"}, app, None)
+def test_another_program_is_executed_with_only_the_pods_environment(
+    launcher: Launcher, app: Path
+) -> None:
+    process = launcher.spawn(
+        ["sh", "-c", 'echo "$GREETING ${HOME:-no home}"; exit 7'],
+        {"GREETING": "hi", "PATH": "/usr/bin:/bin"},
+        app,
+        None,
+    )
     assert process.stdout.read().decode() == "hi no home\n"
     assert process.wait(10) == 7
 
 
-def test_a_missing_program_is_refused_with_the_runtimes_message(launcher: Launcher, app: Path) -> None:
+def test_a_missing_program_is_refused_with_the_runtimes_message(
+    launcher: Launcher, app: Path
+) -> None:
     with pytest.raises(LaunchError, match='exec: "no-such-program": executable file not found'):
         launcher.spawn(["no-such-program"], {"PATH": "/usr/bin:/bin"}, app, None)
 
 
 def test_a_killed_launcher_takes_its_containers_along_and_the_next_spawn_starts_a_new_one(
-        launcher: Launcher, app: Path) -> None:
+    launcher: Launcher, app: Path
+) -> None:
     running = launcher.spawn(["sleep", "60"], {"PATH": "/usr/bin:/bin"}, app, None)
     container = psutil.Process(running.pid)
     first = container.parent().parent()  # its parent is the launcher's fork that answers for it
@@ -83,17 +96,32 @@ for place in sys.argv[1:]:
 
 @pytest.mark.root
 def test_an_isolated_container_finds_no_course_home_or_other_file_of_the_machine(
-        launcher: Launcher, app: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    launcher: Launcher, app: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     (app / "snoop.py").write_text(SNOOP)
     elsewhere = Path("/var/tmp") / f"another-pod-{app.name}"  # world-readable, outside any home
     elsewhere.write_text("another pod's file")
-    neighbour = tmp_path_factory.mktemp("another-pods-workdir")  # beside this pod's own working folder
+    neighbour = tmp_path_factory.mktemp(
+        "another-pods-workdir"
+    )  # beside this pod's own working folder
     (neighbour / "app.py").write_text("its code")
-    places = [REPO_ROOT / "source" / "lesson01", REPO_ROOT / "nbgrader_config.py", Path.home() / ".kube",
-              Path.home() / ".cache", elsewhere, neighbour, Path("/run"), Path("/srv")]
+    places = [
+        REPO_ROOT / "source" / "lesson01",
+        REPO_ROOT / "nbgrader_config.py",
+        Path.home() / ".kube",
+        Path.home() / ".cache",
+        elsewhere,
+        neighbour,
+        Path("/run"),
+        Path("/srv"),
+    ]
     try:
-        process = launcher.spawn([sys.executable, "snoop.py", *map(str, places)], {"PATH": "/usr/bin:/bin"}, app,
-                                 container.pod_uid(app.name))
+        process = launcher.spawn(
+            [sys.executable, "snoop.py", *map(str, places)],
+            {"PATH": "/usr/bin:/bin"},
+            app,
+            container.pod_uid(app.name),
+        )
         lines = process.stdout.read().decode().splitlines()
         assert process.wait(10) == 0, process.stderr.read().decode()
     finally:

@@ -28,8 +28,12 @@ def imports(at_import_time: bool = False) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 found.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.update(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules
-                             else node.module for alias in node.names)
+                found.update(
+                    f"{node.module}.{alias.name}"
+                    if f"{node.module}.{alias.name}" in modules
+                    else node.module
+                    for alias in node.names
+                )
         graph[name] = {target for target in found if target in modules and target != name}
     return graph
 
@@ -49,31 +53,48 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
     assert [name for name in graph if name in reachable(graph, name)] == []
 
 
-def test_grading_never_imports_the_lesson_and_the_runtime_never_the_build_tooling_at_import() -> None:
+def test_grading_never_imports_the_lesson_and_the_runtime_never_the_build_tooling_at_import() -> (
+    None
+):
     graph = imports()
-    assert not [m for m in graph if m.startswith("autograder.grading") and
-                any(t.startswith("autograder.lesson") for t in graph[m])]
+    assert not [
+        m
+        for m in graph
+        if m.startswith("autograder.grading")
+        and any(t.startswith("autograder.lesson") for t in graph[m])
+    ]
     # A notebook imports the build tooling only when something must really be built, inside that call.
     runtime = reachable(imports(at_import_time=True), "autograder.lab")
     assert not [m for m in runtime if m.startswith("autograder.build")]
 
 
 def test_every_subpackage_is_installed() -> None:
-    listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     manifests = REPO_ROOT / "manifests"
-    data = {".".join(("autograder.manifests", *folder.relative_to(manifests).parts))
-            for folder in [manifests, *manifests.rglob("*")] if folder.is_dir() and folder.name != "__pycache__"}
+    data = {
+        ".".join(("autograder.manifests", *folder.relative_to(manifests).parts))
+        for folder in [manifests, *manifests.rglob("*")]
+        if folder.is_dir() and folder.name != "__pycache__"
+    }
     found = {module_name(init) for init in PACKAGE.rglob("__init__.py")} | data
     assert listed == found
 
 
 def test_at_most_three_sleeps_each_saying_why() -> None:
-    sleeps = [(path, number) for path in PACKAGE.rglob("*.py")
-              for number, line in enumerate(path.read_text().splitlines(), 1) if "time.sleep(" in line]
+    sleeps = [
+        (path, number)
+        for path in PACKAGE.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "time.sleep(" in line
+    ]
     assert len(sleeps) <= 3, sleeps
     for path, number in sleeps:
-        before = path.read_text().splitlines()[max(0, number - 4):number - 1]
-        assert any(line.strip().startswith("#") for line in before), f"{path}:{number} says not why it sleeps"
+        before = path.read_text().splitlines()[max(0, number - 4) : number - 1]
+        assert any(line.strip().startswith("#") for line in before), (
+            f"{path}:{number} says not why it sleeps"
+        )
 
 
 def room(module: str) -> str:
@@ -102,12 +123,20 @@ def test_the_shared_room_stands_on_nothing_and_the_cluster_rooms_never_reach_up(
     upper = {"autograder.lab", "autograder.lesson", "autograder.grading", "autograder.build"}
     for lower in ("autograder.practice", "autograder.providers"):
         assert not reachable(graph, lower) & upper, lower
-    assert not {name for name in reachable(graph, "autograder.lab") if name.startswith("autograder.grading")}
+    assert not {
+        name for name in reachable(graph, "autograder.lab") if name.startswith("autograder.grading")
+    }
 
 
 def test_nothing_a_notebook_imports_reaches_the_course_room() -> None:
     graph = imports()
-    notebook_side = {"autograder.lab", *(m for m in graph if m.startswith(("autograder.lesson", "autograder.lab")))}
+    notebook_side = {
+        "autograder.lab",
+        *(m for m in graph if m.startswith(("autograder.lesson", "autograder.lab"))),
+    }
     reached = set().union(*(reachable(graph, m) | {m} for m in notebook_side))
-    assert not [m for m in reached if m.startswith(("autograder.course", "autograder.bench"))
-                or m == "autograder.demo"]
+    assert not [
+        m
+        for m in reached
+        if m.startswith(("autograder.course", "autograder.bench")) or m == "autograder.demo"
+    ]

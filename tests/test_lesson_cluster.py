@@ -16,8 +16,13 @@ pytestmark = pytest.mark.cluster
 
 def test_nodes_table_lists_the_practice_nodes(lab):
     table = observe.nodes(lab)
-    assert table.column("NAME") == ["practice-gpu-1", "practice-gpu-2", "practice-worker-1",
-                                    "practice-worker-2", "practice-worker-3"]
+    assert table.column("NAME") == [
+        "practice-gpu-1",
+        "practice-gpu-2",
+        "practice-worker-1",
+        "practice-worker-2",
+        "practice-worker-3",
+    ]
     assert table.column("GPU") == ["1", "1", "0", "0", "0"]
     assert observe.cluster_ready(lab).passed
     assert fleet.gpu_nodes(lab) == ["practice-gpu-1", "practice-gpu-2"]
@@ -33,10 +38,13 @@ def test_unschedulable_pod_is_explained_by_the_scheduler(lab):
 
 def test_missing_image_and_missing_pods_are_reported(lab):
     assert troubleshoot.diagnose(lab, "app=nothing") == [
-        "no pods match app=nothing: is the Deployment applied, and does its label match?"]
+        "no pods match app=nothing: is the Deployment applied, and does its label match?"
+    ]
     workloads.apply(lab, [manifests.deployment("ghost", image="ml-api:never-built")])
     troubleshoot.wait_until_settled(lab, "app=ghost", timeout=30)
-    assert any("ml-api:never-built was never loaded" in f for f in troubleshoot.diagnose(lab, "app=ghost"))
+    assert any(
+        "ml-api:never-built was never loaded" in f for f in troubleshoot.diagnose(lab, "app=ghost")
+    )
 
 
 def test_a_container_that_exits_after_starting_is_diagnosed_once_steady(lab):
@@ -44,7 +52,11 @@ def test_a_container_that_exits_after_starting_is_diagnosed_once_steady(lab):
     workloads.apply(lab, [manifests.deployment("crasher", command=crash)])
     troubleshoot.wait_until_settled(lab, "app=crasher", timeout=60, steady=5)
     findings = troubleshoot.diagnose(lab, "app=crasher")
-    assert len(findings) == 1 and "CrashLoopBackOff" in findings[0] and "model.pkl not found" in findings[0]
+    assert (
+        len(findings) == 1
+        and "CrashLoopBackOff" in findings[0]
+        and "model.pkl not found" in findings[0]
+    )
 
 
 def test_gpu_pods_only_land_on_gpu_nodes(lab):
@@ -59,7 +71,10 @@ def test_node_failure_moves_pods_and_always_uncordons(lab):
     workloads.apply(lab, [manifests.deployment("spread", replicas=5)])
     fleet.wait_for_ready_pods(lab, "app=spread", 5)
     node = references.pods_per_node(lab, "app=spread").most_common(1)[0][0]
-    with pytest.raises(RuntimeError, match="boom"), fleet.node_failure(lab, node, "app=spread") as lost:
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        fleet.node_failure(lab, node, "app=spread") as lost,
+    ):
         assert lost and node not in fleet.schedulable_nodes(lab)
         fleet.wait_for_ready_pods(lab, "app=spread", 5)
         assert node not in references.pods_per_node(lab, "app=spread")
@@ -103,7 +118,12 @@ def test_the_reviews_answers_are_drawn_each_run_and_read_off_the_cluster(lab) ->
     review.prepare(lab, random.Random(7))
     draw = random.Random(7)
     updates, code = draw.randint(1, 3), draw.randint(2, 99)
-    assert k8s.revision(lab.apps.read_namespaced_deployment("review-api", lab.namespace)) == updates + 1
+    assert (
+        k8s.revision(lab.apps.read_namespaced_deployment("review-api", lab.namespace))
+        == updates + 1
+    )
     [pod] = lab.core.list_namespaced_pod(lab.namespace, label_selector="app=review-crash").items
-    assert [status.last_state.terminated.exit_code for status in pod.status.container_statuses] == [code]
+    assert [status.last_state.terminated.exit_code for status in pod.status.container_statuses] == [
+        code
+    ]
     assert pod.spec.node_name

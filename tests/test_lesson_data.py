@@ -31,8 +31,12 @@ from autograder.lesson.platforms import (
 
 
 def test_four_scenarios_and_seven_capabilities():
-    assert [s.name for s in scenarios.SCENARIOS] == ["Scaling", "Reliability", "Updates",
-                                                     "Resource management"]
+    assert [s.name for s in scenarios.SCENARIOS] == [
+        "Scaling",
+        "Reliability",
+        "Updates",
+        "Resource management",
+    ]
     assert len(scenarios.CORE_CAPABILITIES) == 7
     assert len(scenarios.WITHOUT_ORCHESTRATION) == 5
     assert [m.year for m in scenarios.HISTORY] == [None, 2014, 2015]
@@ -40,9 +44,16 @@ def test_four_scenarios_and_seven_capabilities():
 
 def test_cases_carry_the_lessons_figures():
     labels = {(c.company, f.label) for c in scenarios.CASES for f in c.figures}
-    assert labels >= {("Uber", "1,000+"), ("Uber", "95%"), ("Spotify", "200+"), ("Spotify", "3x"),
-                      ("Spotify", "70%"), ("Airbnb", "500+"), ("Airbnb", "10+"),
-                      ("OpenAI", "thousands")}
+    assert labels >= {
+        ("Uber", "1,000+"),
+        ("Uber", "95%"),
+        ("Spotify", "200+"),
+        ("Spotify", "3x"),
+        ("Spotify", "70%"),
+        ("Airbnb", "500+"),
+        ("Airbnb", "10+"),
+        ("OpenAI", "thousands"),
+    }
     assert scenarios.case(" SPOTIFY ").platform == "ML feature platform"
 
 
@@ -78,10 +89,22 @@ def test_plot_spike_uses_the_function_it_is_given():
 
 
 def test_matrix_is_the_lessons():
-    assert list(MATRIX) == ["Multi-host", "Auto-healing", "Load balancing", "GPU support",
-                            "Ecosystem", "Learning curve", "ML use cases", "Cost (managed)"]
-    assert MATRIX["GPU support"] == {COMPOSE: "Manual", SWARM: "Manual", KUBERNETES: "Device plugin",
-                                     CLOUD_NATIVE: "Limited"}
+    assert list(MATRIX) == [
+        "Multi-host",
+        "Auto-healing",
+        "Load balancing",
+        "GPU support",
+        "Ecosystem",
+        "Learning curve",
+        "ML use cases",
+        "Cost (managed)",
+    ]
+    assert MATRIX["GPU support"] == {
+        COMPOSE: "Manual",
+        SWARM: "Manual",
+        KUBERNETES: "Device plugin",
+        CLOUD_NATIVE: "Limited",
+    }
     assert MATRIX["Cost (managed)"][KUBERNETES] == "Nodes (+ some fees)"
     assert all(set(row) == set(PLATFORMS) for row in MATRIX.values())
 
@@ -105,43 +128,70 @@ def test_rating_names_the_valid_choices():
 
 
 # The decision framework's answers, literally: the reference is kept out of the students' package.
-DECISIONS = {answers: (CONTAINERIZE_FIRST if not answers[0] else COMPOSE if not answers[1]
-                       else KUBERNETES if answers[3] or not answers[2] else CLOUD_NATIVE)
-             for answers in itertools.product([True, False], repeat=4)}
+DECISIONS = {
+    answers: (
+        CONTAINERIZE_FIRST
+        if not answers[0]
+        else COMPOSE
+        if not answers[1]
+        else KUBERNETES
+        if answers[3] or not answers[2]
+        else CLOUD_NATIVE
+    )
+    for answers in itertools.product([True, False], repeat=4)
+}
 
 
 def recommend(workload: Workload) -> str:
     return DECISIONS[tuple(platforms.framework_answers(workload).values())]
 
 
-@pytest.mark.parametrize("workload, expected", [
-    (Workload("prototype", False, 5, 1, 1, 95.0), CONTAINERIZE_FIRST),
-    (Workload("low traffic", True, 99, 1, 1, 99.0), COMPOSE),
-    (Workload("at 1000 req/s", True, 1000, 1, 2, 99.0), CLOUD_NATIVE),
-    (Workload("just under 1000 req/s", True, 999, 9, 2, 99.8), COMPOSE),
-    (Workload("ten services", True, 10, 10, 2, 99.0), CLOUD_NATIVE),
-    (Workload("three nines", True, 10, 1, 8, 99.9), KUBERNETES),
-    (Workload("five engineers", True, 2000, 5, 5, 99.0), KUBERNETES),
-    (Workload("two-person team with GPUs", True, 10, 1, 2, 99.0, gpus=True), CLOUD_NATIVE),
-    (Workload("four-person team with GPUs", True, 1500, 3, 4, 99.9, gpus=True), CLOUD_NATIVE),
-    (Workload("five engineers with GPUs", True, 10, 1, 5, 99.0, gpus=True), KUBERNETES),
-    (Workload("small team, multi-cloud", True, 10, 1, 2, 99.0, multi_cloud=True), KUBERNETES),
-    (Workload("100 services, small team", True, 5000, 100, 3, 99.0), KUBERNETES),
-])
+@pytest.mark.parametrize(
+    "workload, expected",
+    [
+        (Workload("prototype", False, 5, 1, 1, 95.0), CONTAINERIZE_FIRST),
+        (Workload("low traffic", True, 99, 1, 1, 99.0), COMPOSE),
+        (Workload("at 1000 req/s", True, 1000, 1, 2, 99.0), CLOUD_NATIVE),
+        (Workload("just under 1000 req/s", True, 999, 9, 2, 99.8), COMPOSE),
+        (Workload("ten services", True, 10, 10, 2, 99.0), CLOUD_NATIVE),
+        (Workload("three nines", True, 10, 1, 8, 99.9), KUBERNETES),
+        (Workload("five engineers", True, 2000, 5, 5, 99.0), KUBERNETES),
+        (Workload("two-person team with GPUs", True, 10, 1, 2, 99.0, gpus=True), CLOUD_NATIVE),
+        (Workload("four-person team with GPUs", True, 1500, 3, 4, 99.9, gpus=True), CLOUD_NATIVE),
+        (Workload("five engineers with GPUs", True, 10, 1, 5, 99.0, gpus=True), KUBERNETES),
+        (Workload("small team, multi-cloud", True, 10, 1, 2, 99.0, multi_cloud=True), KUBERNETES),
+        (Workload("100 services, small team", True, 5000, 100, 3, 99.0), KUBERNETES),
+    ],
+)
 def test_recommend_reads_the_lessons_thresholds(workload, expected):
     assert recommend(workload) == expected
 
 
 def test_example_workloads_span_every_outcome():
     assert {recommend(w) for w in platforms.EXAMPLE_WORKLOADS} == {
-        CONTAINERIZE_FIRST, COMPOSE, CLOUD_NATIVE, KUBERNETES}
+        CONTAINERIZE_FIRST,
+        COMPOSE,
+        CLOUD_NATIVE,
+        KUBERNETES,
+    }
 
 
 def test_landscape_categories_and_queries():
-    assert ecosystem.CATEGORIES == ("Core infrastructure", "Networking", "Storage", "Observability",
-                                    "CI/CD", "ML-specific", "Security")
+    assert ecosystem.CATEGORIES == (
+        "Core infrastructure",
+        "Networking",
+        "Storage",
+        "Observability",
+        "CI/CD",
+        "ML-specific",
+        "Security",
+    )
     assert [p.name for p in ecosystem.projects_in("ml-specific")] == [
-        "Kubeflow", "KServe", "Seldon Core", "Argo Workflows"]
+        "Kubeflow",
+        "KServe",
+        "Seldon Core",
+        "Argo Workflows",
+    ]
     assert ecosystem.find_project("opa").category == "Security"
     assert {p.name for p in ecosystem.projects_for("GitOps")} == {"ArgoCD", "Flux"}
     assert ecosystem.projects_for("quantum") == []
@@ -166,19 +216,30 @@ def test_near_misses_get_suggestions():
 
 
 def test_distributions():
-    assert set(ecosystem.DISTRIBUTIONS) == {"Local development", "Production (cloud)", "On-premises",
-                                            "ML workloads"}
+    assert set(ecosystem.DISTRIBUTIONS) == {
+        "Local development",
+        "Production (cloud)",
+        "On-premises",
+        "ML workloads",
+    }
     assert list(ecosystem.distributions("production")) == ["GKE", "EKS", "AKS", "DOKS", "LKE"]
     assert len(ecosystem.distributions()) == 17
     assert "kind" in ecosystem.distributions("local")
-    assert [o.name for o in ecosystem.INSTALL_OPTIONS] == ["minikube", "kind", "Docker Desktop",
-                                                           "practice cluster"]
+    assert [o.name for o in ecosystem.INSTALL_OPTIONS] == [
+        "minikube",
+        "kind",
+        "Docker Desktop",
+        "practice cluster",
+    ]
 
 
 def test_table_prints_aligned_and_reads_columns():
     table = observe.Table(("NAME", "STATUS"), (("practice-worker-1", "Ready"), ("gpu", "NotReady")))
-    assert str(table).splitlines() == ["NAME                STATUS", "practice-worker-1   Ready",
-                                       "gpu                 NotReady"]
+    assert str(table).splitlines() == [
+        "NAME                STATUS",
+        "practice-worker-1   Ready",
+        "gpu                 NotReady",
+    ]
     assert table.column("STATUS") == ["Ready", "NotReady"]
     assert "<th style='text-align:left'>NAME</th>" in table._repr_html_()
 
@@ -222,20 +283,34 @@ def test_model_fleet_fits_the_practice_cluster():
 def _restarted_pod(ready: bool, last_exit: int, failed_ago: timedelta) -> client.V1Pod:
     now = datetime.now(timezone.utc)
     status = client.V1ContainerStatus(
-        name="app", image="ml-api:v1", image_id="", ready=ready, restart_count=3,
+        name="app",
+        image="ml-api:v1",
+        image_id="",
+        ready=ready,
+        restart_count=3,
         state=client.V1ContainerState(running=client.V1ContainerStateRunning(started_at=now)),
-        last_state=client.V1ContainerState(terminated=client.V1ContainerStateTerminated(
-            exit_code=last_exit, finished_at=now - failed_ago)))
-    return client.V1Pod(metadata=client.V1ObjectMeta(name="crashy"),
-                        status=client.V1PodStatus(phase="Running", container_statuses=[status]))
+        last_state=client.V1ContainerState(
+            terminated=client.V1ContainerStateTerminated(
+                exit_code=last_exit, finished_at=now - failed_ago
+            )
+        ),
+    )
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name="crashy"),
+        status=client.V1PodStatus(phase="Running", container_statuses=[status]),
+    )
 
 
-@pytest.mark.parametrize(("ready", "last_exit", "failed_ago", "expected"), [
-    (False, 3, timedelta(seconds=2), "CrashLoopBackOff"),
-    (True, 3, timedelta(seconds=1), "CrashLoopBackOff"),  # the second in which it runs again
-    (True, 3, timedelta(minutes=30), "Running"),  # crashed once long ago, healthy since
-    (True, 0, timedelta(seconds=1), "Running"),  # restarted after a clean exit
-])
+@pytest.mark.parametrize(
+    ("ready", "last_exit", "failed_ago", "expected"),
+    [
+        (False, 3, timedelta(seconds=2), "CrashLoopBackOff"),
+        (True, 3, timedelta(seconds=1), "CrashLoopBackOff"),  # the second in which it runs again
+        (True, 3, timedelta(minutes=30), "Running"),  # crashed once long ago, healthy since
+        (True, 0, timedelta(seconds=1), "Running"),  # restarted after a clean exit
+    ],
+)
 def test_a_container_restarting_after_failures_is_crash_looping_even_while_it_runs(
-        ready: bool, last_exit: int, failed_ago: timedelta, expected: str) -> None:
+    ready: bool, last_exit: int, failed_ago: timedelta, expected: str
+) -> None:
     assert troubleshoot._status(_restarted_pod(ready, last_exit, failed_ago)) == expected

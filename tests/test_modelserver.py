@@ -53,31 +53,39 @@ def test_health(server: FlaskClient) -> None:
     assert answer.get_json() == {"status": "healthy"}
 
 
-@pytest.mark.parametrize("body", [
-    {},
-    {"features": "1,2,3"},
-    {"features": []},
-    {"features": [1, "two", 3]},
-    {"features": [1, None]},
-    {"features": [True, False]},
-    {"features": [[1, 2], [3]]},
-    {"features": [10**400]},
-    {"features": [1e308, 1e308]},
-    [1, 2, 3],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"features": "1,2,3"},
+        {"features": []},
+        {"features": [1, "two", 3]},
+        {"features": [1, None]},
+        {"features": [True, False]},
+        {"features": [[1, 2], [3]]},
+        {"features": [10**400]},
+        {"features": [1e308, 1e308]},
+        [1, 2, 3],
+    ],
+)
 def test_bad_features_answer_400_with_a_json_reason(server: FlaskClient, body: object) -> None:
     answer = server.post("/predict", json=body)
     assert answer.status_code == 400
     assert "error" in answer.get_json()
 
 
-@pytest.mark.parametrize("data, content_type", [
-    ("{not json", "application/json"),
-    ('{"features": [1, 2]}', "text/plain"),
-    ("", "application/json"),
-    ('{"features": [NaN]}', "application/json"),
-])
-def test_malformed_requests_answer_400_not_500(server: FlaskClient, data: str, content_type: str) -> None:
+@pytest.mark.parametrize(
+    "data, content_type",
+    [
+        ("{not json", "application/json"),
+        ('{"features": [1, 2]}', "text/plain"),
+        ("", "application/json"),
+        ('{"features": [NaN]}', "application/json"),
+    ],
+)
+def test_malformed_requests_answer_400_not_500(
+    server: FlaskClient, data: str, content_type: str
+) -> None:
     answer = server.post("/predict", data=data, content_type=content_type)
     assert answer.status_code == 400
     assert "error" in answer.get_json()
@@ -93,15 +101,27 @@ def test_wrong_method_and_path_answer_json(server: FlaskClient) -> None:
 def test_requirements_and_dockerfile_follow_the_lesson() -> None:
     assert (SOURCE / "requirements.txt").read_text().split() == ["flask==3.0.0", "numpy==1.26.0"]
     dockerfile = (SOURCE / "Dockerfile").read_text()
-    for line in ("FROM python:3.11-slim", "WORKDIR /app", "RUN pip install --no-cache-dir -r requirements.txt",
-                 "COPY app.py .", "EXPOSE 8080", 'CMD ["python", "app.py"]', "ARG MODEL_VERSION=v1.0"):
+    for line in (
+        "FROM python:3.11-slim",
+        "WORKDIR /app",
+        "RUN pip install --no-cache-dir -r requirements.txt",
+        "COPY app.py .",
+        "EXPOSE 8080",
+        'CMD ["python", "app.py"]',
+        "ARG MODEL_VERSION=v1.0",
+    ):
         assert line in dockerfile
 
 
 def test_sigterm_stops_the_server_at_once_with_exit_code_0() -> None:
     port = ports.free_port()
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=SOURCE, env={**os.environ, "PORT": str(port)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=SOURCE,
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         ports.wait_http(f"http://127.0.0.1:{port}/health", 30, alive=lambda: server.poll() is None)
         server.send_signal(signal.SIGTERM)

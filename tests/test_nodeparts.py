@@ -30,7 +30,9 @@ def test_scripts_get_their_exec_bits_back(files: dict[str, tuple[bytes, int]]) -
     assert not any(name.startswith("LICENSES") for name in files)
 
 
-def test_node_says_its_version_and_carries_a_static_cni(files: dict[str, tuple[bytes, int]]) -> None:
+def test_node_says_its_version_and_carries_a_static_cni(
+    files: dict[str, tuple[bytes, int]],
+) -> None:
     assert files["kind/version"][0] == f"v{pins.KUBERNETES_VERSION}".encode()
     conflist = json.loads(files["etc/cni/net.d/10-lab-ptp.conflist"][0])
     assert [plugin["type"] for plugin in conflist["plugins"]] == ["ptp", "portmap"]
@@ -39,7 +41,9 @@ def test_node_says_its_version_and_carries_a_static_cni(files: dict[str, tuple[b
     assert json.loads(manifest["data"]["10-lab-ptp.conflist"]) == conflist
 
 
-def test_containerd_uses_kubeadms_pause_and_drops_the_rootless_plugin(files: dict[str, tuple[bytes, int]]) -> None:
+def test_containerd_uses_kubeadms_pause_and_drops_the_rootless_plugin(
+    files: dict[str, tuple[bytes, int]],
+) -> None:
     config = files["etc/containerd/config.toml"][0].decode()
     assert f'sandbox_image = "{nodeparts.PAUSE_IMAGE}"' in config
     assert "proxy_plugins" not in config
@@ -53,15 +57,24 @@ def test_an_unfamiliar_containerd_config_is_refused() -> None:
 
 def test_components_follow_upstream_layouts() -> None:
     made = {component.name: component for component in nodeparts.components()}
-    assert set(made) == {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy",
-                         "coredns", "pause", "etcd"}
+    assert set(made) == {
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kube-proxy",
+        "coredns",
+        "pause",
+        "etcd",
+    }
     assert made["kube-proxy"].needs_iptables and not made["etcd"].needs_iptables
     assert made["coredns"].entrypoint == ("/coredns",)
     assert made["pause"].user == "65535:65535"
     scratch = nodeparts.component_dockerfile(made["kube-apiserver"], "rootfs:x", "iptables:x")
     assert scratch.startswith("FROM scratch") and "ca-certificates.crt" in scratch
     assert "COPY kube-apiserver /usr/local/bin/kube-apiserver" in scratch
-    assert nodeparts.component_dockerfile(made["kube-proxy"], "rootfs:x", "iptables:x").startswith("FROM iptables:x")
+    assert nodeparts.component_dockerfile(made["kube-proxy"], "rootfs:x", "iptables:x").startswith(
+        "FROM iptables:x"
+    )
 
 
 def test_the_inputs_hash_moves_only_with_the_inputs(files: dict[str, tuple[bytes, int]]) -> None:

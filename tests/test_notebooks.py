@@ -23,40 +23,96 @@ TIMINGS = REPO_ROOT / ".pytest_cache" / "notebook-timings.json"
 
 # Facts each solved notebook must print: the lesson's figures and the cluster's real answers.
 KEY_FACTS = {
-    "01-why-orchestration": ["Exercise 1.1 passed", "Exercise 1.2 passed", "Exercise 1.3 passed",
-                             "200 req/s per container", "one crash loses 5 replicas"],
-    "02-choosing-a-platform": ["Exercise 2.1 passed", "Exercise 2.2 passed", "Exercise 2.3 passed",
-                               "two-person startup API                   -> Cloud-Native (ECS/Run)",
-                               "did you mean Prometheus?"],
-    "03-your-cluster": ["Client Version: v1.34", "Kubernetes control plane is running at",
-                        "PASS cluster_ready: 5 nodes Ready", "Exercise 3.1 passed",
-                        "GPU nodes: ['practice-gpu-1', 'practice-gpu-2']"],
-    "04-first-deployment": ["{'model_version': 'v1.0', 'prediction': 15.0}", "{'status': 'healthy'}",
-                            "deployment.apps/ml-api created", "service/ml-api-service created",
-                            "PASS app_answers", "PASS dockerfile", "PASS manifest", "PASS answer",
-                            "PASS deployment_ready", "3/3 pods ready", "PASS service_routes",
-                            "Exercise 4.2 passed", "Exercise 4.3 passed", "Exercise 4.4 passed"],
-    "05-scale-update-rollback": ["PASS scaled_to", "Exercise 5.1 passed", "Events:",
-                                 'deployment "ml-api" successfully rolled out', "deployment.apps/ml-api scaled",
-                                 "deployment.apps/ml-api image updated", "deployment.apps/ml-api rolled back",
-                                 'deployment.apps "ml-api" deleted',
-                                 "{'model_version': 'v2.0', 'prediction': 6.0}", "Exercise 5.2 passed",
-                                 "PASS rolled_back", "ml-api:v2", "Exercise 5.3 passed",
-                                 "PASS namespace_clean", "Exercise 5.4 passed",
-                                 "PASS app_answers", "Exercise 5.5 passed", "Exercise 5.6 passed",
-                                 "rolled back to ml-api:v2"],
-    "06-troubleshooting-and-review": ["was never loaded", "ErrImageNeverPull", "Exercise 6.1 passed",
-                                      "MODEL_STORE is not set", "CrashLoopBackOff", "Exercise 6.2 passed",
-                                      "FAIL service_routes", "Endpoints:", "Exercise 6.3 passed",
-                                      "{'status': 'healthy'}", "Insufficient cpu", "Allocated resources",
-                                      "Exercise 6.4 passed", "Q6 answered"],
-    "07-beyond-the-lesson": ["Exercise 7.1 passed", "Exercise 7.2 passed", "Insufficient nvidia.com/gpu",
-                             "Exercise 7.3 passed", "PASS namespace_clean"],
+    "01-why-orchestration": [
+        "Exercise 1.1 passed",
+        "Exercise 1.2 passed",
+        "Exercise 1.3 passed",
+        "200 req/s per container",
+        "one crash loses 5 replicas",
+    ],
+    "02-choosing-a-platform": [
+        "Exercise 2.1 passed",
+        "Exercise 2.2 passed",
+        "Exercise 2.3 passed",
+        "two-person startup API                   -> Cloud-Native (ECS/Run)",
+        "did you mean Prometheus?",
+    ],
+    "03-your-cluster": [
+        "Client Version: v1.34",
+        "Kubernetes control plane is running at",
+        "PASS cluster_ready: 5 nodes Ready",
+        "Exercise 3.1 passed",
+        "GPU nodes: ['practice-gpu-1', 'practice-gpu-2']",
+    ],
+    "04-first-deployment": [
+        "{'model_version': 'v1.0', 'prediction': 15.0}",
+        "{'status': 'healthy'}",
+        "deployment.apps/ml-api created",
+        "service/ml-api-service created",
+        "PASS app_answers",
+        "PASS dockerfile",
+        "PASS manifest",
+        "PASS answer",
+        "PASS deployment_ready",
+        "3/3 pods ready",
+        "PASS service_routes",
+        "Exercise 4.2 passed",
+        "Exercise 4.3 passed",
+        "Exercise 4.4 passed",
+    ],
+    "05-scale-update-rollback": [
+        "PASS scaled_to",
+        "Exercise 5.1 passed",
+        "Events:",
+        'deployment "ml-api" successfully rolled out',
+        "deployment.apps/ml-api scaled",
+        "deployment.apps/ml-api image updated",
+        "deployment.apps/ml-api rolled back",
+        'deployment.apps "ml-api" deleted',
+        "{'model_version': 'v2.0', 'prediction': 6.0}",
+        "Exercise 5.2 passed",
+        "PASS rolled_back",
+        "ml-api:v2",
+        "Exercise 5.3 passed",
+        "PASS namespace_clean",
+        "Exercise 5.4 passed",
+        "PASS app_answers",
+        "Exercise 5.5 passed",
+        "Exercise 5.6 passed",
+        "rolled back to ml-api:v2",
+    ],
+    "06-troubleshooting-and-review": [
+        "was never loaded",
+        "ErrImageNeverPull",
+        "Exercise 6.1 passed",
+        "MODEL_STORE is not set",
+        "CrashLoopBackOff",
+        "Exercise 6.2 passed",
+        "FAIL service_routes",
+        "Endpoints:",
+        "Exercise 6.3 passed",
+        "{'status': 'healthy'}",
+        "Insufficient cpu",
+        "Allocated resources",
+        "Exercise 6.4 passed",
+        "Q6 answered",
+    ],
+    "07-beyond-the-lesson": [
+        "Exercise 7.1 passed",
+        "Exercise 7.2 passed",
+        "Insufficient nvidia.com/gpu",
+        "Exercise 7.3 passed",
+        "PASS namespace_clean",
+    ],
 }
 
 # Charts each solved notebook must draw (as PNG, so they show in Jupyter and in exported HTML).
-CHARTS = {"01-why-orchestration": 2, "02-choosing-a-platform": 1, "05-scale-update-rollback": 1,
-          "07-beyond-the-lesson": 2}
+CHARTS = {
+    "01-why-orchestration": 2,
+    "02-choosing-a-platform": 1,
+    "05-scale-update-rollback": 1,
+    "07-beyond-the-lesson": 2,
+}
 
 
 def _names(folder: Path) -> list[str]:
@@ -125,9 +181,11 @@ def _record_time(key: str, seconds: float) -> None:
 @pytest.fixture
 def cluster_for(request: pytest.FixtureRequest):
     """The practice cluster, only for the notebooks that need one."""
+
     def ensure(name: str) -> None:
         if name not in notebooks.NO_CLUSTER:
             request.getfixturevalue("practice_cluster")
+
     return ensure
 
 
@@ -138,8 +196,11 @@ def test_solved_master_runs_and_passes_its_tests(name, cluster_for):
     shown = "\n".join(_text(cell) for cell in notebook.cells if cell.cell_type == "code")
     for fact in KEY_FACTS.get(name, []):
         assert fact in shown, f"{name} did not show {fact!r}"
-    charts = sum("image/png" in output.get("data", {})
-                 for cell in notebook.cells for output in cell.get("outputs", []))
+    charts = sum(
+        "image/png" in output.get("data", {})
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+    )
     assert charts >= CHARTS.get(name, 0), f"{name} drew {charts} charts"
 
 
@@ -149,14 +210,23 @@ def test_student_notebook_fails_only_where_work_is_expected(name, cluster_for):
     notebook = _execute(STUDENTS / f"{name}.ipynb", name, allow_errors=True)
     unexpected = []
     for cell in notebook.cells:
-        graded = "nbgrader" in cell.metadata and (cell.metadata.nbgrader.get("solution")
-                                                  or cell.metadata.nbgrader.get("grade"))
+        graded = "nbgrader" in cell.metadata and (
+            cell.metadata.nbgrader.get("solution") or cell.metadata.nbgrader.get("grade")
+        )
         for output in cell.get("outputs", []):
-            if output.output_type == "error" and not graded and output.ename != "NotImplementedError":
+            if (
+                output.output_type == "error"
+                and not graded
+                and output.ename != "NotImplementedError"
+            ):
                 unexpected.append(f"{cell.source[:80]!r}: {output.ename}: {output.evalue}")
     assert not unexpected, "cells without student work failed:\n" + "\n".join(unexpected)
-    graded_errors = [cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("solution")
-                     and any(o.output_type == "error" for o in cell.get("outputs", []))]
+    graded_errors = [
+        cell
+        for cell in notebook.cells
+        if cell.metadata.get("nbgrader", {}).get("solution")
+        and any(o.output_type == "error" for o in cell.get("outputs", []))
+    ]
     assert graded_errors, "an unsolved notebook should stop at its exercises"
 
 
@@ -170,30 +240,41 @@ def test_masters_carry_valid_nbgrader_metadata():
         for cell in cells:
             meta = cell.metadata.nbgrader
             where = f"{path.name}:{meta.get('grade_id')}"
-            assert meta["schema_version"] == 3 and re.fullmatch(r"[a-z0-9-]+", meta["grade_id"]), where
+            assert meta["schema_version"] == 3 and re.fullmatch(r"[a-z0-9-]+", meta["grade_id"]), (
+                where
+            )
             assert meta["grade_id"] not in ids, f"duplicate grade_id {where}"
             ids.add(meta["grade_id"])
             assert not cell.get("outputs"), f"{where} has saved outputs"
             if meta["solution"]:
-                assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source, where
+                assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source, (
+                    where
+                )
                 assert not meta["locked"], where
             if meta["grade"]:
                 assert meta["locked"] and meta["points"] > 0, where
-                assert cell.source.count("### BEGIN HIDDEN TESTS") == \
-                    cell.source.count("### END HIDDEN TESTS") == 1, where
+                assert (
+                    cell.source.count("### BEGIN HIDDEN TESTS")
+                    == cell.source.count("### END HIDDEN TESTS")
+                    == 1
+                ), where
 
 
-CREATES = re.compile(r"\.create_namespaced_\w+\(|\bcreate_from_(?:yaml|dict|directory)\((?![^)]*apply=True)"
-                     r"|kubectl\s+create\b")
+CREATES = re.compile(
+    r"\.create_namespaced_\w+\(|\bcreate_from_(?:yaml|dict|directory)\((?![^)]*apply=True)"
+    r"|kubectl\s+create\b"
+)
 
 
 def test_no_cell_creates_what_a_second_run_would_find_there_already():
     """Objects are applied (kubectl apply, server-side apply), never created: re-running a cell that creates
     ends in a 409 AlreadyExists traceback, where an apply changes only what differs."""
-    creating = [f"{path.name} cell {index}: {match.group(0)}"
-                for path in sorted(MASTERS.glob("*.ipynb"))
-                for index, cell in enumerate(nbformat.read(path, as_version=4).cells)
-                if cell.cell_type == "code" and (match := CREATES.search(cell.source))]
+    creating = [
+        f"{path.name} cell {index}: {match.group(0)}"
+        for path in sorted(MASTERS.glob("*.ipynb"))
+        for index, cell in enumerate(nbformat.read(path, as_version=4).cells)
+        if cell.cell_type == "code" and (match := CREATES.search(cell.source))
+    ]
     assert not creating, "\n".join(creating)
 
 
@@ -202,8 +283,15 @@ def test_nbgrader_generate_assignment_succeeds(tmp_path):
     shutil.copytree(MASTERS, tmp_path / notebooks.SOURCE_DIR / notebooks.ASSIGNMENT)
     scripts = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", notebooks.ASSIGNMENT],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_assignment", notebooks.ASSIGNMENT],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     released = _names(tmp_path / "release" / notebooks.ASSIGNMENT)
     assert released == _names(MASTERS)
@@ -214,7 +302,9 @@ def test_nbgrader_generate_assignment_succeeds(tmp_path):
 
 def test_student_notebooks_match_what_nbgrader_generates():
     stale = notebooks.drift()
-    assert not stale, f"notebooks/ drifted from source/ in {stale}: run `python -m autograder notebooks sync`"
+    assert not stale, (
+        f"notebooks/ drifted from source/ in {stale}: run `python -m autograder notebooks sync`"
+    )
 
 
 def test_drift_is_detected_and_sync_repairs_it(tmp_path):

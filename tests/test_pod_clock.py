@@ -182,7 +182,17 @@ def kubelet_for(tmp_path: Path) -> Iterator[Callable[..., Kubelet]]:
         events, prober = FakeRecorder(clock), FakeProber(clock)
         node = Node(launcher, events, clock, isolates=False, prober=prober)
         runtime = PodRuntime(pod, tmp_path / "pods" / str(len(built)), "10.244.0.2", node)
-        built.append(Kubelet(pod, runtime, clock, launcher, events, prober, {IMAGE: {"app": app, "cmd": ["python", "app.py"]}}))
+        built.append(
+            Kubelet(
+                pod,
+                runtime,
+                clock,
+                launcher,
+                events,
+                prober,
+                {IMAGE: {"app": app, "cmd": ["python", "app.py"]}},
+            )
+        )
         return built[-1]
 
     yield build

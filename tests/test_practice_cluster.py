@@ -40,7 +40,8 @@ def deploy(lab: Lab) -> None:
 def ready_pods(lab: Lab) -> list[str]:
     pods = lab.core.list_namespaced_pod(lab.namespace, label_selector="app=ml-api").items
     return sorted(
-        pod.metadata.name for pod in pods
+        pod.metadata.name
+        for pod in pods
         if pod.metadata.deletion_timestamp is None
         and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
     )
@@ -62,7 +63,9 @@ def test_three_replicas_become_ready_with_the_lessons_resources(lab: Lab) -> Non
     assert resources.requests == {"cpu": "100m", "memory": "128Mi"}
     assert resources.limits == {"cpu": "200m", "memory": "256Mi"}
     nodes = {pod.spec.node_name for pod in lab.core.list_namespaced_pod(lab.namespace).items}
-    assert nodes and all(node.startswith("practice-") for node in nodes), "the real scheduler placed them"
+    assert nodes and all(node.startswith("practice-") for node in nodes), (
+        "the real scheduler placed them"
+    )
 
 
 def test_scale_to_five_and_back_to_three(lab: Lab) -> None:
@@ -89,8 +92,11 @@ def test_rolling_update_then_undo(lab: Lab) -> None:
     w.wait_for_rollout(lab, "ml-api", progress=False)
     revisions = w.history(lab, "ml-api")
     assert [(r.number, r.images) for r in revisions] == [(2, ("ml-api:v2",)), (3, ("ml-api:v1",))]
-    images = {pod.spec.containers[0].image for pod in lab.core.list_namespaced_pod(lab.namespace).items
-              if pod.metadata.deletion_timestamp is None}
+    images = {
+        pod.spec.containers[0].image
+        for pod in lab.core.list_namespaced_pod(lab.namespace).items
+        if pod.metadata.deletion_timestamp is None
+    }
     assert images == {"ml-api:v1"}
 
 
@@ -111,7 +117,9 @@ def test_service_endpoints_list_the_ready_pods(lab: Lab) -> None:
     wait_until(lambda: endpoint_ips() == pod_ips)
     endpoints = lab.core.read_namespaced_endpoints("ml-api-service", lab.namespace)
     assert {p.port for s in endpoints.subsets for p in s.ports} == {8080}
-    assert lab.core.read_namespaced_service("ml-api-service", lab.namespace).spec.ports[0].port == 80
+    assert (
+        lab.core.read_namespaced_service("ml-api-service", lab.namespace).spec.ports[0].port == 80
+    )
 
 
 def test_a_deleted_pod_is_replaced(lab: Lab) -> None:
@@ -123,12 +131,16 @@ def test_a_deleted_pod_is_replaced(lab: Lab) -> None:
 
 def test_cleanup_by_label_removes_deployment_and_service(lab: Lab) -> None:
     deploy(lab)
-    assert sorted(actions.delete_by_label(lab, "app=ml-api")) == ["deployment/ml-api", "service/ml-api-service"]
+    assert sorted(actions.delete_by_label(lab, "app=ml-api")) == [
+        "deployment/ml-api",
+        "service/ml-api-service",
+    ]
     wait_until(lambda: not lab.core.list_namespaced_pod(lab.namespace).items)
 
 
-def test_connect_reuses_the_current_practice_context(practice_cluster: Practice,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connect_reuses_the_current_practice_context(
+    practice_cluster: Practice, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(cluster.PROVIDER_ENV, raising=False)
     assert kubeconfig.current_context() == practice_cluster.context
     assert cluster.choose().name == "practice"
@@ -145,7 +157,9 @@ def test_connect_points_plain_kubectl_at_the_labs_namespace(lab: Lab) -> None:
         assert kubectl_get_pods() == [], "a connect() to another namespace moves kubectl there"
         again = cluster.connect("practice", namespace=lab.namespace)
         assert kubectl_get_pods() == ready_pods(lab)
-        assert again.kubeconfig_file is not None and os.environ["KUBECONFIG"] == str(again.kubeconfig_file)
+        assert again.kubeconfig_file is not None and os.environ["KUBECONFIG"] == str(
+            again.kubeconfig_file
+        )
         assert user_file.read_bytes() == before, "the user's kubeconfig is never rewritten"
     finally:
         other.core.delete_namespace(other.namespace)
@@ -153,8 +167,9 @@ def test_connect_points_plain_kubectl_at_the_labs_namespace(lab: Lab) -> None:
 
 def kubectl_get_pods() -> list[str]:
     """What `kubectl get pods` lists, run as a notebook's `!` line runs it (this process's environment)."""
-    done = subprocess.run(["kubectl", "get", "pods", "-o", "name"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["kubectl", "get", "pods", "-o", "name"], capture_output=True, text=True, check=True
+    )
     return sorted(line.removeprefix("pod/") for line in done.stdout.split())
 
 
@@ -164,14 +179,22 @@ def test_practice_memory_is_measured(practice_cluster: Practice) -> None:
 
 def listeners(marker: str) -> dict[int, int]:
     """Port -> pid of the listening sockets of processes whose command line mentions `marker`."""
-    pids = {p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])}
-    return {c.laddr.port: c.pid for c in psutil.net_connections("tcp")
-            if c.status == psutil.CONN_LISTEN and c.pid in pids}
+    pids = {
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if marker in " ".join(p.info["cmdline"] or [])
+    }
+    return {
+        c.laddr.port: c.pid
+        for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    }
 
 
 @pytest.mark.slow
-def test_stale_cluster_is_restarted_and_down_leaves_nothing_behind(practice_cluster: Practice,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_stale_cluster_is_restarted_and_down_leaves_nothing_behind(
+    practice_cluster: Practice, caplog: pytest.LogCaptureFixture
+) -> None:
     spare = Practice(cluster="lab-test-lifecycle", gpu_nodes=False, make_current=False)
     spare.down()
     spare.up()
@@ -184,10 +207,17 @@ def test_stale_cluster_is_restarted_and_down_leaves_nothing_behind(practice_clus
         owned = listeners(str(spare.workdir))
     finally:
         spare.down()
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(spare.workdir) in " ".join(p.info["cmdline"] or [])]
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(spare.workdir) in " ".join(p.info["cmdline"] or [])
+    ]
     # A freed port may be taken again at once by another program; none may still be the cluster's.
-    still = {c.laddr.port: c.pid for c in psutil.net_connections("tcp")
-             if c.status == psutil.CONN_LISTEN and c.laddr.port in owned and c.pid in owned.values()}
+    still = {
+        c.laddr.port: c.pid
+        for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port in owned and c.pid in owned.values()
+    }
     assert not still, f"ports still held by the deleted cluster's processes: {still}"
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="autograder"):

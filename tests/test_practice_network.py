@@ -27,37 +27,57 @@ from autograder.practice.cluster import Practice
 
 pytestmark = pytest.mark.cluster
 
-CONTROL_PLANE = {"kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok-controller"}
+CONTROL_PLANE = {
+    "kube-apiserver",
+    "etcd",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok-controller",
+}
 LOOPBACK = {"127.0.0.1", "::1"}
 
 
 def listening(practice: Practice) -> dict[tuple[str, int], str]:
     """(address, port) -> process name of every TCP socket the cluster's processes listen on."""
     names = {process.pid: process.name() for process in practice.processes()}
-    return {(c.laddr.ip, c.laddr.port): names[c.pid] for c in psutil.net_connections("inet")
-            if c.status == psutil.CONN_LISTEN and c.pid in names}
+    return {
+        (c.laddr.ip, c.laddr.port): names[c.pid]
+        for c in psutil.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in names
+    }
 
 
 def other_addresses() -> list[str]:
     """This machine's addresses on its networks: every one but loopback and IPv6 link-local."""
-    found = {ipaddress.ip_address(address.address.split("%")[0])
-             for addresses in psutil.net_if_addrs().values() for address in addresses
-             if address.family in (socket.AF_INET, socket.AF_INET6)}
-    return sorted(str(address) for address in found if not address.is_loopback and not address.is_link_local)
+    found = {
+        ipaddress.ip_address(address.address.split("%")[0])
+        for addresses in psutil.net_if_addrs().values()
+        for address in addresses
+        if address.family in (socket.AF_INET, socket.AF_INET6)
+    }
+    return sorted(
+        str(address) for address in found if not address.is_loopback and not address.is_link_local
+    )
 
 
 def etcd_port(practice: Practice) -> int:
     """The client port kwokctl gave the cluster's etcd, as saved in the cluster's kwok.yaml."""
     documents = yaml.safe_load_all((practice.workdir / "kwok.yaml").read_text())
-    return next(document["options"]["etcdPort"] for document in documents
-                if document and document.get("kind") == "KwokctlConfiguration")
+    return next(
+        document["options"]["etcdPort"]
+        for document in documents
+        if document and document.get("kind") == "KwokctlConfiguration"
+    )
 
 
 def range_request(key_prefix: str) -> dict[str, str]:
     """etcd's v3 JSON gateway body for `etcdctl get KEY_PREFIX --prefix --keys-only`."""
     end = key_prefix[:-1] + chr(ord(key_prefix[-1]) + 1)
-    return {"key": base64.b64encode(key_prefix.encode()).decode(),
-            "range_end": base64.b64encode(end.encode()).decode(), "keys_only": True}
+    return {
+        "key": base64.b64encode(key_prefix.encode()).decode(),
+        "range_end": base64.b64encode(end.encode()).decode(),
+        "keys_only": True,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +93,18 @@ def serving(practice_cluster: Practice) -> Iterator[Practice]:
 
 def test_every_port_of_the_cluster_listens_on_loopback_only(serving: Practice) -> None:
     sockets = listening(serving)
-    print(*sorted(f"{name:<24} {address}:{port}" for (address, port), name in sockets.items()), sep="\n")
-    assert set(sockets.values()) >= CONTROL_PLANE, "every component of the control plane was found listening"
-    exposed = {f"{address}:{port}": name for (address, port), name in sockets.items()
-               if address not in LOOPBACK}
+    print(
+        *sorted(f"{name:<24} {address}:{port}" for (address, port), name in sockets.items()),
+        sep="\n",
+    )
+    assert set(sockets.values()) >= CONTROL_PLANE, (
+        "every component of the control plane was found listening"
+    )
+    exposed = {
+        f"{address}:{port}": name
+        for (address, port), name in sockets.items()
+        if address not in LOOPBACK
+    }
     assert not exposed, f"listening beyond loopback: {exposed}"
 
 
@@ -99,9 +127,12 @@ def test_no_port_of_the_cluster_answers_on_the_machines_addresses(serving: Pract
 def read_keys(url: str, **options: object) -> list[str] | None:
     """The cluster role bindings' keys as etcd lists them to a client; None when it turns the client away."""
     try:
-        answer = requests.post(url, json=range_request("/registry/clusterrolebindings/"), timeout=10,
-                               **options)
-    except requests.exceptions.ConnectionError:  # TLS refused: no certificate, or one etcd does not trust
+        answer = requests.post(
+            url, json=range_request("/registry/clusterrolebindings/"), timeout=10, **options
+        )
+    except (
+        requests.exceptions.ConnectionError
+    ):  # TLS refused: no certificate, or one etcd does not trust
         return None
     if answer.status_code != 200:
         return None
@@ -111,20 +142,45 @@ def read_keys(url: str, **options: object) -> list[str] | None:
 def self_signed(folder: Path) -> tuple[Path, Path]:
     """A client certificate claiming the cluster admin's name and group, signed by its own key."""
     cert, key = folder / "intruder.crt", folder / "intruder.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-subj", "/O=system:masters/CN=kwok-admin", "-days", "1", "-keyout", str(key),
-                    "-out", str(cert), "-addext", "extendedKeyUsage=clientAuth"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/O=system:masters/CN=kwok-admin",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
-def test_etcd_answers_only_a_client_with_the_clusters_certificate(practice_cluster: Practice,
-                                                                  tmp_path: Path) -> None:
+def test_etcd_answers_only_a_client_with_the_clusters_certificate(
+    practice_cluster: Practice, tmp_path: Path
+) -> None:
     address = f"127.0.0.1:{etcd_port(practice_cluster)}/v3/kv/range"
     pki = practice_cluster.workdir / "pki"
     https = f"https://{address}"
     assert read_keys(f"http://{address}") is None, "plain HTTP"
     assert read_keys(https, verify=pki / "ca.crt") is None, "TLS without a client certificate"
-    assert read_keys(https, verify=pki / "ca.crt", cert=self_signed(tmp_path)) is None, "another authority's"
+    assert read_keys(https, verify=pki / "ca.crt", cert=self_signed(tmp_path)) is None, (
+        "another authority's"
+    )
     keys = read_keys(https, verify=pki / "ca.crt", cert=(pki / "admin.crt", pki / "admin.key"))
-    assert "/registry/clusterrolebindings/cluster-admin" in (keys or []), "the cluster's certificate reads"
+    assert "/registry/clusterrolebindings/cluster-admin" in (keys or []), (
+        "the cluster's certificate reads"
+    )

@@ -17,14 +17,26 @@ from autograder.providers.kind import Kind
 from autograder.shared import kubeconfig
 
 
-def write_kubeconfig(path: Path, context: str, server: str, namespace: str | None = "team-a") -> Path:
-    settings = {"cluster": context, "user": context, **({"namespace": namespace} if namespace else {})}
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": context,
-        "clusters": [{"name": context, "cluster": {"server": server}}],
-        "users": [{"name": context, "user": {"token": "x"}}],
-        "contexts": [{"name": context, "context": settings}],
-    }))
+def write_kubeconfig(
+    path: Path, context: str, server: str, namespace: str | None = "team-a"
+) -> Path:
+    settings = {
+        "cluster": context,
+        "user": context,
+        **({"namespace": namespace} if namespace else {}),
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": context,
+                "clusters": [{"name": context, "cluster": {"server": server}}],
+                "users": [{"name": context, "user": {"token": "x"}}],
+                "contexts": [{"name": context, "context": settings}],
+            }
+        )
+    )
     return path
 
 
@@ -32,9 +44,19 @@ class _VersionHandler(BaseHTTPRequestHandler):
     """Answers GET /version like an API server, so a context "answers" without a cluster."""
 
     def do_GET(self) -> None:
-        body = json.dumps({"major": "1", "minor": "34", "gitVersion": "v1.34.0", "gitCommit": "x",
-                           "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z",
-                           "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}).encode()
+        body = json.dumps(
+            {
+                "major": "1",
+                "minor": "34",
+                "gitVersion": "v1.34.0",
+                "gitCommit": "x",
+                "gitTreeState": "clean",
+                "buildDate": "2025-01-01T00:00:00Z",
+                "goVersion": "go1.24",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -67,31 +89,38 @@ def test_unknown_provider_lists_the_valid_ones(no_kubeconfig: Path) -> None:
         choice.choose("minikube")
 
 
-def test_explicit_argument_beats_the_environment(no_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explicit_argument_beats_the_environment(
+    no_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(choice.PROVIDER_ENV, "kind")
     assert choice.choose("practice").name == "practice"
     assert choice.choose().name == "kind"
 
 
-def test_unknown_provider_in_the_environment_is_refused(no_kubeconfig: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_provider_in_the_environment_is_refused(
+    no_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(choice.PROVIDER_ENV, "docker-desktop")
     with pytest.raises(ValueError, match="unknown cluster provider 'docker-desktop'"):
         choice.choose()
 
 
-def test_without_context_kind_comes_before_practice(no_kubeconfig: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_context_kind_comes_before_practice(
+    no_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(Kind, "unusable_reason", lambda self: None)
     assert choice.choose().name == "kind"
     monkeypatch.setattr(Kind, "unusable_reason", lambda self: "Docker is down")
     assert choice.choose().name == "practice"
 
 
-def test_a_context_that_does_not_answer_is_passed_over(no_kubeconfig: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(
-        no_kubeconfig / "config", "minikube", "https://127.0.0.1:1")))
+def test_a_context_that_does_not_answer_is_passed_over(
+    no_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "KUBECONFIG",
+        str(write_kubeconfig(no_kubeconfig / "config", "minikube", "https://127.0.0.1:1")),
+    )
     monkeypatch.setattr(Kind, "unusable_reason", lambda self: "no Docker")
     assert choice.choose().name == "practice"
 
@@ -103,7 +132,8 @@ def test_the_labs_own_contexts_are_recognised() -> None:
 
 
 def test_a_work_context_that_answers_is_used_only_when_asked_for(
-        no_kubeconfig: Path, answering_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_kubeconfig: Path, answering_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     work = write_kubeconfig(no_kubeconfig / "config", "work-prod", answering_server)
     monkeypatch.setenv("KUBECONFIG", str(work))
     assert kubeconfig.answers("work-prod")
@@ -117,7 +147,8 @@ def test_a_work_context_that_answers_is_used_only_when_asked_for(
 
 
 def test_the_labs_own_context_that_answers_is_reused(
-        no_kubeconfig: Path, answering_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_kubeconfig: Path, answering_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(Kind, "unusable_reason", lambda self: "no Docker")
     for context, expected in (("kind-ml-learning", "kind"), ("kwok-ml-learning", "practice")):
         own = write_kubeconfig(no_kubeconfig / context, context, answering_server)
@@ -125,11 +156,20 @@ def test_the_labs_own_context_that_answers_is_reused(
         assert choice.choose().name == expected
 
 
-@pytest.mark.parametrize(("named", "expected"), [
-    ("team-a", "team-a"), ("default", cluster.LAB_NAMESPACE), (None, cluster.LAB_NAMESPACE)])
-def test_the_namespace_is_never_default_unless_given(no_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     named: str | None, expected: str) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(
-        no_kubeconfig / "config", "minikube", "https://127.0.0.1:1", namespace=named)))
+@pytest.mark.parametrize(
+    ("named", "expected"),
+    [("team-a", "team-a"), ("default", cluster.LAB_NAMESPACE), (None, cluster.LAB_NAMESPACE)],
+)
+def test_the_namespace_is_never_default_unless_given(
+    no_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch, named: str | None, expected: str
+) -> None:
+    monkeypatch.setenv(
+        "KUBECONFIG",
+        str(
+            write_kubeconfig(
+                no_kubeconfig / "config", "minikube", "https://127.0.0.1:1", namespace=named
+            )
+        ),
+    )
     assert cluster.own_namespace("minikube") == expected
     assert cluster.LAB_NAMESPACE != "default"

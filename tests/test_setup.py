@@ -31,8 +31,11 @@ def _markers_and_fixtures(module: Path) -> set[str]:
     """The `pytest.mark.X` names and fixture arguments a test module uses."""
     used: set[str] = set()
     for node in ast.walk(ast.parse(module.read_text())):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-                and node.value.attr == "mark"):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "mark"
+        ):
             used.add(node.attr)
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
             used.update(arg.arg for arg in node.args.args)
@@ -45,15 +48,23 @@ def suite_needs() -> tuple[set[str], set[str]]:
     steps: set[str] = set()
     for module in TESTS.glob("test_*.py"):
         used = _markers_and_fixtures(module)
-        providers |= {name for key, name in {**PROVIDER_OF_MARKER, **PROVIDER_OF_FIXTURE}.items() if key in used}
+        providers |= {
+            name
+            for key, name in {**PROVIDER_OF_MARKER, **PROVIDER_OF_FIXTURE}.items()
+            if key in used
+        }
         steps |= {step for marker, step in SETUP_STEP_OF_MARKER.items() if marker in used}
     return providers, steps
 
 
 def planned_commands(makefile: Path, target: str = "test") -> list[str]:
     """Every command `make TARGET` would run, prerequisites included, from a dry run."""
-    done = subprocess.run(["make", "-n", "-B", "-f", str(makefile), "-C", str(REPO_ROOT), target],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["make", "-n", "-B", "-f", str(makefile), "-C", str(REPO_ROOT), target],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.splitlines()
 
 
@@ -73,7 +84,9 @@ def missing_setup(makefile: Path) -> list[str]:
     commands = planned_commands(makefile)
     needed = {name for chosen in providers for name in provider(chosen).required_binaries}
     gaps = [f"binary {name}" for name in sorted(needed - binaries_obtained(commands))]
-    gaps += [f"step `{step}`" for step in sorted(steps) if not any(step in line for line in commands)]
+    gaps += [
+        f"step `{step}`" for step in sorted(steps) if not any(step in line for line in commands)
+    ]
     return gaps
 
 
@@ -89,6 +102,8 @@ def test_make_test_obtains_everything_the_suite_needs() -> None:
 
 def test_a_missing_setup_step_is_caught(tmp_path: Path) -> None:
     """The Makefile before issue 9: `test` built only the practice cluster's binaries."""
-    broken = (REPO_ROOT / "Makefile").read_text().replace("binaries practice kind", "binaries practice")
+    broken = (
+        (REPO_ROOT / "Makefile").read_text().replace("binaries practice kind", "binaries practice")
+    )
     (tmp_path / "Makefile").write_text(broken)
     assert missing_setup(tmp_path / "Makefile") == ["binary kind"]

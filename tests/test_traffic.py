@@ -75,22 +75,30 @@ def test_port_forward_answers_with_the_version_across_update_and_undo(loaded: La
     assert answer(lab) == {"prediction": 15.0, "model_version": "v1.0"}
 
 
-def test_a_port_forward_typed_in_the_background_answers_and_a_missing_one_is_named(loaded: Lab) -> None:
+def test_a_port_forward_typed_in_the_background_answers_and_a_missing_one_is_named(
+    loaded: Lab,
+) -> None:
     """What notebooks 4 and 6 have the student type: `timeout 5 kubectl port-forward ... & sleep 1`."""
     deploy(loaded, V1)
     traffic.wait_until_forwardable(loaded)
     port, silent = ports.free_port(), ports.free_port()
-    typed = (f"timeout 5 {binaries.find('kubectl')} --kubeconfig {loaded.kubeconfig_file} port-forward "
-             f"service/ml-api-service {port}:80 >/dev/null 2>&1 & sleep 1")
+    typed = (
+        f"timeout 5 {binaries.find('kubectl')} --kubeconfig {loaded.kubeconfig_file} port-forward "
+        f"service/ml-api-service {port}:80 >/dev/null 2>&1 & sleep 1"
+    )
     subprocess.run(typed, shell=True, check=True, timeout=30)
     assert traffic.health_when_listening(f"http://127.0.0.1:{port}") == {"status": "healthy"}
     hint = traffic.health_when_listening(f"http://127.0.0.1:{silent}", timeout=0.5)
     assert isinstance(hint, str) and "is `kubectl port-forward` running in the background" in hint
 
 
-def test_a_kernel_that_sees_the_practice_cluster_as_existing_still_waits_for_routes(loaded: Lab) -> None:
+def test_a_kernel_that_sees_the_practice_cluster_as_existing_still_waits_for_routes(
+    loaded: Lab,
+) -> None:
     """A grader's student kernel connects as "existing"; its port-forward must not race the router."""
-    as_existing = Lab(provider="existing", context=loaded.context, namespace=loaded.namespace, api=loaded.api)
+    as_existing = Lab(
+        provider="existing", context=loaded.context, namespace=loaded.namespace, api=loaded.api
+    )
     assert catalog.serves_kwok_routes(as_existing)
     deploy(as_existing, V1)
     assert answer(as_existing) == {"prediction": 15.0, "model_version": "v1.0"}
@@ -101,7 +109,9 @@ def test_every_pod_is_routed_to_the_server_of_its_own_image(loaded: Lab) -> None
     deploy(lab, V2)
     custom = client.CustomObjectsApi(lab.api)
     catalog.wait_routed(lab, "app=ml-api")
-    forwards = custom.list_namespaced_custom_object(*catalog.KWOK, lab.namespace, "portforwards")["items"]
+    forwards = custom.list_namespaced_custom_object(*catalog.KWOK, lab.namespace, "portforwards")[
+        "items"
+    ]
     pods = lab.core.list_namespaced_pod(lab.namespace, label_selector="app=ml-api").items
     assert {f["metadata"]["name"] for f in forwards} >= {p.metadata.name for p in pods}
     targets = {f["spec"]["forwards"][0]["target"]["port"] for f in forwards}
@@ -111,7 +121,9 @@ def test_every_pod_is_routed_to_the_server_of_its_own_image(loaded: Lab) -> None
 
 def test_the_images_built_from_source_are_the_namespaces_own(loaded: Lab) -> None:
     assert {V1, V2} <= catalog.loaded_images(loaded)
-    assert not {V1, V2} & set(catalog.catalog(loaded.core)), "a namespace's build is not the cluster's"
+    assert not {V1, V2} & set(catalog.catalog(loaded.core)), (
+        "a namespace's build is not the cluster's"
+    )
 
 
 def test_an_image_never_loaded_is_explained(lab: Lab, router: None) -> None:
@@ -134,7 +146,8 @@ def test_a_busy_local_port_is_explained(loaded: Lab) -> None:
 
 
 def test_loading_without_docker_or_source_says_what_to_pass(
-        lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     with pytest.raises(images.ImageMissing, match="pass context="):
         images.load_into_cluster(lab, "t-traffic-nowhere:v1")
@@ -155,23 +168,35 @@ def test_an_image_built_with_docker_serves_the_app_inside_it(lab: Lab, router: N
 @pytest.fixture
 def own_cluster() -> Iterator[Lab]:
     """A practice cluster of this test's own, so stopping its router disturbs nobody else."""
-    practice = Practice(cluster=f"t-traffic-{uuid.uuid4().hex[:6]}", gpu_nodes=False, make_current=False)
+    practice = Practice(
+        cluster=f"t-traffic-{uuid.uuid4().hex[:6]}", gpu_nodes=False, make_current=False
+    )
     practice.up()
     try:
-        yield Lab(provider="practice", context=practice.context, namespace="default",
-                  api=kubeconfig.api_client(practice.context, practice.kubeconfig_file))
+        yield Lab(
+            provider="practice",
+            context=practice.context,
+            namespace="default",
+            api=kubeconfig.api_client(practice.context, practice.kubeconfig_file),
+        )
     finally:
         supervise.stop_router(practice.context)
         practice.down()
 
 
-def test_kubectl_logs_shows_the_requests_and_no_model_server_outlives_the_router(own_cluster: Lab) -> None:
+def test_kubectl_logs_shows_the_requests_and_no_model_server_outlives_the_router(
+    own_cluster: Lab,
+) -> None:
     images.load_into_cluster(own_cluster, V1, context=SOURCE, version="v1.0")
     deploy(own_cluster, V1)
     assert answer(own_cluster)["model_version"] == "v1.0"
     # kubectl picks one of the three pods behind the Service: the request is in that pod's log.
-    logs = " ".join(own_cluster.core.read_namespaced_pod_log(pod.metadata.name, "default")
-                    for pod in own_cluster.core.list_namespaced_pod("default", label_selector="app=ml-api").items)
+    logs = " ".join(
+        own_cluster.core.read_namespaced_pod_log(pod.metadata.name, "default")
+        for pod in own_cluster.core.list_namespaced_pod(
+            "default", label_selector="app=ml-api"
+        ).items
+    )
     assert "POST /predict" in logs
 
     servers = psutil.Process(supervise.router_pid(own_cluster.context)).children()

@@ -16,23 +16,30 @@ from autograder.grading.classrun.runner import grade_class, table
 from autograder.grading.settings import GradingSettings
 
 STUDENT = "typed"
-CLUSTER_NOTEBOOKS = ("03-your-cluster", "04-first-deployment", "05-scale-update-rollback",
-                     "06-troubleshooting-and-review", "07-beyond-the-lesson")
-KNOWLEDGE = {f"test-q{n}" for n in range(1, 4)}  # notebook 6's questions on the lesson: no cluster work asked
+CLUSTER_NOTEBOOKS = (
+    "03-your-cluster",
+    "04-first-deployment",
+    "05-scale-update-rollback",
+    "06-troubleshooting-and-review",
+    "07-beyond-the-lesson",
+)
+KNOWLEDGE = {
+    f"test-q{n}" for n in range(1, 4)
+}  # notebook 6's questions on the lesson: no cluster work asked
 
 # What a student who reads the page instead of doing the work types into each answer cell.
 TYPED = {
     "read-nodes": 'def node_report(selector=""):\n'
-                  '    return {"ready": 5, "cpu": 28.0, "gpu_nodes": ["practice-gpu-1", "practice-gpu-2"]}',
+    '    return {"ready": 5, "cpu": 28.0, "gpu_nodes": ["practice-gpu-1", "practice-gpu-2"]}',
     "test-client": 'def local_predict(features):\n    return {"prediction": 15.0, "model_version": "v1.0"}',
     "apply-deployment": 'print("3/3 pods ready")',
     "write-service": 'service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ml-api-service"}}',
-    "predict-through-service": 'def predict_deployed(features):\n'
-                               '    return {"prediction": 15.0, "model_version": "v1.0"}\n'
-                               'deployed_answer = predict_deployed([1, 2, 3, 4, 5])\n'
-                               'deployed_health = {"status": "healthy"}',
+    "predict-through-service": "def predict_deployed(features):\n"
+    '    return {"prediction": 15.0, "model_version": "v1.0"}\n'
+    "deployed_answer = predict_deployed([1, 2, 3, 4, 5])\n"
+    'deployed_health = {"status": "healthy"}',
     "events-and-logs": 'def pod_events(pod):\n    return [("Scheduled", f"Successfully assigned {pod}")]\n'
-                       'def pod_logs(pod, lines):\n    return ""',
+    'def pod_logs(pod, lines):\n    return ""',
     "scale-up": 'print("scaled to 5")',
     "scale-down": 'print("scaled to 3")',
     "set-image": 'print("ml-api:v2")',
@@ -46,13 +53,13 @@ TYPED = {
     "fix-selector": 'patch = {"spec": {"selector": {"app": "ml-api"}}}',
     # Q4-Q6 as the page could suggest them: notebook 5's first revision, the crasher's exit code, kind's node.
     "self-check-answers": 'q1, q2, q3 = "c", "b", "d"\nq4, q5, q6 = 1, 1, "ml-learning-control-plane"',
-    "crash-recovery": 'def pods_on_nodes(selector):\n'
-                      '    return {"practice-worker-1": 2, "practice-worker-2": 2, "practice-gpu-1": 1, "practice-gpu-2": 1}',
-    "crash-survivors": 'survivors_on_crashed = 0',
+    "crash-recovery": "def pods_on_nodes(selector):\n"
+    '    return {"practice-worker-1": 2, "practice-worker-2": 2, "practice-gpu-1": 1, "practice-gpu-2": 1}',
+    "crash-survivors": "survivors_on_crashed = 0",
     "gpu-deployment": 'gpu_model = {"metadata": {"name": "gpu-model"}}',
-    "read-packing": 'def packing(selector):\n'
-                    '    return {"cpu_share": {"practice-gpu-1": 0.75, "practice-gpu-2": 0.75}, '
-                    '"fullest_node": "practice-gpu-1", "free_cpu": 7.0}',
+    "read-packing": "def packing(selector):\n"
+    '    return {"cpu_share": {"practice-gpu-1": 0.75, "practice-gpu-2": 0.75}, '
+    '"fullest_node": "practice-gpu-1", "free_cpu": 7.0}',
 }
 
 
@@ -69,18 +76,27 @@ def type_answers(folder: Path) -> None:
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_answers_typed_from_the_page_earn_nothing_on_the_cluster(tmp_path: Path, practice_cluster) -> None:
+def test_answers_typed_from_the_page_earn_nothing_on_the_cluster(
+    tmp_path: Path, practice_cluster
+) -> None:
     root = bench.course_copy(tmp_path / "course")
     ensure_in_gradebook(Course(root), bench.ASSIGNMENT)
     type_answers(submissions.write(root, bench.ASSIGNMENT, STUDENT))
-    outcomes = grade_class(root, bench.ASSIGNMENT, settings=GradingSettings(jobs=1), provider="practice")
+    outcomes = grade_class(
+        root, bench.ASSIGNMENT, settings=GradingSettings(jobs=1), provider="practice"
+    )
     print(table(outcomes))
     assert [(o.student, o.status) for o in outcomes] == [(STUDENT, "graded")]
     earned = {}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
         for name in CLUSTER_NOTEBOOKS:
             notebook = gradebook.find_submission_notebook(name, bench.ASSIGNMENT, STUDENT)
-            earned.update({(name, grade.name): grade.score for grade in notebook.grades
-                           if grade.name not in KNOWLEDGE})
+            earned.update(
+                {
+                    (name, grade.name): grade.score
+                    for grade in notebook.grades
+                    if grade.name not in KNOWLEDGE
+                }
+            )
     assert len(earned) >= 15, f"expected every cluster exercise to be graded, got {sorted(earned)}"
     assert {key: score for key, score in earned.items() if score} == {}

@@ -30,12 +30,18 @@ FIXTURE_NEEDS = {
     "worker_server": ("root",),  # the grader's fork server serves root alone
     "kind_base_files": ("go",),
     "pinned_kubectl": ("binaries",),
-    "classroom": ("root", "binaries", "slow"),  # Unix users, confined servers, a cluster per student
+    "classroom": (
+        "root",
+        "binaries",
+        "slow",
+    ),  # Unix users, confined servers, a cluster per student
 }
 FAST_TIMEOUT = 60  # seconds: the fast tier's tests take 7 s at most on a busy 2-core machine
 NO_CLUSTER = "/nonexistent/the-fast-tier-has-no-cluster"
 NO_DOCKER = "unix:///nonexistent/the-fast-tier-has-no-docker.sock"
-NO_NETWORK = "http://127.0.0.1:9"  # the discard port: nothing listens, so every proxied request is refused
+NO_NETWORK = (
+    "http://127.0.0.1:9"  # the discard port: nothing listens, so every proxied request is refused
+)
 LOOPBACK = "localhost,127.0.0.1,::1"
 PROXIES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
@@ -69,16 +75,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def _refuse_cluster(self: object) -> None:
-    raise RuntimeError(f"{type(self).__name__}.up() in the fast tier: take the practice_cluster fixture, "
-                       "or mark the test `cluster` (or `kind`)")
+    raise RuntimeError(
+        f"{type(self).__name__}.up() in the fast tier: take the practice_cluster fixture, "
+        "or mark the test `cluster` (or `kind`)"
+    )
 
 
 def _without_resources() -> None:
     """What a fast test finds: no root powers, no kubeconfig, no Docker engine, no proxy that answers."""
     if _effective_capabilities():
         isolation.renounce_capabilities()
-    os.environ.update({"KUBECONFIG": NO_CLUSTER, "DOCKER_HOST": NO_DOCKER, "GOPROXY": "off",
-                       **dict.fromkeys(PROXIES, NO_NETWORK), "no_proxy": LOOPBACK, "NO_PROXY": LOOPBACK})
+    os.environ.update(
+        {
+            "KUBECONFIG": NO_CLUSTER,
+            "DOCKER_HOST": NO_DOCKER,
+            "GOPROXY": "off",
+            **dict.fromkeys(PROXIES, NO_NETWORK),
+            "no_proxy": LOOPBACK,
+            "NO_PROXY": LOOPBACK,
+        }
+    )
     Practice.up = Kind.up = _refuse_cluster  # type: ignore[method-assign]
 
 

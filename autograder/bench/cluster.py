@@ -20,7 +20,13 @@ from autograder.shared.provider import Lab
 
 logger = logging.getLogger(__name__)
 
-CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok-controller")
+CONTROL_PLANE = (
+    "kube-apiserver",
+    "etcd",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok-controller",
+)
 
 
 def _seconds(action: Callable[[], object]) -> float:
@@ -42,7 +48,9 @@ def _summed(processes: list[psutil.Process], measure: Callable[[psutil.Process],
 
 def _memory_mib(practice: Practice, field: str) -> float:
     def memory(process: psutil.Process) -> float:
-        return getattr(process.memory_full_info() if field == "pss" else process.memory_info(), field)
+        return getattr(
+            process.memory_full_info() if field == "pss" else process.memory_info(), field
+        )
 
     return _summed(practice.processes(), memory) / 2**20
 
@@ -59,13 +67,18 @@ def practice_rss_mib(practice: Practice) -> float:
 
 def practice_pss_mib(practice: Practice) -> float:
     """The cluster's real resident memory: each shared page split among the processes that map it."""
-    others = [process.pid for process in psutil.process_iter(["name", "cmdline"])
-              if process.info["name"] in CONTROL_PLANE
-              and str(practice.workdir) not in " ".join(process.info["cmdline"] or [])]
+    others = [
+        process.pid
+        for process in psutil.process_iter(["name", "cmdline"])
+        if process.info["name"] in CONTROL_PLANE
+        and str(practice.workdir) not in " ".join(process.info["cmdline"] or [])
+    ]
     if others:
-        logger.warning("another cluster's control plane runs here (pids %s): it shares the binaries' pages, so "
-                       "the PSS figure reads low (by about 130 MiB); stop that cluster for a true figure",
-                       ", ".join(map(str, others)))
+        logger.warning(
+            "another cluster's control plane runs here (pids %s): it shares the binaries' pages, so "
+            "the PSS figure reads low (by about 130 MiB); stop that cluster for a true figure",
+            ", ".join(map(str, others)),
+        )
     return _memory_mib(practice, "pss")
 
 
@@ -81,20 +94,28 @@ def idle_cpu_percent(practice: Practice, seconds: float = 10.0) -> float:
 def with_readiness_probe(documents: list[dict]) -> list[dict]:
     """The lesson's Deployment with a readinessProbe on /health (kept when the manifest has one)."""
     container = documents[0]["spec"]["template"]["spec"]["containers"][0]
-    container.setdefault("readinessProbe", {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 1})
+    container.setdefault(
+        "readinessProbe", {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 1}
+    )
     return documents
 
 
 def ready_and_memory(practice: Practice, lab: Lab) -> dict[str, float]:
     """Seconds from apply to 3/3 Ready with a readiness probe; memory and idle CPU with 5 replicas."""
-    documents = with_readiness_probe(w.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml"))
-    seconds = _seconds(lambda: (w.apply(lab, documents), w.wait_for_rollout(lab, DEPLOYMENT, progress=False)))
+    documents = with_readiness_probe(
+        w.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")
+    )
+    seconds = _seconds(
+        lambda: (w.apply(lab, documents), w.wait_for_rollout(lab, DEPLOYMENT, progress=False))
+    )
     actions.scale(lab, DEPLOYMENT, 5)
     w.wait_for_rollout(lab, DEPLOYMENT, progress=False)
-    return {"apply to 3/3 ready with a readinessProbe (s)": seconds,
-            "resident memory, 5 replicas running, sum of RSS (MiB)": practice_rss_mib(practice),
-            "resident memory, 5 replicas running, sum of PSS (MiB)": practice_pss_mib(practice),
-            "CPU while idle, 5 replicas running (% of one core)": idle_cpu_percent(practice)}
+    return {
+        "apply to 3/3 ready with a readinessProbe (s)": seconds,
+        "resident memory, 5 replicas running, sum of RSS (MiB)": practice_rss_mib(practice),
+        "resident memory, 5 replicas running, sum of PSS (MiB)": practice_pss_mib(practice),
+        "CPU while idle, 5 replicas running (% of one core)": idle_cpu_percent(practice),
+    }
 
 
 def bench_cluster(runs: int = 3) -> dict[str, float]:
@@ -107,17 +128,23 @@ def bench_cluster(runs: int = 3) -> dict[str, float]:
     figures: dict[str, float] = {}
     if missing:
         figures["cold build of missing binaries (s)"] = _seconds(
-            lambda: binaries.ensure(binaries.PRACTICE_BINARIES))
+            lambda: binaries.ensure(binaries.PRACTICE_BINARIES)
+        )
     samples: dict[str, list[float]] = {}
     for run in range(runs):
         practice.down()
         samples.setdefault("create cluster, binaries cached (s)", []).append(
-            _seconds(lambda: practice.up()))
+            _seconds(lambda: practice.up())
+        )
         lab = attach(practice, namespace=f"bench-{run}")
         steps = {step.name: step.seconds for step in lesson_flow(lab)}
         lab.core.delete_namespace(lab.namespace)
-        samples.setdefault("deploy to 3/3 ready (s)", []).append(steps["apply deployment + service, 3/3 ready"])
-        samples.setdefault("rolling update to v2 (s)", []).append(steps["rolling update to ml-api:v2"])
+        samples.setdefault("deploy to 3/3 ready (s)", []).append(
+            steps["apply deployment + service, 3/3 ready"]
+        )
+        samples.setdefault("rolling update to v2 (s)", []).append(
+            steps["rolling update to ml-api:v2"]
+        )
         samples.setdefault("rollout undo (s)", []).append(steps["rollout undo"])
     figures.update({name: statistics.median(values) for name, values in samples.items()})
     lab = attach(practice, namespace="bench-memory")
@@ -126,4 +153,3 @@ def bench_cluster(runs: int = 3) -> dict[str, float]:
     figures["restart a stopped cluster (s)"] = _seconds(lambda: practice.up())
     practice.down()
     return figures
-

@@ -33,8 +33,14 @@ KERNELS, WORKER, FEEDBACK, CLASS_RUN = "kernels", "worker", "feedback", "class r
 SAMPLING, ATTRIBUTED = "sampling", "all of these"
 UNATTRIBUTED, MACHINE = "unattributed", "machine busy"
 COMPONENTS = (API_SERVER, ETCD, CONTROLLERS, PODS, KERNELS, WORKER, FEEDBACK, CLASS_RUN, SAMPLING)
-CONTROL_PLANE = {"kube-apiserver": API_SERVER, "etcd": ETCD, "kube-controller-manager": CONTROLLERS,
-                 "kube-scheduler": CONTROLLERS, "kwok": CONTROLLERS, "kwok-controller": CONTROLLERS}
+CONTROL_PLANE = {
+    "kube-apiserver": API_SERVER,
+    "etcd": ETCD,
+    "kube-controller-manager": CONTROLLERS,
+    "kube-scheduler": CONTROLLERS,
+    "kwok": CONTROLLERS,
+    "kwok-controller": CONTROLLERS,
+}
 # How deep the worker sits below the first process naming its module: the server forks a child
 # per client, which forks the worker; a client with no server becomes the worker. Deeper: kernels.
 SERVED_WORKER_DEPTH, COLD_WORKER_DEPTH = 2, 0
@@ -105,8 +111,9 @@ def descendants(parents: Mapping[int, int], roots: Iterable[int]) -> dict[int, t
     return found
 
 
-def attribute(baseline: Mapping[Key, Sample], last: Mapping[Key, Sample],
-              alive: Iterable[Key]) -> dict[str, float]:
+def attribute(
+    baseline: Mapping[Key, Sample], last: Mapping[Key, Sample], alive: Iterable[Key]
+) -> dict[str, float]:
     """Core-seconds per component from `baseline` to `last`; `alive`: the processes still running.
 
     A process counts its own CPU, and what it reaped beyond the ended children sampled on their own:
@@ -122,8 +129,11 @@ def attribute(baseline: Mapping[Key, Sample], last: Mapping[Key, Sample],
         before = baseline.get(key)
         own = sample.own - (before.own if before else 0.0)
         reaped = sample.reaped - (before.reaped if before else 0.0)
-        seen = sum(child.cumulative for child in ended.get(sample.pid, [])
-                   if child.started >= sample.started)
+        seen = sum(
+            child.cumulative
+            for child in ended.get(sample.pid, [])
+            if child.started >= sample.started
+        )
         split[sample.component] = split.get(sample.component, 0.0) + own + max(0.0, reaped - seen)
     return split
 
@@ -169,8 +179,12 @@ def cluster_processes(provider: str | None) -> tuple[dict[int, str], list[int]]:
 class Sampler:
     """While its block runs: the grading tree, the pod runtime and the control plane, sampled."""
 
-    def __init__(self, control: Mapping[int, str] | None = None, pods: Iterable[int] = (),
-                 interval: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        control: Mapping[int, str] | None = None,
+        pods: Iterable[int] = (),
+        interval: float = INTERVAL,
+    ) -> None:
         self.control, self.pods, self.interval = dict(control or {}), list(pods), interval
         self.root = os.getpid()
         self.baseline: dict[Key, Sample] = {}
@@ -188,8 +202,12 @@ class Sampler:
         self._thread.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self._stopping.set()
         self._thread.join()
         final = self._tick()
@@ -235,5 +253,11 @@ def _sample(pid: int, parent: int, component: str) -> Sample | None:
             times, started = process.cpu_times(), process.create_time()
     except psutil.Error:
         return None
-    return Sample(pid, parent, started, component, times.user + times.system,
-                  times.children_user + times.children_system)
+    return Sample(
+        pid,
+        parent,
+        started,
+        component,
+        times.user + times.system,
+        times.children_user + times.children_system,
+    )

@@ -35,22 +35,32 @@ def course_copy(target: Path, source: Path = REPO_ROOT, assignment: str = ASSIGN
     return target
 
 
-def _measure(course: Path, students: list[str], jobs: int,
-             provider: str | None) -> tuple[float, list[Outcome]]:
+def _measure(
+    course: Path, students: list[str], jobs: int, provider: str | None
+) -> tuple[float, list[Outcome]]:
     """Grade `students` again with `jobs` workers; the wall time and each outcome."""
     started = time.monotonic()
-    outcomes = grade_class(course, ASSIGNMENT, students, GradingSettings(jobs=jobs, regrade=True, feedback=False),
-                           provider=provider)
+    outcomes = grade_class(
+        course,
+        ASSIGNMENT,
+        students,
+        GradingSettings(jobs=jobs, regrade=True, feedback=False),
+        provider=provider,
+    )
     elapsed = time.monotonic() - started
     if failed := [o for o in outcomes if o.status != "graded"]:
-        raise LabError(f"{len(failed)} submission(s) were not graded, e.g. {failed[0].student}: {failed[0].detail}")
+        raise LabError(
+            f"{len(failed)} submission(s) were not graded, e.g. {failed[0].student}: {failed[0].detail}"
+        )
     return elapsed, outcomes
 
 
 def _feedback_seconds(course: Path, students: list[str], jobs: int = 1) -> float:
     """Seconds for nbgrader's feedback (`jobs` rendering at once) and the CSV export, which follow a class run."""
     started = time.monotonic()
-    feedback_and_export(Course(course), ASSIGNMENT, students, GradingSettings().feedback_timeout, jobs)
+    feedback_and_export(
+        Course(course), ASSIGNMENT, students, GradingSettings().feedback_timeout, jobs
+    )
     return time.monotonic() - started
 
 
@@ -69,10 +79,14 @@ def _feedback_split(alone: float, together: float, count: int) -> tuple[float, f
 def _phase_table(outcomes: list[Outcome], feedback: float) -> str:
     """Median seconds per phase of each submission, in the order grading goes through them."""
     order = ["sandbox set-up", "kernel starts", "cells", "judging", "worker", "clean-up"]
-    rows = [f"    {phase:<16} {statistics.median(o.phases.get(phase, 0.0) for o in outcomes):6.1f} s"
-            for phase in order]
+    rows = [
+        f"    {phase:<16} {statistics.median(o.phases.get(phase, 0.0) for o in outcomes):6.1f} s"
+        for phase in order
+    ]
     rows.append(f"    {'feedback':<16} {feedback:6.1f} s")
-    rows.append(f"    {'whole submission':<16} {statistics.median(o.seconds for o in outcomes) + feedback:6.1f} s")
+    rows.append(
+        f"    {'whole submission':<16} {statistics.median(o.seconds for o in outcomes) + feedback:6.1f} s"
+    )
     return "\n".join(rows)
 
 
@@ -102,27 +116,39 @@ def run(students: int, jobs: int, provider: str | None = None) -> int:
             alone = _feedback_seconds(course, names[:1]) if len(names) > 1 else together
             feedback, feedback_start = _feedback_split(alone, together, len(names))
             fixed.append(_fixed_seconds(elapsed, outcomes) + feedback_start)
-            print(f"{kind}, serial: {statistics.median(o.seconds for o in outcomes) + feedback:.1f} s per submission "
-                  f"(median, with its feedback), besides the run's own {fixed[-1]:.1f} s; median per phase:")
+            print(
+                f"{kind}, serial: {statistics.median(o.seconds for o in outcomes) + feedback:.1f} s per submission "
+                f"(median, with its feedback), besides the run's own {fixed[-1]:.1f} s; median per phase:"
+            )
             print(_phase_table(outcomes, feedback))
-            print("    CPU per submission with its feedback, by component (unattributed: the rest):")
+            print(
+                "    CPU per submission with its feedback, by component (unattributed: the rest):"
+            )
             print(cpu.table(sampler.split, sampler.busy, len(names)))
             # Parallel workers share the cores: this, not the wall time, bounds what --jobs can reach.
             cores, per_submission = psutil.cpu_count() or 1, sampler.busy / len(names)
-            print(f"    machine CPU {per_submission:6.1f} core-s per submission: at most "
-                  f"{60 * cores / per_submission:.1f} per minute on {cores} cores")
+            print(
+                f"    machine CPU {per_submission:6.1f} core-s per submission: at most "
+                f"{60 * cores / per_submission:.1f} per minute on {cores} cores"
+            )
         start_and_end = statistics.median(fixed)
-        print(f"each run's own start and end (servers, the last namespace's deletion, the feedback renderer's "
-              f"start): {start_and_end:.1f} s")
+        print(
+            f"each run's own start and end (servers, the last namespace's deletion, the feedback renderer's "
+            f"start): {start_and_end:.1f} s"
+        )
         # A class is mostly solved work: its rate is the one to plan with; half blank flatters it.
         for kind, names in (("solved only", solved), ("half solved, half blank", solved + blank)):
             elapsed, _ = _measure(course, names, jobs, provider)
             elapsed += _feedback_seconds(course, names, jobs)
             pace = max(elapsed - start_and_end, 1e-9) / len(names)
-            print(f"--jobs {jobs}, {kind}: {elapsed:.1f} s for {len(names)} with their feedback: "
-                  f"{60 / pace:.2f} submissions per minute once started (a class of 60: "
-                  f"{(start_and_end + 60 * pace) / 60:.0f} min)")
+            print(
+                f"--jobs {jobs}, {kind}: {elapsed:.1f} s for {len(names)} with their feedback: "
+                f"{60 / pace:.2f} submissions per minute once started (a class of 60: "
+                f"{(start_and_end + 60 * pace) / 60:.0f} min)"
+            )
         started = time.monotonic()
-        grade_class(course, ASSIGNMENT, solved + blank, GradingSettings(jobs=jobs), provider=provider)
+        grade_class(
+            course, ASSIGNMENT, solved + blank, GradingSettings(jobs=jobs), provider=provider
+        )
         print(f"resume of the fully graded class: {time.monotonic() - started:.1f} s")
     return 0

@@ -19,9 +19,12 @@ BENCH_TAG = "bench-k8s-ml-lab-hosted:latest"
 def bench_hosted(runs: int = 3) -> dict[str, float]:
     """Seconds to build cold and cached, from `docker run` to JupyterLab and to a ready practice cluster."""
     figures: dict[str, float] = {}
-    figures["image build, cold: no layer cache (s)"] = hostedimage.build(BENCH_TAG, nocache=True).seconds
+    figures["image build, cold: no layer cache (s)"] = hostedimage.build(
+        BENCH_TAG, nocache=True
+    ).seconds
     figures["image build, cached (s)"] = statistics.median(
-        hostedimage.build(BENCH_TAG).seconds for _ in range(runs))
+        hostedimage.build(BENCH_TAG).seconds for _ in range(runs)
+    )
     to_lab, to_cluster, from_nothing = [], [], []
     for _ in range(runs):
         with hostedimage.running(BENCH_TAG) as lab:
@@ -33,10 +36,15 @@ def bench_hosted(runs: int = 3) -> dict[str, float]:
             from_nothing.append(lab.cluster_up())
     figures["container start to JupyterLab /api/status (s)"] = statistics.median(to_lab)
     figures["container start to a ready practice cluster (s)"] = statistics.median(to_cluster)
-    figures["practice cluster up from nothing inside, as the user (s)"] = statistics.median(from_nothing)
+    figures["practice cluster up from nothing inside, as the user (s)"] = statistics.median(
+        from_nothing
+    )
     figures["processes while it ran (count)"] = len(rights)
-    figures["of them not the notebook user, uid 1000 (count)"] = sum(row["uid"] != hostedimage.NB_UID for row in rights)
+    figures["of them not the notebook user, uid 1000 (count)"] = sum(
+        row["uid"] != hostedimage.NB_UID for row in rights
+    )
     figures["of them with an effective or permitted capability (count)"] = sum(
-        bool(row["CapEff"] or row["CapPrm"]) for row in rights)
+        bool(row["CapEff"] or row["CapPrm"]) for row in rights
+    )
     docker.from_env().images.remove(BENCH_TAG)
     return figures

@@ -25,9 +25,11 @@ def bench_image(runs: int = 3) -> dict[str, float]:
     baseimage.ensure_python_base(client)
     figures[f"{baseimage.BASE_IMAGE} present, pulled or made (s)"] = time.monotonic() - started
     figures["cold build, no layer cache (s)"] = images.build(
-        BENCH_TAG, nocache=True, progress=False).seconds
+        BENCH_TAG, nocache=True, progress=False
+    ).seconds
     figures["warm build, every layer cached (s)"] = statistics.median(
-        images.build(BENCH_TAG, progress=False).seconds for _ in range(runs))
+        images.build(BENCH_TAG, progress=False).seconds for _ in range(runs)
+    )
     starts = []
     for _ in range(runs):
         started = time.monotonic()

@@ -44,7 +44,9 @@ def bench_kind() -> dict[str, float]:
         steps = {step.name: step.seconds for step in lesson_flow(lab)}
     finally:
         lab.core.delete_namespace(lab.namespace)
-    figures["deploy to 3/3 ready, real containers (s)"] = steps["apply deployment + service, 3/3 ready"]
+    figures["deploy to 3/3 ready, real containers (s)"] = steps[
+        "apply deployment + service, 3/3 ready"
+    ]
     figures["rolling update to v2 (s)"] = steps["rolling update to ml-api:v2"]
     figures["rollout undo (s)"] = steps["rollout undo"]
     figures.update({f"practice: {name}": value for name, value in bench_cluster(runs=1).items()})

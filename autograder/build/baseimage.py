@@ -44,9 +44,21 @@ PYTHON_IMAGE_CHANGES = (
 )
 
 logger = logging.getLogger(__name__)
-PYTHON_IMAGE_CHECK = ("sh", "-c", "python --version && pip --version && python -c 'import ssl, venv'")
+PYTHON_IMAGE_CHECK = (
+    "sh",
+    "-c",
+    "python --version && pip --version && python -c 'import ssl, venv'",
+)
 # pip settings worth carrying from the host into the image; host-local paths (find-links) are not.
-PIP_KEYS = ("index-url", "extra-index-url", "trusted-host", "proxy", "timeout", "default-timeout", "retries")
+PIP_KEYS = (
+    "index-url",
+    "extra-index-url",
+    "trusted-host",
+    "proxy",
+    "timeout",
+    "default-timeout",
+    "retries",
+)
 PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -61,8 +73,10 @@ def debian_mirror(suite: str = SUITE, apt_dir: Path = APT_SOURCES) -> str:
     for uri, suites in apt_sources(apt_dir):
         if suite in suites:
             return uri
-    raise BaseImageError(f"no apt source for Debian {suite} in {apt_dir}/sources.list(.d); "
-                         f"set {MIRROR_ENV}=http://<a Debian mirror>/debian")
+    raise BaseImageError(
+        f"no apt source for Debian {suite} in {apt_dir}/sources.list(.d); "
+        f"set {MIRROR_ENV}=http://<a Debian mirror>/debian"
+    )
 
 
 def apt_sources(apt_dir: Path) -> Iterable[tuple[str, list[str]]]:
@@ -81,20 +95,39 @@ def apt_sources(apt_dir: Path) -> Iterable[tuple[str, list[str]]]:
                     yield uri, fields.get("Suites", "").split()
 
 
-def debootstrap(target: Path, packages: Sequence[str], *, suite: str = SUITE,
-                mirror: str | None = None, variant: str = "minbase") -> Path:
+def debootstrap(
+    target: Path,
+    packages: Sequence[str],
+    *,
+    suite: str = SUITE,
+    mirror: str | None = None,
+    variant: str = "minbase",
+) -> Path:
     """Fill the empty directory `target` with a Debian root filesystem holding `packages`."""
     if os.geteuid() != 0:
-        raise BaseImageError("debootstrap needs root (it creates device files and chroots); "
-                             "run as root or in CI")
+        raise BaseImageError(
+            "debootstrap needs root (it creates device files and chroots); run as root or in CI"
+        )
     program = shutil.which("debootstrap") or _apt_install("debootstrap")
     mirror = mirror or debian_mirror(suite)
-    command = [program, f"--variant={variant}", f"--include={','.join(packages)}",
-               suite, str(target), mirror]
-    logger.info(f"debootstrap {suite} from {mirror} with {', '.join(packages)} into {target}")
+    command = [
+        program,
+        f"--variant={variant}",
+        f"--include={','.join(packages)}",
+        suite,
+        str(target),
+        mirror,
+    ]
+    logger.info(
+        "debootstrap %s from %s with %s into %s", suite, mirror, ", ".join(packages), target
+    )
     tail: list[str] = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc, \
-            tqdm(desc="debootstrap", unit=" steps", leave=False) as bar:
+    with (
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc,
+        tqdm(desc="debootstrap", unit=" steps", leave=False) as bar,
+    ):
         assert proc.stdout is not None
         for line in proc.stdout:
             tail = (tail + [line.rstrip()])[-30:]
@@ -102,13 +135,15 @@ def debootstrap(target: Path, packages: Sequence[str], *, suite: str = SUITE,
             bar.update()
     if proc.returncode != 0:
         unmount_below(target)
-        raise BaseImageError(f"debootstrap failed (exit {proc.returncode}); last lines:\n" + "\n".join(tail))
+        raise BaseImageError(
+            f"debootstrap failed (exit {proc.returncode}); last lines:\n" + "\n".join(tail)
+        )
     return target
 
 
 def _apt_install(package: str) -> str:
     """Install a Debian package this module needs and return the program's path."""
-    logger.info(f"installing {package} with apt-get")
+    logger.info("installing %s with apt-get", package)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -139,17 +174,24 @@ def install_host_certificates(rootfs: Path, bundle: Path = HOST_CA_BUNDLE) -> in
     for number, pem in enumerate(extra):
         (local / f"host-{number}.crt").write_text(pem + "\n")
     if extra:
-        done = subprocess.run(["chroot", str(rootfs), "update-ca-certificates"],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["chroot", str(rootfs), "update-ca-certificates"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
-            raise BaseImageError(f"update-ca-certificates in the rootfs failed: {done.stderr.strip()}")
+            raise BaseImageError(
+                f"update-ca-certificates in the rootfs failed: {done.stderr.strip()}"
+            )
     return len(extra)
 
 
 def host_pip_settings() -> dict[str, str]:
     """How the host's pip reaches the index (config files and PIP_* variables), as pip.conf keys."""
-    done = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    )
     settings = {}
     for match in re.finditer(r"^[^.\s]*\.([\w-]+)='(.*)'$", done.stdout, re.MULTILINE):
         key, value = match.groups()
@@ -171,7 +213,8 @@ def make_python_official_like(rootfs: Path, pip_settings: dict[str, str]) -> Non
         marker.unlink()
     settings = {**pip_settings, "cert": "/etc/ssl/certs/ca-certificates.crt"}
     (rootfs / "etc/pip.conf").write_text(
-        "[global]\n" + "".join(f"{key} = {value}\n" for key, value in sorted(settings.items())))
+        "[global]\n" + "".join(f"{key} = {value}\n" for key, value in sorted(settings.items()))
+    )
     for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for item in (rootfs / cache).glob("*"):
             if item.is_file():
@@ -183,8 +226,10 @@ def pack(rootfs: Path, tarball: Path) -> Path:
     entries = sum(len(dirs) + len(files) for _, dirs, files in os.walk(rootfs))
     partial = tarball.with_name(f".{tarball.name}.{uuid.uuid4().hex[:8]}")
     try:
-        with tarfile.open(partial, "w") as tar, \
-                tqdm(total=entries, desc=f"pack {tarball.name}", unit=" files", leave=False) as bar:
+        with (
+            tarfile.open(partial, "w") as tar,
+            tqdm(total=entries, desc=f"pack {tarball.name}", unit=" files", leave=False) as bar,
+        ):
 
             def counted(info: tarfile.TarInfo) -> tarfile.TarInfo:
                 bar.update()
@@ -198,8 +243,14 @@ def pack(rootfs: Path, tarball: Path) -> Path:
     return tarball
 
 
-def import_rootfs(source: Path, tag: str, *, changes: Sequence[str] = (),
-                  check: Sequence[str] = (), client: docker.DockerClient | None = None) -> str:
+def import_rootfs(
+    source: Path,
+    tag: str,
+    *,
+    changes: Sequence[str] = (),
+    check: Sequence[str] = (),
+    client: docker.DockerClient | None = None,
+) -> str:
     """`docker import` a rootfs directory or tar as `tag`, tagged only once `check` passed in it."""
     client = client or docker.from_env()
     repository, version = split_tag(tag)
@@ -207,17 +258,25 @@ def import_rootfs(source: Path, tag: str, *, changes: Sequence[str] = (),
     cache_root().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_root()) as scratch:
         tarball = pack(source, Path(scratch) / "rootfs.tar") if source.is_dir() else source
-        logger.info(f"docker import {tarball.name} ({tarball.stat().st_size / 2**20:.0f} MiB) as {tag}")
-        client.api.import_image(src=str(tarball), repository=repository,
-                                tag=split_tag(staging)[1], changes=list(changes))
+        logger.info(
+            "docker import %s (%.0f MiB) as %s", tarball.name, tarball.stat().st_size / 2**20, tag
+        )
+        client.api.import_image(
+            src=str(tarball),
+            repository=repository,
+            tag=split_tag(staging)[1],
+            changes=list(changes),
+        )
     try:
         if check:
             output = client.containers.run(staging, list(check), remove=True, stderr=True)
-            logger.info(f"{tag} check: {output.decode().strip()}")
+            logger.info("%s check: %s", tag, output.decode().strip())
         client.api.tag(staging, repository, version)
         return client.images.get(tag).id
     except DockerException as error:
-        raise BaseImageError(f"the imported image failed its check {list(check)}: {error}") from error
+        raise BaseImageError(
+            f"the imported image failed its check {list(check)}: {error}"
+        ) from error
     finally:
         client.api.remove_image(staging)
 
@@ -235,7 +294,9 @@ def _pullable(client: docker.DockerClient, tag: str) -> bool:
     try:
         client.images.pull(tag)
     except (APIError, DockerException) as error:
-        logger.info(f"cannot pull {tag} ({str(error).splitlines()[0][:120]}); making a local stand-in")
+        logger.info(
+            "cannot pull %s (%s); making a local stand-in", tag, str(error).splitlines()[0][:120]
+        )
         return False
     return True
 
@@ -254,8 +315,11 @@ def build_python_rootfs(tarball: Path) -> Path:
         added = install_host_certificates(rootfs)
         settings = host_pip_settings()
         make_python_official_like(rootfs, settings)
-        logger.info(f"trusted {added} host CA certificate(s); pip settings from the host: "
-            f"{', '.join(f'{k}={v}' for k, v in settings.items()) or 'none (pypi.org)'}")
+        logger.info(
+            "trusted %s host CA certificate(s); pip settings from the host: %s",
+            added,
+            ", ".join(f"{k}={v}" for k, v in settings.items()) or "none (pypi.org)",
+        )
         return pack(rootfs, tarball)
     finally:
         unmount_below(work)
@@ -275,7 +339,10 @@ def ensure_python_base(client: docker.DockerClient | None = None) -> str:
     tarball = stand_in_tarball()
     if not tarball.is_file():
         build_python_rootfs(tarball)
-    image = import_rootfs(tarball, BASE_IMAGE, changes=PYTHON_IMAGE_CHANGES,
-                          check=PYTHON_IMAGE_CHECK, client=client)
-    logger.info(f"{BASE_IMAGE} stand-in ready in {time.monotonic() - started:.0f} s ({image[:19]})")
+    image = import_rootfs(
+        tarball, BASE_IMAGE, changes=PYTHON_IMAGE_CHANGES, check=PYTHON_IMAGE_CHECK, client=client
+    )
+    logger.info(
+        "%s stand-in ready in %.0f s (%s)", BASE_IMAGE, time.monotonic() - started, image[:19]
+    )
     return image

@@ -94,8 +94,11 @@ class HostedBuild:
     log: list[str] = field(repr=False, default_factory=list)
 
     def summary(self) -> str:
-        origin = (f"cluster binaries from this machine's cache ({len(self.prebuilt)})" if self.prebuilt
-                  else "cluster binaries built with Go in the build stage")
+        origin = (
+            f"cluster binaries from this machine's cache ({len(self.prebuilt)})"
+            if self.prebuilt
+            else "cluster binaries built with Go in the build stage"
+        )
         return f"{self.tag} ({self.image_id[:19]}) built in {self.seconds:.1f} s; {origin}"
 
 
@@ -115,8 +118,15 @@ def cached_binaries() -> dict[str, Path]:
 def build_context(root: Path, prebuilt: dict[str, Path], into: Path) -> Path:
     """A tar of `root` as `.dockerignore` leaves it, plus `prebuilt` binaries under binder/prebuilt/."""
     ignore = root / ".dockerignore"
-    patterns = [line.strip() for line in ignore.read_text().splitlines()
-                if line.strip() and not line.strip().startswith("#")] if ignore.is_file() else []
+    patterns = (
+        [
+            line.strip()
+            for line in ignore.read_text().splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
+        if ignore.is_file()
+        else []
+    )
     with tarfile.open(into, "w") as tar:
         for relative in sorted(exclude_paths(str(root), patterns, dockerfile=DOCKERFILE)):
             tar.add(root / relative, arcname=relative, recursive=False)
@@ -151,60 +161,124 @@ def go_proxy() -> str:
     return "https://proxy.golang.org,direct"
 
 
-def build(tag: str = HOSTED_TAG, *, nocache: bool = False, use_cached_binaries: bool = True,
-          root: Path = REPO_ROOT, student: bool = False) -> HostedBuild:
+def build(
+    tag: str = HOSTED_TAG,
+    *,
+    nocache: bool = False,
+    use_cached_binaries: bool = True,
+    root: Path = REPO_ROOT,
+    student: bool = False,
+) -> HostedBuild:
     """`docker build -f binder/Dockerfile -t TAG .` through the SDK, logging each step as it starts.
 
     With `student`: the Dockerfile's `lab` stage (binaries and server settings) as LAB_TAG, then
     binder/student.Dockerfile on it, from a context holding only what `STUDENT_FILES` allows.
     """
     if not (root / DOCKERFILE).is_file():
-        raise HostedImageError(f"no {DOCKERFILE} under {root}: build the hosted image from a checkout")
+        raise HostedImageError(
+            f"no {DOCKERFILE} under {root}: build the hosted image from a checkout"
+        )
     client = dockerengine.client()
     baseimage.ensure_python_base(client)
     prebuilt = cached_binaries() if use_cached_binaries else {}
-    buildargs = {name: os.environ[name] for name in dockerengine.PROXY_VARIABLES if os.environ.get(name)}
+    buildargs = {
+        name: os.environ[name] for name in dockerengine.PROXY_VARIABLES if os.environ.get(name)
+    }
     buildargs["GOPROXY"] = go_proxy()
-    logger.info(f"building {tag} from {root / DOCKERFILE}; cluster binaries: "
-                + (f"{', '.join(prebuilt)} from {cache_dir(PIN_OF['kubectl']).parent}" if prebuilt
-                   else "built with Go in the build stage (several minutes)"))
+    origin = (
+        f"{', '.join(prebuilt)} from {cache_dir(PIN_OF['kubectl']).parent}"
+        if prebuilt
+        else "built with Go in the build stage (several minutes)"
+    )
+    logger.info("building %s from %s; cluster binaries: %s", tag, root / DOCKERFILE, origin)
     started = time.monotonic()
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="hosted-context-") as scratch:
         context = build_context(root, prebuilt, Path(scratch) / "context.tar")
-        image_id = _build_step(client, context, DOCKERFILE, LAB_TAG if student else tag, lines,
-                               started, buildargs=buildargs, nocache=nocache,
-                               target=LAB_TARGET if student else None)
+        image_id = _build_step(
+            client,
+            context,
+            DOCKERFILE,
+            LAB_TAG if student else tag,
+            lines,
+            started,
+            buildargs=buildargs,
+            nocache=nocache,
+            target=LAB_TARGET if student else None,
+        )
         if student:
             context = student_context(root, Path(scratch) / "student.tar")
-            image_id = _build_step(client, context, "Dockerfile", tag, lines, started,
-                                   buildargs={"LAB_IMAGE": LAB_TAG}, nocache=nocache)
-    return HostedBuild(tag=tag, image_id=image_id or client.images.get(tag).id,
-                       seconds=time.monotonic() - started, prebuilt=sorted(prebuilt), log=lines)
+            image_id = _build_step(
+                client,
+                context,
+                "Dockerfile",
+                tag,
+                lines,
+                started,
+                buildargs={"LAB_IMAGE": LAB_TAG},
+                nocache=nocache,
+            )
+    return HostedBuild(
+        tag=tag,
+        image_id=image_id or client.images.get(tag).id,
+        seconds=time.monotonic() - started,
+        prebuilt=sorted(prebuilt),
+        log=lines,
+    )
 
 
-def _build_step(client: DockerClient, context: Path, dockerfile: str, tag: str, lines: list[str],
-                started: float, *, buildargs: dict[str, str], nocache: bool,
-                target: str | None = None) -> str | None:
+def _build_step(
+    client: DockerClient,
+    context: Path,
+    dockerfile: str,
+    tag: str,
+    lines: list[str],
+    started: float,
+    *,
+    buildargs: dict[str, str],
+    nocache: bool,
+    target: str | None = None,
+) -> str | None:
     """One `docker build` of the tar `context`, its output kept in `lines`; the image's id."""
     step, image_id = "", None
     with context.open("rb") as stream_in:
-        stream = client.api.build(fileobj=stream_in, custom_context=True, dockerfile=dockerfile, tag=tag,
-                                  buildargs=buildargs, rm=True, forcerm=True, nocache=nocache, decode=True,
-                                  target=target)
+        stream = client.api.build(
+            fileobj=stream_in,
+            custom_context=True,
+            dockerfile=dockerfile,
+            tag=tag,
+            buildargs=buildargs,
+            rm=True,
+            forcerm=True,
+            nocache=nocache,
+            decode=True,
+            target=target,
+        )
         for chunk in stream:
             text = chunk.get("stream", "")
             lines.extend(text.splitlines())
             if match := STEP.match(text.strip()):
                 step = text.strip()
-                logger.info(f"  [{time.monotonic() - started:6.1f} s] step {match[1]}/{match[2]}: {match[3][:90]}")
-            elif text.strip() and not text.startswith((" ---> ", "Removing intermediate", "Successfully")):
-                logger.info(f"    {text.strip()[-160:]}")  # what a step prints: a Go build's progress
+                logger.info(
+                    "  [%6.1f s] step %s/%s: %s",
+                    time.monotonic() - started,
+                    match[1],
+                    match[2],
+                    match[3][:90],
+                )
+            elif text.strip() and not text.startswith(
+                (" ---> ", "Removing intermediate", "Successfully")
+            ):
+                logger.info(
+                    "    %s", text.strip()[-160:]
+                )  # what a step prints: a Go build's progress
             image_id = chunk.get("aux", {}).get("ID", image_id)
             if "error" in chunk:
                 tail = "\n".join(line for line in lines[-20:] if line.strip())
-                raise HostedImageError(f"docker build of {tag} failed at {step or 'the start'}\n"
-                                       f"{chunk['error'].strip()}\n--- last output ---\n{tail}")
+                raise HostedImageError(
+                    f"docker build of {tag} failed at {step or 'the start'}\n"
+                    f"{chunk['error'].strip()}\n--- last output ---\n{tail}"
+                )
     return image_id
 
 
@@ -223,8 +297,9 @@ class HostedLab:
         code, output = self.container.exec_run(list(command), demux=False)
         text = output.decode(errors="replace")
         if code != 0:
-            raise HostedImageError(f"{' '.join(command)} failed in the container (exit {code}):\n"
-                                   f"{text[-3000:]}")
+            raise HostedImageError(
+                f"{' '.join(command)} failed in the container (exit {code}):\n{text[-3000:]}"
+            )
         return text
 
     def python(self, code: str) -> str:
@@ -246,8 +321,13 @@ class HostedLab:
 
 
 @contextmanager
-def running(tag: str = HOSTED_TAG, *, timeout: float = 90, environment: dict[str, str] | None = None,
-            **run_options: object) -> Iterator[HostedLab]:
+def running(
+    tag: str = HOSTED_TAG,
+    *,
+    timeout: float = 90,
+    environment: dict[str, str] | None = None,
+    **run_options: object,
+) -> Iterator[HostedLab]:
     """`docker run -p 127.0.0.1:PORT:8888 TAG` (its own command, user and rights unless `run_options`
     say otherwise) until the block ends; yields once JupyterLab answers /api/status. A browser test
     opens `url` with `token` to drive a notebook."""
@@ -255,17 +335,31 @@ def running(tag: str = HOSTED_TAG, *, timeout: float = 90, environment: dict[str
     token = secrets.token_hex(16)
     port = ports.free_port()
     started = time.monotonic()
-    container = client.containers.run(tag, detach=True, environment={**(environment or {}), "JUPYTER_TOKEN": token},
-                                      ports={f"{LAB_PORT}/tcp": ("127.0.0.1", port)}, **run_options)
+    container = client.containers.run(
+        tag,
+        detach=True,
+        environment={**(environment or {}), "JUPYTER_TOKEN": token},
+        ports={f"{LAB_PORT}/tcp": ("127.0.0.1", port)},
+        **run_options,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         try:
-            ports.wait_http(f"{url}/api/status?token={token}", timeout, alive=lambda: _running(container))
+            ports.wait_http(
+                f"{url}/api/status?token={token}", timeout, alive=lambda: _running(container)
+            )
         except ports.NotAnswering as error:
             logs = container.logs(tail=30).decode(errors="replace")
-            raise HostedImageError(f"JupyterLab in {tag} did not answer ({error}); its last output:\n{logs}") from None
-        yield HostedLab(container=container, url=url, token=token, started_at=started,
-                        seconds_to_lab=time.monotonic() - started)
+            raise HostedImageError(
+                f"JupyterLab in {tag} did not answer ({error}); its last output:\n{logs}"
+            ) from None
+        yield HostedLab(
+            container=container,
+            url=url,
+            token=token,
+            started_at=started,
+            seconds_to_lab=time.monotonic() - started,
+        )
     finally:
         container.remove(force=True)
 

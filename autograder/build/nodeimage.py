@@ -72,8 +72,10 @@ class NodeImage:
     def summary(self) -> str:
         """One line for the terminal: which image, how big, how long."""
         how = "already built, inputs unchanged:" if self.cached else "built in"
-        return (f"{self.tag} (alias {self.alias}): {how} {self.seconds:.1f} s, "
-                f"{self.size_bytes / 1e6:.0f} MB")
+        return (
+            f"{self.tag} (alias {self.alias}): {how} {self.seconds:.1f} s, "
+            f"{self.size_bytes / 1e6:.0f} MB"
+        )
 
 
 def image_tag(files: dict[str, tuple[bytes, int]]) -> str:
@@ -109,21 +111,28 @@ def _build_lock() -> Iterator[None]:
 def _remove_leftovers(client: docker.DockerClient) -> None:
     """Drop what an earlier build killed halfway left behind: its containers and staging tags."""
     for container in client.containers.list(all=True, filters={"name": "k8s-ml-lab-preload-"}):
-        logger.info(f"removing leftover build container {container.name}")
+        logger.info("removing leftover build container %s", container.name)
         container.remove(force=True)
     for image in client.images.list():
         for tag in image.tags:
             if tag.startswith(("k8s-ml-lab/staging-", f"{REPOSITORY}:staging-")):
-                logger.info(f"removing leftover staging tag {tag}")
+                logger.info("removing leftover staging tag %s", tag)
                 client.images.remove(tag)
 
 
 def _drop_older(client: docker.DockerClient, current: str, replaced: list[str]) -> None:
     """Remove node images of other inputs, and those a rebuild left untagged, unless a node runs one."""
-    older = [tag for image in client.images.list(name=REPOSITORY) for tag in image.tags
-             if tag not in (current, ALIAS_TAG)]
-    untagged = [image_id for image_id in dict.fromkeys(replaced)
-                if _image_exists(client, image_id) and not client.images.get(image_id).tags]
+    older = [
+        tag
+        for image in client.images.list(name=REPOSITORY)
+        for tag in image.tags
+        if tag not in (current, ALIAS_TAG)
+    ]
+    untagged = [
+        image_id
+        for image_id in dict.fromkeys(replaced)
+        if _image_exists(client, image_id) and not client.images.get(image_id).tags
+    ]
     for target in (*older, *untagged):
         try:
             client.images.remove(target)
@@ -135,7 +144,10 @@ def _context(dockerfile: str, files: dict[str, tuple[bytes, int] | Path], into: 
     """A build context tarball: the Dockerfile plus files given as bytes or as paths on disk."""
     archive = into / f"context-{uuid.uuid4().hex[:8]}.tar"
     with tarfile.open(archive, "w") as tar:
-        entries: dict[str, tuple[bytes, int] | Path] = {"Dockerfile": (dockerfile.encode(), 0o644), **files}
+        entries: dict[str, tuple[bytes, int] | Path] = {
+            "Dockerfile": (dockerfile.encode(), 0o644),
+            **files,
+        }
         for name, source in entries.items():
             info = tarfile.TarInfo(name.rstrip("/"))
             if isinstance(source, Path):
@@ -155,11 +167,19 @@ def docker_build(client: docker.DockerClient, context: Path, tag: str, bar: tqdm
     """`docker build` a context tarball as `tag`, its steps shown on the progress bar."""
     tail: list[str] = []
     with open(context, "rb") as stream:
-        for event in client.api.build(fileobj=stream, custom_context=True, tag=tag, rm=True,
-                                      forcerm=True, decode=True, pull=False):
+        for event in client.api.build(
+            fileobj=stream,
+            custom_context=True,
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            pull=False,
+        ):
             if "error" in event:
-                raise NodeImageError(f"docker build of {tag} failed: {event['error'].strip()}\n"
-                                     + "\n".join(tail))
+                raise NodeImageError(
+                    f"docker build of {tag} failed: {event['error'].strip()}\n" + "\n".join(tail)
+                )
             line = event.get("stream", "").strip()
             if line:
                 tail = (tail + [line])[-15:]
@@ -192,12 +212,20 @@ def _run(container, command: list[str]) -> str:
     code, output = container.exec_run(command)
     text = output.decode(errors="replace").strip()
     if code != 0:
-        raise NodeImageError(f"{' '.join(command)} failed in the build container (exit {code}):\n{text}")
+        raise NodeImageError(
+            f"{' '.join(command)} failed in the build container (exit {code}):\n{text}"
+        )
     return text
 
 
-def preload(client: docker.DockerClient, stage: str, images: dict[str, str], into: str,
-            work: Path, bar: tqdm) -> None:
+def preload(
+    client: docker.DockerClient,
+    stage: str,
+    images: dict[str, str],
+    into: str,
+    work: Path,
+    bar: tqdm,
+) -> None:
     """Import `images` (staging tag -> name kubeadm uses) into the node's containerd, commit `into`."""
     saved = work / "preload"
     saved.mkdir()
@@ -207,17 +235,31 @@ def preload(client: docker.DockerClient, stage: str, images: dict[str, str], int
             stream.writelines(client.images.get(staging).save(named=True))
     # Importing without unpacking needs only containerd's content store: no privileges, no mounts.
     container = client.containers.run(
-        stage, entrypoint=["/usr/local/bin/containerd"], detach=True,
-        name=f"k8s-ml-lab-preload-{uuid.uuid4().hex[:8]}", tmpfs={"/run": "", "/tmp": ""},
-        volumes={str(saved): {"bind": "/preload", "mode": "ro"}})
+        stage,
+        entrypoint=["/usr/local/bin/containerd"],
+        detach=True,
+        name=f"k8s-ml-lab-preload-{uuid.uuid4().hex[:8]}",
+        tmpfs={"/run": "", "/tmp": ""},
+        volumes={str(saved): {"bind": "/preload", "mode": "ro"}},
+    )
     try:
-        if poll(lambda: container.exec_run(["ctr", "version"]).exit_code, lambda code: code == 0, 60) != 0:
-            raise NodeImageError("containerd in the build container did not answer within 60 s:\n"
-                                 + container.logs(tail=20).decode(errors="replace"))
+        if (
+            poll(
+                lambda: container.exec_run(["ctr", "version"]).exit_code, lambda code: code == 0, 60
+            )
+            != 0
+        ):
+            raise NodeImageError(
+                "containerd in the build container did not answer within 60 s:\n"
+                + container.logs(tail=20).decode(errors="replace")
+            )
         for number, (staging, final) in enumerate(images.items()):
             bar.set_postfix_str(f"ctr import {final}")
             ctr = ["ctr", "--namespace=k8s.io", "images"]
-            _run(container, [*ctr, "import", "--all-platforms", "--no-unpack", f"/preload/{number}.tar"])
+            _run(
+                container,
+                [*ctr, "import", "--all-platforms", "--no-unpack", f"/preload/{number}.tar"],
+            )
             _run(container, [*ctr, "tag", "--force", f"docker.io/{staging}", final])
             _run(container, [*ctr, "rm", f"docker.io/{staging}"])
         present = set(_run(container, ["ctr", "--namespace=k8s.io", "images", "ls", "-q"]).split())
@@ -227,8 +269,9 @@ def preload(client: docker.DockerClient, stage: str, images: dict[str, str], int
             _run(container, ["ctr", "--namespace=k8s.io", "images", "rm", *by_digest])
         present -= set(by_digest)
         if present != set(images.values()):
-            raise NodeImageError(f"the node's containerd holds {sorted(present)}, "
-                                 f"expected {sorted(images.values())}")
+            raise NodeImageError(
+                f"the node's containerd holds {sorted(present)}, expected {sorted(images.values())}"
+            )
         container.stop(timeout=30)
         repository, tag = baseimage.split_tag(into)
         # The rest of the config (env, stop signal) carries over from the stage image.
@@ -237,9 +280,15 @@ def preload(client: docker.DockerClient, stage: str, images: dict[str, str], int
         container.remove(force=True)
 
 
-NODE_CHECK = ("sh", "-c", ("kubelet --version && kubeadm version -o short && kubectl version --client "
-                           "&& crictl --version && containerd --version && runc --version | head -n1 "
-                           "&& test -x /opt/cni/bin/ptp && cat /kind/version"))
+NODE_CHECK = (
+    "sh",
+    "-c",
+    (
+        "kubelet --version && kubeadm version -o short && kubectl version --client "
+        "&& crictl --version && containerd --version && runc --version | head -n1 "
+        "&& test -x /opt/cni/bin/ptp && cat /kind/version"
+    ),
+)
 
 
 def build(force: bool = False) -> NodeImage:
@@ -251,18 +300,28 @@ def build(force: bool = False) -> NodeImage:
     with _build_lock():
         cached = not force and _image_exists(client, tag)
         if not cached:
-            replaced = [client.images.get(name).id for name in (tag, ALIAS_TAG) if _image_exists(client, name)]
+            replaced = [
+                client.images.get(name).id
+                for name in (tag, ALIAS_TAG)
+                if _image_exists(client, name)
+            ]
             _remove_leftovers(client)
             _build(client, files, tag)
         image = client.images.get(tag)
         image.tag(*baseimage.split_tag(ALIAS_TAG))
         if not cached:
             _drop_older(client, tag, replaced)
-    built = NodeImage(tag=tag, alias=ALIAS_TAG, size_bytes=image.attrs["Size"],
-                      seconds=time.monotonic() - started, cached=cached)
+    built = NodeImage(
+        tag=tag,
+        alias=ALIAS_TAG,
+        size_bytes=image.attrs["Size"],
+        seconds=time.monotonic() - started,
+        cached=cached,
+    )
     if not cached:
-        _build_record().write_text(json.dumps({"tag": tag, "seconds": built.seconds,
-                                                "size_bytes": built.size_bytes}))
+        _build_record().write_text(
+            json.dumps({"tag": tag, "seconds": built.seconds, "size_bytes": built.size_bytes})
+        )
     return built
 
 
@@ -298,17 +357,24 @@ def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag
             for component in components():
                 staging = f"k8s-ml-lab/staging-{build_id}/{component.name}:{baseimage.split_tag(component.ref)[1]}"
                 extra = {} if component.needs_iptables else STATIC_BASE
-                context = _context(component_dockerfile(component, rootfs, iptables_rootfs),
-                                   {component.name: paths[component.name], **extra}, work)
+                context = _context(
+                    component_dockerfile(component, rootfs, iptables_rootfs),
+                    {component.name: paths[component.name], **extra},
+                    work,
+                )
                 made.append(staging)
                 docker_build(client, context, staging, bar)
                 preloaded[staging] = component.ref
             bar.update()
-            node_context = _context(node_dockerfile(rootfs), {
-                **{f"rootfs/{name}": entry for name, entry in files.items()},
-                **{f"rootfs/usr/bin/{name}": paths[name] for name in NODE_BINARIES},
-                "rootfs/usr/local/bin/crictl": paths["crictl"],
-            }, work)
+            node_context = _context(
+                node_dockerfile(rootfs),
+                {
+                    **{f"rootfs/{name}": entry for name, entry in files.items()},
+                    **{f"rootfs/usr/bin/{name}": paths[name] for name in NODE_BINARIES},
+                    "rootfs/usr/local/bin/crictl": paths["crictl"],
+                },
+                work,
+            )
             made.append(stage)
             docker_build(client, node_context, stage, bar)
             bar.update()
@@ -317,12 +383,14 @@ def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag
             bar.update()
             bar.set_postfix_str("check")
             report = client.containers.run(whole, entrypoint=list(NODE_CHECK), remove=True)
-            logger.info("node image check: " + " | ".join(report.decode().split("\n")).strip(" |"))
+            logger.info("node image check: %s", " | ".join(report.decode().split("\n")).strip(" |"))
             client.images.get(whole).tag(*baseimage.split_tag(tag))
             bar.update()
     except (DockerException, requests.RequestException) as error:
-        raise NodeImageError(f"Docker failed during the node image build ({error}); is dockerd "
-                             "still running? (`docker info`)") from error
+        raise NodeImageError(
+            f"Docker failed during the node image build ({error}); is dockerd "
+            "still running? (`docker info`)"
+        ) from error
     finally:
         for staging in reversed(made):
             try:

@@ -241,7 +241,7 @@ def proxy_command(room: Classroom) -> Path:
                 f"JupyterHub needs {PROXY} from npm: install Node.js (apt-get install npm), "
                 "then run this command again"
             )
-        logger.info(f"Installing {PROXY} from npm into {local.parents[2]}...")
+        logger.info("Installing %s from npm into %s...", PROXY, local.parents[2])
         subprocess.run(
             ["npm", "install", "--prefix", str(local.parents[2]), PROXY],
             check=True,

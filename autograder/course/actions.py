@@ -11,7 +11,9 @@ from autograder.shared.provider import Lab
 
 def scale(lab: Lab, name: str, replicas: int) -> None:
     """`kubectl scale deployment NAME --replicas=N`."""
-    lab.apps.patch_namespaced_deployment_scale(name, lab.namespace, {"spec": {"replicas": replicas}})
+    lab.apps.patch_namespaced_deployment_scale(
+        name, lab.namespace, {"spec": {"replicas": replicas}}
+    )
 
 
 def set_image(lab: Lab, name: str, container: str, image: str) -> None:
@@ -32,8 +34,10 @@ def rollback(lab: Lab, name: str, to_revision: int | None = None) -> int:
     earlier = [number for number in by_number if number < current]
     target = to_revision if to_revision is not None else max(earlier, default=None)
     if target is None or target not in by_number or target == current:
-        raise ValueError(f"deployment/{name} has no earlier revision to roll back to "
-                         f"(current {current}, known {sorted(by_number)})")
+        raise ValueError(
+            f"deployment/{name} has no earlier revision to roll back to "
+            f"(current {current}, known {sorted(by_number)})"
+        )
     template = lab.api.sanitize_for_serialization(by_number[target].spec.template)
     template["metadata"]["labels"].pop("pod-template-hash", None)
     replace = [{"op": "replace", "path": "/spec/template", "value": template}]
@@ -44,7 +48,9 @@ def rollback(lab: Lab, name: str, to_revision: int | None = None) -> int:
 def delete_by_label(lab: Lab, selector: str) -> list[str]:
     """`kubectl delete deployment,service -l SELECTOR`: the lesson's cleanup step."""
     deleted = []
-    for deployment in lab.apps.list_namespaced_deployment(lab.namespace, label_selector=selector).items:
+    for deployment in lab.apps.list_namespaced_deployment(
+        lab.namespace, label_selector=selector
+    ).items:
         lab.apps.delete_namespaced_deployment(deployment.metadata.name, lab.namespace)
         deleted.append(f"deployment/{deployment.metadata.name}")
     for service in lab.core.list_namespaced_service(lab.namespace, label_selector=selector).items:

@@ -15,9 +15,11 @@ GPU = "nvidia.com/gpu"
 
 def pods_per_node(lab: Lab, selector: str) -> Counter[str]:
     """How many live pods behind `selector` each node runs."""
-    return Counter(p.spec.node_name for p in lab.core.list_namespaced_pod(lab.namespace,
-                                                                          label_selector=selector).items
-                   if p.spec.node_name and p.metadata.deletion_timestamp is None)
+    return Counter(
+        p.spec.node_name
+        for p in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
+        if p.spec.node_name and p.metadata.deletion_timestamp is None
+    )
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,13 @@ class NodeLoad:
 
 
 def _requests(pod: client.V1Pod, resource: str) -> float:
-    return float(sum(parse_quantity((c.resources.requests or {}).get(resource, "0"))
-                     for c in pod.spec.containers if c.resources))
+    return float(
+        sum(
+            parse_quantity((c.resources.requests or {}).get(resource, "0"))
+            for c in pod.spec.containers
+            if c.resources
+        )
+    )
 
 
 def node_loads(lab: Lab, selector: str = "") -> list[NodeLoad]:
@@ -49,14 +56,16 @@ def node_loads(lab: Lab, selector: str = "") -> list[NodeLoad]:
     for node in sorted(lab.core.list_node().items, key=lambda n: n.metadata.name):
         mine = placed.get(node.metadata.name, [])
         allocatable = node.status.allocatable or {}
-        loads.append(NodeLoad(
-            node=node.metadata.name,
-            cpu=sum(_requests(p, "cpu") for p in mine),
-            cpu_allocatable=float(parse_quantity(allocatable.get("cpu", "0"))),
-            memory=sum(_requests(p, "memory") for p in mine) / 2**30,
-            memory_allocatable=float(parse_quantity(allocatable.get("memory", "0"))) / 2**30,
-            gpus=int(sum(_requests(p, GPU) for p in mine)),
-            gpus_allocatable=int(parse_quantity(allocatable.get(GPU, "0"))),
-            pods=tuple(sorted(p.metadata.name for p in mine)),
-        ))
+        loads.append(
+            NodeLoad(
+                node=node.metadata.name,
+                cpu=sum(_requests(p, "cpu") for p in mine),
+                cpu_allocatable=float(parse_quantity(allocatable.get("cpu", "0"))),
+                memory=sum(_requests(p, "memory") for p in mine) / 2**30,
+                memory_allocatable=float(parse_quantity(allocatable.get("memory", "0"))) / 2**30,
+                gpus=int(sum(_requests(p, GPU) for p in mine)),
+                gpus_allocatable=int(parse_quantity(allocatable.get(GPU, "0"))),
+                pods=tuple(sorted(p.metadata.name for p in mine)),
+            )
+        )
     return loads

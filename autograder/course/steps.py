@@ -26,13 +26,15 @@ def build_and_try(tag: str, context: Path = MODEL_SERVER) -> dict | None:
     """Step 2 with Docker: build the image, run it, POST /predict once; None (and why) without Docker."""
     reason = docker_unreachable_reason()
     if reason:
-        logger.info(f"No Docker engine here ({reason}), so no local build. The practice cluster "
-            "serves the app straight from its source folder; kind needs Docker.")
+        logger.info(
+            "No Docker engine here (%s), so no local build. The practice cluster serves the app straight from its source folder; kind needs Docker.",
+            reason,
+        )
         return None
     images.build(tag, context, version=VERSIONS.get(tag))
     with images.run_local(tag, port=None) as server:
         answer = server.predict([1, 2, 3, 4, 5])
-    logger.info(f"docker run {tag} -> POST /predict [1, 2, 3, 4, 5] -> {answer}")
+    logger.info("docker run %s -> POST /predict [1, 2, 3, 4, 5] -> %s", tag, answer)
     return answer
 
 
@@ -45,8 +47,11 @@ def load_image(lab: Lab, tag: str, context: Path = MODEL_SERVER) -> None:
             images.build(tag, context, version=VERSIONS.get(tag))
         images.load_into_cluster(lab, tag)
     else:
-        logger.info(f"Cluster {lab.context!r} pulls images itself: push {tag} to a registry it can reach "
-            "(or `minikube image load`), and make sure imagePullPolicy allows the pull.")
+        logger.info(
+            "Cluster %r pulls images itself: push %s to a registry it can reach (or `minikube image load`), and make sure imagePullPolicy allows the pull.",
+            lab.context,
+            tag,
+        )
 
 
 def _in_docker(tag: str) -> bool:
@@ -60,10 +65,11 @@ def _in_docker(tag: str) -> bool:
 def deploy_first_app(lab: Lab) -> None:
     """Steps 2-4 in one go: image v1 loaded, Deployment and Service applied, 3 replicas ready."""
     load_image(lab, "ml-api:v1")
-    applied = workloads.apply(lab, workloads.load_manifests(MANIFESTS / "deployment.yaml",
-                                                            MANIFESTS / "service.yaml"))
+    applied = workloads.apply(
+        lab, workloads.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")
+    )
     seconds = workloads.wait_for_rollout(lab, DEPLOYMENT)
-    logger.info(f"applied {', '.join(applied)}; rolled out in {seconds:.1f} s")
+    logger.info("applied %s; rolled out in %.1f s", ", ".join(applied), seconds)
 
 
 def serve_lesson_images(lab: Lab) -> None:

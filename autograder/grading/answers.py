@@ -48,5 +48,8 @@ def left_as_released(submitted: Path, master: Path) -> bool:
 
 def unanswered_from(name: str, submission: Path, masters: Path) -> bool:
     """Whether notebook `name` and every notebook after it were left as released."""
-    return all(left_as_released(submission / master.name, master)
-               for master in sorted(masters.glob("*.ipynb")) if master.stem >= name)
+    return all(
+        left_as_released(submission / master.name, master)
+        for master in sorted(masters.glob("*.ipynb"))
+        if master.stem >= name
+    )

@@ -28,8 +28,10 @@ def namespace_for(student_id: str, assignment: str, course: str) -> str:
 def check_student_id(student_id: str) -> str | None:
     """None when the ID is safe as a folder name and as an nbgrader pattern, else why not."""
     if not STUDENT_ID.fullmatch(student_id):
-        return (f"student ID '{printable(student_id)}' is refused as a folder name: use 1-{MAX_ID} letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit (no spaces, glob characters or path separators)")
+        return (
+            f"student ID '{printable(student_id)}' is refused as a folder name: use 1-{MAX_ID} letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (no spaces, glob characters or path separators)"
+        )
     return None
 
 

@@ -32,11 +32,19 @@ def _state(node: client.V1Node) -> dict:
     meta, spec = node.metadata, node.spec
     return {
         "unschedulable": bool(spec.unschedulable),
-        "taints": sorted(({"key": t.key, "value": t.value, "effect": t.effect} for t in spec.taints or []
-                          if not t.key.startswith(CONTROLLER_TAINTS)), key=json.dumps),
+        "taints": sorted(
+            (
+                {"key": t.key, "value": t.value, "effect": t.effect}
+                for t in spec.taints or []
+                if not t.key.startswith(CONTROLLER_TAINTS)
+            ),
+            key=json.dumps,
+        ),
         "labels": dict(meta.labels or {}),
         "annotations": dict(meta.annotations or {}),
-        "ownerReferences": [client.ApiClient().sanitize_for_serialization(r) for r in meta.owner_references or []],
+        "ownerReferences": [
+            client.ApiClient().sanitize_for_serialization(r) for r in meta.owner_references or []
+        ],
     }
 
 
@@ -47,8 +55,13 @@ def snapshot(admin: client.ApiClient) -> Snapshot:
 
 def restore_patch(before: dict, now: dict, controller_taints: list[dict]) -> list[dict]:
     """A JSON patch that puts `before` back where `now` differs; the controller's taints are kept."""
-    paths = {"unschedulable": "/spec/unschedulable", "taints": "/spec/taints", "labels": "/metadata/labels",
-             "annotations": "/metadata/annotations", "ownerReferences": "/metadata/ownerReferences"}
+    paths = {
+        "unschedulable": "/spec/unschedulable",
+        "taints": "/spec/taints",
+        "labels": "/metadata/labels",
+        "annotations": "/metadata/annotations",
+        "ownerReferences": "/metadata/ownerReferences",
+    }
     patch = []
     for field, path in paths.items():
         if before[field] != now[field]:
@@ -59,18 +72,27 @@ def restore_patch(before: dict, now: dict, controller_taints: list[dict]) -> lis
 
 def differing(nodes: list[client.V1Node], before: Snapshot) -> list[client.V1Node]:
     """The nodes whose changeable fields are not as in `before`."""
-    return [node for node in nodes if node.metadata.name in before and _state(node) != before[node.metadata.name]]
+    return [
+        node
+        for node in nodes
+        if node.metadata.name in before and _state(node) != before[node.metadata.name]
+    ]
 
 
 @contextmanager
-def exclusive(lock: Path, list_nodes: Callable[[], list[client.V1Node]], before: Snapshot | None,
-              timeout: float) -> Iterator[None]:
+def exclusive(
+    lock: Path,
+    list_nodes: Callable[[], list[client.V1Node]],
+    before: Snapshot | None,
+    timeout: float,
+) -> Iterator[None]:
     """The lock around a notebook that changes nodes, taken once they are as `before` (or `timeout` passed).
 
     A submission's node changes are undone by its clean-up, which takes this lock too: the lock is let
     go while the nodes differ, so one submission's cordons never meet another's notebook 07.
     """
     with open(lock, "w") as handle:
+
         def restored() -> bool:
             fcntl.flock(handle, fcntl.LOCK_EX)
             if before is None or not differing(list_nodes(), before):
@@ -79,7 +101,10 @@ def exclusive(lock: Path, list_nodes: Callable[[], list[client.V1Node]], before:
             return False
 
         if not poll(restored, bool, timeout, interval=0.2):
-            logger.warning("nodes still differ from the run's start after %.0f s: the notebook runs anyway", timeout)
+            logger.warning(
+                "nodes still differ from the run's start after %.0f s: the notebook runs anyway",
+                timeout,
+            )
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
@@ -95,7 +120,9 @@ def restore(admin: client.ApiClient, before: Snapshot, timeout: float = 30) -> l
         for node in differing_now:
             name = node.metadata.name
             logger.warning("node %s was changed by a submission: restoring it", name)
-            core.patch_node(name, restore_patch(before[name], _state(node), _controller_taints(node)))
+            core.patch_node(
+                name, restore_patch(before[name], _state(node), _controller_taints(node))
+            )
         changed.update(node.metadata.name for node in differing_now)
         return not differing_now
 
@@ -107,8 +134,11 @@ def restore(admin: client.ApiClient, before: Snapshot, timeout: float = 30) -> l
 
 
 def _controller_taints(node: client.V1Node) -> list[dict]:
-    return [client.ApiClient().sanitize_for_serialization(t) for t in node.spec.taints or []
-            if t.key.startswith(CONTROLLER_TAINTS)]
+    return [
+        client.ApiClient().sanitize_for_serialization(t)
+        for t in node.spec.taints or []
+        if t.key.startswith(CONTROLLER_TAINTS)
+    ]
 
 
 def lock_file(course_root: Path) -> Path:

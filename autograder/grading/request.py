@@ -25,8 +25,10 @@ def plain_config(config: Config) -> dict[str, Any]:
     try:
         return json.loads(json.dumps(config))
     except TypeError as error:
-        raise LabError(f"nbgrader_config.py sets a value another process cannot be sent ({error}); "
-                       "give it as a plain string, number, list or dict") from None
+        raise LabError(
+            f"nbgrader_config.py sets a value another process cannot be sent ({error}); "
+            "give it as a plain string, number, list or dict"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,9 @@ class WorkerRequest:
         given = json.loads(text)
         names = {field.name for field in fields(cls)}
         if set(given) != names:
-            raise ValueError(f"a worker request has exactly the fields {sorted(names)}; got {sorted(given)}")
+            raise ValueError(
+                f"a worker request has exactly the fields {sorted(names)}; got {sorted(given)}"
+            )
         for name in PATHS:
             given[name] = None if given[name] is None else Path(given[name])
         given["jail_hide"] = tuple(Path(path) for path in given["jail_hide"])

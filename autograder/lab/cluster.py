@@ -46,9 +46,13 @@ def attach(chosen: Provider, namespace: str | None = None) -> Lab:
     api = kubeconfig.api_client(context, config_file=chosen.kubeconfig_file)
     _ensure_namespace(client.CoreV1Api(api), namespace)
     kubectl.put_first_on_path()
-    return Lab(provider=provider_of_context(context) if chosen.name == "existing" else chosen.name,
-               context=context, namespace=namespace, api=api,
-               kubeconfig_file=kubectl.point_at(context, namespace, chosen.kubeconfig_file))
+    return Lab(
+        provider=provider_of_context(context) if chosen.name == "existing" else chosen.name,
+        context=context,
+        namespace=namespace,
+        api=api,
+        kubeconfig_file=kubectl.point_at(context, namespace, chosen.kubeconfig_file),
+    )
 
 
 def own_namespace(context: str) -> str:

@@ -50,8 +50,10 @@ class ImageMissing(LabError):
 
 def docker_client() -> docker.DockerClient:
     """A Docker client that answers, or DockerUnavailable saying how to go on without one."""
-    return dockerengine.client(hint=". On the practice cluster you can still deploy: "
-                               "load_into_cluster(lab, tag, context=...) serves your app without Docker.")
+    return dockerengine.client(
+        hint=". On the practice cluster you can still deploy: "
+        "load_into_cluster(lab, tag, context=...) serves your app without Docker."
+    )
 
 
 @dataclass
@@ -78,8 +80,14 @@ def base_images(dockerfile: Path) -> list[str]:
     return names
 
 
-def build(tag: str = "ml-api:v1", context: Path | str = MODEL_SERVER, version: str | None = None,
-          *, nocache: bool = False, progress: bool = True) -> Build:
+def build(
+    tag: str = "ml-api:v1",
+    context: Path | str = MODEL_SERVER,
+    version: str | None = None,
+    *,
+    nocache: bool = False,
+    progress: bool = True,
+) -> Build:
     """`docker build -t TAG [--build-arg MODEL_VERSION=...] CONTEXT`, streaming its log."""
     context = Path(context)
     dockerfile = context / "Dockerfile"
@@ -96,8 +104,15 @@ def build(tag: str = "ml-api:v1", context: Path | str = MODEL_SERVER, version: s
     started = time.monotonic()
     lines: list[str] = []
     step, image_id = "", None
-    stream = client.api.build(path=str(context), tag=tag, buildargs=buildargs, rm=True,
-                              forcerm=True, nocache=nocache, decode=True)
+    stream = client.api.build(
+        path=str(context),
+        tag=tag,
+        buildargs=buildargs,
+        rm=True,
+        forcerm=True,
+        nocache=nocache,
+        decode=True,
+    )
     with tqdm(desc=f"docker build {tag}", unit=" step", disable=not progress, leave=False) as bar:
         for chunk in stream:
             text = chunk.get("stream", "")
@@ -110,12 +125,14 @@ def build(tag: str = "ml-api:v1", context: Path | str = MODEL_SERVER, version: s
             image_id = chunk.get("aux", {}).get("ID", image_id)
             if "error" in chunk:
                 tail = "\n".join(line for line in lines[-15:] if line.strip())
-                raise BuildFailed(f"docker build of {tag} failed at {step or 'the start'}\n"
-                                  f"{chunk['error'].strip()}\n--- last output ---\n{tail}")
+                raise BuildFailed(
+                    f"docker build of {tag} failed at {step or 'the start'}\n"
+                    f"{chunk['error'].strip()}\n--- last output ---\n{tail}"
+                )
         bar.n = bar.total or bar.n
     seconds = time.monotonic() - started
     image_id = image_id or client.images.get(tag).id
-    logger.info(f"built {tag} ({image_id[:19]}) in {seconds:.1f} s")
+    logger.info("built %s (%s) in %.1f s", tag, image_id[:19], seconds)
     return Build(tag=tag, image_id=image_id, seconds=seconds, log=lines)
 
 
@@ -137,23 +154,32 @@ def _port_holder(client: docker.DockerClient, port: int) -> str | None:
 
 
 @contextmanager
-def run_local(tag: str = "ml-api:v1", port: int | None = 8080, *,
-              timeout: float = 60) -> Iterator[LocalServer]:
+def run_local(
+    tag: str = "ml-api:v1", port: int | None = 8080, *, timeout: float = 60
+) -> Iterator[LocalServer]:
     """`docker run -p PORT:8080 TAG` until the block ends, then stop and remove the container."""
     client = docker_client()
     try:
         client.images.get(tag)
     except ImageNotFound:
-        raise ImageMissing(f"no image {tag} in Docker: build it first, e.g. images.build({tag!r})") from None
+        raise ImageMissing(
+            f"no image {tag} in Docker: build it first, e.g. images.build({tag!r})"
+        ) from None
     port = ports.free_port() if port is None else port
     ports.require_free(port, _port_holder(client, port))
     try:
-        container = client.containers.run(tag, detach=True, labels={LOCAL_RUN_LABEL: tag},
-                                          ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)})
+        container = client.containers.run(
+            tag,
+            detach=True,
+            labels={LOCAL_RUN_LABEL: tag},
+            ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
+        )
     except APIError as error:
         if "already" in str(error) and str(port) in str(error):
-            raise ports.PortBusy(f"local port {port} is already in use ({error.explanation}); "
-                                 "pass port=None to pick a free one") from None
+            raise ports.PortBusy(
+                f"local port {port} is already in use ({error.explanation}); "
+                "pass port=None to pick a free one"
+            ) from None
         raise
     try:
         url = f"http://127.0.0.1:{port}"
@@ -161,7 +187,9 @@ def run_local(tag: str = "ml-api:v1", port: int | None = 8080, *,
             waited = ports.wait_http(f"{url}/health", timeout, alive=lambda: _running(container))
         except ports.NotAnswering as error:
             logs = container.logs(tail=20).decode(errors="replace")
-            raise LabError(f"{tag} did not become healthy ({error}); its last output:\n{logs}") from None
+            raise LabError(
+                f"{tag} did not become healthy ({error}); its last output:\n{logs}"
+            ) from None
         yield LocalServer(container_name=container.name, url=url, seconds_to_healthy=waited)
     finally:
         container.remove(force=True)
@@ -178,8 +206,9 @@ def can_load(lab: Lab) -> bool:
     return lab.provider in ("kind", "practice") or catalog.serves_kwok_routes(lab)
 
 
-def load_into_cluster(lab: Lab, tag: str, *, context: Path | str | None = None,
-                      version: str | None = None) -> None:
+def load_into_cluster(
+    lab: Lab, tag: str, *, context: Path | str | None = None, version: str | None = None
+) -> None:
     """Make `tag` available to the cluster's nodes: `kind load docker-image`, or on the practice
     cluster build `context` (your folder and its Dockerfile) into the namespace's own images."""
     if lab.provider == "kind":
@@ -189,24 +218,30 @@ def load_into_cluster(lab: Lab, tag: str, *, context: Path | str | None = None,
         except ImageNotFound:
             raise ImageMissing(f"no image {tag} in Docker to load: build it first") from None
         kind = binaries.ensure(["kind"])["kind"]
-        run([str(kind), "load", "docker-image", tag, "--name", CLUSTER_NAME],
-            what=f"kind load docker-image {tag}")
-        logger.info(f"loaded {tag} into kind cluster {CLUSTER_NAME!r}")
+        run(
+            [str(kind), "load", "docker-image", tag, "--name", CLUSTER_NAME],
+            what=f"kind load docker-image {tag}",
+        )
+        logger.info("loaded %s into kind cluster %r", tag, CLUSTER_NAME)
     elif context is not None and can_load(lab):
         build_args = {VERSION_ARG: version} if version else {}
         catalog.push(lab.core, lab.namespace, tag, Path(context), build_args)
         if lab.provider == "practice":
             supervise.ensure_router(lab.context)
-        logger.info(f"built {tag} from {context} for namespace {lab.namespace} of the practice cluster")
+        logger.info(
+            "built %s from %s for namespace %s of the practice cluster", tag, context, lab.namespace
+        )
     elif lab.provider == "practice":
         entry, size = _docker_image_entry(tag)
         catalog.register_image(lab.core, tag, entry)
         catalog.record_on_nodes(lab.core, tag, size)
         supervise.ensure_router(lab.context)
-        logger.info(f"recorded {tag} on the practice cluster's nodes")
+        logger.info("recorded %s on the practice cluster's nodes", tag)
     else:
-        raise ValueError(f"load images into {lab.context!r} with its own tools (a registry, "
-                         "`minikube image load`, ...); the lab loads into kind and practice only")
+        raise ValueError(
+            f"load images into {lab.context!r} with its own tools (a registry, "
+            "`minikube image load`, ...); the lab loads into kind and practice only"
+        )
 
 
 # An image's variables that describe its Python base, not the app; the runtime sets its own PATH.
@@ -217,18 +252,29 @@ def _docker_image_entry(tag: str) -> tuple[dict, int]:
     """The catalog entry (WORKDIR's files, environment, command) and size of Docker's image `tag`."""
     image = _docker_image(tag)
     if image is None:
-        raise ImageMissing(f"image {tag} is not in Docker (or Docker is down); pass context= (the "
-                           "folder with app.py and its Dockerfile) to build it on the practice cluster")
+        raise ImageMissing(
+            f"image {tag} is not in Docker (or Docker is down); pass context= (the "
+            "folder with app.py and its Dockerfile) to build it on the practice cluster"
+        )
     config = image.attrs["Config"]
     workdir = config.get("WorkingDir") or "/"
     if workdir == "/":
-        raise ImageMissing(f"image {tag} has no WORKDIR holding app.py; the practice cluster serves "
-                           "images built like the lesson's (WORKDIR /app), or pass context=")
-    snapshot = catalog.snapshot(catalog.snapshot_dir(tag, image.id.split(":")[-1]),
-                         lambda target: _copy_out(docker.from_env(), tag, workdir, target))
+        raise ImageMissing(
+            f"image {tag} has no WORKDIR holding app.py; the practice cluster serves "
+            "images built like the lesson's (WORKDIR /app), or pass context="
+        )
+    snapshot = catalog.snapshot(
+        catalog.snapshot_dir(tag, image.id.split(":")[-1]),
+        lambda target: _copy_out(docker.from_env(), tag, workdir, target),
+    )
     env = dict(item.split("=", 1) for item in config.get("Env") or [])
-    entry = {"app": str(snapshot), "workdir": workdir, "entrypoint": config.get("Entrypoint") or [],
-             "cmd": config.get("Cmd") or [], "env": {k: v for k, v in env.items() if not BASE_VARIABLES.match(k)}}
+    entry = {
+        "app": str(snapshot),
+        "workdir": workdir,
+        "entrypoint": config.get("Entrypoint") or [],
+        "cmd": config.get("Cmd") or [],
+        "env": {k: v for k, v in env.items() if not BASE_VARIABLES.match(k)},
+    }
     return entry, image.attrs.get("Size", 0)
 
 
@@ -267,9 +313,13 @@ def _extract_data(tar: tarfile.TarFile, target: Path) -> None:
     if hasattr(tarfile, "data_filter"):
         tar.extractall(target, filter="data")
         return
-    safe = [member for member in tar.getmembers()
-            if (member.isfile() or member.isdir()) and not Path(member.name).is_absolute()
-            and ".." not in Path(member.name).parts]
+    safe = [
+        member
+        for member in tar.getmembers()
+        if (member.isfile() or member.isdir())
+        and not Path(member.name).is_absolute()
+        and ".." not in Path(member.name).parts
+    ]
     for member in safe:
         member.mode &= 0o755  # no set-uid, set-gid or sticky bits, as the data filter does
     tar.extractall(target, members=safe)  # the members were checked above

@@ -32,8 +32,10 @@ def with_namespace(minified: dict[str, Any], context: str, namespace: str) -> di
     """A one-context kubeconfig (`kubectl config view --minify`), its context current and in `namespace`."""
     contexts = [entry for entry in minified.get("contexts") or [] if entry["name"] == context]
     if len(contexts) != 1:
-        raise ValueError(f"expected the one context {context!r} in the minified kubeconfig, got "
-                         f"{[entry['name'] for entry in minified.get('contexts') or []]}")
+        raise ValueError(
+            f"expected the one context {context!r} in the minified kubeconfig, got "
+            f"{[entry['name'] for entry in minified.get('contexts') or []]}"
+        )
     entry = {"name": context, "context": {**contexts[0]["context"], "namespace": namespace}}
     return {**minified, "contexts": [entry], "current-context": context}
 
@@ -41,9 +43,12 @@ def with_namespace(minified: dict[str, Any], context: str, namespace: str) -> di
 def minified(source: str, context: str) -> dict[str, Any]:
     """Only `context`, its cluster and its user, as kubectl reads them from `source` (files embedded)."""
     kubectl = binaries.ensure(["kubectl"])["kubectl"]
-    done = run([str(kubectl), "config", "view", "--minify", "--flatten", "--context", context],
-               env={**kubeconfig.user_environment(), "KUBECONFIG": source}, timeout=60,
-               what=f"kubectl config view --minify --context {context}")
+    done = run(
+        [str(kubectl), "config", "view", "--minify", "--flatten", "--context", context],
+        env={**kubeconfig.user_environment(), "KUBECONFIG": source},
+        timeout=60,
+        what=f"kubectl config view --minify --context {context}",
+    )
     return yaml.safe_load(done.stdout)
 
 
@@ -69,7 +74,10 @@ def write_lab_kubeconfig(source: str, context: str, namespace: str) -> Path:
 
 def already_set(context: str, namespace: str) -> bool:
     """Whether the user's kubeconfig already has `context` current with `namespace` (as grading's has)."""
-    return kubeconfig.current_context() == context and kubeconfig.context_namespace(context) == namespace
+    return (
+        kubeconfig.current_context() == context
+        and kubeconfig.context_namespace(context) == namespace
+    )
 
 
 def point_at(context: str, namespace: str, source: Path | None = None) -> Path | None:
@@ -103,7 +111,10 @@ def put_first_on_path() -> Path:
     pinned = binaries.ensure(["kubectl"])["kubectl"]
     found = shutil.which("kubectl")
     if found is None or Path(found).resolve() != pinned.resolve():
-        folders = [folder for folder in os.environ.get("PATH", "").split(os.pathsep)
-                   if folder and folder != str(pinned.parent)]
+        folders = [
+            folder
+            for folder in os.environ.get("PATH", "").split(os.pathsep)
+            if folder and folder != str(pinned.parent)
+        ]
         os.environ["PATH"] = os.pathsep.join([str(pinned.parent), *folders])
     return pinned

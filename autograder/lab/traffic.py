@@ -27,7 +27,10 @@ class Forward(probe.ModelServer):
 
     local_port: int
 
-def wait_until_forwardable(lab: Lab, service: str = "ml-api-service", timeout: float = 30) -> client.V1ServiceSpec:
+
+def wait_until_forwardable(
+    lab: Lab, service: str = "ml-api-service", timeout: float = 30
+) -> client.V1ServiceSpec:
     """Wait until `kubectl port-forward service/NAME` can reach the Service's pods; returns its spec.
 
     Simulated pods answer only once the router has given each one its PortForward; real pods
@@ -39,8 +42,9 @@ def wait_until_forwardable(lab: Lab, service: str = "ml-api-service", timeout: f
 
 
 @contextmanager
-def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | None = None,
-                 timeout: float = 30) -> Iterator[Forward]:
+def port_forward(
+    lab: Lab, service: str = "ml-api-service", local_port: int | None = None, timeout: float = 30
+) -> Iterator[Forward]:
     """`kubectl port-forward service/NAME LOCAL:PORT` for the block's duration, on any cluster.
 
     kubectl, not the Python client: the client only forwards to a named pod through a socket
@@ -64,15 +68,18 @@ def port_forward(lab: Lab, service: str = "ml-api-service", local_port: int | No
     if process is None:
         raise k8s.WaitTimeout(
             f"service/{service} did not answer /health through port-forward within {timeout:.0f} s; "
-            "are its pods Running, and does the app listen on the Service's targetPort?")
+            "are its pods Running, and does the app listen on the Service's targetPort?"
+        )
     try:
         yield Forward(url=url, local_port=local_port)
     finally:
         stop(process)
 
+
 def health_when_listening(url: str, timeout: float = 5) -> dict | str:
     """/health's answer once a port-forward the student started in the background listens at `url`;
     a hint instead of a traceback when nothing ever does."""
+
     def ask() -> dict | None:
         try:
             return probe.health(url)
@@ -81,31 +88,52 @@ def health_when_listening(url: str, timeout: float = 5) -> dict | str:
 
     answer = poll(ask, lambda found: found is not None, timeout, 0.2)
     if answer is None:
-        return (f"nothing answered at {url}/health within {timeout:g} s: is `kubectl port-forward` "
-                "running in the background (`&` at the end) on that local port, and does the Service "
-                "have ready pods (`kubectl get endpoints`)?")
+        return (
+            f"nothing answered at {url}/health within {timeout:g} s: is `kubectl port-forward` "
+            "running in the background (`&` at the end) on that local port, and does the Service "
+            "have ready pods (`kubectl get endpoints`)?"
+        )
     return answer
 
 
-def _kubectl_port_forward(lab: Lab, service: str, local_port: int, port: int) -> subprocess.Popen[str]:
+def _kubectl_port_forward(
+    lab: Lab, service: str, local_port: int, port: int
+) -> subprocess.Popen[str]:
     """Start `kubectl port-forward service/NAME` and return once it listens (or raise its error)."""
     kubectl = binaries.ensure(["kubectl"])["kubectl"]
     config = lab.kubeconfig_file or kubeconfig_of(lab.context)
     process = subprocess.Popen(
-        [str(kubectl), *(["--kubeconfig", str(config)] if config else []),
-         "--context", lab.context, "-n", lab.namespace, "port-forward",
-         f"service/{service}", f"{local_port}:{port}", "--address", "127.0.0.1"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            str(kubectl),
+            *(["--kubeconfig", str(config)] if config else []),
+            "--context",
+            lab.context,
+            "-n",
+            lab.namespace,
+            "port-forward",
+            f"service/{service}",
+            f"{local_port}:{port}",
+            "--address",
+            "127.0.0.1",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None and process.stderr is not None
     first = process.stdout.readline()
     if not first.startswith("Forwarding from"):
         stop(process)
-        raise LabError(f"kubectl port-forward service/{service} failed: "
-                           f"{(first + process.stderr.read()).strip()}")
+        raise LabError(
+            f"kubectl port-forward service/{service} failed: "
+            f"{(first + process.stderr.read()).strip()}"
+        )
     # kubectl prints a line per connection: keep reading so its pipes never fill up.
     for pipe in (process.stdout, process.stderr):
         threading.Thread(target=pipe.read, daemon=True).start()
     return process
+
 
 def _answers_health(url: str, process: subprocess.Popen[str], deadline: float) -> bool:
     """Whether the app answers through the forward; False once kubectl has given up.
@@ -113,6 +141,7 @@ def _answers_health(url: str, process: subprocess.Popen[str], deadline: float) -
     A pod can be Ready before its app listens (the lesson's Deployment has no readiness
     probe); kubectl then loses the connection and exits, and the caller starts it again.
     """
+
     def answer() -> bool | None:
         """True once /health answers, False once kubectl has exited, None while neither."""
         try:
@@ -121,4 +150,6 @@ def _answers_health(url: str, process: subprocess.Popen[str], deadline: float) -
         except requests.RequestException:
             return None if process.poll() is None else False
 
-    return bool(poll(answer, lambda state: state is not None, max(0.0, deadline - time.monotonic()), 0.3))
+    return bool(
+        poll(answer, lambda state: state is not None, max(0.0, deadline - time.monotonic()), 0.3)
+    )

@@ -64,20 +64,29 @@ def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool =
     """Block until the Deployment's rollout is complete; returns the seconds it took."""
     started = time.monotonic()
     with tqdm(desc=f"rollout {name}", unit="ready", disable=not progress, leave=False) as bar:
+
         def complete(found: list[client.V1Deployment]) -> bool:
             if not found:
                 return False
             done, message = rollout_state(found[0])
             if bar.total != found[0].spec.replicas:
-                bar.reset(total=found[0].spec.replicas)  # a notebook's widget learns its length only here
+                bar.reset(
+                    total=found[0].spec.replicas
+                )  # a notebook's widget learns its length only here
             bar.n = found[0].status.ready_replicas or 0
             bar.set_postfix_str(message)
             return done
 
         try:
-            k8s.wait_for(lab.apps.list_namespaced_deployment, lab.namespace, field_selector=f"metadata.name={name}",
-                         until=complete, timeout=timeout, what=f"the rollout of deployment/{name}",
-                         seen=lambda found: rollout_state(found[0])[1] if found else "no such Deployment")
+            k8s.wait_for(
+                lab.apps.list_namespaced_deployment,
+                lab.namespace,
+                field_selector=f"metadata.name={name}",
+                until=complete,
+                timeout=timeout,
+                what=f"the rollout of deployment/{name}",
+                seen=lambda found: rollout_state(found[0])[1] if found else "no such Deployment",
+            )
         except k8s.WaitTimeout as error:
             raise RolloutTimeout(str(error)) from None
     return time.monotonic() - started

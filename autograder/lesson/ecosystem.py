@@ -20,26 +20,61 @@ def _projects(category: str, *entries: tuple[str, str]) -> tuple[Project, ...]:
 
 
 LANDSCAPE: tuple[Project, ...] = (
-    *_projects("Core infrastructure", ("Kubernetes", "orchestration"),
-               ("containerd", "container runtime"), ("CRI-O", "container runtime"),
-               ("etcd", "distributed key-value store")),
-    *_projects("Networking", ("Calico", "CNI plugin"), ("Cilium", "CNI plugin"),
-               ("Flannel", "CNI plugin"), ("Istio", "service mesh"), ("Linkerd", "service mesh"),
-               # The lesson lists Ingress NGINX: retired in March 2026, Gateway API took over its role.
-               ("Gateway API", "traffic routing API, the successor to Ingress"),
-               ("Traefik", "ingress and Gateway API controller")),
-    *_projects("Storage", ("Rook", "cloud-native storage"), ("Longhorn", "cloud-native storage"),
-               ("MinIO", "object storage"), ("CSI drivers", "cloud storage integration")),
-    *_projects("Observability", ("Prometheus", "metrics"), ("Grafana", "visualization"),
-               ("Jaeger", "distributed tracing"), ("Zipkin", "distributed tracing"),
-               ("Fluentd", "log aggregation"), ("Loki", "log aggregation")),
-    *_projects("CI/CD", ("ArgoCD", "GitOps"), ("Flux", "GitOps"), ("Tekton", "cloud-native CI/CD"),
-               ("Spinnaker", "multi-cloud deployment")),
-    *_projects("ML-specific", ("Kubeflow", "end-to-end ML platform"), ("KServe", "model serving"),
-               ("Seldon Core", "ML deployment"), ("Argo Workflows", "DAG-based workflows")),
-    *_projects("Security", ("Falco", "runtime security"),
-               ("OPA", "policy enforcement (Open Policy Agent)"),
-               ("cert-manager", "certificate management"), ("Vault", "secrets management")),
+    *_projects(
+        "Core infrastructure",
+        ("Kubernetes", "orchestration"),
+        ("containerd", "container runtime"),
+        ("CRI-O", "container runtime"),
+        ("etcd", "distributed key-value store"),
+    ),
+    *_projects(
+        "Networking",
+        ("Calico", "CNI plugin"),
+        ("Cilium", "CNI plugin"),
+        ("Flannel", "CNI plugin"),
+        ("Istio", "service mesh"),
+        ("Linkerd", "service mesh"),
+        # The lesson lists Ingress NGINX: retired in March 2026, Gateway API took over its role.
+        ("Gateway API", "traffic routing API, the successor to Ingress"),
+        ("Traefik", "ingress and Gateway API controller"),
+    ),
+    *_projects(
+        "Storage",
+        ("Rook", "cloud-native storage"),
+        ("Longhorn", "cloud-native storage"),
+        ("MinIO", "object storage"),
+        ("CSI drivers", "cloud storage integration"),
+    ),
+    *_projects(
+        "Observability",
+        ("Prometheus", "metrics"),
+        ("Grafana", "visualization"),
+        ("Jaeger", "distributed tracing"),
+        ("Zipkin", "distributed tracing"),
+        ("Fluentd", "log aggregation"),
+        ("Loki", "log aggregation"),
+    ),
+    *_projects(
+        "CI/CD",
+        ("ArgoCD", "GitOps"),
+        ("Flux", "GitOps"),
+        ("Tekton", "cloud-native CI/CD"),
+        ("Spinnaker", "multi-cloud deployment"),
+    ),
+    *_projects(
+        "ML-specific",
+        ("Kubeflow", "end-to-end ML platform"),
+        ("KServe", "model serving"),
+        ("Seldon Core", "ML deployment"),
+        ("Argo Workflows", "DAG-based workflows"),
+    ),
+    *_projects(
+        "Security",
+        ("Falco", "runtime security"),
+        ("OPA", "policy enforcement (Open Policy Agent)"),
+        ("cert-manager", "certificate management"),
+        ("Vault", "secrets management"),
+    ),
 )
 
 CATEGORIES: tuple[str, ...] = tuple(dict.fromkeys(p.category for p in LANDSCAPE))
@@ -85,21 +120,37 @@ class InstallOption:
 
 
 INSTALL_OPTIONS: tuple[InstallOption, ...] = (
-    InstallOption("minikube", ("a container runtime (Docker, Podman) or a hypervisor (KVM, Hyper-V...)",
-                               "2 CPUs and 4GB RAM free"),
-                  "minikube start", "kubectl cluster-info && kubectl get nodes",
-                  "the usual first cluster for beginners"),
-    InstallOption("kind", ("Docker running", "kubectl"),
-                  "kind create cluster --name ml-learning",
-                  "kubectl cluster-info --context kind-ml-learning",
-                  "faster, and closer to production; what this lab uses when Docker works"),
-    InstallOption("Docker Desktop", ("Docker Desktop on macOS or Windows",),
-                  "Settings -> Kubernetes -> Enable Kubernetes -> Apply & Restart",
-                  "kubectl cluster-info", "the easiest on macOS and Windows"),
-    InstallOption("practice cluster", ("nothing beyond this lab",),
-                  "lab = connect(\"practice\") in a notebook",
-                  "kubectl --context kwok-ml-learning get nodes",
-                  "the real API server, scheduler and controllers with simulated nodes (kwok)"),
+    InstallOption(
+        "minikube",
+        (
+            "a container runtime (Docker, Podman) or a hypervisor (KVM, Hyper-V...)",
+            "2 CPUs and 4GB RAM free",
+        ),
+        "minikube start",
+        "kubectl cluster-info && kubectl get nodes",
+        "the usual first cluster for beginners",
+    ),
+    InstallOption(
+        "kind",
+        ("Docker running", "kubectl"),
+        "kind create cluster --name ml-learning",
+        "kubectl cluster-info --context kind-ml-learning",
+        "faster, and closer to production; what this lab uses when Docker works",
+    ),
+    InstallOption(
+        "Docker Desktop",
+        ("Docker Desktop on macOS or Windows",),
+        "Settings -> Kubernetes -> Enable Kubernetes -> Apply & Restart",
+        "kubectl cluster-info",
+        "the easiest on macOS and Windows",
+    ),
+    InstallOption(
+        "practice cluster",
+        ("nothing beyond this lab",),
+        'lab = connect("practice") in a notebook',
+        "kubectl --context kwok-ml-learning get nodes",
+        "the real API server, scheduler and controllers with simulated nodes (kwok)",
+    ),
 )
 
 
@@ -111,7 +162,9 @@ def projects_in(category: str) -> list[Project]:
 
 def find_project(name: str) -> Project:
     """Where a named project sits in the landscape; a near-miss suggests the closest names."""
-    return next(p for p in LANDSCAPE if p.name == _match(name, [p.name for p in LANDSCAPE], "project"))
+    return next(
+        p for p in LANDSCAPE if p.name == _match(name, [p.name for p in LANDSCAPE], "project")
+    )
 
 
 def projects_for(role: str) -> list[Project]:
@@ -137,6 +190,9 @@ def _match(value: str, choices: list[str] | tuple[str, ...], what: str) -> str:
         if key and choice.lower().startswith(key):
             return choice
     close = difflib.get_close_matches(key, lowered, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(lowered[c] for c in close)}?" if close else \
-        f"choose one of: {', '.join(choices)}"
+    hint = (
+        f"did you mean {', '.join(lowered[c] for c in close)}?"
+        if close
+        else f"choose one of: {', '.join(choices)}"
+    )
     raise KeyError(f"unknown {what} {value!r}; {hint}")

@@ -25,10 +25,15 @@ def schedulable_nodes(lab: Lab) -> list[str]:
     The node controller mirrors a cordon as the taint node.kubernetes.io/unschedulable and
     lifts it a moment after an uncordon; spec.unschedulable is the truth, so that taint is skipped.
     """
-    return sorted(n.metadata.name for n in lab.core.list_node().items
-                  if not n.spec.unschedulable
-                  and not any(t.effect in ("NoSchedule", "NoExecute") and t.key != CORDON_TAINT
-                              for t in n.spec.taints or []))
+    return sorted(
+        n.metadata.name
+        for n in lab.core.list_node().items
+        if not n.spec.unschedulable
+        and not any(
+            t.effect in ("NoSchedule", "NoExecute") and t.key != CORDON_TAINT
+            for t in n.spec.taints or []
+        )
+    )
 
 
 @contextmanager
@@ -42,12 +47,18 @@ def node_failure(lab: Lab, node: str, selector: str) -> Iterator[list[str]]:
     """
     others = [name for name in schedulable_nodes(lab) if name != node]
     if not others:
-        raise ValueError(f"no other schedulable node to move the pods of {node} to: this needs a "
-                         "multi-node cluster such as the practice cluster")
+        raise ValueError(
+            f"no other schedulable node to move the pods of {node} to: this needs a "
+            "multi-node cluster such as the practice cluster"
+        )
     lab.core.patch_node(node, {"spec": {"unschedulable": True}})
     try:
-        lost = [p.metadata.name for p in lab.core.list_namespaced_pod(
-            lab.namespace, label_selector=selector, field_selector=f"spec.nodeName={node}").items]
+        lost = [
+            p.metadata.name
+            for p in lab.core.list_namespaced_pod(
+                lab.namespace, label_selector=selector, field_selector=f"spec.nodeName={node}"
+            ).items
+        ]
         for name in lost:
             lab.core.delete_namespaced_pod(name, lab.namespace, grace_period_seconds=0)
         yield lost
@@ -58,22 +69,35 @@ def node_failure(lab: Lab, node: str, selector: str) -> Iterator[list[str]]:
 def wait_for_ready_pods(lab: Lab, selector: str, count: int, timeout: float = 60) -> float:
     """Block until `count` live, ready pods match `selector` (counted from the pods, not a status that lags)."""
     started = time.monotonic()
-    k8s.wait_for(lab.core.list_namespaced_pod, lab.namespace, label_selector=selector,
-                 until=lambda pods: sum(map(k8s.pod_ready, pods)) == count, timeout=timeout,
-                 what=f"{count} ready pods behind {selector}",
-                 seen=lambda pods: f"{sum(map(k8s.pod_ready, pods))} ready")
+    k8s.wait_for(
+        lab.core.list_namespaced_pod,
+        lab.namespace,
+        label_selector=selector,
+        until=lambda pods: sum(map(k8s.pod_ready, pods)) == count,
+        timeout=timeout,
+        what=f"{count} ready pods behind {selector}",
+        seen=lambda pods: f"{sum(map(k8s.pod_ready, pods))} ready",
+    )
     return time.monotonic() - started
 
 
-def plot_pods_per_node(before: Mapping[str, int], after: Mapping[str, int], nodes: list[str], crashed: str) -> Figure:
+def plot_pods_per_node(
+    before: Mapping[str, int], after: Mapping[str, int], nodes: list[str], crashed: str
+) -> Figure:
     """Pods per node before and after a node failure, side by side."""
     figure = Figure(figsize=(9, 3.8), layout="constrained")
     ax = figure.subplots()
     width = 0.4
     positions = range(len(nodes))
-    ax.bar([p - width / 2 for p in positions], [before.get(n, 0) for n in nodes], width, label="before")
-    ax.bar([p + width / 2 for p in positions], [after.get(n, 0) for n in nodes], width, label="after")
-    ax.set_xticks(list(positions), [f"{n}\n(crashed)" if n == crashed else n for n in nodes], fontsize=8)
+    ax.bar(
+        [p - width / 2 for p in positions], [before.get(n, 0) for n in nodes], width, label="before"
+    )
+    ax.bar(
+        [p + width / 2 for p in positions], [after.get(n, 0) for n in nodes], width, label="after"
+    )
+    ax.set_xticks(
+        list(positions), [f"{n}\n(crashed)" if n == crashed else n for n in nodes], fontsize=8
+    )
     ax.set_ylabel("ml-api pods")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
@@ -83,8 +107,11 @@ def plot_pods_per_node(before: Mapping[str, int], after: Mapping[str, int], node
 
 def gpu_nodes(lab: Lab) -> list[str]:
     """Nodes that offer at least one nvidia.com/gpu."""
-    return sorted(n.metadata.name for n in lab.core.list_node().items
-                  if parse_quantity((n.status.allocatable or {}).get(GPU, "0")) > 0)
+    return sorted(
+        n.metadata.name
+        for n in lab.core.list_node().items
+        if parse_quantity((n.status.allocatable or {}).get(GPU, "0")) > 0
+    )
 
 
 def missing_features(lab: Lab) -> list[str]:
@@ -117,11 +144,20 @@ MODEL_FLEET: tuple[Model, ...] = (
 )
 
 
-def fleet_manifests(models: tuple[Model, ...] = MODEL_FLEET, part: str = "bin-packing") -> list[dict]:
+def fleet_manifests(
+    models: tuple[Model, ...] = MODEL_FLEET, part: str = "bin-packing"
+) -> list[dict]:
     """One Deployment per model, requests equal to limits so each replica's share is fixed."""
-    return [deployment(m.name, replicas=m.replicas, part=part,
-                       requests={"cpu": m.cpu, "memory": m.memory},
-                       limits={"cpu": m.cpu, "memory": m.memory}) for m in models]
+    return [
+        deployment(
+            m.name,
+            replicas=m.replicas,
+            part=part,
+            requests={"cpu": m.cpu, "memory": m.memory},
+            limits={"cpu": m.cpu, "memory": m.memory},
+        )
+        for m in models
+    ]
 
 
 def fleet_requests(models: tuple[Model, ...] = MODEL_FLEET) -> tuple[float, float]:
@@ -129,4 +165,3 @@ def fleet_requests(models: tuple[Model, ...] = MODEL_FLEET) -> tuple[float, floa
     cpu = sum(float(parse_quantity(m.cpu)) * m.replicas for m in models)
     memory = sum(float(parse_quantity(m.memory)) * m.replicas for m in models) / 2**30
     return cpu, memory
-

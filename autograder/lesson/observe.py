@@ -26,16 +26,22 @@ class Table:
     rows: tuple[tuple[str, ...], ...]
 
     def __str__(self) -> str:
-        widths = [max(len(str(cell)) for cell in column) for column in zip(self.headers, *self.rows)]
-        return "\n".join("   ".join(str(cell).ljust(w) for cell, w in zip(line, widths)).rstrip()
-                         for line in (self.headers, *self.rows))
+        widths = [
+            max(len(str(cell)) for cell in column) for column in zip(self.headers, *self.rows)
+        ]
+        return "\n".join(
+            "   ".join(str(cell).ljust(w) for cell, w in zip(line, widths)).rstrip()
+            for line in (self.headers, *self.rows)
+        )
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th style='text-align:left'>{h}</th>" for h in self.headers)
-        body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in row) + "</tr>"
-                       for row in self.rows)
+        body = "".join(
+            "<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in row) + "</tr>"
+            for row in self.rows
+        )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def column(self, header: str) -> list[str]:
@@ -60,15 +66,25 @@ def nodes(lab: Lab) -> Table:
     rows = []
     for node in sorted(lab.core.list_node().items, key=lambda n: n.metadata.name):
         labels = node.metadata.labels or {}
-        roles = sorted(key.split("/", 1)[1] for key in labels
-                       if key.startswith("node-role.kubernetes.io/")) or ["<none>"]
+        roles = sorted(
+            key.split("/", 1)[1] for key in labels if key.startswith("node-role.kubernetes.io/")
+        ) or ["<none>"]
         allocatable = node.status.allocatable or {}
         status = "Ready" if k8s.condition_true(node) else "NotReady"
         if node.spec.unschedulable:
             status += ",SchedulingDisabled"
-        rows.append((node.metadata.name, status, ",".join(roles), age(node.metadata.creation_timestamp),
-                     node.status.node_info.kubelet_version, allocatable.get("cpu", "0"),
-                     allocatable.get("memory", "0"), allocatable.get(GPU, "0")))
+        rows.append(
+            (
+                node.metadata.name,
+                status,
+                ",".join(roles),
+                age(node.metadata.creation_timestamp),
+                node.status.node_info.kubelet_version,
+                allocatable.get("cpu", "0"),
+                allocatable.get("memory", "0"),
+                allocatable.get(GPU, "0"),
+            )
+        )
     return Table(("NAME", "STATUS", "ROLES", "AGE", "VERSION", "CPU", "MEMORY", "GPU"), tuple(rows))
 
 
@@ -91,8 +107,16 @@ def pods(lab: Lab, selector: str = "") -> Table:
         statuses = pod.status.container_statuses or []
         ready = sum(1 for s in statuses if s.ready)
         restarts = sum(s.restart_count or 0 for s in statuses)
-        rows.append((pod.metadata.name, f"{ready}/{len(pod.spec.containers)}", pod_status(pod),
-                     str(restarts), age(pod.metadata.creation_timestamp), pod.spec.node_name or "<none>"))
+        rows.append(
+            (
+                pod.metadata.name,
+                f"{ready}/{len(pod.spec.containers)}",
+                pod_status(pod),
+                str(restarts),
+                age(pod.metadata.creation_timestamp),
+                pod.spec.node_name or "<none>",
+            )
+        )
     return Table(("NAME", "READY", "STATUS", "RESTARTS", "AGE", "NODE"), tuple(rows))
 
 
@@ -101,9 +125,16 @@ def deployments(lab: Lab, selector: str = "") -> Table:
     rows = []
     for d in lab.apps.list_namespaced_deployment(lab.namespace, label_selector=selector).items:
         images = ",".join(c.image for c in d.spec.template.spec.containers)
-        rows.append((d.metadata.name, f"{d.status.ready_replicas or 0}/{d.spec.replicas}",
-                     str(d.status.updated_replicas or 0), str(d.status.available_replicas or 0),
-                     age(d.metadata.creation_timestamp), images))
+        rows.append(
+            (
+                d.metadata.name,
+                f"{d.status.ready_replicas or 0}/{d.spec.replicas}",
+                str(d.status.updated_replicas or 0),
+                str(d.status.available_replicas or 0),
+                age(d.metadata.creation_timestamp),
+                images,
+            )
+        )
     return Table(("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "IMAGES"), tuple(rows))
 
 
@@ -113,28 +144,50 @@ def services(lab: Lab, selector: str = "") -> Table:
     for s in lab.core.list_namespaced_service(lab.namespace, label_selector=selector).items:
         ingress = (s.status.load_balancer.ingress or []) if s.status.load_balancer else []
         external = ",".join(i.ip or i.hostname for i in ingress) or (
-            "<pending>" if s.spec.type == "LoadBalancer" else "<none>")
-        ports = ",".join(f"{p.port}{':' + str(p.node_port) if p.node_port else ''}/{p.protocol}"
-                         for p in s.spec.ports or [])
-        rows.append((s.metadata.name, s.spec.type, s.spec.cluster_ip, external, ports,
-                     age(s.metadata.creation_timestamp)))
+            "<pending>" if s.spec.type == "LoadBalancer" else "<none>"
+        )
+        ports = ",".join(
+            f"{p.port}{':' + str(p.node_port) if p.node_port else ''}/{p.protocol}"
+            for p in s.spec.ports or []
+        )
+        rows.append(
+            (
+                s.metadata.name,
+                s.spec.type,
+                s.spec.cluster_ip,
+                external,
+                ports,
+                age(s.metadata.creation_timestamp),
+            )
+        )
     return Table(("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"), tuple(rows))
 
 
 def events(lab: Lab, kind: str, name: str) -> Table:
     """The Events section of `kubectl describe KIND NAME`, oldest first."""
     found = lab.core.list_namespaced_event(
-        lab.namespace, field_selector=f"involvedObject.kind={kind},involvedObject.name={name}").items
+        lab.namespace, field_selector=f"involvedObject.kind={kind},involvedObject.name={name}"
+    ).items
     found.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
-    rows = tuple((e.type, e.reason, e.source.component if e.source and e.source.component
-                  else (e.reporting_component or ""), (e.message or "").strip()) for e in found)
+    rows = tuple(
+        (
+            e.type,
+            e.reason,
+            e.source.component
+            if e.source and e.source.component
+            else (e.reporting_component or ""),
+            (e.message or "").strip(),
+        )
+        for e in found
+    )
     return Table(("TYPE", "REASON", "FROM", "MESSAGE"), rows)
 
 
 def rollout_history(lab: Lab, name: str) -> Table:
     """`kubectl rollout history deployment/NAME`, with each revision's image and ReplicaSet."""
-    rows = tuple((str(r.number), ",".join(r.images), r.replica_set, str(r.ready))
-                 for r in history(lab, name))
+    rows = tuple(
+        (str(r.number), ",".join(r.images), r.replica_set, str(r.ready)) for r in history(lab, name)
+    )
     return Table(("REVISION", "IMAGES", "REPLICASET", "READY"), rows)
 
 
@@ -173,8 +226,13 @@ class RolloutTimeline:
         if self.seconds:
             # Hold the last sample a little, so the final state has a visible width.
             hold = self.seconds + [self.seconds[-1] + max(0.5, 0.1 * self.seconds[-1])]
-            ax.stackplot(hold, *[self.ready[n] + self.ready[n][-1:] for n in names],
-                         labels=[self.labels.get(n, n) for n in names], step="post", alpha=0.8)
+            ax.stackplot(
+                hold,
+                *[self.ready[n] + self.ready[n][-1:] for n in names],
+                labels=[self.labels.get(n, n) for n in names],
+                step="post",
+                alpha=0.8,
+            )
             ax.legend(loc="lower left")
         ax.set_xlabel("seconds since the update started")
         ax.set_ylabel("ready pods")
@@ -202,25 +260,43 @@ def watch_rollout(lab: Lab, name: str, timeout: float = 180, live: bool = True) 
             images = ",".join(c.image for c in rs.spec.template.spec.containers)
             timeline.labels[rs.metadata.name] = f"revision {k8s.revision(rs) or '?'}: {images}"
         now = time.monotonic()
-        timeline.add(now - started, {rs.metadata.name: rs.status.ready_replicas or 0 for rs in sets})
+        timeline.add(
+            now - started, {rs.metadata.name: rs.status.ready_replicas or 0 for rs in sets}
+        )
         # The Deployment's status can finish a moment before the old ReplicaSets' own status
         # shows their last pod gone: wait for that too.
-        old_ready = sum(rs.status.ready_replicas or 0 for rs in sets if k8s.revision(rs) != k8s.revision(deployment))
+        old_ready = sum(
+            rs.status.ready_replicas or 0
+            for rs in sets
+            if k8s.revision(rs) != k8s.revision(deployment)
+        )
         done = rollout_state(deployment)[0] and old_ready == 0
         if handle is not None and (done or now - last_drawn > 1):
             handle.update(timeline.plot())
             last_drawn = now
         return done
 
-    k8s.wait_for(lab.apps.list_namespaced_deployment, lab.namespace, field_selector=f"metadata.name={name}",
-                 until=record, timeout=timeout, what=f"the rollout of deployment/{name}", resync=0.5,
-                 seen=lambda found: rollout_state(found[0])[1] if found else "no such Deployment")
+    k8s.wait_for(
+        lab.apps.list_namespaced_deployment,
+        lab.namespace,
+        field_selector=f"metadata.name={name}",
+        until=record,
+        timeout=timeout,
+        what=f"the rollout of deployment/{name}",
+        resync=0.5,
+        seen=lambda found: rollout_state(found[0])[1] if found else "no such Deployment",
+    )
     return timeline
 
 
 def _requests(pod: client.V1Pod, resource: str) -> float:
-    return float(sum(parse_quantity((c.resources.requests or {}).get(resource, "0"))
-                     for c in pod.spec.containers if c.resources))
+    return float(
+        sum(
+            parse_quantity((c.resources.requests or {}).get(resource, "0"))
+            for c in pod.spec.containers
+            if c.resources
+        )
+    )
 
 
 def _placed_pods(lab: Lab, selector: str = "") -> dict[str, list[client.V1Pod]]:
@@ -241,19 +317,37 @@ def plot_bin_packing(lab: Lab, selector: str = "", group_label: str = "app") -> 
     pods_by_node = _placed_pods(lab, selector)
     nodes = sorted(lab.core.list_node().items, key=lambda n: n.metadata.name)
     names = [node.metadata.name for node in nodes]
-    groups = sorted({(p.metadata.labels or {}).get(group_label, "?")
-                     for pods_here in pods_by_node.values() for p in pods_here})
+    groups = sorted(
+        {
+            (p.metadata.labels or {}).get(group_label, "?")
+            for pods_here in pods_by_node.values()
+            for p in pods_here
+        }
+    )
     colours = {group: f"C{i % 10}" for i, group in enumerate(groups)}
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     axes = figure.subplots(1, 2)
     for ax, resource, scale, capacity, unit in (
-            (axes[0], "cpu", 1, [_allocatable(node, "cpu") for node in nodes], "CPU cores"),
-            (axes[1], "memory", 2**30, [_allocatable(node, "memory") / 2**30 for node in nodes], "memory (GiB)")):
+        (axes[0], "cpu", 1, [_allocatable(node, "cpu") for node in nodes], "CPU cores"),
+        (
+            axes[1],
+            "memory",
+            2**30,
+            [_allocatable(node, "memory") / 2**30 for node in nodes],
+            "memory (GiB)",
+        ),
+    ):
         bottom = [0.0] * len(names)
         for group in groups:
-            heights = [sum(_requests(p, resource) for p in pods_by_node.get(node, [])
-                           if (p.metadata.labels or {}).get(group_label, "?") == group) / scale
-                       for node in names]
+            heights = [
+                sum(
+                    _requests(p, resource)
+                    for p in pods_by_node.get(node, [])
+                    if (p.metadata.labels or {}).get(group_label, "?") == group
+                )
+                / scale
+                for node in names
+            ]
             ax.bar(names, heights, bottom=bottom, color=colours[group], label=group)
             bottom = [b + h for b, h in zip(bottom, heights)]
         ax.bar(names, capacity, fill=False, edgecolor="black", linestyle="--", label="allocatable")
@@ -268,10 +362,18 @@ def cluster_ready(lab: Lab) -> CheckResult:
     """Self-check for notebook 3: the API answers and every node reports Ready."""
     table = nodes(lab)
     if not table.rows:
-        return CheckResult("cluster_ready", False, "the cluster has no nodes yet: wait a few seconds "
-                           "and re-run, or recreate it with `python -m autograder cluster up`")
+        return CheckResult(
+            "cluster_ready",
+            False,
+            "the cluster has no nodes yet: wait a few seconds "
+            "and re-run, or recreate it with `python -m autograder cluster up`",
+        )
     not_ready = [row[0] for row in table.rows if not row[1].startswith("Ready")]
     if not_ready:
-        return CheckResult("cluster_ready", False, f"nodes not Ready: {', '.join(not_ready)}; "
-                           "look at their conditions with `kubectl describe node NAME`")
+        return CheckResult(
+            "cluster_ready",
+            False,
+            f"nodes not Ready: {', '.join(not_ready)}; "
+            "look at their conditions with `kubectl describe node NAME`",
+        )
     return CheckResult("cluster_ready", True, f"{len(table.rows)} nodes Ready on {lab.context}")

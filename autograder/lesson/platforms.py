@@ -19,16 +19,33 @@ MATRIX: dict[str, dict[str, str]] = {
     "Auto-healing": {COMPOSE: "No", SWARM: "Basic", KUBERNETES: "Advanced", CLOUD_NATIVE: "Yes"},
     "Load balancing": {COMPOSE: "Basic", SWARM: "Yes", KUBERNETES: "Advanced", CLOUD_NATIVE: "Yes"},
     # The lesson printed "Native": the scheduler counts GPUs once a vendor's device plugin advertises them.
-    "GPU support": {COMPOSE: "Manual", SWARM: "Manual", KUBERNETES: "Device plugin",
-                    CLOUD_NATIVE: "Limited"},
-    "Ecosystem": {COMPOSE: "Small", SWARM: "Medium", KUBERNETES: "Massive", CLOUD_NATIVE: "Cloud-specific"},
+    "GPU support": {
+        COMPOSE: "Manual",
+        SWARM: "Manual",
+        KUBERNETES: "Device plugin",
+        CLOUD_NATIVE: "Limited",
+    },
+    "Ecosystem": {
+        COMPOSE: "Small",
+        SWARM: "Medium",
+        KUBERNETES: "Massive",
+        CLOUD_NATIVE: "Cloud-specific",
+    },
     "Learning curve": {COMPOSE: "Easy", SWARM: "Medium", KUBERNETES: "Steep", CLOUD_NATIVE: "Easy"},
-    "ML use cases": {COMPOSE: "Dev/test", SWARM: "Small prod", KUBERNETES: "Enterprise",
-                     CLOUD_NATIVE: "Simple prod"},
+    "ML use cases": {
+        COMPOSE: "Dev/test",
+        SWARM: "Small prod",
+        KUBERNETES: "Enterprise",
+        CLOUD_NATIVE: "Simple prod",
+    },
     # The lesson printed "Free" for Compose and Swarm and "Free (self-hosted)" for Kubernetes: every
     # platform bills its machines; a managed control plane is free on some clouds, billed hourly on others.
-    "Cost (managed)": {COMPOSE: "Your hosts", SWARM: "Your hosts", KUBERNETES: "Nodes (+ some fees)",
-                       CLOUD_NATIVE: "Pay per use"},
+    "Cost (managed)": {
+        COMPOSE: "Your hosts",
+        SWARM: "Your hosts",
+        KUBERNETES: "Nodes (+ some fees)",
+        CLOUD_NATIVE: "Pay per use",
+    },
 }
 
 # How favourable each rating is, 0 (worst for you) to 3 (best): more capability, less effort.
@@ -46,8 +63,10 @@ SCORES: dict[str, dict[str, int]] = {
 
 # The lesson's "~90% market share" is no measured share of a market; where the figure comes from:
 KUBERNETES_SHARE_CLAIM = 0.90
-KUBERNETES_SHARE_SOURCE = ("the CNCF annual surveys of the cloud-native community (2020: 83% of respondents "
-                           "ran Kubernetes in production; 2021: 96% used or evaluated it)")
+KUBERNETES_SHARE_SOURCE = (
+    "the CNCF annual surveys of the cloud-native community (2020: 83% of respondents "
+    "ran Kubernetes in production; 2021: 96% used or evaluated it)"
+)
 
 
 @dataclass(frozen=True)
@@ -64,60 +83,114 @@ PROFILES: dict[str, Profile] = {
     COMPOSE: Profile(
         "a YAML file of services run together on one Docker host",
         ("simple", "declares replicas and ports in one file"),
-        ("one host only, it cannot span servers", "no self-healing built in", "scaling is manual",
-         "load balancing is basic", "no rolling updates"),
-        ("development and testing", "deployments on a single machine",
-         "simple multi-container apps", "local ML experiments"),
+        (
+            "one host only, it cannot span servers",
+            "no self-healing built in",
+            "scaling is manual",
+            "load balancing is basic",
+            "no rolling updates",
+        ),
+        (
+            "development and testing",
+            "deployments on a single machine",
+            "simple multi-container apps",
+            "local ML experiments",
+        ),
     ),
     SWARM: Profile(
         "the orchestrator that ships inside Docker Engine",
         ("built into Docker Engine", "simpler than Kubernetes", "orchestrates across hosts"),
-        ("smaller ecosystem", "less community support", "fewer advanced features",
-         "not the industry standard for ML"),
+        (
+            "smaller ecosystem",
+            "less community support",
+            "fewer advanced features",
+            "not the industry standard for ML",
+        ),
         ("small production deployments",),
     ),
     CLOUD_NATIVE: Profile(
         "managed container services such as AWS ECS and Google Cloud Run",
-        ("managed, so less to operate", "tightly integrated with its cloud",
-         "simpler for basic use cases"),
-        ("vendor lock-in", "limited customization", "not portable across clouds",
-         "costs more at scale"),
+        (
+            "managed, so less to operate",
+            "tightly integrated with its cloud",
+            "simpler for basic use cases",
+        ),
+        (
+            "vendor lock-in",
+            "limited customization",
+            "not portable across clouds",
+            "costs more at scale",
+        ),
         ("simple production services on one cloud",),
     ),
     KUBERNETES: Profile(
         "the most widely used container orchestrator (about 90% in the CNCF surveys' community)",
-        ("multi-host, self-healing, rolling updates", "GPU scheduling once a device plugin is installed",
-         "a massive ecosystem"),
+        (
+            "multi-host, self-healing, rolling updates",
+            "GPU scheduling once a device plugin is installed",
+            "a massive ecosystem",
+        ),
         ("a steep learning curve", "needs people to operate it"),
-        ("multi-cloud or portability across clouds", "complex ML workflows",
-         "large scale (100+ services)", "full control and customization"),
+        (
+            "multi-cloud or portability across clouds",
+            "complex ML workflows",
+            "large scale (100+ services)",
+            "full control and customization",
+        ),
     ),
 }
 
 USE_KUBERNETES_WHEN: dict[str, tuple[str, ...]] = {
-    "Scale requirements": ("serving 1000+ requests/second", "scaling from 1 to 100+ instances",
-                           "traffic that varies"),
+    "Scale requirements": (
+        "serving 1000+ requests/second",
+        "scaling from 1 to 100+ instances",
+        "traffic that varies",
+    ),
     "High availability": ("99.9%+ uptime", "automatic failover is critical", "several regions"),
     "Complex infrastructure": ("10+ microservices", "many ML models", "training and serving mixed"),
-    "Team size": ("5+ engineers able to learn Kubernetes", "a dedicated infrastructure team",
-                  "an organisation committed to cloud-native"),
-    "Multi-cloud or portability": ("several clouds", "avoiding vendor lock-in",
-                                   "on-premises plus cloud"),
-    "Resource optimization": ("expensive GPUs that must be scheduled well", "variable workloads",
-                              "a multi-tenant platform"),
+    "Team size": (
+        "5+ engineers able to learn Kubernetes",
+        "a dedicated infrastructure team",
+        "an organisation committed to cloud-native",
+    ),
+    "Multi-cloud or portability": (
+        "several clouds",
+        "avoiding vendor lock-in",
+        "on-premises plus cloud",
+    ),
+    "Resource optimization": (
+        "expensive GPUs that must be scheduled well",
+        "variable workloads",
+        "a multi-tenant platform",
+    ),
 }
 
 AVOID_KUBERNETES_WHEN: dict[str, tuple[str, ...]] = {
-    "Simple applications": ("one model with low traffic (<100 req/s)", "no need to scale",
-                            "prototypes and experiments"),
-    "Small teams": ("a team of 1-2 people", "no time to learn Kubernetes",
-                    "little capacity to operate it"),
-    "Cloud-native alternatives suffice": ("AWS Lambda for simple inference",
-                                          "Google Cloud Run for containerized apps",
-                                          "SageMaker for managed ML"),
-    "Serverless works": ("event-driven workloads", "intermittent use", "cold starts are acceptable"),
-    "Development and testing": ("Docker Compose is simpler", "local development environments",
-                                "individual experiments"),
+    "Simple applications": (
+        "one model with low traffic (<100 req/s)",
+        "no need to scale",
+        "prototypes and experiments",
+    ),
+    "Small teams": (
+        "a team of 1-2 people",
+        "no time to learn Kubernetes",
+        "little capacity to operate it",
+    ),
+    "Cloud-native alternatives suffice": (
+        "AWS Lambda for simple inference",
+        "Google Cloud Run for containerized apps",
+        "SageMaker for managed ML",
+    ),
+    "Serverless works": (
+        "event-driven workloads",
+        "intermittent use",
+        "cold starts are acceptable",
+    ),
+    "Development and testing": (
+        "Docker Compose is simpler",
+        "local development environments",
+        "individual experiments",
+    ),
 }
 
 
@@ -166,7 +239,9 @@ class Workload:
     gpus: bool = False
 
 
-TEAM_THAT_CAN_RUN_KUBERNETES = 5  # the lesson: "5+ engineers who can learn K8s"; "1-2 person team" is a don't
+TEAM_THAT_CAN_RUN_KUBERNETES = (
+    5  # the lesson: "5+ engineers who can learn K8s"; "1-2 person team" is a don't
+)
 
 
 def framework_answers(workload: Workload) -> dict[str, bool]:
@@ -180,7 +255,9 @@ def framework_answers(workload: Workload) -> dict[str, bool]:
         "containerized": workload.containerized,
         "multi_host": large or critical or workload.multi_cloud or workload.gpus,
         "simple_and_cloud_native_ok": not can_run_it and workload.services < 100,
-        "multi_cloud_or_advanced": workload.multi_cloud or gpus_need_kubernetes or workload.services >= 100,
+        "multi_cloud_or_advanced": workload.multi_cloud
+        or gpus_need_kubernetes
+        or workload.services >= 100,
     }
 
 

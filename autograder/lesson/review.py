@@ -28,18 +28,31 @@ def prepare(lab: Lab, draw: random.Random | None = None) -> None:
     workloads.wait_for_rollout(lab, UPDATED, progress=False)
     for _ in range(draw.randint(1, 3)):
         # A change to the pod template, as `kubectl set env` or an edit would make: a new revision.
-        change = {"spec": {"template": {"metadata": {"annotations": {"review/change": uuid.uuid4().hex}}}}}
+        change = {
+            "spec": {"template": {"metadata": {"annotations": {"review/change": uuid.uuid4().hex}}}}
+        }
         lab.apps.patch_namespaced_deployment(UPDATED, lab.namespace, change)
         workloads.wait_for_rollout(lab, UPDATED, progress=False)
     code = draw.randint(2, 99)
-    crash = ["python", "-c", f"import sys; print('cannot load the model, giving up'); sys.exit({code})"]
+    crash = [
+        "python",
+        "-c",
+        f"import sys; print('cannot load the model, giving up'); sys.exit({code})",
+    ]
     workloads.apply(lab, [deployment(CRASHING, command=crash, part=PART)])
-    k8s.wait_for(lab.core.list_namespaced_pod, lab.namespace, label_selector=f"app={CRASHING}",
-                 until=lambda pods: any(_restarted(pod) for pod in pods), timeout=90,
-                 what=f"a restart of the {CRASHING} pod")
+    k8s.wait_for(
+        lab.core.list_namespaced_pod,
+        lab.namespace,
+        label_selector=f"app={CRASHING}",
+        until=lambda pods: any(_restarted(pod) for pod in pods),
+        timeout=90,
+        what=f"a restart of the {CRASHING} pod",
+    )
 
 
 def _restarted(pod: client.V1Pod) -> bool:
     """Whether a container of the pod has ended at least once (its last state is recorded)."""
     return pod.metadata.deletion_timestamp is None and any(
-        status.last_state and status.last_state.terminated for status in (pod.status.container_statuses or []))
+        status.last_state and status.last_state.terminated
+        for status in (pod.status.container_statuses or [])
+    )

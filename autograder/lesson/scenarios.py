@@ -21,8 +21,10 @@ class Scenario:
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "Scaling",
-        ("Traffic jumps from 100 to 10,000 requests/second.",
-         "About 50 more containers must be started by hand across 10 servers."),
+        (
+            "Traffic jumps from 100 to 10,000 requests/second.",
+            "About 50 more containers must be started by hand across 10 servers.",
+        ),
         ("Which servers get the new containers?", "What spreads the requests over them?"),
         "Change `replicas`; the scheduler places the pods and a Service balances the traffic.",
     ),
@@ -72,7 +74,9 @@ ORIGIN = {
 }
 
 HISTORY: tuple[Milestone, ...] = (
-    Milestone(None, "Borg, Google's internal cluster manager, runs Google's workloads for 15+ years"),
+    Milestone(
+        None, "Borg, Google's internal cluster manager, runs Google's workloads for 15+ years"
+    ),
     Milestone(2014, "Google open-sources Kubernetes"),
     Milestone(2015, "Kubernetes is donated to the Cloud Native Computing Foundation (CNCF)"),
 )
@@ -82,7 +86,10 @@ CORE_CAPABILITIES: tuple[tuple[str, str], ...] = (
     ("Self-healing", "failed containers are replaced and rescheduled automatically"),
     ("Service discovery and load balancing", "networking between pods is built in"),
     ("Storage orchestration", "storage systems are mounted for you"),
-    ("Automated rollouts and rollbacks", "new versions replace old pods gradually; a bad one can be undone"),
+    (
+        "Automated rollouts and rollbacks",
+        "new versions replace old pods gradually; a bad one can be undone",
+    ),
     ("Secret and configuration management", "sensitive settings are handled securely"),
     ("Resource optimization", "workloads are bin-packed efficiently onto machines"),
 )
@@ -93,19 +100,26 @@ ML_BENEFITS: dict[str, tuple[str, ...]] = {
         "the scheduler places it on a node whose device plugin advertises a free GPU",
     ),
     "Scalable model serving": (
-        "variable traffic is absorbed", "autoscaling from 1 to 100+ replicas",
-        "load balancing across model instances", "rolling updates for new model versions",
+        "variable traffic is absorbed",
+        "autoscaling from 1 to 100+ replicas",
+        "load balancing across model instances",
+        "rolling updates for new model versions",
     ),
     "Multi-model management": (
-        "100+ different models", "each scales independently",
-        "resources isolated between models", "each model has its own resource needs",
+        "100+ different models",
+        "each scales independently",
+        "resources isolated between models",
+        "each model has its own resource needs",
     ),
     "Training job orchestration": (
-        "distributed training jobs", "automatic retry on failure",
-        "priority-based scheduling", "preemptible instances to save money",
+        "distributed training jobs",
+        "automatic retry on failure",
+        "priority-based scheduling",
+        "preemptible instances to save money",
     ),
     "Reproducibility": (
-        "infrastructure as code in YAML manifests", "deployments under version control",
+        "infrastructure as code in YAML manifests",
+        "deployments under version control",
         "the same environment in dev, staging and production",
     ),
 }
@@ -134,33 +148,51 @@ class Case:
 
 CASES: tuple[Case, ...] = (
     Case(
-        "Uber", "Michelangelo ML platform",
-        ("scales automatically with traffic patterns", "schedules GPUs for training",
-         "one multi-tenant platform for many teams"),
-        (Metric("ML models deployed", 1000, "count", "1,000+"),
-         Metric("less deployment time", 95, "percent", "95%")),
+        "Uber",
+        "Michelangelo ML platform",
+        (
+            "scales automatically with traffic patterns",
+            "schedules GPUs for training",
+            "one multi-tenant platform for many teams",
+        ),
+        (
+            Metric("ML models deployed", 1000, "count", "1,000+"),
+            Metric("less deployment time", 95, "percent", "95%"),
+        ),
         "for most of its history Michelangelo ran on Uber's Mesos-based schedulers (Peloton), not "
         "Kubernetes; Uber moved its compute platform from Mesos to Kubernetes around 2024",
     ),
     Case(
-        "Spotify", "ML feature platform",
+        "Spotify",
+        "ML feature platform",
         ("billions of predictions served every day", "autoscaling through peak hours"),
-        (Metric("Kubernetes clusters worldwide", 200, "count", "200+"),
-         Metric("capacity at peak hours", 3, "multiplier", "3x"),
-         Metric("lower cost from efficient resource use", 70, "percent", "70%")),
+        (
+            Metric("Kubernetes clusters worldwide", 200, "count", "200+"),
+            Metric("capacity at peak hours", 3, "multiplier", "3x"),
+            Metric("lower cost from efficient resource use", 70, "percent", "70%"),
+        ),
     ),
     Case(
-        "OpenAI", "LLM infrastructure",
-        ("large GPU clusters on Kubernetes", "distributed training of GPT models",
-         "resources shifted dynamically between research and production"),
+        "OpenAI",
+        "LLM infrastructure",
+        (
+            "large GPU clusters on Kubernetes",
+            "distributed training of GPT models",
+            "resources shifted dynamically between research and production",
+        ),
         (Metric("inference requests per second", 1000, "count", "thousands"),),
     ),
     Case(
-        "Airbnb", "search and recommendation",
-        ("ML models rank search results, set prices and recommend",
-         "canary deployments make model updates safe"),
-        (Metric("microservices on Kubernetes", 500, "count", "500+"),
-         Metric("regions served", 10, "count", "10+")),
+        "Airbnb",
+        "search and recommendation",
+        (
+            "ML models rank search results, set prices and recommend",
+            "canary deployments make model updates safe",
+        ),
+        (
+            Metric("microservices on Kubernetes", 500, "count", "500+"),
+            Metric("regions served", 10, "count", "10+"),
+        ),
     ),
 )
 
@@ -176,12 +208,18 @@ def case(company: str) -> Case:
     for known in CASES:
         if known.company.lower() == company.strip().lower():
             return known
-    raise KeyError(f"no case for {company!r}; the lesson covers: {', '.join(c.company for c in CASES)}")
+    raise KeyError(
+        f"no case for {company!r}; the lesson covers: {', '.join(c.company for c in CASES)}"
+    )
 
 
 def plot_cases() -> Figure:
     """The cases' figures side by side, one panel per kind of number, so units never mix."""
-    panels = {"count": "how many (log scale)", "percent": "improvement (%)", "multiplier": "times normal"}
+    panels = {
+        "count": "how many (log scale)",
+        "percent": "improvement (%)",
+        "multiplier": "times normal",
+    }
     counts = {unit: sum(f.unit == unit for c in CASES for f in c.figures) for unit in panels}
     figure = Figure(figsize=(9, 6), layout="constrained")
     axes = figure.subplots(len(panels), 1, height_ratios=list(counts.values()))
@@ -189,7 +227,9 @@ def plot_cases() -> Figure:
     for ax, (unit, title) in zip(axes, panels.items()):
         rows = [(c, f) for c in CASES for f in c.figures if f.unit == unit]
         names = [f"{c.company}: {f.what}" for c, f in rows]
-        bars = ax.barh(names, [f.value for _, f in rows], color=[colours[c.company] for c, _ in rows])
+        bars = ax.barh(
+            names, [f.value for _, f in rows], color=[colours[c.company] for c, _ in rows]
+        )
         ax.bar_label(bars, labels=[f.label for _, f in rows], padding=3)
         ax.invert_yaxis()
         ax.set_title(title)
@@ -213,8 +253,9 @@ def spread(replicas: int, servers: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(servers)]
 
 
-def spike_profile(base: float = SPIKE_FROM_RPS, peak: float = SPIKE_TO_RPS,
-                  minutes: int = 60) -> list[tuple[int, float]]:
+def spike_profile(
+    base: float = SPIKE_FROM_RPS, peak: float = SPIKE_TO_RPS, minutes: int = 60
+) -> list[tuple[int, float]]:
     """A traffic curve for one hour: quiet, a five-minute climb to the peak, a plateau, a fall."""
     rise, top, fall, quiet = minutes // 4, minutes // 3, 2 * minutes // 3, 5 * minutes // 6
 
@@ -230,9 +271,12 @@ def spike_profile(base: float = SPIKE_FROM_RPS, peak: float = SPIKE_TO_RPS,
     return [(minute, load(minute)) for minute in range(minutes + 1)]
 
 
-def plot_spike(capacity_per_replica: float, target_utilization: float,
-               replicas: Callable[[float, float, float], int],
-               profile: list[tuple[int, float]] | None = None) -> Figure:
+def plot_spike(
+    capacity_per_replica: float,
+    target_utilization: float,
+    replicas: Callable[[float, float, float], int],
+    profile: list[tuple[int, float]] | None = None,
+) -> Figure:
     """Traffic over time and the replicas a student's `replicas` function asks for, on twin axes."""
     profile = profile or spike_profile()
     minutes = [m for m, _ in profile]
@@ -249,8 +293,15 @@ def plot_spike(capacity_per_replica: float, target_utilization: float,
     right.set_ylabel("replicas needed", color="C3")
     peak = max(needed)
     right.set_ylim(0, peak * 1.15)
-    right.annotate(f"{peak} replicas at the peak", (minutes[needed.index(peak)], peak),
-                   xytext=(8, -18), textcoords="offset points", color="C3")
-    traffic.set_title(f"A {load[0]:,.0f} -> {max(load):,.0f} req/s spike at "
-                      f"{capacity_per_replica:,.0f} req/s per replica, {target_utilization:.0%} target load")
+    right.annotate(
+        f"{peak} replicas at the peak",
+        (minutes[needed.index(peak)], peak),
+        xytext=(8, -18),
+        textcoords="offset points",
+        color="C3",
+    )
+    traffic.set_title(
+        f"A {load[0]:,.0f} -> {max(load):,.0f} req/s spike at "
+        f"{capacity_per_replica:,.0f} req/s per replica, {target_utilization:.0%} target load"
+    )
     return figure

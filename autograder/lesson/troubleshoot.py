@@ -16,12 +16,12 @@ from autograder.shared.waiting import poll
 
 PULL_REASONS = {
     "ErrImageNeverPull": "the image is not in the cluster and imagePullPolicy is Never, so the "
-                         "kubelet will not fetch it: load it first (images.load_into_cluster or "
-                         "`kind load docker-image {image} --name ml-learning`)",
+    "kubelet will not fetch it: load it first (images.load_into_cluster or "
+    "`kind load docker-image {image} --name ml-learning`)",
     "ErrImagePull": "the kubelet tried to pull {image} from a registry and failed: check the "
-                    "name and tag, or build and load the image and set imagePullPolicy: Never",
+    "name and tag, or build and load the image and set imagePullPolicy: Never",
     "ImagePullBackOff": "pulling {image} failed and the kubelet is waiting before it retries: "
-                        "check the tag exists (`docker images`), load it into the cluster",
+    "check the tag exists (`docker images`), load it into the cluster",
     "InvalidImageName": "{image} is not a valid image reference: fix the image: line",
 }
 BACK_OFF_RESET = timedelta(minutes=10)
@@ -30,7 +30,7 @@ LOGS_SETTLE_SECONDS = 5
 LOG_GONE = "unable to retrieve container logs"
 WAITING_HINTS = {
     "CrashLoopBackOff": "the container starts and exits again and again: read its logs "
-                        "(`kubectl logs POD --previous`) for the error",
+    "(`kubectl logs POD --previous`) for the error",
     "CreateContainerConfigError": "the pod refers to a ConfigMap or Secret key that is missing",
 }
 
@@ -39,8 +39,12 @@ def _read_logs(lab: Lab, pod: client.V1Pod, lines: int) -> str | None:
     """The crashed run's last lines (`--previous`), else the newest run's; None while neither can be read."""
     for previous in (True, False):
         try:
-            text = lab.core.read_namespaced_pod_log(pod.metadata.name, lab.namespace, previous=previous,
-                                                    tail_lines=lines) or ""
+            text = (
+                lab.core.read_namespaced_pod_log(
+                    pod.metadata.name, lab.namespace, previous=previous, tail_lines=lines
+                )
+                or ""
+            )
         except client.ApiException:
             continue
         if LOG_GONE not in text:
@@ -50,14 +54,20 @@ def _read_logs(lab: Lab, pod: client.V1Pod, lines: int) -> str | None:
 
 def _last_logs(lab: Lab, pod: client.V1Pod, lines: int = 5) -> str:
     """A crash-looping container's last output; the kubelet refuses logs for a moment as it swaps runs."""
-    text = poll(lambda: _read_logs(lab, pod, lines), lambda text: text is not None, LOGS_SETTLE_SECONDS)
+    text = poll(
+        lambda: _read_logs(lab, pod, lines), lambda text: text is not None, LOGS_SETTLE_SECONDS
+    )
     return " | ".join(line for line in (text or "").splitlines() if line.strip())
 
 
 def _unschedulable(pod: client.V1Pod) -> str | None:
     """The scheduler's verdict on a pod it could not place, as it writes it into the pod's PodScheduled condition."""
     for condition in pod.status.conditions or []:
-        if condition.type == "PodScheduled" and condition.status == "False" and condition.reason == "Unschedulable":
+        if (
+            condition.type == "PodScheduled"
+            and condition.status == "False"
+            and condition.reason == "Unschedulable"
+        ):
             return (condition.message or "").strip() or condition.reason
     return None
 
@@ -65,7 +75,9 @@ def _unschedulable(pod: client.V1Pod) -> str | None:
 def _scheduling_failures(lab: Lab, pod: client.V1Pod) -> list[str]:
     """What the scheduler said about an unplaced pod: its events, else its condition (events come a moment later)."""
     found = lab.core.list_namespaced_event(
-        lab.namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod.metadata.name}")
+        lab.namespace,
+        field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod.metadata.name}",
+    )
     said = [e.message.strip() for e in found.items if e.reason == "FailedScheduling" and e.message]
     verdict = _unschedulable(pod)
     return said or ([verdict] if verdict else [])
@@ -77,8 +89,10 @@ def _crash_looping(status: client.V1ContainerStatus) -> bool:
     last = status.last_state.terminated if status.last_state else None
     if not (status.restart_count and last and last.exit_code):
         return False
-    return not status.ready or (last.finished_at is not None
-                                and datetime.now(timezone.utc) - last.finished_at < BACK_OFF_RESET)
+    return not status.ready or (
+        last.finished_at is not None
+        and datetime.now(timezone.utc) - last.finished_at < BACK_OFF_RESET
+    )
 
 
 def _status(pod: client.V1Pod) -> str:
@@ -107,20 +121,30 @@ def diagnose(lab: Lab, selector: str) -> list[str]:
         if not pod.spec.node_name:
             reasons = _scheduling_failures(lab, pod)
             if reasons:
-                findings.append(f"pod {name} is Pending, not placed on any node; the scheduler says: "
-                                f"{reasons[-1]} Lower its requests or add capacity.")
+                findings.append(
+                    f"pod {name} is Pending, not placed on any node; the scheduler says: "
+                    f"{reasons[-1]} Lower its requests or add capacity."
+                )
         elif status in WAITING_HINTS:
             logs = _last_logs(lab, pod)
-            findings.append(f"pod {name} is {status}: {WAITING_HINTS[status]}"
-                            + (f"; its last output: {logs}" if logs else ""))
+            findings.append(
+                f"pod {name} is {status}: {WAITING_HINTS[status]}"
+                + (f"; its last output: {logs}" if logs else "")
+            )
     findings += image_problems(lab, selector)
     return findings
 
 
 def _ready_seconds(pod: client.V1Pod) -> float:
     """How long the pod has been Ready; 0 when it is not."""
-    since = next((c.last_transition_time for c in pod.status.conditions or []
-                  if c.type == "Ready" and c.status == "True"), None)
+    since = next(
+        (
+            c.last_transition_time
+            for c in pod.status.conditions or []
+            if c.type == "Ready" and c.status == "True"
+        ),
+        None,
+    )
     return (datetime.now(timezone.utc) - since).total_seconds() if since else 0.0
 
 
@@ -128,15 +152,22 @@ def _settled(pod: client.V1Pod, steady: float = 0) -> bool:
     """Whether a pod is worth diagnosing: ready for `steady` seconds, stuck, or refused by the scheduler."""
     if not pod.spec.node_name:
         return _unschedulable(pod) is not None
-    return _status(pod) in k8s.STUCK_REASONS or (k8s.condition_true(pod) and _ready_seconds(pod) >= steady)
+    return _status(pod) in k8s.STUCK_REASONS or (
+        k8s.condition_true(pod) and _ready_seconds(pod) >= steady
+    )
 
 
 def wait_until_settled(lab: Lab, selector: str, timeout: float = 60, steady: float = 0) -> None:
     """Give new pods time to be scheduled and started (or to fail), Ready ones `steady` s to show a crash."""
     with suppress(k8s.WaitTimeout):  # unsettled pods are diagnosed as they are
-        k8s.wait_for(lab.core.list_namespaced_pod, lab.namespace, label_selector=selector, timeout=timeout,
-                     until=lambda pods: pods and all(_settled(pod, steady) for pod in pods),
-                     what=f"the pods behind {selector} settling")
+        k8s.wait_for(
+            lab.core.list_namespaced_pod,
+            lab.namespace,
+            label_selector=selector,
+            timeout=timeout,
+            until=lambda pods: pods and all(_settled(pod, steady) for pod in pods),
+            what=f"the pods behind {selector} settling",
+        )
 
 
 def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
@@ -145,17 +176,24 @@ def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
     loads_only = provider(lab.provider).loads_images_only
     known = loaded_images(lab) if loads_only else set()
     for pod in _live_pods(lab, selector):
-        reasons = {status.name: status.state.waiting.reason for status in pod.status.container_statuses or []
-                   if status.state and status.state.waiting and status.state.waiting.reason in PULL_REASONS}
+        reasons = {
+            status.name: status.state.waiting.reason
+            for status in pod.status.container_statuses or []
+            if status.state and status.state.waiting and status.state.waiting.reason in PULL_REASONS
+        }
         for container in pod.spec.containers:
             reason = reasons.get(container.name)
             if loads_only and container.image not in known:
                 # Loading is the cure on practice, whatever the pull policy; a cluster made before the
                 # pod runtime reports no pull at all, so the kubelet's reason is named for it.
-                problems.append(f"pod {pod.metadata.name}: {container.image} was never loaded into the cluster "
-                                f"({reason or 'a real kubelet would report ErrImageNeverPull'}). "
-                                + PULL_REASONS["ErrImageNeverPull"].format(image=container.image))
+                problems.append(
+                    f"pod {pod.metadata.name}: {container.image} was never loaded into the cluster "
+                    f"({reason or 'a real kubelet would report ErrImageNeverPull'}). "
+                    + PULL_REASONS["ErrImageNeverPull"].format(image=container.image)
+                )
             elif reason:
-                problems.append(f"pod {pod.metadata.name}: {reason}: "
-                                + PULL_REASONS[reason].format(image=container.image))
+                problems.append(
+                    f"pod {pod.metadata.name}: {reason}: "
+                    + PULL_REASONS[reason].format(image=container.image)
+                )
     return problems

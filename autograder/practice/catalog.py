@@ -51,7 +51,10 @@ REFERENCE_IMAGES = {"ml-api:v1": "v1.0", "ml-api:v2": "v2.0"}
 IMAGE_LABEL = "lab.k8s-ml-lab/image"  # on a ConfigMap: one of its namespace's own images
 TAG_ANNOTATION = "lab.k8s-ml-lab/tag"
 FOLDER_ANNOTATION, BUILT_AT_ANNOTATION = "lab.k8s-ml-lab/folder", "lab.k8s-ml-lab/built-at"
-OWN_IMAGES_LABEL, OWN_IMAGES = "lab.k8s-ml-lab/images", "own"  # on a namespace: it runs only its own images
+OWN_IMAGES_LABEL, OWN_IMAGES = (
+    "lab.k8s-ml-lab/images",
+    "own",
+)  # on a namespace: it runs only its own images
 FILES_KEY, ARGS_KEY = "files.json", "build-args.json"
 IMAGE_CONFIG = "image.json"
 # A ConfigMap holds at most 1 MiB; a model server's folder needs a few KiB.
@@ -61,9 +64,11 @@ MAX_RECORD_BYTES, MAX_FILES = 900 * 1024, 256
 class ImageNotLoaded(LabError):
     """Pods run an image the practice cluster never received; the message says how to load it."""
 
+
 def safe_name(tag: str) -> str:
     """An image tag as a file name."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", tag)
+
 
 def snapshot_dir(tag: str, digest: str) -> Path:
     """Where one content of an image's app is kept: rebuilding v2 never changes what v1 serves."""
@@ -95,17 +100,24 @@ def catalog(core: client.CoreV1Api) -> dict[str, dict]:
         raise
     return json.loads((config_map.data or {}).get(CATALOG_KEY, "{}"))
 
+
 def loaded_images(lab: Lab) -> set[str]:
     """Tags the lab's namespace can run: its own and the cluster's. A namespace-scoped identity (a
     graded kernel) may not read the cluster's catalog, and its namespace runs only its own; one that
     may not even read those (the grader's reader) counts every image its pods run as loaded: the
     runtime, which can, still starts only those."""
     try:
-        records = lab.core.list_namespaced_config_map(lab.namespace, label_selector=IMAGE_LABEL).items
+        records = lab.core.list_namespaced_config_map(
+            lab.namespace, label_selector=IMAGE_LABEL
+        ).items
     except client.ApiException as error:
         if error.status != 403:
             raise
-        return {image for pod in lab.core.list_namespaced_pod(lab.namespace).items for image in pod_images(pod)}
+        return {
+            image
+            for pod in lab.core.list_namespaced_pod(lab.namespace).items
+            for image in pod_images(pod)
+        }
     own = {(record.metadata.annotations or {}).get(TAG_ANNOTATION, "") for record in records}
     try:
         return own | set(catalog(lab.core))
@@ -113,6 +125,7 @@ def loaded_images(lab: Lab) -> set[str]:
         if error.status != 403:
             raise
         return own
+
 
 def register_image(core: client.CoreV1Api, tag: str, entry: dict) -> None:
     """Record that the cluster holds `tag` and what it runs (an entry of `build`)."""
@@ -124,7 +137,8 @@ def register_image(core: client.CoreV1Api, tag: str, entry: dict) -> None:
                 raise
             body = client.V1ConfigMap(
                 metadata=client.V1ObjectMeta(name=CATALOG_NAME, labels=MANAGED_BY),
-                data={CATALOG_KEY: json.dumps({tag: entry})})
+                data={CATALOG_KEY: json.dumps({tag: entry})},
+            )
             try:
                 core.create_namespaced_config_map(CATALOG_NAMESPACE, body)
                 return
@@ -141,7 +155,9 @@ def register_image(core: client.CoreV1Api, tag: str, entry: dict) -> None:
         except client.ApiException as error:
             if error.status != 409:  # someone else changed it in between: read again
                 raise
-    raise LabError(f"could not record {tag} in {CATALOG_NAMESPACE}/{CATALOG_NAME}: too many conflicts")
+    raise LabError(
+        f"could not record {tag} in {CATALOG_NAMESPACE}/{CATALOG_NAME}: too many conflicts"
+    )
 
 
 def record_on_nodes(core: client.CoreV1Api, tag: str, size: int) -> None:
@@ -150,8 +166,17 @@ def record_on_nodes(core: client.CoreV1Api, tag: str, size: int) -> None:
     for node in core.list_node().items:
         images = [image for image in node.status.images or [] if tag not in image.names]
         images.append(client.V1ContainerImage(names=names, size_bytes=size))
-        core.patch_node_status(node.metadata.name, {"status": {"images": [
-            {"names": image.names, "sizeBytes": image.size_bytes} for image in images]}})
+        core.patch_node_status(
+            node.metadata.name,
+            {
+                "status": {
+                    "images": [
+                        {"names": image.names, "sizeBytes": image.size_bytes} for image in images
+                    ]
+                }
+            },
+        )
+
 
 def build(tag: str, files: dict[str, bytes], build_args: dict[str, str]) -> dict:
     """The catalog entry of `tag` built from a build folder's `files`: its WORKDIR's files and run config.
@@ -172,7 +197,9 @@ def build(tag: str, files: dict[str, bytes], build_args: dict[str, str]) -> dict
 
     try:
         folder = snapshot(snapshot_dir(tag, digest.hexdigest()), fill)
-    except Exception as error:  # whatever a student's folder holds, the runtime goes on: the pod says why
+    except (
+        Exception
+    ) as error:  # whatever a student's folder holds, the runtime goes on: the pod says why
         return {"error": str(error)}
     return {"app": str(folder / "workdir"), **json.loads((folder / IMAGE_CONFIG).read_text())}
 
@@ -181,12 +208,16 @@ def source_files(source: Path) -> dict[str, bytes]:
     """A build folder's files by relative path (what `docker build` sends as its context)."""
     files = {name: (source / name).read_bytes() for name in dockerfile.context_files(source)}
     if not files:
-        raise FileNotFoundError(f"no files in {source}: write your app.py and its Dockerfile there first")
+        raise FileNotFoundError(
+            f"no files in {source}: write your app.py and its Dockerfile there first"
+        )
     size = sum(map(len, files.values()))
     if size > MAX_RECORD_BYTES or len(files) > MAX_FILES:
-        raise LabError(f"{source} holds {len(files)} files, {size // 1024} KiB: the practice cluster builds "
-                       f"folders of at most {MAX_FILES} files and {MAX_RECORD_BYTES // 1024} KiB. Keep app.py, "
-                       "requirements.txt, the Dockerfile and what they need there")
+        raise LabError(
+            f"{source} holds {len(files)} files, {size // 1024} KiB: the practice cluster builds "
+            f"folders of at most {MAX_FILES} files and {MAX_RECORD_BYTES // 1024} KiB. Keep app.py, "
+            "requirements.txt, the Dockerfile and what they need there"
+        )
     return files
 
 
@@ -220,8 +251,9 @@ def record_name(tag: str) -> str:
     return f"image-{readable}-{hashlib.sha256(tag.encode()).hexdigest()[:8]}"
 
 
-def push(core: client.CoreV1Api, namespace: str, tag: str, source: Path,
-         build_args: dict[str, str]) -> None:
+def push(
+    core: client.CoreV1Api, namespace: str, tag: str, source: Path, build_args: dict[str, str]
+) -> None:
     """`docker build` + push into the namespace's own registry: the folder, checked, as an image record.
 
     The record holds the build folder itself, not a built image: the runtime builds it again, so
@@ -236,14 +268,27 @@ def push(core: client.CoreV1Api, namespace: str, tag: str, source: Path,
         raise FileNotFoundError(f"no Dockerfile in {source}: write one next to app.py first")
     with tempfile.TemporaryDirectory() as scratch:
         write_files(Path(scratch), files)
-        dockerfile.read(Path(scratch), build_args)  # the student hears of a refused line now, not from a pod
+        dockerfile.read(
+            Path(scratch), build_args
+        )  # the student hears of a refused line now, not from a pod
     names = sorted(files)
-    annotations = {TAG_ANNOTATION: tag, FOLDER_ANNOTATION: source.name, BUILT_AT_ANNOTATION: f"{time.time():.6f}"}
+    annotations = {
+        TAG_ANNOTATION: tag,
+        FOLDER_ANNOTATION: source.name,
+        BUILT_AT_ANNOTATION: f"{time.time():.6f}",
+    }
     body = client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name=record_name(tag), labels={IMAGE_LABEL: "true"}, annotations=annotations),
-        data={FILES_KEY: json.dumps({f"f{index}": name for index, name in enumerate(names)}),
-              ARGS_KEY: json.dumps(build_args)},
-        binary_data={f"f{index}": base64.b64encode(files[name]).decode() for index, name in enumerate(names)})
+        metadata=client.V1ObjectMeta(
+            name=record_name(tag), labels={IMAGE_LABEL: "true"}, annotations=annotations
+        ),
+        data={
+            FILES_KEY: json.dumps({f"f{index}": name for index, name in enumerate(names)}),
+            ARGS_KEY: json.dumps(build_args),
+        },
+        binary_data={
+            f"f{index}": base64.b64encode(files[name]).decode() for index, name in enumerate(names)
+        },
+    )
     try:
         core.create_namespaced_config_map(namespace, body)
     except client.ApiException as error:
@@ -254,11 +299,16 @@ def push(core: client.CoreV1Api, namespace: str, tag: str, source: Path,
 
 def last_build(core: client.CoreV1Api, namespace: str, folder: str) -> dict[str, bytes]:
     """The files of the namespace's latest image built from a folder called `folder` (none: {})."""
-    records = [record for record in core.list_namespaced_config_map(namespace, label_selector=IMAGE_LABEL).items
-               if (record.metadata.annotations or {}).get(FOLDER_ANNOTATION) == folder]
+    records = [
+        record
+        for record in core.list_namespaced_config_map(namespace, label_selector=IMAGE_LABEL).items
+        if (record.metadata.annotations or {}).get(FOLDER_ANNOTATION) == folder
+    ]
     if not records:
         return {}
-    latest = max(records, key=lambda record: float(record.metadata.annotations.get(BUILT_AT_ANNOTATION, 0)))
+    latest = max(
+        records, key=lambda record: float(record.metadata.annotations.get(BUILT_AT_ANNOTATION, 0))
+    )
     try:
         return record_files(latest)[0]
     except (ValueError, TypeError):
@@ -290,7 +340,9 @@ def record_files(config_map: client.V1ConfigMap) -> tuple[dict[str, bytes], dict
 class NamespaceImages(Mapping[str, dict]):
     """The images a namespace's pods can run: its own records, then the cluster's (unless OWN_IMAGES)."""
 
-    def __init__(self, core: client.CoreV1Api, namespace: str, cluster: Callable[[], dict[str, dict]]) -> None:
+    def __init__(
+        self, core: client.CoreV1Api, namespace: str, cluster: Callable[[], dict[str, dict]]
+    ) -> None:
         self.core, self.namespace, self._cluster = core, namespace, cluster
         self._built: dict[str, dict | None] = {}  # per tag: read once (a pass of the runtime)
 
@@ -317,7 +369,9 @@ class NamespaceImages(Mapping[str, dict]):
         try:
             files, build_args = record_files(record)
         except (ValueError, TypeError) as error:
-            return {"error": f"the record {record_name(tag)} of {tag} is damaged ({error}): load the image again"}
+            return {
+                "error": f"the record {record_name(tag)} of {tag} is damaged ({error}): load the image again"
+            }
         return build(tag, files, build_args)
 
     def __getitem__(self, tag: str) -> dict:
@@ -331,7 +385,9 @@ class NamespaceImages(Mapping[str, dict]):
         return entry
 
     def __iter__(self) -> Iterator[str]:
-        records = self.core.list_namespaced_config_map(self.namespace, label_selector=IMAGE_LABEL).items
+        records = self.core.list_namespaced_config_map(
+            self.namespace, label_selector=IMAGE_LABEL
+        ).items
         own = [(r.metadata.annotations or {}).get(TAG_ANNOTATION, "") for r in records]
         return iter(dict.fromkeys([*own, *([] if self.own_only else self._cluster())]))
 
@@ -352,7 +408,9 @@ class ClusterImages:
 
     def of(self, namespace: str) -> NamespaceImages:
         if namespace not in self._namespaces:
-            self._namespaces[namespace] = NamespaceImages(self.core, namespace, lambda: self.cluster)
+            self._namespaces[namespace] = NamespaceImages(
+                self.core, namespace, lambda: self.cluster
+            )
         return self._namespaces[namespace]
 
 
@@ -367,27 +425,44 @@ def wait_routed(lab: Lab, selector: str, timeout: float = 30) -> None:
     missing: list[str] = []
 
     def routed(forwards: list[dict]) -> bool:
-        placed = [pod for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
-                  if pod.spec.node_name and pod.metadata.deletion_timestamp is None]
+        placed = [
+            pod
+            for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
+            if pod.spec.node_name and pod.metadata.deletion_timestamp is None
+        ]
         pods = [pod for pod in placed if k8s.pod_ready(pod)]
         # Pods whose image was never loaded never start: with none serving, that is the reason to give.
-        unloaded = sorted({image for pod in pods or placed for image in pod_images(pod)} - loaded_images(lab))
+        unloaded = sorted(
+            {image for pod in pods or placed for image in pod_images(pod)} - loaded_images(lab)
+        )
         if unloaded:
             raise ImageNotLoaded(
                 f"the pods behind {selector} run {', '.join(unloaded)}, which was never loaded into "
                 "the practice cluster (a real kubelet would report ErrImageNeverPull): run "
-                "images.load_into_cluster(lab, TAG) first")
+                "images.load_into_cluster(lab, TAG) first"
+            )
         names = {item["metadata"]["name"] for item in forwards}
         missing[:] = [pod.metadata.name for pod in pods if pod.metadata.name not in names] or (
-            [] if pods else ["(none running)"])
+            [] if pods else ["(none running)"]
+        )
         return not missing
 
     try:
-        k8s.wait_for(custom.list_namespaced_custom_object, *KWOK, lab.namespace, "portforwards", until=routed,
-                     timeout=timeout, what=f"routes to the pods behind {selector}", resync=0.5)
+        k8s.wait_for(
+            custom.list_namespaced_custom_object,
+            *KWOK,
+            lab.namespace,
+            "portforwards",
+            until=routed,
+            timeout=timeout,
+            what=f"routes to the pods behind {selector}",
+            resync=0.5,
+        )
     except k8s.WaitTimeout:
-        raise k8s.WaitTimeout(f"no route to pods {missing} behind {selector} after {timeout:.0f} s; the "
-                              f"router's log says why: {state_dir(lab.context) / 'router.log'}") from None
+        raise k8s.WaitTimeout(
+            f"no route to pods {missing} behind {selector} after {timeout:.0f} s; the "
+            f"router's log says why: {state_dir(lab.context) / 'router.log'}"
+        ) from None
 
 
 def serves_kwok_routes(lab: Lab) -> bool:

@@ -45,7 +45,9 @@ CONFIG_STAMP = "lab-config.sha256"  # in the cluster's workdir: what the cluster
 
 def config_digest() -> str:
     """What a practice cluster is made from: kwokctl's config, the node manifests, the pinned versions."""
-    digest = hashlib.sha256(" ".join(sorted(f"{p.name}-{p.version}" for p in PINS.values())).encode())
+    digest = hashlib.sha256(
+        " ".join(sorted(f"{p.name}-{p.version}" for p in PINS.values())).encode()
+    )
     for path in (KWOKCTL_CONFIG, NODES_MANIFEST, GPU_NODES_MANIFEST):
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -54,7 +56,9 @@ def config_digest() -> str:
 def cluster_config(workdir: Path, etcd_port: int, etcd_peer_port: int) -> list[dict]:
     """kwokctl's config for one cluster: etcd's TLS listeners need its own ports and certificates."""
     fields = {"etcd_port": etcd_port, "etcd_peer_port": etcd_peer_port, "pki": workdir / "pki"}
-    documents = [document for document in yaml.safe_load_all(KWOKCTL_CONFIG.read_text()) if document]
+    documents = [
+        document for document in yaml.safe_load_all(KWOKCTL_CONFIG.read_text()) if document
+    ]
     for document in documents:
         if document["kind"] == "KwokctlConfiguration":
             document["options"] |= {"etcdPort": etcd_port, "etcdPeerPort": etcd_peer_port}
@@ -133,19 +137,27 @@ class Practice:
         """Every process the cluster runs: its components (found by their workdir), the pod runtime and
         every container process it started."""
         marker = str(self.workdir)
-        processes = [process for process in psutil.process_iter(["cmdline"])
-                     if marker in " ".join(process.info["cmdline"] or [])]
+        processes = [
+            process
+            for process in psutil.process_iter(["cmdline"])
+            if marker in " ".join(process.info["cmdline"] or [])
+        ]
         runtime = router_pid(self.context)
         if runtime:
-            processes += [psutil.Process(runtime), *psutil.Process(runtime).children(recursive=True)]
+            processes += [
+                psutil.Process(runtime),
+                *psutil.Process(runtime).children(recursive=True),
+            ]
         return list({process.pid: process for process in processes}.values())
 
     def _kwokctl(self, *args: str, timeout: float = 300, what: str = "") -> str:
         paths = binaries.ensure(["kwokctl", "kubectl"])
         # kwokctl takes kubectl from PATH first: put the pinned one there.
         # It adds its context to the user's kubeconfig, not to the lab's own.
-        env = {**kubeconfig.user_environment(),
-               "PATH": f"{paths['kubectl'].parent}{os.pathsep}{os.environ['PATH']}"}
+        env = {
+            **kubeconfig.user_environment(),
+            "PATH": f"{paths['kubectl'].parent}{os.pathsep}{os.environ['PATH']}",
+        }
         return run([str(paths["kwokctl"]), *args], env=env, timeout=timeout, what=what).stdout
 
     @contextmanager
@@ -157,8 +169,11 @@ class Practice:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 # A hub starts a student's cluster at log-in: the first notebook waits for it, and says so.
-                logger.info(f"Practice cluster {self.cluster!r} is being started or stopped by another process "
-                            f"(its log: {cache_root() / 'practice-at-start.log'}); waiting for it...")
+                logger.info(
+                    "Practice cluster %r is being started or stopped by another process (its log: %s); waiting for it...",
+                    self.cluster,
+                    cache_root() / "practice-at-start.log",
+                )
                 fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
@@ -173,46 +188,73 @@ class Practice:
         if self.exists() and self._stamp() != config_digest():
             # kwok reads its Stages only at creation: a cluster made by an older lab would keep
             # simulating pods the old way.
-            logger.info(f"Practice cluster {self.cluster!r} was made from another configuration; recreating it.")
+            logger.info(
+                "Practice cluster %r was made from another configuration; recreating it.",
+                self.cluster,
+            )
             stop_router(self.context)
             self._delete_quietly()
         if self.exists():
             if self.answers():
-                logger.info(f"Practice cluster {self.cluster!r} is already running.")
+                logger.info("Practice cluster %r is already running.", self.cluster)
                 self._ensure_context()
                 return
-            logger.info(f"Practice cluster {self.cluster!r} exists but does not answer; restarting it.")
+            logger.info(
+                "Practice cluster %r exists but does not answer; restarting it.", self.cluster
+            )
             try:
-                self._kwokctl("start", "cluster", "--name", self.cluster, what="kwokctl start cluster")
+                self._kwokctl(
+                    "start", "cluster", "--name", self.cluster, what="kwokctl start cluster"
+                )
                 self._wait_until_ready()
                 self._ensure_context()
                 return
             except ClusterError as error:
-                logger.info(f"Restart failed ({str(error).splitlines()[0]}); recreating the cluster.")
+                logger.info(
+                    "Restart failed (%s); recreating the cluster.", str(error).splitlines()[0]
+                )
                 self._delete_quietly()
         self._create()
 
     def _create(self) -> None:
         paths = binaries.ensure(self.required_binaries)
         if self.workdir.exists():
-            logger.info(f"Removing the remains of a half-created cluster in {self.workdir}.")
+            logger.info("Removing the remains of a half-created cluster in %s.", self.workdir)
             self._delete_quietly()
             shutil.rmtree(self.workdir, ignore_errors=True)
-        logger.info(f"Starting practice cluster {self.cluster!r} (kube-apiserver, etcd, controller-manager, "
-            "scheduler and kwok as local processes)...")
+        logger.info(
+            "Starting practice cluster %r (kube-apiserver, etcd, controller-manager, scheduler and kwok as local processes)...",
+            self.cluster,
+        )
         started = time.monotonic()
         try:
             with self._config_file() as config:
                 self._kwokctl(
-                    "create", "cluster", "--name", self.cluster, "--runtime", "binary", "--config", config,
-                    "--kube-apiserver-binary", str(paths["kube-apiserver"]),
-                    "--kube-controller-manager-binary", str(paths["kube-controller-manager"]),
-                    "--kube-scheduler-binary", str(paths["kube-scheduler"]),
-                    "--kwok-controller-binary", str(paths["kwok"]),
-                    "--etcd-binary", str(paths["etcd"]),
-                    "--wait", "2m", "--timeout", "4m",
+                    "create",
+                    "cluster",
+                    "--name",
+                    self.cluster,
+                    "--runtime",
+                    "binary",
+                    "--config",
+                    config,
+                    "--kube-apiserver-binary",
+                    str(paths["kube-apiserver"]),
+                    "--kube-controller-manager-binary",
+                    str(paths["kube-controller-manager"]),
+                    "--kube-scheduler-binary",
+                    str(paths["kube-scheduler"]),
+                    "--kwok-controller-binary",
+                    str(paths["kwok"]),
+                    "--etcd-binary",
+                    str(paths["etcd"]),
+                    "--wait",
+                    "2m",
+                    "--timeout",
+                    "4m",
                     *([] if self.make_current else ["--kubeconfig", ""]),
-                    timeout=300, what="kwokctl create cluster",
+                    timeout=300,
+                    what="kwokctl create cluster",
                 )
             self._wait_until_ready()
         except BaseException:
@@ -220,8 +262,11 @@ class Practice:
             self._delete_quietly()
             raise
         (self.workdir / CONFIG_STAMP).write_text(config_digest())
-        logger.info(f"Practice cluster ready in {time.monotonic() - started:.1f} s "
-            f"(kubectl context {self.context}).")
+        logger.info(
+            "Practice cluster ready in %.1f s (kubectl context %s).",
+            time.monotonic() - started,
+            self.context,
+        )
 
     @contextmanager
     def _config_file(self) -> Iterator[str]:
@@ -235,18 +280,30 @@ class Practice:
         """Nodes registered and Ready, and the default ServiceAccount made (pods need it)."""
         started = time.monotonic()
         if not poll(self.answers, bool, timeout):
-            raise ClusterError(f"the practice API server did not answer within {timeout:.0f} s; "
-                               f"see the logs in {self.workdir / 'logs'}")
+            raise ClusterError(
+                f"the practice API server did not answer within {timeout:.0f} s; "
+                f"see the logs in {self.workdir / 'logs'}"
+            )
         remaining = max(1.0, timeout - (time.monotonic() - started))
         api = kubeconfig.api_client(self.context, config_file=self.kubeconfig_file)
         try:
             self._apply_nodes(api)
             core = client.CoreV1Api(api)
-            k8s.wait_for(core.list_node, until=lambda nodes: nodes and all(map(k8s.condition_true, nodes)),
-                         timeout=remaining, what="the simulated nodes becoming Ready (see "
-                         f"{self.workdir / 'logs' / 'kwok-controller.log'})")
-            k8s.wait_for(core.list_namespaced_service_account, "default", field_selector="metadata.name=default",
-                         until=bool, timeout=remaining, what="the default ServiceAccount")
+            k8s.wait_for(
+                core.list_node,
+                until=lambda nodes: nodes and all(map(k8s.condition_true, nodes)),
+                timeout=remaining,
+                what="the simulated nodes becoming Ready (see "
+                f"{self.workdir / 'logs' / 'kwok-controller.log'})",
+            )
+            k8s.wait_for(
+                core.list_namespaced_service_account,
+                "default",
+                field_selector="metadata.name=default",
+                until=bool,
+                timeout=remaining,
+                what="the default ServiceAccount",
+            )
         except k8s.WaitTimeout as error:
             raise ClusterError(str(error)) from None
         finally:
@@ -265,7 +322,10 @@ class Practice:
         """`cluster up` leaves kubectl on this cluster, as `kind create cluster` does."""
         if self.make_current and kubeconfig.current_context() != self.context:
             kubectl = binaries.ensure(["kubectl"])["kubectl"]
-            run([str(kubectl), "config", "use-context", self.context], what="kubectl config use-context")
+            run(
+                [str(kubectl), "config", "use-context", self.context],
+                what="kubectl config use-context",
+            )
 
     def _stamp(self) -> str:
         path = self.workdir / CONFIG_STAMP
@@ -283,17 +343,20 @@ class Practice:
             if not self.exists():
                 return
             self._kwokctl("stop", "cluster", "--name", self.cluster, what="kwokctl stop cluster")
-            logger.info(f"Stopped practice cluster {self.cluster!r}; `cluster up` restarts it.")
+            logger.info("Stopped practice cluster %r; `cluster up` restarts it.", self.cluster)
 
     def down(self) -> None:
         with self._exclusive():
             if not self.exists():
-                logger.info(f"No practice cluster {self.cluster!r} to delete.")
+                logger.info("No practice cluster %r to delete.", self.cluster)
                 return
-            self._kwokctl("delete", "cluster", "--name", self.cluster, timeout=120,
-                          what="kwokctl delete cluster")
+            self._kwokctl(
+                "delete",
+                "cluster",
+                "--name",
+                self.cluster,
+                timeout=120,
+                what="kwokctl delete cluster",
+            )
             stop_router(self.context)
-            logger.info(f"Deleted practice cluster {self.cluster!r}.")
-
-
-
+            logger.info("Deleted practice cluster %r.", self.cluster)

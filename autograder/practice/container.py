@@ -48,11 +48,15 @@ def isolated() -> bool:
 def isolation_summary() -> str:
     """What separates the pods' containers from the user running the practice cluster, in plain words."""
     if isolated():
-        return ("pod containers are isolated: each runs as a uid of its own without capabilities, in its own "
-                "network namespace (loopback only), seeing only the system and the Python environment, "
-                "writing only to small tmpfs of its own (working folder, /tmp)")
-    return (f"pod containers are not isolated: not root, so they run as this user's own processes (uid "
-            f"{os.getuid()}), limited in memory, file sizes and open files, with this user's rights and network")
+        return (
+            "pod containers are isolated: each runs as a uid of its own without capabilities, in its own "
+            "network namespace (loopback only), seeing only the system and the Python environment, "
+            "writing only to small tmpfs of its own (working folder, /tmp)"
+        )
+    return (
+        f"pod containers are not isolated: not root, so they run as this user's own processes (uid "
+        f"{os.getuid()}), limited in memory, file sizes and open files, with this user's rights and network"
+    )
 
 
 def pod_uid(pod_uid_text: str) -> int:
@@ -108,8 +112,14 @@ def isolate(uid: int, workdir: Path) -> None:
     isolation.unshare(isolation.CLONE_NEWNS | isolation.CLONE_NEWNET)
     isolation.loopback_up()
     _own_workdir(workdir, uid)
-    isolation.enter_root(isolation.Root(keep=(Path(sys.prefix), Path(sys.base_prefix)), writable=workdir,
-                                        scratch=tuple((path, SCRATCH_TMPFS) for path in SCRATCH), hidden=SECRETS))
+    isolation.enter_root(
+        isolation.Root(
+            keep=(Path(sys.prefix), Path(sys.base_prefix)),
+            writable=workdir,
+            scratch=tuple((path, SCRATCH_TMPFS) for path in SCRATCH),
+            hidden=SECRETS,
+        )
+    )
     limit()
     os.chdir(workdir)
     isolation.drop_privileges(uid, POD_GID)

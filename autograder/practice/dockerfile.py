@@ -33,8 +33,27 @@ PYTHON_BASE_DEFAULT_CMD = [
 ]  # what the python images run when a Dockerfile names no command
 SKIPPED = ("__pycache__", "*.pyc", ".ipynb_checkpoints")
 # Every instruction Docker knows (and dockerfile-parse's COMMENT): any other word starts no valid line.
-DOCKER_INSTRUCTIONS = {"ADD", "ARG", "CMD", "COMMENT", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
-                       "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
+DOCKER_INSTRUCTIONS = {
+    "ADD",
+    "ARG",
+    "CMD",
+    "COMMENT",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+}
 UNANSWERED = "raise NotImplementedError()"  # nbgrader's stand-in for an answer not written yet
 IGNORED = {
     "COMMENT",
@@ -91,9 +110,13 @@ def read(context: Path, build_args: dict[str, str] | None = None) -> Image:
         raise FileNotFoundError(f"no Dockerfile in {context}: write one next to app.py first")
     text = dockerfile.read_bytes()
     if UNANSWERED.encode() in text:
-        raise NotImplementedError(f"the Dockerfile still holds the exercise's placeholder ({UNANSWERED}): "
-                                  "write the Dockerfile first, then load the image")
-    parser = DockerfileParser(fileobj=io.BytesIO(text), env_replace=True, build_args=build_args or {})
+        raise NotImplementedError(
+            f"the Dockerfile still holds the exercise's placeholder ({UNANSWERED}): "
+            "write the Dockerfile first, then load the image"
+        )
+    parser = DockerfileParser(
+        fileobj=io.BytesIO(text), env_replace=True, build_args=build_args or {}
+    )
     image, stages = Image(), 0
     available = context_files(context)
     for line, state in zip(parser.structure, parser.context_structure):
@@ -126,8 +149,10 @@ def read(context: Path, build_args: dict[str, str] | None = None) -> Image:
             else:
                 image.entrypoint, image.cmd = command, []
         elif instruction not in DOCKER_INSTRUCTIONS:
-            raise BuildFailed(f"{where}: unknown instruction {instruction}, as Docker would say: a "
-                              "Dockerfile's lines start with FROM, WORKDIR, COPY, RUN, ENV, EXPOSE, CMD...")
+            raise BuildFailed(
+                f"{where}: unknown instruction {instruction}, as Docker would say: a "
+                "Dockerfile's lines start with FROM, WORKDIR, COPY, RUN, ENV, EXPOSE, CMD..."
+            )
         elif instruction not in IGNORED:
             raise UnsupportedInstruction(
                 f"{where}: the practice cluster cannot honour {instruction}; it "
@@ -207,7 +232,9 @@ def _copy(
         try:
             paths = [str(path) for path in json.loads(value)]
         except ValueError:
-            raise BuildFailed(f"{where}: the JSON list is not valid JSON (use double quotes)") from None
+            raise BuildFailed(
+                f"{where}: the JSON list is not valid JSON (use double quotes)"
+            ) from None
     if len(paths) < 2:
         raise BuildFailed(f"{where}: {instruction} needs a source and a destination")
     *sources, destination = paths

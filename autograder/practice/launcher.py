@@ -31,7 +31,10 @@ from autograder.shared.forkserver import LaunchError
 
 logger = logging.getLogger(__name__)
 
-PRELOADED = ("flask", "numpy")  # what the lesson's model server imports; libraries only, never an app
+PRELOADED = (
+    "flask",
+    "numpy",
+)  # what the lesson's model server imports; libraries only, never an app
 # The launcher's own environment: one BLAS thread, so no thread exists when it forks.
 LAUNCHER_ENV = {"PATH": isolation.SYSTEM_PATH, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
@@ -132,21 +135,31 @@ def _run(argv: list[str], env: dict[str, str]) -> NoReturn:
     os.environ.clear()
     os.environ.update(env)
     program, *args = argv
-    python_settings = [name for name in env if name.startswith("PYTHON") and name != "PYTHONUNBUFFERED"]
+    python_settings = [
+        name for name in env if name.startswith("PYTHON") and name != "PYTHONUNBUFFERED"
+    ]
     if program == sys.executable and args and not python_settings:
         if args[0] == "-m" and len(args) > 1:
-            processes.run_as_main(lambda: runpy.run_module(args[1], run_name="__main__", alter_sys=True),
-                        [args[1], *args[2:]], os.getcwd())
+            processes.run_as_main(
+                lambda: runpy.run_module(args[1], run_name="__main__", alter_sys=True),
+                [args[1], *args[2:]],
+                os.getcwd(),
+            )
         if not args[0].startswith("-"):
-            processes.run_as_main(lambda: runpy.run_path(args[0], run_name="__main__"), args,
-                        os.path.dirname(os.path.abspath(args[0])))
+            processes.run_as_main(
+                lambda: runpy.run_path(args[0], run_name="__main__"),
+                args,
+                os.path.dirname(os.path.abspath(args[0])),
+            )
     for number in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(number, signal.SIG_DFL)  # as a new process starts: Python ignores them
     os.execvpe(program, argv, env)
 
 
 def main(arguments: list[str] | None = None) -> NoReturn:
-    parser = argparse.ArgumentParser(prog="python -I -m autograder.practice.launcher", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -I -m autograder.practice.launcher", description=__doc__
+    )
     parser.add_argument("--serve", type=Path, required=True, help="listen at this socket")
     serve(parser.parse_args(arguments).serve)
 

@@ -46,14 +46,29 @@ def _on_shared_network(command: list[str], port: int) -> list[str]:
     """Not isolated, every pod shares this machine's network, where a second `app.run(port=8080)` would
     find the port taken: a `python SCRIPT.py` of a Flask app is served by flask on the pod's own port."""
     if len(command) == 2 and command[0] in PYTHON_NAMES and command[1].endswith(".py"):
-        return ["python", "-m", "flask", "--app", command[1], "run", "--host", "127.0.0.1", "--port", str(port)]
+        return [
+            "python",
+            "-m",
+            "flask",
+            "--app",
+            command[1],
+            "run",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
     return command
 
 
 def _pull_policy(spec: client.V1Container) -> str:
     if spec.image_pull_policy:
         return spec.image_pull_policy
-    return "Always" if ":" not in spec.image.rsplit("/", 1)[-1] or spec.image.endswith(":latest") else "IfNotPresent"
+    return (
+        "Always"
+        if ":" not in spec.image.rsplit("/", 1)[-1] or spec.image.endswith(":latest")
+        else "IfNotPresent"
+    )
 
 
 class Pod(Protocol):
@@ -176,9 +191,15 @@ class Container:
         self.pull_failures += 1
         self.pull_failed_at = now
         reference = image if "/" in image else f"docker.io/library/{image}"
-        message = (f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull and unpack '
-                   f'image "{reference}": ' + (unbuildable or f"{reference}: not found (the practice cluster "
-                   "holds only the images loaded with images.load_into_cluster into this namespace)"))
+        message = (
+            f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull and unpack '
+            f'image "{reference}": '
+            + (
+                unbuildable
+                or f"{reference}: not found (the practice cluster "
+                "holds only the images loaded with images.load_into_cluster into this namespace)"
+            )
+        )
         self.pod.event("Pulling", f'Pulling image "{image}"', "Normal", self.name)
         self.pod.event("Failed", message, "Warning", self.name)
         self.pod.event("Failed", "Error: ErrImagePull", "Warning", self.name)
@@ -193,7 +214,9 @@ class Container:
         else:
             command = [*entry.get("entrypoint", []), *(spec.args or entry.get("cmd", []))]
         if not command:
-            raise OSError(f"no command specified: image {spec.image} has no CMD or ENTRYPOINT and the pod none")
+            raise OSError(
+                f"no command specified: image {spec.image} has no CMD or ENTRYPOINT and the pod none"
+            )
         if not self.pod.node.isolates:
             command = _on_shared_network(command, self.port)
         # The image's python is this interpreter, where the app's libraries are installed.
@@ -201,15 +224,25 @@ class Container:
 
     def _environment(self, entry: dict, workdir: Path) -> dict[str, str]:
         """A clean environment: the image's, the pod's literal values, never the runtime's own."""
-        env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{isolation.SYSTEM_PATH}", "HOME": str(workdir),
-               "HOSTNAME": self.pod.name, "PYTHONUNBUFFERED": "1", "PORT": str(self.port), **entry.get("env", {})}
-        env.update({item.name: item.value or "" for item in self.spec.env or [] if item.value_from is None})
+        env = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{isolation.SYSTEM_PATH}",
+            "HOME": str(workdir),
+            "HOSTNAME": self.pod.name,
+            "PYTHONUNBUFFERED": "1",
+            "PORT": str(self.port),
+            **entry.get("env", {}),
+        }
+        env.update(
+            {item.name: item.value or "" for item in self.spec.env or [] if item.value_from is None}
+        )
         return env
 
     def _start(self, entry: dict, now: float) -> None:
         workdir = self.folder / "app"
         shutil.rmtree(workdir, ignore_errors=True)
-        shutil.copytree(entry["app"], workdir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            entry["app"], workdir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
         uid = sandbox.pod_uid(self.pod.uid)
         if self.pod.node.isolates:
             for path in [workdir, *workdir.rglob("*")]:
@@ -218,8 +251,12 @@ class Container:
         out = self.output = self.log.open("wb")
         try:
             # In a session of its own (the process group is the container): whatever it forks stops with it.
-            self.process = self.pod.node.launcher.spawn(self._command(entry), self._environment(entry, workdir), workdir,
-                                                   uid if self.pod.node.isolates else None)
+            self.process = self.pod.node.launcher.spawn(
+                self._command(entry),
+                self._environment(entry, workdir),
+                workdir,
+                uid if self.pod.node.isolates else None,
+            )
         except OSError as error:
             out.close()
             message = f"failed to create containerd task: exec: {error}"
@@ -229,31 +266,58 @@ class Container:
             self.backoff_until = now + _backoff(self.exits + 1)
             return
         lock = threading.Lock()
-        self.pumps = [threading.Thread(target=copy_cri_log, args=(pipe, stream, out, lock), daemon=True)
-                      for pipe, stream in ((self.process.stdout, "stdout"), (self.process.stderr, "stderr"))]
+        self.pumps = [
+            threading.Thread(target=copy_cri_log, args=(pipe, stream, out, lock), daemon=True)
+            for pipe, stream in ((self.process.stdout, "stdout"), (self.process.stderr, "stderr"))
+        ]
         for pump in self.pumps:
             pump.start()
         self.starts += 1
-        logger.info("%s/%s: started container %s (pid %d)", self.pod.namespace, self.pod.name, self.name,
-                    self.process.pid)
-        self.started_at, self.ran_since, self.waiting, self.ready, self.kill_at = self.pod.node.clock.stamp(), now, None, False, None
+        logger.info(
+            "%s/%s: started container %s (pid %d)",
+            self.pod.namespace,
+            self.pod.name,
+            self.name,
+            self.process.pid,
+        )
+        self.started_at, self.ran_since, self.waiting, self.ready, self.kill_at = (
+            self.pod.node.clock.stamp(),
+            now,
+            None,
+            False,
+            None,
+        )
         delay = lambda probe: now + (probe.initial_delay_seconds or 0)  # noqa: E731
-        self.readiness = Probe(self.spec.readiness_probe, delay(self.spec.readiness_probe)) \
-            if self.spec.readiness_probe else None
-        self.liveness = Probe(self.spec.liveness_probe, delay(self.spec.liveness_probe)) \
-            if self.spec.liveness_probe else None
+        self.readiness = (
+            Probe(self.spec.readiness_probe, delay(self.spec.readiness_probe))
+            if self.spec.readiness_probe
+            else None
+        )
+        self.liveness = (
+            Probe(self.spec.liveness_probe, delay(self.spec.liveness_probe))
+            if self.spec.liveness_probe
+            else None
+        )
         self.ready = self.readiness is None
         image = self.spec.image
-        self.pod.event("Pulled", f'Container image "{image}" already present on machine', "Normal", self.name)
+        self.pod.event(
+            "Pulled", f'Container image "{image}" already present on machine', "Normal", self.name
+        )
         self.pod.event("Created", f"Created container: {self.name}", "Normal", self.name)
         self.pod.event("Started", f"Started container {self.name}", "Normal", self.name)
 
     def _exited(self, now: float) -> None:
         """Record how the process ended, keep its log as the previous one, and restart it as the policy says."""
-        assert self.process and self.process.returncode is not None and self.output, "only a started container exits"
+        assert self.process and self.process.returncode is not None and self.output, (
+            "only a started container exits"
+        )
         code = _exit_code(self.process.returncode)
-        self.signal_all(signal.SIGKILL)  # the container is over when its main process is: so are its children
-        logger.info("%s/%s: container %s exited with %d", self.pod.namespace, self.pod.name, self.name, code)
+        self.signal_all(
+            signal.SIGKILL
+        )  # the container is over when its main process is: so are its children
+        logger.info(
+            "%s/%s: container %s exited with %d", self.pod.namespace, self.pod.name, self.name, code
+        )
         for pump in self.pumps:
             pump.join(timeout=1)
         self.output.close()
@@ -261,8 +325,13 @@ class Container:
         shutil.copyfile(self.log, self.previous_log)
         self.process = None
         self.ready = False
-        state = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                 "startedAt": self.started_at, "finishedAt": self.pod.node.clock.stamp(), "containerID": self.container_id}
+        state = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": self.started_at,
+            "finishedAt": self.pod.node.clock.stamp(),
+            "containerID": self.container_id,
+        }
         policy = self.pod.restart_policy
         if self.pod.deleting or policy == "Never" or (policy == "OnFailure" and code == 0):
             self.terminated = state
@@ -275,12 +344,18 @@ class Container:
         self.backoff_until = now + wait
         self.ran_since = now
         if wait:
-            message = (f"back-off {wait:.0f}s restarting failed container={self.name} "
-                       f"pod={self.pod.name}_{self.pod.namespace}({self.pod.uid})")
+            message = (
+                f"back-off {wait:.0f}s restarting failed container={self.name} "
+                f"pod={self.pod.name}_{self.pod.namespace}({self.pod.uid})"
+            )
             self.waiting = ("CrashLoopBackOff", message)
-            self.pod.event("BackOff", "Back-off restarting failed container "
-                           f"{self.name} in pod {self.pod.name}_{self.pod.namespace}({self.pod.uid})",
-                           "Warning", self.name)
+            self.pod.event(
+                "BackOff",
+                "Back-off restarting failed container "
+                f"{self.name} in pod {self.pod.name}_{self.pod.namespace}({self.pod.uid})",
+                "Warning",
+                self.name,
+            )
 
     def _probe(self, now: float) -> None:
         """Run the probes that are due; readiness sets `ready`, liveness failures restart the container."""
@@ -301,14 +376,20 @@ class Container:
             if kind == "Readiness":
                 self.ready = probe.passing
             elif probe.failures >= (probe.spec.failure_threshold or 3):
-                self.pod.event("Killing", f"Container {self.name} failed liveness probe, will be restarted",
-                               "Normal", self.name)
+                self.pod.event(
+                    "Killing",
+                    f"Container {self.name} failed liveness probe, will be restarted",
+                    "Normal",
+                    self.name,
+                )
                 self.stop(self.pod.grace, now)
                 return
 
     def _resolve_port(self, port: int | str) -> int:
         if isinstance(port, str) and not port.isdigit():
-            port = next((p.container_port for p in self.spec.ports or [] if p.name == port), SERVER_PORT)
+            port = next(
+                (p.container_port for p in self.spec.ports or [] if p.name == port), SERVER_PORT
+            )
         return int(port) if self.pod.node.isolates else self.port
 
     def _run_probe(self, spec: client.V1Probe) -> tuple[bool, str]:
@@ -316,8 +397,17 @@ class Container:
         assert self.process is not None, "only a running container is probed"
         workdir = self.folder / "app"
         uid = sandbox.pod_uid(self.pod.uid) if self.pod.node.isolates else None
-        return self.pod.node.prober(spec, probes.Target(self.process.pid, self.pod.ip, self._resolve_port, workdir,
-                                              self._environment({}, workdir), uid))
+        return self.pod.node.prober(
+            spec,
+            probes.Target(
+                self.process.pid,
+                self.pod.ip,
+                self._resolve_port,
+                workdir,
+                self._environment({}, workdir),
+                uid,
+            ),
+        )
 
     def stop(self, grace: float, now: float) -> None:
         """SIGTERM now, SIGKILL once `grace` seconds are over (kubelet's killContainer)."""
@@ -340,8 +430,14 @@ class Container:
         else:
             reason, message = self.waiting or ("ContainerCreating", "")
             state["waiting"] = {"reason": reason, **({"message": message} if message else {})}
-        return {"name": self.name, "image": self.spec.image, "imageID": "", "ready": self.ready and self.running(),
-                "started": self.running(), "restartCount": max(0, self.starts - 1),
-                "state": state, "lastState": {"terminated": self.last_terminated},
-                **({"containerID": self.container_id} if self.starts else {})}
-
+        return {
+            "name": self.name,
+            "image": self.spec.image,
+            "imageID": "",
+            "ready": self.ready and self.running(),
+            "started": self.running(),
+            "restartCount": max(0, self.starts - 1),
+            "state": state,
+            "lastState": {"terminated": self.last_terminated},
+            **({"containerID": self.container_id} if self.starts else {}),
+        }

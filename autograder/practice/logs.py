@@ -24,5 +24,9 @@ def copy_cri_log(pipe: IO[bytes], stream: str, out: IO[bytes], lock: threading.L
             if out.tell() > LOG_ROTATE_BYTES:
                 out.seek(0)
                 out.truncate()
-            out.write(f"{stamp} {stream} {'F' if whole else 'P'} ".encode() + chunk.removesuffix(b"\n") + b"\n")
+            out.write(
+                f"{stamp} {stream} {'F' if whole else 'P'} ".encode()
+                + chunk.removesuffix(b"\n")
+                + b"\n"
+            )
             out.flush()

@@ -97,19 +97,45 @@ class PodRuntime:
         unready = [entry["name"] for entry in statuses if not entry["ready"]]
         ready = "False" if unready else "True"
         message = f"containers with unready status: [{' '.join(unready)}]" if unready else None
-        reason = "PodCompleted" if phase in ("Succeeded", "Failed") else ("ContainersNotReady" if unready else None)
-        conditions = {"PodReadyToStartContainers": ("True", None, None), "Initialized": ("True", None, None),
-                      "ContainersReady": (ready, reason, message), "Ready": (ready, reason, message)}
+        reason = (
+            "PodCompleted"
+            if phase in ("Succeeded", "Failed")
+            else ("ContainersNotReady" if unready else None)
+        )
+        conditions = {
+            "PodReadyToStartContainers": ("True", None, None),
+            "Initialized": ("True", None, None),
+            "ContainersReady": (ready, reason, message),
+            "Ready": (ready, reason, message),
+        }
         previous = {c.type: c for c in self.pod.status.conditions or []} if self.pod.status else {}
         now = self.node.clock.stamp()
         entries = []
         for kind, (value, why, text) in conditions.items():
             old = previous.get(kind)
-            since = old.last_transition_time.strftime("%Y-%m-%dT%H:%M:%SZ") \
-                if old and old.status == value and old.last_transition_time else now
-            entries.append({"type": kind, "status": value, "lastTransitionTime": since, "lastProbeTime": None,
-                            "reason": why, "message": text})
+            since = (
+                old.last_transition_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+                if old and old.status == value and old.last_transition_time
+                else now
+            )
+            entries.append(
+                {
+                    "type": kind,
+                    "status": value,
+                    "lastTransitionTime": since,
+                    "lastProbeTime": None,
+                    "reason": why,
+                    "message": text,
+                }
+            )
         ip = host_ip if self.pod.spec.host_network else self.ip
-        return {"phase": phase, "conditions": entries, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
-                "podIP": ip, "podIPs": [{"ip": ip}], "startTime": self.started_at, "containerStatuses": statuses}
-
+        return {
+            "phase": phase,
+            "conditions": entries,
+            "hostIP": host_ip,
+            "hostIPs": [{"ip": host_ip}],
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "startTime": self.started_at,
+            "containerStatuses": statuses,
+        }

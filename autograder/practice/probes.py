@@ -60,13 +60,18 @@ def _dial(spec: client.V1Probe, target: Target, timeout: float) -> tuple[bool, s
             if spec.tcp_socket:
                 return True, ""
             path = spec.http_get.path or "/"
-            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {where}\r\nUser-Agent: kube-probe/1.34\r\n\r\n".encode())
+            sock.sendall(
+                f"GET {path} HTTP/1.0\r\nHost: {where}\r\nUser-Agent: kube-probe/1.34\r\n\r\n".encode()
+            )
             status = sock.makefile("rb").readline().split()
     except OSError as error:
         if spec.tcp_socket:
             return False, f"dial tcp {where}: connect: {(error.strerror or str(error)).lower()}"
-        return False, f'Get "http://{where}{spec.http_get.path or "/"}": dial tcp {where}: ' \
-                      f"connect: {(error.strerror or str(error)).lower()}"
+        return (
+            False,
+            f'Get "http://{where}{spec.http_get.path or "/"}": dial tcp {where}: '
+            f"connect: {(error.strerror or str(error)).lower()}",
+        )
     code = int(status[1]) if len(status) > 1 and status[1].isdigit() else 0
     return 200 <= code < 400, f"HTTP probe failed with statuscode: {code}"
 
@@ -75,11 +80,24 @@ def _execute(command: list[str], target: Target, timeout: float) -> tuple[bool, 
     """An exec probe passes when its command exits 0; its output is the failure's text."""
     command = [*command]
     if target.uid is not None:
-        command = ["nsenter", f"--target={target.pid}", "--net", "--mount", "--",
-                   *isolation.unprivileged(target.uid, sandbox.POD_GID), *command]
+        command = [
+            "nsenter",
+            f"--target={target.pid}",
+            "--net",
+            "--mount",
+            "--",
+            *isolation.unprivileged(target.uid, sandbox.POD_GID),
+            *command,
+        ]
     try:
-        done = subprocess.run(command, cwd=target.workdir, capture_output=True, timeout=timeout,
-                              env=target.env, preexec_fn=sandbox.limit)
+        done = subprocess.run(
+            command,
+            cwd=target.workdir,
+            capture_output=True,
+            timeout=timeout,
+            env=target.env,
+            preexec_fn=sandbox.limit,
+        )
     except subprocess.TimeoutExpired:
         return False, f"command timed out after {timeout:.0f}s"
     except OSError as error:

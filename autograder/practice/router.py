@@ -89,7 +89,9 @@ class Router:
         present = set()
         for pod in pods.items:
             uid = pod.metadata.uid
-            if not pod.spec.node_name or (uid not in self.pods and pod.status.phase in ("Succeeded", "Failed")):
+            if not pod.spec.node_name or (
+                uid not in self.pods and pod.status.phase in ("Succeeded", "Failed")
+            ):
                 continue
             present.add(uid)
             runtime = self.pods.get(uid)
@@ -110,8 +112,13 @@ class Router:
     def _publish(self, runtime: PodRuntime) -> None:
         """Write what the cluster should see of this pod: status, routes and logs; remove it once it is over."""
         if runtime.finished() and not self.legacy:
-            self.core.delete_namespaced_pod(runtime.name, runtime.namespace, body=client.V1DeleteOptions(
-                grace_period_seconds=0, preconditions=client.V1Preconditions(uid=runtime.uid)))
+            self.core.delete_namespaced_pod(
+                runtime.name,
+                runtime.namespace,
+                body=client.V1DeleteOptions(
+                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=runtime.uid)
+                ),
+            )
             return
         forwards, logs = [], []
         for one in runtime.containers:
@@ -119,18 +126,34 @@ class Router:
                 port = self._relay(runtime, one).port if self.node.isolates else one.port
                 target = {"address": "127.0.0.1", "port": port}
                 declared = [entry.container_port for entry in one.spec.ports or []]
-                forwards.append({"ports": declared, "target": target} if declared else {"target": target})
-            logs.append({"containers": [one.name], "logsFile": str(one.log), "follow": True,
-                         **({"previousLogsFile": str(one.previous_log)} if one.previous_log.exists() else {})})
+                forwards.append(
+                    {"ports": declared, "target": target} if declared else {"target": target}
+                )
+            logs.append(
+                {
+                    "containers": [one.name],
+                    "logsFile": str(one.log),
+                    "follow": True,
+                    **(
+                        {"previousLogsFile": str(one.previous_log)}
+                        if one.previous_log.exists()
+                        else {}
+                    ),
+                }
+            )
         # Routes and logs first: once the status says Running or Ready, `kubectl logs` and
         # `kubectl port-forward` must find the pod's kwok objects.
         self._ensure_pod_object(runtime.pod, "Logs", "logs", {"logs": logs})
         if forwards:
-            self._ensure_pod_object(runtime.pod, "PortForward", "portforwards", {"forwards": forwards})
+            self._ensure_pod_object(
+                runtime.pod, "PortForward", "portforwards", {"forwards": forwards}
+            )
         if not self.legacy:
             status = runtime.status(self._host_ip(runtime.pod.spec.node_name))
             if status != runtime.last_status:
-                self.core.patch_namespaced_pod_status(runtime.name, runtime.namespace, {"status": status})
+                self.core.patch_namespaced_pod_status(
+                    runtime.name, runtime.namespace, {"status": status}
+                )
                 runtime.last_status = status
 
     def _relay(self, runtime: PodRuntime, one) -> Relay:
@@ -143,7 +166,9 @@ class Router:
         """The node's InternalIP, as kubelet reports it in hostIP."""
         if node not in self.host_ips:
             addresses = self.core.read_node(node).status.addresses or []
-            self.host_ips[node] = next((a.address for a in addresses if a.type == "InternalIP"), "10.0.0.1")
+            self.host_ips[node] = next(
+                (a.address for a in addresses if a.type == "InternalIP"), "10.0.0.1"
+            )
         return self.host_ips[node]
 
     def _forget(self, uid: str) -> None:
@@ -159,15 +184,23 @@ class Router:
     def _ensure_pod_object(self, pod: client.V1Pod, kind: str, plural: str, spec: dict) -> None:
         """Create or update the kwok object (same name as the pod) that kwok reads for that pod."""
         key = (pod.metadata.uid, plural)
-        if self.published.get(key) == spec:  # only the router writes these: unchanged means nothing to do
+        if (
+            self.published.get(key) == spec
+        ):  # only the router writes these: unchanged means nothing to do
             return
         name, namespace = pod.metadata.name, pod.metadata.namespace
         body: dict[str, Any] = {
-            "apiVersion": "/".join(KWOK), "kind": kind,
-            "metadata": {"name": name, "namespace": namespace, "labels": MANAGED_BY,
-                         # The garbage collector deletes it with its pod.
-                         "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name,
-                                              "uid": pod.metadata.uid}]},
+            "apiVersion": "/".join(KWOK),
+            "kind": kind,
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": MANAGED_BY,
+                # The garbage collector deletes it with its pod.
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod.metadata.uid}
+                ],
+            },
             "spec": spec,
         }
         try:  # most are new: create first, read only when it exists (one request instead of two)
@@ -194,6 +227,7 @@ class Router:
         self.pods.clear()
         self.launcher.close()
 
+
 def serve(context: str) -> int:
     """The router's main loop: reconcile after every pod change, exit when the cluster is gone."""
     directory = state_dir(context)
@@ -212,8 +246,11 @@ def serve(context: str) -> int:
                 version = router.reconcile()
                 router_pidfile(context).write()
                 last_answer = time.monotonic()
-                for _ in watch.Watch().stream(router.core.list_pod_for_all_namespaces,
-                                              resource_version=version, timeout_seconds=TICK_SECONDS):
+                for _ in watch.Watch().stream(
+                    router.core.list_pod_for_all_namespaces,
+                    resource_version=version,
+                    timeout_seconds=TICK_SECONDS,
+                ):
                     break
             except (client.ApiException, HTTPError, OSError, ConfigException) as error:
                 logger.warning("cluster did not answer: %s", str(error)[:300])
@@ -227,10 +264,15 @@ def serve(context: str) -> int:
         router.close()
         router_pidfile(context).remove()
 
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    parser = argparse.ArgumentParser(prog="python -m autograder.practice.router", description=__doc__)
-    parser.add_argument("--context", required=True, help="the practice cluster's kubeconfig context")
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder.practice.router", description=__doc__
+    )
+    parser.add_argument(
+        "--context", required=True, help="the practice cluster's kubeconfig context"
+    )
     return serve(parser.parse_args(argv).context)
 
 

@@ -22,18 +22,22 @@ AT_START_ENV = "LAB_PRACTICE_AT_START"
 # Where `python -m` finds the package when it runs from a checkout rather than an install.
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
+
 def state_dir(context: str) -> Path:
     """Where the router keeps its lock, pid and logs for one cluster context."""
     path = pins.cache_root() / "traffic" / context
     path.mkdir(parents=True, exist_ok=True)
     return path
 
+
 def router_pidfile(context: str) -> PidFile:
     return PidFile(state_dir(context) / "router.pid", ROUTER_MODULE)
+
 
 def router_pid(context: str) -> int | None:
     """The pid of the router serving `context`, when one runs."""
     return router_pidfile(context).read()
+
 
 def ensure_router(context: str, timeout: float = 30) -> int:
     """Start the router for this practice cluster unless one runs; returns its pid."""
@@ -43,9 +47,15 @@ def ensure_router(context: str, timeout: float = 30) -> int:
     log_path = state_dir(context) / "router.log"
     with log_path.open("ab") as out:
         # Its own session: the router outlives a notebook kernel restart, as the cluster does.
-        process = subprocess.Popen([sys.executable, "-m", ROUTER_MODULE, "--context", context],
-                                   cwd=PACKAGE_PARENT, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", ROUTER_MODULE, "--context", context],
+            cwd=PACKAGE_PARENT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
     def started() -> int | None:
         """The router's pid once it has reconciled (it writes its pidfile then); 0 once it has failed."""
         return router_pid(context) or (0 if process.poll() not in (None, 0) else None)
@@ -54,8 +64,9 @@ def ensure_router(context: str, timeout: float = 30) -> int:
     if not pid:
         tail = log_path.read_text(errors="replace")[-1500:]
         raise LabError(f"the traffic router did not start; its log ({log_path}):\n{tail}")
-    logger.info(f"traffic router running (pid {pid}, log {log_path})")
+    logger.info("traffic router running (pid %s, log %s)", pid, log_path)
     return pid
+
 
 def stop_router(context: str, timeout: float = 15) -> bool:
     """Stop the router (and its model servers) for `context`; False when none ran."""
@@ -75,10 +86,17 @@ def start_cluster_in_background() -> int | None:
     log_path = pins.cache_root() / "practice-at-start.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "autograder", "cluster", "up", "--provider", "practice"],
-                                   cwd=PACKAGE_PARENT, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "autograder", "cluster", "up", "--provider", "practice"],
+            cwd=PACKAGE_PARENT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     # Reaped when it ends, so the server that started it keeps no zombie.
     threading.Thread(target=process.wait, name="practice-at-start", daemon=True).start()
-    logger.info(f"starting the practice cluster in the background (pid {process.pid}, log {log_path})")
+    logger.info(
+        "starting the practice cluster in the background (pid %s, log %s)", process.pid, log_path
+    )
     return process.pid

@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 def provider(name: str) -> Provider:
     """The provider called `name`; an unknown name lists the valid ones."""
     if name not in PROVIDERS:
-        raise ValueError(f"unknown cluster provider {name!r}; choose one of: {', '.join(PROVIDERS)}")
+        raise ValueError(
+            f"unknown cluster provider {name!r}; choose one of: {', '.join(PROVIDERS)}"
+        )
     return PROVIDERS[name]()
 
 
@@ -46,7 +48,10 @@ def choose(name: str | None = None) -> Provider:
     if own != "existing" and kubeconfig.answers(context):
         return provider(own)
     if context is not None and own == "existing":
-        logger.info(f"Not using the current context {context!r}: the lab did not create it. To work there, "
-                    f"ask for it by name: connect(\"existing\") or {PROVIDER_ENV}=existing.")
+        logger.info(
+            'Not using the current context %r: the lab did not create it. To work there, ask for it by name: connect("existing") or %s=existing.',
+            context,
+            PROVIDER_ENV,
+        )
     kind = Kind()
     return kind if kind.unusable_reason() is None else Practice()

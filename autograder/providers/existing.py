@@ -24,8 +24,10 @@ class Existing:
     def context(self) -> str:
         context = kubeconfig.current_context()
         if context is None:
-            raise ClusterError("no kubeconfig context is set; run `kubectl config use-context NAME` "
-                               "or choose another provider (LAB_CLUSTER=practice or kind)")
+            raise ClusterError(
+                "no kubeconfig context is set; run `kubectl config use-context NAME` "
+                "or choose another provider (LAB_CLUSTER=practice or kind)"
+            )
         return context
 
     @property
@@ -55,7 +57,7 @@ class Existing:
         reason = self.unusable_reason()
         if reason:
             raise ClusterError(f"cannot use the existing cluster: {reason}")
-        logger.info(f"Using the existing cluster of context {self.context!r}.")
+        logger.info("Using the existing cluster of context %r.", self.context)
 
     def down(self) -> None:
         logger.info("The existing cluster is not the lab's to delete; nothing done.")

@@ -34,7 +34,10 @@ LOCAL_NODE_IMAGE = f"k8s-ml-lab/kind-node:v{pins.KUBERNETES_VERSION}"
 READY_WAIT = "180s"
 # The offline node image's CNI config (autograder/build/nodeparts.py): one static ptp range.
 STATIC_CNI = Path("/etc/cni/net.d/10-lab-ptp.conflist")
-GPU, GPUS_PER_WORKER = "nvidia.com/gpu", "1"  # what notebook 7 schedules on, as a cloud GPU node offers it
+GPU, GPUS_PER_WORKER = (
+    "nvidia.com/gpu",
+    "1",
+)  # what notebook 7 schedules on, as a cloud GPU node offers it
 LOG_LINES = 30
 KLOG_ERROR = re.compile(r"^E\d{4} ")  # klog's error lines: E1128 03:00:00.000000 ...
 
@@ -54,7 +57,9 @@ def privileged_blocked_reason(image: str) -> str | None:
     """None when Docker can start a privileged container (a kind node must be one), else why not."""
     client = docker.from_env(timeout=30)
     try:
-        probe = client.containers.create(image, entrypoint=["true"], privileged=True, network_mode="none")
+        probe = client.containers.create(
+            image, entrypoint=["true"], privileged=True, network_mode="none"
+        )
         try:
             probe.start()
             probe.wait(timeout=30)
@@ -62,10 +67,12 @@ def privileged_blocked_reason(image: str) -> str | None:
             probe.remove(force=True)
     except DockerException as error:
         if "apply caps" in str(error):
-            return ("Docker cannot start privileged containers here: this host's capability "
-                    "bounding set lacks one Docker 20.10 asks for (these CI machines have no "
-                    "CAP_SYS_RESOURCE). Start dockerd with `--add-runtime runc-bounded=<repo>/"
-                    ".ci/runc-bounded --default-runtime runc-bounded` (see that file)")
+            return (
+                "Docker cannot start privileged containers here: this host's capability "
+                "bounding set lacks one Docker 20.10 asks for (these CI machines have no "
+                "CAP_SYS_RESOURCE). Start dockerd with `--add-runtime runc-bounded=<repo>/"
+                ".ci/runc-bounded --default-runtime runc-bounded` (see that file)"
+            )
         return f"Docker cannot start a privileged container from {image}: {error}"
     return None
 
@@ -104,16 +111,20 @@ class Kind:
     def unusable_reason(self) -> str | None:
         missing = [name for name in self.required_binaries if binaries.find(name) is None]
         if missing:
-            return (f"missing: {', '.join(missing)} (`python -m autograder binaries kind` builds "
-                    "them; `python -m autograder doctor` lists other ways)")
+            return (
+                f"missing: {', '.join(missing)} (`python -m autograder binaries kind` builds "
+                "them; `python -m autograder doctor` lists other ways)"
+            )
         reason = dockerengine.unreachable_reason()
         if reason:
             return reason
         try:
             docker.from_env(timeout=5).images.get(node_image())
         except ImageNotFound:
-            return (f"the kind node image {node_image()} is not in Docker and cannot be pulled "
-                    "offline; build one with `python -m autograder kind-image build`")
+            return (
+                f"the kind node image {node_image()} is not in Docker and cannot be pulled "
+                "offline; build one with `python -m autograder kind-image build`"
+            )
         except DockerException as error:
             return f"Docker could not list images: {error}"
         return privileged_blocked_reason(node_image())
@@ -142,20 +153,38 @@ class Kind:
             if kubeconfig.answers(self.context):
                 self._kind("export", "kubeconfig", "--name", self.cluster)
                 if len(self._core().list_node().items) == self.node_count:
-                    logger.info(f"kind cluster {self.cluster!r} is already running.")
+                    logger.info("kind cluster %r is already running.", self.cluster)
                     return
-                logger.info(f"kind cluster {self.cluster!r} has other nodes than {KIND_CONFIG.name} asks for; "
-                            "recreating it.")
+                logger.info(
+                    "kind cluster %r has other nodes than %s asks for; recreating it.",
+                    self.cluster,
+                    KIND_CONFIG.name,
+                )
             else:
-                logger.info(f"kind cluster {self.cluster!r} is half-created or stopped; recreating it.")
+                logger.info(
+                    "kind cluster %r is half-created or stopped; recreating it.", self.cluster
+                )
             self.down()
-        logger.info(f"Creating kind cluster {self.cluster!r} from {node_image()} (about a minute)...")
+        logger.info(
+            "Creating kind cluster %r from %s (about a minute)...", self.cluster, node_image()
+        )
         started = time.monotonic()
         try:
             # --retain keeps a failed node long enough to read its logs; it is deleted below.
-            self._kind("create", "cluster", "--name", self.cluster, "--image", node_image(),
-                       "--config", str(KIND_CONFIG), "--wait", READY_WAIT, "--retain",
-                       what="kind create cluster")
+            self._kind(
+                "create",
+                "cluster",
+                "--name",
+                self.cluster,
+                "--image",
+                node_image(),
+                "--config",
+                str(KIND_CONFIG),
+                "--wait",
+                READY_WAIT,
+                "--retain",
+                what="kind create cluster",
+            )
             self._require_ready_node()
             self._wire_pod_network()
             self._advertise_gpus()
@@ -165,20 +194,38 @@ class Kind:
             if diagnosis:
                 raise ClusterError(f"{error}\n\n{diagnosis}") from error
             raise
-        logger.info(f"kind cluster ready in {time.monotonic() - started:.1f} s (kubectl context {self.context}).")
+        logger.info(
+            "kind cluster ready in %.1f s (kubectl context %s).",
+            time.monotonic() - started,
+            self.context,
+        )
 
     def _require_ready_node(self) -> None:
         """kind only warns when its wait for Ready times out; treat that as the failure it is."""
         query = '{.items[0].status.conditions[?(@.type=="Ready")].status} {.items[0].status.conditions[?(@.type=="Ready")].message}'
         try:
-            code, output = docker.from_env(timeout=30).containers.get(self.node).exec_run(
-                ["kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "get", "nodes", "-o", f"jsonpath={query}"])
+            code, output = (
+                docker.from_env(timeout=30)
+                .containers.get(self.node)
+                .exec_run(
+                    [
+                        "kubectl",
+                        "--kubeconfig=/etc/kubernetes/admin.conf",
+                        "get",
+                        "nodes",
+                        "-o",
+                        f"jsonpath={query}",
+                    ]
+                )
+            )
         except DockerException as error:
             raise ClusterError(f"the kind node {self.node} cannot be inspected: {error}") from error
         status, _, why = output.decode(errors="replace").partition(" ")
         if code != 0 or status != "True":
-            raise ClusterError(f"the kind node {self.node} did not become Ready within {READY_WAIT}"
-                               + (f"; the node says: {why.strip()}" if code == 0 and why.strip() else ""))
+            raise ClusterError(
+                f"the kind node {self.node} did not become Ready within {READY_WAIT}"
+                + (f"; the node says: {why.strip()}" if code == 0 and why.strip() else "")
+            )
 
     def _core(self) -> client.CoreV1Api:
         return client.CoreV1Api(kubeconfig.api_client(self.context))
@@ -190,12 +237,21 @@ class Kind:
         node's range (CoreDNS) are deleted so their Deployment recreates them inside it.
         """
         core, containers = self._core(), docker.from_env(timeout=60).containers
-        nodes = k8s.wait_for(core.list_node, timeout=60, what="a pod range (podCIDR) on every kind node",
-                             until=lambda found: found if len(found) == self.node_count
-                             and all(n.spec.pod_cidr for n in found) else None,
-                             seen=lambda found: f"{sum(bool(n.spec.pod_cidr) for n in found)} of {len(found)}")
-        address = {n.metadata.name: next(a.address for a in n.status.addresses if a.type == "InternalIP")
-                   for n in nodes}
+        nodes = k8s.wait_for(
+            core.list_node,
+            timeout=60,
+            what="a pod range (podCIDR) on every kind node",
+            until=lambda found: (
+                found
+                if len(found) == self.node_count and all(n.spec.pod_cidr for n in found)
+                else None
+            ),
+            seen=lambda found: f"{sum(bool(n.spec.pod_cidr) for n in found)} of {len(found)}",
+        )
+        address = {
+            n.metadata.name: next(a.address for a in n.status.addresses if a.type == "InternalIP")
+            for n in nodes
+        }
         for node in nodes:
             container = containers.get(node.metadata.name)
             code, text = container.exec_run(["cat", str(STATIC_CNI)])
@@ -206,20 +262,43 @@ class Kind:
             _put_file(container, STATIC_CNI, json.dumps(config, indent=2).encode())
             for other in nodes:
                 if other is not node:
-                    _exec(container, ["ip", "route", "replace", other.spec.pod_cidr, "via", address[other.metadata.name]])
+                    _exec(
+                        container,
+                        [
+                            "ip",
+                            "route",
+                            "replace",
+                            other.spec.pod_cidr,
+                            "via",
+                            address[other.metadata.name],
+                        ],
+                    )
         pod_range = {n.metadata.name: ipaddress.ip_network(n.spec.pod_cidr) for n in nodes}
         for pod in core.list_namespaced_pod("kube-system").items:
-            if pod.spec.node_name in pod_range and pod.status.pod_ip and not pod.spec.host_network \
-                    and ipaddress.ip_address(pod.status.pod_ip) not in pod_range[pod.spec.node_name]:
+            if (
+                pod.spec.node_name in pod_range
+                and pod.status.pod_ip
+                and not pod.spec.host_network
+                and ipaddress.ip_address(pod.status.pod_ip) not in pod_range[pod.spec.node_name]
+            ):
                 core.delete_namespaced_pod(pod.metadata.name, "kube-system")
-        logger.info("pod network: " + ", ".join(f"{n.metadata.name} {n.spec.pod_cidr}" for n in nodes))
+        logger.info(
+            "pod network: %s", ", ".join(f"{n.metadata.name} {n.spec.pod_cidr}" for n in nodes)
+        )
 
     def _advertise_gpus(self) -> None:
         """One nvidia.com/gpu on each worker, patched into its status as a device plugin would report it."""
         core = self._core()
         for node in core.list_node(label_selector="!node-role.kubernetes.io/control-plane").items:
-            core.patch_node_status(node.metadata.name, {"status": {"capacity": {GPU: GPUS_PER_WORKER},
-                                                                   "allocatable": {GPU: GPUS_PER_WORKER}}})
+            core.patch_node_status(
+                node.metadata.name,
+                {
+                    "status": {
+                        "capacity": {GPU: GPUS_PER_WORKER},
+                        "allocatable": {GPU: GPUS_PER_WORKER},
+                    }
+                },
+            )
 
     def node_diagnosis(self) -> str:
         """Why a node is not Ready, in plain words: the tail of kubelet's and containerd's logs."""
@@ -231,30 +310,42 @@ class Kind:
             output = node.logs(tail=LOG_LINES).decode(errors="replace")
             return f"The node container {self.node} is {node.status}; its last output:\n{textwrap.indent(output, '  ')}"
         summary, sections = [], []
-        for unit, role in (("kubelet", "the agent that starts pods"), ("containerd", "the container runtime")):
-            _, output = node.exec_run(["journalctl", "-u", unit, "-n", str(LOG_LINES), "--no-pager", "-o", "cat"])
+        for unit, role in (
+            ("kubelet", "the agent that starts pods"),
+            ("containerd", "the container runtime"),
+        ):
+            _, output = node.exec_run(
+                ["journalctl", "-u", unit, "-n", str(LOG_LINES), "--no-pager", "-o", "cat"]
+            )
             lines = output.decode(errors="replace").rstrip().splitlines()
             errors = [line for line in lines if KLOG_ERROR.match(line) or "level=error" in line]
-            summary.append(f"{unit}'s last error: {errors[-1].strip()[:300]}" if errors
-                           else f"{unit} logged no error in its last {LOG_LINES} lines")
-            sections.append(f"Last {LOG_LINES} lines from {unit}, {role} "
-                            f"(`docker exec {self.node} journalctl -u {unit}`):\n"
-                            + textwrap.indent("\n".join(lines), "  "))
+            summary.append(
+                f"{unit}'s last error: {errors[-1].strip()[:300]}"
+                if errors
+                else f"{unit} logged no error in its last {LOG_LINES} lines"
+            )
+            sections.append(
+                f"Last {LOG_LINES} lines from {unit}, {role} "
+                f"(`docker exec {self.node} journalctl -u {unit}`):\n"
+                + textwrap.indent("\n".join(lines), "  ")
+            )
         return "\n".join(summary) + "\n\n" + "\n\n".join(sections)
 
     def down(self) -> None:
         if binaries.find("kind") is None or dockerengine.unreachable_reason() or not self.exists():
-            logger.info(f"No kind cluster {self.cluster!r} to delete.")
+            logger.info("No kind cluster %r to delete.", self.cluster)
             return
         self._kind("delete", "cluster", "--name", self.cluster, what="kind delete cluster")
-        logger.info(f"Deleted kind cluster {self.cluster!r}.")
+        logger.info("Deleted kind cluster %r.", self.cluster)
 
 
 def _exec(container, command: list[str]) -> None:
     """Run `command` in a node container; a failure raises with its output."""
     code, output = container.exec_run(command)
     if code != 0:
-        raise ClusterError(f"{' '.join(command)} failed on {container.name}: {output.decode(errors='replace').strip()}")
+        raise ClusterError(
+            f"{' '.join(command)} failed on {container.name}: {output.decode(errors='replace').strip()}"
+        )
 
 
 def _put_file(container, path: Path, data: bytes) -> None:

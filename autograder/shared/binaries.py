@@ -21,7 +21,13 @@ from autograder.shared.pins import KUBERNETES_VERSION, PIN_OF, PINS, cache_dir
 BIN_DIR_ENV = "LAB_BIN_DIR"
 KUBERNETES_BINARIES = frozenset(PINS["kubernetes"].binaries)
 PRACTICE_BINARIES = (
-    "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd", "kwok", "kwokctl",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "etcd",
+    "kwok",
+    "kwokctl",
 )
 
 
@@ -67,7 +73,9 @@ def find(name: str) -> Path | None:
     candidates: list[Path] = []
     if os.environ.get(BIN_DIR_ENV):
         candidates.append(Path(os.environ[BIN_DIR_ENV]) / name)
-    candidates += [Path(folder) / name for folder in os.environ.get("PATH", "").split(os.pathsep) if folder]
+    candidates += [
+        Path(folder) / name for folder in os.environ.get("PATH", "").split(os.pathsep) if folder
+    ]
     candidates.append(cache_dir(PIN_OF[name]) / name)
     return next((path for path in candidates if _usable(path)), None)
 
@@ -95,7 +103,7 @@ def ensure(names: Iterable[str]) -> dict[str, Path]:
         from autograder.shared import gobuild  # only when something must be built
 
         for group in dict.fromkeys(PIN_OF[name].name for name in missing):
-            gobuild.build(gobuild.RECIPES[group], [name for name in missing if PIN_OF[name].name == group])
+            gobuild.build(
+                gobuild.RECIPES[group], [name for name in missing if PIN_OF[name].name == group]
+            )
     return {name: path or cache_dir(PIN_OF[name]) / name for name, path in found.items()}
-
-

@@ -20,8 +20,10 @@ def unreachable_reason() -> str | None:
     try:
         docker.from_env(timeout=5).ping()
     except DockerException as error:
-        return (f"the Docker daemon does not answer ({error.__class__.__name__}); start Docker "
-                "Desktop, or on Linux `sudo systemctl start docker` (or `sudo dockerd &`)")
+        return (
+            f"the Docker daemon does not answer ({error.__class__.__name__}); start Docker "
+            "Desktop, or on Linux `sudo systemctl start docker` (or `sudo dockerd &`)"
+        )
     return None
 
 

@@ -49,7 +49,9 @@ SO_ACCEPTCON = 0x10000  # a socket's flag in /proc/net/unix once it listens
 Launch = Callable[[dict, int, int, int], int]
 
 
-def start(path: Path, module: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.Popen:
+def start(
+    path: Path, module: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.Popen:
     """Start `python -I -m module --serve path`, in a folder only root may enter; it dies with this thread.
 
     It runs in a session of its own: a Ctrl-C at the terminal is the caller's to handle (it stops the
@@ -58,11 +60,21 @@ def start(path: Path, module: str, env: dict[str, str] | None = None, timeout: f
     """
     path.parent.mkdir(mode=0o700, exist_ok=True)
     path.unlink(missing_ok=True)  # a server that died left its socket: the new one binds afresh
-    server = subprocess.Popen([sys.executable, "-I", "-m", module, "--serve", str(path)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, cwd="/", env=env, start_new_session=True,
-                              preexec_fn=isolation.die_with_parent)
-    waiting.poll(lambda: listening(path), lambda listens: listens or server.poll() is not None,
-                 timeout, interval=0.02)
+    server = subprocess.Popen(
+        [sys.executable, "-I", "-m", module, "--serve", str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        cwd="/",
+        env=env,
+        start_new_session=True,
+        preexec_fn=isolation.die_with_parent,
+    )
+    waiting.poll(
+        lambda: listening(path),
+        lambda listens: listens or server.poll() is not None,
+        timeout,
+        interval=0.02,
+    )
     return server
 
 
@@ -93,8 +105,12 @@ def forked(path: Path, serve: Callable[[Path], NoReturn], timeout: float = 30) -
 
     pid = fork_and_become(server, os.open(os.devnull, os.O_WRONLY), 2, "/")
     try:
-        waiting.poll(lambda: listening(path), lambda listens: listens or os.waitpid(pid, os.WNOHANG)[0] != 0,
-                     timeout, interval=0.02)
+        waiting.poll(
+            lambda: listening(path),
+            lambda listens: listens or os.waitpid(pid, os.WNOHANG)[0] != 0,
+            timeout,
+            interval=0.02,
+        )
         yield path
     finally:
         processes.stop(pid, grace=1)
@@ -107,8 +123,9 @@ def listening(path: Path) -> bool:
     with open("/proc/net/unix") as table:
         next(table)  # Num RefCount Protocol Flags Type St Inode Path
         rows = (line.rstrip("\n").split(maxsplit=7) for line in table)
-        return any(len(row) == 8 and int(row[3], 16) & SO_ACCEPTCON and row[7] == str(path)
-                   for row in rows)
+        return any(
+            len(row) == 8 and int(row[3], 16) & SO_ACCEPTCON and row[7] == str(path) for row in rows
+        )
 
 
 def serve(path: Path, warm: Callable[[], None], launch: Launch) -> NoReturn:
@@ -124,7 +141,9 @@ def serve(path: Path, warm: Callable[[], None], launch: Launch) -> NoReturn:
         connection, _ = listener.accept()
         pid, uid = _peer(connection)
         if uid != os.geteuid():
-            logger.warning("fork server %s: refused a client running as uid %d (pid %d)", path, uid, pid)
+            logger.warning(
+                "fork server %s: refused a client running as uid %d (pid %d)", path, uid, pid
+            )
         elif os.fork() == 0:
             listener.close()
             _answer(connection, pid, launch)
@@ -214,8 +233,13 @@ def become(stdout: int, stderr: int, cwd: str | Path, env: dict[str, str] | None
         os.environ.update(env)
 
 
-def fork_and_become(run: Callable[[], object], stdout: int, stderr: int, cwd: str | Path,
-                    env: dict[str, str] | None = None) -> int:
+def fork_and_become(
+    run: Callable[[], object],
+    stdout: int,
+    stderr: int,
+    cwd: str | Path,
+    env: dict[str, str] | None = None,
+) -> int:
     """A child that dies with this process, `become`s the client's process and runs `run`; its pid.
 
     What `run` raises goes to the child's stderr, and it exits 127, as a command that could not run.
@@ -236,8 +260,9 @@ def fork_and_become(run: Callable[[], object], stdout: int, stderr: int, cwd: st
 
 def _peer(connection: socket.socket) -> tuple[int, int]:
     """The pid and uid of the process at the other end, as the kernel vouches for them."""
-    pid, uid, _ = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                            struct.calcsize("3i")))
+    pid, uid, _ = struct.unpack(
+        "3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    )
     return pid, uid
 
 
@@ -275,7 +300,9 @@ def _answer(connection: socket.socket, peer: int, launch: Launch) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     """The generic client: the server's fork runs ARGS, or this process becomes `python -I -m MODULE ARGS`."""
-    parser = argparse.ArgumentParser(prog="python -I -m autograder.shared.forkserver", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -I -m autograder.shared.forkserver", description=__doc__
+    )
     parser.add_argument("--socket", type=Path, required=True)
     parser.add_argument("--module", required=True, help="what runs, cold, when no server listens")
     parser.add_argument("args", nargs=argparse.REMAINDER)

@@ -36,9 +36,42 @@ from autograder.shared.pins import (
 
 # Staging modules that k8s.io/kubernetes replaces with ./staging paths in its own go.mod;
 # a wrapper module must point each at the published v0.<minor>.<patch> release instead.
-KUBERNETES_STAGING_MODULES = ["api", "apiextensions-apiserver", "apimachinery", "apiserver", "cli-runtime", "client-go", "cloud-provider", "cluster-bootstrap", "code-generator", "component-base", "component-helpers", "controller-manager", "cri-api", "cri-client", "csi-translation-lib", "dynamic-resource-allocation", "endpointslice", "externaljwt", "kms", "kube-aggregator", "kube-controller-manager", "kube-proxy", "kube-scheduler", "kubectl", "kubelet", "metrics", "mount-utils", "pod-security-admission", "sample-apiserver", "sample-cli-plugin", "sample-controller"]
+KUBERNETES_STAGING_MODULES = [
+    "api",
+    "apiextensions-apiserver",
+    "apimachinery",
+    "apiserver",
+    "cli-runtime",
+    "client-go",
+    "cloud-provider",
+    "cluster-bootstrap",
+    "code-generator",
+    "component-base",
+    "component-helpers",
+    "controller-manager",
+    "cri-api",
+    "cri-client",
+    "csi-translation-lib",
+    "dynamic-resource-allocation",
+    "endpointslice",
+    "externaljwt",
+    "kms",
+    "kube-aggregator",
+    "kube-controller-manager",
+    "kube-proxy",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "metrics",
+    "mount-utils",
+    "pod-security-admission",
+    "sample-apiserver",
+    "sample-cli-plugin",
+    "sample-controller",
+]
 
 logger = logging.getLogger(__name__)
+
 
 def _kubernetes_version_flags(version: str) -> list[str]:
     """Stamp the version the way upstream's build does; unstamped kubectl fails `version`."""
@@ -57,6 +90,7 @@ def _kubernetes_version_flags(version: str) -> list[str]:
         for key, value in values.items()
     ]
 
+
 @dataclass(frozen=True)
 class GoRecipe:
     """How to build a group of binaries from Go modules in a generated wrapper module."""
@@ -73,8 +107,11 @@ class GoRecipe:
         """The wrapper's go.mod: the godebug line only takes effect from the main module."""
         lines = ["module lab.local/build", "", "go 1.24.0", "", "godebug default=go1.24", ""]
         lines += [f"require {module} {version}" for module, version in self.requires.items()]
-        lines += [f"replace {module} => {module} {version}" for module, version in self.replaces.items()]
+        lines += [
+            f"replace {module} => {module} {version}" for module, version in self.replaces.items()
+        ]
         return "\n".join(lines) + "\n"
+
 
 RECIPES: dict[str, GoRecipe] = {
     recipe.name: recipe
@@ -87,7 +124,9 @@ RECIPES: dict[str, GoRecipe] = {
                 f"k8s.io/{module}": "v0." + KUBERNETES_VERSION.split(".", 1)[1]
                 for module in KUBERNETES_STAGING_MODULES
             },
-            packages={name: f"k8s.io/kubernetes/cmd/{name}" for name in PINS["kubernetes"].binaries},
+            packages={
+                name: f"k8s.io/kubernetes/cmd/{name}" for name in PINS["kubernetes"].binaries
+            },
             ldflags=tuple(_kubernetes_version_flags(KUBERNETES_VERSION)),
             tags=("selinux", "notest"),
         ),
@@ -97,7 +136,15 @@ RECIPES: dict[str, GoRecipe] = {
             requires={
                 **{
                     f"go.etcd.io/etcd/{module}/v3": f"v{ETCD_VERSION}"
-                    for module in ("server", "etcdctl", "api", "client/pkg", "client", "pkg", "raft")
+                    for module in (
+                        "server",
+                        "etcdctl",
+                        "api",
+                        "client/pkg",
+                        "client",
+                        "pkg",
+                        "raft",
+                    )
                 },
                 "go.etcd.io/etcd/client/v2": "v2.305." + ETCD_VERSION.rsplit(".", 1)[1],
             },
@@ -107,7 +154,10 @@ RECIPES: dict[str, GoRecipe] = {
             name="kwok",
             version=KWOK_VERSION,
             requires={"sigs.k8s.io/kwok": f"v{KWOK_VERSION}"},
-            packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok", "kwokctl": "sigs.k8s.io/kwok/cmd/kwokctl"},
+            packages={
+                "kwok": "sigs.k8s.io/kwok/cmd/kwok",
+                "kwokctl": "sigs.k8s.io/kwok/cmd/kwokctl",
+            },
             ldflags=(
                 f"-X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION}",
                 f"-X sigs.k8s.io/kwok/pkg/consts.KubeVersion={KUBERNETES_VERSION}",
@@ -127,9 +177,14 @@ def _count_packages(workdir: Path, packages: list[str], env: dict[str, str]) -> 
     """How many packages the build compiles at most, for the progress bar's total."""
     listing = subprocess.run(
         ["go", "list", "-deps", *packages],
-        cwd=workdir, env=env, capture_output=True, text=True, check=False,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return len(listing.stdout.split()) if listing.returncode == 0 else None
+
 
 def build(recipe: GoRecipe, binaries: Iterable[str] | None = None) -> Path:
     """Build a recipe's `binaries` (all by default) into its cache folder; each appears whole or not at all.
@@ -156,13 +211,17 @@ def build(recipe: GoRecipe, binaries: Iterable[str] | None = None) -> Path:
             shutil.rmtree(staging, ignore_errors=True)
     return target
 
+
 def _go_build(recipe: GoRecipe, staging: Path, binaries: list[str]) -> None:
     workdir = staging / "module"
     workdir.mkdir()
     (workdir / "go.mod").write_text(recipe.go_mod())
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
-    logger.info(f"Building {', '.join(binaries)} {recipe.version} from Go modules "
-        "(the first build takes several minutes; later runs reuse it)")
+    logger.info(
+        "Building %s %s from Go modules (the first build takes several minutes; later runs reuse it)",
+        ", ".join(binaries),
+        recipe.version,
+    )
     download = subprocess.run(
         ["go", "mod", "download"], cwd=workdir, env=env, capture_output=True, text=True, check=False
     )
@@ -175,19 +234,34 @@ def _go_build(recipe: GoRecipe, staging: Path, binaries: list[str]) -> None:
     tail: list[str] = []
     # A CI log is not a terminal: redraw the bar rarely there so the log stays readable.
     interval = 0.5 if sys.stderr.isatty() else 30
-    with tqdm(total=total, desc=f"go build {recipe.name}", unit="pkg", file=sys.stderr,
-              mininterval=interval) as bar:
+    with tqdm(
+        total=total,
+        desc=f"go build {recipe.name}",
+        unit="pkg",
+        file=sys.stderr,
+        mininterval=interval,
+    ) as bar:
         for binary, package in packages.items():
             command = [
-                "go", "build", "-v", "-trimpath", "-o", str(outputs / binary),
-                "-ldflags", " ".join(("-s", "-w", *recipe.ldflags)),
+                "go",
+                "build",
+                "-v",
+                "-trimpath",
+                "-o",
+                str(outputs / binary),
+                "-ldflags",
+                " ".join(("-s", "-w", *recipe.ldflags)),
             ]
             if recipe.tags:
                 command += ["-tags", ",".join(recipe.tags)]
             bar.set_postfix_str(binary)
             process = subprocess.Popen(
-                [*command, package], cwd=workdir, env=env,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                [*command, package],
+                cwd=workdir,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
             assert process.stdout is not None
             for line in process.stdout:
@@ -212,16 +286,26 @@ def install(names: list[str], into: Path, prebuilt: Path | None = None) -> dict[
             build(RECIPES[group], [name for name in to_build if PIN_OF[name].name == group])
         sources.update(dict.fromkeys(to_build, "built with Go"))
     for name in names:
-        origin = prebuilt / name if sources[name] == "prebuilt" and prebuilt else cache_dir(PIN_OF[name]) / name
+        origin = (
+            prebuilt / name
+            if sources[name] == "prebuilt" and prebuilt
+            else cache_dir(PIN_OF[name]) / name
+        )
         shutil.copy2(origin, into / name)
         (into / name).chmod(0o755)
     return sources
 
 
 def main(arguments: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder.shared.gobuild", description=install.__doc__)
-    parser.add_argument("--into", type=Path, required=True, help="the folder that receives the binaries")
-    parser.add_argument("--prebuilt", type=Path, help="a folder whose binaries are taken as they are")
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder.shared.gobuild", description=install.__doc__
+    )
+    parser.add_argument(
+        "--into", type=Path, required=True, help="the folder that receives the binaries"
+    )
+    parser.add_argument(
+        "--prebuilt", type=Path, help="a folder whose binaries are taken as they are"
+    )
     parser.add_argument("names", nargs="+", choices=sorted(PIN_OF), metavar="BINARY")
     args = parser.parse_args(arguments)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -59,8 +59,10 @@ def proxy_url() -> str:
 def architecture() -> str:
     machine = platform.machine().lower()
     if machine not in ARCHITECTURES:
-        raise ToolchainError(f"no pinned Go toolchain for {machine}; install Go >= "
-                             f"{'.'.join(map(str, MINIMUM_GO))} and put it on PATH")
+        raise ToolchainError(
+            f"no pinned Go toolchain for {machine}; install Go >= "
+            f"{'.'.join(map(str, MINIMUM_GO))} and put it on PATH"
+        )
     return ARCHITECTURES[machine]
 
 
@@ -88,11 +90,18 @@ def fetch(arch: str, target: Path) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         archive = scratch / "toolchain.zip"
-        logger.info(f"No Go >= {'.'.join(map(str, MINIMUM_GO))} here: fetching Go {GO_VERSION} from {url}")
+        logger.info(
+            "No Go >= %s here: fetching Go %s from %s",
+            ".".join(map(str, MINIMUM_GO)),
+            GO_VERSION,
+            url,
+        )
         digest = _download(url, archive)
         if digest != GO_TOOLCHAIN_SHA256[arch]:
-            raise ToolchainError(f"{url} has SHA-256 {digest}, not the pinned "
-                                 f"{GO_TOOLCHAIN_SHA256[arch]}; refusing to use it")
+            raise ToolchainError(
+                f"{url} has SHA-256 {digest}, not the pinned "
+                f"{GO_TOOLCHAIN_SHA256[arch]}; refusing to use it"
+            )
         _unpack(archive, f"golang.org/toolchain@{version}/", scratch / "go")
         shutil.rmtree(target, ignore_errors=True)
         os.rename(scratch / "go", target)
@@ -104,16 +113,26 @@ def _download(url: str, path: Path) -> str:
     """Stream `url` into `path` with a progress bar; returns the SHA-256 of what arrived."""
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, path.open("wb") as out, \
-                tqdm(total=int(response.headers.get("Content-Length") or 0) or None, unit="B",
-                     unit_scale=True, desc=f"go{GO_VERSION}", mininterval=5) as bar:
+        with (
+            urllib.request.urlopen(url, timeout=60) as response,
+            path.open("wb") as out,
+            tqdm(
+                total=int(response.headers.get("Content-Length") or 0) or None,
+                unit="B",
+                unit_scale=True,
+                desc=f"go{GO_VERSION}",
+                mininterval=5,
+            ) as bar,
+        ):
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 digest.update(chunk)
                 bar.update(len(chunk))
     except OSError as error:
-        raise ToolchainError(f"cannot fetch {url}: {error}; set GOPROXY to a Go module proxy "
-                             "this machine reaches, or install Go") from None
+        raise ToolchainError(
+            f"cannot fetch {url}: {error}; set GOPROXY to a Go module proxy "
+            "this machine reaches, or install Go"
+        ) from None
     return digest.hexdigest()
 
 
@@ -124,10 +143,12 @@ def _unpack(archive: Path, prefix: str, into: Path) -> None:
         for member in bundle.infolist():
             if not member.filename.startswith(prefix) or member.is_dir():
                 continue
-            relative = member.filename[len(prefix):]
+            relative = member.filename[len(prefix) :]
             path = into / relative
             if not path.resolve().is_relative_to(into.resolve()):
-                raise ToolchainError(f"the toolchain zip names a path outside its folder: {member.filename}")
+                raise ToolchainError(
+                    f"the toolchain zip names a path outside its folder: {member.filename}"
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             with bundle.open(member) as source, path.open("wb") as out:
                 shutil.copyfileobj(source, out)

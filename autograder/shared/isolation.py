@@ -35,7 +35,9 @@ SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 def mount(*args: str) -> None:
     done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise OSError(f"mount {' '.join(args)}: {done.stderr.strip() or f'exit code {done.returncode}'}")
+        raise OSError(
+            f"mount {' '.join(args)}: {done.stderr.strip() or f'exit code {done.returncode}'}"
+        )
 
 
 def unshare(flags: int) -> None:
@@ -43,7 +45,9 @@ def unshare(flags: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     _checked(libc.unshare(flags), "make new namespaces")
     if flags & CLONE_NEWNS:  # nothing mounted below may reach the namespace it came from
-        _checked(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make the mounts private")
+        _checked(
+            libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make the mounts private"
+        )
 
 
 def own_mounts() -> None:
@@ -72,7 +76,9 @@ def _take_forker() -> None:
 
 
 _forking = 0
-_forker = os.getppid()  # in each fork's child: the pid of the process that forked it, as that one saw itself
+_forker = (
+    os.getppid()
+)  # in each fork's child: the pid of the process that forked it, as that one saw itself
 os.register_at_fork(before=_note_forker, after_in_child=_take_forker)
 
 
@@ -83,7 +89,10 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     parent = os.getppid()
-    if parent not in (_forker, 0):  # 0: the parent is outside this PID namespace, where its pid is not seen
+    if parent not in (
+        _forker,
+        0,
+    ):  # 0: the parent is outside this PID namespace, where its pid is not seen
         os.kill(os.getpid(), sig)
 
 
@@ -97,7 +106,9 @@ def loopback_up() -> None:
 
 # What every program needs of the system, read-only: its programs, libraries and settings. No /home,
 # /root, /srv, /var, /run, /opt or /mnt: a course, a grader's files or another student's are not there.
-SYSTEM_TREES = tuple(Path(name) for name in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"))
+SYSTEM_TREES = tuple(
+    Path(name) for name in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+)
 ROOT_TMPFS = "size=1m,mode=755"
 
 
@@ -126,15 +137,22 @@ def enter_root(root: Root) -> None:
         mount("--bind", str(path), str(path))  # a mount of its own, left writable
     _read_only_everywhere(but=writable)
     kept = _outermost([path.resolve() for path in (*trees, *root.keep) if path.exists()], writable)
-    handles = {path: (os.open(path, os.O_PATH), path.is_dir()) for path in kept}  # before /tmp is covered
-    staging = Path("/tmp")  # any folder will do: it is mounted over, and the process leaves it for the new root
+    handles = {
+        path: (os.open(path, os.O_PATH), path.is_dir()) for path in kept
+    }  # before /tmp is covered
+    staging = Path(
+        "/tmp"
+    )  # any folder will do: it is mounted over, and the process leaves it for the new root
     mount("-t", "tmpfs", "-o", ROOT_TMPFS, "jail-root", str(staging))
     for special in (Path("/proc"), Path("/sys"), Path("/dev")):
         (staging / special.name).mkdir()
         mount("--rbind", str(special), str(staging / special.name))
     for tree, target in links.items():
         (staging / tree.name).symlink_to(target)
-    for path, options in root.scratch:  # before the kept paths: some may lie below them (a folder in /tmp)
+    for (
+        path,
+        options,
+    ) in root.scratch:  # before the kept paths: some may lie below them (a folder in /tmp)
         place = staging / path.relative_to("/")
         place.mkdir(parents=True, exist_ok=True)
         mount("-t", "tmpfs", "-o", options, "scratch", str(place))
@@ -207,7 +225,11 @@ def drop_privileges(uid: int, gid: int) -> None:
     header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
     _checked(libc.capset(header, (ctypes.c_uint32 * 6)()), "clear the inheritable capabilities")
     _checked(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
-    status = dict(line.split(":\t", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":\t" in line)
+    status = dict(
+        line.split(":\t", 1)
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if ":\t" in line
+    )
     kept = [name for name in CAPABILITY_FIELDS if int(status[name], 16)]
     if kept or status["NoNewPrivs"].strip() != "1" or os.getuid() != uid:
         raise PermissionError(f"privileges not dropped: {kept or status['NoNewPrivs']}")
@@ -225,8 +247,14 @@ def _empty_bounding_set(libc: ctypes.CDLL) -> None:
     """No program this process starts can gain a capability, whatever its uid or setuid bit."""
     last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     for capability in range(last + 1):
-        _checked(libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0), "drop a capability from the bounding set")
-    _checked(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear the ambient capabilities")
+        _checked(
+            libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0),
+            "drop a capability from the bounding set",
+        )
+    _checked(
+        libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
+        "clear the ambient capabilities",
+    )
 
 
 def _checked(result: int, what: str) -> None:
@@ -237,5 +265,13 @@ def _checked(result: int, what: str) -> None:
 
 def unprivileged(uid: int, gid: int) -> list[str]:
     """The command prefix that runs a program as `uid`, with no capability it could ever regain."""
-    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--bounding-set=-all",
-            "--inh-caps=-all", "--no-new-privs", "--"]
+    return [
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        "--clear-groups",
+        "--bounding-set=-all",
+        "--inh-caps=-all",
+        "--no-new-privs",
+        "--",
+    ]

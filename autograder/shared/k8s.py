@@ -35,8 +35,16 @@ def pod_ready(pod: client.V1Pod) -> bool:
 
 
 # Waiting reasons kubelet keeps a container in until its pod's spec changes: waiting does not help.
-STUCK_REASONS = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "ErrImageNeverPull", "ErrImagePull",
-                           "ImagePullBackOff", "InvalidImageName"})
+STUCK_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "ErrImageNeverPull",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+    }
+)
 
 
 def stuck(pod: client.V1Pod) -> str | None:
@@ -63,12 +71,19 @@ def revision(obj: Any) -> int:
     return int((obj.metadata.annotations or {}).get(REVISION, 0))
 
 
-def owned_replica_sets(apps: client.AppsV1Api, deployment: client.V1Deployment) -> list[client.V1ReplicaSet]:
+def owned_replica_sets(
+    apps: client.AppsV1Api, deployment: client.V1Deployment
+) -> list[client.V1ReplicaSet]:
     """The ReplicaSets this Deployment owns (not just those its selector happens to match)."""
-    found = apps.list_namespaced_replica_set(deployment.metadata.namespace,
-                                             label_selector=selector(deployment.spec.selector.match_labels))
-    return [rs for rs in found.items
-            if any(owner.uid == deployment.metadata.uid for owner in rs.metadata.owner_references or [])]
+    found = apps.list_namespaced_replica_set(
+        deployment.metadata.namespace,
+        label_selector=selector(deployment.spec.selector.match_labels),
+    )
+    return [
+        rs
+        for rs in found.items
+        if any(owner.uid == deployment.metadata.uid for owner in rs.metadata.owner_references or [])
+    ]
 
 
 _DYNAMIC: dict[int, dynamic.DynamicClient] = {}
@@ -81,15 +96,27 @@ def apply(api: client.ApiClient, documents: Iterable[dict], namespace: str) -> l
     for doc in documents:
         resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
         target = namespace if resource.namespaced else None
-        resource.server_side_apply(body=doc, name=doc["metadata"]["name"], namespace=target,
-                                   field_manager=FIELD_MANAGER, force_conflicts=True)
+        resource.server_side_apply(
+            body=doc,
+            name=doc["metadata"]["name"],
+            namespace=target,
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
         applied.append(f"{doc['kind'].lower()}/{doc['metadata']['name']}")
     return applied
 
 
-def wait_for(list_objects: Callable[..., Any], *args: Any, until: Callable[[list[Any]], T | None],
-             timeout: float, what: str, seen: Callable[[list[Any]], str] | None = None,
-             resync: float = 2, **kwargs: Any) -> T:
+def wait_for(
+    list_objects: Callable[..., Any],
+    *args: Any,
+    until: Callable[[list[Any]], T | None],
+    timeout: float,
+    what: str,
+    seen: Callable[[list[Any]], str] | None = None,
+    resync: float = 2,
+    **kwargs: Any,
+) -> T:
     """Watch the objects `list_objects(*args, **kwargs)` lists until `until(objects)` is truthy; returns it.
 
     Every `resync` seconds the objects are listed afresh (as an informer resyncs), so an `until`
@@ -110,9 +137,14 @@ def wait_for(list_objects: Callable[..., Any], *args: Any, until: Callable[[list
         # reaches 0, which urllib3 refuses as a timeout: hence the floor.
         read = max(wait, 0.05) if wait < 1 else seconds + 10
         try:
-            for event in watch.Watch().stream(list_objects, *args, resource_version=_version(listing),
-                                              timeout_seconds=seconds, _request_timeout=(10, read),
-                                              **kwargs):
+            for event in watch.Watch().stream(
+                list_objects,
+                *args,
+                resource_version=_version(listing),
+                timeout_seconds=seconds,
+                _request_timeout=(10, read),
+                **kwargs,
+            ):
                 changed = event["object"]
                 if event["type"] == "DELETED":
                     objects.pop(_key(changed), None)
@@ -125,7 +157,9 @@ def wait_for(list_objects: Callable[..., Any], *args: Any, until: Callable[[list
         except client.ApiException as error:
             if error.status != 410:  # 410 Gone: the resourceVersion is too old; list again
                 raise
-        except HTTPError:  # the watch's connection stalled, broke or was read past its resync: list again
+        except (
+            HTTPError
+        ):  # the watch's connection stalled, broke or was read past its resync: list again
             pass
         if time.monotonic() >= deadline:
             state = seen(list(objects.values())) if seen else f"{len(objects)} object(s)"
@@ -137,7 +171,11 @@ def _items(listing: Any) -> list[Any]:
 
 
 def _version(listing: Any) -> str:
-    return listing["metadata"]["resourceVersion"] if isinstance(listing, dict) else listing.metadata.resource_version
+    return (
+        listing["metadata"]["resourceVersion"]
+        if isinstance(listing, dict)
+        else listing.metadata.resource_version
+    )
 
 
 def _key(obj: Any) -> str:

@@ -61,12 +61,17 @@ def context_namespace(context: str | None = None) -> str | None:
 def api_client(context: str | None = None, config_file: Path | None = None) -> client.ApiClient:
     """A client for `context` (the current one by default) that never touches global state."""
     configuration = client.Configuration()
-    config.load_kube_config(config_file=str(config_file) if config_file else default_file(),
-                            context=context, client_configuration=configuration)
+    config.load_kube_config(
+        config_file=str(config_file) if config_file else default_file(),
+        context=context,
+        client_configuration=configuration,
+    )
     return client.ApiClient(configuration)
 
 
-def answers(context: str | None = None, timeout: float = 3.0, config_file: Path | None = None) -> bool:
+def answers(
+    context: str | None = None, timeout: float = 3.0, config_file: Path | None = None
+) -> bool:
     """Whether the API server behind `context` answers /version within `timeout` seconds."""
     try:
         api = api_client(context, config_file)

@@ -40,13 +40,27 @@ class Pin:
     binaries: tuple[str, ...]
 
 
-PINS: dict[str, Pin] = {pin.name: pin for pin in (
-    Pin("kubernetes", KUBERNETES_VERSION, ("kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                                           "kubectl", "kubelet", "kubeadm", "kube-proxy")),
-    Pin("etcd", ETCD_VERSION, ("etcd", "etcdctl")),
-    Pin("kwok", KWOK_VERSION, ("kwok", "kwokctl")),
-    Pin("kind", KIND_VERSION, ("kind",)),
-)}
+PINS: dict[str, Pin] = {
+    pin.name: pin
+    for pin in (
+        Pin(
+            "kubernetes",
+            KUBERNETES_VERSION,
+            (
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kubectl",
+                "kubelet",
+                "kubeadm",
+                "kube-proxy",
+            ),
+        ),
+        Pin("etcd", ETCD_VERSION, ("etcd", "etcdctl")),
+        Pin("kwok", KWOK_VERSION, ("kwok", "kwokctl")),
+        Pin("kind", KIND_VERSION, ("kind",)),
+    )
+}
 PIN_OF: dict[str, Pin] = {binary: pin for pin in PINS.values() for binary in pin.binaries}
 
 

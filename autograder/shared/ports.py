@@ -50,10 +50,14 @@ def require_free(port: int, holder: str | None = None) -> None:
     """Raise PortBusy, in plain words, when `port` is taken; `holder` names who took it if known."""
     if is_free(port):
         return
-    who = holder or (f"another program (find it with `ss -ltnp 'sport = :{port}'`, "
-                     "or an earlier port-forward still running in a notebook or terminal)")
-    raise PortBusy(f"local port {port} is already in use by {who}. Stop it, or pick another port "
-                   "(pass None to let the lab choose a free one).")
+    who = holder or (
+        f"another program (find it with `ss -ltnp 'sport = :{port}'`, "
+        "or an earlier port-forward still running in a notebook or terminal)"
+    )
+    raise PortBusy(
+        f"local port {port} is already in use by {who}. Stop it, or pick another port "
+        "(pass None to let the lab choose a free one)."
+    )
 
 
 def wait_http(url: str, timeout: float = 30, alive: Callable[[], bool] | None = None) -> float:

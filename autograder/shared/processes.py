@@ -61,8 +61,9 @@ def run_as_main(main: Callable[[], object], args: list[str], first_path: str | N
     if first_path is not None:
         sys.path.insert(0, first_path)
     for fd, name in ((1, "stdout"), (2, "stderr")):
-        stream = io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), write_through=True,
-                                  errors="backslashreplace")
+        stream = io.TextIOWrapper(
+            io.FileIO(fd, "w", closefd=False), write_through=True, errors="backslashreplace"
+        )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
     code = 0

@@ -24,7 +24,9 @@ class Provider(Protocol):
     """A way to get a Kubernetes cluster for the lesson."""
 
     name: str
-    required_binaries: tuple[str, ...]  # the cluster binaries it runs; `make test` must obtain these
+    required_binaries: tuple[
+        str, ...
+    ]  # the cluster binaries it runs; `make test` must obtain these
 
     @property
     def context(self) -> str:
@@ -53,22 +55,33 @@ class Provider(Protocol):
         """Whatever a port-forward to the pods behind `selector` needs first, done by the deadline."""
 
 
-def run(command: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 600,
-        what: str = "") -> subprocess.CompletedProcess[str]:
+def run(
+    command: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    what: str = "",
+) -> subprocess.CompletedProcess[str]:
     """Run a CLI that has no Python API; a failure raises with its own output and the command.
 
     Without `env`, the user's kubeconfig: kind and kwokctl keep their contexts there, not in the lab's file.
     """
     try:
         done = subprocess.run(
-            list(command), env=kubeconfig.user_environment() if env is None else env,
-            capture_output=True, text=True, timeout=timeout, check=False
+            list(command),
+            env=kubeconfig.user_environment() if env is None else env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired as error:
         raise ClusterError(f"{what or command[0]} did not finish within {timeout:.0f} s") from error
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip()[-3000:]
-        raise ClusterError(f"{what or ' '.join(command)} failed (exit {done.returncode}):\n{output}")
+        raise ClusterError(
+            f"{what or ' '.join(command)} failed (exit {done.returncode}):\n{output}"
+        )
     return done
 
 
@@ -80,7 +93,9 @@ class Lab:
     context: str
     namespace: str
     api: client.ApiClient
-    kubeconfig_file: Path | None = None  # what kubectl reads for this lab; None: $KUBECONFIG as it is
+    kubeconfig_file: Path | None = (
+        None  # what kubectl reads for this lab; None: $KUBECONFIG as it is
+    )
 
     @property
     def core(self) -> client.CoreV1Api:

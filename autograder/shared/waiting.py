@@ -12,7 +12,9 @@ T = TypeVar("T")
 CONVERGING_INTERVAL = 0.2
 
 
-def poll(ask: Callable[[], T], done: Callable[[T], bool], timeout: float, interval: float = 0.5) -> T:
+def poll(
+    ask: Callable[[], T], done: Callable[[T], bool], timeout: float, interval: float = 0.5
+) -> T:
     """`ask()` until `done(answer)` or `timeout` seconds pass; returns the last answer either way."""
     deadline = time.monotonic() + timeout
     while True:

@@ -21,19 +21,25 @@ from autograder.grading.settings import GradingSettings
 from autograder.providers.choice import PROVIDERS
 from autograder.shared.errors import LabError
 
-INTERRUPTED = ("interrupted: running submissions were stopped and their namespaces removed; the grades "
-               "recorded so far are kept. Run the same command again to resume.")
+INTERRUPTED = (
+    "interrupted: running submissions were stopped and their namespaces removed; the grades "
+    "recorded so far are kept. Run the same command again to resume."
+)
 
 
 class GradeApp(Application):
     """Autograde submissions by the cluster state they produce."""
 
     name = "python -m autograder grade"
-    description = ("Autograde the submissions of one assignment (e.g. lesson01) by the cluster state each "
-                   "student's notebooks produce, one namespace and one jailed worker per submission.")
-    examples = ("python -m autograder grade lesson01 --jobs 2\n"
-                "python -m autograder grade lesson01 --student alice --regrade\n"
-                "python -m autograder grade lesson01 --masters --provider practice")
+    description = (
+        "Autograde the submissions of one assignment (e.g. lesson01) by the cluster state each "
+        "student's notebooks produce, one namespace and one jailed worker per submission."
+    )
+    examples = (
+        "python -m autograder grade lesson01 --jobs 2\n"
+        "python -m autograder grade lesson01 --student alice --regrade\n"
+        "python -m autograder grade lesson01 --masters --provider practice"
+    )
     # traitlets reads these three per class, as nbgrader's apps declare them
     classes = [GradingSettings]  # noqa: RUF012
     aliases = {  # noqa: RUF012
@@ -46,19 +52,31 @@ class GradeApp(Application):
         "log-level": "Application.log_level",
     }
     flags = {  # noqa: RUF012
-        "regrade": ({"GradingSettings": {"regrade": True}}, "grade again submissions already graded"),
-        "no-feedback": ({"GradingSettings": {"feedback": False}}, "write no feedback HTML or grades.csv"),
-        "masters": ({"GradeApp": {"masters": True}},
-                    "also grade the solved masters, as the student 'solved-masters': a self-test"),
+        "regrade": (
+            {"GradingSettings": {"regrade": True}},
+            "grade again submissions already graded",
+        ),
+        "no-feedback": (
+            {"GradingSettings": {"feedback": False}},
+            "write no feedback HTML or grades.csv",
+        ),
+        "masters": (
+            {"GradeApp": {"masters": True}},
+            "also grade the solved masters, as the student 'solved-masters': a self-test",
+        ),
         UNISOLATED_FLAG.removeprefix("--"): (
             {"GradingSettings": {"unisolated": True}},
             "grade even where student kernels cannot be jailed: their code can then read this machine's "
-            "cluster credentials"),
+            "cluster credentials",
+        ),
     }
 
-    course = Unicode(help="the nbgrader course directory (default: the current folder)").tag(config=True)
-    provider = Enum(list(PROVIDERS), default_value=None, allow_none=True,
-                    help="the cluster to grade on").tag(config=True)
+    course = Unicode(help="the nbgrader course directory (default: the current folder)").tag(
+        config=True
+    )
+    provider = Enum(
+        list(PROVIDERS), default_value=None, allow_none=True, help="the cluster to grade on"
+    ).tag(config=True)
     students = List(Unicode(), help="grade only these students (repeat --student)").tag(config=True)
     masters = Bool(False, help="also grade the solved masters").tag(config=True)
 
@@ -70,7 +88,9 @@ class GradeApp(Application):
         """The command line first (it names the course), then the course's config beneath it."""
         self.parse_command_line(argv)
         if len(self.extra_args) != 1:
-            raise LabError("name one assignment to grade, e.g. `python -m autograder grade lesson01`")
+            raise LabError(
+                "name one assignment to grade, e.g. `python -m autograder grade lesson01`"
+            )
         self.assignment = self.extra_args[0]
         self.load_config_file(CONFIG_FILE, path=self.course)
 
@@ -84,7 +104,9 @@ class GradeApp(Application):
             solved = submit_masters(course.root, self.assignment)
             students = [*students, solved] if students else None
         try:
-            outcomes = grade_class(course, self.assignment, students, settings, provider=self.provider)
+            outcomes = grade_class(
+                course, self.assignment, students, settings, provider=self.provider
+            )
         except KeyboardInterrupt:
             print(INTERRUPTED, file=sys.stderr)
             return 130

@@ -44,7 +44,9 @@ class Course:
     """An nbgrader course directory and the paths the grader needs from it."""
 
     root: Path
-    config: Config = field(default_factory=Config)  # empty: read from the course's nbgrader_config.py
+    config: Config = field(
+        default_factory=Config
+    )  # empty: read from the course's nbgrader_config.py
     dirs: CourseDirectory = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,7 +74,7 @@ class Course:
         """The gradebook's file when it is SQLite (nbgrader's default), else None."""
         prefix = "sqlite:///"
         url = self.dirs.db_url.split("?", 1)[0]
-        return Path(url[len(prefix):]) if url.startswith(prefix) else None
+        return Path(url[len(prefix) :]) if url.startswith(prefix) else None
 
     def notebooks(self, assignment: str) -> list[str]:
         return sorted(p.name for p in self.source(assignment).glob("*.ipynb"))
@@ -83,8 +85,11 @@ class Course:
         if not base.is_dir():
             return []
         with os.scandir(os.fsencode(base)) as entries:
-            names = [entry.name for entry in entries
-                     if os.path.lexists(os.path.join(entry.path, os.fsencode(assignment)))]
+            names = [
+                entry.name
+                for entry in entries
+                if os.path.lexists(os.path.join(entry.path, os.fsencode(assignment)))
+            ]
         return sorted(map(folder_name, names))
 
     def api(self) -> NbGraderAPI:
@@ -96,9 +101,15 @@ def require_masters(course: Course, assignment: str) -> None:
     if course.notebooks(assignment):
         return
     parent = course.source(assignment).parent
-    known = sorted(p.name for p in parent.iterdir() if p.is_dir() and any(p.glob("*.ipynb"))) if parent.is_dir() else []
-    raise GradingError(f"unknown assignment {assignment!r}: no notebooks in {course.source(assignment)}; "
-                       f"assignments found: {', '.join(known) or 'none'}")
+    known = (
+        sorted(p.name for p in parent.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+        if parent.is_dir()
+        else []
+    )
+    raise GradingError(
+        f"unknown assignment {assignment!r}: no notebooks in {course.source(assignment)}; "
+        f"assignments found: {', '.join(known) or 'none'}"
+    )
 
 
 def ensure_in_gradebook(course: Course, assignment: str) -> None:
@@ -109,32 +120,46 @@ def ensure_in_gradebook(course: Course, assignment: str) -> None:
             return
     except MissingEntry:
         pass
-    logger.info(f"{assignment} is not in the gradebook yet: running nbgrader generate_assignment {assignment}")
+    logger.info(
+        "%s is not in the gradebook yet: running nbgrader generate_assignment %s",
+        assignment,
+        assignment,
+    )
     result = course.api().generate_assignment(assignment)
     if not result["success"]:
-        raise GradingError(f"nbgrader generate_assignment {assignment} failed:\n{result.get('error') or result['log']}")
+        raise GradingError(
+            f"nbgrader generate_assignment {assignment} failed:\n{result.get('error') or result['log']}"
+        )
 
 
 def scores(course: Course, assignment: str, student: str) -> Outcome:
     """The gradebook's scores for one submission, per autograded step."""
     with Gradebook(course.dirs.db_url) as gradebook:
         submission = gradebook.find_submission(assignment, student)
-        steps = {f"{notebook.name}/{grade.name}": [grade.score, grade.max_score]
-                 for notebook in submission.notebooks for grade in notebook.grades}
-        return Outcome(student, "graded", score=submission.score, max_score=submission.max_score, steps=steps)
+        steps = {
+            f"{notebook.name}/{grade.name}": [grade.score, grade.max_score]
+            for notebook in submission.notebooks
+            for grade in notebook.grades
+        }
+        return Outcome(
+            student, "graded", score=submission.score, max_score=submission.max_score, steps=steps
+        )
 
 
 def recorded_scores(course: Course, assignment: str) -> dict[str, float]:
     """Each student's score in the gradebook, so a ledger entry the gradebook lost is graded again."""
     try:
         with Gradebook(course.dirs.db_url) as gradebook:
-            return {s.student_id: s.score for s in gradebook.find_assignment(assignment).submissions}
+            return {
+                s.student_id: s.score for s in gradebook.find_assignment(assignment).submissions
+            }
     except MissingEntry:
         return {}
 
 
-def feedback_and_export(course: Course, assignment: str, students: list[str],
-                        timeout: float, jobs: int = 1) -> tuple[Path, list[str]]:
+def feedback_and_export(
+    course: Course, assignment: str, students: list[str], timeout: float, jobs: int = 1
+) -> tuple[Path, list[str]]:
     """Feedback HTML for each graded student (`jobs` rendering at once), then every grade of the course as a CSV.
 
     Returns the CSV and the students whose feedback took longer than `timeout` s and was skipped.
@@ -153,11 +178,21 @@ def submit_masters(course_root: Path, assignment: str, student: str = "masters")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     result = course.api().generate_assignment(assignment)
     if not result["success"]:
-        raise GradingError(f"nbgrader generate_assignment {assignment} failed:\n{result.get('error') or result['log']}")
-    folder = submissions.write(course.root, assignment, student, steps=None,
-                               release_dir=course.dirs.release_directory, source_dir=course.dirs.source_directory,
-                               submitted_dir=course.dirs.submitted_directory)
-    logger.info(f"submitted the solved masters of {assignment} as student {student!r} in {folder}")
+        raise GradingError(
+            f"nbgrader generate_assignment {assignment} failed:\n{result.get('error') or result['log']}"
+        )
+    folder = submissions.write(
+        course.root,
+        assignment,
+        student,
+        steps=None,
+        release_dir=course.dirs.release_directory,
+        source_dir=course.dirs.source_directory,
+        submitted_dir=course.dirs.submitted_directory,
+    )
+    logger.info(
+        "submitted the solved masters of %s as student %r in %s", assignment, student, folder
+    )
     return student
 
 
@@ -169,7 +204,7 @@ def backup_gradebook(course: Course) -> Path | None:
     os.chmod(course.root / LEDGER_DIR, 0o700)
     os.chmod(path, 0o600)
     backup = ledger.backup_gradebook(course.root, path)
-    logger.info(f"gradebook backed up to {backup} (to restore it: cp {backup} {path})")
+    logger.info("gradebook backed up to %s (to restore it: cp %s %s)", backup, backup, path)
     return backup
 
 

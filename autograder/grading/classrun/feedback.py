@@ -32,30 +32,52 @@ logger = logging.getLogger(__name__)
 DONE = "feedback done"
 
 
-def generate(config: Config, assignment: str, students: list[str], timeout: float, jobs: int = 1) -> list[str]:
+def generate(
+    config: Config, assignment: str, students: list[str], timeout: float, jobs: int = 1
+) -> list[str]:
     """Render feedback for `students`; returns those skipped because theirs took longer than `timeout` s."""
-    shares = [share for share in (students[start::max(1, jobs)] for start in range(max(1, jobs))) if share]
+    shares = [
+        share
+        for share in (students[start :: max(1, jobs)] for start in range(max(1, jobs)))
+        if share
+    ]
     with ThreadPoolExecutor(max_workers=len(shares) or 1) as pool:
-        skipped = pool.map(lambda share: _generate_in_turn(config, assignment, share, timeout), shares)
+        skipped = pool.map(
+            lambda share: _generate_in_turn(config, assignment, share, timeout), shares
+        )
     return [student for share in skipped for student in share]
 
 
-def _generate_in_turn(config: Config, assignment: str, students: list[str], timeout: float) -> list[str]:
+def _generate_in_turn(
+    config: Config, assignment: str, students: list[str], timeout: float
+) -> list[str]:
     """One child after another renders `students` in order; returns those skipped."""
     skipped: list[str] = []
     pending = list(students)
     while pending:
-        pending = pending[_render(config, assignment, pending, timeout):]
+        pending = pending[_render(config, assignment, pending, timeout) :]
         if pending:
-            logger.warning("feedback for %s took longer than %.0f s and was skipped", pending[0], timeout)
+            logger.warning(
+                "feedback for %s took longer than %.0f s and was skipped", pending[0], timeout
+            )
             skipped.append(pending.pop(0))
     return skipped
 
 
 def _render(config: Config, assignment: str, students: list[str], timeout: float) -> int:
     """How many of `students`, in order, got their feedback before one took longer than `timeout` s."""
-    command = [sys.executable, "-I", "-m", __name__, "--config", json.dumps(plain_config(config)),
-               "--assignment", assignment, "--", *students]
+    command = [
+        sys.executable,
+        "-I",
+        "-m",
+        __name__,
+        "--config",
+        json.dumps(plain_config(config)),
+        "--assignment",
+        assignment,
+        "--",
+        *students,
+    ]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     reports: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_forward, args=(child.stdout, reports), daemon=True).start()
@@ -78,7 +100,9 @@ def _forward(lines: IO[str], into: queue.Queue[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__)
-    parser.add_argument("--config", type=json.loads, required=True, help="the course's settings, as JSON")
+    parser.add_argument(
+        "--config", type=json.loads, required=True, help="the course's settings, as JSON"
+    )
     parser.add_argument("--assignment", required=True)
     parser.add_argument("students", nargs="+")
     args = parser.parse_args(argv)

@@ -39,8 +39,15 @@ MAX_LISTED = 10  # skipped files named in an outcome's note
 class Grader:
     """Grades submissions one by one or in parallel; each failure stays with its submission."""
 
-    def __init__(self, course: Course, assignment: str, settings: GradingSettings, staging: Path) -> None:
-        self.course, self.assignment, self.settings, self.staging = course, assignment, settings, staging
+    def __init__(
+        self, course: Course, assignment: str, settings: GradingSettings, staging: Path
+    ) -> None:
+        self.course, self.assignment, self.settings, self.staging = (
+            course,
+            assignment,
+            settings,
+            staging,
+        )
         self.admin: client.ApiClient | None = None
         self.nodes: nodes.Snapshot = {}
         self.ledger = Ledger(course.root, assignment)
@@ -50,8 +57,10 @@ class Grader:
         self.stopping = threading.Event()
         self.damaged: str | None = None
         self.hide = jail_hides() if settings.jail else []
-        self.masters = {name: nbformat.read(course.source(assignment) / name, as_version=4)
-                        for name in course.notebooks(assignment)}
+        self.masters = {
+            name: nbformat.read(course.source(assignment) / name, as_version=4)
+            for name in course.notebooks(assignment)
+        }
         self.workers: Path | None = None  # the run's worker fork server, when one listens
         self._staged: dict[str, tuple[str, list[str]]] = {}
         self._running: set[subprocess.Popen] = set()
@@ -67,7 +76,9 @@ class Grader:
         try:
             skipped = submissions.stage(self.course.submitted(student, self.assignment), copy)
         except Exception as error:  # whatever the folder holds, the class goes on
-            return Outcome(student, "error", detail=f"the submission could not be copied in: {error}")
+            return Outcome(
+                student, "error", detail=f"the submission could not be copied in: {error}"
+            )
         submission = submission_digest(copy)
         done = self.ledger.done(student, submission)
         if self.settings.regrade or done is None or self.recorded.get(student) != done.score:
@@ -75,7 +86,9 @@ class Grader:
                 self._staged[student] = submission, self._notes(copy, skipped)
             except Exception as error:  # whatever the submission holds, the class goes on
                 logger.exception("could not prepare %s", printable(student))
-                return Outcome(student, "error", detail=f"its notebooks could not be prepared: {error}")
+                return Outcome(
+                    student, "error", detail=f"its notebooks could not be prepared: {error}"
+                )
             return None
         done.status, done.detail = "graded", "already graded (resumed)"
         return done
@@ -88,13 +101,18 @@ class Grader:
         """
         missing = [name for name in self.masters if not (copy / name).exists()]
         notes = [f"missing notebook(s): {', '.join(missing)}."] if missing else []
-        if extra := sorted(path.name for path in copy.glob("*.ipynb") if path.name not in self.masters):
+        if extra := sorted(
+            path.name for path in copy.glob("*.ipynb") if path.name not in self.masters
+        ):
             notes.append(f"not notebooks of {self.assignment}, so not graded: {', '.join(extra)}.")
         if skipped:
             more = f" and {len(skipped) - MAX_LISTED} more" if len(skipped) > MAX_LISTED else ""
             notes.append(f"not copied in for grading: {', '.join(skipped[:MAX_LISTED])}{more}.")
         for name, master in self.masters.items():
-            path, released = copy / name, answers.released(self.course.source(self.assignment) / name)
+            path, released = (
+                copy / name,
+                answers.released(self.course.source(self.assignment) / name),
+            )
             if path.is_dir():  # the staged copy holds only the grader's folders and regular files
                 shutil.rmtree(path)
                 notes.append(f"{name} is a folder, not a notebook, so it was graded as unanswered.")
@@ -120,7 +138,9 @@ class Grader:
         submission, notes = self._staged[student]
         try:
             outcome = self._run(student)
-        except Exception as error:  # a broken submission or a cluster hiccup must not stop the class
+        except (
+            Exception
+        ) as error:  # a broken submission or a cluster hiccup must not stop the class
             outcome = Outcome(student, "error", detail=f"{type(error).__name__}: {error}")
         outcome.seconds, outcome.submission = time.monotonic() - started, submission
         outcome.detail = " ".join([*notes, outcome.detail]).strip()
@@ -136,8 +156,14 @@ class Grader:
         with tempfile.TemporaryDirectory(prefix=f"{namespace}-") as workdir:
             try:
                 with timed("sandbox set-up", phases):
-                    box = sandbox.create(self.admin, namespace, course=self.course.key,
-                                         assignment=digest(self.assignment), student=student, workdir=Path(workdir))
+                    box = sandbox.create(
+                        self.admin,
+                        namespace,
+                        course=self.course.key,
+                        assignment=digest(self.assignment),
+                        student=student,
+                        workdir=Path(workdir),
+                    )
                 with timed("worker", phases):
                     result = self._autograde(student, box)
             finally:
@@ -148,11 +174,20 @@ class Grader:
         phases.update(inside, worker=phases["worker"] - sum(inside.values()))
         if (planted := foreign_entries(output)) or self._gradebook_damaged(student):
             clear_output(output)
-            return Outcome(student, "error", detail=f"its grading left links in {output}: {', '.join(planted)}"
-                           if planted else "the gradebook was damaged while it was graded")
+            return Outcome(
+                student,
+                "error",
+                detail=f"its grading left links in {output}: {', '.join(planted)}"
+                if planted
+                else "the gradebook was damaged while it was graded",
+            )
         if not result.get("success"):
-            return Outcome(student, "error", detail=last_lines(result.get("error") or result.get("log", "")),
-                           phases=phases)
+            return Outcome(
+                student,
+                "error",
+                detail=last_lines(result.get("error") or result.get("log", "")),
+                phases=phases,
+            )
         outcome = scores(self.course, self.assignment, student)
         outcome.phases = phases
         return outcome
@@ -184,8 +219,10 @@ class Grader:
         try:
             self._restore_under_lock()
         except Exception as error:  # nobody waits on this thread: say it where the instructor looks
-            logger.error("%s; the submissions graded next may meet changed nodes (kubectl get nodes shows them)",
-                         error)
+            logger.error(
+                "%s; the submissions graded next may meet changed nodes (kubectl get nodes shows them)",
+                error,
+            )
 
     def _restore_under_lock(self) -> None:
         with open(nodes.lock_file(self.course.root), "w") as lock:
@@ -205,26 +242,52 @@ class Grader:
             return {"success": False, "error": "grading was interrupted before this submission ran"}
         command = [sys.executable, "-I", "-m", worker.WORKER_MODULE]
         if self.workers is not None:
-            command[3:] = ["autograder.shared.forkserver", "--socket", str(self.workers), "--module",
-                           worker.WORKER_MODULE, "--"]
+            command[3:] = [
+                "autograder.shared.forkserver",
+                "--socket",
+                str(self.workers),
+                "--module",
+                worker.WORKER_MODULE,
+                "--",
+            ]
         request = WorkerRequest.of(
-            self.settings, course=self.course.root, assignment=self.assignment, student=student,
-            namespace=box.namespace, reader_kubeconfig=box.reader_kubeconfig,
-            lender_kubeconfig=box.lender_kubeconfig, submitted_directory=self.staging, jail_hide=tuple(self.hide),
-            course_config=self.course_config)
+            self.settings,
+            course=self.course.root,
+            assignment=self.assignment,
+            student=student,
+            namespace=box.namespace,
+            reader_kubeconfig=box.reader_kubeconfig,
+            lender_kubeconfig=box.lender_kubeconfig,
+            submitted_directory=self.staging,
+            jail_hide=tuple(self.hide),
+            course_config=self.course_config,
+        )
         command += ["--request", request.to_json()]
         with self._lock:  # a Ctrl-C between start and registration would leave the worker running
             if self.stopping.is_set():
-                return {"success": False, "error": "grading was interrupted before this submission ran"}
-            process = subprocess.Popen(command, env=kernel_environment(box), cwd=self.course.root, text=True,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                return {
+                    "success": False,
+                    "error": "grading was interrupted before this submission ran",
+                }
+            process = subprocess.Popen(
+                command,
+                env=kernel_environment(box),
+                cwd=self.course.root,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
             self._running.add(process)
         try:
             out, err = process.communicate(timeout=self.deadline)
         except subprocess.TimeoutExpired:
             _kill(process)
             _reap(process)
-            return {"success": False, "error": f"stopped after {self.deadline:.0f} s (the whole-submission limit)"}
+            return {
+                "success": False,
+                "error": f"stopped after {self.deadline:.0f} s (the whole-submission limit)",
+            }
         finally:
             with self._lock:
                 self._running.discard(process)
@@ -233,7 +296,10 @@ class Grader:
         try:
             return json.loads(out)
         except ValueError:
-            return {"success": False, "error": f"{err}\nthe grading worker ended with exit code {process.returncode}"}
+            return {
+                "success": False,
+                "error": f"{err}\nthe grading worker ended with exit code {process.returncode}",
+            }
 
     def stop(self) -> None:
         """Ctrl-C: kill running workers' process groups; the thread that owns each reaps it and deletes its namespace.
@@ -252,12 +318,18 @@ def kernel_environment(box: sandbox.Sandbox | None) -> dict[str, str]:
 
     Without a sandbox: no cluster at all, as the worker server imports.
     """
-    env = {k: v for k, v in jail.kernel_environment(os.environ).items() if k != "KUBECONFIG" and not k.startswith("LAB_")}
+    env = {
+        k: v
+        for k, v in jail.kernel_environment(os.environ).items()
+        if k != "KUBECONFIG" and not k.startswith("LAB_")
+    }
     if box is not None:
         # The namespace travels one way: the student kubeconfig's context names it.
         env.update(KUBECONFIG=str(box.student_kubeconfig), LAB_CLUSTER="existing")
     # kubectl (for port-forward) from wherever the grader found it: the jailed kernel has an empty cache.
-    tools = [str(path.resolve().parent) for path in map(binaries.find, jail.TOOLS) if path is not None]
+    tools = [
+        str(path.resolve().parent) for path in map(binaries.find, jail.TOOLS) if path is not None
+    ]
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *tools, isolation.SYSTEM_PATH])
     return env
 
@@ -271,8 +343,11 @@ def jail_hides() -> list[Path]:
 def deadline(course: Course, assignment: str, settings: GradingSettings) -> float:
     """The longest a whole submission may take: every code cell at its timeout, plus start-up."""
     cells = sum(
-        sum(1 for cell in nbformat.read(course.source(assignment) / name, as_version=4).cells
-            if cell.cell_type == "code")
+        sum(
+            1
+            for cell in nbformat.read(course.source(assignment) / name, as_version=4).cells
+            if cell.cell_type == "code"
+        )
         for name in course.notebooks(assignment)
     )
     return cells * (settings.cell_timeout + settings.patience) + 120
@@ -290,7 +365,9 @@ def _kill(process: subprocess.Popen) -> None:
 def _reap(process: subprocess.Popen) -> None:
     try:
         process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:  # a straggler still holds the pipes; the worker itself is gone
+    except (
+        subprocess.TimeoutExpired
+    ):  # a straggler still holds the pipes; the worker itself is gone
         pass
 
 
@@ -317,5 +394,3 @@ def foreign_entries(folder: Path) -> list[str]:
         if not (stat.S_ISDIR(info.st_mode) or (stat.S_ISREG(info.st_mode) and info.st_nlink == 1)):
             found.append(str(path.relative_to(folder)))
     return sorted(found)
-
-

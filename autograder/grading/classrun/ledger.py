@@ -42,8 +42,11 @@ class Outcome:
 def submission_digest(folder: Path) -> str:
     """A hash of every file of the grader's copy of a submission, so a changed submission is graded again."""
     sha = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
-                       and ".ipynb_checkpoints" not in p.parts):
+    for path in sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not p.is_symlink() and ".ipynb_checkpoints" not in p.parts
+    ):
         sha.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
     return sha.hexdigest()
 
@@ -122,7 +125,9 @@ def backup_gradebook(course: Path, path: Path) -> Path:
     problem = gradebook_problem(path)
     if problem:
         kept = backups(course)
-        advice = f"restore the last backup: cp {kept[-1]} {path}" if kept else "no backup of it exists"
+        advice = (
+            f"restore the last backup: cp {kept[-1]} {path}" if kept else "no backup of it exists"
+        )
         raise GradebookDamaged(f"{path} cannot be opened ({problem}); {advice}")
     folder = course / LEDGER_DIR / BACKUPS
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)

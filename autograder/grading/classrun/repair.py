@@ -27,7 +27,13 @@ logger = logging.getLogger(__name__)
 
 MAX_CELLS = 10_000  # a lesson notebook has about 50
 CELL_MAKERS = {"code": new_code_cell, "markdown": new_markdown_cell, "raw": new_raw_cell}
-CLAIMS = ("grade", "solution", "locked", "task", "points")  # what nbgrader metadata says a cell is and is worth
+CLAIMS = (
+    "grade",
+    "solution",
+    "locked",
+    "task",
+    "points",
+)  # what nbgrader metadata says a cell is and is worth
 
 
 def _nbgrader(cell: Any) -> Any:
@@ -84,18 +90,24 @@ def rebuilt(cells: list[Any], master: NotebookNode) -> tuple[NotebookNode, list[
             continue
         name = grade_id(cell)
         if cell["cell_type"] == "markdown" and source not in lesson_text:
-            source = source.replace("<", "&lt;")  # shown as typed: no HTML of the student's reaches a browser
+            source = source.replace(
+                "<", "&lt;"
+            )  # shown as typed: no HTML of the student's reaches a browser
         if name is not None and name in known and name not in taken:
             taken.add(name)
             notebook.cells.append(_fresh(cell["cell_type"], source, known[name].metadata.nbgrader))
             relabelled += _claims(cell) != _claims(known[name])
         else:
             notebook.cells.append(_fresh(cell["cell_type"], source))
-            relabelled += name is not None  # a grade_id the assignment lacks, or one taken by an earlier cell
+            relabelled += (
+                name is not None
+            )  # a grade_id the assignment lacks, or one taken by an earlier cell
     if dropped:
         changes.append(f"{dropped} item(s) of its cell list that are not cells dropped")
     if relabelled:
-        changes.append(f"the nbgrader metadata of {relabelled} cell(s) was not the assignment's and was replaced")
+        changes.append(
+            f"the nbgrader metadata of {relabelled} cell(s) was not the assignment's and was replaced"
+        )
     if restored := _put_back_tests(notebook, master):
         changes.append(f"test cell(s) {', '.join(restored)} put back")
     return notebook, changes
@@ -106,11 +118,24 @@ def _put_back_tests(notebook: NotebookNode, master: NotebookNode) -> list[str]:
     restored: list[str] = []
     for index, cell in enumerate(master.cells):
         name = grade_id(cell)
-        if not name or not is_grade(cell) or is_solution(cell) or any(grade_id(c) == name for c in notebook.cells):
+        if (
+            not name
+            or not is_grade(cell)
+            or is_solution(cell)
+            or any(grade_id(c) == name for c in notebook.cells)
+        ):
             continue
-        where = next((found for before in reversed(master.cells[:index])
-                      if (found := _position(notebook, before)) is not None), len(notebook.cells) - 1)
-        notebook.cells.insert(where + 1, _fresh(cell.cell_type, cell.source, cell.metadata.nbgrader))
+        where = next(
+            (
+                found
+                for before in reversed(master.cells[:index])
+                if (found := _position(notebook, before)) is not None
+            ),
+            len(notebook.cells) - 1,
+        )
+        notebook.cells.insert(
+            where + 1, _fresh(cell.cell_type, cell.source, cell.metadata.nbgrader)
+        )
         restored.append(name)
     return restored
 
@@ -118,9 +143,17 @@ def _put_back_tests(notebook: NotebookNode, master: NotebookNode) -> list[str]:
 def _position(notebook: NotebookNode, master_cell: NotebookNode) -> int | None:
     """Where the notebook holds `master_cell`: by its grade_id, or a cell of the student's with its exact text."""
     name = grade_id(master_cell)
-    matches = [i for i, cell in enumerate(notebook.cells)
-               if (grade_id(cell) == name if name else
-                   not grade_id(cell) and cell.cell_type == master_cell.cell_type and cell.source == master_cell.source)]
+    matches = [
+        i
+        for i, cell in enumerate(notebook.cells)
+        if (
+            grade_id(cell) == name
+            if name
+            else not grade_id(cell)
+            and cell.cell_type == master_cell.cell_type
+            and cell.source == master_cell.source
+        )
+    ]
     return matches[-1] if matches and (name or master_cell.source.strip()) else None
 
 
@@ -130,12 +163,22 @@ def repair(path: Path, master: NotebookNode, released: NotebookNode) -> str | No
     A file that is no notebook is replaced by the `released` one, so it is graded as left unanswered.
     """
     try:
-        document = json.loads(path.read_bytes())  # at most submissions.MAX_FILE_BYTES: staging copies no more
-        if not isinstance(document, dict) or document.get("nbformat") != 4 or not isinstance(document.get("cells"), list):
+        document = json.loads(
+            path.read_bytes()
+        )  # at most submissions.MAX_FILE_BYTES: staging copies no more
+        if (
+            not isinstance(document, dict)
+            or document.get("nbformat") != 4
+            or not isinstance(document.get("cells"), list)
+        ):
             raise ValueError("it is not a list of cells in nbformat 4")
         if len(document["cells"]) > MAX_CELLS:
-            raise ValueError(f"{len(document['cells']):,} cells are more than the {MAX_CELLS:,} a notebook may have")
-    except Exception as error:  # any content at all: a notebook that cannot be read is graded as unanswered
+            raise ValueError(
+                f"{len(document['cells']):,} cells are more than the {MAX_CELLS:,} a notebook may have"
+            )
+    except (
+        Exception
+    ) as error:  # any content at all: a notebook that cannot be read is graded as unanswered
         nbformat.write(released, path)
         logger.warning("%s is not a notebook: %s", path, error)
         return f"{path.name} is not a notebook ({type(error).__name__}: {error}), so it was graded as unanswered."

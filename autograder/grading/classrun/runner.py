@@ -48,10 +48,12 @@ def prepare_practice(course: Course, admin: client.ApiClient, provider: str | No
     settings = GradingSettings(config=course.config)
     hook = settings.practice_hook()
     chosen = choose(provider)
-    if hook is None or (chosen.name != "practice" and provider_of_context(chosen.context) != "practice"):
+    if hook is None or (
+        chosen.name != "practice" and provider_of_context(chosen.context) != "practice"
+    ):
         return
     hook(Lab(provider="practice", context=chosen.context, namespace="default", api=admin))
-    logger.info(f"practice cluster prepared for grading ({settings.practice_setup})")
+    logger.info("practice cluster prepared for grading (%s)", settings.practice_setup)
 
 
 def admin_client(provider: str | None) -> client.ApiClient:
@@ -59,8 +61,10 @@ def admin_client(provider: str | None) -> client.ApiClient:
     chosen = choose(provider)
     context = chosen.context
     if not kubeconfig.answers(context):
-        raise ClusterError(f"the cluster of context {context!r} does not answer, so nothing was graded; "
-                           f"start it (python -m autograder cluster up --provider {chosen.name}) and grade again")
+        raise ClusterError(
+            f"the cluster of context {context!r} does not answer, so nothing was graded; "
+            f"start it (python -m autograder cluster up --provider {chosen.name}) and grade again"
+        )
     return kubeconfig.api_client(context)
 
 
@@ -73,7 +77,9 @@ def class_lock(course: Course, assignment: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise GradingError(f"another grading run of {assignment!r} holds {path}; wait for it to end") from None
+            raise GradingError(
+                f"another grading run of {assignment!r} holds {path}; wait for it to end"
+            ) from None
         yield
 
 
@@ -83,16 +89,26 @@ def require_isolation(settings: GradingSettings) -> None:
     if reason is None:
         return
     if not settings.unisolated:
-        raise GradingError(f"student kernels cannot be isolated here ({reason}), so nothing was graded: "
-                           "grade as root on Linux with util-linux, or accept that a notebook can read this "
-                           f"machine's cluster credentials with {UNISOLATED_FLAG}")
-    logger.warning(f"student kernels run without the jail ({reason}), as {UNISOLATED_FLAG} asked: "
-        "a hostile notebook can read this machine's cluster credentials")
+        raise GradingError(
+            f"student kernels cannot be isolated here ({reason}), so nothing was graded: "
+            "grade as root on Linux with util-linux, or accept that a notebook can read this "
+            f"machine's cluster credentials with {UNISOLATED_FLAG}"
+        )
+    logger.warning(
+        "student kernels run without the jail (%s), as %s asked: a hostile notebook can read this machine's cluster credentials",
+        reason,
+        UNISOLATED_FLAG,
+    )
     settings.jail = False
 
 
-def grade_class(course: Course | Path, assignment: str, students: list[str] | None = None,
-                settings: GradingSettings | None = None, provider: str | None = None) -> list[Outcome]:
+def grade_class(
+    course: Course | Path,
+    assignment: str,
+    students: list[str] | None = None,
+    settings: GradingSettings | None = None,
+    provider: str | None = None,
+) -> list[Outcome]:
     """Grade `students` (everyone who submitted by default); returns one outcome per student."""
     course = course if isinstance(course, Course) else Course(course)
     settings = settings or GradingSettings(config=course.config)
@@ -101,32 +117,50 @@ def grade_class(course: Course | Path, assignment: str, students: list[str] | No
     require_masters(course, assignment)
     students = students or course.submitters(assignment)
     if not students:
-        raise GradingError(f"no submissions for {assignment!r} under "
-                           f"{course.root / course.dirs.submitted_directory}/<student>/{assignment}")
+        raise GradingError(
+            f"no submissions for {assignment!r} under "
+            f"{course.root / course.dirs.submitted_directory}/<student>/{assignment}"
+        )
     admin = admin_client(provider)
     if settings.jobs > 1:
-        logger.warning(f"grading {settings.jobs} submissions at once: a kernel may cordon nodes at any moment "
-                       "(notebook 07 needs it), so a hostile one can cost the submission graded beside it points; "
-                       "nodes are restored after every submission either way, and --jobs 1 grades one at a time")
+        logger.warning(
+            "grading %s submissions at once: a kernel may cordon nodes at any moment (notebook 07 needs it), so a hostile one can cost the submission graded beside it points; nodes are restored after every submission either way, and --jobs 1 grades one at a time",
+            settings.jobs,
+        )
     with class_lock(course, assignment), staging(course, assignment) as staged:
         backup = backup_gradebook(course)
         grader = Grader(course, assignment, settings, staged)
         prepared = {student: grader.prepare(student) for student in students}
         pending = [student for student, outcome in prepared.items() if outcome is None]
         graded_now = _grade_on_cluster(grader, admin, pending, provider) if pending else {}
-        outcomes = {student: outcome or graded_now[student] for student, outcome in prepared.items()}
+        outcomes = {
+            student: outcome or graded_now[student] for student, outcome in prepared.items()
+        }
         if grader.damaged:
             raise GradingError(_restore_damaged(course, backup, grader.damaged))
-        graded = [o.student for o in outcomes.values() if o.status == "graded" and "resumed" not in o.detail]
+        graded = [
+            o.student
+            for o in outcomes.values()
+            if o.status == "graded" and "resumed" not in o.detail
+        ]
         if settings.feedback and graded:
-            csv, skipped = feedback_and_export(course, assignment, graded, settings.feedback_timeout, settings.jobs)
+            csv, skipped = feedback_and_export(
+                course, assignment, graded, settings.feedback_timeout, settings.jobs
+            )
             for student in skipped:
-                outcomes[student].detail = " ".join(filter(None, [
-                    outcomes[student].detail, f"No feedback: it took longer than {settings.feedback_timeout:.0f} s "
-                    "to render."]))
-            logger.info(f"grades written to {csv}")
+                outcomes[student].detail = " ".join(
+                    filter(
+                        None,
+                        [
+                            outcomes[student].detail,
+                            f"No feedback: it took longer than {settings.feedback_timeout:.0f} s "
+                            "to render.",
+                        ],
+                    )
+                )
+            logger.info("grades written to %s", csv)
         if settings.feedback:
-            logger.info(f"class report written to {report.write(course, assignment)}")
+            logger.info("class report written to %s", report.write(course, assignment))
     return list(outcomes.values())
 
 
@@ -149,27 +183,36 @@ def _restore_damaged(course: Course, backup: Path | None, student: str) -> str:
     if backup is None or path is None:
         return f"{path} was damaged while grading {printable(student)} and no backup exists"
     ledger.restore_gradebook(backup, path)
-    return (f"{path} was damaged while grading {printable(student)}; it was restored from {backup}. "
-            "Grade again with the same command: submissions graded in this run are graded again")
+    return (
+        f"{path} was damaged while grading {printable(student)}; it was restored from {backup}. "
+        "Grade again with the same command: submissions graded in this run are graded again"
+    )
 
 
-def _grade_on_cluster(grader: Grader, admin: client.ApiClient, students: list[str], provider: str | None) -> dict[str, Outcome]:
+def _grade_on_cluster(
+    grader: Grader, admin: client.ApiClient, students: list[str], provider: str | None
+) -> dict[str, Outcome]:
     """Set the cluster up for grading, grade `students` and put nodes and namespaces back as they were."""
     course, assignment = grader.course, grader.assignment
     # The worker server imports for seconds: it starts first, and does so while the cluster is set up.
-    with tempfile.TemporaryDirectory(prefix="workers-") as folder, \
-            forkserver.running(Path(folder) / "server" / "workers.sock", worker.WORKER_MODULE,
-                               kernel_environment(None)) as workers:
+    with (
+        tempfile.TemporaryDirectory(prefix="workers-") as folder,
+        forkserver.running(
+            Path(folder) / "server" / "workers.sock", worker.WORKER_MODULE, kernel_environment(None)
+        ) as workers,
+    ):
         sandbox.ensure_node_access(admin)
         prepare_practice(course, admin, provider)
         ensure_in_gradebook(course, assignment)
         for namespace in sandbox.leftovers(admin, course.key, digest(assignment)):
-            logger.info(f"removing namespace {namespace} left by an interrupted run")
+            logger.info("removing namespace %s left by an interrupted run", namespace)
             sandbox.delete(admin, namespace)
         saved = nodes.saved_file(course.root, assignment)
         if (before := nodes.load(saved)) is not None:
-            logger.info("restoring nodes an interrupted run left changed: "
-                        f"{', '.join(nodes.restore(admin, before)) or 'none'}")
+            logger.info(
+                "restoring nodes an interrupted run left changed: %s",
+                ", ".join(nodes.restore(admin, before)) or "none",
+            )
         grader.admin, grader.nodes, grader.workers = admin, nodes.snapshot(admin), workers
         nodes.save(saved, grader.nodes)
         try:
@@ -181,18 +224,25 @@ def _grade_on_cluster(grader: Grader, admin: client.ApiClient, students: list[st
     return outcomes
 
 
-def _wait_for_namespaces(admin: client.ApiClient, course: Course, assignment: str,
-                         timeout: float = 180) -> None:
+def _wait_for_namespaces(
+    admin: client.ApiClient, course: Course, assignment: str, timeout: float = 180
+) -> None:
     """Namespaces are deleted in the background while grading goes on; the run ends when they are gone."""
+
     def none_left(namespaces: list[client.V1Namespace]) -> bool:
         for namespace in namespaces:
             sandbox.delete(admin, namespace.metadata.name, wait=0)
         return not namespaces
 
     try:
-        k8s.wait_for(client.CoreV1Api(admin).list_namespace, until=none_left, timeout=timeout,
-                     label_selector=sandbox.course_selector(course.key, digest(assignment)),
-                     what="the graded namespaces' deletion", seen=lambda left: ", ".join(n.metadata.name for n in left))
+        k8s.wait_for(
+            client.CoreV1Api(admin).list_namespace,
+            until=none_left,
+            timeout=timeout,
+            label_selector=sandbox.course_selector(course.key, digest(assignment)),
+            what="the graded namespaces' deletion",
+            seen=lambda left: ", ".join(n.metadata.name for n in left),
+        )
     except k8s.WaitTimeout as error:
         logger.warning("%s; the next run removes them", error)
 
@@ -202,7 +252,9 @@ def _grade_all(grader: Grader, students: list[str], jobs: int) -> dict[str, Outc
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     futures = {pool.submit(grader.grade, student): student for student in students}
     try:
-        for future in tqdm(as_completed(futures), total=len(futures), desc="grading", unit="submission"):
+        for future in tqdm(
+            as_completed(futures), total=len(futures), desc="grading", unit="submission"
+        ):
             outcomes[futures[future]] = future.result()
     except KeyboardInterrupt:
         grader.stop()
@@ -216,7 +268,9 @@ def table(outcomes: list[Outcome]) -> str:
     """The grade table printed at the end of a run."""
     width = max([len("student")] + [len(o.student) for o in outcomes])
     lines = [f"{'student':<{width}}  {'score':>11}  {'time':>6}  note"]
-    for o in outcomes:  # error outcomes carry printable names: a bad folder name cannot break the table
+    for (
+        o
+    ) in outcomes:  # error outcomes carry printable names: a bad folder name cannot break the table
         score = f"{o.score:g}/{o.max_score:g}" if o.status == "graded" else "not graded"
         note = o.detail.strip().splitlines()[-1] if o.detail.strip() else ""
         lines.append(f"{o.student:<{width}}  {score:>11}  {o.seconds:5.0f}s  {note}")

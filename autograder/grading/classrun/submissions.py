@@ -48,15 +48,19 @@ def _stage(source: Path, target: Path, budget: _Budget, depth: int) -> list[str]
     for entry in entries:
         budget.entries -= 1
         if budget.entries < 0:
-            skipped.append(f"{entry.name} and the rest (past the {MAX_ENTRIES:,} files and folders a submission "
-                           "may hold)")
+            skipped.append(
+                f"{entry.name} and the rest (past the {MAX_ENTRIES:,} files and folders a submission "
+                "may hold)"
+            )
             break
         if entry.is_dir(follow_symlinks=False):
             if depth >= MAX_DEPTH:
                 skipped.append(f"{entry.name} (a folder nested deeper than {MAX_DEPTH})")
                 continue
-            skipped += [f"{entry.name}/{name}" for name in _stage(Path(entry.path), target / entry.name, budget,
-                                                                  depth + 1)]
+            skipped += [
+                f"{entry.name}/{name}"
+                for name in _stage(Path(entry.path), target / entry.name, budget, depth + 1)
+            ]
         elif (why := _copy_regular(Path(entry.path), target / entry.name, budget)) is not None:
             skipped.append(f"{entry.name} ({why})")
     return skipped
@@ -75,10 +79,14 @@ def _copy_regular(source: Path, target: Path, budget: _Budget) -> str | None:
         if (why := _irregular(info)) is not None:  # swapped since lstat
             return why
         if info.st_size > min(MAX_FILE_BYTES, budget.size):
-            return (f"{info.st_size / 2**20:,.0f} MB, more than the {MAX_FILE_BYTES / 2**20:.0f} MB a file may have"
-                    if info.st_size > MAX_FILE_BYTES else
-                    f"past the {MAX_TOTAL_BYTES / 2**20:.0f} MB a submission may hold")
-        with open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as writer:
+            return (
+                f"{info.st_size / 2**20:,.0f} MB, more than the {MAX_FILE_BYTES / 2**20:.0f} MB a file may have"
+                if info.st_size > MAX_FILE_BYTES
+                else f"past the {MAX_TOTAL_BYTES / 2**20:.0f} MB a submission may hold"
+            )
+        with open(
+            os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb"
+        ) as writer:
             budget.size -= _copy_at_most(reader, writer, info.st_size)
     return None
 
@@ -103,13 +111,22 @@ def _irregular(info: os.stat_result) -> str | None:
 
 def _solution_code(master_source: str) -> str:
     """What a student would have typed: the master's cell without nbgrader's markers."""
-    return "\n".join(line for line in master_source.splitlines() if line.strip() not in SOLUTION_MARKERS)
+    return "\n".join(
+        line for line in master_source.splitlines() if line.strip() not in SOLUTION_MARKERS
+    )
 
 
-def fill(release: nbformat.NotebookNode, master: nbformat.NotebookNode,
-         steps: Collection[str] | None = None) -> nbformat.NotebookNode:
+def fill(
+    release: nbformat.NotebookNode,
+    master: nbformat.NotebookNode,
+    steps: Collection[str] | None = None,
+) -> nbformat.NotebookNode:
     """The released notebook with the solution cells named in `steps` (all when None) answered."""
-    answers = {cell.metadata.nbgrader["grade_id"]: cell.source for cell in master.cells if is_solution(cell)}
+    answers = {
+        cell.metadata.nbgrader["grade_id"]: cell.source
+        for cell in master.cells
+        if is_solution(cell)
+    }
     for cell in release.cells:
         if is_solution(cell):
             grade_id = cell.metadata.nbgrader["grade_id"]
@@ -118,8 +135,15 @@ def fill(release: nbformat.NotebookNode, master: nbformat.NotebookNode,
     return release
 
 
-def write(course: Path, assignment: str, student: str, steps: Collection[str] | None = (),
-          release_dir: str = "release", source_dir: str = "source", submitted_dir: str = "submitted") -> Path:
+def write(
+    course: Path,
+    assignment: str,
+    student: str,
+    steps: Collection[str] | None = (),
+    release_dir: str = "release",
+    source_dir: str = "source",
+    submitted_dir: str = "submitted",
+) -> Path:
     """Put a submission in submitted/<student>/<assignment>: `steps` answered, `()` none, None all."""
     release = course / release_dir / assignment
     target = course / submitted_dir / student / assignment

@@ -71,8 +71,12 @@ def relay(path: Path, host: str, port: int) -> threading.Thread:
     listener.bind(str(path))
     path.chmod(0o666)
     listener.listen(64)
-    thread = threading.Thread(target=serve, args=(listener, lambda: socket.create_connection((host, port))),
-                              name="apiserver-relay", daemon=True)
+    thread = threading.Thread(
+        target=serve,
+        args=(listener, lambda: socket.create_connection((host, port))),
+        name="apiserver-relay",
+        daemon=True,
+    )
     thread.start()
     return thread
 

@@ -47,13 +47,16 @@ from autograder.shared.errors import LabError
 
 logger = logging.getLogger(__name__)
 KERNEL_NAME = "lab-jail"
-KERNEL_MODULE = "autograder.grading.kernel.preloaded"  # ipykernel with the lesson's libraries preloaded
+KERNEL_MODULE = (
+    "autograder.grading.kernel.preloaded"  # ipykernel with the lesson's libraries preloaded
+)
 # A uid per kernel (base + the launcher's host pid, unique while it runs): RLIMIT_NPROC counts
 # a real uid's tasks host-wide, so a fork bomb exhausts only its own kernel's share.
 KERNEL_UID_BASE = 1_900_000_000
 KERNEL_GID = 65534  # nogroup
 LIMITS = {
-    resource.RLIMIT_AS: 3 * 2**30,  # numpy, matplotlib, the kubernetes client and kubectl fit well below
+    resource.RLIMIT_AS: 3
+    * 2**30,  # numpy, matplotlib, the kubernetes client and kubectl fit well below
     resource.RLIMIT_NPROC: 256,  # tasks, threads included: ipykernel, kubectl and the forwarder need ~60
     resource.RLIMIT_FSIZE: 256 * 2**20,
     resource.RLIMIT_NOFILE: 1024,
@@ -62,12 +65,26 @@ LIMITS = {
 # All a kernel keeps of the environment it is started with: an instructor's shell may hold cloud keys.
 # Locale and time zone, the CPU quirks OpenBLAS is told of, what Jupyter tells a kernel, and what
 # the grader sets for the student (their PATH, and the kubeconfig whose context names their namespace).
-KERNEL_ENVIRONMENT = ("PATH", "KUBECONFIG", "LAB_CLUSTER", "LANG", "LANGUAGE", "TZ",
-                      "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+KERNEL_ENVIRONMENT = (
+    "PATH",
+    "KUBECONFIG",
+    "LAB_CLUSTER",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+)
 KERNEL_ENVIRONMENT_PREFIXES = ("LC_", "JPY_")
-TOOLS = ("kubectl",)  # the programs a kernel runs besides Python, as PATH finds them; kept without their folders
+TOOLS = (
+    "kubectl",
+)  # the programs a kernel runs besides Python, as PATH finds them; kept without their folders
 HOME, WORK = Path("/tmp/home"), Path("/tmp/work")
-COURSE_APP = ("app.py", "Dockerfile", "requirements.txt")  # the course's model server: the student writes theirs
+COURSE_APP = (
+    "app.py",
+    "Dockerfile",
+    "requirements.txt",
+)  # the course's model server: the student writes theirs
 REFERENCE_MANIFESTS = ("deployment.yaml", "service.yaml")  # the lesson's answers to steps 3 and 4
 JAILED_KUBECONFIG = HOME / "kubeconfig"
 LOOPBACK = "127.0.0.1"
@@ -85,8 +102,9 @@ def unavailable_reason() -> str | None:
     missing += [] if isolation.pivot_root() else ["pivot_root"]
     if missing:
         return f"{', '.join(missing)} not found (install util-linux)"
-    trial = subprocess.run(["unshare", "--mount", "--pid", "--net", "--fork", "true"], capture_output=True,
-                           check=False)
+    trial = subprocess.run(
+        ["unshare", "--mount", "--pid", "--net", "--fork", "true"], capture_output=True, check=False
+    )
     if trial.returncode != 0:
         return f"unshare is not permitted here: {trial.stderr.decode().strip()}"
     return None
@@ -95,18 +113,29 @@ def unavailable_reason() -> str | None:
 def default_secrets(home: Path | None = None) -> list[Path]:
     """Places that hold credentials stronger than the student's own (in the grader's home by default)."""
     home = home or Path.home()
-    return [home / ".kube", home / ".kwok", home / ".docker", home / ".config" / "kind",
-            Path("/etc/kubernetes"), Path("/var/run/docker.sock"), Path("/run/docker.sock")]
+    return [
+        home / ".kube",
+        home / ".kwok",
+        home / ".docker",
+        home / ".config" / "kind",
+        Path("/etc/kubernetes"),
+        Path("/var/run/docker.sock"),
+        Path("/run/docker.sock"),
+    ]
 
 
 def kernel_environment(environment: Mapping[str, str]) -> dict[str, str]:
     """The allowlisted part of `environment`: what a student's code may see of the grader's."""
-    return {name: value for name, value in environment.items()
-            if name in KERNEL_ENVIRONMENT or name.startswith(KERNEL_ENVIRONMENT_PREFIXES)}
+    return {
+        name: value
+        for name, value in environment.items()
+        if name in KERNEL_ENVIRONMENT or name.startswith(KERNEL_ENVIRONMENT_PREFIXES)
+    }
 
 
-def write_kernelspec(folder: Path, hide: list[Path], api_socket: Path | None = None,
-                     server: Path | None = None) -> Path:
+def write_kernelspec(
+    folder: Path, hide: list[Path], api_socket: Path | None = None, server: Path | None = None
+) -> Path:
     """A kernelspec named `lab-jail` in `folder`/kernels; put `folder` on JUPYTER_PATH to use it.
 
     The kernel must be started with ipc transport (the jail keeps the folder of its sockets) and,
@@ -123,11 +152,17 @@ def write_kernelspec(folder: Path, hide: list[Path], api_socket: Path | None = N
     argv += ["--", sys.executable, "-P", "-m", KERNEL_MODULE, "-f", "{connection_file}"]
     spec = folder / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True, exist_ok=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": argv, "display_name": "Python 3 (grading jail)", "language": "python",
-        # SIGINT would reach unshare, not the kernel; ask the kernel itself to interrupt.
-        "interrupt_mode": "message",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": argv,
+                "display_name": "Python 3 (grading jail)",
+                "language": "python",
+                # SIGINT would reach unshare, not the kernel; ask the kernel itself to interrupt.
+                "interrupt_mode": "message",
+            }
+        )
+    )
     return folder
 
 
@@ -176,17 +211,29 @@ def course_only() -> list[Path]:
     that run the lesson's steps, the course's own model server and the lesson's reference manifests.
     """
     package = Path(autograder.__file__).parent
-    return [package / "course", package / "demo.py", package / "bench",
-            *(MODEL_SERVER / name for name in COURSE_APP), *(MANIFESTS / name for name in REFERENCE_MANIFESTS)]
+    return [
+        package / "course",
+        package / "demo.py",
+        package / "bench",
+        *(MODEL_SERVER / name for name in COURSE_APP),
+        *(MANIFESTS / name for name in REFERENCE_MANIFESTS),
+    ]
 
 
 def _seal(hide: list[Path], keep: list[Path], writable: Path) -> None:
     """Inside fresh namespaces: only the system, the interpreter, the package and `keep`; fresh /tmp and /dev/shm."""
-    isolation.enter_root(isolation.Root(
-        keep=(Path(sys.prefix), Path(sys.base_prefix), *package_folders(), *keep), writable=writable,
-        # The host's shared memory: filling it would take the machine's RAM.
-        scratch=((Path("/tmp"), "size=256m,mode=1777"), (Path("/dev/shm"), "size=64m,nr_inodes=1024,mode=1777")),
-        hidden=(*hide, *course_only())))
+    isolation.enter_root(
+        isolation.Root(
+            keep=(Path(sys.prefix), Path(sys.base_prefix), *package_folders(), *keep),
+            writable=writable,
+            # The host's shared memory: filling it would take the machine's RAM.
+            scratch=(
+                (Path("/tmp"), "size=256m,mode=1777"),
+                (Path("/dev/shm"), "size=64m,nr_inodes=1024,mode=1777"),
+            ),
+            hidden=(*hide, *course_only()),
+        )
+    )
 
 
 def _copy_regular_files(source: Path, target: Path, owner: tuple[int, int]) -> None:
@@ -203,7 +250,9 @@ def _copy_regular_files(source: Path, target: Path, owner: tuple[int, int]) -> N
                 shutil.copyfile(entry.path, copy, follow_symlinks=False)
                 os.chown(copy, *owner)
             else:
-                logger.warning("jail: %s is not a regular file; the kernel does not get it", entry.path)
+                logger.warning(
+                    "jail: %s is not a regular file; the kernel does not get it", entry.path
+                )
         except OSError as error:
             logger.warning("jail: %s was not copied for the kernel: %s", entry.path, error)
 
@@ -275,8 +324,9 @@ def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
     """
     isolation.unshare(isolation.CLONE_NEWNS | isolation.CLONE_NEWPID | isolation.CLONE_NEWNET)
     uid = kernel_uid(client)
-    return forkserver.fork_and_become(lambda: _inside(request, uid), stdout, stderr, request["cwd"],
-                                      request["env"])
+    return forkserver.fork_and_become(
+        lambda: _inside(request, uid), stdout, stderr, request["cwd"], request["env"]
+    )
 
 
 def _inside(request: dict, uid: int) -> NoReturn:
@@ -296,22 +346,32 @@ def _enter(hide: list[Path], api_socket: Path | None, command: list[str], uid: i
     allowed = kernel_environment(os.environ)
     os.environ.clear()
     os.environ.update(allowed)
-    notebook_folder = os.open(".", os.O_RDONLY | os.O_DIRECTORY)  # copied in below; not part of the jail's root
+    notebook_folder = os.open(
+        ".", os.O_RDONLY | os.O_DIRECTORY
+    )  # copied in below; not part of the jail's root
     connection_at = command.index("-f") + 1
     # The connection file and the student's kubeconfig may live under the /tmp about to be covered.
     connection = Path(command[connection_at]).read_text()
     if json.loads(connection).get("transport") != "ipc":
-        raise JailError("the jailed kernel has no network: start it with KernelManager.transport = 'ipc'")
+        raise JailError(
+            "the jailed kernel has no network: start it with KernelManager.transport = 'ipc'"
+        )
     sockets = Path(json.loads(connection)["ip"]).parent.resolve()
-    kubeconfig = Path(os.environ["KUBECONFIG"]).read_text() if os.environ.get("KUBECONFIG") else None
+    kubeconfig = (
+        Path(os.environ["KUBECONFIG"]).read_text() if os.environ.get("KUBECONFIG") else None
+    )
     tools = [Path(found).resolve() for tool in TOOLS if (found := shutil.which(tool))]
     _seal(hide, tools, sockets)
     HOME.mkdir(mode=0o700)
     os.chown(HOME, *owner)
     command[connection_at] = str(_give(HOME / "connection.json", connection, owner))
-    os.environ.update(HOME=str(HOME), IPYTHONDIR=str(HOME / ".ipython"), MPLCONFIGDIR=str(HOME / ".matplotlib"))
+    os.environ.update(
+        HOME=str(HOME), IPYTHONDIR=str(HOME / ".ipython"), MPLCONFIGDIR=str(HOME / ".matplotlib")
+    )
     if kubeconfig is not None:
-        os.environ["KUBECONFIG"] = str(_give(JAILED_KUBECONFIG, jailed_kubeconfig(kubeconfig), owner))
+        os.environ["KUBECONFIG"] = str(
+            _give(JAILED_KUBECONFIG, jailed_kubeconfig(kubeconfig), owner)
+        )
     _copy_regular_files(Path(f"/proc/self/fd/{notebook_folder}"), WORK, owner)
     os.close(notebook_folder)
     isolation.loopback_up()
@@ -327,26 +387,40 @@ def _enter(hide: list[Path], api_socket: Path | None, command: list[str], uid: i
 def _run(command: list[str]) -> NoReturn:
     """The grading kernel in this interpreter (its libraries are loaded in a server's fork); else by exec."""
     if command[:4] == [sys.executable, "-P", "-m", KERNEL_MODULE]:
-        processes.run_as_main(importlib.import_module(KERNEL_MODULE).main, [KERNEL_MODULE, *command[4:]], None)
+        processes.run_as_main(
+            importlib.import_module(KERNEL_MODULE).main, [KERNEL_MODULE, *command[4:]], None
+        )
     for number in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(number, signal.SIG_DFL)  # as a new process starts: Python ignores them
     os.execvp(command[0], command)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -I -m autograder.grading.kernel.jail", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -I -m autograder.grading.kernel.jail", description=__doc__
+    )
     parser.add_argument("--hide", type=Path, action="append", default=[])
-    parser.add_argument("--api-socket", type=Path, help="the worker's relay to the API server (bridge.relay)")
-    parser.add_argument("--server", type=Path, help="ask the worker's kernel server to start the kernel warm")
-    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # be that server (forkserver.start)
+    parser.add_argument(
+        "--api-socket", type=Path, help="the worker's relay to the API server (bridge.relay)"
+    )
+    parser.add_argument(
+        "--server", type=Path, help="ask the worker's kernel server to start the kernel warm"
+    )
+    parser.add_argument(
+        "--serve", type=Path, help=argparse.SUPPRESS
+    )  # be that server (forkserver.start)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.serve:
         serve(args.serve)
-    request = {"command": args.command[1:] if args.command[:1] == ["--"] else args.command, "cwd": os.getcwd(),
-               "env": dict(os.environ), "hide": [str(path) for path in args.hide],
-               "api_socket": str(args.api_socket) if args.api_socket else None}
+    request = {
+        "command": args.command[1:] if args.command[:1] == ["--"] else args.command,
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "hide": [str(path) for path in args.hide],
+        "api_socket": str(args.api_socket) if args.api_socket else None,
+    }
     code = forkserver.ask(args.server, request) if args.server else None
     if code is None:
         if args.server:

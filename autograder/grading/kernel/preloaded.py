@@ -28,13 +28,38 @@ log = logging.getLogger(__name__)
 
 # kubernetes.client loads an API's module (and its hundreds of models) at its first use: named here.
 # ipykernel.debugger (debugpy) is what ipykernel imports as it starts; flask is what 04's app.py imports.
-PRELOADED = ("ipykernel.debugger", "matplotlib.pyplot", "matplotlib_inline.backend_inline", "kubernetes.client",
-             "kubernetes.client.api.core_v1_api", "kubernetes.client.api.apps_v1_api",
-             "kubernetes.client.api.custom_objects_api", "kubernetes.client.api.discovery_v1_api",
-             "kubernetes.client.api.version_api", "kubernetes.utils", "kubernetes.watch", "docker", "requests",
-             "flask", "autograder.lab", *(f"autograder.lesson.{name}" for name in (
-                 "checks", "ecosystem", "fleet", "handson", "manifests", "observe", "platforms", "review",
-                 "scenarios", "troubleshoot")))
+PRELOADED = (
+    "ipykernel.debugger",
+    "matplotlib.pyplot",
+    "matplotlib_inline.backend_inline",
+    "kubernetes.client",
+    "kubernetes.client.api.core_v1_api",
+    "kubernetes.client.api.apps_v1_api",
+    "kubernetes.client.api.custom_objects_api",
+    "kubernetes.client.api.discovery_v1_api",
+    "kubernetes.client.api.version_api",
+    "kubernetes.utils",
+    "kubernetes.watch",
+    "docker",
+    "requests",
+    "flask",
+    "autograder.lab",
+    *(
+        f"autograder.lesson.{name}"
+        for name in (
+            "checks",
+            "ecosystem",
+            "fleet",
+            "handson",
+            "manifests",
+            "observe",
+            "platforms",
+            "review",
+            "scenarios",
+            "troubleshoot",
+        )
+    ),
+)
 _SPAWN_PTY = pexpect.spawn._spawnpty
 # ipykernel chooses this backend when it starts; matplotlib reads it when imported, so it is set first.
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -43,7 +68,9 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 def preload(modules: tuple[str, ...] = PRELOADED) -> None:
     """Import what the notebooks import; one that fails is left for the notebook's cell to report."""
     os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # as ipykernel's own kernelspec: no warning
+    os.environ.setdefault(
+        "PYDEVD_DISABLE_FILE_VALIDATION", "1"
+    )  # as ipykernel's own kernelspec: no warning
     for name in modules:
         try:
             importlib.import_module(name)
@@ -65,11 +92,17 @@ def main() -> None:
     """ipykernel's own start, with `sys.argv`, once the libraries are loaded."""
     isolation.die_with_parent()  # the jail's pid 1 is the parent: the kernel goes with it
     preload()
-    pexpect.spawn._spawnpty = _spawn_closing_at_once  # a graded submission runs ~35 `!kubectl` lines
+    pexpect.spawn._spawnpty = (
+        _spawn_closing_at_once  # a graded submission runs ~35 `!kubectl` lines
+    )
     # Read at import, which in a server's fork came before this kernel's environment was set: read again.
     location = os.environ.get("KUBECONFIG", "~/.kube/config")
-    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubernetes.config.KUBE_CONFIG_DEFAULT_LOCATION = location
-    parent = int(os.environ.get("JPY_PARENT_PID") or 0)  # set: ipykernel copies no output to the terminal
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubernetes.config.KUBE_CONFIG_DEFAULT_LOCATION = (
+        location
+    )
+    parent = int(
+        os.environ.get("JPY_PARENT_PID") or 0
+    )  # set: ipykernel copies no output to the terminal
     sys.path.insert(0, os.getcwd())  # the student's own modules import as in any kernel
     kernelapp.IPKernelApp.launch_instance(parent_handle=parent)
 

@@ -22,7 +22,9 @@ from autograder.shared.waiting import CONVERGING_INTERVAL, poll
 
 
 @contextmanager
-def lent(api: client.ApiClient, namespace: str, grant: dict[str, str], timeout: float) -> Iterator[None]:
+def lent(
+    api: client.ApiClient, namespace: str, grant: dict[str, str], timeout: float
+) -> Iterator[None]:
     """The namespace's lent quota raised to `grant` (and many pods of any size) while the block runs;
     then back to the ordinary limits, and every pod made under it gone."""
     core = client.CoreV1Api(api)
@@ -36,36 +38,53 @@ def lent(api: client.ApiClient, namespace: str, grant: dict[str, str], timeout: 
         _remove_lent_pods(core, namespace, scarce, timeout)
 
 
-def _set_quota(core: client.CoreV1Api, namespace: str, hard: dict[str, str], timeout: float, *,
-               lent: bool) -> None:
+def _set_quota(
+    core: client.CoreV1Api, namespace: str, hard: dict[str, str], timeout: float, *, lent: bool
+) -> None:
     """Change the quota and wait until admission enforces it: it judges pods by the quota's status, not its spec."""
     marker = {sandbox.LENT_ANNOTATION: "true" if lent else None}
-    core.patch_namespaced_resource_quota(sandbox.LENT_QUOTA, namespace,
-                                         {"metadata": {"annotations": marker}, "spec": {"hard": hard}})
-    quota = poll(lambda: core.read_namespaced_resource_quota(sandbox.LENT_QUOTA, namespace), sandbox.enforced,
-                 timeout, CONVERGING_INTERVAL)
+    core.patch_namespaced_resource_quota(
+        sandbox.LENT_QUOTA, namespace, {"metadata": {"annotations": marker}, "spec": {"hard": hard}}
+    )
+    quota = poll(
+        lambda: core.read_namespaced_resource_quota(sandbox.LENT_QUOTA, namespace),
+        sandbox.enforced,
+        timeout,
+        CONVERGING_INTERVAL,
+    )
     if not sandbox.enforced(quota):
-        raise LabError(f"the quota {sandbox.LENT_QUOTA} of {namespace} was not enforced within "
-                       f"{timeout:.0f} s: "
-                       "is kube-controller-manager running? (kubectl get pods -n kube-system)")
+        raise LabError(
+            f"the quota {sandbox.LENT_QUOTA} of {namespace} was not enforced within "
+            f"{timeout:.0f} s: "
+            "is kube-controller-manager running? (kubectl get pods -n kube-system)"
+        )
 
 
 def holds(pod: client.V1Pod, resources: list[str]) -> bool:
     """Whether any container of `pod` asks for one of `resources` (a limit alone asks for as much)."""
     containers = [*(pod.spec.init_containers or []), *pod.spec.containers]
-    return any(name in (getattr(container.resources, field) or {})
-               for container in containers if container.resources
-               for field in ("requests", "limits") for name in resources)
+    return any(
+        name in (getattr(container.resources, field) or {})
+        for container in containers
+        if container.resources
+        for field in ("requests", "limits")
+        for name in resources
+    )
 
 
-def _remove_lent_pods(core: client.CoreV1Api, namespace: str, scarce: list[str], timeout: float) -> None:
+def _remove_lent_pods(
+    core: client.CoreV1Api, namespace: str, scarce: list[str], timeout: float
+) -> None:
     """Delete at once every pod the namespace runs as the lending ends (each may have been admitted under
     it), until none of them, nor any that holds one of the `scarce` resources, is left."""
     lent_pods = {pod.metadata.uid for pod in core.list_namespaced_pod(namespace).items}
 
     def remaining() -> list[client.V1Pod]:
-        found = [pod for pod in core.list_namespaced_pod(namespace).items
-                 if pod.metadata.uid in lent_pods or holds(pod, scarce)]
+        found = [
+            pod
+            for pod in core.list_namespaced_pod(namespace).items
+            if pod.metadata.uid in lent_pods or holds(pod, scarce)
+        ]
         for pod in found:
             try:
                 core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
@@ -75,5 +94,6 @@ def _remove_lent_pods(core: client.CoreV1Api, namespace: str, scarce: list[str],
         return found
 
     if poll(remaining, lambda found: not found, timeout, CONVERGING_INTERVAL):
-        raise LabError(f"pods made while {namespace} was lent its quota were still there after "
-                       f"{timeout:.0f} s")
+        raise LabError(
+            f"pods made while {namespace} was lent its quota were still there after {timeout:.0f} s"
+        )

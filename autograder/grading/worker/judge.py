@@ -28,7 +28,9 @@ from autograder.grading.worker import values
 from autograder.shared.waiting import CONVERGING_INTERVAL, poll
 
 FILENAME = "<test cell>"
-MAX_SHOWN = 20_000  # characters of one output kept: a message may carry a student's value of megabytes
+MAX_SHOWN = (
+    20_000  # characters of one output kept: a message may carry a student's value of megabytes
+)
 
 
 def python_source(cell_source: str) -> str:
@@ -48,7 +50,11 @@ def trusted_imports(master: NotebookNode) -> str:
         if cell.cell_type != "code" or is_solution(cell) or is_grade(cell):
             continue
         tree = ast.parse(python_source(cell.source))
-        statements += [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        statements += [
+            ast.unparse(node)
+            for node in tree.body
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+        ]
     return "\n".join(dict.fromkeys(statements))
 
 
@@ -72,15 +78,24 @@ def bound_names(tree: ast.AST) -> set[str]:
 def free_names(source: str) -> list[str]:
     """Names a test cell reads but neither binds nor gets from builtins: the student's answers."""
     tree = ast.parse(python_source(source))
-    loaded = [node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)]
+    loaded = [
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    ]
     skip = bound_names(tree) | set(dir(builtins))
     return sorted({name for name in loaded if name not in skip})
 
 
 def master_answers(master: NotebookNode) -> set[str]:
     """Names the master's answer cells bind: what a test cell may ask the student's kernel for."""
-    return set().union(*(bound_names(ast.parse(python_source(c.source)))
-                         for c in master.cells if c.cell_type == "code" and is_solution(c)))
+    return set().union(
+        *(
+            bound_names(ast.parse(python_source(c.source)))
+            for c in master.cells
+            if c.cell_type == "code" and is_solution(c)
+        )
+    )
 
 
 def unjudgeable(master: NotebookNode) -> list[str]:
@@ -89,13 +104,17 @@ def unjudgeable(master: NotebookNode) -> list[str]:
     problems = []
     for cell in master.cells:
         if cell.cell_type == "code" and is_grade(cell) and is_solution(cell):
-            problems.append(f"{cell.metadata.nbgrader['grade_id']}: an autograded answer cell is scored "
-                            "by the kernel's own output; make it an answer cell plus a test cell")
+            problems.append(
+                f"{cell.metadata.nbgrader['grade_id']}: an autograded answer cell is scored "
+                "by the kernel's own output; make it an answer cell plus a test cell"
+            )
         elif is_test(cell):
             unknown = [name for name in free_names(cell.source) if name not in provided]
             if unknown:
-                problems.append(f"{cell.metadata.nbgrader['grade_id']}: uses {', '.join(unknown)}, which no "
-                                "import of a provided cell and no answer cell defines")
+                problems.append(
+                    f"{cell.metadata.nbgrader['grade_id']}: uses {', '.join(unknown)}, which no "
+                    "import of a provided cell and no answer cell defines"
+                )
     return problems
 
 
@@ -108,7 +127,9 @@ def namespace(imports: str, lab: Any, student: dict[str, Any]) -> dict[str, Any]
     return scope
 
 
-def student_values(names: Iterable[str], provided: AbstractSet[str], ask: Callable[[str], str]) -> dict[str, Any]:
+def student_values(
+    names: Iterable[str], provided: AbstractSet[str], ask: Callable[[str], str]
+) -> dict[str, Any]:
     """The student's values for `names` the master's imports do not provide, read from the kernel."""
     wanted = [name for name in names if name not in provided and name != "lab"]
     if not wanted:
@@ -136,18 +157,32 @@ def run(source: str, scope: dict[str, Any], patience: float) -> list[NotebookNod
         return printed.getvalue(), None
 
     # A check that failed only because the controllers lag (its result is `pending`) is asked again.
-    printed, error = poll(attempt, lambda outcome: not getattr(getattr(outcome[1], "result", None), "pending", False),
-                          patience, CONVERGING_INTERVAL)
+    printed, error = poll(
+        attempt,
+        lambda outcome: not getattr(getattr(outcome[1], "result", None), "pending", False),
+        patience,
+        CONVERGING_INTERVAL,
+    )
     return _outputs(printed, error)
 
 
 def _outputs(printed: str, error: BaseException | None = None) -> list[NotebookNode]:
     """The cell's outputs as nbgrader scores them: an error output means no points."""
-    outputs = [NotebookNode(output_type="stream", name="stdout", text=_clip(printed))] if printed else []
+    outputs = (
+        [NotebookNode(output_type="stream", name="stdout", text=_clip(printed))] if printed else []
+    )
     if error is not None:
-        shown = _clip("".join(traceback.format_exception(error, limit=-3)).rstrip("\n")).splitlines()
-        outputs.append(NotebookNode(output_type="error", ename=type(error).__name__, evalue=_clip(str(error)),
-                                    traceback=shown))
+        shown = _clip(
+            "".join(traceback.format_exception(error, limit=-3)).rstrip("\n")
+        ).splitlines()
+        outputs.append(
+            NotebookNode(
+                output_type="error",
+                ename=type(error).__name__,
+                evalue=_clip(str(error)),
+                traceback=shown,
+            )
+        )
     return outputs
 
 

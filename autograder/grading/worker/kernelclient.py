@@ -29,8 +29,14 @@ class ReadyKernelClient(AsyncKernelClient):
                 reply = await self.shell_channel.get_msg(timeout=1)
             except Empty:
                 reply = None
-            if reply and reply["msg_type"] == "kernel_info_reply" and await self._idle_after(request):
-                self._handle_kernel_info_reply(reply)  # jupyter_client's own: adapts to the kernel's protocol
+            if (
+                reply
+                and reply["msg_type"] == "kernel_info_reply"
+                and await self._idle_after(request)
+            ):
+                self._handle_kernel_info_reply(
+                    reply
+                )  # jupyter_client's own: adapts to the kernel's protocol
                 return
             if not await self.is_alive():
                 raise RuntimeError("Kernel died before replying to kernel_info")
@@ -45,7 +51,10 @@ class ReadyKernelClient(AsyncKernelClient):
                 message = await self.iopub_channel.get_msg(timeout=left)
             except Empty:
                 return False
-            if (message["msg_type"] == "status" and message["parent_header"].get("msg_id") == request
-                    and message["content"].get("execution_state") == "idle"):
+            if (
+                message["msg_type"] == "status"
+                and message["parent_header"].get("msg_id") == request
+                and message["content"].get("execution_state") == "idle"
+            ):
                 return True
         return False

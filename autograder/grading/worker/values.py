@@ -32,7 +32,9 @@ class Unreadable:
     """A student value the grader cannot read as data (an object, a module): using it fails the test."""
 
     def __init__(self, name: str, kind: str, shown: str) -> None:
-        self._what = f"{name} is a {kind} ({shown}); the grader reads answers as plain data or functions"
+        self._what = (
+            f"{name} is a {kind} ({shown}); the grader reads answers as plain data or functions"
+        )
 
     def __getattr__(self, attribute: str) -> Any:
         raise AssertionError(self._what)
@@ -66,7 +68,11 @@ def encode(value: Any, depth: int = 0) -> Any:
         if len(value) > MAX_ITEMS:
             raise ValueError(f"a {type(value).__name__} of {len(value)} items is too large to send")
         items = [encode(item, inner) for item in value]
-        return items if isinstance(value, list) else {type(value).__name__.replace("frozen", ""): items}
+        return (
+            items
+            if isinstance(value, list)
+            else {type(value).__name__.replace("frozen", ""): items}
+        )
     if isinstance(value, dict):
         return {"dict": [[encode(k, inner), encode(v, inner)] for k, v in value.items()]}
     if isinstance(value, types.ModuleType):
@@ -88,7 +94,9 @@ def snapshot(namespace: dict[str, Any], names: list[str]) -> str:
         try:
             found[name] = {"value": encode(namespace[name])}
         except Exception as error:  # the student's object misbehaved: say so, as data
-            found[name] = {"value": {"opaque": type(namespace[name]).__name__, "repr": str(error)[:200]}}
+            found[name] = {
+                "value": {"opaque": type(namespace[name]).__name__, "repr": str(error)[:200]}
+            }
     return json.dumps(found)
 
 
@@ -117,7 +125,9 @@ def _tagged(value: dict[str, Any], inner: Callable[[Any], Any]) -> Any:
 
 def call(handle: str, arguments: str) -> str:
     """In the kernel: call a handed-out function with JSON arguments; its result or exception as JSON."""
-    if handle not in _HANDLES:  # a restarted kernel has lost it: never mistake that for the function's error
+    if (
+        handle not in _HANDLES
+    ):  # a restarted kernel has lost it: never mistake that for the function's error
         return json.dumps({"lost": handle})
     positional, named = json.loads(arguments)
     args, kwargs = _revive(positional), {key: _revive(value) for key, value in named.items()}
@@ -128,12 +138,16 @@ def call(handle: str, arguments: str) -> str:
     try:
         return json.dumps({"value": encode(result)})
     except Exception as error:
-        return json.dumps({"raised": "TypeError", "message": f"cannot send the result to the grader: {error}"})
+        return json.dumps(
+            {"raised": "TypeError", "message": f"cannot send the result to the grader: {error}"}
+        )
 
 
 def arguments(args: tuple, kwargs: dict[str, Any]) -> str:
     """In the grader: a call's arguments as the JSON `call` reads (the grader's tests pass plain data)."""
-    return json.dumps([[_grader_encode(a) for a in args], {k: _grader_encode(v) for k, v in kwargs.items()}])
+    return json.dumps(
+        [[_grader_encode(a) for a in args], {k: _grader_encode(v) for k, v in kwargs.items()}]
+    )
 
 
 def _grader_encode(value: Any) -> Any:
@@ -143,7 +157,11 @@ def _grader_encode(value: Any) -> Any:
         if isinstance(value, dict):
             return {"dict": [[_grader_encode(k), _grader_encode(v)] for k, v in value.items()]}
         items = [_grader_encode(item) for item in value]
-        return items if isinstance(value, list) else {type(value).__name__.replace("frozen", ""): items}
+        return (
+            items
+            if isinstance(value, list)
+            else {type(value).__name__.replace("frozen", ""): items}
+        )
     return encode(value)
 
 
@@ -152,7 +170,9 @@ def shown_string(shown: str) -> str:
     if len(shown) > MAX_REPLY_CHARS:
         raise ValueError("the answer is larger than the grader accepts")
     if not STRING_REPR.fullmatch(shown):
-        raise ValueError("the kernel answered with something other than the string the grader asked for")
+        raise ValueError(
+            "the kernel answered with something other than the string the grader asked for"
+        )
     return ast.literal_eval(shown)
 
 
@@ -168,7 +188,11 @@ class StudentFunction:
             raise StudentError(f"{self.__name__} is gone: the kernel was restarted after it failed")
         if "raised" in reply:
             raised = getattr(builtins, reply["raised"], None)
-            if isinstance(raised, type) and issubclass(raised, Exception) and raised is not StopIteration:
+            if (
+                isinstance(raised, type)
+                and issubclass(raised, Exception)
+                and raised is not StopIteration
+            ):
                 raise raised(reply["message"])
             raise StudentError(f"{reply['raised']}: {reply['message']}")
         return reply["value"]
@@ -177,14 +201,21 @@ class StudentFunction:
         """The kernel's reply, decoded; one built to break the grader's reading is no exception a test may expect."""
         try:
             reply = json.loads(self._ask(request))
-            if not isinstance(reply, dict) or not ("lost" in reply or "value" in reply or (
-                    isinstance(reply.get("raised"), str) and isinstance(reply.get("message"), str))):
+            if not isinstance(reply, dict) or not (
+                "lost" in reply
+                or "value" in reply
+                or (isinstance(reply.get("raised"), str) and isinstance(reply.get("message"), str))
+            ):
                 raise ValueError("it is not a reply to a call")
             if "value" in reply:
                 reply["value"] = decode(reply["value"], self._ask, self.__name__)
             return reply
-        except Exception as error:  # whatever the kernel sent: never an exception the test may catch as wanted
-            raise StudentError(f"{self.__name__} sent the grader an answer it cannot read: {error}") from None
+        except (
+            Exception
+        ) as error:  # whatever the kernel sent: never an exception the test may catch as wanted
+            raise StudentError(
+                f"{self.__name__} sent the grader an answer it cannot read: {error}"
+            ) from None
 
     def __repr__(self) -> str:
         return f"<student function {self.__name__}>"

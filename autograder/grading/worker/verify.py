@@ -77,17 +77,28 @@ def timed(phase: str, into: dict[str, float] = PHASES) -> Iterator[None]:
 def reader_lab(kubeconfig_file: str | Path, namespace: str) -> Lab:
     """The grader's own view of one namespace, through the read-only kubeconfig."""
     path = Path(kubeconfig_file)
-    return Lab(provider="existing", context=kubeconfig.current_context(path) or "grader",
-               namespace=namespace, api=kubeconfig.api_client(config_file=path), kubeconfig_file=path)
+    return Lab(
+        provider="existing",
+        context=kubeconfig.current_context(path) or "grader",
+        namespace=namespace,
+        api=kubeconfig.api_client(config_file=path),
+        kubeconfig_file=path,
+    )
 
 
 def _error(text: str, ename: str) -> NotebookNode:
-    return NotebookNode(output_type="error", ename=ename, evalue=text, traceback=[f"{ename}: {text}"])
+    return NotebookNode(
+        output_type="error", ename=ename, evalue=text, traceback=[f"{ename}: {text}"]
+    )
 
 
 def _drop_invalid(cell: NotebookNode) -> None:
     """Remove what a kernel's messages put in the cell that nbformat would refuse to save with the notebook."""
-    cell.outputs = [output for output in cell.outputs if isvalid(output, ref="output", version=4, version_minor=5)]
+    cell.outputs = [
+        output
+        for output in cell.outputs
+        if isvalid(output, ref="output", version=4, version_minor=5)
+    ]
     if not isvalid(cell, ref="code_cell", version=4, version_minor=5):
         cell.execution_count = None
 
@@ -99,24 +110,45 @@ class KernelUnresponsive(LabError):
 class ClusterVerifiedExecute(Execute):
     """nbgrader's Execute whose test cells are judged by the grader, not by the student's kernel."""
 
-    reader_kubeconfig = Unicode("", help="kubeconfig of the read-only grader identity").tag(config=True)
+    reader_kubeconfig = Unicode("", help="kubeconfig of the read-only grader identity").tag(
+        config=True
+    )
     namespace = Unicode("", help="namespace the submission ran in").tag(config=True)
-    masters = Unicode("", help="folder of the assignment's master notebooks, for their imports").tag(config=True)
-    submission = Unicode("", help="folder of this submission's notebooks, to see which ones the student "
-                         "left as released").tag(config=True)
-    patience = Float(settings.default("patience"), help="seconds a test may wait for the cluster to converge"
-                     ).tag(config=True)
-    max_output_bytes = Integer(1_000_000, help="output one cell may keep; more is dropped as it "
-                               "arrives").tag(config=True)
-    exclusive_notebooks = List(Unicode(), help="notebooks that need the whole cluster's nodes (GPUs, "
-                               "cordoning): run one submission's at a time").tag(config=True)
+    masters = Unicode(
+        "", help="folder of the assignment's master notebooks, for their imports"
+    ).tag(config=True)
+    submission = Unicode(
+        "",
+        help="folder of this submission's notebooks, to see which ones the student "
+        "left as released",
+    ).tag(config=True)
+    patience = Float(
+        settings.default("patience"), help="seconds a test may wait for the cluster to converge"
+    ).tag(config=True)
+    max_output_bytes = Integer(
+        1_000_000, help="output one cell may keep; more is dropped as it arrives"
+    ).tag(config=True)
+    exclusive_notebooks = List(
+        Unicode(),
+        help="notebooks that need the whole cluster's nodes (GPUs, "
+        "cordoning): run one submission's at a time",
+    ).tag(config=True)
     exclusive_lock = Unicode("", help="lock file shared by the parallel workers").tag(config=True)
-    nodes_snapshot = Unicode("", help="the nodes as the run found them: an exclusive notebook starts on "
-                             "nodes put back as they were").tag(config=True)
-    exclusive_quota = Dict(value_trait=Unicode(), help="the extended resources an exclusive notebook may ask for "
-                           "(e.g. {'requests.nvidia.com/gpu': '3'}); outside it their quota is 0").tag(config=True)
-    lender_kubeconfig = Unicode("", help="kubeconfig of the grader identity that lends the extended resources "
-                                "to an exclusive notebook and takes them back").tag(config=True)
+    nodes_snapshot = Unicode(
+        "",
+        help="the nodes as the run found them: an exclusive notebook starts on "
+        "nodes put back as they were",
+    ).tag(config=True)
+    exclusive_quota = Dict(
+        value_trait=Unicode(),
+        help="the extended resources an exclusive notebook may ask for "
+        "(e.g. {'requests.nvidia.com/gpu': '3'}); outside it their quota is 0",
+    ).tag(config=True)
+    lender_kubeconfig = Unicode(
+        "",
+        help="kubeconfig of the grader identity that lends the extended resources "
+        "to an exclusive notebook and takes them back",
+    ).tag(config=True)
 
     km: Any  # nbclient's kernel manager: set when a kernel starts, or handed in by `preprocess`
     _lab: Lab | None = None
@@ -129,19 +161,30 @@ class ClusterVerifiedExecute(Execute):
     def _reader(self) -> Lab:
         if self._lab is None:
             if not self.reader_kubeconfig or not self.namespace:
-                raise RuntimeError("ClusterVerifiedExecute needs reader_kubeconfig and namespace; "
-                                   "grade with `python -m autograder grade`")
+                raise RuntimeError(
+                    "ClusterVerifiedExecute needs reader_kubeconfig and namespace; "
+                    "grade with `python -m autograder grade`"
+                )
             self._lab = reader_lab(self.reader_kubeconfig, self.namespace)
         return self._lab
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> Any:
         name = (resources or {}).get("unique_key", "")
-        if self.submission and answers.unanswered_from(name, Path(self.submission), Path(self.masters)):
+        if self.submission and answers.unanswered_from(
+            name, Path(self.submission), Path(self.masters)
+        ):
             for cell in nb.cells:
                 if judge.is_test(cell):
-                    cell.outputs, cell.execution_count = [_error(
-                        "not run: this notebook and the ones after it hold no answer (their code cells "
-                        "are as released)", "NotAnswered")], None
+                    cell.outputs, cell.execution_count = (
+                        [
+                            _error(
+                                "not run: this notebook and the ones after it hold no answer (their code cells "
+                                "are as released)",
+                                "NotAnswered",
+                            )
+                        ],
+                        None,
+                    )
             return nb, resources
         master = nbformat.read(Path(self.masters) / f"{name}.ipynb", as_version=4)
         self._imports = judge.trusted_imports(master)
@@ -153,8 +196,15 @@ class ClusterVerifiedExecute(Execute):
             if name not in self.exclusive_notebooks or not self.exclusive_lock:
                 return super().preprocess(nb, resources, km or spare)
             before = nodes.load(Path(self.nodes_snapshot)) if self.nodes_snapshot else None
-            with nodes.exclusive(Path(self.exclusive_lock), lambda: self._reader().core.list_node().items, before,
-                                 self.timeout or settings.default("cell_timeout")), self._extended_resources():
+            with (
+                nodes.exclusive(
+                    Path(self.exclusive_lock),
+                    lambda: self._reader().core.list_node().items,
+                    before,
+                    self.timeout or settings.default("cell_timeout"),
+                ),
+                self._extended_resources(),
+            ):
                 return super().preprocess(nb, resources, km or spare)
         finally:
             if spare is not None and self.km is not None:
@@ -165,12 +215,18 @@ class ClusterVerifiedExecute(Execute):
         if not self.lender_kubeconfig:
             return nullcontext()
         lender = kubeconfig.api_client(config_file=Path(self.lender_kubeconfig))
-        return extended.lent(lender, self.namespace, dict(self.exclusive_quota),
-                             self.timeout or settings.default("cell_timeout"))
+        return extended.lent(
+            lender,
+            self.namespace,
+            dict(self.exclusive_quota),
+            self.timeout or settings.default("cell_timeout"),
+        )
 
     async def async_start_new_kernel(self, **kwargs: Any) -> None:
         # The kernel must not hold the worker's own output pipes: the grader reads those to the end.
-        kwargs.update(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        kwargs.update(
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         with timed("kernel starts"):
             await super().async_start_new_kernel(**kwargs)
         self._note_jailed_kernel()
@@ -194,8 +250,14 @@ class ClusterVerifiedExecute(Execute):
     def _next_notebook_runs(self) -> bool:
         if not self.masters or not self.submission:
             return False
-        later = sorted(master.stem for master in Path(self.masters).glob("*.ipynb") if master.stem > self._notebook)
-        return bool(later) and not answers.unanswered_from(later[0], Path(self.submission), Path(self.masters))
+        later = sorted(
+            master.stem
+            for master in Path(self.masters).glob("*.ipynb")
+            if master.stem > self._notebook
+        )
+        return bool(later) and not answers.unanswered_from(
+            later[0], Path(self.submission), Path(self.masters)
+        )
 
     async def _async_start_spare(self) -> None:
         """Start the next notebook's kernel the way this one was started; it is picked up by `preprocess`."""
@@ -204,7 +266,9 @@ class ClusterVerifiedExecute(Execute):
             self.create_kernel_manager()
             await self.async_start_new_kernel()
             NEXT_KERNEL.append(self.km)
-        except Exception as error:  # the next notebook then starts its own kernel, as without a spare
+        except (
+            Exception
+        ) as error:  # the next notebook then starts its own kernel, as without a spare
             self.log.warning("could not start the next notebook's kernel early: %s", error)
         finally:
             self.km = current
@@ -222,11 +286,19 @@ class ClusterVerifiedExecute(Execute):
             with timed("cells"):
                 super().preprocess_cell(cell, resources, index)
         except (DeadKernelError, CellTimeoutError) as failure:
-            reason = ("the kernel died" if isinstance(failure, DeadKernelError)
-                      else f"the cell ran past {self.timeout} s and ignored the interrupt")
+            reason = (
+                "the kernel died"
+                if isinstance(failure, DeadKernelError)
+                else f"the cell ran past {self.timeout} s and ignored the interrupt"
+            )
             self._restart_kernel()
-            cell.outputs.append(_error(f"{reason}; the kernel was restarted, so the names earlier "
-                                       "cells defined are gone", type(failure).__name__))
+            cell.outputs.append(
+                _error(
+                    f"{reason}; the kernel was restarted, so the names earlier "
+                    "cells defined are gone",
+                    type(failure).__name__,
+                )
+            )
         if cell.cell_type == "code":
             _drop_invalid(cell)
         return cell, self.resources
@@ -237,8 +309,12 @@ class ClusterVerifiedExecute(Execute):
         try:
             student = judge.student_values(judge.free_names(cell.source), self._provided, self._ask)
         except Exception as error:  # the kernel may send anything: whatever breaks the reading fails this cell only
-            return [_error(f"the grader could not read your answers: {error}", type(error).__name__)]
-        return judge.run(cell.source, judge.namespace(self._imports, self._reader(), student), self.patience)
+            return [
+                _error(f"the grader could not read your answers: {error}", type(error).__name__)
+            ]
+        return judge.run(
+            cell.source, judge.namespace(self._imports, self._reader(), student), self.patience
+        )
 
     def _ask(self, call: str) -> str:
         """Evaluate `values.<call>` in the student's kernel and return the string it gives."""
@@ -246,7 +322,9 @@ class ClusterVerifiedExecute(Execute):
 
     async def _async_ask(self, expression: str) -> str:
         assert self.kc is not None
-        message = self.kc.execute("", silent=True, store_history=False, user_expressions={"answer": expression})
+        message = self.kc.execute(
+            "", silent=True, store_history=False, user_expressions={"answer": expression}
+        )
         while (remaining := self._deadline - monotonic()) > 0:
             try:
                 reply = await ensure_async(self.kc.shell_channel.get_msg(timeout=min(remaining, 1)))
@@ -261,7 +339,9 @@ class ClusterVerifiedExecute(Execute):
                 raise ValueError(f"{answer.get('ename', 'error')}: {answer.get('evalue', '')}")
             return values.shown_string(answer["data"]["text/plain"])
         await self._async_restart_kernel()
-        raise KernelUnresponsive("the kernel did not answer (busy past its timeout, or dead); it was restarted")
+        raise KernelUnresponsive(
+            "the kernel did not answer (busy past its timeout, or dead); it was restarted"
+        )
 
     def _restart_kernel(self) -> None:
         run_sync(self._async_restart_kernel)()
@@ -284,18 +364,37 @@ class ClusterVerifiedExecute(Execute):
         if msg_type.startswith("comm"):
             return None
         content = msg.get("content")
-        if msg_type in DISPLAY_MESSAGES and isinstance(content, dict) and isinstance(content.get("data"), dict):
-            kept = {mimetype: value for mimetype, value in content["data"].items() if mimetype in SAFE_MIMETYPES}
+        if (
+            msg_type in DISPLAY_MESSAGES
+            and isinstance(content, dict)
+            and isinstance(content.get("data"), dict)
+        ):
+            kept = {
+                mimetype: value
+                for mimetype, value in content["data"].items()
+                if mimetype in SAFE_MIMETYPES
+            }
             if not kept and content["data"]:
-                kept["text/plain"] = f"[grader] {', '.join(sorted(map(str, content['data'])))} output not kept"
+                kept["text/plain"] = (
+                    f"[grader] {', '.join(sorted(map(str, content['data'])))} output not kept"
+                )
             content["data"] = kept
         try:
             return super().process_message(msg, cell, cell_index)
-        except (AttributeError, IndexError, KeyError, TypeError, ValueError, nbformat.ValidationError) as error:
+        except (
+            AttributeError,
+            IndexError,
+            KeyError,
+            TypeError,
+            ValueError,
+            nbformat.ValidationError,
+        ) as error:
             self.log.warning("dropped a malformed %s message of the kernel: %r", msg_type, error)
             return None
 
-    def output(self, outs: list[NotebookNode], msg: dict, display_id: str | None, cell_index: int) -> Any:
+    def output(
+        self, outs: list[NotebookNode], msg: dict, display_id: str | None, cell_index: int
+    ) -> Any:
         """Keep at most `max_output_bytes` of one cell's output; a flood never reaches memory or disk."""
         used = self._output_bytes.get(cell_index, 0)
         size = len(json.dumps(msg.get("content", {})))
@@ -303,6 +402,11 @@ class ClusterVerifiedExecute(Execute):
         if used + size <= self.max_output_bytes:
             return super().output(outs, msg, display_id, cell_index)
         if used <= self.max_output_bytes:
-            outs.append(NotebookNode(output_type="stream", name="stdout",
-                                     text=f"\n[grader] output past {self.max_output_bytes:,} bytes was dropped\n"))
+            outs.append(
+                NotebookNode(
+                    output_type="stream",
+                    name="stdout",
+                    text=f"\n[grader] output past {self.max_output_bytes:,} bytes was dropped\n",
+                )
+            )
         return None
