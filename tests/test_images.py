@@ -15,6 +15,7 @@ import requests
 
 from autograder.lab import images
 from autograder.modelserver import SOURCE
+from autograder.practice import dockerimage
 from autograder.shared import dockerengine, ports
 
 TAG = f"t-ml-api-{uuid.uuid4().hex[:6]}"
@@ -139,7 +140,7 @@ def test_without_pythons_data_filter_an_images_files_come_out_without_links_or_p
     monkeypatch.delattr(tarfile, "data_filter", raising=False)
     target = tmp_path / "app"
     with tarfile.open(fileobj=archive) as tar:
-        images._extract_data(tar, target)
+        dockerimage.extract_data(tar, target)
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == [
         "app.py",
         "models",

@@ -7,11 +7,9 @@ no Docker at all.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
-import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,15 +19,15 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, ImageNotFound
 from docker.models.containers import Container
-from docker.models.images import Image
 from tqdm.auto import tqdm
 
 from autograder.modelserver import SOURCE as MODEL_SERVER
-from autograder.practice import catalog, supervise
-from autograder.shared import binaries, dockerengine, ports, probe
-from autograder.shared.dockerengine import PROXY_VARIABLES
+from autograder.practice import catalog
+from autograder.providers.choice import provider
+from autograder.shared import dockerengine, ports, probe
+from autograder.shared.dockerengine import PROXY_VARIABLES, ImageMissing
 from autograder.shared.errors import LabError
-from autograder.shared.provider import CLUSTER_NAME, Lab, run
+from autograder.shared.provider import Lab
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +40,6 @@ PYTHON_BASE = "python:3.11-slim"  # the model server's base; made offline when D
 
 class BuildFailed(LabError):
     """A Dockerfile step failed; the message shows that step and the end of its output."""
-
-
-class ImageMissing(LabError):
-    """An image tag that was never built (locally) or never loaded (into the cluster)."""
 
 
 def docker_client() -> docker.DockerClient:
@@ -211,115 +205,5 @@ def load_into_cluster(
 ) -> None:
     """Make `tag` available to the cluster's nodes: `kind load docker-image`, or on the practice
     cluster build `context` (your folder and its Dockerfile) into the namespace's own images."""
-    if lab.provider == "kind":
-        client = docker_client()
-        try:
-            client.images.get(tag)
-        except ImageNotFound:
-            raise ImageMissing(f"no image {tag} in Docker to load: build it first") from None
-        kind = binaries.ensure(["kind"])["kind"]
-        run(
-            [str(kind), "load", "docker-image", tag, "--name", CLUSTER_NAME],
-            what=f"kind load docker-image {tag}",
-        )
-        logger.info("loaded %s into kind cluster %r", tag, CLUSTER_NAME)
-    elif context is not None and can_load(lab):
-        build_args = {VERSION_ARG: version} if version else {}
-        catalog.push(lab.core, lab.namespace, tag, Path(context), build_args)
-        if lab.provider == "practice":
-            supervise.ensure_router(lab.context)
-        logger.info(
-            "built %s from %s for namespace %s of the practice cluster", tag, context, lab.namespace
-        )
-    elif lab.provider == "practice":
-        entry, size = _docker_image_entry(tag)
-        catalog.register_image(lab.core, tag, entry)
-        catalog.record_on_nodes(lab.core, tag, size)
-        supervise.ensure_router(lab.context)
-        logger.info("recorded %s on the practice cluster's nodes", tag)
-    else:
-        raise ValueError(
-            f"load images into {lab.context!r} with its own tools (a registry, "
-            "`minikube image load`, ...); the lab loads into kind and practice only"
-        )
-
-
-# An image's variables that describe its Python base, not the app; the runtime sets its own PATH.
-BASE_VARIABLES = re.compile(r"^(PATH|LANG|GPG_KEY|PYTHON_\w+)$")
-
-
-def _docker_image_entry(tag: str) -> tuple[dict, int]:
-    """The catalog entry (WORKDIR's files, environment, command) and size of Docker's image `tag`."""
-    image = _docker_image(tag)
-    if image is None:
-        raise ImageMissing(
-            f"image {tag} is not in Docker (or Docker is down); pass context= (the "
-            "folder with app.py and its Dockerfile) to build it on the practice cluster"
-        )
-    config = image.attrs["Config"]
-    workdir = config.get("WorkingDir") or "/"
-    if workdir == "/":
-        raise ImageMissing(
-            f"image {tag} has no WORKDIR holding app.py; the practice cluster serves "
-            "images built like the lesson's (WORKDIR /app), or pass context="
-        )
-    snapshot = catalog.snapshot(
-        catalog.snapshot_dir(tag, image.id.split(":")[-1]),
-        lambda target: _copy_out(docker.from_env(), tag, workdir, target),
-    )
-    env = dict(item.split("=", 1) for item in config.get("Env") or [])
-    entry = {
-        "app": str(snapshot),
-        "workdir": workdir,
-        "entrypoint": config.get("Entrypoint") or [],
-        "cmd": config.get("Cmd") or [],
-        "env": {k: v for k, v in env.items() if not BASE_VARIABLES.match(k)},
-    }
-    return entry, image.attrs.get("Size", 0)
-
-
-def _docker_image(tag: str) -> Image | None:
-    """The image `tag` in Docker, or None when it is not there or Docker does not answer."""
-    if dockerengine.unreachable_reason() is not None:
-        return None
-    try:
-        return docker.from_env().images.get(tag)
-    except ImageNotFound:
-        return None
-
-
-def _copy_out(client: docker.DockerClient, tag: str, path: str, target: Path) -> None:
-    """Extract `path` from an image into `target`, like `docker cp` from a created container."""
-    container = client.containers.create(tag)
-    try:
-        stream, _ = container.get_archive(path)
-        data = io.BytesIO(b"".join(stream))
-    finally:
-        container.remove(force=True)
-    target.mkdir(parents=True)
-    top = Path(path).name  # get_archive("/app") puts everything under "app/"
-    with tarfile.open(fileobj=data) as tar:
-        for member in tar.getmembers():
-            member.name = str(Path(member.name).relative_to(top))
-        _extract_data(tar, target)
-
-
-def _extract_data(tar: tarfile.TarFile, target: Path) -> None:
-    """`extractall(filter="data")`, also where Python has no such filter (before 3.11.4, 3.10).
-
-    The image is the student's: there, only its regular files and folders come out, and none whose
-    path is absolute or climbs out of `target`.
-    """
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(target, filter="data")
-        return
-    safe = [
-        member
-        for member in tar.getmembers()
-        if (member.isfile() or member.isdir())
-        and not Path(member.name).is_absolute()
-        and ".." not in Path(member.name).parts
-    ]
-    for member in safe:
-        member.mode &= 0o755  # no set-uid, set-gid or sticky bits, as the data filter does
-    tar.extractall(target, members=safe)  # the members were checked above
+    build_args = {VERSION_ARG: version} if version else {}
+    provider(lab.provider).load_image(lab, tag, Path(context) if context else None, build_args)

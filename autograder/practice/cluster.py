@@ -25,6 +25,7 @@ import yaml
 from kubernetes import client, utils
 
 from autograder import MANIFESTS
+from autograder.practice import catalog, dockerimage
 from autograder.practice.catalog import wait_routed
 from autograder.practice.container import isolation_summary
 from autograder.practice.supervise import ensure_router, router_pid, stop_router
@@ -113,6 +114,25 @@ class Practice:
     def before_forward(self, lab: Lab, selector: str, timeout: float) -> None:
         ensure_router(lab.context)
         wait_routed(lab, selector, timeout)
+
+    def load_image(
+        self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
+    ) -> None:
+        """Build `context` into the namespace's own images; without one, serve Docker's image `tag`."""
+        if context is not None:
+            catalog.push(lab.core, lab.namespace, tag, context, build_args)
+            logger.info(
+                "built %s from %s for namespace %s of the practice cluster",
+                tag,
+                context,
+                lab.namespace,
+            )
+        else:
+            entry, size = dockerimage.entry(tag)
+            catalog.register_image(lab.core, tag, entry)
+            catalog.record_on_nodes(lab.core, tag, size)
+            logger.info("recorded %s on the practice cluster's nodes", tag)
+        ensure_router(lab.context)
 
     def answers(self) -> bool:
         """Whether the cluster exists and its API server answers."""

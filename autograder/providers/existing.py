@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder.practice import catalog
 from autograder.practice.catalog import serves_kwok_routes, wait_routed
 from autograder.shared import kubeconfig
 from autograder.shared.provider import ClusterError, Lab
@@ -41,6 +42,19 @@ class Existing:
         # answer only once the router has given each one its PortForward.
         if serves_kwok_routes(lab):
             wait_routed(lab, selector, timeout)
+
+    def load_image(
+        self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
+    ) -> None:
+        # A grader's student kernel sees the practice cluster as "existing": it builds into its namespace.
+        if context is not None and serves_kwok_routes(lab):
+            catalog.push(lab.core, lab.namespace, tag, context, build_args)
+            logger.info("built %s from %s for namespace %s", tag, context, lab.namespace)
+            return
+        raise ValueError(
+            f"load images into {lab.context!r} with its own tools (a registry, "
+            "`minikube image load`, ...); the lab loads into kind and practice only"
+        )
 
     def unusable_reason(self) -> str | None:
         context = kubeconfig.current_context()

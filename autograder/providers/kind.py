@@ -21,6 +21,7 @@ from kubernetes import client
 
 from autograder import MANIFESTS
 from autograder.shared import binaries, dockerengine, k8s, kubeconfig, pins
+from autograder.shared.dockerengine import ImageMissing
 from autograder.shared.provider import CLUSTER_NAME, ClusterError, Lab, run
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,21 @@ class Kind:
 
     def before_forward(self, lab: Lab, selector: str, timeout: float) -> None:
         """kubectl port-forward reaches kind's pods directly: nothing to prepare."""
+
+    def load_image(
+        self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
+    ) -> None:
+        """`kind load docker-image`: the image must be in Docker already (images.build makes it)."""
+        try:
+            dockerengine.client().images.get(tag)
+        except ImageNotFound:
+            raise ImageMissing(f"no image {tag} in Docker to load: build it first") from None
+        kind = binaries.ensure(["kind"])["kind"]
+        run(
+            [str(kind), "load", "docker-image", tag, "--name", self.cluster],
+            what=f"kind load docker-image {tag}",
+        )
+        logger.info("loaded %s into kind cluster %r", tag, self.cluster)
 
     @property
     def node(self) -> str:

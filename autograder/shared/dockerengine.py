@@ -15,6 +15,10 @@ class DockerUnavailable(LabError):
     """The Docker daemon cannot be reached; the message says how to start it."""
 
 
+class ImageMissing(LabError):
+    """An image tag that was never built (locally) or never loaded (into the cluster)."""
+
+
 def unreachable_reason() -> str | None:
     """None when the Docker daemon answers, else what is wrong and how to start it."""
     try:

@@ -54,6 +54,11 @@ class Provider(Protocol):
     def before_forward(self, lab: Lab, selector: str, timeout: float) -> None:
         """Whatever a port-forward to the pods behind `selector` needs first, done by the deadline."""
 
+    def load_image(
+        self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
+    ) -> None:
+        """Make `tag` runnable on the nodes: from `context` (a folder and its Dockerfile) or Docker."""
+
 
 def run(
     command: Sequence[str],
