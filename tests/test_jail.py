@@ -472,7 +472,6 @@ COURSE_MODULES = (
     "autograder.course.steps",
     "autograder.course.actions",
     "autograder.course.references",
-    "autograder.lesson.steps",
     "autograder.demo",
     "autograder.bench.cluster",
     "autograder.bench.grade",

@@ -16,6 +16,7 @@ from kubernetes.client import ApiException
 
 from autograder import MANIFESTS, REPO_ROOT, notebooks
 from autograder.build import nodeimage, nodeparts
+from autograder.course import actions
 from autograder.grading import sandbox
 from autograder.lab import images as model_images
 from autograder.lab import workloads as w
@@ -140,16 +141,16 @@ def test_the_lesson_flow_runs_real_containers(kind_lab: Lab) -> None:
         "model_version": "v1.0",
     }
 
-    w.scale(kind_lab, "ml-api", 5)
+    actions.scale(kind_lab, "ml-api", 5)
     w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
-    w.scale(kind_lab, "ml-api", 3)
+    actions.scale(kind_lab, "ml-api", 3)
     w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
 
-    w.set_image(kind_lab, "ml-api", "ml-api", "ml-api:v2")
+    actions.set_image(kind_lab, "ml-api", "ml-api", "ml-api:v2")
     w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
     assert answer_through_service(kind_lab, "ml-api:v2")["model_version"] == "v2.0"
 
-    w.rollback(kind_lab, "ml-api")
+    actions.rollback(kind_lab, "ml-api")
     w.wait_for_rollout(kind_lab, "ml-api", timeout=240, progress=False)
     assert answer_through_service(kind_lab, "ml-api:v1")["model_version"] == "v1.0"
 

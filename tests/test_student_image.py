@@ -33,7 +33,7 @@ ANSWER_FILES = (
     "autograder/build/**/*",
     "autograder/bench/**/*",
     "autograder/modelserver/*",
-    "autograder/lesson/steps.py",
+    "autograder/course/**/*",
     "manifests/deployment.yaml",
     "manifests/service.yaml",
 )

@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client
 
 from autograder import MANIFESTS
+from autograder.course import actions
 from autograder.lab import images, traffic
 from autograder.lab import workloads as w
 from autograder.lesson import troubleshoot
@@ -66,11 +67,11 @@ def test_port_forward_answers_with_the_version_across_update_and_undo(loaded: La
     deploy(lab, V1)
     assert answer(lab) == {"prediction": 15.0, "model_version": "v1.0"}
 
-    w.set_image(lab, "ml-api", "ml-api", V2)
+    actions.set_image(lab, "ml-api", "ml-api", V2)
     w.wait_for_rollout(lab, "ml-api", progress=False)
     assert answer(lab) == {"prediction": 15.0, "model_version": "v2.0"}
 
-    w.rollback(lab, "ml-api")
+    actions.rollback(lab, "ml-api")
     w.wait_for_rollout(lab, "ml-api", progress=False)
     assert answer(lab) == {"prediction": 15.0, "model_version": "v1.0"}
 
