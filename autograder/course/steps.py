@@ -11,6 +11,7 @@ from autograder import MANIFESTS
 from autograder.lab import images, workloads
 from autograder.modelserver import SOURCE as MODEL_SERVER
 from autograder.practice import catalog
+from autograder.providers.choice import provider
 from autograder.shared.dockerengine import unreachable_reason as docker_unreachable_reason
 from autograder.shared.provider import Lab
 
@@ -40,18 +41,20 @@ def build_and_try(tag: str, context: Path = MODEL_SERVER) -> dict | None:
 
 def load_image(lab: Lab, tag: str, context: Path = MODEL_SERVER) -> None:
     """Make `tag` available to the cluster's nodes (`kind load docker-image` or its practice twin)."""
-    if lab.provider == "practice":
-        images.load_into_cluster(lab, tag, context=context, version=VERSIONS.get(tag))
-    elif lab.provider == "kind":
-        if not _in_docker(tag):
-            images.build(tag, context, version=VERSIONS.get(tag))
-        images.load_into_cluster(lab, tag)
-    else:
+    cluster = provider(lab.provider)
+    if not images.can_load(lab):
         logger.info(
-            "Cluster %r pulls images itself: push %s to a registry it can reach (or `minikube image load`), and make sure imagePullPolicy allows the pull.",
+            "Cluster %r pulls images itself: push %s to a registry it can reach (or `minikube image load`), "
+            "and make sure imagePullPolicy allows the pull.",
             lab.context,
             tag,
         )
+    elif cluster.loads_images_only:  # no Docker needed: the cluster builds the folder itself
+        images.load_into_cluster(lab, tag, context=context, version=VERSIONS.get(tag))
+    else:
+        if not _in_docker(tag):
+            images.build(tag, context, version=VERSIONS.get(tag))
+        images.load_into_cluster(lab, tag)
 
 
 def _in_docker(tag: str) -> bool:

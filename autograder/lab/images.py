@@ -22,7 +22,6 @@ from docker.models.containers import Container
 from tqdm.auto import tqdm
 
 from autograder.modelserver import SOURCE as MODEL_SERVER
-from autograder.practice import catalog
 from autograder.providers.choice import provider
 from autograder.shared import dockerengine, ports, probe
 from autograder.shared.dockerengine import PROXY_VARIABLES, ImageMissing
@@ -197,7 +196,7 @@ def _running(container: Container) -> bool:
 def can_load(lab: Lab) -> bool:
     """Whether the lab loads images itself: kind, or a practice cluster (which a grader's kernel,
     with its namespace-scoped identity, sees as "existing")."""
-    return lab.provider in ("kind", "practice") or catalog.serves_kwok_routes(lab)
+    return provider(lab.provider).loads_images(lab)
 
 
 def load_into_cluster(

@@ -115,6 +115,9 @@ class Practice:
         ensure_router(lab.context)
         wait_routed(lab, selector, timeout)
 
+    def loads_images(self, lab: Lab) -> bool:
+        return True
+
     def load_image(
         self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
     ) -> None:

@@ -99,6 +99,9 @@ class Kind:
     def before_forward(self, lab: Lab, selector: str, timeout: float) -> None:
         """kubectl port-forward reaches kind's pods directly: nothing to prepare."""
 
+    def loads_images(self, lab: Lab) -> bool:
+        return True
+
     def load_image(
         self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
     ) -> None:

@@ -54,6 +54,9 @@ class Provider(Protocol):
     def before_forward(self, lab: Lab, selector: str, timeout: float) -> None:
         """Whatever a port-forward to the pods behind `selector` needs first, done by the deadline."""
 
+    def loads_images(self, lab: Lab) -> bool:
+        """Whether `load_image` works for this lab (else the cluster pulls from a registry itself)."""
+
     def load_image(
         self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
     ) -> None:
