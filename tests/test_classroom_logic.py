@@ -29,7 +29,6 @@ def test_the_students_runtime_holds_the_lab_and_no_answer_or_grading_code(tmp_pa
         "manifests/service.yaml",
         "modelserver/app.py",
         "modelserver/Dockerfile",
-        "cli.py",
         "demo.py",
     ):
         assert not (package / answers).exists(), answers
