@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +16,8 @@ from autograder.classroom import setup
 from autograder.classroom.layout import ASSIGNMENT, DEFAULT_ROOT, Classroom
 from autograder.shared.errors import LabError
 from autograder.shared.waiting import poll
+
+logger = logging.getLogger(__name__)
 
 HUB = str(Path(sys.executable).parent / "jupyterhub")
 
@@ -74,10 +77,23 @@ def stop(room: Classroom, timeout: float = 60) -> bool:
             process.wait(timeout)
         except psutil.TimeoutExpired:
             process.kill()
-    for student in room.students:
-        setup.as_user(
-            room, student, "python", "-m", "autograder", "cluster", "down", "--provider", "practice"
-        )
+    for (
+        student
+    ) in room.students:  # one student's broken runtime never keeps the others' clusters up
+        try:
+            setup.as_user(
+                room,
+                student,
+                "python",
+                "-m",
+                "autograder",
+                "cluster",
+                "down",
+                "--provider",
+                "practice",
+            )
+        except LabError as error:
+            logger.warning("could not stop %s's practice cluster: %s", student, error)
     return pid is not None
 
 
