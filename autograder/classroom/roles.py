@@ -24,8 +24,11 @@ def kept(room: Classroom, user: str) -> tuple[Path, ...]:
 
 def confined(room: Classroom, user: str, command: list[str]) -> list[str]:
     """`command` run as `user` (started as root) in that user's filesystem, their home and the exchange writable."""
+    # -I: root's own process imports the installed package, never the student's runtime on PYTHONPATH
+    # (which holds no confine.py); the command it becomes gets the environment as given.
     return [
         sys.executable,
+        "-I",
         "-m",
         "autograder.classroom.confine",
         user,
