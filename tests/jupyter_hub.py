@@ -12,6 +12,7 @@ from playwright.sync_api import Page
 
 from autograder import REPO_ROOT
 from autograder.classroom.layout import ASSIGNMENT, Classroom
+from autograder.shared import studentfiles
 from jupyter_browser import Screenshots
 
 MASTERS = REPO_ROOT / "source" / ASSIGNMENT
@@ -57,8 +58,19 @@ print(json.dumps(held))"""
 
 
 def master_lines(pattern: re.Pattern[str]) -> list[str]:
-    """The masters' lines in `pattern`'s regions (hidden tests, solutions) that no released notebook holds."""
-    released = "\n".join(path.read_text() for path in (REPO_ROOT / "notebooks").glob("*.ipynb"))
+    """The masters' lines in `pattern`'s regions (hidden tests, solutions) that students are not given:
+    no released notebook's cell and no file of the lab runtime (shared/studentfiles.py) holds them."""
+    given = {
+        line.strip()
+        for path in (REPO_ROOT / "notebooks").glob("*.ipynb")
+        for cell in nbformat.read(path, 4).cells
+        for line in cell.source.splitlines()
+    } | {
+        line.strip()
+        for source in studentfiles.chosen(REPO_ROOT).values()
+        if source.suffix == ".py"
+        for line in source.read_text().splitlines()
+    }
     lines = {
         line.strip()
         for path in sorted(MASTERS.glob("*.ipynb"))
@@ -66,7 +78,7 @@ def master_lines(pattern: re.Pattern[str]) -> list[str]:
         for region in pattern.findall(cell.source)
         for line in region.splitlines()
     }
-    return sorted(line for line in lines if len(line) >= LONG_ENOUGH and line not in released)
+    return sorted(line for line in lines if len(line) >= LONG_ENOUGH and line not in given)
 
 
 def solved_sources(notebook: str) -> dict[int, str]:
