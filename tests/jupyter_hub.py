@@ -60,17 +60,20 @@ print(json.dumps(held))"""
 def master_lines(pattern: re.Pattern[str]) -> list[str]:
     """The masters' lines in `pattern`'s regions (hidden tests, solutions) that students are not given:
     no released notebook's cell and no file of the lab runtime (shared/studentfiles.py) holds them."""
-    given = {
-        line.strip()
-        for path in (REPO_ROOT / "notebooks").glob("*.ipynb")
-        for cell in nbformat.read(path, 4).cells
-        for line in cell.source.splitlines()
-    } | {
-        line.strip()
-        for source in studentfiles.chosen(REPO_ROOT).values()
-        if source.suffix == ".py"
-        for line in source.read_text().splitlines()
-    }
+    given = "\n".join(
+        [
+            *(
+                cell.source
+                for path in (REPO_ROOT / "notebooks").glob("*.ipynb")
+                for cell in nbformat.read(path, 4).cells
+            ),
+            *(
+                source.read_text()
+                for source in studentfiles.chosen(REPO_ROOT).values()
+                if source.suffix == ".py"
+            ),
+        ]
+    )
     lines = {
         line.strip()
         for path in sorted(MASTERS.glob("*.ipynb"))
