@@ -39,20 +39,13 @@ NAMESPACE_LABEL = (
 GRADER_NAMESPACE = GRADER
 TOKEN_SECONDS = 2 * 3600
 
+# What a student may do with the objects of the lesson in their own namespace.
+EDIT_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
 STUDENT_RULES = [
     {
         "apiGroups": ["apps"],
         "resources": ["deployments", "deployments/scale", "deployments/status"],
-        "verbs": [
-            "get",
-            "list",
-            "watch",
-            "create",
-            "update",
-            "patch",
-            "delete",
-            "deletecollection",
-        ],
+        "verbs": EDIT_VERBS,
     },
     {
         "apiGroups": ["apps"],
@@ -62,16 +55,7 @@ STUDENT_RULES = [
     {
         "apiGroups": [""],
         "resources": ["services", "configmaps"],
-        "verbs": [
-            "get",
-            "list",
-            "watch",
-            "create",
-            "update",
-            "patch",
-            "delete",
-            "deletecollection",
-        ],
+        "verbs": EDIT_VERBS,
     },
     {
         "apiGroups": [""],
