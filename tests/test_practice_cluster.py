@@ -18,6 +18,7 @@ from autograder.course.steps import serve_lesson_images
 from autograder.lab import cluster
 from autograder.lab import workloads as w
 from autograder.practice.cluster import Practice
+from autograder.providers import choice
 from autograder.shared import kubeconfig
 from autograder.shared.provider import Lab
 
@@ -141,9 +142,9 @@ def test_cleanup_by_label_removes_deployment_and_service(lab: Lab) -> None:
 def test_connect_reuses_the_current_practice_context(
     practice_cluster: Practice, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(cluster.PROVIDER_ENV, raising=False)
+    monkeypatch.delenv(choice.PROVIDER_ENV, raising=False)
     assert kubeconfig.current_context() == practice_cluster.context
-    assert cluster.choose().name == "practice"
+    assert choice.choose().name == "practice"
 
 
 def test_connect_points_plain_kubectl_at_the_labs_namespace(lab: Lab) -> None:
