@@ -12,7 +12,10 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from autograder.lesson.checks import CheckResult
+from autograder.lab import images, workloads
+from autograder.lesson import manifests
+from autograder.lesson.checks import LESSON_LIMITS, LESSON_REQUESTS, CheckResult
+from autograder.shared.provider import Lab
 
 APP_PROBE = """
 import json, sys, traceback, types
@@ -296,3 +299,27 @@ def answer_matches(answer: Any, total: float, version: str) -> CheckResult:
             f"model_version {version!r}: is the right image running behind it?",
         )
     return CheckResult("answer", True, f"the Service answered {answer}")
+
+
+def redeploy_first_deployment(lab: Lab, work: Path) -> str:
+    """Notebook 4's Deployment and Service again, for a notebook 5 opened in a namespace without them:
+    the student's folder where it passes its self-checks, the lesson's ml-api:v1 and manifest where not."""
+    said = []
+    if images.can_load(lab) and dockerfile_problems(work):
+        images.load_into_cluster(lab, "ml-api:v1", context=work)
+        said.append(f"your {work}/Dockerfile built as ml-api:v1")
+    else:
+        said.append("the lesson's ml-api:v1 (your Dockerfile is not finished)")
+    manifest = work / "deployment.yaml"
+    if manifest_problems(manifest):
+        documents = [doc for doc in yaml.safe_load_all(manifest.read_text()) if doc]
+        said.append(f"your {manifest} applied")
+    else:
+        documents = [
+            manifests.deployment(
+                "ml-api", replicas=3, requests=LESSON_REQUESTS, limits=LESSON_LIMITS
+            )
+        ]
+        said.append("the lesson's Deployment (your deployment.yaml is not finished)")
+    workloads.apply(lab, [*documents, manifests.service("ml-api-service", "ml-api")])
+    return "; ".join(said)
