@@ -92,15 +92,25 @@ def master(steps: list[tuple[str, str, str, int]]) -> nbformat.NotebookNode:
     return notebook
 
 
-def served_outputs(course: Path, student: str) -> str:
-    """What the grader's test cells printed in the student's autograded notebooks."""
+def graded_outputs(course: Path, student: str) -> list[nbformat.NotebookNode]:
+    """Every output of the student's autograded notebooks."""
     folder = course / "autograded" / student / ASSIGNMENT
     notebooks = [nbformat.read(folder / name, as_version=4) for name in STEPS]
-    return "".join(
-        output.get("text", "")
-        for notebook in notebooks
-        for cell in notebook.cells
-        for output in cell.get("outputs", [])
+    return [output for notebook in notebooks for cell in notebook.cells for output in cell.outputs]
+
+
+def served_outputs(course: Path, student: str) -> str:
+    """What the grader's test cells printed in the student's autograded notebooks."""
+    return "".join(output.get("text", "") for output in graded_outputs(course, student))
+
+
+def graded_errors(course: Path, outcomes: list) -> str:
+    """The errors each student's autograded notebooks showed: why a score differs, in CI's log."""
+    return "\n".join(
+        f"{o.student}: {output.ename}: {output.evalue[:300]}"
+        for o in outcomes
+        for output in graded_outputs(course, o.student)
+        if output.output_type == "error"
     )
 
 
@@ -131,7 +141,7 @@ def test_grading_deploys_each_submissions_own_app_and_v2(tmp_path: Path, practic
         "builds-own": ("graded", full),
         "crashing-v2": ("graded", POINTS["deploy"]),
         "never-built-v2": ("graded", POINTS["deploy"]),
-    }
+    }, graded_errors(course, outcomes)
     assert "'model_version': 'student-7'" in served_outputs(course, "builds-own")
     assert "'model_version': 'student-7-v2'" in served_outputs(course, "builds-own")
     for student in ("crashing-v2", "never-built-v2"):
