@@ -346,3 +346,33 @@ def test_in_grading_the_hint_never_reads_outside_the_submissions_namespace(
     finally:
         sandbox.delete(admin, box.namespace)
         client.AppsV1Api(admin).delete_namespaced_deployment(name, "default")
+
+
+def _pod(name: str, reason: str | None) -> client.V1Pod:
+    waiting = client.V1ContainerStateWaiting(reason=reason, message=f"{reason} says why")
+    state = client.V1ContainerState(waiting=waiting if reason else None)
+    status = client.V1ContainerStatus(
+        name="app", image="ml-api:v9", image_id="", ready=False, restart_count=0, state=state
+    )
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name),
+        status=client.V1PodStatus(container_statuses=[status]),
+    )
+
+
+def test_a_rollout_is_stuck_only_on_reasons_that_waiting_does_not_fix() -> None:
+    assert workloads.stuck_reason([_pod("a", "ContainerCreating"), _pod("b", None)]) is None
+    assert (
+        workloads.stuck_reason([_pod("a", "ContainerCreating"), _pod("b", "ErrImagePull")]) is None
+    )
+    reason = workloads.stuck_reason([_pod("a", None), _pod("b", "CrashLoopBackOff")])
+    assert reason == "pod b is in CrashLoopBackOff (CrashLoopBackOff says why)"
+
+
+@pytest.mark.cluster
+def test_waiting_for_a_rollout_of_an_image_never_loaded_ends_at_once_naming_it(lab) -> None:
+    missing = _lesson_manifests()[0]
+    missing["spec"]["template"]["spec"]["containers"][0]["image"] = "ml-api:never-built"
+    workloads.apply(lab, [missing])
+    with pytest.raises(workloads.RolloutStuck, match=r"ErrImageNeverPull|ImagePullBackOff"):
+        workloads.wait_for_rollout(lab, "ml-api", timeout=120, progress=False)

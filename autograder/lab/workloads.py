@@ -26,8 +26,25 @@ class Namespaced(Protocol):
     def apps(self) -> client.AppsV1Api: ...
 
 
+# A new pod waiting for one of these reasons does not get past it by waiting: the image is not
+# there, or the app exits at start.
+STUCK_REASONS = frozenset(
+    {
+        "ErrImageNeverPull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+    }
+)
+
+
 class RolloutTimeout(LabError, TimeoutError):
     """A Deployment did not reach the wanted state in time; the message says what it is stuck on."""
+
+
+class RolloutStuck(RolloutTimeout):
+    """The rollout's new pods wait on something time does not fix; the message names the pod and why."""
 
 
 def load_manifests(*paths: Path | str) -> list[dict]:
@@ -69,6 +86,11 @@ def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool =
             if not found:
                 return False
             done, message = rollout_state(found[0])
+            if not done and (reason := stuck_reason(new_pods(lab, found[0]))):
+                raise RolloutStuck(
+                    f"the rollout of deployment/{name} cannot finish: {reason}; "
+                    f"`kubectl describe pod` says more"
+                )
             if bar.total != found[0].spec.replicas:
                 bar.reset(
                     total=found[0].spec.replicas
@@ -90,6 +112,26 @@ def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool =
         except k8s.WaitTimeout as error:
             raise RolloutTimeout(str(error)) from None
     return time.monotonic() - started
+
+
+def new_pods(lab: Lab, deployment: client.V1Deployment) -> list[client.V1Pod]:
+    """The pods of the Deployment's newest ReplicaSet: those its rollout waits for."""
+    newest = max(k8s.owned_replica_sets(lab.apps, deployment), key=k8s.revision, default=None)
+    template = (newest.metadata.labels or {}).get("pod-template-hash") if newest else None
+    if template is None:
+        return []
+    labels = {**(deployment.spec.selector.match_labels or {}), "pod-template-hash": template}
+    return lab.core.list_namespaced_pod(lab.namespace, label_selector=k8s.selector(labels)).items
+
+
+def stuck_reason(pods: list[client.V1Pod]) -> str | None:
+    """The first of `pods` whose container waits for a reason in STUCK_REASONS, as "pod: reason: message"."""
+    for pod in pods:
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting and waiting.reason in STUCK_REASONS:
+                return f"pod {pod.metadata.name} is in {waiting.reason} ({waiting.message or 'no message'})"
+    return None
 
 
 @dataclass(frozen=True)
