@@ -15,6 +15,7 @@ from kubernetes import client
 from autograder.lab import workloads
 from autograder.lesson.manifests import deployment
 from autograder.shared import k8s
+from autograder.shared.errors import LabError
 from autograder.shared.provider import Lab
 
 PART = "review"
@@ -22,17 +23,22 @@ UPDATED, CRASHING = "review-api", "review-crash"
 
 
 def prepare(lab: Lab, draw: random.Random | None = None) -> None:
-    """Deploy `review-api` and update it 1 to 3 times; start `review-crash`, which exits with a code of 2 to 99."""
+    """Deploy `review-api` and update it 1 to 3 times; start `review-crash`, which exits with a code of 2 to 99.
+
+    Each update is a revision once the controller has seen it, whether or not its pods start, so the
+    live revision is the story's even where the image is missing (a graded namespace without the
+    student's ml-api:v1): a guess of 1 never matches it.
+    """
     draw = draw or random.SystemRandom()
     workloads.apply(lab, [deployment(UPDATED, replicas=2, part=PART)])
-    workloads.wait_for_rollout(lab, UPDATED, progress=False)
+    _wait_observed(lab, UPDATED)
     for _ in range(draw.randint(1, 3)):
         # A change to the pod template, as `kubectl set env` or an edit would make: a new revision.
         change = {
             "spec": {"template": {"metadata": {"annotations": {"review/change": uuid.uuid4().hex}}}}
         }
         lab.apps.patch_namespaced_deployment(UPDATED, lab.namespace, change)
-        workloads.wait_for_rollout(lab, UPDATED, progress=False)
+        _wait_observed(lab, UPDATED)
     code = draw.randint(2, 99)
     crash = [
         "python",
@@ -40,13 +46,30 @@ def prepare(lab: Lab, draw: random.Random | None = None) -> None:
         f"import sys; print('cannot load the model, giving up'); sys.exit({code})",
     ]
     workloads.apply(lab, [deployment(CRASHING, command=crash, part=PART)])
-    k8s.wait_for(
+    pods = k8s.wait_for(
         lab.core.list_namespaced_pod,
         lab.namespace,
         label_selector=f"app={CRASHING}",
-        until=lambda pods: any(_restarted(pod) for pod in pods),
+        until=lambda pods: any(_restarted(pod) for pod in pods) or workloads.stuck_reason(pods),
         timeout=90,
         what=f"a restart of the {CRASHING} pod",
+    )
+    if isinstance(pods, str):
+        raise LabError(f"{CRASHING} cannot start, so it never crashes: {pods}")
+
+
+def _wait_observed(lab: Lab, name: str) -> None:
+    """Until the Deployment controller has acted on the latest spec (and so recorded its revision)."""
+    k8s.wait_for(
+        lab.apps.list_namespaced_deployment,
+        lab.namespace,
+        field_selector=f"metadata.name={name}",
+        until=lambda found: (
+            bool(found)
+            and (found[0].status.observed_generation or 0) >= found[0].metadata.generation
+        ),
+        timeout=60,
+        what=f"the controller to see deployment/{name}'s new spec",
     )
 
 
