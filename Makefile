@@ -67,7 +67,7 @@ test-fast: install
 
 # The whole suite: `-m ""` lifts the fast tier's selection.
 test: test-binaries docker kind-image hosted-image chromium node
-	$(BIN)/python -m pytest -m "" -ra --durations=25
+	$(BIN)/python -m pytest -m "" -ra --durations=50
 
 clean-cluster: install
 	$(BIN)/python -m autograder cluster down
