@@ -183,6 +183,8 @@ def test_wrong_resources_selector_and_port_get_hints(lab) -> None:
     container["resources"]["limits"]["memory"] = "512Mi"
     service["spec"]["selector"] = {"app": "ml-api-typo"}
     service["spec"]["ports"][0]["targetPort"] = 80
+    # A label only the cluster knows: the student reads the pods' labels; the hint must not quote them.
+    deployment["spec"]["template"]["metadata"]["labels"]["team"] = "read-me-off-the-cluster"
     workloads.apply(lab, [deployment, service])
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
 
@@ -190,6 +192,11 @@ def test_wrong_resources_selector_and_port_get_hints(lab) -> None:
     assert not result and "memory is 512Mi (want 256Mi)" in result.message
     result = checks.service_routes(lab, "ml-api-service", "ml-api")
     assert not result and "make the selector match" in result.message
+    assert "--show-labels" in result.message and "read-me-off" not in result.message
+    lab.core.patch_namespaced_service("ml-api-service", lab.namespace, {"spec": {"selector": None}})
+    result = checks.service_routes(lab, "ml-api-service", "ml-api")
+    assert not result and "has no selector" in result.message
+    assert "read-me-off" not in result.message
 
     lab.core.patch_namespaced_service(
         "ml-api-service", lab.namespace, {"spec": {"selector": {"app": "ml-api"}}}

@@ -309,16 +309,18 @@ def service_routes(
     owner = _deployment(lab, deployment)
     selector = found.spec.selector or {}
     labels = owner.spec.template.metadata.labels or {}
+    # The pods' labels are what the student reads off the cluster: hints point at them, never quote them.
+    look = f"`kubectl get pods --show-labels` or `kubectl describe deployment {deployment}`"
     if not selector:
         raise _Failed(
-            f"service/{service} has no selector, so it routes to no pods; "
-            f"select the pods with labels {labels}"
+            f"service/{service} has no selector, so it routes to no pods; select "
+            f"deployment/{deployment}'s pods by their labels ({look} shows them)"
         )
     unmatched = {k: v for k, v in selector.items() if labels.get(k) != v}
     if unmatched:
         raise _Failed(
-            f"service/{service} selects {selector}, but deployment/{deployment}'s pods are "
-            f"labelled {labels}: make the selector match ({unmatched} does not)"
+            f"service/{service} selects {selector}, which deployment/{deployment}'s pods do not "
+            f"carry ({unmatched} does not match): make the selector match the labels {look} shows"
         )
     service_port = _service_port(found, port)
     forwards_to = _target_port(service_port, _container(owner))

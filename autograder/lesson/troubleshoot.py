@@ -12,7 +12,6 @@ from autograder.practice.catalog import loaded_images
 from autograder.providers.choice import provider
 from autograder.shared import k8s
 from autograder.shared.provider import Lab
-from autograder.shared.waiting import poll
 
 PULL_REASONS = {
     "ErrImageNeverPull": "the image is not in the cluster and imagePullPolicy is Never, so the "
@@ -25,39 +24,11 @@ PULL_REASONS = {
     "InvalidImageName": "{image} is not a valid image reference: fix the image: line",
 }
 BACK_OFF_RESET = timedelta(minutes=10)
-LOGS_SETTLE_SECONDS = 5
-# What a kubelet answers, with HTTP 200, for a container whose log file it removed between two restarts.
-LOG_GONE = "unable to retrieve container logs"
 WAITING_HINTS = {
     "CrashLoopBackOff": "the container starts and exits again and again: read its logs "
-    "(`kubectl logs POD --previous`) for the error",
+    "(`kubectl logs {pod} --previous`) for the error",
     "CreateContainerConfigError": "the pod refers to a ConfigMap or Secret key that is missing",
 }
-
-
-def _read_logs(lab: Lab, pod: client.V1Pod, lines: int) -> str | None:
-    """The crashed run's last lines (`--previous`), else the newest run's; None while neither can be read."""
-    for previous in (True, False):
-        try:
-            text = (
-                lab.core.read_namespaced_pod_log(
-                    pod.metadata.name, lab.namespace, previous=previous, tail_lines=lines
-                )
-                or ""
-            )
-        except client.ApiException:
-            continue
-        if LOG_GONE not in text:
-            return text
-    return None
-
-
-def _last_logs(lab: Lab, pod: client.V1Pod, lines: int = 5) -> str:
-    """A crash-looping container's last output; the kubelet refuses logs for a moment as it swaps runs."""
-    text = poll(
-        lambda: _read_logs(lab, pod, lines), lambda text: text is not None, LOGS_SETTLE_SECONDS
-    )
-    return " | ".join(line for line in (text or "").splitlines() if line.strip())
 
 
 def _unschedulable(pod: client.V1Pod) -> str | None:
@@ -126,11 +97,8 @@ def diagnose(lab: Lab, selector: str) -> list[str]:
                     f"{reasons[-1]} Lower its requests or add capacity."
                 )
         elif status in WAITING_HINTS:
-            logs = _last_logs(lab, pod)
-            findings.append(
-                f"pod {name} is {status}: {WAITING_HINTS[status]}"
-                + (f"; its last output: {logs}" if logs else "")
-            )
+            # What the crashed run printed is the student's to read (`kubectl logs`): often the fix itself.
+            findings.append(f"pod {name} is {status}: " + WAITING_HINTS[status].format(pod=name))
     findings += image_problems(lab, selector)
     return findings
 
