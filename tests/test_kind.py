@@ -29,6 +29,7 @@ from autograder.shared import binaries, kubeconfig
 from autograder.shared.ports import wait_http
 from autograder.shared.provider import ClusterError, Lab
 from test_admission import hostile_specs, submit
+from test_notebooks import record_time
 
 pytestmark = [pytest.mark.kind, pytest.mark.docker, pytest.mark.slow]
 
@@ -346,11 +347,12 @@ def test_every_master_notebook_runs_on_kind(
     namespace = f"nb-kind-{name[:2]}-{uuid.uuid4().hex[:6]}"
     lab = connect("kind", namespace=namespace)
     try:
-        notebook, _ = notebooks.execute(
+        notebook, seconds = notebooks.execute(
             REPO_ROOT / "source" / "lesson01" / f"{name}.ipynb", namespace=namespace
         )
     finally:
         lab.core.delete_namespace(namespace)
+    record_time(f"kind/{name}", seconds)
     assert notebooks.errors(notebook) == ()
     shown = "".join(
         output.get("text", "") + output.get("data", {}).get("text/plain", "")

@@ -150,7 +150,7 @@ def _execute(path: Path, name: str, allow_errors: bool) -> nbformat.NotebookNode
     finally:
         if namespace:
             clean_up_namespace(namespace)
-    _record_time(f"{path.parent.name}/{name}", seconds)
+    record_time(f"{path.parent.name}/{name}", seconds)
     return notebook
 
 
@@ -171,7 +171,7 @@ def clean_up_namespace(namespace: str) -> None:
     serve_lesson_images(lab)
 
 
-def _record_time(key: str, seconds: float) -> None:
+def record_time(key: str, seconds: float) -> None:
     TIMINGS.parent.mkdir(exist_ok=True)
     timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
     timings[key] = round(seconds, 1)
