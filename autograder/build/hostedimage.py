@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -54,7 +53,6 @@ STUDENT_FILES = (
 )
 LAB_PORT = 8888
 NB_UID = 1000
-STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 # Every process in the container, with the rights the kernel gives it (run inside, as the user).
 PROCESS_RIGHTS = r"""
 import json, os
@@ -192,94 +190,40 @@ def build(
     )
     logger.info("building %s from %s; cluster binaries: %s", tag, root / DOCKERFILE, origin)
     started = time.monotonic()
-    lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="hosted-context-") as scratch:
         context = build_context(root, prebuilt, Path(scratch) / "context.tar")
-        image_id = _build_step(
+        built = _build_stage(
             client,
             context,
-            DOCKERFILE,
             LAB_TAG if student else tag,
-            lines,
-            started,
+            dockerfile=DOCKERFILE,
             buildargs=buildargs,
             nocache=nocache,
             target=LAB_TARGET if student else None,
         )
+        log = built.log
         if student:
             context = student_context(root, Path(scratch) / "student.tar")
-            image_id = _build_step(
-                client,
-                context,
-                "Dockerfile",
-                tag,
-                lines,
-                started,
-                buildargs={"LAB_IMAGE": LAB_TAG},
-                nocache=nocache,
+            built = _build_stage(
+                client, context, tag, buildargs={"LAB_IMAGE": LAB_TAG}, nocache=nocache
             )
+            log += built.log
     return HostedBuild(
         tag=tag,
-        image_id=image_id or client.images.get(tag).id,
+        image_id=built.image_id,
         seconds=time.monotonic() - started,
         prebuilt=sorted(prebuilt),
-        log=lines,
+        log=log,
     )
 
 
-def _build_step(
-    client: DockerClient,
-    context: Path,
-    dockerfile: str,
-    tag: str,
-    lines: list[str],
-    started: float,
-    *,
-    buildargs: dict[str, str],
-    nocache: bool,
-    target: str | None = None,
-) -> str | None:
-    """One `docker build` of the tar `context`, its output kept in `lines`; the image's id."""
-    step, image_id = "", None
-    with context.open("rb") as stream_in:
-        stream = client.api.build(
-            fileobj=stream_in,
-            custom_context=True,
-            dockerfile=dockerfile,
-            tag=tag,
-            buildargs=buildargs,
-            rm=True,
-            forcerm=True,
-            nocache=nocache,
-            decode=True,
-            target=target,
-        )
-        for chunk in stream:
-            text = chunk.get("stream", "")
-            lines.extend(text.splitlines())
-            if match := STEP.match(text.strip()):
-                step = text.strip()
-                logger.info(
-                    "  [%6.1f s] step %s/%s: %s",
-                    time.monotonic() - started,
-                    match[1],
-                    match[2],
-                    match[3][:90],
-                )
-            elif text.strip() and not text.startswith(
-                (" ---> ", "Removing intermediate", "Successfully")
-            ):
-                logger.info(
-                    "    %s", text.strip()[-160:]
-                )  # what a step prints: a Go build's progress
-            image_id = chunk.get("aux", {}).get("ID", image_id)
-            if "error" in chunk:
-                tail = "\n".join(line for line in lines[-20:] if line.strip())
-                raise HostedImageError(
-                    f"docker build of {tag} failed at {step or 'the start'}\n"
-                    f"{chunk['error'].strip()}\n--- last output ---\n{tail}"
-                )
-    return image_id
+def _build_stage(
+    client: DockerClient, context: Path, tag: str, **options: object
+) -> dockerengine.BuildOutput:
+    """One `docker build` of the tar `context`, each step logged as it starts (a Go build's too)."""
+    return dockerengine.build(
+        client, context, tag, failure=HostedImageError, progress=False, echo=True, **options
+    )
 
 
 @dataclass

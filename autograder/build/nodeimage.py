@@ -164,27 +164,9 @@ def _context(dockerfile: str, files: dict[str, tuple[bytes, int] | Path], into: 
 
 
 def docker_build(client: docker.DockerClient, context: Path, tag: str, bar: tqdm) -> None:
-    """`docker build` a context tarball as `tag`, its steps shown on the progress bar."""
-    tail: list[str] = []
-    with open(context, "rb") as stream:
-        for event in client.api.build(
-            fileobj=stream,
-            custom_context=True,
-            tag=tag,
-            rm=True,
-            forcerm=True,
-            decode=True,
-            pull=False,
-        ):
-            if "error" in event:
-                raise NodeImageError(
-                    f"docker build of {tag} failed: {event['error'].strip()}\n" + "\n".join(tail)
-                )
-            line = event.get("stream", "").strip()
-            if line:
-                tail = (tail + [line])[-15:]
-                if line.startswith("Step "):
-                    bar.set_postfix_str(f"{tag.rsplit('/', 1)[-1]}: {line[:60]}")
+    """`docker build` a context tarball as `tag`, named on the progress bar, its steps on its own."""
+    bar.set_postfix_str(f"docker build {tag.rsplit('/', 1)[-1]}")
+    dockerengine.build(client, context, tag, failure=NodeImageError, pull=False)
 
 
 def ensure_rootfs(client: docker.DockerClient, wanted: Rootfs) -> str:
