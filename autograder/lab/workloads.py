@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -65,31 +65,45 @@ def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool =
     started = time.monotonic()
     with tqdm(desc=f"rollout {name}", unit="ready", disable=not progress, leave=False) as bar:
 
-        def complete(found: list[client.V1Deployment]) -> bool:
-            if not found:
-                return False
-            done, message = rollout_state(found[0])
-            if bar.total != found[0].spec.replicas:
-                bar.reset(
-                    total=found[0].spec.replicas
-                )  # a notebook's widget learns its length only here
-            bar.n = found[0].status.ready_replicas or 0
+        def complete(deployment: client.V1Deployment) -> bool:
+            done, message = rollout_state(deployment)
+            if bar.total != deployment.spec.replicas:  # a notebook's widget learns its length here
+                bar.reset(total=deployment.spec.replicas)
+            bar.n = deployment.status.ready_replicas or 0
             bar.set_postfix_str(message)
             return done
 
         try:
-            k8s.wait_for(
-                lab.apps.list_namespaced_deployment,
-                lab.namespace,
-                field_selector=f"metadata.name={name}",
-                until=complete,
-                timeout=timeout,
-                what=f"the rollout of deployment/{name}",
-                seen=lambda found: rollout_state(found[0])[1] if found else "no such Deployment",
-            )
+            watch_deployment(lab, name, complete, timeout)
         except k8s.WaitTimeout as error:
             raise RolloutTimeout(str(error)) from None
     return time.monotonic() - started
+
+
+def watch_deployment(
+    lab: Lab,
+    name: str,
+    until: Callable[[client.V1Deployment], bool],
+    timeout: float,
+    resync: float = 2,
+) -> None:
+    """Watch deployment/`name` until `until(it)` holds; a timeout says how far its rollout got."""
+    k8s.wait_for(
+        lab.apps.list_namespaced_deployment,
+        lab.namespace,
+        field_selector=f"metadata.name={name}",
+        until=lambda found: bool(found) and until(found[0]),
+        timeout=timeout,
+        what=f"the rollout of deployment/{name}",
+        resync=resync,
+        seen=lambda found: rollout_state(found[0])[1] if found else "no such Deployment",
+    )
+
+
+def live_pods(lab: Lab, selector: str) -> list[client.V1Pod]:
+    """The pods behind `selector` not on their way out: a replaced pod's old trouble is over."""
+    pods = lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
+    return [pod for pod in pods if pod.metadata.deletion_timestamp is None]
 
 
 @dataclass(frozen=True)

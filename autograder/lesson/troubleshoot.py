@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from kubernetes import client
 
+from autograder.lab.workloads import live_pods
 from autograder.lesson.observe import pod_status
 from autograder.practice.catalog import loaded_images
 from autograder.providers.choice import provider
@@ -104,16 +105,10 @@ def _status(pod: client.V1Pod) -> str:
     return status
 
 
-def _live_pods(lab: Lab, selector: str) -> list[client.V1Pod]:
-    """The pods behind `selector` that are not on their way out: a replaced pod's old trouble is over."""
-    pods = lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
-    return [pod for pod in pods if pod.metadata.deletion_timestamp is None]
-
-
 def diagnose(lab: Lab, selector: str) -> list[str]:
     """Plain-words findings for the pods behind `selector`; an empty list means nothing is wrong."""
     findings = []
-    pods = _live_pods(lab, selector)
+    pods = live_pods(lab, selector)
     if not pods:
         return [f"no pods match {selector}: is the Deployment applied, and does its label match?"]
     for pod in pods:
@@ -175,7 +170,7 @@ def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
     problems = []
     loads_only = provider(lab.provider).loads_images_only
     known = loaded_images(lab) if loads_only else set()
-    for pod in _live_pods(lab, selector):
+    for pod in live_pods(lab, selector):
         reasons = {
             status.name: status.state.waiting.reason
             for status in pod.status.container_statuses or []
