@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from autograder import REPO_ROOT
@@ -93,6 +93,17 @@ class LabServer:
         headers = {"Authorization": f"token {self.token}"}
         for session in requests.get(f"{self.url}api/sessions", headers=headers, timeout=10).json():
             requests.delete(f"{self.url}api/sessions/{session['id']}", headers=headers, timeout=30)
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright until the block ends."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

@@ -11,17 +11,16 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from autograder.grading.classrun.ledger import Outcome
 from jupyter_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     SCREENSHOTS,
     VIEWPORT,
     LabServer,
     OpenNotebook,
     Screenshots,
+    chromium,
     copy_course,
     open_notebook,
     serve,
@@ -54,10 +53,8 @@ SELF_CHECK = re.compile(r"^print\((handson|checks)\.", re.MULTILINE)
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless, driven by Playwright."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kubernetes import client
 from nbgrader.api import Gradebook
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from autograder.classroom import hub, setup
 from autograder.classroom.layout import ASSIGNMENT, COURSE_ID, Classroom
@@ -28,13 +28,12 @@ from autograder.grading.classrun.course import Course, scores
 from autograder.shared.errors import LabError
 from autograder.shared.ports import free_ports
 from jupyter_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     KERNEL_IDLE,
     SCREENSHOTS,
     VIEWPORT,
     OpenNotebook,
     Screenshots,
+    chromium,
     text_of,
 )
 from jupyter_hub import (
@@ -98,10 +97,8 @@ def classroom() -> Iterator[tuple[Classroom, dict[str, str]]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
