@@ -1,4 +1,4 @@
-"""The model server image with the real Docker engine: build v1 and v2, run, call, and fail plainly."""
+"""The model server image with the real Docker engine: build v1 and v2, run, call, fail plainly."""
 
 from __future__ import annotations
 

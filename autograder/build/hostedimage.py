@@ -1,4 +1,4 @@
-"""Build and run the hosted JupyterLab image (`binder/Dockerfile`) with the Docker SDK, offline here.
+"""Build and run the hosted JupyterLab image (`binder/Dockerfile`) with the Docker SDK, offline.
 
 The build context is the repository as `.dockerignore` leaves it, sent as a tar made here so that
 the practice cluster's binaries cached on this machine can ride along in `binder/prebuilt/`
@@ -59,13 +59,16 @@ import json, os
 rows = []
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
-        status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
+        lines = open(f"/proc/{pid}/status").read().splitlines()
+        status = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
     except OSError:
         continue
-    rows.append({"pid": int(pid), "name": status["Name"].strip(), "state": status["State"].split()[0],
-                 "uid": int(status["Uid"].split()[1]),
-                 "gid": int(status["Gid"].split()[1]), "no_new_privs": status.get("NoNewPrivs", "?").strip(),
-                 **{key: int(status[key], 16) for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}})
+    capabilities = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+    rows.append({"pid": int(pid), "name": status["Name"].strip(),
+                 "state": status["State"].split()[0], "uid": int(status["Uid"].split()[1]),
+                 "gid": int(status["Gid"].split()[1]),
+                 "no_new_privs": status.get("NoNewPrivs", "?").strip(),
+                 **{key: int(status[key], 16) for key in capabilities}})
 print(json.dumps(rows))
 """
 
@@ -101,8 +104,11 @@ class HostedBuild:
 
 
 def cached_binaries() -> dict[str, Path]:
-    """The practice cluster's binaries this machine holds at their pinned versions: in $LAB_BIN_DIR
-    (as the lab takes them), else in its cache; resolved, so the context carries files, not links."""
+    """The practice cluster's binaries this machine holds at their pinned versions.
+
+    In $LAB_BIN_DIR (as the lab takes them), else in its cache; resolved, so the context carries
+    files, not links.
+    """
     folders = [Path(os.environ[BIN_DIR_ENV])] if os.environ.get(BIN_DIR_ENV) else []
     found = {}
     for name in PRACTICE_BINARIES:
@@ -114,7 +120,7 @@ def cached_binaries() -> dict[str, Path]:
 
 
 def build_context(root: Path, prebuilt: dict[str, Path], into: Path) -> Path:
-    """A tar of `root` as `.dockerignore` leaves it, plus `prebuilt` binaries under binder/prebuilt/."""
+    """A tar of `root` as `.dockerignore` leaves it, plus `prebuilt` binaries in binder/prebuilt."""
     ignore = root / ".dockerignore"
     patterns = (
         [
@@ -228,7 +234,7 @@ def _build_stage(
 
 @dataclass
 class HostedLab:
-    """A running container of the hosted image: its JupyterLab URL and token, and commands run in it."""
+    """A running container of the hosted image: its JupyterLab URL and token, commands run in it."""
 
     container: Container
     url: str
@@ -237,7 +243,7 @@ class HostedLab:
     seconds_to_lab: float
 
     def exec(self, *command: str) -> str:
-        """Run `command` in the container as its user (the notebook user); its output, or an error."""
+        """Run `command` in the container as its (notebook) user; its output, or an error."""
         code, output = self.container.exec_run(list(command), demux=False)
         text = output.decode(errors="replace")
         if code != 0:
@@ -258,7 +264,7 @@ class HostedLab:
         return [tuple(row) for row in json.loads(self.python(LISTENING))]
 
     def cluster_up(self) -> float:
-        """`python -m autograder cluster up --provider practice` inside, as the user; returns its seconds."""
+        """`python -m autograder cluster up --provider practice` inside, as the user; seconds."""
         started = time.monotonic()
         self.exec("python", "-m", "autograder", "cluster", "up", "--provider", "practice")
         return time.monotonic() - started
@@ -272,9 +278,11 @@ def running(
     environment: dict[str, str] | None = None,
     **run_options: object,
 ) -> Iterator[HostedLab]:
-    """`docker run -p 127.0.0.1:PORT:8888 TAG` (its own command, user and rights unless `run_options`
-    say otherwise) until the block ends; yields once JupyterLab answers /api/status. A browser test
-    opens `url` with `token` to drive a notebook."""
+    """`docker run -p 127.0.0.1:PORT:8888 TAG` until the block ends; yields once JupyterLab answers.
+
+    The container keeps its own command, user and rights unless `run_options` say otherwise; it is
+    ready once /api/status answers. A browser test opens `url` with `token` to drive a notebook.
+    """
     client = dockerengine.client()
     token = secrets.token_hex(16)
     port = ports.free_port()

@@ -121,7 +121,7 @@ def _remove_leftovers(client: docker.DockerClient) -> None:
 
 
 def _drop_older(client: docker.DockerClient, current: str, replaced: list[str]) -> None:
-    """Remove node images of other inputs, and those a rebuild left untagged, unless a node runs one."""
+    """Remove node images of other inputs and those a rebuild left untagged, unless in use."""
     older = [
         tag
         for image in client.images.list(name=REPOSITORY)
@@ -164,7 +164,7 @@ def _context(dockerfile: str, files: dict[str, tuple[bytes, int] | Path], into: 
 
 
 def docker_build(client: docker.DockerClient, context: Path, tag: str, bar: tqdm) -> None:
-    """`docker build` a context tarball as `tag`, named on the progress bar, its steps on its own."""
+    """`docker build` a context tarball as `tag`, named on the progress bar, its steps below it."""
     bar.set_postfix_str(f"docker build {tag.rsplit('/', 1)[-1]}")
     dockerengine.build(client, context, tag, failure=NodeImageError, pull=False)
 
@@ -208,7 +208,7 @@ def preload(
     work: Path,
     bar: tqdm,
 ) -> None:
-    """Import `images` (staging tag -> name kubeadm uses) into the node's containerd, commit `into`."""
+    """Import `images` (staging tag -> kubeadm's name) into the node's containerd, commit `into`."""
     saved = work / "preload"
     saved.mkdir()
     for number, staging in enumerate(images):
@@ -245,7 +245,8 @@ def preload(
             _run(container, [*ctr, "tag", "--force", f"docker.io/{staging}", final])
             _run(container, [*ctr, "rm", f"docker.io/{staging}"])
         present = set(_run(container, ["ctr", "--namespace=k8s.io", "images", "ls", "-q"]).split())
-        # ctr also names each imported image by its config digest; kubelet would list those as <none>.
+        # ctr also names each imported image by its config digest; kubelet
+        # would list those as <none>.
         by_digest = sorted(name for name in present if name.startswith("sha256:"))
         if by_digest:
             _run(container, ["ctr", "--namespace=k8s.io", "images", "rm", *by_digest])
@@ -337,7 +338,8 @@ def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag
             bar.update()
             preloaded = {}
             for component in components():
-                staging = f"k8s-ml-lab/staging-{build_id}/{component.name}:{baseimage.split_tag(component.ref)[1]}"
+                version = baseimage.split_tag(component.ref)[1]
+                staging = f"k8s-ml-lab/staging-{build_id}/{component.name}:{version}"
                 extra = {} if component.needs_iptables else STATIC_BASE
                 context = _context(
                     component_dockerfile(component, rootfs, iptables_rootfs),

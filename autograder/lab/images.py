@@ -1,8 +1,10 @@
-"""The model server image, the lesson's steps 2, 5 and 7: build it, run it locally, load it into the cluster.
+"""The model server image, the lesson's steps 2, 5 and 7.
 
-Builds use the Docker SDK's low-level API so the build log streams into a notebook as it happens.
-On the practice cluster "loading" hands the image's app to `autograder.practice`, which needs
-no Docker at all.
+Build it, run it locally, load it into the cluster.
+
+Builds use the Docker SDK's low-level API so the build log streams into a notebook as it happens. On
+the practice cluster "loading" hands the image's app to `autograder.practice`, which needs no Docker
+at all.
 """
 
 from __future__ import annotations

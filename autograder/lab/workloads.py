@@ -1,4 +1,4 @@
-"""Around the lesson's kubectl steps: read manifests, apply provided objects, wait for a rollout, read history."""
+"""Around the lesson's kubectl steps: read manifests, apply objects, wait for rollouts, history."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from autograder.shared.provider import Lab
 
 
 class Namespaced(Protocol):
-    """What reading a namespace's workloads takes: its name and an apps client (a `Lab` has both)."""
+    """What reading a namespace's workloads takes: its name and an apps client (as a `Lab` has)."""
 
     namespace: str
 
@@ -41,7 +41,7 @@ def apply(lab: Lab, documents: Iterable[dict]) -> list[str]:
 
 
 def rollout_state(deployment: client.V1Deployment) -> tuple[bool, str]:
-    """Whether a rollout is complete, as `kubectl rollout status` judges it and with no surplus replica left."""
+    """Whether a rollout is complete as `kubectl rollout status` judges it, no surplus left."""
     spec, status = deployment.spec, deployment.status
     want = spec.replicas if spec.replicas is not None else 1
     updated = status.updated_replicas or 0

@@ -219,7 +219,7 @@ class RolloutTimeline:
             series.append(counts.get(name, 0))
 
     def plot(self) -> Figure:
-        """Stacked ready pods per ReplicaSet over time: old revisions drain while the new one fills."""
+        """Stacked ready pods per ReplicaSet over time: old revisions drain as the new one fills."""
         figure = Figure(figsize=(9, 4), layout="constrained")
         ax = figure.subplots()
         names = sorted(self.ready, key=lambda n: self.labels.get(n, n))
@@ -241,7 +241,7 @@ class RolloutTimeline:
 
 
 def watch_rollout(lab: Lab, name: str, timeout: float = 180, live: bool = True) -> RolloutTimeline:
-    """Record ready pods per ReplicaSet on every change until the rollout completes, redrawing the chart."""
+    """Record ready pods per ReplicaSet on each change until the rollout completes; redraw."""
     timeline = RolloutTimeline(name)
     handle = None
     if live:

@@ -22,7 +22,7 @@ UPDATED, CRASHING = "review-api", "review-crash"
 
 
 def prepare(lab: Lab, draw: random.Random | None = None) -> None:
-    """Deploy `review-api` and update it 1 to 3 times; start `review-crash`, which exits with a code of 2 to 99."""
+    """Deploy `review-api`, update it 1-3 times; start `review-crash`, exiting with 2 to 99."""
     draw = draw or random.SystemRandom()
     workloads.apply(lab, [deployment(UPDATED, replicas=2, part=PART)])
     workloads.wait_for_rollout(lab, UPDATED, progress=False)

@@ -27,7 +27,8 @@ PULL_REASONS = {
 }
 BACK_OFF_RESET = timedelta(minutes=10)
 LOGS_SETTLE_SECONDS = 5
-# What a kubelet answers, with HTTP 200, for a container whose log file it removed between two restarts.
+# What a kubelet answers, with HTTP 200, for a container whose log file it
+# removed between two restarts.
 LOG_GONE = "unable to retrieve container logs"
 WAITING_HINTS = {
     "CrashLoopBackOff": "the container starts and exits again and again: read its logs "
@@ -37,7 +38,7 @@ WAITING_HINTS = {
 
 
 def _read_logs(lab: Lab, pod: client.V1Pod, lines: int) -> str | None:
-    """The crashed run's last lines (`--previous`), else the newest run's; None while neither can be read."""
+    """The crashed run's last lines (`--previous`), else the newest run's; None if neither reads."""
     for previous in (True, False):
         try:
             text = (
@@ -54,7 +55,7 @@ def _read_logs(lab: Lab, pod: client.V1Pod, lines: int) -> str | None:
 
 
 def _last_logs(lab: Lab, pod: client.V1Pod, lines: int = 5) -> str:
-    """A crash-looping container's last output; the kubelet refuses logs for a moment as it swaps runs."""
+    """A crash-looping container's last output; kubelet refuses logs a moment as it swaps runs."""
     text = poll(
         lambda: _read_logs(lab, pod, lines), lambda text: text is not None, LOGS_SETTLE_SECONDS
     )
@@ -62,7 +63,7 @@ def _last_logs(lab: Lab, pod: client.V1Pod, lines: int = 5) -> str:
 
 
 def _unschedulable(pod: client.V1Pod) -> str | None:
-    """The scheduler's verdict on a pod it could not place, as it writes it into the pod's PodScheduled condition."""
+    """The scheduler's verdict on a pod it could not place, from its PodScheduled condition."""
     for condition in pod.status.conditions or []:
         if (
             condition.type == "PodScheduled"
@@ -74,7 +75,7 @@ def _unschedulable(pod: client.V1Pod) -> str | None:
 
 
 def _scheduling_failures(lab: Lab, pod: client.V1Pod) -> list[str]:
-    """What the scheduler said about an unplaced pod: its events, else its condition (events come a moment later)."""
+    """What the scheduler said of an unplaced pod: its events, else its condition (events lag)."""
     found = lab.core.list_namespaced_event(
         lab.namespace,
         field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod.metadata.name}",
@@ -85,8 +86,11 @@ def _scheduling_failures(lab: Lab, pod: client.V1Pod) -> list[str]:
 
 
 def _crash_looping(status: client.V1ContainerStatus) -> bool:
-    """Whether a container is restarting after failures: still unready, or failed within the kubelet's
-    back-off reset (10 minutes), so a pod caught in the second its container runs again still counts."""
+    """Whether a container is restarting after failures.
+
+    Still unready, or failed within the kubelet's back-off reset (10 minutes), so a pod caught in
+    the second its container runs again still counts.
+    """
     last = status.last_state.terminated if status.last_state else None
     if not (status.restart_count and last and last.exit_code):
         return False
@@ -144,7 +148,7 @@ def _ready_seconds(pod: client.V1Pod) -> float:
 
 
 def _settled(pod: client.V1Pod, steady: float = 0) -> bool:
-    """Whether a pod is worth diagnosing: ready for `steady` seconds, stuck, or refused by the scheduler."""
+    """Whether a pod is worth diagnosing: ready `steady` seconds, stuck, or refused a node."""
     if not pod.spec.node_name:
         return _unschedulable(pod) is not None
     return _status(pod) in k8s.STUCK_REASONS or (
@@ -153,7 +157,7 @@ def _settled(pod: client.V1Pod, steady: float = 0) -> bool:
 
 
 def wait_until_settled(lab: Lab, selector: str, timeout: float = 60, steady: float = 0) -> None:
-    """Give new pods time to be scheduled and started (or to fail), Ready ones `steady` s to show a crash."""
+    """Give new pods time to be scheduled and started (or fail), Ready ones `steady` s to crash."""
     with suppress(k8s.WaitTimeout):  # unsettled pods are diagnosed as they are
         k8s.wait_for(
             lab.core.list_namespaced_pod,
@@ -179,8 +183,8 @@ def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
         for container in pod.spec.containers:
             reason = reasons.get(container.name)
             if loads_only and container.image not in known:
-                # Loading is the cure on practice, whatever the pull policy; a cluster made before the
-                # pod runtime reports no pull at all, so the kubelet's reason is named for it.
+                # Loading is the cure on practice, whatever the pull policy; a cluster made before
+                # the pod runtime reports no pull at all, so the kubelet's reason is named for it.
                 problems.append(
                     f"pod {pod.metadata.name}: {container.image} was never loaded into the cluster "
                     f"({reason or 'a real kubelet would report ErrImageNeverPull'}). "

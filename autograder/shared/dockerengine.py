@@ -1,4 +1,4 @@
-"""The Docker engine, for every room that builds or runs images: one way to reach it, or say why not."""
+"""The Docker engine, for every room building or running images: one way to reach it, or why not."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def unreachable_reason() -> str | None:
 
 
 def client(timeout: float = 60, *, hint: str = "") -> docker.DockerClient:
-    """A Docker client that answers, or DockerUnavailable saying how to start the daemon (and `hint`)."""
+    """A Docker client that answers, or DockerUnavailable saying how to start it (and `hint`)."""
     reason = unreachable_reason()
     if reason:
         raise DockerUnavailable(f"{reason}{hint}")
