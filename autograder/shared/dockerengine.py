@@ -73,11 +73,11 @@ def build(
     echo: bool = False,
     **options: object,
 ) -> BuildOutput:
-    """`docker build -t TAG CONTEXT` (a folder, or a tar made by the caller) through the SDK's
-    low-level API, so its steps show as they run: on a tqdm bar (`progress`) or as log lines
-    (`echo`, with what each step prints). A failing step raises `failure` naming that step.
+    """`docker build -t TAG CONTEXT` through the SDK's low-level API, so its steps show as they run.
 
-    `options` go to `APIClient.build` as they are: dockerfile, buildargs, nocache, target, pull.
+    CONTEXT is a folder, or a tar the caller made. The steps show on a tqdm bar (`progress`) or as
+    log lines (`echo`, with what each step prints); a failing step raises `failure`, naming that
+    step. `options` go to `APIClient.build` as they are: dockerfile, buildargs, nocache, target.
     """
     if context.is_dir():
         return _stream(client, tag, failure, progress, echo, path=str(context), **options)
