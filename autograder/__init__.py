@@ -1,4 +1,4 @@
-"""Lesson 01 of Kubernetes for ML Infrastructure: the lab, the lesson's checks and the autograder."""
+"""Lesson 01 of Kubernetes for ML Infrastructure: the lab, the lesson's checks, the autograder."""
 
 from importlib.resources import files
 from pathlib import Path
@@ -7,8 +7,10 @@ from pathlib import Path
 try:
     MANIFESTS = Path(str(files("autograder.manifests")))
 except ModuleNotFoundError:
-    # Imported from a checkout that shadows the installed package (`python -m autograder` run in the
-    # repository after a non-editable install, as in the hosted image's home): manifests/ is beside it.
+    # Imported from a checkout that shadows the installed package
+    # (`python -m autograder` run in the repository after a non-editable install, as in
+    # the hosted image's home): manifests/ is beside it.
     MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
-# The checkout this package runs from: the instructor's course tooling (source/, notebooks/) lives there.
+# The checkout this package runs from: the instructor's course tooling
+# (source/, notebooks/) lives there.
 REPO_ROOT = Path(__file__).resolve().parent.parent

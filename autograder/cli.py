@@ -1,4 +1,4 @@
-"""`python -m autograder ...`: cluster lifecycle, a health report, the lesson demo and benchmarks."""
+"""`python -m autograder ...`: cluster lifecycle, a health report, the lesson demo, benchmarks."""
 
 from __future__ import annotations
 
@@ -301,8 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def scripts_on_path() -> None:
-    """As in an activated venv: nbgrader runs `alembic` (and jupyter) through PATH, so this interpreter's
-    own scripts come first also when it is called by its full path (`.venv/bin/python -m autograder`)."""
+    """As in an activated venv.
+
+    nbgrader runs `alembic` (and jupyter) through PATH, so this interpreter's own scripts come first
+    also when it is called by its full path (`.venv/bin/python -m autograder`).
+    """
     scripts = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
     if scripts not in path.split(os.pathsep):

@@ -26,7 +26,7 @@ class Step:
 
 
 def lesson_flow(lab: Lab, progress: bool = False) -> list[Step]:
-    """Deploy, expose, scale 5 and back to 3, roll out v2, roll back: what the lesson does by hand."""
+    """Deploy, expose, scale 5 and back to 3, roll out v2, roll back: the lesson's steps by hand."""
     steps: list[Step] = []
 
     def timed(name: str, action: Callable[[], str]) -> None:

@@ -1,4 +1,4 @@
-"""`python -m autograder doctor`: what this machine has for each cluster, and the fix for what it lacks."""
+"""`python -m autograder doctor`: what this machine has for each cluster, the fix for a lack."""
 
 from __future__ import annotations
 

@@ -28,8 +28,9 @@ ASSIGNMENT = "lesson01"
 STUDENT_DIR = "notebooks"
 SOURCE_DIR = "source"
 NO_CLUSTER = ("01-why-orchestration", "02-choosing-a-platform")
-# The kernel's manager hands it CurveZMQ keys (the kernelspec of ipykernel declares them): over plain TCP
-# ipykernel warns at every start that the traffic is unencrypted, lines `notebooks run` users took for errors.
+# The kernel's manager hands it CurveZMQ keys (the kernelspec of ipykernel declares them): over
+# plain TCP ipykernel warns at every start that the traffic is unencrypted, lines
+# `notebooks run` users took for errors.
 KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
@@ -49,7 +50,9 @@ def _python_scripts_on_path() -> Iterator[None]:
 
 
 def generate(course: Path, into: Path) -> Path:
-    """Run `nbgrader generate_assignment` on a copy of the course in `into`; returns the release folder.
+    """Run `nbgrader generate_assignment` on a copy of the course in `into`.
+
+    Returns the release folder.
 
     Working on a copy keeps the instructor's gradebook and release folder untouched.
     """
@@ -132,7 +135,9 @@ def _environment(**values: str) -> Iterator[None]:
 def execute(
     path: Path, *, namespace: str | None = None, allow_errors: bool = False, timeout: float = 600
 ) -> tuple[nbformat.NotebookNode, float]:
-    """Run a notebook top to bottom in a fresh kernel of this Python; returns it with its outputs and the seconds taken.
+    """Run a notebook top to bottom in a fresh kernel of this Python.
+
+    Returns it with its outputs and the seconds taken.
 
     A cluster notebook works in `namespace` (through LAB_NAMESPACE, as a student's would).
     """
@@ -171,7 +176,7 @@ def errors(notebook: nbformat.NotebookNode) -> tuple[str, ...]:
 
 
 def run_all(folder: Path, provider: str | None = None) -> list[Run]:
-    """Run every notebook in `folder` in order, each cluster one in a throwaway namespace; errors are recorded, not raised."""
+    """Run `folder`'s notebooks in order, cluster ones in throwaway namespaces; record errors."""
     from autograder.lab.cluster import connect
 
     runs = []

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real practice cluster for the session, a fresh namespace per test, a grading round trip."""
+"""Shared fixtures: a practice cluster per session, a namespace per test, a grading round trip."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ FIRST_NOTEBOOK = "01-why-orchestration.ipynb"
 SUBMISSIONS = ("masters", "untouched", "first-notebook-only")
 PR_SET_CHILD_SUBREAPER = 36
 
-scripts_on_path()  # `.venv/bin/python -m pytest` with no venv activated: nbgrader finds alembic all the same
+# `.venv/bin/python -m pytest` with no venv activated: nbgrader finds alembic all the same
+scripts_on_path()
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +76,11 @@ def ask_as_nobody(server: Path, request: dict) -> int:
 
 
 def jailed_kernels() -> list[int]:
-    """The grader's kernels this test process started, still running: a kernel uid's first process (what it
-    starts runs as its uid too). Another grader's kernels on the same machine are none of its business."""
+    """The grader's kernels this test process started, still running.
+
+    A kernel uid's first process (what it starts runs as its uid too). Another grader's kernels on
+    the same machine are none of its business.
+    """
     seen = {}
     for process in psutil.Process().children(recursive=True):
         try:
@@ -95,8 +99,11 @@ def jailed_kernels() -> list[int]:
 
 @contextmanager
 def adopting_orphans() -> Iterator[None]:
-    """While the block runs, a process orphaned below this one becomes its child, not init's: a kernel that
-    outlives the worker that started it is still among this test's own processes for `jailed_kernels`."""
+    """While the block runs, a process orphaned below this one becomes its child, not init's.
+
+    A kernel that outlives the worker that started it is still among this test's own processes for
+    `jailed_kernels`.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "cannot become a child subreaper")
@@ -108,7 +115,7 @@ def adopting_orphans() -> Iterator[None]:
 
 @contextmanager
 def most_kernels_at_once() -> Iterator[list[int]]:
-    """Samples how many of the grader's kernels run at once while the block runs; yields [the most seen]."""
+    """Samples how many of the grader's kernels run at once during the block; yields [the most]."""
     most, done = [0], threading.Event()
 
     def sample() -> None:
@@ -126,7 +133,7 @@ def most_kernels_at_once() -> Iterator[list[int]]:
 
 @pytest.fixture
 def graded_course(tmp_path: Path) -> Callable[[str, Collection[str]], tuple[Path, list[Outcome]]]:
-    """A course copy with some of lesson01's submissions (masters, untouched, first-notebook-only) graded."""
+    """A course copy with some of lesson01's submissions (masters, untouched, first-only) graded."""
 
     def grade(provider: str, students: Collection[str] = SUBMISSIONS) -> tuple[Path, list[Outcome]]:
         root = bench.course_copy(tmp_path / "course")
@@ -162,7 +169,7 @@ def first_notebook_points(root: Path) -> float:
 def round_trip(
     graded_course: Callable[[str, Collection[str]], tuple[Path, list[Outcome]]],
 ) -> Callable[[str], list[Outcome]]:
-    """Grades lesson01's solved masters and its untouched release on a provider: full marks, then zero."""
+    """Grades lesson01's solved masters and untouched release on a provider: full marks, zero."""
 
     def grade(provider: str) -> list[Outcome]:
         with adopting_orphans():
@@ -178,7 +185,8 @@ def round_trip(
         assert "kernel starts" not in phases["untouched"], (
             "a submission left as released runs no kernel"
         )
-        # Per worker: the running notebook's kernel and the next one's, started early; never a pile-up.
+        # Per worker: the running notebook's kernel and the next one's,
+        # started early; never a pile-up.
         assert 0 < most[0] <= 2 * 2, f"{most[0]} of the grader's kernels ran at once with 2 workers"
         assert not outlived, f"kernels outlived the grading: {outlived}"
         pages = list((root / "feedback").rglob("*.html"))

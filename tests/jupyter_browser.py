@@ -1,4 +1,4 @@
-"""JupyterLab in headless Chromium: serve a folder with `jupyter lab`, open notebooks, run cells, keep screenshots."""
+"""JupyterLab in headless Chromium: serve a folder, open notebooks, run cells, keep screenshots."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from autograder import REPO_ROOT
@@ -60,7 +60,10 @@ START_CELL = """index => {
     ok => { window.labCells[index] = {ok: ok !== false}; },
     error => { window.labCells[index] = {ok: false, error: String(error)}; });
 }"""
-CELL_DONE = "index => window.labCells && window.labCells[index] !== null && window.labCells[index] !== undefined"
+CELL_DONE = (
+    "index => window.labCells && window.labCells[index] !== null "
+    "&& window.labCells[index] !== undefined"
+)
 CELL_OUTPUTS = (
     "index => window.jupyterapp.shell.currentWidget.content.widgets[index].model.outputs.toJSON()"
 )
@@ -95,6 +98,17 @@ class LabServer:
             requests.delete(f"{self.url}api/sessions/{session['id']}", headers=headers, timeout=30)
 
 
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright until the block ends."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as probe:
@@ -104,8 +118,11 @@ def free_port() -> int:
 
 @contextmanager
 def serve(root: Path, namespace: str = "default", *, timeout: float = 90) -> Iterator[LabServer]:
-    """`jupyter lab` serving `root` from this checkout's environment, its kernels on the practice cluster in
-    `namespace`, until the block ends; it runs in `root`, so nbgrader's formgrader finds a course there."""
+    """`jupyter lab` serving `root` from this checkout's environment until the block ends.
+
+    Its kernels work on the practice cluster in `namespace`; it runs in `root`, so nbgrader's
+    formgrader finds a course there.
+    """
     token, port = secrets.token_hex(16), free_port()
     state = root.parent / f".jupyter-{port}"
     log = state / "server.log"
@@ -159,8 +176,11 @@ def serve(root: Path, namespace: str = "default", *, timeout: float = 90) -> Ite
 
 @contextmanager
 def serve_image(namespace: str, tag: str = hostedimage.HOSTED_TAG) -> Iterator[LabServer]:
-    """JupyterLab of the hosted image, as Binder runs it (its user, no added rights), its kernels in `namespace`
-    on the practice cluster inside the container, which is ready before the block starts."""
+    """JupyterLab of the hosted image, as Binder runs it (its user, no added rights).
+
+    Its kernels work in `namespace` on the practice cluster inside the container, which is ready
+    before the block starts.
+    """
     command = [
         "jupyter",
         "lab",
@@ -174,7 +194,8 @@ def serve_image(namespace: str, tag: str = hostedimage.HOSTED_TAG) -> Iterator[L
             "python",
             "-c",
             f"import json, pathlib; folder = pathlib.Path({str(NEWS_SETTINGS)!r}).expanduser(); "
-            f"folder.parent.mkdir(parents=True, exist_ok=True); folder.write_text(json.dumps({NO_NEWS!r}))",
+            "folder.parent.mkdir(parents=True, exist_ok=True); "
+            f"folder.write_text(json.dumps({NO_NEWS!r}))",
         )
         lab.cluster_up()
 
@@ -202,7 +223,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _no_news(settings: Path) -> None:
-    """JupyterLab asks about fetching its news in a toast over the notebook: answer no in the user's settings."""
+    """JupyterLab's news toast covers the notebook: answer no in the user's settings."""
     path = settings / NEWS_SETTINGS.relative_to(USER_SETTINGS)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(NO_NEWS))
@@ -219,7 +240,7 @@ def _answers(server: LabServer, process: subprocess.Popen) -> bool:
 
 
 def copy_course(target: Path) -> Path:
-    """The student notebooks and the solved masters in a throwaway root, so runs write nothing into the checkout."""
+    """Student notebooks and solved masters in a throwaway root: runs write nothing here."""
     shutil.copytree(
         REPO_ROOT / "notebooks", target / "notebooks", ignore=shutil.ignore_patterns("ml-api")
     )
@@ -250,7 +271,7 @@ class Screenshots:
 
 
 class CellFailed(AssertionError):
-    """A cell showed an error or did not finish; the message names the notebook, the cell and the screenshot."""
+    """A cell showed an error or did not finish; the message names notebook, cell and screenshot."""
 
 
 @dataclass
@@ -267,8 +288,8 @@ class OpenNotebook:
         return [
             tuple(pair)
             for pair in self.page.evaluate(
-                "() => window.jupyterapp.shell.currentWidget.content.widgets.map(c => [c.model.type, "
-                "c.model.sharedModel.getSource()])"
+                "() => window.jupyterapp.shell.currentWidget.content.widgets.map(c => "
+                "[c.model.type, c.model.sharedModel.getSource()])"
             )
         ]
 
@@ -285,7 +306,7 @@ class OpenNotebook:
         return self.page.evaluate(CELL_DONE, index)
 
     def finish(self, index: int, timeout: float = 180) -> list[dict]:
-        """Wait for cell `index` to end; its outputs, or CellFailed naming the cell and what it showed."""
+        """Wait for cell `index` to end; its outputs, or CellFailed naming it and what it showed."""
         try:
             self.page.wait_for_function(CELL_DONE, arg=index, timeout=timeout * 1000, polling=200)
         except PlaywrightTimeout:
@@ -305,7 +326,7 @@ class OpenNotebook:
         return self.finish(index, timeout)
 
     def shot(self, index: int, what: str) -> Path:
-        """A screenshot with cell `index` scrolled into view, named by the notebook, the cell and `what`."""
+        """A screenshot with cell `index` scrolled into view, named by notebook, cell and `what`."""
         self.page.evaluate(
             "index => window.jupyterapp.shell.currentWidget.content.widgets[index].node"
             ".scrollIntoView({block: 'center'})",
@@ -323,7 +344,7 @@ class OpenNotebook:
 def open_notebook(
     page: Page, server: LabServer, path: str, shots: Screenshots, timeout: float = 90
 ) -> OpenNotebook:
-    """Open `path` in JupyterLab and wait until its kernel is idle; a dialog JupyterLab shows fails the test."""
+    """Open `path` in JupyterLab, wait until its kernel is idle; a dialog shown fails the test."""
     name = Path(path).stem
     page.goto(server.page_url(path), wait_until="domcontentloaded")
     try:

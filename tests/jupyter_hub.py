@@ -1,5 +1,8 @@
-"""A classroom's JupyterHub in headless Chromium: log in as a hub user, use nbgrader's Assignments tab,
-run code in the user's own server, read what the masters hold that a student must never read."""
+"""A classroom's JupyterHub in headless Chromium.
+
+Log in as a hub user, use nbgrader's Assignments tab, run code in the user's own server, read what
+the masters hold that a student must never read.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +24,15 @@ SOLUTION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
 SOLUTION_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.MULTILINE)
 LONG_ENOUGH = 30  # characters: a line this long from a master is found nowhere by chance
 SERVER_READY = 240_000  # ms: log-in, spawn and JupyterLab's first load on a busy machine
-# The Assignments tabs open now closed, so the next one is the only one (its sections have fixed ids).
-CLOSE_ASSIGNMENTS = """() => { for (const widget of Array.from(window.jupyterapp.shell.widgets('main')))
-  if (widget.title.label === 'Assignments') widget.close(); }"""
+# The Assignments tabs open now closed, so the next one is the only one (its
+# sections have fixed ids).
+CLOSE_ASSIGNMENTS = """() => {
+  for (const widget of Array.from(window.jupyterapp.shell.widgets('main')))
+    if (widget.title.label === 'Assignments') widget.close(); }"""
 # The released section lists something, or says it has nothing, and is not loading.
 LISTED = """() => { const list = document.getElementById('released_assignments_list');
-  return Boolean(list) && [...list.children].some(c => !c.hidden && !c.classList.contains('list_loading')); }"""
+  return Boolean(list)
+    && [...list.children].some(c => !c.hidden && !c.classList.contains('list_loading')); }"""
 # Run code in a fresh kernel of the user's own server, through JupyterLab's services; its stdout.
 RUN_IN_KERNEL = """async code => {
   const kernel = await window.jupyterapp.serviceManager.kernels.startNew({name: 'python3'});
@@ -34,7 +40,8 @@ RUN_IN_KERNEL = """async code => {
   const future = kernel.requestExecute({code, store_history: false});
   future.onIOPub = message => {
     if (message.header.msg_type === 'stream') out += message.content.text;
-    if (message.header.msg_type === 'error') out += message.content.ename + ': ' + message.content.evalue;
+    if (message.header.msg_type === 'error')
+      out += message.content.ename + ': ' + message.content.evalue;
   };
   await future.done;
   await kernel.shutdown();
@@ -51,15 +58,18 @@ listed = subprocess.run(["grep", "-rlFsZ", *patterns, *tops], capture_output=Tru
 found = [path.decode() for path in listed.split(b"\\0") if path]
 held = {{}}
 for path in found:
-    with open(path, "rb") as file:  # names may hold spaces (feedback folders): grep ends each with NUL
+    # names may hold spaces (feedback folders): grep ends each with NUL
+    with open(path, "rb") as file:
         data = file.read()
     held[path] = [index for index, needle in enumerate(needles) if needle in data]
 print(json.dumps(held))"""
 
 
 def master_lines(pattern: re.Pattern[str]) -> list[str]:
-    """The masters' lines in `pattern`'s regions (hidden tests, solutions) that students are not given:
-    no released notebook's cell and no file of the lab runtime (shared/studentfiles.py) holds them."""
+    """The masters' lines in `pattern`'s regions (hidden tests, solutions) students are not given.
+
+    No released notebook's cell and no file of the lab runtime (shared/studentfiles.py) holds them.
+    """
     given = "\n".join(
         [
             *(
@@ -95,7 +105,7 @@ def solved_sources(notebook: str) -> dict[int, str]:
 
 
 def log_in(page: Page, room: Classroom, user: str, password: str) -> None:
-    """The hub's log-in form, then the wait for the user's JupyterLab (the spawn page shows progress)."""
+    """The hub's log-in form, then the wait for the user's JupyterLab (the spawn page shows it)."""
     page.goto(f"{room.url}hub/login", wait_until="domcontentloaded")
     page.fill("#username_input", user)
     page.fill("#password_input", password)
@@ -107,7 +117,7 @@ def log_in(page: Page, room: Classroom, user: str, password: str) -> None:
 
 
 def open_assignments(page: Page, shots: Screenshots, who: str) -> None:
-    """nbgrader's Assignments tab, opened afresh from its menu as a student does, once it has listed."""
+    """nbgrader's Assignments tab, opened afresh from its menu as a student does, once listed."""
     page.evaluate(CLOSE_ASSIGNMENTS)
     page.get_by_text("Nbgrader", exact=True).click()
     page.get_by_text("Assignment List", exact=True).click()
@@ -116,7 +126,7 @@ def open_assignments(page: Page, shots: Screenshots, who: str) -> None:
 
 
 def click_in_row(page: Page, section: str, label: str, timeout: float = 120_000) -> None:
-    """Press `label` in a section of the Assignments tab (released, fetched, submitted): lesson01's row."""
+    """Press `label` in a section of the Assignments tab (released, fetched, submitted)."""
     page.locator(f"#{section}_assignments_list").get_by_role("button", name=label).click(
         timeout=timeout
     )
@@ -141,7 +151,7 @@ def run_in_server(page: Page, code: str) -> str:
 
 
 def readable_files_holding(page: Page, needles: list[str]) -> dict[str, list[str]]:
-    """The files of the user's server's whole filesystem that hold any of `needles`, with those they hold."""
+    """The files in the user's server's whole filesystem holding any of `needles`, and which."""
     hexed = [binascii.hexlify(needle.encode()).decode() for needle in needles]
     printed = run_in_server(page, SEARCH.format(hexed=hexed))
     try:
@@ -154,11 +164,12 @@ def readable_files_holding(page: Page, needles: list[str]) -> dict[str, list[str
 
 
 def set_cell_sources(page: Page, sources: dict[int, str]) -> None:
-    """Type the answers into the open notebook's cells (through its model, as the editor does) and save."""
+    """Type the answers into the open notebook's cells (via its model, like the editor) and save."""
     page.evaluate(
         """sources => {
       const cells = window.jupyterapp.shell.currentWidget.content.widgets;
-      for (const [index, text] of Object.entries(sources)) cells[Number(index)].model.sharedModel.setSource(text);
+      for (const [index, text] of Object.entries(sources))
+        cells[Number(index)].model.sharedModel.setSource(text);
     }""",
         {str(index): text for index, text in sources.items()},
     )

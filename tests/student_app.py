@@ -1,4 +1,4 @@
-"""A student's own model server, Dockerfile and manifests, written by a graded cell as a student would.
+"""A student's own model server, Dockerfile and manifests, written by a graded cell as students do.
 
 Graded kernels may not read the course's reference app, so the test assignments carry their own.
 """
@@ -13,7 +13,8 @@ MODEL_VERSION = {version!r}
 
 @app.route("/predict", methods=["POST"])
 def predict():
-    return jsonify({{"prediction": float(sum(request.get_json()["features"])), "model_version": MODEL_VERSION}})
+    return jsonify({{"prediction": float(sum(request.get_json()["features"])),
+                    "model_version": MODEL_VERSION}})
 
 
 @app.route("/health")
@@ -88,5 +89,5 @@ def write_folder(version: str, extra: str = "", folder: str = "ml-api") -> str:
 
 
 def load(tag: str, version: str | None = None, folder: str = "ml-api") -> str:
-    """Cell code that loads the folder into the cluster as `tag` (build arg MODEL_VERSION=`version`)."""
+    """Cell code that loads the folder into the cluster as `tag` (MODEL_VERSION=`version`)."""
     return f"images.load_into_cluster(lab, {tag!r}, context={folder!r}, version={version!r})"

@@ -1,4 +1,4 @@
-"""What a submission's pods may take from the cluster, graded by `grade_class` on the real practice cluster.
+"""What a submission's pods may take from the cluster, graded by `grade_class` on a real cluster.
 
 Two hostile submissions from a trial: one whose early cell holds both GPU nodes with a Deployment
 asking for `nvidia.com/gpu` and every CPU it can (pods of 3 CPUs, and a flood of pods as large as
@@ -80,23 +80,26 @@ workloads.apply(lab, [hog, cores, flood])
 time.sleep(20)
 held = [c.resources.requests for pod in lab.core.list_namespaced_pod(lab.namespace).items
         if pod.spec.node_name for c in pod.spec.containers]
-print(f"PROBE holds {{len(held)}} pods, {{float(sum(parse_quantity(r['cpu']) for r in held)):g}} CPUs, "
-      f"{{float(sum(parse_quantity(r['memory']) for r in held)) / 2**30:g}} GiB")
+cpus = float(sum(parse_quantity(r['cpu']) for r in held))
+gib = float(sum(parse_quantity(r['memory']) for r in held)) / 2**30
+print(f"PROBE holds {{len(held)}} pods, {{cpus:g}} CPUs, {{gib:g}} GiB")
 time.sleep({HOG_SECONDS - 20})
 answer = 42"""
-# The solved one's exclusive notebook needs most of the cluster's CPU: lesson01's fleet, every pod placed.
+# The solved one's exclusive notebook needs most of the cluster's CPU:
+# lesson01's fleet, every pod placed.
 FLEET = """from autograder.lesson import fleet, troubleshoot
 workloads.apply(lab, fleet.fleet_manifests())
 troubleshoot.wait_until_settled(lab, "lesson-part=bin-packing", timeout=60)"""
-FLEET_PLACED = '''placed = [pod.spec.node_name for pod in lab.core.list_namespaced_pod(
+FLEET_PLACED = """placed = [pod.spec.node_name for pod in lab.core.list_namespaced_pod(
     lab.namespace, label_selector="lesson-part=bin-packing").items]
-assert len(placed) == 21 and all(placed), f"{placed.count(None)} of {len(placed)} fleet pods found no node"'''
+assert len(placed) == 21 and all(placed), (
+    f"{placed.count(None)} of {len(placed)} fleet pods found no node")"""
 
 
 def submit(
     apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str, specs: dict[str, dict]
 ) -> list[str]:
-    """Create a Deployment of each pod spec; how the cluster answered each: why its pods were refused, or none were."""
+    """Create a Deployment of each pod spec; how the cluster answered: why its pods were refused."""
     import time
 
     answers = []
@@ -146,13 +149,14 @@ def submit(
 def privileged(specs: dict[str, dict]) -> str:
     """An answer cell that submits `specs` as the student and prints the cluster's answers."""
     return (
-        f"from __future__ import annotations\nfrom kubernetes import client\n{inspect.getsource(submit)}\n"
-        f"for line in submit(lab.apps, lab.core, lab.namespace, {specs!r}):\n    print('PROBE', line)\nanswer = 42"
+        "from __future__ import annotations\nfrom kubernetes import client\n"
+        f"{inspect.getsource(submit)}\nfor line in submit(lab.apps, lab.core, lab.namespace, "
+        f"{specs!r}):\n    print('PROBE', line)\nanswer = 42"
     )
 
 
 def hostile_specs(node: str, command: str) -> dict[str, dict]:
-    """Pod specs that would own a node: its root, its namespaces, privilege, root's uid, the grader's identity."""
+    """Pod specs that would own a node: its root, namespaces, privilege, uid 0, the grader."""
     container = {
         "name": "root",
         "image": "ml-api:v1",
@@ -190,7 +194,7 @@ def hostile_specs(node: str, command: str) -> dict[str, dict]:
 
 
 def masters() -> dict[str, nbformat.NotebookNode]:
-    """An early notebook with one answer, and an exclusive one that needs both GPU nodes and most CPUs."""
+    """An early notebook with one answer, and an exclusive one needing both GPU nodes, most CPUs."""
     early = [
         new_code_cell(SETUP, metadata=_meta("setup", locked=True)),
         new_code_cell(
@@ -208,7 +212,8 @@ def masters() -> dict[str, nbformat.NotebookNode]:
             metadata=_meta("gpu-deployment", solution=True),
         ),
         new_code_cell(
-            'gpu = {"nvidia.com/gpu": "1"}\neventually(deployment_ready, lab, "gpu-model", replicas=2, '
+            'gpu = {"nvidia.com/gpu": "1"}\n'
+            'eventually(deployment_ready, lab, "gpu-model", replicas=2, '
             "requests=gpu, limits=gpu, port=None).assert_passed()",
             metadata=_meta("test-gpu-deployment", grade=True, locked=True, points=2),
         ),
@@ -236,8 +241,10 @@ def masters() -> dict[str, nbformat.NotebookNode]:
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
-    """The two-notebook assignment, its GPU notebook exclusive and lent two GPUs and the fleet's pods,
-    generated into a gradebook."""
+    """The two-notebook assignment, generated into a gradebook.
+
+    Its GPU notebook is exclusive and lent two GPUs and the fleet's pods.
+    """
     notebooks = masters()
     return new_course(
         tmp_path_factory.mktemp("course"),
@@ -284,8 +291,8 @@ def test_a_gpu_hog_and_a_privileged_pod_cost_the_solved_submission_nothing(
         edit(course, student, replace_step("answer", code), assignment=ASSIGNMENT, notebook=EARLY)
     submissions.write(course, ASSIGNMENT, "solved", None)
 
-    # The hog and the privileged one start together; the solved one takes the privileged one's worker
-    # while the hog still holds its Deployments.
+    # The hog and the privileged one start together; the solved one takes the privileged one's
+    # worker while the hog still holds its Deployments.
     outcomes = grade_class(
         course,
         ASSIGNMENT,
@@ -420,8 +427,9 @@ def pod_of(requests: dict[str, str], name: str = "size", containers: int = 1) ->
     }
 
 
-# Pods by what they ask, and how the API server answers them outside a lending: the lesson's pods pass
-# (04's ml-api, 06's fitted too-big, and its 64-CPU demo that no node can hold), larger ones do not.
+# Pods by what they ask, and how the API server answers them outside a lending: the
+# lesson's pods pass (04's ml-api, 06's fitted too-big, and its 64-CPU demo that no node
+# can hold), larger ones do not.
 SIZES = {
     "lesson": ({"cpu": "100m", "memory": "128Mi"}, 1),
     "fitted": ({"cpu": "500m", "memory": "1Gi"}, 1),
@@ -443,7 +451,7 @@ OUTSIDE = {
 
 
 def sizes(core: client.CoreV1Api, namespace: str) -> dict[str, str]:
-    """How the API server answers each of SIZES (a dry run): admitted, or what the refusal says it asks."""
+    """How the API server answers each of SIZES (a dry run): admitted, or what the refusal asks."""
     answers = {}
     for name, (requests, containers) in SIZES.items():
         try:

@@ -1,5 +1,8 @@
-"""The notebooks as a student and an instructor meet them: real JupyterLab in headless Chromium, on the practice
-cluster. Screenshots of every step go to artifacts/screenshots/<test>/; a failing cell is named with its notebook."""
+"""The notebooks as a student and an instructor meet them.
+
+Real JupyterLab in headless Chromium, on the practice cluster. Screenshots of every step go to
+artifacts/screenshots/<test>/; a failing cell is named with its notebook.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +14,16 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from autograder.grading.classrun.ledger import Outcome
 from jupyter_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     SCREENSHOTS,
     VIEWPORT,
     LabServer,
     OpenNotebook,
     Screenshots,
+    chromium,
     copy_course,
     open_notebook,
     serve,
@@ -36,7 +38,8 @@ NOTEBOOK_04 = "04-first-deployment"
 NOTEBOOK_05 = "05-scale-update-rollback"
 ROLLOUT_WAIT = 'workloads.wait_for_rollout(lab, "ml-api")'
 ROLLOUT_CHART = "observe.watch_rollout("
-# Records every text the cell's output area shows while it holds an ipywidgets progress bar (tqdm.auto's).
+# Records every text the cell's output area shows while it holds an ipywidgets
+# progress bar (tqdm.auto's).
 RECORD_PROGRESS = """index => {
   const cell = window.jupyterapp.shell.currentWidget.content.widgets[index].node;
   window.labProgress = [];
@@ -54,10 +57,8 @@ SELF_CHECK = re.compile(r"^print\((handson|checks)\.", re.MULTILINE)
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless, driven by Playwright."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
@@ -82,8 +83,11 @@ def shots(request: pytest.FixtureRequest) -> Screenshots:
 
 @pytest.fixture(params=["checkout", pytest.param("image", marks=pytest.mark.docker)])
 def jupyter_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LabServer]:
-    """JupyterLab served from this checkout (its kernels on the host's practice cluster) or from the hosted
-    image (on the practice cluster inside the container), its kernels in a namespace of their own."""
+    """JupyterLab served from this checkout or the hosted image; kernels in their own namespace.
+
+    From the checkout its kernels work on the host's practice cluster; from the hosted image, on the
+    practice cluster inside the container.
+    """
     namespace = f"browser-{uuid.uuid4().hex[:6]}"
     if request.param == "image":
         with serve_image(namespace) as server:
@@ -98,7 +102,7 @@ def jupyter_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LabS
 
 
 def _first_cells(notebook: OpenNotebook) -> list[int]:
-    """The code cells up to the one that connects to the cluster, or the first code cell where none does."""
+    """The code cells up to the one connecting to the cluster, or the first if none does."""
     cells = notebook.code_cells()
     sources = notebook.sources
     connecting = [index for index in cells if "connect(" in sources[index][1]]
@@ -128,9 +132,12 @@ def _self_check(notebook: OpenNotebook, index: int, outputs: list[dict]) -> None
 
 
 def _run_with_progress(notebook: OpenNotebook, index: int) -> tuple[list[dict], list[str]]:
-    """Run the cell that waits for the rollout; every text its progress bar widget showed while it ran.
+    """Run the cell that waits for the rollout.
 
-    The page records each change itself: a rollout of fast pods can be over between two looks from here.
+    Every text its progress bar widget showed while it ran.
+
+    The page records each change itself: a rollout of fast pods can be over between two looks from
+    here.
     """
     notebook.page.evaluate(RECORD_PROGRESS, index)
     notebook.start(index)
@@ -149,7 +156,7 @@ def _run_with_progress(notebook: OpenNotebook, index: int) -> tuple[list[dict], 
 
 
 def _run_notebook_04(notebook: OpenNotebook) -> list[str]:
-    """Every code cell of the solved 04, checking self-checks and the rollout's progress; the progress text seen."""
+    """Every code cell of the solved 04, checking self-checks and rollout progress; its text."""
     progress = []
     for index in notebook.code_cells():
         source = notebook.sources[index][1]
@@ -175,7 +182,8 @@ def test_notebook_04_hands_on_runs_in_the_browser_and_05_draws_the_rollout(
     progress = _run_notebook_04(notebook)
     seconds_04 = time.monotonic() - started
     assert any(re.search(r"rollout ml-api: .*\d/3", text, re.DOTALL) for text in progress), (
-        f"{NOTEBOOK_04}: no progress bar counted the rollout's 3 replicas while it ran (it showed {progress!r})"
+        f"{NOTEBOOK_04}: no progress bar counted the rollout's 3 replicas while it "
+        f"ran (it showed {progress!r})"
     )
     shots.take(page, f"{NOTEBOOK_04}-done")
     jupyter_lab.shut_down_kernels()
@@ -201,10 +209,9 @@ def test_notebook_04_hands_on_runs_in_the_browser_and_05_draws_the_rollout(
     jupyter_lab.shut_down_kernels()
     with capsys.disabled():
         print(
-            f"\n[browser] {NOTEBOOK_04} (solved master) in JupyterLab from {jupyter_lab.where}: {seconds_04:.1f} s, "
-            f"of which opening with an idle kernel {opened:.1f} s; {NOTEBOOK_05} to its rollout chart: "
-            f"{seconds_05:.1f} s; "
-            f"screenshots in {shots.folder}"
+            f"\n[browser] {NOTEBOOK_04} (solved master) in JupyterLab from {jupyter_lab.where}: "
+            f"{seconds_04:.1f} s, of which opening with an idle kernel {opened:.1f} s; "
+            f"{NOTEBOOK_05} to its rollout chart: {seconds_05:.1f} s; screenshots in {shots.folder}"
         )
 
 
@@ -227,6 +234,7 @@ def test_formgrader_lists_lesson01_with_the_autograded_scores(
             row.wait_for(timeout=30_000)
             shown = row.locator(".score").inner_text().strip()
             assert shown == f"{outcome.score:g} / {outcome.max_score:g}", (
-                f"formgrader shows {shown!r} for {outcome.student}, graded {outcome.score} of {outcome.max_score}"
+                f"formgrader shows {shown!r} for {outcome.student}, graded "
+                f"{outcome.score} of {outcome.max_score}"
             )
         shots.take(page, "formgrader-lesson01-submissions")

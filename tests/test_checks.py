@@ -1,4 +1,4 @@
-"""autograder.lesson.checks: pure logic without a cluster, then every check against the practice cluster."""
+"""autograder.lesson.checks: pure logic without a cluster, then each check on the practice one."""
 
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def test_checks_follow_the_lesson_from_start_to_cleanup(lab) -> None:
 
 
 def _kubectl(lab, *arguments: str) -> None:
-    """The pinned kubectl in the lab's context and namespace, as a notebook's `!kubectl` line runs it."""
+    """The pinned kubectl in the lab's context and namespace, as a notebook's `!kubectl` runs it."""
     pinned = binaries.find("kubectl")
     assert pinned is not None, "kubectl is one of the binaries `make test` provides"
     subprocess.run(
@@ -183,7 +183,8 @@ def test_wrong_resources_selector_and_port_get_hints(lab) -> None:
     container["resources"]["limits"]["memory"] = "512Mi"
     service["spec"]["selector"] = {"app": "ml-api-typo"}
     service["spec"]["ports"][0]["targetPort"] = 80
-    # A label only the cluster knows: the student reads the pods' labels; the hint must not quote them.
+    # A label only the cluster knows: the student reads the pods' labels;
+    # the hint must not quote them.
     deployment["spec"]["template"]["metadata"]["labels"]["team"] = "read-me-off-the-cluster"
     workloads.apply(lab, [deployment, service])
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
@@ -218,7 +219,7 @@ def test_deployment_created_at_five_is_scaled_but_not_ready_for_three(lab) -> No
 
 @pytest.mark.cluster
 def test_a_rollout_that_cannot_finish_fails_at_once_and_its_fix_passes(lab) -> None:
-    """No node fits the pod: waiting cannot help, so the check says why now instead of after its patience."""
+    """No node fits the pod: waiting cannot help, so the check says why now, not later."""
     deployment, _ = copy.deepcopy(_lesson_manifests())
     deployment["spec"]["replicas"] = 1
     resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
@@ -261,7 +262,7 @@ def test_an_object_created_without_namespace_is_found_in_default_with_a_hint(lab
 
 
 def _kubectl(lab, *args: str) -> subprocess.CompletedProcess[str]:
-    """kubectl as a notebook's `!kubectl` line runs it: the lab's kubeconfig, whose context names the namespace."""
+    """kubectl as a notebook's `!kubectl` runs it: the lab's kubeconfig, its context's namespace."""
     pinned = binaries.find("kubectl")
     assert pinned is not None and lab.kubeconfig_file is not None
     return subprocess.run(
@@ -287,7 +288,8 @@ def test_a_manifest_typed_into_another_namespace_is_found_there_and_named(
         result = checks.deployment_ready(lab, name)
         assert not result and not result.pending
         assert result.message.startswith(
-            f"found deployment/{name} in namespace 'kube-public'; the lab works in {lab.namespace!r}"
+            f"found deployment/{name} in namespace 'kube-public'; the lab "
+            f"works in {lab.namespace!r}"
         )
         assert "named namespace 'kube-public'" in result.message and "without -n" in result.message
     finally:
@@ -310,7 +312,8 @@ def test_a_mistyped_tag_is_named_and_a_manifest_applied_twice_changes_nothing(la
         "runs 'ml-api:v2.0', not 'ml-api:v2'" in result.message
         and "a typo in 'ml-api:v2.0'" in result.message
     )
-    # An earlier revision's image is no typo: rolling back to v1 and asking for v2 says only what runs.
+    # An earlier revision's image is no typo: rolling back to v1 and asking
+    # for v2 says only what runs.
     assert _kubectl(lab, "rollout", "undo", "deployment/ml-api").returncode == 0
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
     result = checks.rolled_out(lab, "ml-api", "ml-api:v2")
@@ -321,8 +324,11 @@ def test_a_mistyped_tag_is_named_and_a_manifest_applied_twice_changes_nothing(la
 def test_in_grading_the_hint_never_reads_outside_the_submissions_namespace(
     lab, practice_cluster, tmp_path: Path
 ) -> None:
-    """The grader's reader may read only its submission's namespace: a missing object's hint says nothing of a
-    namesake in `default` (another piece of work's), though at home the same hint finds it there."""
+    """The grader's reader may read only its submission's namespace.
+
+    A missing object's hint says nothing of a namesake in `default` (another piece of work's),
+    though at home the same hint finds it there.
+    """
     deployment = copy.deepcopy(_lesson_manifests()[0])
     name = deployment["metadata"]["name"] = f"theirs-{uuid.uuid4().hex[:6]}"
     deployment["spec"]["replicas"] = 0

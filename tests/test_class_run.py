@@ -44,7 +44,10 @@ HOLD = (
     'lab.core.create_namespaced_config_map(lab.namespace, {"metadata": {"name": "held", '
     '"finalizers": ["example.com/hold"]}})\n'
 )
-READ_LINK = "try:\n    print(open('stolen.txt').read())\nexcept OSError as error:\n    print('not here', error)\n"
+READ_LINK = (
+    "try:\n    print(open('stolen.txt').read())\n"
+    "except OSError as error:\n    print('not here', error)\n"
+)
 SETTINGS = GradingSettings(jobs=1, cell_timeout=25, patience=8)
 
 
@@ -232,8 +235,8 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(course: Path, practic
         "ctrl-c-two",
     ]
     admin = kubeconfig.api_client(practice_cluster.context)
-    # As from a terminal: a CI runner may start the suite with SIGINT ignored, which every child would inherit,
-    # and Ctrl-C signals the whole foreground process group, not just the command.
+    # As from a terminal: a CI runner may start the suite with SIGINT ignored, which every child
+    # would inherit, and Ctrl-C signals the whole foreground process group, not just the command.
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

@@ -1,6 +1,9 @@
-"""The classroom on a real JupyterHub: two students log in, fetch lesson01 through nbgrader's exchange, one
-solves notebook 01 and submits, the other submits it blank; the instructor collects, grades on the cluster
-and releases feedback; both fetch it and see their scores. Screenshots: artifacts/screenshots/<test>/."""
+"""The classroom on a real JupyterHub.
+
+Two students log in, fetch lesson01 through nbgrader's exchange, one solves notebook 01 and submits,
+the other submits it blank; the instructor collects, grades on the cluster and releases feedback;
+both fetch it and see their scores. Screenshots: artifacts/screenshots/<test>/.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import pytest
 import yaml
 from kubernetes import client
 from nbgrader.api import Gradebook
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from autograder.classroom import hub, setup
 from autograder.classroom.layout import ASSIGNMENT, COURSE_ID, Classroom
@@ -28,13 +31,12 @@ from autograder.grading.classrun.course import Course, scores
 from autograder.shared.errors import LabError
 from autograder.shared.ports import free_ports
 from jupyter_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     KERNEL_IDLE,
     SCREENSHOTS,
     VIEWPORT,
     OpenNotebook,
     Screenshots,
+    chromium,
     text_of,
 )
 from jupyter_hub import (
@@ -81,7 +83,7 @@ def _remove_users(room: Classroom) -> None:
 
 @pytest.fixture(scope="module")
 def classroom() -> Iterator[tuple[Classroom, dict[str, str]]]:
-    """A class of three students and an instructor (Unix users made for it), its hub running on loopback."""
+    """A class of three students and an instructor (Unix users made for it), its hub on loopback."""
     room = Classroom(ROOT, INSTRUCTOR, (SOLVER, BLANK, LATE), *free_ports(3))
     if ROOT.exists():  # an earlier run that was killed
         hub.stop(Classroom.load(ROOT))
@@ -98,10 +100,8 @@ def classroom() -> Iterator[tuple[Classroom, dict[str, str]]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
@@ -156,7 +156,7 @@ def _submit(page: Page, who: str, shots: Screenshots) -> None:
 
 
 def _collect_and_grade(room: Classroom) -> None:
-    """The instructor's nbgrader collect, then `classroom grade` as root, as the hub's next steps say."""
+    """The instructor's nbgrader collect, then `classroom grade` as root, as the hub's steps say."""
     setup.as_instructor(room, "nbgrader", "collect", ASSIGNMENT)
     command = [sys.executable, "-m", "autograder", "classroom", "grade", "--root", str(room.root)]
     graded = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -166,7 +166,7 @@ def _collect_and_grade(room: Classroom) -> None:
 
 
 def _feedback_score(page: Page, room: Classroom, user: str, shots: Screenshots) -> str:
-    """Fetch Feedback in the Assignments tab, open notebook 01's feedback page; the score it shows."""
+    """Fetch Feedback in the Assignments tab, open notebook 01's feedback page; its score."""
     open_assignments(page, shots, user)
     click_in_row(page, "submitted", "Fetch Feedback")
     page.locator("#submitted_assignments_list").get_by_text("view feedback").first.wait_for(
@@ -233,9 +233,10 @@ def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
     )
     with capsys.disabled():
         print(
-            f"\n[classroom] {SOLVER}: log-in to JupyterLab {logged_in:.1f} s; scores {solved.score}/"
-            f"{solved.max_score} ({SOLVER}), {untouched.score}/{untouched.max_score} ({BLANK}); "
-            f"feedback pages show {solver_sees} and {blank_sees}; screenshots in {shots.folder}"
+            f"\n[classroom] {SOLVER}: log-in to JupyterLab {logged_in:.1f} s; scores "
+            f"{solved.score}/{solved.max_score} ({SOLVER}), "
+            f"{untouched.score}/{untouched.max_score} ({BLANK}); feedback pages show {solver_sees} "
+            f"and {blank_sees}; screenshots in {shots.folder}"
         )
 
 
@@ -243,8 +244,11 @@ def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
 def found_in_a_students_server(
     classroom: tuple[Classroom, dict[str, str]], browser: Browser
 ) -> dict[str, list[str]]:
-    """One search of a student's whole filesystem, from a kernel of their server, for the masters' hidden
-    tests and solutions and, as a control, a line of the lab runtime the server must hold."""
+    """One search of a student's whole filesystem, from their server's kernel, for masters' lines.
+
+    It looks for the masters' hidden tests and solutions and, as a control, a line of the lab
+    runtime the server must hold.
+    """
     room, passwords = classroom
     page = _session(browser, room, passwords, BLANK)
     return readable_files_holding(
@@ -281,7 +285,7 @@ def test_a_students_server_reads_no_solution_of_the_masters(
 
 
 def _cluster_of(room: Classroom, student: str) -> dict:
-    """A student's practice cluster, started as their server starts it; its kubeconfig read as root."""
+    """A student's practice cluster, started as their server starts it; its kubeconfig as root."""
     setup.as_user(
         room, student, "python", "-m", "autograder", "cluster", "up", "--provider", "practice"
     )
@@ -343,7 +347,8 @@ def test_a_students_credentials_get_nothing_from_anothers_cluster(
         setup.as_user(room, SOLVER, "cat", key)  # and no student's filesystem holds another's key
     with capsys.disabled():
         print(
-            f"\n[classroom] a student's practice cluster: up in {seconds:.0f} s each; resident memory "
+            "\n[classroom] a student's practice cluster: up in "
+            f"{seconds:.0f} s each; resident memory "
             + ", ".join(f"{student} {_memory_mib(student):.0f} MiB" for student in room.students)
         )
 
@@ -395,12 +400,14 @@ def test_bad_submissions_are_refused_and_the_latest_late_one_is_graded_late(
 def test_a_notebook_that_connects_while_the_cluster_starts_says_it_waits(
     classroom: tuple[Classroom, dict[str, str]],
 ) -> None:
-    """As when a student opens a notebook at once after logging in, while their server starts their cluster
-    (here another process holds the cluster's lock for a few seconds, as that start does)."""
+    """As when a student opens a notebook at once after log-in, as their server starts a cluster.
+
+    Here another process holds the cluster's lock for a few seconds, as that start does.
+    """
     room, _ = classroom
     waiting = (
-        "mkdir -p .kwok/clusters && (flock .kwok/clusters/.ml-learning.lock sleep 8 &) && sleep 2 && "
-        "python -c 'from autograder.lab import connect; print(connect().namespace)'"
+        "mkdir -p .kwok/clusters && (flock .kwok/clusters/.ml-learning.lock sleep 8 &) && sleep 2 "
+        "&& python -c 'from autograder.lab import connect; print(connect().namespace)'"
     )
     said = setup.as_user(room, LATE, "sh", "-c", waiting)
     assert "is being started or stopped by another process" in said, said

@@ -1,4 +1,4 @@
-"""The classroom's pure parts: what a student's runtime copy holds, how a submission is sized, the CLI."""
+"""The classroom's pure parts: a student's runtime copy, a submission's size, the CLI."""
 
 from __future__ import annotations
 

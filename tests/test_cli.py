@@ -65,7 +65,7 @@ def test_doctor_names_each_missing_piece_and_its_fix(
 def test_the_gradebook_opens_when_the_venv_is_not_activated(
     tmp_path: Path, activated: bool
 ) -> None:
-    """nbgrader runs `alembic` through PATH; `.venv/bin/python -m autograder grade` must find it all the same."""
+    """nbgrader runs `alembic` via PATH; `.venv/bin/python -m autograder grade` finds it too."""
     database = tmp_path / "gradebook.db"
     opens = (
         "from autograder import cli; cli.scripts_on_path(); from nbgrader.api import Gradebook; "

@@ -1,4 +1,4 @@
-"""A Dockerfile as the practice cluster reads it: what it honours, and each refusal naming the line."""
+"""A Dockerfile as the practice cluster reads it: what it honours, each refusal naming the line."""
 
 from __future__ import annotations
 

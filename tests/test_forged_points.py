@@ -48,8 +48,8 @@ STEPS = [  # (step, solution, test with hidden parts, points)
     (
         "double",
         "def double(x):\n    return 2 * x",
-        "assert double(2) == 4\n### BEGIN HIDDEN TESTS\nassert [double(i) for i in range(4)] == [0, 2, 4, 6]\n"
-        "### END HIDDEN TESTS",
+        "assert double(2) == 4\n### BEGIN HIDDEN TESTS\n"
+        "assert [double(i) for i in range(4)] == [0, 2, 4, 6]\n### END HIDDEN TESTS",
         2,
     ),
     (
@@ -66,9 +66,11 @@ FULL = sum(POINTS.values())
 SWALLOW = """import ast
 class Swallow(ast.NodeTransformer):
     def visit_Module(self, node):
-        handler = ast.ExceptHandler(type=ast.Name("BaseException", ast.Load()), name=None, body=[ast.Pass()])
+        handler = ast.ExceptHandler(
+            type=ast.Name("BaseException", ast.Load()), name=None, body=[ast.Pass()])
+        body = node.body or [ast.Pass()]
         return ast.fix_missing_locations(ast.Module(
-            body=[ast.Try(body=node.body or [ast.Pass()], handlers=[handler], orelse=[], finalbody=[])],
+            body=[ast.Try(body=body, handlers=[handler], orelse=[], finalbody=[])],
             type_ignores=[]))
 get_ipython().ast_transformers.append(Swallow())"""
 PATCH_MODULES = """import sys, types, builtins
@@ -157,9 +159,11 @@ def test_kernel_side_tricks_earn_nothing_and_broken_kernels_lose_only_what_they_
         "swallows-failures": 0,
         "patches-modules": POINTS["letter"] + POINTS["double"],
         "edits-tests": 0,
-        # The kernel dies while the grader calls double(); the fresh kernel has no `lab`, so deploy fails too.
+        # The kernel dies while the grader calls double(); the fresh kernel has no
+        # `lab`, so deploy fails too.
         "dies-when-called": POINTS["letter"],
-        # The loop is killed with its kernel: q is gone, the later cells run in a fresh kernel without `lab`.
+        # The loop is killed with its kernel: q is gone, the later cells run in a
+        # fresh kernel without `lab`.
         "ignores-interrupt": POINTS["double"],
         "floods-output": FULL,
     }
@@ -179,7 +183,7 @@ display(Markdown("<img src=x onerror=alert('xss-md')>"))"""
 
 
 def _rewrite(course: Path, student: str, change) -> None:
-    """Apply `change(notebook)` to a student's submitted notebook and save it as plain JSON, unvalidated."""
+    """Apply `change(notebook)` to a submitted notebook; save it as plain, unvalidated JSON."""
     path = course / "submitted" / student / ASSIGNMENT / NOTEBOOK
     notebook = nbformat.read(path, as_version=4)
     change(notebook)
@@ -198,7 +202,7 @@ def _as_markdown(notebook: nbformat.NotebookNode) -> None:
 
 
 def _answers_as_tests(notebook: nbformat.NotebookNode) -> None:
-    """Every answer cell claims the grade_id of the test that checks it, with 100 points and nothing to run."""
+    """Every answer cell claims the grade_id of its test, with 100 points and nothing to run."""
     for cell in notebook.cells:
         if cell.metadata.get("nbgrader", {}).get("solution"):
             name = cell.metadata.nbgrader["grade_id"]
@@ -355,8 +359,8 @@ def test_edited_notebook_structure_earns_what_the_answers_earn_and_never_an_erro
         )
     assert "1 item(s) of its cell list that are not cells dropped" in details["lone-surrogate"]
     assert (
-        f"not notebooks of {ASSIGNMENT}, so not graded: 00-first.ipynb, folder.ipynb, zz-bonus.ipynb."
-        in details["extra-notebooks"]
+        f"not notebooks of {ASSIGNMENT}, so not graded: 00-first.ipynb, "
+        "folder.ipynb, zz-bonus.ipynb." in details["extra-notebooks"]
     )
     assert details["no-notebook"] == f"missing notebook(s): {NOTEBOOK}."
     assert details["renders-forever"] == "No feedback: it took longer than 15 s to render."

@@ -1,4 +1,4 @@
-"""The grader's warm starts: a worker asked of the run's fork server behaves as the command it stands for."""
+"""The grader's warm starts: a worker from the run's fork server acts as the command it replaces."""
 
 from __future__ import annotations
 

@@ -46,7 +46,8 @@ SETUP = "\n".join(
         student_app.load("ml-api:v2"),
     ]
 )
-# The student's own manifests, typed into their cells (the course's copies are hidden from a graded kernel).
+# The student's own manifests, typed into their cells (the course's copies are
+# hidden from a graded kernel).
 DEPLOYMENT, SERVICE = workloads.load_manifests(
     MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml"
 )
@@ -66,8 +67,10 @@ STEPS = [  # (step, solution, test, points)
     ),
     (
         "scale",
-        f"!kubectl scale deployment ml-api --replicas=5{WAIT}\n!kubectl scale deployment ml-api --replicas=3{WAIT}",
-        'scaled_to(lab, "ml-api", 5).assert_passed()\nchanged_with_kubectl(lab, "ml-api", "scale").assert_passed()',
+        f"!kubectl scale deployment ml-api --replicas=5{WAIT}\n"
+        f"!kubectl scale deployment ml-api --replicas=3{WAIT}",
+        'scaled_to(lab, "ml-api", 5).assert_passed()\n'
+        'changed_with_kubectl(lab, "ml-api", "scale").assert_passed()',
         1,
     ),
     (
@@ -87,12 +90,13 @@ STEPS = [  # (step, solution, test, points)
     (
         "cleanup",
         "!kubectl delete deployment,service -l app=ml-api",
-        'eventually(namespace_clean, lab, "app=ml-api", deployed="ml-api", timeout=60).assert_passed()',
+        'eventually(namespace_clean, lab, "app=ml-api", deployed="ml-api", '
+        "timeout=60).assert_passed()",
         1,
     ),
 ]
-# Every step done with what the course ships instead of the student's own work: its step functions, its
-# manifests (by Python and by `kubectl apply -f`) and its actions. Each must earn nothing.
+# Every step done with what the course ships instead of the student's own work: its step functions,
+# its manifests (by Python and by `kubectl apply -f`) and its actions. Each must earn nothing.
 COURSE_ANSWERS = {
     "deploy": """from autograder import MANIFESTS
 try:
@@ -106,18 +110,24 @@ workloads.apply(lab, workloads.load_manifests(MANIFESTS / "deployment.yaml"))
 workloads.apply(lab, workloads.load_manifests(MANIFESTS / "service.yaml"))
 !kubectl apply -f {MANIFESTS / "service.yaml"}""",
     "scale": 'from autograder.course import actions\nactions.scale(lab, "ml-api", 5)',
-    "update": 'from autograder.course import actions\nactions.set_image(lab, "ml-api", "ml-api", "ml-api:v2")',
+    "update": "from autograder.course import actions\n"
+    'actions.set_image(lab, "ml-api", "ml-api", "ml-api:v2")',
     "rollback": 'from autograder.course import actions\nactions.rollback(lab, "ml-api")',
     "cleanup": 'from autograder.course import actions\nactions.delete_by_label(lab, "app=ml-api")',
 }
-# The commands' steps done with the Kubernetes client, as the course's actions do them: right state, wrong tool.
+# The commands' steps done with the Kubernetes client, as the course's actions do
+# them: right state, wrong tool.
 CLIENT_FOR_COMMANDS = {
-    "scale": 'lab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, {"spec": {"replicas": 5}})'
-    f'{WAIT}\nlab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, {{"spec": {{"replicas": 3}}}})'
+    "scale": 'lab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, '
+    '{"spec": {"replicas": 5}})'
+    f'{WAIT}\nlab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, '
+    f'{{"spec": {{"replicas": 3}}}})'
     f"{WAIT}",
-    "update": 'lab.apps.patch_namespaced_deployment("ml-api", lab.namespace, {"spec": {"template": {"spec": '
+    "update": 'lab.apps.patch_namespaced_deployment("ml-api", lab.namespace, '
+    '{"spec": {"template": {"spec": '
     f'{{"containers": [{{"name": "ml-api", "image": "ml-api:v2"}}]}}}}}}}}){WAIT}',
-    "rollback": 'lab.apps.patch_namespaced_deployment("ml-api", lab.namespace, {"spec": {"template": {"spec": '
+    "rollback": 'lab.apps.patch_namespaced_deployment("ml-api", lab.namespace, '
+    '{"spec": {"template": {"spec": '
     f'{{"containers": [{{"name": "ml-api", "image": "ml-api:v1"}}]}}}}}}}}){WAIT}',
 }
 POINTS = {step: points for step, _, _, points in STEPS}
@@ -220,8 +230,11 @@ def new_course(
     more: dict[str, nbformat.NotebookNode] | None = None,
     settings: str = "",
 ) -> Path:
-    """A throwaway course in `root` whose one assignment is `notebook` (and `more`, by file name), with the
-    repository's nbgrader settings and `settings` after them, generated into its gradebook."""
+    """A throwaway course in `root` whose one assignment is `notebook` (and `more`, by file name).
+
+    It has the repository's nbgrader settings and `settings` after them, generated into its
+    gradebook.
+    """
     shutil.copy2(REPO_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
     with open(root / "nbgrader_config.py", "a") as config:
         config.write(settings)
@@ -292,7 +305,8 @@ def test_each_submission_gets_the_score_it_earned(
         replace_step(
             "scale",
             (
-                'lab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, {"spec": {"replicas": 1000}})'
+                'lab.apps.patch_namespaced_deployment_scale("ml-api", lab.namespace, '
+                '{"spec": {"replicas": 1000}})'
             ),
         ),
     )

@@ -1,5 +1,7 @@
-"""Pure logic of the grader: names, staging, notebook repair, output checks, node restores, the ledger and its
-gradebook backups."""
+"""Pure logic of the grader.
+
+Names, staging, notebook repair, output checks, node restores, the ledger and its gradebook backups.
+"""
 
 from __future__ import annotations
 

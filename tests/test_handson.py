@@ -1,4 +1,4 @@
-"""autograder.lesson.handson: the self-checks of the files a student writes point at the student's own line."""
+"""autograder.lesson.handson: self-checks of a student's files point at the student's own line."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ MODEL_VERSION = "v1.0"
 
 @app.route("/predict", methods=["POST"])
 def predict():
-    return jsonify({"prediction": float(sum(request.get_json()["features"])), "model_version": MODEL_VERSION})
+    return jsonify({"prediction": float(sum(request.get_json()["features"])),
+                    "model_version": MODEL_VERSION})
 
 
 @app.route("/health")

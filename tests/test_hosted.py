@@ -1,5 +1,8 @@
-"""The hosted JupyterLab image on a real Docker engine: its packages, JupyterLab, and the practice cluster
-started inside by the notebook user without privileges or capabilities."""
+"""The hosted JupyterLab image on a real Docker engine.
+
+Its packages, JupyterLab, and the practice cluster started inside by the notebook user without
+privileges or capabilities.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ from autograder.course.steps import deploy_first_app
 lab = connect("practice", namespace="hosted-check")
 deploy_first_app(lab)
 ready = lab.apps.read_namespaced_deployment("ml-api", lab.namespace).status.ready_replicas
-listed = subprocess.run(["kubectl", "get", "pods", "-o", "name"], capture_output=True, text=True, check=True)
+listed = subprocess.run(["kubectl", "get", "pods", "-o", "name"],
+                        capture_output=True, text=True, check=True)
 with port_forward(lab) as forward:
     print(json.dumps({"ready": ready, "kubectl get pods": len(listed.stdout.split()),
                       "answer": forward.predict([1, 2, 3, 4, 5])}))
@@ -182,7 +186,7 @@ def test_jupyterlab_answers_as_the_notebook_user_and_opens_on_the_notebooks(
 
 
 def test_binders_own_command_serves_jupyterlab_too(image: hostedimage.HostedBuild) -> None:
-    """Binder and repo2docker start `jupyter notebook --ip 0.0.0.0 --port 8888` instead of the image's command."""
+    """Binder and repo2docker start `jupyter notebook --ip 0.0.0.0 --port 8888`, not the CMD."""
     with hostedimage.running(
         image.tag, command=["jupyter", "notebook", "--ip", "0.0.0.0", "--port", "8888"]
     ) as lab:
@@ -222,8 +226,8 @@ def test_practice_cluster_serves_the_model_server_run_by_the_unprivileged_user(
     print(f"practice cluster up in {seconds:.1f} s; processes while it ran:")
     for row in processes:
         print(
-            f"  {row['name']:<16} uid {row['uid']} CapEff {row['CapEff']:#x} CapPrm {row['CapPrm']:#x} "
-            f"CapBnd {row['CapBnd']:#x} NoNewPrivs {row['no_new_privs']}"
+            f"  {row['name']:<16} uid {row['uid']} CapEff {row['CapEff']:#x} CapPrm "
+            f"{row['CapPrm']:#x} CapBnd {row['CapBnd']:#x} NoNewPrivs {row['no_new_privs']}"
         )
     assert {row["name"] for row in processes} >= CONTROL_PLANE
     # A hub's other servers share its pod network: only JupyterLab (behind its token) may face it.

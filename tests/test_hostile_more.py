@@ -32,11 +32,12 @@ from test_grading import DEPLOYMENT, bystander, new_course  # noqa: F401 (a fixt
 
 
 def _forged(snapshot: str, call: str) -> str:
-    """An answer cell that sets q, then makes the kernel answer the grader's reads of q and its calls with forgeries."""
+    """An answer cell that sets q, then makes the kernel forge its answers to the grader."""
     return f"""q = "b"
 import autograder.grading.worker.values as values
 honest = values.snapshot
-values.snapshot = lambda namespace, names: ({snapshot}) if names == ["q"] else honest(namespace, names)
+values.snapshot = lambda namespace, names: (
+    ({snapshot}) if names == ["q"] else honest(namespace, names))
 values.call = lambda handle, arguments: ({call})"""
 
 
@@ -60,12 +61,14 @@ PREEMPTS = f"""deployment = {DEPLOYMENT!r}
 deployment["spec"]["template"]["spec"]["priorityClassName"] = "system-node-critical"
 workloads.apply(lab, [deployment])"""
 
-# One Service with many ports holds that many of the cluster's node ports (2,768 in all) while it is graded.
+# One Service with many ports holds that many of the cluster's node ports (2,768
+# in all) while it is graded.
 NODE_PORTS = """from conftest import adopting_orphans, jailed_kernels
 from kubernetes import client
 ports = [{"name": f"p{i}", "port": 1000 + i} for i in range(40)]
-client.CoreV1Api(lab.api).create_namespaced_service(lab.namespace, {"metadata": {"name": "ports"}, "spec": {
-    "type": "NodePort", "selector": {"app": "none"}, "ports": ports}})
+client.CoreV1Api(lab.api).create_namespaced_service(lab.namespace, {
+    "metadata": {"name": "ports"},
+    "spec": {"type": "NodePort", "selector": {"app": "none"}, "ports": ports}})
 q = 'b'"""
 
 # The kernel's two ways onto the machine's storage: its sockets folder (the worker's) and /dev/shm.
@@ -84,17 +87,20 @@ for name, folder in (("sockets", sockets), ("shm", "/dev/shm")):
         print(name, "stopped after", written, "MB:", error.strerror)
 q = 'b'"""
 
-# iopub messages no kernel of ipykernel's would send: nbclient read each of them as a crash of the notebook.
+# iopub messages no kernel of ipykernel's would send: nbclient read each of them
+# as a crash of the notebook.
 BREAKS_NBCLIENT = """kernel, parent = get_ipython().kernel, get_ipython().parent_header
-for msg_type, content in (("comm_open", {"comm_id": "c", "target_name": "jupyter.widget", "data": {}}),
-                          ("status", {}), ("display_data", {"data": "no dict", "metadata": {}}),
-                          ("display_data", {"data": {"text/html": "<b>x</b>"}, "metadata": 7}),
-                          ("execute_result", {"data": {"text/plain": 1}, "execution_count": "x"}),
-                          ("stream", {"name": "stdout"}), ("error", {}), ("clear_output", {"wait": []})):
+for msg_type, content in (
+        ("comm_open", {"comm_id": "c", "target_name": "jupyter.widget", "data": {}}),
+        ("status", {}), ("display_data", {"data": "no dict", "metadata": {}}),
+        ("display_data", {"data": {"text/html": "<b>x</b>"}, "metadata": 7}),
+        ("execute_result", {"data": {"text/plain": 1}, "execution_count": "x"}),
+        ("stream", {"name": "stdout"}), ("error", {}), ("clear_output", {"wait": []})):
     kernel.session.send(kernel.iopub_socket, msg_type, content, parent=parent)
 q = 'b'"""
 
-# A kernel that unsets its death signal and ignores the interrupt: the grader kills its launcher at the timeout.
+# A kernel that unsets its death signal and ignores the interrupt: the grader kills
+# its launcher at the timeout.
 OUTLIVES_ITS_KERNEL = """import ctypes, signal
 ctypes.CDLL(None).prctl(1, 0)  # PR_SET_PDEATHSIG: none
 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -110,7 +116,8 @@ EXPECTED = {  # student: (answers replaced, score)
         {"letter": EQUALS_EVERYTHING, "double": LOOKALIKE_EXCEPTIONS},
         POINTS["deploy"],
     ),
-    # The kernel is killed at the cell timeout: double fails, and deploy runs in a fresh kernel without `lab`.
+    # The kernel is killed at the cell timeout: double fails, and deploy runs in a
+    # fresh kernel without `lab`.
     "never-returns": ({"double": NEVER_RETURNS}, POINTS["letter"]),
     # Both refused by the quota: q is never set, and the Deployment gets no pods.
     "takes-the-cluster": ({"letter": NODE_PORTS, "deploy": PREEMPTS}, POINTS["double"]),

@@ -1,8 +1,9 @@
-"""The model server image with the real Docker engine: build v1 and v2, run, call, and fail plainly."""
+"""The model server image with the real Docker engine: build v1 and v2, run, call, fail plainly."""
 
 from __future__ import annotations
 
 import io
+import logging
 import socket
 import tarfile
 import uuid
@@ -13,10 +14,12 @@ import docker
 import pytest
 import requests
 
+from autograder.build import baseimage
 from autograder.lab import images
 from autograder.modelserver import SOURCE
 from autograder.practice import dockerimage
 from autograder.shared import dockerengine, ports
+from autograder.shared.errors import LabError
 
 TAG = f"t-ml-api-{uuid.uuid4().hex[:6]}"
 
@@ -79,12 +82,37 @@ def test_the_container_is_removed_when_the_block_ends(built: dict[str, images.Bu
 @pytest.mark.docker
 def test_a_failing_dockerfile_step_is_shown(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\nRUN echo installing && exit 3\n")
-    with pytest.raises(images.BuildFailed) as failure:
+    with pytest.raises(dockerengine.BuildFailed) as failure:
         images.build(f"{TAG}:broken", tmp_path, progress=False)
     message = str(failure.value)
     assert "Step 2/2 : RUN echo installing && exit 3" in message
     assert "non-zero code: 3" in message
     assert "installing" in message.split("--- last output ---")[1]
+
+
+@pytest.mark.docker
+def test_a_tar_context_fails_with_the_callers_error_and_logs_each_step(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class OwnError(LabError):
+        """The caller's own failure, as the hosted and node image builds raise theirs."""
+
+    dockerfile = b"FROM python:3.11-slim\nRUN echo compiling-go && exit 4\n"
+    context = tmp_path / "context.tar"
+    with tarfile.open(context, "w") as tar:
+        member = tarfile.TarInfo("Dockerfile")
+        member.size = len(dockerfile)
+        tar.addfile(member, io.BytesIO(dockerfile))
+    caplog.set_level(logging.INFO, logger="autograder.shared.dockerengine")
+    client = images.docker_client()
+    baseimage.ensure_python_base(client)
+    with pytest.raises(OwnError, match=r"failed at Step 2/2 : RUN echo compiling-go") as failure:
+        dockerengine.build(
+            client, context, f"{TAG}:tar", failure=OwnError, echo=True, progress=False
+        )
+    assert "non-zero code: 4" in str(failure.value)
+    assert "step 1/2: FROM python:3.11-slim" in caplog.text
+    assert "compiling-go" in [message.strip() for message in caplog.messages]  # what RUN printed
 
 
 @pytest.mark.docker

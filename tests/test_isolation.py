@@ -45,7 +45,8 @@ from test_grading import (
     replace_step,
 )
 
-LATER = "wrap-up.ipynb"  # sorts after steps.ipynb: nbgrader writes its output after the first kernel ran
+# sorts after steps.ipynb: nbgrader writes its output after the first kernel ran
+LATER = "wrap-up.ipynb"
 SOLUTION = {step: solution for step, solution, _, _ in STEPS}
 TOTAL = FULL + 1
 
@@ -67,14 +68,16 @@ for file, text in {files!r}.items():
             print("PROBE refused", base, file, error.errno)
 """
 KWOK_COMMAND = """from kubernetes import client as k8s
-for plural, namespaced in [("portforwards", True), ("clusterportforwards", False), ("logs", True), ("clusterlogs", False)]:
+for plural, namespaced in [("portforwards", True), ("clusterportforwards", False),
+                           ("logs", True), ("clusterlogs", False)]:
     body = {{"apiVersion": "kwok.x-k8s.io/v1alpha1", "metadata": {{"name": "ml-api"}},
             "spec": {{"forwards": [{{"ports": [8080], "command": ["sh", "-c", "touch {marker}"]}}],
                      "logs": [{{"containers": ["ml-api"], "logsFile": "/etc/shadow"}}]}}}}
     api = k8s.CustomObjectsApi(lab.api)
     try:
         if namespaced:
-            api.create_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", lab.namespace, plural, body)
+            api.create_namespaced_custom_object(
+                "kwok.x-k8s.io", "v1alpha1", lab.namespace, plural, body)
         else:
             api.create_cluster_custom_object("kwok.x-k8s.io", "v1alpha1", plural, body)
         print("PROBE created", plural)
@@ -85,7 +88,8 @@ PORTS = """import socket
 for host, port in {targets!r}:
     with socket.socket() as connection:
         connection.settimeout(3)
-        print("PROBE", host, port, "reached" if connection.connect_ex((host, port)) == 0 else "unreachable")
+        reached = connection.connect_ex((host, port)) == 0
+        print("PROBE", host, port, "reached" if reached else "unreachable")
 """
 SYMLINK = """import os
 for base in (".", {autograded!r}):
@@ -98,14 +102,17 @@ for base in (".", {autograded!r}):
         print("PROBE refused", base, error.errno)
 """
 NODES = """from kubernetes import client as k8s
-owner = lab.core.create_namespaced_config_map(lab.namespace, {{"metadata": {{"name": "node-owner"}}}})
+owner = lab.core.create_namespaced_config_map(
+    lab.namespace, {{"metadata": {{"name": "node-owner"}}}})
+reference = {{"apiVersion": "v1", "kind": "ConfigMap", "name": "node-owner",
+             "uid": owner.metadata.uid}}
 for what, patch in [
-        ("owner", {{"metadata": {{"ownerReferences": [{{"apiVersion": "v1", "kind": "ConfigMap", "name": "node-owner",
-                                                     "uid": owner.metadata.uid}}]}}}}),
+        ("owner", {{"metadata": {{"ownerReferences": [reference]}}}}),
         ("finalizer", {{"metadata": {{"finalizers": ["example.com/keep"]}}}}),
         ("label", {{"metadata": {{"labels": {{"hacked": "yes"}}}}}}),
         ("taint", {{"spec": {{"taints": [{{"key": "hacked", "effect": "NoSchedule"}}]}}}}),
-        ("cordon", {{"spec": {{"unschedulable": True}}}}), ("uncordon", {{"spec": {{"unschedulable": False}}}})]:
+        ("cordon", {{"spec": {{"unschedulable": True}}}}),
+        ("uncordon", {{"spec": {{"unschedulable": False}}}})]:
     try:
         lab.core.patch_node({node!r}, patch)
         print("PROBE allowed", what)
@@ -135,8 +142,9 @@ except OSError as error:
 
 
 SENTINEL = ("INSTRUCTOR_CLOUD_KEY", f"sentinel-{uuid.uuid4().hex}")
-# Reads every path it is given (files read, folders listed, recursively), and looks for the grader's
-# variable in its own environment, in a subprocess's and in an app.py it imports, as a student would.
+# Reads every path it is given (files read, folders listed, recursively), and looks for
+# the grader's variable in its own environment, in a subprocess's and in an app.py it
+# imports, as a student would.
 SNOOP = """import os, pathlib, subprocess, sys
 def walk(path, depth=0):
     try:
@@ -190,7 +198,7 @@ def later_notebook() -> nbformat.NotebookNode:
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory: pytest.TempPathFactory, practice_cluster) -> Path:
-    """The cluster steps assignment of test_grading plus a later notebook, generated into a gradebook."""
+    """The cluster steps assignment of test_grading plus a later notebook, in a gradebook."""
     root = tmp_path_factory.mktemp("course")
     shutil.copy2(REPO_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
     (root / "source" / ASSIGNMENT).mkdir(parents=True)
@@ -221,7 +229,7 @@ def _shadow_package(marker: Path) -> dict[str, str]:
 
 
 def _outside_the_jail(course: Path) -> list[str]:
-    """Every course path a kernel could look for, the real course's masters, and the grader's home."""
+    """Every course path a kernel could look for, the real course's masters, the grader's home."""
     home = Path.home()
     interpreter = [
         path for path in (Path(sys.prefix), Path(sys.base_prefix)) if path.is_relative_to(home)
@@ -242,8 +250,11 @@ def _outside_the_jail(course: Path) -> list[str]:
 
 
 def _control_plane_targets(practice_cluster) -> list[tuple[str, int]]:
-    """Every port of the cluster (etcd's two, the API server, kwok, the controllers) on loopback and on every
-    host address, but the API server's on loopback: the jail's relay answers there."""
+    """Each cluster port on loopback and every host address, but the API server's on loopback.
+
+    The ports are etcd's two, the API server's, kwok's and the controllers'; on the API server's
+    loopback port the jail's relay answers.
+    """
     text = (practice_cluster.workdir / "kwok.yaml").read_text()
     ports = {
         name: int(port) for name, port in re.findall(r"^\s*(\w+Port): (\d+)$", text, re.MULTILINE)
@@ -353,7 +364,8 @@ def test_hostile_kernels_stay_in_the_jail(
     probes["memory-hog"] = _probes(course, "memory-hog", "scale")
     probes["fork-bomb"] = _probes(course, "fork-bomb", "cleanup")
     print(probes)
-    # The output folder's path leads into the kernel's own /tmp (a course under /tmp) or nowhere: never to the folder.
+    # The output folder's path leads into the kernel's own /tmp (a course under /tmp) or
+    # nowhere: never to the folder.
     assert [probe for probe in probes["plants-module"] if probe.startswith("planted . ")] == [
         f"planted . {file}" for file in _shadow_package(marker)
     ]

@@ -1,4 +1,4 @@
-"""The kernel jail: what a student's code can see and touch from inside it (needs root and util-linux)."""
+"""The kernel jail: what a student's code can see and touch inside it (needs root, util-linux)."""
 
 from __future__ import annotations
 
@@ -50,16 +50,19 @@ secret, secret_dir, outside, folder, host_port, api_port, grader_home, scratch =
 report = {
     "secret_readable": readable(secret), "secret_dir_readable": readable(secret_dir),
     "outside_writable": writable(outside), "folder_writable": writable(folder + "/made-there.txt"),
-    "cwd": os.getcwd(), "cwd_files": sorted(os.listdir(".")), "cwd_writable": writable("made-here.txt"),
+    "cwd": os.getcwd(), "cwd_files": sorted(os.listdir(".")),
+    "cwd_writable": writable("made-here.txt"),
     "tmp_writable": writable(scratch), "pids": [p for p in os.listdir("/proc") if p.isdigit()],
     "caps": [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0],
     "ids": [os.getgid(), os.getgroups(), os.getuid() >= 1_900_000_000],
     "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0],
     "grader_home": sorted(os.listdir(grader_home)) if os.path.isdir(grader_home) else [],
     "home": os.environ["HOME"], "kubeconfig": pathlib.Path(os.environ["KUBECONFIG"]).read_text(),
-    "connection": json.loads(pathlib.Path(sys.argv[sys.argv.index("-f") + 1]).read_text())["transport"],
+    "connection": json.loads(
+        pathlib.Path(sys.argv[sys.argv.index("-f") + 1]).read_text())["transport"],
     "host_port_reached": reaches(int(host_port)),
-    "api": urllib.request.urlopen(f"http://127.0.0.1:{api_port}/version", timeout=10).read().decode(),
+    "api": urllib.request.urlopen(
+        f"http://127.0.0.1:{api_port}/version", timeout=10).read().decode(),
 }
 print(json.dumps(report))
 """
@@ -91,7 +94,8 @@ def test_jail_is_usable_on_this_machine() -> None:
 
 def _kubeconfig(server: str) -> str:
     return (
-        f"apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{{name: k, cluster: {{server: '{server}'}}}}]\n"
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: k, cluster: {{server: '{server}'}}}}]\n"
         "users: [{name: u, user: {token: student-token}}]\n"
         "contexts: [{name: c, context: {cluster: k, user: u, namespace: ns}}]\n"
     )
@@ -99,7 +103,7 @@ def _kubeconfig(server: str) -> str:
 
 @pytest.fixture
 def student_kubeconfig(tmp_path: Path, api_server: int, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """$KUBECONFIG: a student's, for the stand-in API server (the worker relays the kernel's calls to it)."""
+    """$KUBECONFIG: a student's, for the stand-in API server (the worker relays calls)."""
     path = tmp_path / "student.kubeconfig"
     path.write_text(_kubeconfig(f"http://127.0.0.1:{api_server}"))
     monkeypatch.setenv("KUBECONFIG", str(path))
@@ -173,7 +177,8 @@ def test_a_jailed_kernel_sees_no_secrets_works_in_a_copy_and_reaches_only_the_ap
         )
     report = json.loads(done.stdout)
 
-    # The grader's home shows only the interpreter the kernel runs, when it lies there; else it is not there.
+    # The grader's home shows only the interpreter the kernel runs, when it lies
+    # there; else it is not there.
     interpreter = Path(sys.base_prefix).resolve()
     assert set(report.pop("grader_home")) == (
         {interpreter.relative_to(Path.home()).parts[0]}
@@ -243,7 +248,7 @@ def test_the_launcher_imports_nothing_from_the_notebook_folder(tmp_path: Path) -
 
 
 @pytest.mark.root
-def test_the_grading_kernel_has_the_lessons_libraries_loaded_and_no_submission_file_stands_in_for_them(
+def test_the_grading_kernel_has_the_lessons_libraries_loaded_and_no_submission_file_shadows_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "lesson01"
@@ -264,8 +269,9 @@ def test_the_grading_kernel_has_the_lessons_libraries_loaded_and_no_submission_f
             kernel_client.wait_for_ready(timeout=60)
             printed: list[str] = []
             kernel_client.execute_interactive(
-                f"import sys; print(sorted(m for m in {kernel.PRELOADED!r} if m not in sys.modules)); "
-                "import helper, requests; print(helper.ANSWER, hasattr(requests, 'SHADOW'), 'requests' in dir())",
+                f"import sys; print(sorted(m for m in {kernel.PRELOADED!r} if m not in "
+                "sys.modules)); import helper, requests; print(helper.ANSWER, hasattr(requests, "
+                "'SHADOW'), 'requests' in dir())",
                 timeout=60,
                 output_hook=lambda msg: printed.append(
                     msg["content"].get("text", "") or str(msg["content"].get("evalue", ""))
@@ -348,7 +354,7 @@ def _kernel_processes(uid: int) -> list[psutil.Process]:
 
 @contextmanager
 def _jailed_kernel(folder: Path) -> Iterator[tuple[KernelManager, Path]]:
-    """A kernel started as the grading worker starts them; its manager and the kernel server's socket."""
+    """A kernel started as the grading worker starts them; its manager and the server's socket."""
     with (
         tempfile.TemporaryDirectory(prefix="kernelspec-") as specs,
         worker.jail_kernel(Path(specs), []) as config,
@@ -395,8 +401,8 @@ def test_kernels_are_forks_of_the_warm_server_and_hold_nothing_of_it(
     monkeypatch.delenv("KUBECONFIG", raising=False)
     with _jailed_kernel(tmp_path) as (manager, server_socket):
         uid = jail.kernel_uid(manager.provisioner.pid)
-        # The server's own forks hold its listening socket for a moment, until each closes it: the server
-        # is the one this process forked.
+        # The server's own forks hold its listening socket for a moment, until each closes it: the
+        # server is the one this process forked.
         [server] = {
             psutil.Process(connection.pid)
             for connection in psutil.net_connections("unix")
@@ -409,9 +415,11 @@ def test_kernels_are_forks_of_the_warm_server_and_hold_nothing_of_it(
                 manager,
                 (
                     "import json, os\n"
-                    "links = sorted({os.readlink(f'/proc/self/fd/{fd}') for fd in os.listdir('/proc/self/fd') if fd.isdigit()"
+                    "links = sorted({os.readlink(f'/proc/self/fd/{fd}')"
+                    " for fd in os.listdir('/proc/self/fd') if fd.isdigit()"
                     " and os.path.exists(f'/proc/self/fd/{fd}')})\n"
-                    f"print(json.dumps({{'links': links, 'server_visible': os.path.exists({str(server_socket)!r})}}))"
+                    f"visible = os.path.exists({str(server_socket)!r})\n"
+                    "print(json.dumps({'links': links, 'server_visible': visible}))"
                 ),
             )
         )
@@ -449,12 +457,13 @@ print(json.dumps({
     "runtime": all(imports(name) for name in RUNTIME),
     "importable": sorted(name for name in COURSE if imports(name)),
     "loaded": sorted(name for name in sys.modules if name in COURSE),
-    "readable": sorted(str(path) for path in (package / "course" / "steps.py", package / "lesson" / "steps.py",
-                       package / "demo.py", SOURCE / "app.py", SOURCE / "Dockerfile",
+    "readable": sorted(str(path) for path in (package / "course" / "steps.py",
+                       package / "lesson" / "steps.py", package / "demo.py",
+                       SOURCE / "app.py", SOURCE / "Dockerfile",
                        MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml") if reads(path)),
     "doers": sorted(name for module, name in ((workloads, "scale"), (workloads, "set_image"),
-                    (workloads, "rollback"), (workloads, "delete_by_label"), (fleet, "pods_per_node"),
-                    (observe, "node_loads")) if hasattr(module, name)),
+                    (workloads, "rollback"), (workloads, "delete_by_label"),
+                    (fleet, "pods_per_node"), (observe, "node_loads")) if hasattr(module, name)),
 }))
 """
 KERNEL_RUNTIME = (

@@ -1,4 +1,4 @@
-"""The grader judges test cells itself: the names it reads, the values it brings over, the lint of the masters."""
+"""The grader judges test cells itself: the names it reads, the values it fetches, the lint."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from autograder.lesson.checks import CheckResult
 
 
 def kernel(namespace: dict[str, Any]):
-    """What the grader's `ask` does, with `namespace` standing in for the student's kernel globals."""
+    """What the grader's `ask` does, with `namespace` standing in for the kernel's globals."""
     return lambda call: eval(f"values.{call}", {**namespace, "values": values})
 
 
@@ -37,7 +37,10 @@ def _cell(source: str, grade_id: str, **flags: object) -> nbformat.NotebookNode:
 
 
 def test_free_names_are_what_the_test_reads_but_does_not_bind() -> None:
-    source = "import math\nfor x in data:\n    assert f(x) == math.floor(x)\nresult = len(data)\nprint(result, lab)"
+    source = (
+        "import math\nfor x in data:\n    assert f(x) == math.floor(x)\n"
+        "result = len(data)\nprint(result, lab)"
+    )
     assert judge.free_names(source) == ["data", "f", "lab"]
 
 

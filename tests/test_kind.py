@@ -294,7 +294,7 @@ def test_two_workers_offer_a_gpu_each_and_their_pods_reach_each_other(kind_lab: 
 def test_a_grading_namespace_refuses_a_pod_that_would_own_its_node(
     kind_cluster: Kind, model_server_images: list[str], tmp_path
 ) -> None:
-    """Pod Security and the grader's accounts kept out of the student's namespace, with a real kubelet."""
+    """Pod Security and the grader's accounts kept out of the student's namespace, real kubelet."""
     admin = kubeconfig.api_client(kind_cluster.context)
     sandbox.ensure_node_access(admin)
     namespace = f"grade-privileged-{uuid.uuid4().hex[:6]}"

@@ -1,4 +1,4 @@
-"""The same notebook cells on kind: the image is really loaded, really pulled-or-not, really served."""
+"""The same notebook cells on kind: the image really loaded, pulled-or-not, and served."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plain `kubectl` in a notebook: the kubeconfig connect() writes, from real files and the real kubectl."""
+"""Plain `kubectl` in a notebook: connect()'s kubeconfig, with real files and the real kubectl."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def user_kubeconfig(path: Path) -> Path:
 
 @pytest.fixture
 def pinned_kubectl() -> Path:
-    """The pinned kubectl, as `make test-binaries` provides it (the fast tier runs before it is built)."""
+    """The pinned kubectl, as `make test-binaries` provides it (the fast tier runs before)."""
     pinned = binaries.find("kubectl")
     assert pinned is not None, "kubectl is one of the binaries `make test` provides"
     return pinned

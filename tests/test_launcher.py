@@ -1,4 +1,4 @@
-"""The pod launcher runs a container's command as a new process would, and outlives none of its mistakes."""
+"""The pod launcher runs a container's command as a new process would, outliving no mistake."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from conftest import ask_as_nobody
 
 APP = """
 import os, sys
-print("argv", sys.argv, "path0", sys.path[0] == os.getcwd(), "env", os.environ.get("GREETING"), flush=True)
+print("argv", sys.argv, "path0", sys.path[0] == os.getcwd(), "env", os.environ.get("GREETING"),
+      flush=True)
 print("to stderr", file=sys.stderr)
 raise SystemExit(int(sys.argv[1]))
 """
@@ -88,7 +89,8 @@ import os, pathlib, sys
 for place in sys.argv[1:]:
     path = pathlib.Path(place)
     try:
-        print("read", place, sorted(os.listdir(path)) if path.is_dir() else len(path.read_bytes()), flush=True)
+        seen = sorted(os.listdir(path)) if path.is_dir() else len(path.read_bytes())
+        print("read", place, seen, flush=True)
     except OSError as error:
         print("refused", place, error.strerror, flush=True)
 """

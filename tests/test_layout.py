@@ -1,4 +1,4 @@
-"""The package's rooms stay apart: no import cycles, build tooling and the lesson kept out of the runtime."""
+"""The package's rooms stay apart: no import cycles, build tooling and lesson out of the runtime."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def module_name(path: Path) -> str:
 
 
 def imports(at_import_time: bool = False) -> dict[str, set[str]]:
-    """Every autograder module and the autograder modules it imports (lazily too, unless `at_import_time`)."""
+    """Every autograder module and those it imports (lazily too, unless `at_import_time`)."""
     modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
@@ -63,7 +63,8 @@ def test_grading_never_imports_the_lesson_and_the_runtime_never_the_build_toolin
         if m.startswith("autograder.grading")
         and any(t.startswith("autograder.lesson") for t in graph[m])
     ]
-    # A notebook imports the build tooling only when something must really be built, inside that call.
+    # A notebook imports the build tooling only when something must really
+    # be built, inside that call.
     runtime = reachable(imports(at_import_time=True), "autograder.lab")
     assert not [m for m in runtime if m.startswith("autograder.build")]
 

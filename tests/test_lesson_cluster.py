@@ -53,7 +53,8 @@ def test_a_container_that_exits_after_starting_is_diagnosed_once_steady(lab):
     troubleshoot.wait_until_settled(lab, "app=crasher", timeout=60, steady=5)
     findings = troubleshoot.diagnose(lab, "app=crasher")
     assert len(findings) == 1 and "CrashLoopBackOff" in findings[0], findings
-    # What the crashed run printed is the student's to read: the diagnosis names the command, not the output.
+    # What the crashed run printed is the student's to read:
+    # the diagnosis names the command, not the output.
     assert "kubectl logs crasher-" in findings[0] and "model.pkl" not in findings[0], findings
 
 

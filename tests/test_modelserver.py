@@ -141,7 +141,8 @@ def test_docker_stop_returns_well_before_the_grace_period() -> None:
             container = docker.from_env().containers.get(server.container_name)
             container.stop(timeout=120)
             container.reload()
-            # Docker's SIGKILL after the grace period exits 137: 0 is the server's own end at SIGTERM.
+            # Docker's SIGKILL after the grace period exits 137: 0 is the
+            # server's own end at SIGTERM.
             assert container.attrs["State"]["ExitCode"] == 0, "the server ignored SIGTERM"
     finally:
         docker.from_env().images.remove(tag, force=True)

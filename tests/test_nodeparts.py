@@ -1,4 +1,4 @@
-"""What the offline kind node image is made of: files, modes, configs and the inputs hash (pure logic)."""
+"""What the offline kind node image is made of: files, modes, configs, inputs hash (pure logic)."""
 
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ def _text(cell: nbformat.NotebookNode) -> str:
 
 
 def _execute(path: Path, name: str, allow_errors: bool) -> nbformat.NotebookNode:
-    """Run a notebook (cluster ones in a namespace of their own, deleted after) and record its time."""
+    """Run a notebook (cluster ones in a namespace of their own, deleted after); record its time."""
     namespace = None
     if notebooks.needs_cluster(path):
         namespace = f"nb-{name[:2]}-{'m' if path.parent == MASTERS else 's'}-{uuid.uuid4().hex[:6]}"
@@ -155,8 +155,11 @@ def _execute(path: Path, name: str, allow_errors: bool) -> nbformat.NotebookNode
 
 
 def clean_up_namespace(namespace: str) -> None:
-    """The notebook's namespace goes, and ml-api:v1 and v2 are the reference server again: a student copy
-    loads its unfinished app under those tags, which later tests on the shared cluster would run."""
+    """The notebook's namespace goes, and ml-api:v1 and v2 are the reference server again.
+
+    A student copy loads its unfinished app under those tags, which later tests on the shared
+    cluster would run.
+    """
     from kubernetes import client
 
     from autograder.course.steps import serve_lesson_images
@@ -284,8 +287,11 @@ CREATES = re.compile(
 
 
 def test_no_cell_creates_what_a_second_run_would_find_there_already():
-    """Objects are applied (kubectl apply, server-side apply), never created: re-running a cell that creates
-    ends in a 409 AlreadyExists traceback, where an apply changes only what differs."""
+    """Objects are applied (kubectl apply, server-side apply), never created.
+
+    Re-running a cell that creates ends in a 409 AlreadyExists traceback, where an apply changes
+    only what differs.
+    """
     creating = [
         f"{path.name} cell {index}: {match.group(0)}"
         for path in sorted(MASTERS.glob("*.ipynb"))

@@ -1,4 +1,4 @@
-"""A process tied to its parent (jail, kernel, container, worker) stops with it, whenever the parent dies."""
+"""A process tied to its parent (jail, kernel, container, worker) stops whenever the parent dies."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ LESSON = (MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")
 
 @pytest.fixture(autouse=True, scope="module")
 def lesson_images(practice_cluster: Practice) -> None:
-    """ml-api:v1 and v2 on the nodes, whatever ran before: the practice runtime starts only loaded images."""
+    """ml-api:v1 and v2 on the nodes, whatever ran before: the runtime starts loaded images only."""
     serve_lesson_images(cluster.connect("practice"))
 
 
@@ -148,7 +148,7 @@ def test_connect_reuses_the_current_practice_context(
 
 
 def test_connect_points_plain_kubectl_at_the_labs_namespace(lab: Lab) -> None:
-    """A notebook's `!kubectl get pods` after connect(): the lab's namespace, no --context or -n needed."""
+    """A notebook's `!kubectl get pods` after connect(): the lab's namespace, no --context or -n."""
     deploy(lab)
     assert kubectl_get_pods() == ready_pods(lab)
     user_file = Path(kubeconfig.default_file())
@@ -167,7 +167,7 @@ def test_connect_points_plain_kubectl_at_the_labs_namespace(lab: Lab) -> None:
 
 
 def kubectl_get_pods() -> list[str]:
-    """What `kubectl get pods` lists, run as a notebook's `!` line runs it (this process's environment)."""
+    """What `kubectl get pods` lists, run as a notebook's `!` line runs it (this environment)."""
     done = subprocess.run(
         ["kubectl", "get", "pods", "-o", "name"], capture_output=True, text=True, check=True
     )

@@ -1,4 +1,4 @@
-"""The practice cluster is reachable only from its own machine, its etcd only with the cluster's certificate.
+"""The practice cluster is reachable only from its own machine, its etcd only with its certificate.
 
 Hostile: each test plays someone on the student's network (a shared Wi-Fi, a hub's pod network) or a
 local program without the cluster's keys, and must be turned away.
@@ -82,7 +82,7 @@ def range_request(key_prefix: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def serving(practice_cluster: Practice) -> Iterator[Practice]:
-    """The cluster with the lesson's pods running: the pod runtime's relays and containers listen too."""
+    """The cluster with the lesson's pods running: the runtime's relays and containers too."""
     lab = connect("practice", namespace=f"t-network-{uuid.uuid4().hex[:6]}")
     serve_lesson_images(lab)
     w.apply(lab, w.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml"))
@@ -125,7 +125,7 @@ def test_no_port_of_the_cluster_answers_on_the_machines_addresses(serving: Pract
 
 
 def read_keys(url: str, **options: object) -> list[str] | None:
-    """The cluster role bindings' keys as etcd lists them to a client; None when it turns the client away."""
+    """The cluster role bindings' keys as etcd lists them to a client; None if it is refused."""
     try:
         answer = requests.post(
             url, json=range_request("/registry/clusterrolebindings/"), timeout=10, **options

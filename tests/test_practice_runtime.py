@@ -1,7 +1,10 @@
-"""Pods fail the way a real cluster's do: the same cases on the practice runtime and on kind, same status fields.
+"""Pods fail the way a real cluster's do.
+
+The same cases on the practice runtime and on kind, same status fields.
 
 The Dockerfile decides what a container runs on both; on the practice cluster a namespace may run
-only its own images, and an image record written by hand is built by the runtime, never trusted."""
+only its own images, and an image record written by hand is built by the runtime, never trusted.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ IMAGE = "ml-api:v1"
 
 @pytest.fixture(scope="module")
 def runtime_cluster() -> Iterator[Practice]:
-    """A practice cluster of this module's own (the shared one may still run kwok's old pod stages)."""
+    """A practice cluster of this module's own (the shared one may run kwok's old pod stages)."""
     practice = Practice(cluster="lab-runtime", gpu_nodes=False, make_current=False)
     practice.up()
     yield practice
@@ -501,8 +504,10 @@ def test_a_container_writes_no_more_than_its_own_small_tmpfs_and_a_rotated_log(
 
 FORKED = """
 import os, pathlib, signal, sys
-status = dict(line.split(":\\t", 1) for line in pathlib.Path("/proc/self/status").read_text().splitlines() if ":\\t" in line)
-print("caps", *(status[name].strip() for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")), flush=True)
+lines = pathlib.Path("/proc/self/status").read_text().splitlines()
+status = dict(line.split(":\\t", 1) for line in lines if ":\\t" in line)
+capabilities = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+print("caps", *(status[name].strip() for name in capabilities), flush=True)
 print("no_new_privs", status["NoNewPrivs"].strip(), "argv", sys.argv, flush=True)
 print("fds", sorted(int(fd) for fd in os.listdir("/proc/self/fd")), flush=True)
 try:
@@ -564,7 +569,8 @@ def test_a_forked_container_holds_nothing_of_the_launcher_and_cannot_harm_the_ne
 
 
 SERVE = """import os, sys
-print("argv", sys.argv[1:], "greeting", os.environ.get("GREETING"), "files", sorted(os.listdir(".")), flush=True)
+print("argv", sys.argv[1:], "greeting", os.environ.get("GREETING"),
+      "files", sorted(os.listdir(".")), flush=True)
 """
 
 
@@ -575,7 +581,7 @@ def build_folder(tmp_path: Path, dockerfile_text: str) -> Path:
 
 
 def load_folder(lab: Lab, tmp_path: Path, dockerfile_text: str, tag: str | None = None) -> str:
-    """`docker build` and `kind load` on kind, the practice cluster's own build on practice; the tag."""
+    """`docker build` and `kind load` on kind, the practice cluster's own build on practice; tag."""
     tag = tag or f"t-dockerfile-{uuid.uuid4().hex[:6]}:v1"
     folder = build_folder(tmp_path, dockerfile_text)
     if lab.provider == "kind":

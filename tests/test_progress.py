@@ -1,4 +1,4 @@
-"""Progress bars are widgets in JupyterLab and text in a terminal; kernel starts print no warnings."""
+"""Progress bars are widgets in JupyterLab and text in a terminal; kernel starts warn nothing."""
 
 from __future__ import annotations
 
@@ -39,7 +39,10 @@ def test_progress_is_text_in_a_terminal() -> None:
 def test_a_notebook_run_prints_no_kernel_warnings(tmp_path: Path) -> None:
     path = tmp_path / "quiet.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('ok')")]), path)
-    script = f"from autograder import notebooks; notebooks.execute(__import__('pathlib').Path({str(path)!r}))"
+    script = (
+        "from autograder import notebooks; "
+        f"notebooks.execute(__import__('pathlib').Path({str(path)!r}))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )

@@ -11,12 +11,11 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 from nbgrader.api import Gradebook
-from playwright.sync_api import sync_playwright
 
 from autograder.grading.classrun import report
 from autograder.grading.classrun.course import Course
 from autograder.grading.classrun.ledger import Ledger, Outcome
-from jupyter_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, VIEWPORT, Screenshots
+from jupyter_browser import SCREENSHOTS, VIEWPORT, Screenshots, chromium
 
 ASSIGNMENT = "lesson01"
 NAMESPACE = "grade-ben-0123abcd"
@@ -189,8 +188,7 @@ def test_a_course_with_nothing_graded_says_so(tmp_path: Path) -> None:
 
 def open_report(path: Path, shots: Screenshots) -> dict:
     """The report in Chromium: every plot decoded and drawn, the reasons read, a screenshot kept."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
         page.goto(path.as_uri())
         seen = page.evaluate("""() => ({
@@ -202,7 +200,6 @@ def open_report(path: Path, shots: Screenshots) -> dict:
             sections: [...document.querySelectorAll('h2')].map(h => h.innerText)})""")
         shots.take(page, "class-report")
         page.screenshot(path=str(shots.folder / "class-report-full.png"), full_page=True)
-        browser.close()
     return seen
 
 

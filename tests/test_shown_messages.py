@@ -98,7 +98,7 @@ def compared(test: ast.AST, derived: set[str]) -> tuple[bool, set[str]]:
 
 
 def revealing_messages(master: nbformat.NotebookNode) -> list[str]:
-    """Asserts of the master's test cells whose message shows what the student's answer is compared with."""
+    """Asserts of the master's test cells whose message shows what an answer is compared with."""
     answers = judge.master_answers(master)
     found = []
     for cell in master.cells:

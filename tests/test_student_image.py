@@ -13,12 +13,11 @@ from collections.abc import Iterator
 import pytest
 import requests
 from nbformat import read as read_notebook
-from playwright.sync_api import sync_playwright
 
 from autograder import REPO_ROOT
 from autograder.build import hostedimage
 from autograder.lab import images
-from jupyter_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, VIEWPORT, Screenshots
+from jupyter_browser import SCREENSHOTS, VIEWPORT, Screenshots, chromium
 
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
 SHORTEST_NEEDLE = (
@@ -260,9 +259,8 @@ def test_a_student_sees_the_assignments_tab_and_no_formgrader_in_jupyterlab(
     ]
     with (
         hostedimage.running(student_image.tag, command=command) as lab,
-        sync_playwright() as playwright,
+        chromium() as browser,
     ):
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=VIEWPORT)
         page.goto(f"{lab.url}/lab?token={lab.token}")
         page.wait_for_function(
@@ -281,7 +279,6 @@ def test_a_student_sees_the_assignments_tab_and_no_formgrader_in_jupyterlab(
         page.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader").click()
         offered = page.locator(".lm-Menu-content .lm-Menu-itemLabel").all_inner_texts()
         shots.take(page, "nbgrader-menu")
-        browser.close()
     assert commands == [False, False, False, True]
     assert "Assignment List" in offered and not [
         item for item in offered if re.search("Formgrader|Course", item)

@@ -27,7 +27,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 ASSIGNMENT = "own-app"
 FIRST, SECOND = "1-deploy.ipynb", "2-update.ipynb"  # as notebooks 04 and 05: a kernel each
-SETUP = "from autograder.lab import connect, images, traffic\nfrom autograder.lesson.checks import *\nlab = connect()"
+SETUP = (
+    "from autograder.lab import connect, images, traffic\n"
+    "from autograder.lesson.checks import *\nlab = connect()"
+)
 DEPLOY = "\n".join(
     [
         student_app.write_folder("student-7"),

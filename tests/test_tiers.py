@@ -1,4 +1,4 @@
-"""The fast tier (tests/tiers.py): nothing in it takes a cluster, and what it cannot reach fails there."""
+"""The fast tier (tests/tiers.py): nothing in it takes a cluster; what it cannot reach fails."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_plain() -> None:
 
 
 def _collected(tmp_path: Path) -> dict[str, dict]:
-    """The suite's tests as plain `pytest` selects them: each one's fixtures, markers and timeout."""
+    """The suite's tests as plain `pytest` selects them: each one's fixtures, markers, timeout."""
     (tmp_path / "tiers_dump.py").write_text(DUMP_PLUGIN)
     dump = tmp_path / "collected.json"
     done = _pytest(

@@ -79,7 +79,7 @@ def test_port_forward_answers_with_the_version_across_update_and_undo(loaded: La
 def test_a_port_forward_typed_in_the_background_answers_and_a_missing_one_is_named(
     loaded: Lab,
 ) -> None:
-    """What notebooks 4 and 6 have the student type: `timeout 5 kubectl port-forward ... & sleep 1`."""
+    """What notebooks 4 and 6 have students type: `timeout 5 kubectl port-forward ... & sleep 1`."""
     deploy(loaded, V1)
     traffic.wait_until_forwardable(loaded)
     port, silent = ports.free_port(), ports.free_port()
@@ -96,7 +96,7 @@ def test_a_port_forward_typed_in_the_background_answers_and_a_missing_one_is_nam
 def test_a_kernel_that_sees_the_practice_cluster_as_existing_still_waits_for_routes(
     loaded: Lab,
 ) -> None:
-    """A grader's student kernel connects as "existing"; its port-forward must not race the router."""
+    """A grader's student kernel connects as "existing"; its port-forward must not race routing."""
     as_existing = Lab(
         provider="existing", context=loaded.context, namespace=loaded.namespace, api=loaded.api
     )

@@ -1,5 +1,8 @@
-"""A submission typed from the page earns nothing on the cluster: every answer is a literal a student could
-copy from the notebooks' text and outputs, nothing is done on the cluster, and real nbgrader grades it."""
+"""A submission typed from the page earns nothing on the cluster.
+
+Every answer is a literal a student could copy from the notebooks' text and outputs, nothing is done
+on the cluster, and real nbgrader grades it.
+"""
 
 from __future__ import annotations
 
@@ -31,14 +34,17 @@ KNOWLEDGE = {
 TYPED = {
     "read-nodes": 'def node_report(selector=""):\n'
     '    return {"ready": 5, "cpu": 28.0, "gpu_nodes": ["practice-gpu-1", "practice-gpu-2"]}',
-    "test-client": 'def local_predict(features):\n    return {"prediction": 15.0, "model_version": "v1.0"}',
+    "test-client": "def local_predict(features):\n"
+    '    return {"prediction": 15.0, "model_version": "v1.0"}',
     "apply-deployment": 'print("3/3 pods ready")',
-    "write-service": 'service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ml-api-service"}}',
+    "write-service": 'service = {"apiVersion": "v1", "kind": "Service", '
+    '"metadata": {"name": "ml-api-service"}}',
     "predict-through-service": "def predict_deployed(features):\n"
     '    return {"prediction": 15.0, "model_version": "v1.0"}\n'
     "deployed_answer = predict_deployed([1, 2, 3, 4, 5])\n"
     'deployed_health = {"status": "healthy"}',
-    "events-and-logs": 'def pod_events(pod):\n    return [("Scheduled", f"Successfully assigned {pod}")]\n'
+    "events-and-logs": "def pod_events(pod):\n"
+    '    return [("Scheduled", f"Successfully assigned {pod}")]\n'
     'def pod_logs(pod, lines):\n    return ""',
     "scale-up": 'print("scaled to 5")',
     "scale-down": 'print("scaled to 3")',
@@ -51,10 +57,13 @@ TYPED = {
     "fix-crash": 'print("deployment.apps/crasher env updated")',
     "apply-service": 'print("service/ml-api-service created")',
     "fix-selector": 'patch = {"spec": {"selector": {"app": "ml-api"}}}',
-    # Q4-Q6 as the page could suggest them: notebook 5's first revision, the crasher's exit code, kind's node.
-    "self-check-answers": 'q1, q2, q3 = "c", "b", "d"\nq4, q5, q6 = 1, 1, "ml-learning-control-plane"',
+    # Q4-Q6 as the page could suggest them: notebook 5's first revision, the
+    # crasher's exit code, kind's node.
+    "self-check-answers": 'q1, q2, q3 = "c", "b", "d"\n'
+    'q4, q5, q6 = 1, 1, "ml-learning-control-plane"',
     "crash-recovery": "def pods_on_nodes(selector):\n"
-    '    return {"practice-worker-1": 2, "practice-worker-2": 2, "practice-gpu-1": 1, "practice-gpu-2": 1}',
+    '    return {"practice-worker-1": 2, "practice-worker-2": 2, '
+    '"practice-gpu-1": 1, "practice-gpu-2": 1}',
     "crash-survivors": "survivors_on_crashed = 0",
     "gpu-deployment": 'gpu_model = {"metadata": {"name": "gpu-model"}}',
     "read-packing": "def packing(selector):\n"
@@ -64,7 +73,7 @@ TYPED = {
 
 
 def type_answers(folder: Path) -> None:
-    """Replace every answer cell named in TYPED with its literal answer; the rest stay unanswered."""
+    """Replace each answer cell named in TYPED with its literal answer; the rest stay unanswered."""
     for path in sorted(folder.glob("*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
         for cell in notebook.cells:

@@ -1,11 +1,14 @@
-"""The suite's two tiers (a pytest plugin): a test's resources mark it, and the fast tier cannot reach them.
+"""The suite's two tiers (a pytest plugin).
 
-Each marker in RESOURCES names what a test needs beyond a Python process (a cluster, Docker, root, Go...);
-a test carrying none is in the fast tier, which plain `pytest` runs (pyproject's addopts deselect the rest).
-Tests named on the command line (`pytest tests/test_grading.py -k round`) run whatever they need, unless
-`-m` says otherwise. A test is marked from the fixtures it takes, so a new cluster test leaves the fast
-tier without anyone remembering to mark it; and a session holding only fast tests runs without those
-resources, so a test that reaches for one unmarked fails there loudly instead of passing slowly.
+A test's resources mark it, and the fast tier cannot reach them.
+
+Each marker in RESOURCES names what a test needs beyond a Python process (a cluster, Docker, root,
+Go...); a test carrying none is in the fast tier, which plain `pytest` runs (pyproject's addopts
+deselect the rest). Tests named on the command line (`pytest tests/test_grading.py -k round`) run
+whatever they need, unless `-m` says otherwise. A test is marked from the fixtures it takes, so a
+new cluster test leaves the fast tier without anyone remembering to mark it; and a session holding
+only fast tests runs without those resources, so a test that reaches for one unmarked fails there
+loudly instead of passing slowly.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from autograder.providers.kind import Kind
 from autograder.shared import isolation
 
 RESOURCES = ("cluster", "docker", "kind", "browser", "root", "go", "binaries", "slow")
-# What a fixture needs, as markers; a test taking it (directly or through another fixture) gets them.
+# What a fixture needs, as markers; a test taking it (directly or through
+# another fixture) gets them.
 FIXTURE_NEEDS = {
     "practice_cluster": ("cluster",),
     "runtime_cluster": ("cluster",),
@@ -69,7 +73,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """A session of fast tests only gives up root, Docker, clusters and the network before the first runs."""
+    """A fast-only session gives up root, Docker, clusters and the network before tests run."""
     if session.items and all(is_fast(item) for item in session.items):
         _without_resources()
 
@@ -82,7 +86,7 @@ def _refuse_cluster(self: object) -> None:
 
 
 def _without_resources() -> None:
-    """What a fast test finds: no root powers, no kubeconfig, no Docker engine, no proxy that answers."""
+    """What a fast test finds: no root powers, no kubeconfig, no Docker engine, no live proxy."""
     if _effective_capabilities():
         isolation.renounce_capabilities()
     os.environ.update(
@@ -99,6 +103,6 @@ def _without_resources() -> None:
 
 
 def _effective_capabilities() -> int:
-    """This process's effective capabilities, as /proc shows them: root's are all set, a user's none."""
+    """This process's effective capabilities as /proc shows them: root's all set, a user's none."""
     with open("/proc/self/status") as status:
         return int(next(line.split()[1] for line in status if line.startswith("CapEff:")), 16)

@@ -1,4 +1,4 @@
-"""Benchmarks that print figures, never pass or fail: cluster, image, kind, hosted image and grading."""
+"""Benchmarks that print figures, never pass or fail: cluster, images, kind, grading."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def _seconds(action: Callable[[], object]) -> float:
 
 
 def _summed(processes: list[psutil.Process], measure: Callable[[psutil.Process], float]) -> float:
-    """`measure` added up over `processes`, skipping those gone meanwhile (a container that exited)."""
+    """`measure` summed over `processes`, skipping those gone meanwhile (an exited container)."""
     total = 0.0
     for process in processes:
         try:
@@ -61,12 +61,12 @@ def _cpu_seconds(process: psutil.Process) -> float:
 
 
 def practice_rss_mib(practice: Practice) -> float:
-    """The sum of the cluster's processes' RSS: pages they share (the containers' Python) count once per process."""
+    """The cluster's RSS summed: pages shared (the containers' Python) count once per process."""
     return _memory_mib(practice, "rss")
 
 
 def practice_pss_mib(practice: Practice) -> float:
-    """The cluster's real resident memory: each shared page split among the processes that map it."""
+    """The cluster's real resident memory: each shared page split among the processes mapping it."""
     others = [
         process.pid
         for process in psutil.process_iter(["name", "cmdline"])
@@ -75,18 +75,19 @@ def practice_pss_mib(practice: Practice) -> float:
     ]
     if others:
         logger.warning(
-            "another cluster's control plane runs here (pids %s): it shares the binaries' pages, so "
-            "the PSS figure reads low (by about 130 MiB); stop that cluster for a true figure",
+            "another cluster's control plane runs here (pids %s): it shares the binaries' pages, "
+            "so the PSS figure reads low (by about 130 MiB); stop that cluster for a true figure",
             ", ".join(map(str, others)),
         )
     return _memory_mib(practice, "pss")
 
 
 def idle_cpu_percent(practice: Practice, seconds: float = 10.0) -> float:
-    """The cluster's CPU while nothing changes, in % of one core: what an idle student's Binder pays for it."""
+    """The cluster's idle CPU in % of one core: what an idle student's Binder pays for it."""
     processes = practice.processes()
     before = _summed(processes, _cpu_seconds)
-    # Nothing to wait for: the figure is what the cluster burns over a span in which nothing happens.
+    # Nothing to wait for: the figure is what the cluster burns over a span
+    # in which nothing happens.
     time.sleep(seconds)
     return 100 * (_summed(processes, _cpu_seconds) - before) / seconds
 
@@ -101,7 +102,7 @@ def with_readiness_probe(documents: list[dict]) -> list[dict]:
 
 
 def ready_and_memory(practice: Practice, lab: Lab) -> dict[str, float]:
-    """Seconds from apply to 3/3 Ready with a readiness probe; memory and idle CPU with 5 replicas."""
+    """Seconds from apply to 3/3 Ready with a readiness probe; memory and idle CPU at 5 replicas."""
     documents = with_readiness_probe(
         w.load_manifests(MANIFESTS / "deployment.yaml", MANIFESTS / "service.yaml")
     )

@@ -50,13 +50,14 @@ def _measure(
     elapsed = time.monotonic() - started
     if failed := [o for o in outcomes if o.status != "graded"]:
         raise LabError(
-            f"{len(failed)} submission(s) were not graded, e.g. {failed[0].student}: {failed[0].detail}"
+            f"{len(failed)} submission(s) were not graded, e.g. "
+            f"{failed[0].student}: {failed[0].detail}"
         )
     return elapsed, outcomes
 
 
 def _feedback_seconds(course: Path, students: list[str], jobs: int = 1) -> float:
-    """Seconds for nbgrader's feedback (`jobs` rendering at once) and the CSV export, which follow a class run."""
+    """Seconds for nbgrader's feedback (`jobs` rendering at once) and the CSV export after a run."""
     started = time.monotonic()
     feedback_and_export(
         Course(course), ASSIGNMENT, students, GradingSettings().feedback_timeout, jobs
@@ -65,7 +66,7 @@ def _feedback_seconds(course: Path, students: list[str], jobs: int = 1) -> float
 
 
 def _feedback_split(alone: float, together: float, count: int) -> tuple[float, float]:
-    """Feedback's seconds per submission, and the run's own share (starting the renderer, the CSV export).
+    """Feedback's seconds per submission, and the run's own share (renderer start, CSV export).
 
     Rendering one student (`alone`), then all `count` (`together`), tells the two apart;
     with one student it is all theirs.
@@ -85,18 +86,19 @@ def _phase_table(outcomes: list[Outcome], feedback: float) -> str:
     ]
     rows.append(f"    {'feedback':<16} {feedback:6.1f} s")
     rows.append(
-        f"    {'whole submission':<16} {statistics.median(o.seconds for o in outcomes) + feedback:6.1f} s"
+        f"    {'whole submission':<16} "
+        f"{statistics.median(o.seconds for o in outcomes) + feedback:6.1f} s"
     )
     return "\n".join(rows)
 
 
 def _fixed_seconds(elapsed: float, outcomes: list[Outcome]) -> float:
-    """What a serial run spends besides its submissions: starting its servers, the last namespace's deletion."""
+    """What a serial run spends besides submissions: starting servers, the last namespace's end."""
     return max(0.0, elapsed - sum(o.seconds for o in outcomes))
 
 
 def run(students: int, jobs: int, provider: str | None = None) -> int:
-    """Grade solved and blank submissions serially and with `jobs` workers; print rates and phases."""
+    """Grade solved and blank submissions serially and with `jobs` workers; print rates, phases."""
     with tempfile.TemporaryDirectory(prefix="bench-grade-") as workdir:
         course = course_copy(Path(workdir) / "course")
         require_masters(Course(course), ASSIGNMENT)
@@ -117,15 +119,17 @@ def run(students: int, jobs: int, provider: str | None = None) -> int:
             feedback, feedback_start = _feedback_split(alone, together, len(names))
             fixed.append(_fixed_seconds(elapsed, outcomes) + feedback_start)
             print(
-                f"{kind}, serial: {statistics.median(o.seconds for o in outcomes) + feedback:.1f} s per submission "
-                f"(median, with its feedback), besides the run's own {fixed[-1]:.1f} s; median per phase:"
+                f"{kind}, serial: {statistics.median(o.seconds for o in outcomes) + feedback:.1f} "
+                "s per submission (median, with its feedback), besides the run's own "
+                f"{fixed[-1]:.1f} s; median per phase:"
             )
             print(_phase_table(outcomes, feedback))
             print(
                 "    CPU per submission with its feedback, by component (unattributed: the rest):"
             )
             print(cpu.table(sampler.split, sampler.busy, len(names)))
-            # Parallel workers share the cores: this, not the wall time, bounds what --jobs can reach.
+            # Parallel workers share the cores: this, not the wall time,
+            # bounds what --jobs can reach.
             cores, per_submission = psutil.cpu_count() or 1, sampler.busy / len(names)
             print(
                 f"    machine CPU {per_submission:6.1f} core-s per submission: at most "
@@ -133,8 +137,8 @@ def run(students: int, jobs: int, provider: str | None = None) -> int:
             )
         start_and_end = statistics.median(fixed)
         print(
-            f"each run's own start and end (servers, the last namespace's deletion, the feedback renderer's "
-            f"start): {start_and_end:.1f} s"
+            "each run's own start and end (servers, the last namespace's deletion, the feedback "
+            f"renderer's start): {start_and_end:.1f} s"
         )
         # A class is mostly solved work: its rate is the one to plan with; half blank flatters it.
         for kind, names in (("solved only", solved), ("half solved, half blank", solved + blank)):

@@ -1,4 +1,6 @@
-"""Hosted image figures for `python -m autograder bench hosted`: builds, JupyterLab start, the practice cluster inside.
+"""Hosted image figures for `python -m autograder bench hosted`.
+
+Builds, JupyterLab start, the practice cluster inside.
 
 Notebook 04's run time in JupyterLab in this image is the browser test's own report
 (tests/test_browser.py, its image-served variant).
@@ -17,7 +19,7 @@ BENCH_TAG = "bench-k8s-ml-lab-hosted:latest"
 
 
 def bench_hosted(runs: int = 3) -> dict[str, float]:
-    """Seconds to build cold and cached, from `docker run` to JupyterLab and to a ready practice cluster."""
+    """Seconds to build cold and cached, from `docker run` to JupyterLab, to a practice cluster."""
     figures: dict[str, float] = {}
     figures["image build, cold: no layer cache (s)"] = hostedimage.build(
         BENCH_TAG, nocache=True
@@ -29,7 +31,8 @@ def bench_hosted(runs: int = 3) -> dict[str, float]:
     for _ in range(runs):
         with hostedimage.running(BENCH_TAG) as lab:
             to_lab.append(lab.seconds_to_lab)
-            lab.cluster_up()  # returns once the cluster the server started in the background is ready
+            # returns once the cluster the server started in the background is ready
+            lab.cluster_up()
             to_cluster.append(time.monotonic() - lab.started_at)
             rights = lab.process_rights()
             lab.exec("python", "-m", "autograder", "cluster", "down", "--provider", "practice")

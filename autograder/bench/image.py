@@ -1,4 +1,4 @@
-"""Image figures for `python -m autograder bench image`: base image, cold and warm builds, start-up."""
+"""Image figures for `python -m autograder bench image`: base image, cold and warm builds, start."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _quiet(_: str) -> None:
 
 
 def bench_image(runs: int = 3) -> dict[str, float]:
-    """Seconds to get the base image, to build without and with the layer cache, to first /health."""
+    """Seconds to get the base image, to build without and with layer cache, to first /health."""
     client = images.docker_client()
     figures: dict[str, float] = {}
     started = time.monotonic()

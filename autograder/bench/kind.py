@@ -1,4 +1,4 @@
-"""`bench cluster --provider kind`: the offline node image and the lesson on real containers, timed."""
+"""`bench cluster --provider kind`: the offline node image and the lesson on real nodes, timed."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Offline build tooling no notebook imports: Go builds, the python base image, the kind node image, the hosted image."""
+"""Offline build tooling no notebook imports: Go builds, base, kind node and hosted images."""

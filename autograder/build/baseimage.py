@@ -201,7 +201,7 @@ def host_pip_settings() -> dict[str, str]:
 
 
 def make_python_official_like(rootfs: Path, pip_settings: dict[str, str]) -> None:
-    """`python` and `pip` on PATH, pip free to install (no PEP 668 marker), same index as the host."""
+    """`python` and `pip` on PATH, pip free to install (no PEP 668 marker), the host's index."""
     local_bin = rootfs / "usr/local/bin"
     local_bin.mkdir(parents=True, exist_ok=True)
     for name, target in (("python", "python3"), ("pip", "pip3"), ("pip3", "pip3")):

@@ -1,4 +1,4 @@
-"""Build and run the hosted JupyterLab image (`binder/Dockerfile`) with the Docker SDK, offline here.
+"""Build and run the hosted JupyterLab image (`binder/Dockerfile`) with the Docker SDK, offline.
 
 The build context is the repository as `.dockerignore` leaves it, sent as a tar made here so that
 the practice cluster's binaries cached on this machine can ride along in `binder/prebuilt/`
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -54,20 +53,22 @@ STUDENT_FILES = (
 )
 LAB_PORT = 8888
 NB_UID = 1000
-STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 # Every process in the container, with the rights the kernel gives it (run inside, as the user).
 PROCESS_RIGHTS = r"""
 import json, os
 rows = []
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
-        status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
+        lines = open(f"/proc/{pid}/status").read().splitlines()
+        status = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
     except OSError:
         continue
-    rows.append({"pid": int(pid), "name": status["Name"].strip(), "state": status["State"].split()[0],
-                 "uid": int(status["Uid"].split()[1]),
-                 "gid": int(status["Gid"].split()[1]), "no_new_privs": status.get("NoNewPrivs", "?").strip(),
-                 **{key: int(status[key], 16) for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}})
+    capabilities = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+    rows.append({"pid": int(pid), "name": status["Name"].strip(),
+                 "state": status["State"].split()[0], "uid": int(status["Uid"].split()[1]),
+                 "gid": int(status["Gid"].split()[1]),
+                 "no_new_privs": status.get("NoNewPrivs", "?").strip(),
+                 **{key: int(status[key], 16) for key in capabilities}})
 print(json.dumps(rows))
 """
 
@@ -103,8 +104,11 @@ class HostedBuild:
 
 
 def cached_binaries() -> dict[str, Path]:
-    """The practice cluster's binaries this machine holds at their pinned versions: in $LAB_BIN_DIR
-    (as the lab takes them), else in its cache; resolved, so the context carries files, not links."""
+    """The practice cluster's binaries this machine holds at their pinned versions.
+
+    In $LAB_BIN_DIR (as the lab takes them), else in its cache; resolved, so the context carries
+    files, not links.
+    """
     folders = [Path(os.environ[BIN_DIR_ENV])] if os.environ.get(BIN_DIR_ENV) else []
     found = {}
     for name in PRACTICE_BINARIES:
@@ -116,7 +120,7 @@ def cached_binaries() -> dict[str, Path]:
 
 
 def build_context(root: Path, prebuilt: dict[str, Path], into: Path) -> Path:
-    """A tar of `root` as `.dockerignore` leaves it, plus `prebuilt` binaries under binder/prebuilt/."""
+    """A tar of `root` as `.dockerignore` leaves it, plus `prebuilt` binaries in binder/prebuilt."""
     ignore = root / ".dockerignore"
     patterns = (
         [
@@ -192,99 +196,45 @@ def build(
     )
     logger.info("building %s from %s; cluster binaries: %s", tag, root / DOCKERFILE, origin)
     started = time.monotonic()
-    lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="hosted-context-") as scratch:
         context = build_context(root, prebuilt, Path(scratch) / "context.tar")
-        image_id = _build_step(
+        built = _build_stage(
             client,
             context,
-            DOCKERFILE,
             LAB_TAG if student else tag,
-            lines,
-            started,
+            dockerfile=DOCKERFILE,
             buildargs=buildargs,
             nocache=nocache,
             target=LAB_TARGET if student else None,
         )
+        log = built.log
         if student:
             context = student_context(root, Path(scratch) / "student.tar")
-            image_id = _build_step(
-                client,
-                context,
-                "Dockerfile",
-                tag,
-                lines,
-                started,
-                buildargs={"LAB_IMAGE": LAB_TAG},
-                nocache=nocache,
+            built = _build_stage(
+                client, context, tag, buildargs={"LAB_IMAGE": LAB_TAG}, nocache=nocache
             )
+            log += built.log
     return HostedBuild(
         tag=tag,
-        image_id=image_id or client.images.get(tag).id,
+        image_id=built.image_id,
         seconds=time.monotonic() - started,
         prebuilt=sorted(prebuilt),
-        log=lines,
+        log=log,
     )
 
 
-def _build_step(
-    client: DockerClient,
-    context: Path,
-    dockerfile: str,
-    tag: str,
-    lines: list[str],
-    started: float,
-    *,
-    buildargs: dict[str, str],
-    nocache: bool,
-    target: str | None = None,
-) -> str | None:
-    """One `docker build` of the tar `context`, its output kept in `lines`; the image's id."""
-    step, image_id = "", None
-    with context.open("rb") as stream_in:
-        stream = client.api.build(
-            fileobj=stream_in,
-            custom_context=True,
-            dockerfile=dockerfile,
-            tag=tag,
-            buildargs=buildargs,
-            rm=True,
-            forcerm=True,
-            nocache=nocache,
-            decode=True,
-            target=target,
-        )
-        for chunk in stream:
-            text = chunk.get("stream", "")
-            lines.extend(text.splitlines())
-            if match := STEP.match(text.strip()):
-                step = text.strip()
-                logger.info(
-                    "  [%6.1f s] step %s/%s: %s",
-                    time.monotonic() - started,
-                    match[1],
-                    match[2],
-                    match[3][:90],
-                )
-            elif text.strip() and not text.startswith(
-                (" ---> ", "Removing intermediate", "Successfully")
-            ):
-                logger.info(
-                    "    %s", text.strip()[-160:]
-                )  # what a step prints: a Go build's progress
-            image_id = chunk.get("aux", {}).get("ID", image_id)
-            if "error" in chunk:
-                tail = "\n".join(line for line in lines[-20:] if line.strip())
-                raise HostedImageError(
-                    f"docker build of {tag} failed at {step or 'the start'}\n"
-                    f"{chunk['error'].strip()}\n--- last output ---\n{tail}"
-                )
-    return image_id
+def _build_stage(
+    client: DockerClient, context: Path, tag: str, **options: object
+) -> dockerengine.BuildOutput:
+    """One `docker build` of the tar `context`, each step logged as it starts (a Go build's too)."""
+    return dockerengine.build(
+        client, context, tag, failure=HostedImageError, progress=False, echo=True, **options
+    )
 
 
 @dataclass
 class HostedLab:
-    """A running container of the hosted image: its JupyterLab URL and token, and commands run in it."""
+    """A running container of the hosted image: its JupyterLab URL and token, commands run in it."""
 
     container: Container
     url: str
@@ -293,7 +243,7 @@ class HostedLab:
     seconds_to_lab: float
 
     def exec(self, *command: str) -> str:
-        """Run `command` in the container as its user (the notebook user); its output, or an error."""
+        """Run `command` in the container as its (notebook) user; its output, or an error."""
         code, output = self.container.exec_run(list(command), demux=False)
         text = output.decode(errors="replace")
         if code != 0:
@@ -314,7 +264,7 @@ class HostedLab:
         return [tuple(row) for row in json.loads(self.python(LISTENING))]
 
     def cluster_up(self) -> float:
-        """`python -m autograder cluster up --provider practice` inside, as the user; returns its seconds."""
+        """`python -m autograder cluster up --provider practice` inside, as the user; seconds."""
         started = time.monotonic()
         self.exec("python", "-m", "autograder", "cluster", "up", "--provider", "practice")
         return time.monotonic() - started
@@ -328,9 +278,11 @@ def running(
     environment: dict[str, str] | None = None,
     **run_options: object,
 ) -> Iterator[HostedLab]:
-    """`docker run -p 127.0.0.1:PORT:8888 TAG` (its own command, user and rights unless `run_options`
-    say otherwise) until the block ends; yields once JupyterLab answers /api/status. A browser test
-    opens `url` with `token` to drive a notebook."""
+    """`docker run -p 127.0.0.1:PORT:8888 TAG` until the block ends; yields once JupyterLab answers.
+
+    The container keeps its own command, user and rights unless `run_options` say otherwise; it is
+    ready once /api/status answers. A browser test opens `url` with `token` to drive a notebook.
+    """
     client = dockerengine.client()
     token = secrets.token_hex(16)
     port = ports.free_port()

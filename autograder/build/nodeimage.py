@@ -121,7 +121,7 @@ def _remove_leftovers(client: docker.DockerClient) -> None:
 
 
 def _drop_older(client: docker.DockerClient, current: str, replaced: list[str]) -> None:
-    """Remove node images of other inputs, and those a rebuild left untagged, unless a node runs one."""
+    """Remove node images of other inputs and those a rebuild left untagged, unless in use."""
     older = [
         tag
         for image in client.images.list(name=REPOSITORY)
@@ -164,27 +164,9 @@ def _context(dockerfile: str, files: dict[str, tuple[bytes, int] | Path], into: 
 
 
 def docker_build(client: docker.DockerClient, context: Path, tag: str, bar: tqdm) -> None:
-    """`docker build` a context tarball as `tag`, its steps shown on the progress bar."""
-    tail: list[str] = []
-    with open(context, "rb") as stream:
-        for event in client.api.build(
-            fileobj=stream,
-            custom_context=True,
-            tag=tag,
-            rm=True,
-            forcerm=True,
-            decode=True,
-            pull=False,
-        ):
-            if "error" in event:
-                raise NodeImageError(
-                    f"docker build of {tag} failed: {event['error'].strip()}\n" + "\n".join(tail)
-                )
-            line = event.get("stream", "").strip()
-            if line:
-                tail = (tail + [line])[-15:]
-                if line.startswith("Step "):
-                    bar.set_postfix_str(f"{tag.rsplit('/', 1)[-1]}: {line[:60]}")
+    """`docker build` a context tarball as `tag`, named on the progress bar, its steps below it."""
+    bar.set_postfix_str(f"docker build {tag.rsplit('/', 1)[-1]}")
+    dockerengine.build(client, context, tag, failure=NodeImageError, pull=False)
 
 
 def ensure_rootfs(client: docker.DockerClient, wanted: Rootfs) -> str:
@@ -226,7 +208,7 @@ def preload(
     work: Path,
     bar: tqdm,
 ) -> None:
-    """Import `images` (staging tag -> name kubeadm uses) into the node's containerd, commit `into`."""
+    """Import `images` (staging tag -> kubeadm's name) into the node's containerd, commit `into`."""
     saved = work / "preload"
     saved.mkdir()
     for number, staging in enumerate(images):
@@ -263,7 +245,8 @@ def preload(
             _run(container, [*ctr, "tag", "--force", f"docker.io/{staging}", final])
             _run(container, [*ctr, "rm", f"docker.io/{staging}"])
         present = set(_run(container, ["ctr", "--namespace=k8s.io", "images", "ls", "-q"]).split())
-        # ctr also names each imported image by its config digest; kubelet would list those as <none>.
+        # ctr also names each imported image by its config digest; kubelet
+        # would list those as <none>.
         by_digest = sorted(name for name in present if name.startswith("sha256:"))
         if by_digest:
             _run(container, ["ctr", "--namespace=k8s.io", "images", "rm", *by_digest])
@@ -355,7 +338,8 @@ def _build(client: docker.DockerClient, files: dict[str, tuple[bytes, int]], tag
             bar.update()
             preloaded = {}
             for component in components():
-                staging = f"k8s-ml-lab/staging-{build_id}/{component.name}:{baseimage.split_tag(component.ref)[1]}"
+                version = baseimage.split_tag(component.ref)[1]
+                staging = f"k8s-ml-lab/staging-{build_id}/{component.name}:{version}"
                 extra = {} if component.needs_iptables else STATIC_BASE
                 context = _context(
                     component_dockerfile(component, rootfs, iptables_rootfs),

@@ -273,18 +273,22 @@ def node_files(kind_files: Path) -> dict[str, tuple[bytes, int]]:
 NODE_SETUP = " && ".join(
     (
         # systemd in a container: kind's trimming of units that make no sense there.
-        "find /lib/systemd/system/sysinit.target.wants/ -name systemd-tmpfiles-setup.service -delete",
+        "find /lib/systemd/system/sysinit.target.wants/ -name "
+        "systemd-tmpfiles-setup.service -delete",
         (
-            "rm -f /lib/systemd/system/multi-user.target.wants/* /etc/systemd/system/*.wants/*"
-            " /lib/systemd/system/local-fs.target.wants/* /lib/systemd/system/sockets.target.wants/*udev*"
-            " /lib/systemd/system/sockets.target.wants/*initctl* /lib/systemd/system/basic.target.wants/*"
+            "rm -f /lib/systemd/system/multi-user.target.wants/* /etc/systemd/system/*.wants/* "
+            "/lib/systemd/system/local-fs.target.wants/* "
+            "/lib/systemd/system/sockets.target.wants/*udev* "
+            "/lib/systemd/system/sockets.target.wants/*initctl* "
+            "/lib/systemd/system/basic.target.wants/*"
         ),
         "echo ReadKMsg=no >> /etc/systemd/journald.conf",
         "ln -sf /usr/lib/systemd/systemd /sbin/init",
         "systemctl enable kubelet.service containerd.service undo-mount-hacks.service",
         "systemctl mask systemd-binfmt.service",
         # kind's units and kind itself expect upstream's install paths.
-        "for tool in containerd ctr containerd-shim-runc-v2; do ln -s /usr/bin/$tool /usr/local/bin/$tool; done",
+        "for tool in containerd ctr containerd-shim-runc-v2; do ln -s /usr/bin/$tool "
+        "/usr/local/bin/$tool; done",
         "mkdir -p /etc/kubernetes/manifests /opt/cni && ln -s /usr/lib/cni /opt/cni/bin",
         (
             "ctr oci spec"
@@ -326,7 +330,8 @@ def component_dockerfile(component: Component, rootfs: str, iptables_rootfs: str
         if component.needs_iptables
         else [
             "FROM scratch",
-            f"COPY --from={rootfs} /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt",
+            f"COPY --from={rootfs} /etc/ssl/certs/ca-certificates.crt "
+            "/etc/ssl/certs/ca-certificates.crt",
             "COPY base/ /",
             "ENV PATH=/usr/local/bin:/usr/bin:/bin",
         ]

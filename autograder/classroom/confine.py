@@ -1,8 +1,11 @@
-"""A student's server in a filesystem of its own: `python -m autograder.classroom.confine USER KEEP... -- CMD`.
+"""A student's server in a filesystem of its own.
+
+`python -m autograder.classroom.confine USER KEEP... -- CMD`.
 
 The hub starts it as root; it keeps only the system, the paths named, the student's home and the
 exchange (both writable), then becomes the student for good and runs the server. The instructor's
-course, the masters, other students' homes and the checkout the hub runs from are not in that filesystem.
+course, the masters, other students' homes and the checkout the hub runs from are not in that
+filesystem.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ SCRATCH = ((Path("/tmp"), "size=1g,mode=1777"), (Path("/dev/shm"), "size=64m,mod
 
 
 def confine(user: str, keep: list[Path], shared: list[Path]) -> None:
-    """Make this process's filesystem the student's view, then drop to the student's uid for good."""
+    """Make this process's filesystem the student's view, then drop to their uid for good."""
     account = pwd.getpwnam(user)
     home = Path(account.pw_dir)
     isolation.unshare(isolation.CLONE_NEWNS)

@@ -1,4 +1,4 @@
-"""nbgrader's submit for this class: a folder too big to be a lesson's work is refused, with what to do."""
+"""nbgrader's submit for this class: a folder too big for a lesson's work is refused, saying why."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def folder_bytes(folder: Path) -> int:
 
 
 class BoundedSubmit(ExchangeSubmit):
-    """ExchangeSubmit that refuses, before copying anything, an assignment folder above `max_mib`."""
+    """ExchangeSubmit that refuses, before copying anything, an assignment folder over `max_mib`."""
 
     max_mib = Integer(50, help="the most a submission's folder may hold, in MiB").tag(config=True)
 
@@ -32,9 +32,9 @@ class BoundedSubmit(ExchangeSubmit):
         held = folder_bytes(Path(self.src_path))
         if held > self.max_mib * MIB:
             self.fail(
-                f"Assignment {self.coursedir.assignment_id} not submitted: its folder {self.src_path} "
-                f"holds {held / MIB:,.0f} MiB, more than the {self.max_mib} MiB a submission may hold. "
-                "Move data sets, models and other large files out of it (elsewhere in your home), "
-                "then submit again."
+                f"Assignment {self.coursedir.assignment_id} not submitted: its folder "
+                f"{self.src_path} holds {held / MIB:,.0f} MiB, more than the {self.max_mib} MiB a "
+                "submission may hold. Move data sets, models and other large files out of it "
+                "(elsewhere in your home), then submit again."
             )
         super().check_filename_diff()

@@ -108,19 +108,22 @@ def next_steps(room: Classroom) -> str:
     return "\n".join(
         [
             f"JupyterHub runs at {room.url} (log {room.hub / 'jupyterhub.log'}).",
-            f"Log-ins: PAM, the Unix users' passwords; those set here are in {room.hub / 'passwords.json'} "
-            "(root only): give each student theirs, or change them with passwd.",
+            "Log-ins: PAM, the Unix users' passwords; those set here are in "
+            f"{room.hub / 'passwords.json'} (root only): give each student theirs, "
+            "or change them with passwd.",
             f"  instructor: {instructor} (formgrader: {room.url}user/{instructor}/formgrader)",
             f"  students:   {', '.join(room.students)}",
-            "Next (nbgrader's flow; as root, `classroom nbgrader ARGS` runs nbgrader as the instructor in the "
-            "course, as a terminal of the instructor's JupyterLab does after `cd course`):",
+            "Next (nbgrader's flow; as root, `classroom nbgrader ARGS` runs nbgrader "
+            "as the instructor in the course, as a terminal of the instructor's "
+            "JupyterLab does after `cd course`):",
             f"  1. release:  {command('nbgrader')} release_assignment {ASSIGNMENT}"
             "   (or formgrader's Release button)",
-            "  2. students log in, fetch lesson01 in the Assignments tab (Nbgrader menu), work and Submit",
+            "  2. students log in, fetch lesson01 in the Assignments tab "
+            "(Nbgrader menu), work and Submit",
             f"  3. collect:  {command('nbgrader')} collect {ASSIGNMENT}",
             f"  4. grade:    {command('grade')}   (as root: each kernel is jailed)",
-            f"  5. feedback: {command('nbgrader')} generate_feedback {ASSIGNMENT}, then the same with "
-            f"release_feedback {ASSIGNMENT}",
+            f"  5. feedback: {command('nbgrader')} generate_feedback {ASSIGNMENT}, then the same "
+            f"with release_feedback {ASSIGNMENT}",
             "  6. students click Fetch Feedback in the Assignments tab",
             f"Stop the hub (and every student's server) with: {command('down')}",
         ]

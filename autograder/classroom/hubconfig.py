@@ -1,4 +1,4 @@
-"""The hub's settings for a classroom: read by the jupyterhub_config.py that `classroom up` writes."""
+"""The hub's settings for a classroom: read by the jupyterhub_config.py `classroom up` writes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Where a classroom keeps its parts: one root folder the hub, the exchange and the students' runtime share."""
+"""Where a classroom keeps its parts: one root the hub, the exchange and students' runtime share."""
 
 from __future__ import annotations
 
@@ -27,8 +27,11 @@ PRACTICE_BINARIES = (
 
 @dataclass(frozen=True)
 class Classroom:
-    """A class on this machine: its root folder, its instructor and students (Unix users), the hub's ports
-    (where users connect, the hub's own API, the proxy's API: all on loopback; JupyterHub's defaults)."""
+    """A class on this machine.
+
+    Its root folder, its instructor and students (Unix users), the hub's ports (where users connect,
+    the hub's own API, the proxy's API: all on loopback; JupyterHub's defaults).
+    """
 
     root: Path
     instructor: str
@@ -44,7 +47,7 @@ class Classroom:
 
     @property
     def runtime(self) -> Path:
-        """What a student's kernel imports: the lab and the self-checks, never the grading package."""
+        """What a student's kernel imports: the lab and the self-checks, never the grading code."""
         return self.root / "runtime"
 
     @property
@@ -58,7 +61,7 @@ class Classroom:
         return self.root / "hub"
 
     def config(self, role: str) -> Path:
-        """The Jupyter config folder of a role ('student' or 'instructor'): nbgrader and extensions."""
+        """The Jupyter config folder of a role ('student' or 'instructor'): nbgrader, extensions."""
         return self.root / "config" / role
 
     @property

@@ -1,5 +1,8 @@
-"""What each role's processes see: the instructor and the students run confined (confine.py), each in a
-filesystem of the system, this Python environment, their role's files, their home and the exchange."""
+"""What each role's processes see.
+
+The instructor and the students run confined (confine.py), each in a filesystem of the system, this
+Python environment, their role's files, their home and the exchange.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,11 @@ SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def kept(room: Classroom, user: str) -> tuple[Path, ...]:
-    """Read-only in the user's filesystem: the interpreter and its environment, then their role's own:
-    a student's lab runtime and cluster binaries, the instructor's config (their course is in their home)."""
+    """Read-only in the user's filesystem.
+
+    The interpreter and its environment, then their role's own: a student's lab runtime and cluster
+    binaries, the instructor's config (their course is in their home).
+    """
     python = (Path(sys.prefix), Path(sys.base_prefix))
     if user == room.instructor:
         return (*python, room.config("instructor"))
@@ -23,9 +29,9 @@ def kept(room: Classroom, user: str) -> tuple[Path, ...]:
 
 
 def confined(room: Classroom, user: str, command: list[str]) -> list[str]:
-    """`command` run as `user` (started as root) in that user's filesystem, their home and the exchange writable."""
-    # -I: root's own process imports the installed package, never the student's runtime on PYTHONPATH
-    # (which holds no confine.py); the command it becomes gets the environment as given.
+    """`command` run as `user` (started as root) in their filesystem, home and exchange writable."""
+    # -I: root's own process imports the installed package, never the student's runtime on
+    # PYTHONPATH (which holds no confine.py); the command it becomes gets the environment as given.
     return [
         sys.executable,
         "-I",

@@ -1,5 +1,8 @@
-"""`python -m autograder classroom up`: the class's Unix users, nbgrader's exchange, the students' runtime,
-the instructor's course and the hub, on this machine (as root)."""
+"""`python -m autograder classroom up`.
+
+The class's Unix users, nbgrader's exchange, the students' runtime, the instructor's course and the
+hub, on this machine (as root).
+"""
 
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ def up(room: Classroom) -> dict[str, str]:
 
 
 def _accounts(room: Classroom) -> dict[str, str]:
-    """The instructor and each student as Unix users with private homes; passwords kept for root alone."""
+    """The instructor and each student as Unix users with private homes; passwords for root only."""
     file = room.hub / "passwords.json"
     known = json.loads(file.read_text()) if file.is_file() else {}
     passwords = {
@@ -83,7 +86,7 @@ def _accounts(room: Classroom) -> dict[str, str]:
 
 
 def ensure_user(name: str, password: str) -> pwd.struct_passwd:
-    """A Unix user with a home only they can read, and this password (PAM checks it at the hub's log-in)."""
+    """A Unix user with a home only they can read, and this password (PAM checks it at log-in)."""
     try:
         account = pwd.getpwnam(name)
     except KeyError:
@@ -121,7 +124,7 @@ def _no_news(account: pwd.struct_passwd) -> None:
 
 
 def _install_runtime(room: Classroom) -> None:
-    """The lab runtime students import, and nothing that holds an answer (shared/studentfiles.py)."""
+    """The lab runtime students import, and nothing holding an answer (shared/studentfiles.py)."""
     shutil.rmtree(room.runtime, ignore_errors=True)
     for name, source in studentfiles.chosen(REPO_ROOT).items():
         (room.runtime / name).parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +133,7 @@ def _install_runtime(room: Classroom) -> None:
 
 
 def _install_binaries(room: Classroom) -> None:
-    """The practice cluster's binaries where students can run them (linked when on the same disk)."""
+    """The practice cluster's binaries where students can run them (linked when on one disk)."""
     room.bin.mkdir(exist_ok=True)
     for name, found in binaries.ensure(list(PRACTICE_BINARIES)).items():
         target, source = room.bin / name, found.resolve()
@@ -149,7 +152,7 @@ def _readable(folder: Path) -> None:
 
 
 def _write_configs(room: Classroom) -> None:
-    """nbgrader's exchange and course for both roles; the students' JupyterLab without instructor panels."""
+    """nbgrader's exchange and course for both roles; students' JupyterLab, no teacher panels."""
     exchange = (
         f"c.Exchange.root = {str(room.exchange)!r}\nc.CourseDirectory.course_id = {COURSE_ID!r}\n"
     )
@@ -177,8 +180,11 @@ def _write_configs(room: Classroom) -> None:
 
 
 def _make_course(room: Classroom) -> None:
-    """The instructor's course: the masters, the course's nbgrader config pointed at the shared exchange,
-    the assignment generated and the students in the gradebook; the exchange's course folders."""
+    """The instructor's course.
+
+    The masters, the course's nbgrader config pointed at the shared exchange, the assignment
+    generated and the students in the gradebook; the exchange's course folders.
+    """
     account = pwd.getpwnam(room.instructor)
     course = room.course
     if not (course / "source" / ASSIGNMENT).is_dir():
@@ -204,12 +210,12 @@ def _make_course(room: Classroom) -> None:
 
 
 def as_instructor(room: Classroom, *command: str) -> str:
-    """Run a command as the instructor in their course (nbgrader's flow), confined as their server is."""
+    """Run a command as the instructor in their course (nbgrader's flow), confined as served."""
     return as_user(room, room.instructor, "sh", "-c", 'cd course && exec "$@"', "-", *command)
 
 
 def as_user(room: Classroom, user: str, *command: str) -> str:
-    """Run a command as a user of the class in their home, in the filesystem their server has; its output."""
+    """Run a command as a class user in their home, in their server's filesystem; its output."""
     account = pwd.getpwnam(user)
     environment = {
         "HOME": account.pw_dir,
@@ -259,7 +265,7 @@ def _write_hub_config(room: Classroom, proxy: Path) -> None:
 
 
 def give_course_back(room: Classroom) -> None:
-    """After grading as root, the course's files are the instructor's again (nbgrader writes them next)."""
+    """After grading as root, the course's files are the instructor's again (for nbgrader)."""
     account = pwd.getpwnam(room.instructor)
     subprocess.run(
         ["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(room.course)], check=True

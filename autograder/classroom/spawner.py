@@ -1,4 +1,4 @@
-"""The hub's spawner: every user's server runs confined (roles.py), started as root and become its user."""
+"""The hub's spawner: every server runs confined (roles.py), started as root, become its user."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ SERVER = str(roles.SCRIPTS / "jupyterhub-singleuser")
 
 
 class ClassroomSpawner(LocalProcessSpawner):
-    """LocalProcessSpawner whose servers cannot reach the hub's checkout, another's home or the masters."""
+    """LocalProcessSpawner whose servers cannot reach the hub's checkout, others' homes, masters."""
 
     classroom_root = Unicode(str(DEFAULT_ROOT), help="the folder `classroom up` made").tag(
         config=True

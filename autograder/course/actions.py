@@ -1,6 +1,9 @@
-"""The lesson's own changes as Python (scale, set image, undo, clean up): the course's tests and demos use them.
+"""The lesson's own changes as Python (scale, set image, undo, clean up).
 
-These are what the student must do with kubectl in the notebooks, so no graded kernel can import them.
+The course's tests and demos use them.
+
+These are what the student must do with kubectl in the notebooks, so no graded kernel can import
+them.
 """
 
 from __future__ import annotations

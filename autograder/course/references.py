@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from kubernetes import client
 from kubernetes.utils import parse_quantity
 
+from autograder.lab.workloads import live_pods
 from autograder.shared.provider import Lab
 
 GPU = "nvidia.com/gpu"
@@ -15,11 +16,7 @@ GPU = "nvidia.com/gpu"
 
 def pods_per_node(lab: Lab, selector: str) -> Counter[str]:
     """How many live pods behind `selector` each node runs."""
-    return Counter(
-        p.spec.node_name
-        for p in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
-        if p.spec.node_name and p.metadata.deletion_timestamp is None
-    )
+    return Counter(p.spec.node_name for p in live_pods(lab, selector) if p.spec.node_name)
 
 
 @dataclass(frozen=True)
@@ -49,8 +46,8 @@ def _requests(pod: client.V1Pod, resource: str) -> float:
 def node_loads(lab: Lab, selector: str = "") -> list[NodeLoad]:
     """Per node, the requests of this namespace's running pods against what the node can give."""
     placed: dict[str, list[client.V1Pod]] = {}
-    for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items:
-        if pod.spec.node_name and pod.metadata.deletion_timestamp is None:
+    for pod in live_pods(lab, selector):
+        if pod.spec.node_name:
             placed.setdefault(pod.spec.node_name, []).append(pod)
     loads = []
     for node in sorted(lab.core.list_node().items, key=lambda n: n.metadata.name):

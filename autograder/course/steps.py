@@ -1,4 +1,4 @@
-"""The lesson's hands-on steps as one call each, so a notebook can catch up on what an earlier one did."""
+"""The lesson's hands-on steps, one call each, so a notebook can catch up on an earlier one."""
 
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ VERSIONS = {"ml-api:v1": "v1.0", "ml-api:v2": "v2.0"}
 
 
 def build_and_try(tag: str, context: Path = MODEL_SERVER) -> dict | None:
-    """Step 2 with Docker: build the image, run it, POST /predict once; None (and why) without Docker."""
+    """Step 2 with Docker: build the image, run it, POST /predict once; None (and why) without."""
     reason = docker_unreachable_reason()
     if reason:
         logger.info(
-            "No Docker engine here (%s), so no local build. The practice cluster serves the app straight from its source folder; kind needs Docker.",
+            "No Docker engine here (%s), so no local build. The practice cluster serves the app "
+            "straight from its source folder; kind needs Docker.",
             reason,
         )
         return None
@@ -40,12 +41,12 @@ def build_and_try(tag: str, context: Path = MODEL_SERVER) -> dict | None:
 
 
 def load_image(lab: Lab, tag: str, context: Path = MODEL_SERVER) -> None:
-    """Make `tag` available to the cluster's nodes (`kind load docker-image` or its practice twin)."""
+    """Make `tag` available to the cluster's nodes (`kind load docker-image` or practice's twin)."""
     cluster = provider(lab.provider)
     if not images.can_load(lab):
         logger.info(
-            "Cluster %r pulls images itself: push %s to a registry it can reach (or `minikube image load`), "
-            "and make sure imagePullPolicy allows the pull.",
+            "Cluster %r pulls images itself: push %s to a registry it can reach (or `minikube "
+            "image load`), and make sure imagePullPolicy allows the pull.",
             lab.context,
             tag,
         )

@@ -1,3 +1,3 @@
-"""Grade nbgrader submissions by the cluster state each student produced, one namespace per submission."""
+"""Grade nbgrader submissions by the cluster state each student made, a namespace each."""
 
 UNISOLATED_FLAG = "--without-isolation-students-can-read-cluster-credentials"

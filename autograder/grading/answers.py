@@ -23,7 +23,7 @@ def code_cells(notebook: NotebookNode) -> list[str]:
 
 @functools.cache
 def released(master: Path) -> NotebookNode:
-    """The notebook a student receives: the master with solutions stubbed and hidden tests removed."""
+    """The notebook a student receives: the master with solutions stubbed, hidden tests removed."""
     notebook = copy.deepcopy(nbformat.read(master, as_version=4))
     for step in (ClearSolutions(), ClearHiddenTests()):
         notebook, _ = step.preprocess(notebook, {})

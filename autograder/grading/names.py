@@ -18,7 +18,7 @@ def digest(*parts: str, length: int = 8) -> str:
 
 
 def namespace_for(student_id: str, assignment: str, course: str) -> str:
-    """`grade-<student slug>-<hash>`: a valid namespace name, distinct for every (course, assignment, ID)."""
+    """`grade-<student slug>-<hash>`: a valid namespace name, one per (course, assignment, ID)."""
     suffix = digest(course, assignment, student_id)
     room = MAX_LABEL - len("grade--") - len(suffix)
     slug = _INVALID.sub("-", student_id.lower())[:room].strip("-") or "student"
@@ -29,14 +29,15 @@ def check_student_id(student_id: str) -> str | None:
     """None when the ID is safe as a folder name and as an nbgrader pattern, else why not."""
     if not STUDENT_ID.fullmatch(student_id):
         return (
-            f"student ID '{printable(student_id)}' is refused as a folder name: use 1-{MAX_ID} letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (no spaces, glob characters or path separators)"
+            f"student ID '{printable(student_id)}' is refused as a folder name: use 1-{MAX_ID} "
+            "letters, digits, '.', '_' or '-', starting with a letter or digit (no spaces, glob "
+            "characters or path separators)"
         )
     return None
 
 
 def folder_name(raw: bytes) -> str:
-    """A folder name listed as bytes, as a str that keeps non-UTF-8 bytes (and so fails `check_student_id`)."""
+    """A folder name listed as bytes, as a str keeping non-UTF-8 bytes (failing the ID check)."""
     return raw.decode("utf-8", "surrogateescape")
 
 

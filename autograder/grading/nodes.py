@@ -54,7 +54,7 @@ def snapshot(admin: client.ApiClient) -> Snapshot:
 
 
 def restore_patch(before: dict, now: dict, controller_taints: list[dict]) -> list[dict]:
-    """A JSON patch that puts `before` back where `now` differs; the controller's taints are kept."""
+    """A JSON patch putting `before` back where `now` differs; the controller's taints are kept."""
     paths = {
         "unschedulable": "/spec/unschedulable",
         "taints": "/spec/taints",
@@ -86,10 +86,10 @@ def exclusive(
     before: Snapshot | None,
     timeout: float,
 ) -> Iterator[None]:
-    """The lock around a notebook that changes nodes, taken once they are as `before` (or `timeout` passed).
+    """The lock around a notebook that changes nodes, taken once they are `before` (or timed out).
 
-    A submission's node changes are undone by its clean-up, which takes this lock too: the lock is let
-    go while the nodes differ, so one submission's cordons never meet another's notebook 07.
+    A submission's node changes are undone by its clean-up, which takes this lock too: the lock is
+    let go while the nodes differ, so one submission's cordons never meet another's notebook 07.
     """
     with open(lock, "w") as handle:
 
@@ -110,7 +110,7 @@ def exclusive(
 
 
 def restore(admin: client.ApiClient, before: Snapshot, timeout: float = 30) -> list[str]:
-    """Put every node's fields back as in `before`, then check; returns the nodes that had changed."""
+    """Put every node's fields back as in `before`, then check; returns the nodes that changed."""
     core = client.CoreV1Api(admin)
     changed: set[str] = set()
 
@@ -142,17 +142,17 @@ def _controller_taints(node: client.V1Node) -> list[dict]:
 
 
 def lock_file(course_root: Path) -> Path:
-    """The lock held around a notebook that changes nodes and around their restore, by every worker of a run."""
+    """The lock a run's workers hold around a notebook that changes nodes, and their restore."""
     return course_root / LEDGER_DIR / "cluster-exclusive.lock"
 
 
 def saved_file(course_root: Path, assignment: str) -> Path:
-    """Where a run keeps its starting point: read by its workers, and by the next run if this one is killed."""
+    """Where a run keeps its starting point: read by its workers, and the next run if killed."""
     return course_root / LEDGER_DIR / f"{assignment}.nodes.json"
 
 
 def save(path: Path, state: Snapshot) -> None:
-    """Keep the run's starting point on disk, so a run killed mid-submission is repaired by the next."""
+    """Keep the run's starting point on disk: a run killed mid-submission is fixed by the next."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(state))

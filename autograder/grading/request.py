@@ -1,8 +1,10 @@
-"""What the class run asks of one grading worker: built once from GradingSettings, sent across as JSON.
+"""What the class run asks of one grading worker.
+
+Built once from GradingSettings, sent across as JSON.
 
 The worker takes nothing else from its command line and reads no file for its settings: the course's
-nbgrader_config.py is read once, by the class run, and travels in the request. Each setting has
-one default (in GradingSettings) and one way in.
+nbgrader_config.py is read once, by the class run, and travels in the request. Each setting has one
+default (in GradingSettings) and one way in.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def plain_config(config: Config) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class WorkerRequest:
-    """One submission to autograde, where its identities' kubeconfigs are, and how long its cells may take."""
+    """One submission to autograde, its identities' kubeconfigs, and how long its cells may take."""
 
     course: Path
     assignment: str

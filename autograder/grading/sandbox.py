@@ -1,10 +1,12 @@
-"""One namespace per submission: quotas, Pod Security, a namespace-scoped identity for the student, the grader's.
+"""One namespace per submission.
 
-The student's kernel gets a kubeconfig whose token belongs to a ServiceAccount bound to a Role
-in its own namespace only, so it cannot touch other namespaces or anything cluster-wide. The
-grader's checks use a second ServiceAccount that may only get, list and watch, and its worker a
-third that may only lend and take back the namespace's extended resources (GPUs). Those two live
-in the grader's own namespace, bound by RoleBindings into the student's: a pod can only run as a
+Quotas, Pod Security, a namespace-scoped identity for the student, the grader's.
+
+The student's kernel gets a kubeconfig whose token belongs to a ServiceAccount bound to a Role in
+its own namespace only, so it cannot touch other namespaces or anything cluster-wide. The grader's
+checks use a second ServiceAccount that may only get, list and watch, and its worker a third that
+may only lend and take back the namespace's extended resources (GPUs). Those two live in the
+grader's own namespace, bound by RoleBindings into the student's: a pod can only run as a
 ServiceAccount of its own namespace, so no student pod can run as the grader or mount its token.
 """
 
@@ -105,9 +107,9 @@ READER_RULES = [
         "verbs": ["get", "list", "watch"],
     },
 ]
-# The worker lends the node capacity the submission's exclusive notebook needs (its extended resources,
-# room for its fleet of pods) and takes it back after it (extended.py): it may change that one quota,
-# and remove the pods made under it.
+# The worker lends the node capacity the submission's exclusive notebook needs (its extended
+# resources, room for its fleet of pods) and takes it back after it (extended.py): it may change
+# that one quota, and remove the pods made under it.
 LENT_QUOTA = "lent-resources"
 LENDER_RULES = [
     {
@@ -128,7 +130,8 @@ NODE_RULES = [
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]}
 ]
 NODE_POLICY = "k8s-ml-grader-cordon-only"
-# Metadata a cordon leaves alone; an owner reference would let the garbage collector delete the node.
+# Metadata a cordon leaves alone; an owner reference would let the garbage
+# collector delete the node.
 NODE_METADATA = ("labels", "annotations", "ownerReferences", "finalizers")
 NODE_POLICY_SPEC = {
     "failurePolicy": "Fail",
@@ -154,21 +157,23 @@ NODE_POLICY_SPEC = {
                 f"object.metadata.?{field} == oldObject.metadata.?{field}"
                 for field in NODE_METADATA
             ),
-            "message": "a grading identity may only cordon or uncordon nodes: labels, annotations, owners "
-            "and finalizers stay as they are",
+            "message": "a grading identity may only cordon or uncordon nodes: labels, annotations, "
+            "owners and finalizers stay as they are",
         },
         {
             "expression": "object.spec.all(k, k == 'unschedulable' || "
             "(k in oldObject.spec && object.spec[k] == oldObject.spec[k])) && "
             "oldObject.spec.all(k, k == 'unschedulable' || k in object.spec)",
-            "message": "a grading identity may only cordon or uncordon nodes: no spec field but unschedulable changes",
+            "message": "a grading identity may only cordon or uncordon nodes: no spec field but "
+            "unschedulable changes",
         },
     ],
 }
 
 # Counts, not CPU or memory: the lesson itself asks for 64 CPUs to show a Pending pod, so a
-# compute quota would turn its lesson into an admission error (CPU and memory: see COMPUTE_POLICY).
-# Node ports and load balancers are the cluster's (and a cloud's bill): the lesson needs one Service's worth.
+# compute quota would turn its lesson into an admission error (CPU and memory: see
+# COMPUTE_POLICY). Node ports and load balancers are the cluster's (and a cloud's bill): the
+# lesson needs one Service's worth.
 QUOTA = {
     "services": "10",
     "configmaps": "20",
@@ -177,7 +182,8 @@ QUOTA = {
     "services.nodeports": "10",
     "services.loadbalancers": "2",
 }
-# No pod of a submission may take a system priority: the scheduler would evict other namespaces' pods for it.
+# No pod of a submission may take a system priority: the scheduler would evict
+# other namespaces' pods for it.
 CRITICAL_PRIORITY = {
     "hard": {"pods": "0"},
     "scopeSelector": {
@@ -190,7 +196,8 @@ CRITICAL_PRIORITY = {
         ]
     },
 }
-# Requests only: a default limit would fall below a request the student sets and make the pod invalid.
+# Requests only: a default limit would fall below a request the student sets
+# and make the pod invalid.
 LIMITS = {"type": "Container", "defaultRequest": {"cpu": "100m", "memory": "128Mi"}}
 # Pod Security: the lesson's pods pass `baseline` as the lesson writes them (no host namespaces,
 # hostPath, privileged or added capabilities), not `restricted` (they set no securityContext).
@@ -202,14 +209,15 @@ POD_SECURITY = {
 }
 # Node resources that are not extended ones: a quota of 0 on these would refuse every pod.
 BUILT_IN_RESOURCES = ("cpu", "memory", "pods", "ephemeral-storage")
-# Outside the exclusive notebook a submission's pods hold little of the nodes, so that with --jobs 2 the
-# other submission's exclusive notebook (lesson01's 07: a 19.5-CPU, 63-GiB fleet and the GPU pods) finds
-# its room. A pod may ask for what the lesson's largest pod outside 07 asks (06's fitted too-big), and
-# the namespace may run POD_ALLOWANCE pods (06 runs 7 at most, 05's rolling update 4 and the ones
-# terminating): at most 5 CPUs and 10 GiB, which leave the fleet every node it lands on, and the GPU pods
-# theirs, on the practice cluster (28 CPUs, 170 GiB). A pod asking more than the largest node offers may
-# stay: it never schedules, so it holds nothing (06's 64-CPU demo). While the worker lends the exclusive
-# notebook its resources, both limits lift; LENT_PODS holds 07's fleet, ml-api and the GPU pods.
+# Outside the exclusive notebook a submission's pods hold little of the nodes, so that with --jobs 2
+# the other submission's exclusive notebook (lesson01's 07: a 19.5-CPU, 63-GiB fleet and the GPU
+# pods) finds its room. A pod may ask for what the lesson's largest pod outside 07 asks (06's fitted
+# too-big), and the namespace may run POD_ALLOWANCE pods (06 runs 7 at most, 05's rolling update 4
+# and the ones terminating): at most 5 CPUs and 10 GiB, which leave the fleet every node it lands
+# on, and the GPU pods theirs, on the practice cluster (28 CPUs, 170 GiB). A pod asking more than
+# the largest node offers may stay: it never schedules, so it holds nothing (06's 64-CPU demo).
+# While the worker lends the exclusive notebook its resources, both limits lift; LENT_PODS holds
+# 07's fleet, ml-api and the GPU pods.
 POD_CAP = {"cpu": "500m", "memory": "1Gi"}
 POD_ALLOWANCE, LENT_PODS = "10", "60"
 LENT_ANNOTATION = "grading.k8s-ml-lab/lent"
@@ -276,7 +284,7 @@ def _identity(
 
 
 def _kubeconfig(admin: client.ApiClient, namespace: str, user: str, token: str, path: Path) -> Path:
-    """Write a kubeconfig with only `token`, for the admin's API server, defaulting to `namespace`."""
+    """Write a kubeconfig with only `token`, for the admin's API server, in `namespace`."""
     settings = admin.configuration
     cluster: dict = {"server": settings.host}
     if settings.ssl_ca_cert:
@@ -302,8 +310,11 @@ def _kubeconfig(admin: client.ApiClient, namespace: str, user: str, token: str, 
 
 
 def ensure_node_access(admin: client.ApiClient) -> None:
-    """The cluster-wide pieces every grading namespace shares: the node roles, the admission policies on
-    nodes and on pods' size, and the grader's namespace (no pod ever runs there)."""
+    """The cluster-wide pieces every grading namespace shares.
+
+    The node roles, the admission policies on nodes and on pods' size, and the grader's namespace
+    (no pod ever runs there).
+    """
     core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
     policies = client.AdmissionregistrationV1Api(admin)
     labels = {MANAGED_BY: GRADER}
@@ -359,17 +370,17 @@ def ensure_node_access(admin: client.ApiClient) -> None:
 
 
 def unlent_quota(extended: Iterable[str]) -> dict[str, str]:
-    """The lent quota outside the exclusive notebook: POD_ALLOWANCE pods, none of the `extended` resources."""
+    """The lent quota outside the exclusive notebook: POD_ALLOWANCE pods, no `extended` resource."""
     return {"pods": POD_ALLOWANCE, **{f"requests.{resource}": "0" for resource in extended}}
 
 
 def lent_quota(grant: dict[str, str]) -> dict[str, str]:
-    """The lent quota while the exclusive notebook runs: its fleet of pods, the extended resources granted."""
+    """The lent quota while the exclusive notebook runs: its pod fleet, the extended resources."""
     return {"pods": LENT_PODS, **grant}
 
 
 def largest_node(nodes: list[client.V1Node]) -> dict[str, float]:
-    """The most CPU cores and memory bytes any one node offers: a pod asking more can never be scheduled."""
+    """The most CPU cores and memory bytes one node offers: a pod asking more is never scheduled."""
     return {
         resource: max(
             (
@@ -383,7 +394,7 @@ def largest_node(nodes: list[client.V1Node]) -> dict[str, float]:
 
 
 def compute_policy_spec(largest: dict[str, float]) -> dict:
-    """COMPUTE_POLICY: outside a lending a grading pod asks for at most POD_CAP, or more than `largest`."""
+    """COMPUTE_POLICY: outside a lending a grading pod asks at most POD_CAP, or over `largest`."""
     cap = {resource: float(parse_quantity(POD_CAP[resource])) for resource in COMPUTE}
     variables = [
         {
@@ -398,12 +409,14 @@ def compute_policy_spec(largest: dict[str, float]) -> dict:
         variables += [
             {
                 "name": f"{resource}Containers",
-                "expression": f"variables.containers.map(c, quantity({each}).asApproximateFloat()).sum()",
+                "expression": (
+                    f"variables.containers.map(c, quantity({each}).asApproximateFloat()).sum()"
+                ),
             },
             {
                 "name": f"{resource}Pod",
-                "expression": f"quantity(object.spec.?resources.?requests[?'{resource}'].orValue('0'))"
-                ".asApproximateFloat()",
+                "expression": "quantity(object.spec.?resources.?requests"
+                f"[?'{resource}'].orValue('0')).asApproximateFloat()",
             },
             {
                 "name": resource,
@@ -414,13 +427,16 @@ def compute_policy_spec(largest: dict[str, float]) -> dict:
     variables += [
         {
             "name": "lent",
-            "expression": f"params.metadata.?annotations[?'{LENT_ANNOTATION}'].orValue('') == 'true'",
+            "expression": (
+                f"params.metadata.?annotations[?'{LENT_ANNOTATION}'].orValue('') == 'true'"
+            ),
         },
         {
             "name": "unschedulable",
             "expression": " || ".join(f"variables.{r} > {largest[r]!r}" for r in COMPUTE),
         },
-        # A millicore and a byte are the smallest steps: the margins only absorb floating-point sums.
+        # A millicore and a byte are the smallest steps: the margins only
+        # absorb floating-point sums.
         {
             "name": "small",
             "expression": f"variables.cpu <= {cap['cpu'] + 1e-6!r} && "
@@ -451,10 +467,11 @@ def compute_policy_spec(largest: dict[str, float]) -> dict:
             {
                 "expression": "variables.lent || variables.unschedulable || variables.small",
                 "messageExpression": (
-                    f"'outside notebook 07 a grading pod may ask for at most {POD_CAP['cpu']} CPU and "
-                    f"{POD_CAP['memory']} memory, its containers together (most of the lesson asks 100m and "
-                    "128Mi); this one asks ' + string(variables.cpu) + ' CPU and ' + "
-                    "string(int(variables.memory / 1048576.0)) + 'Mi: lower its resources.requests'"
+                    f"'outside notebook 07 a grading pod may ask for at most {POD_CAP['cpu']} "
+                    f"CPU and {POD_CAP['memory']} memory, its containers together (most of "
+                    "the lesson asks 100m and 128Mi); this one asks ' + "
+                    "string(variables.cpu) + ' CPU and ' + string(int(variables.memory / "
+                    "1048576.0)) + 'Mi: lower its resources.requests'"
                 ),
                 "reason": "Forbidden",
             }
@@ -496,10 +513,11 @@ def create(
     student: str,
     workdir: Path,
 ) -> Sandbox:
-    """Make the namespace with its quotas, limits, Pod Security and three identities; kubeconfigs go in `workdir`."""
+    """Make the namespace: quotas, limits, Pod Security, 3 identities; kubeconfigs in `workdir`."""
     core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
     labels = {MANAGED_BY: GRADER, COURSE_LABEL: course, ASSIGNMENT_LABEL: assignment}
-    # On the practice cluster its pods run only the images the submission built (catalog.OWN_IMAGES).
+    # On the practice cluster its pods run only the images the submission
+    # built (catalog.OWN_IMAGES).
     core.create_namespace(
         {
             "metadata": {
@@ -569,7 +587,7 @@ def create(
 
 
 def enforced(quota: client.V1ResourceQuota) -> bool:
-    """Whether admission enforces the quota's spec: it judges pods by the status the quota controller writes."""
+    """Whether admission enforces the quota's spec: it judges by the status the controller sets."""
     status = (quota.status.hard if quota.status else None) or {}
     return all(
         key in status and parse_quantity(status[key]) == parse_quantity(value)
@@ -578,7 +596,7 @@ def enforced(quota: client.V1ResourceQuota) -> bool:
 
 
 def extended_resources(nodes: list[client.V1Node]) -> list[str]:
-    """The extended resources (nvidia.com/gpu...) any node advertises: scarce, and never a submission's to keep."""
+    """Extended resources (nvidia.com/gpu...) nodes offer: scarce, never a submission's to keep."""
     advertised = {name for node in nodes for name in (node.status.allocatable or {})}
     return sorted(
         name
@@ -597,8 +615,9 @@ def node_bindings(namespace: str) -> list[tuple[str, str, Account]]:
 
 
 def _wait_for_pod_size_policy(core: client.CoreV1Api, namespace: str, timeout: float = 30) -> None:
-    """An admission policy judges pods a moment after it is made: wait until it refuses a too large one."""
-    # A millicore more than the cap: any node that fits the cap fits it, so only the policy refuses it.
+    """An admission policy judges pods a moment after it is made: wait till it refuses a big one."""
+    # A millicore more than the cap: any node that fits the cap fits it, so
+    # only the policy refuses it.
     past_cap = str(parse_quantity(POD_CAP["cpu"]) + Decimal("0.001"))
     too_large = {
         "metadata": {"name": "pod-size-probe"},
@@ -643,7 +662,7 @@ def _wait_for_default_service_account(
 
 
 def delete(admin: client.ApiClient, namespace: str, wait: float = 120) -> bool:
-    """Delete the namespace and everything in it, finalizers too; True once it is gone within `wait` seconds."""
+    """Delete the namespace and all in it, finalizers too; True once gone within `wait` seconds."""
     core = client.CoreV1Api(admin)
     rbac = client.RbacAuthorizationV1Api(admin)
     removals = [
@@ -653,8 +672,8 @@ def delete(admin: client.ApiClient, namespace: str, wait: float = 120) -> bool:
         (lambda name: core.delete_namespaced_service_account(name, GRADER_NAMESPACE), account.name)
         for account in grader_accounts(namespace).values()
     ]
-    # The namespace first, so that no controller may create pods in it any more; then its pods at once:
-    # a submission's long grace period must not hold nodes' CPU for the next one.
+    # The namespace first, so that no controller may create pods in it any more; then its pods at
+    # once: a submission's long grace period must not hold nodes' CPU for the next one.
     removals.append(
         (lambda name: core.delete_namespace(name, propagation_policy="Background"), namespace)
     )
@@ -763,8 +782,10 @@ def course_selector(course: str, assignment: str | None = None) -> str:
 
 
 def leftovers(admin: client.ApiClient, course: str, assignment: str | None = None) -> list[str]:
-    """Namespaces (and their node bindings and the grader's accounts) an earlier, interrupted run of this course
-    left behind."""
+    """Namespaces an earlier, interrupted run of this course left behind.
+
+    Their node bindings and the grader's accounts count with them.
+    """
     core, selector = client.CoreV1Api(admin), course_selector(course, assignment)
     namespaces = {ns.metadata.name for ns in core.list_namespace(label_selector=selector).items}
     bindings = {

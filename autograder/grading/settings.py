@@ -1,4 +1,4 @@
-"""How `python -m autograder grade` grades a class: traitlets set in nbgrader_config.py or on the command line."""
+"""How `python -m autograder grade` grades: traitlets in nbgrader_config.py or command line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from autograder.shared.errors import LabError
 
 
 class GradingSettings(Configurable):
-    """`c.GradingSettings.<name> = ...` in nbgrader_config.py; `grade --jobs/--cell-timeout/...` override."""
+    """`c.GradingSettings.<name> = ...` in nbgrader_config.py; `grade --jobs/...` overrides."""
 
     jobs = Integer(1, help="submissions graded at once").tag(config=True)
     cell_timeout = Integer(
@@ -58,5 +58,5 @@ class GradingSettings(Configurable):
 
 
 def default(name: str) -> Any:
-    """A setting's default, for code that needs it without a configured instance (one place for each)."""
+    """A setting's default, for code needing it without a configured instance (one place each)."""
     return GradingSettings.class_traits()[name].default_value

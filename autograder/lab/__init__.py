@@ -1,4 +1,4 @@
-"""The lab, what notebooks import: one `connect()` for kind, the practice cluster or any existing context."""
+"""The lab, what notebooks import: one `connect()` for kind, practice or an existing context."""
 
 from autograder.lab.cluster import connect
 from autograder.providers.choice import PROVIDERS, choose, provider

@@ -14,14 +14,15 @@ from autograder.shared import kubeconfig
 from autograder.shared.provider import Lab, Provider
 
 NAMESPACE_ENV = "LAB_NAMESPACE"
-# The notebooks' own namespace: never `default`, so a call without `namespace=` misses at home as in grading.
+# The notebooks' own namespace: never `default`, so a call without `namespace=`
+# misses at home as in grading.
 LAB_NAMESPACE = "ml-lab"
 
 logger = logging.getLogger(__name__)
 
 
 def show_messages() -> None:
-    """Print the lab's own messages (a cluster starting, an image loading) where nobody configured logging."""
+    """Print the lab's own messages (a cluster starting, an image loading) if logging is unset."""
     package = logging.getLogger("autograder")
     if not package.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stdout)
@@ -39,8 +40,10 @@ def connect(name: str | None = None, namespace: str | None = None) -> Lab:
 
 
 def attach(chosen: Provider, namespace: str | None = None) -> Lab:
-    """Clients for a provider whose cluster is up, in `namespace` (created when missing); a `!kubectl`
-    line of this process works there too."""
+    """Clients for a provider whose cluster is up, in `namespace` (created when missing).
+
+    A `!kubectl` line of this process works there too.
+    """
     context = chosen.context
     namespace = namespace or os.environ.get(NAMESPACE_ENV) or own_namespace(context)
     api = kubeconfig.api_client(context, config_file=chosen.kubeconfig_file)
@@ -56,7 +59,7 @@ def attach(chosen: Provider, namespace: str | None = None) -> Lab:
 
 
 def own_namespace(context: str) -> str:
-    """The namespace the context names (a namespace-scoped identity keeps it), else ml-lab: never default."""
+    """The namespace the context names (a namespace-scoped identity keeps it), else ml-lab."""
     named = kubeconfig.context_namespace(context)
     return named if named and named != "default" else LAB_NAMESPACE
 

@@ -1,15 +1,16 @@
-"""The model server image, the lesson's steps 2, 5 and 7: build it, run it locally, load it into the cluster.
+"""The model server image, the lesson's steps 2, 5 and 7.
 
-Builds use the Docker SDK's low-level API so the build log streams into a notebook as it happens.
-On the practice cluster "loading" hands the image's app to `autograder.practice`, which needs
-no Docker at all.
+Build it, run it locally, load it into the cluster.
+
+Builds use the Docker SDK's low-level API so the build log streams into a notebook as it happens. On
+the practice cluster "loading" hands the image's app to `autograder.practice`, which needs no Docker
+at all.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,6 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, ImageNotFound
 from docker.models.containers import Container
-from tqdm.auto import tqdm
 
 from autograder.modelserver import SOURCE as MODEL_SERVER
 from autograder.providers.choice import provider
@@ -33,12 +33,7 @@ logger = logging.getLogger(__name__)
 VERSION_ARG = "MODEL_VERSION"
 CONTAINER_PORT = 8080
 LOCAL_RUN_LABEL = "k8s-ml-lab.local-run"
-STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 PYTHON_BASE = "python:3.11-slim"  # the model server's base; made offline when Docker cannot pull it
-
-
-class BuildFailed(LabError):
-    """A Dockerfile step failed; the message shows that step and the end of its output."""
 
 
 def docker_client() -> docker.DockerClient:
@@ -95,38 +90,12 @@ def build(
     if version:
         buildargs[VERSION_ARG] = version
     started = time.monotonic()
-    lines: list[str] = []
-    step, image_id = "", None
-    stream = client.api.build(
-        path=str(context),
-        tag=tag,
-        buildargs=buildargs,
-        rm=True,
-        forcerm=True,
-        nocache=nocache,
-        decode=True,
+    output = dockerengine.build(
+        client, context, tag, progress=progress, buildargs=buildargs, nocache=nocache
     )
-    with tqdm(desc=f"docker build {tag}", unit=" step", disable=not progress, leave=False) as bar:
-        for chunk in stream:
-            text = chunk.get("stream", "")
-            lines.extend(text.splitlines())
-            if match := STEP.match(text.strip()):
-                step = text.strip()
-                bar.total, bar.n = int(match[2]), int(match[1]) - 1
-                bar.set_postfix_str(match[3][:50])
-                bar.refresh()
-            image_id = chunk.get("aux", {}).get("ID", image_id)
-            if "error" in chunk:
-                tail = "\n".join(line for line in lines[-15:] if line.strip())
-                raise BuildFailed(
-                    f"docker build of {tag} failed at {step or 'the start'}\n"
-                    f"{chunk['error'].strip()}\n--- last output ---\n{tail}"
-                )
-        bar.n = bar.total or bar.n
     seconds = time.monotonic() - started
-    image_id = image_id or client.images.get(tag).id
-    logger.info("built %s (%s) in %.1f s", tag, image_id[:19], seconds)
-    return Build(tag=tag, image_id=image_id, seconds=seconds, log=lines)
+    logger.info("built %s (%s) in %.1f s", tag, output.image_id[:19], seconds)
+    return Build(tag=tag, image_id=output.image_id, seconds=seconds, log=output.log)
 
 
 @dataclass

@@ -1,10 +1,12 @@
-"""Plain `kubectl` in a notebook: the lab's own kubeconfig, whose context carries the namespace, and the
-pinned kubectl first on PATH, so `!kubectl get pods` works as the lesson prints it.
+"""Plain `kubectl` in a notebook.
 
-The user's kubeconfig is only read: connect() writes a minimal copy of the lab's context (its cluster
-and user, the namespace set) under the project's cache and points this process's $KUBECONFIG at it.
-A kubeconfig that already has the lab's context current with the lab's namespace (the one grading
-gives a kernel) is used as it is.
+The lab's own kubeconfig, whose context carries the namespace, and the pinned kubectl first on PATH,
+so `!kubectl get pods` works as the lesson prints it.
+
+The user's kubeconfig is only read: connect() writes a minimal copy of the lab's context (its
+cluster and user, the namespace set) under the project's cache and points this process's $KUBECONFIG
+at it. A kubeconfig that already has the lab's context current with the lab's namespace (the one
+grading gives a kernel) is used as it is.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from autograder.shared.provider import run
 
 
 def lab_file(context: str, namespace: str) -> Path:
-    """One kubeconfig per cluster and namespace; a context name may hold characters a file name cannot."""
+    """One kubeconfig per cluster and namespace; a context name may hold what a file name cannot."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", context)
     return kubeconfig.lab_folder() / f"{safe}.{namespace}.yaml"
 
 
 def with_namespace(minified: dict[str, Any], context: str, namespace: str) -> dict[str, Any]:
-    """A one-context kubeconfig (`kubectl config view --minify`), its context current and in `namespace`."""
+    """A one-context kubeconfig (`kubectl config view --minify`), current and in `namespace`."""
     contexts = [entry for entry in minified.get("contexts") or [] if entry["name"] == context]
     if len(contexts) != 1:
         raise ValueError(
@@ -41,7 +43,7 @@ def with_namespace(minified: dict[str, Any], context: str, namespace: str) -> di
 
 
 def minified(source: str, context: str) -> dict[str, Any]:
-    """Only `context`, its cluster and its user, as kubectl reads them from `source` (files embedded)."""
+    """Only `context`, its cluster and user, as kubectl reads them in `source` (files embedded)."""
     kubectl = binaries.ensure(["kubectl"])["kubectl"]
     done = run(
         [str(kubectl), "config", "view", "--minify", "--flatten", "--context", context],
@@ -53,7 +55,7 @@ def minified(source: str, context: str) -> dict[str, Any]:
 
 
 def write_private(path: Path, document: dict[str, Any]) -> Path:
-    """Write `document` readable by its owner only (it holds credentials), replacing the file at once."""
+    """Write `document` readable by its owner only (it holds credentials), replacing it at once."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
     try:
@@ -67,13 +69,13 @@ def write_private(path: Path, document: dict[str, Any]) -> Path:
 
 
 def write_lab_kubeconfig(source: str, context: str, namespace: str) -> Path:
-    """The lab's own kubeconfig for `context` in `namespace`, made from the kubeconfig(s) `source` names."""
+    """The lab's own kubeconfig for `context` in `namespace`, from those `source` names."""
     document = with_namespace(minified(source, context), context, namespace)
     return write_private(lab_file(context, namespace), document)
 
 
 def already_set(context: str, namespace: str) -> bool:
-    """Whether the user's kubeconfig already has `context` current with `namespace` (as grading's has)."""
+    """Whether the user's kubeconfig has `context` current with `namespace` (as grading's has)."""
     return (
         kubeconfig.current_context() == context
         and kubeconfig.context_namespace(context) == namespace
@@ -81,7 +83,9 @@ def already_set(context: str, namespace: str) -> bool:
 
 
 def point_at(context: str, namespace: str, source: Path | None = None) -> Path | None:
-    """Make this process's kubectl talk to `context` in `namespace`; the lab's file, or None for the user's.
+    """Make this process's kubectl talk to `context` in `namespace`.
+
+    The lab's file, or None for the user's.
 
     `source` is the provider's own kubeconfig holding the context, None for the user's.
     """
@@ -107,7 +111,7 @@ def _restore_user_file() -> None:
 
 
 def put_first_on_path() -> Path:
-    """The pinned kubectl is the one a `!kubectl` line runs; PATH stays as it is when it already is."""
+    """The pinned kubectl is the one `!kubectl` runs; PATH stays as it is when it already is."""
     pinned = binaries.ensure(["kubectl"])["kubectl"]
     found = shutil.which("kubectl")
     if found is None or Path(found).resolve() != pinned.resolve():

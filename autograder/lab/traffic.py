@@ -31,10 +31,12 @@ class Forward(probe.ModelServer):
 def wait_until_forwardable(
     lab: Lab, service: str = "ml-api-service", timeout: float = 30
 ) -> client.V1ServiceSpec:
-    """Wait until `kubectl port-forward service/NAME` can reach the Service's pods; returns its spec.
+    """Wait until `kubectl port-forward service/NAME` can reach the Service's pods.
 
-    Simulated pods answer only once the router has given each one its PortForward; real pods
-    answer at once (each provider knows which: `before_forward`).
+    Returns its spec.
+
+    Simulated pods answer only once the router has given each one its PortForward; real pods answer
+    at once (each provider knows which: `before_forward`).
     """
     spec = lab.core.read_namespaced_service(service, lab.namespace).spec
     provider(lab.provider).before_forward(lab, k8s.selector(spec.selector), timeout)
@@ -67,8 +69,8 @@ def port_forward(
     process = poll(forwarding, lambda started: started is not None, timeout)
     if process is None:
         raise k8s.WaitTimeout(
-            f"service/{service} did not answer /health through port-forward within {timeout:.0f} s; "
-            "are its pods Running, and does the app listen on the Service's targetPort?"
+            f"service/{service} did not answer /health through port-forward within {timeout:.0f} "
+            "s; are its pods Running, and does the app listen on the Service's targetPort?"
         )
     try:
         yield Forward(url=url, local_port=local_port)

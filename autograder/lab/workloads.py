@@ -1,9 +1,9 @@
-"""Around the lesson's kubectl steps: read manifests, apply provided objects, wait for a rollout, read history."""
+"""Around the lesson's kubectl steps: read manifests, apply objects, wait for rollouts, history."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +18,7 @@ from autograder.shared.provider import Lab
 
 
 class Namespaced(Protocol):
-    """What reading a namespace's workloads takes: its name and an apps client (a `Lab` has both)."""
+    """What reading a namespace's workloads takes: its name and an apps client (as a `Lab` has)."""
 
     namespace: str
 
@@ -44,7 +44,7 @@ class RolloutTimeout(LabError, TimeoutError):
 
 
 class RolloutStuck(RolloutTimeout):
-    """The rollout's new pods wait on something time does not fix; the message names the pod and why."""
+    """The rollout's new pods wait on what time does not fix; the message names the pod and why."""
 
 
 def load_manifests(*paths: Path | str) -> list[dict]:
@@ -58,7 +58,7 @@ def apply(lab: Lab, documents: Iterable[dict]) -> list[str]:
 
 
 def rollout_state(deployment: client.V1Deployment) -> tuple[bool, str]:
-    """Whether a rollout is complete, as `kubectl rollout status` judges it and with no surplus replica left."""
+    """Whether a rollout is complete as `kubectl rollout status` judges it, no surplus left."""
     spec, status = deployment.spec, deployment.status
     want = spec.replicas if spec.replicas is not None else 1
     updated = status.updated_replicas or 0
@@ -82,36 +82,50 @@ def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool =
     started = time.monotonic()
     with tqdm(desc=f"rollout {name}", unit="ready", disable=not progress, leave=False) as bar:
 
-        def complete(found: list[client.V1Deployment]) -> bool:
-            if not found:
-                return False
-            done, message = rollout_state(found[0])
-            if not done and (reason := stuck_reason(new_pods(lab, found[0]))):
+        def complete(deployment: client.V1Deployment) -> bool:
+            done, message = rollout_state(deployment)
+            if not done and (reason := stuck_reason(new_pods(lab, deployment))):
                 raise RolloutStuck(
                     f"the rollout of deployment/{name} cannot finish: {reason}; "
-                    f"`kubectl describe pod` says more"
+                    "`kubectl describe pod` says more"
                 )
-            if bar.total != found[0].spec.replicas:
-                bar.reset(
-                    total=found[0].spec.replicas
-                )  # a notebook's widget learns its length only here
-            bar.n = found[0].status.ready_replicas or 0
+            if bar.total != deployment.spec.replicas:  # a notebook's widget learns its length here
+                bar.reset(total=deployment.spec.replicas)
+            bar.n = deployment.status.ready_replicas or 0
             bar.set_postfix_str(message)
             return done
 
         try:
-            k8s.wait_for(
-                lab.apps.list_namespaced_deployment,
-                lab.namespace,
-                field_selector=f"metadata.name={name}",
-                until=complete,
-                timeout=timeout,
-                what=f"the rollout of deployment/{name}",
-                seen=lambda found: rollout_state(found[0])[1] if found else "no such Deployment",
-            )
+            watch_deployment(lab, name, complete, timeout)
         except k8s.WaitTimeout as error:
             raise RolloutTimeout(str(error)) from None
     return time.monotonic() - started
+
+
+def watch_deployment(
+    lab: Lab,
+    name: str,
+    until: Callable[[client.V1Deployment], bool],
+    timeout: float,
+    resync: float = 2,
+) -> None:
+    """Watch deployment/`name` until `until(it)` holds; a timeout says how far its rollout got."""
+    k8s.wait_for(
+        lab.apps.list_namespaced_deployment,
+        lab.namespace,
+        field_selector=f"metadata.name={name}",
+        until=lambda found: bool(found) and until(found[0]),
+        timeout=timeout,
+        what=f"the rollout of deployment/{name}",
+        resync=resync,
+        seen=lambda found: rollout_state(found[0])[1] if found else "no such Deployment",
+    )
+
+
+def live_pods(lab: Lab, selector: str) -> list[client.V1Pod]:
+    """The pods behind `selector` not on their way out: a replaced pod's old trouble is over."""
+    pods = lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
+    return [pod for pod in pods if pod.metadata.deletion_timestamp is None]
 
 
 def new_pods(lab: Lab, deployment: client.V1Deployment) -> list[client.V1Pod]:
@@ -125,12 +139,13 @@ def new_pods(lab: Lab, deployment: client.V1Deployment) -> list[client.V1Pod]:
 
 
 def stuck_reason(pods: list[client.V1Pod]) -> str | None:
-    """The first of `pods` whose container waits for a reason in STUCK_REASONS, as "pod: reason: message"."""
+    """The first of `pods` whose container waits for one of STUCK_REASONS, and why."""
     for pod in pods:
         for status in pod.status.container_statuses or []:
             waiting = status.state.waiting if status.state else None
             if waiting and waiting.reason in STUCK_REASONS:
-                return f"pod {pod.metadata.name} is in {waiting.reason} ({waiting.message or 'no message'})"
+                why = waiting.message or "no message"
+                return f"pod {pod.metadata.name} is in {waiting.reason} ({why})"
     return None
 
 

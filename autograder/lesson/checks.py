@@ -29,8 +29,9 @@ SCALING_EVENT = re.compile(
 LESSON_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
 LESSON_LIMITS = {"cpu": "200m", "memory": "256Mi"}
 LESSON_PORT = 8080
-# Where a stray object lands: the client's default without `namespace=`, and the namespaces every cluster
-# has, which a typed `-n` can name (the lab's other namespaces may be another piece of work's).
+# Where a stray object lands: the client's default without `namespace=`, and the
+# namespaces every cluster has, which a typed `-n` can name (the lab's other namespaces
+# may be another piece of work's).
 STRAY_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -59,7 +60,7 @@ class CheckResult:
     __repr__ = __str__
 
     def assert_passed(self) -> CheckResult:
-        """Raise `CheckFailed` (an AssertionError) with the hint unless passed: what hidden tests call."""
+        """Raise `CheckFailed` (an AssertionError) with the hint unless passed: for hidden tests."""
         if not self.passed:
             raise CheckFailed(self)
         return self
@@ -78,7 +79,7 @@ class _Failed(Exception):
 
 
 class _Pending(_Failed):
-    """Internal: unmet only because the controllers have not caught up yet; asking again may pass."""
+    """Internal: unmet only as the controllers have not caught up yet; asking again may pass."""
 
 
 def _check(function: Callable[..., str]) -> Callable[..., CheckResult]:
@@ -136,8 +137,8 @@ def _missing(what: str, reader: Callable[..., Any], *args: Any) -> str:
         else f"the command or call that made it named namespace {found!r}"
     )
     return (
-        f"found {what} in namespace {found!r}; the lab works in {namespace!r}: {cause}. Make it again "
-        f"without -n (the lab's kubectl context names {namespace!r}; in Python pass "
+        f"found {what} in namespace {found!r}; the lab works in {namespace!r}: {cause}. Make it "
+        f"again without -n (the lab's kubectl context names {namespace!r}; in Python pass "
         f"namespace=lab.namespace), and remove the stray one: kubectl delete {what} -n {found}"
     )
 
@@ -168,8 +169,8 @@ def _require_rolled_out(lab: LabLike, deployment: client.V1Deployment) -> None:
     name = deployment.metadata.name
     if blocked := _stuck_new_pods(lab, deployment):
         raise _Failed(
-            f"deployment/{name} cannot finish rolling out, and waiting will not help: {blocked[0]}; "
-            "fix the Deployment (`kubectl describe pod` says why) and apply it again"
+            f"deployment/{name} cannot finish rolling out, and waiting will not help: "
+            f"{blocked[0]}; fix the Deployment (`kubectl describe pod` says why) and apply it again"
         )
     raise _Pending(
         f"deployment/{name} is not rolled out yet: {waiting}; "
@@ -178,7 +179,7 @@ def _require_rolled_out(lab: LabLike, deployment: client.V1Deployment) -> None:
 
 
 def _stuck_new_pods(lab: LabLike, deployment: client.V1Deployment) -> list[str]:
-    """The current revision's pods that will never be Ready as they are; none while the controller catches up."""
+    """The current revision's pods that will never be Ready as they are; none while catching up."""
     if (deployment.status.observed_generation or 0) < (deployment.metadata.generation or 0):
         return []
     current = {
@@ -228,7 +229,7 @@ def deployment_ready(
     limits: dict[str, str] | None = None,
     port: int | None = LESSON_PORT,
 ) -> str:
-    """The Deployment exists, runs `replicas` ready pods, with the image, resources and port asked."""
+    """The Deployment exists, runs `replicas` ready pods, with the image, resources, port asked."""
     deployment = _deployment(lab, name)
     container = _container(deployment)
     if deployment.spec.replicas != replicas:
@@ -304,12 +305,13 @@ def _endpoint_pods(lab: LabLike, service: str) -> set[str]:
 def service_routes(
     lab: LabLike, service: str, deployment: str, port: int = 80, target_port: int = LESSON_PORT
 ) -> str:
-    """The Service selects the Deployment's pods, maps `port` to `target_port`, and has endpoints."""
+    """The Service selects the Deployment's pods, maps `port` to `target_port`, has endpoints."""
     found = _read(f"service/{service}", lab.core.read_namespaced_service, service, lab.namespace)
     owner = _deployment(lab, deployment)
     selector = found.spec.selector or {}
     labels = owner.spec.template.metadata.labels or {}
-    # The pods' labels are what the student reads off the cluster: hints point at them, never quote them.
+    # The pods' labels are what the student reads off the cluster: hints point at them,
+    # never quote them.
     look = f"`kubectl get pods --show-labels` or `kubectl describe deployment {deployment}`"
     if not selector:
         raise _Failed(
@@ -363,7 +365,7 @@ def scaling_events(lab: LabLike, deployment: str) -> list[tuple[str, int, int]]:
 
 @_check
 def scaled_to(lab: LabLike, name: str, replicas: int) -> str:
-    """The Deployment runs `replicas` ready pods now, or its controller recorded scaling up to them."""
+    """The Deployment runs `replicas` ready pods now, or its controller recorded scaling to them."""
     deployment = _deployment(lab, name)
     if deployment.spec.replicas == replicas:
         _require_rolled_out(lab, deployment)
@@ -389,7 +391,7 @@ def scaled_to(lab: LabLike, name: str, replicas: int) -> str:
 
 
 def _wrong_image(lab: LabLike, deployment: client.V1Deployment, current: str, wanted: str) -> str:
-    """The hint for a Deployment running another image: a tag of the same image that never ran is likely a typo."""
+    """The hint for a Deployment on another image: a same-image tag never run is likely a typo."""
     name, container = deployment.metadata.name, _container(deployment).name
     hint = f"deployment/{name} runs {current!r}, not {wanted!r}"
     revisions = history(lab, name)
@@ -458,7 +460,7 @@ def rolled_back(lab: LabLike, name: str, image: str, replaced: str) -> str:
 
 @_check
 def namespace_clean(lab: LabLike, selector: str, deployed: str | None = None) -> str:
-    """Nothing labelled `selector` is left (and, if `deployed` is named, that Deployment once ran here)."""
+    """Nothing labelled `selector` is left (and, if `deployed` is named, it once ran here)."""
     ns = lab.namespace
     left = [
         f"deployment/{d.metadata.name}"
@@ -478,7 +480,8 @@ def namespace_clean(lab: LabLike, selector: str, deployed: str | None = None) ->
     ]
     if left:
         shown = ", ".join(left[:6]) + (f" and {len(left) - 6} more" if len(left) > 6 else "")
-        # Pods and ReplicaSets without their Deployment are on their way out: the garbage collector follows.
+        # Pods and ReplicaSets without their Deployment are on their way out: the
+        # garbage collector follows.
         failure = (
             _Pending if all(item.startswith(("pod/", "replicaset/")) for item in left) else _Failed
         )
@@ -496,7 +499,7 @@ def namespace_clean(lab: LabLike, selector: str, deployed: str | None = None) ->
 
 @dataclass(frozen=True)
 class KubectlCommand:
-    """A kubectl command the lesson asks for, and the field manager the API server records it under."""
+    """A kubectl command the lesson asks for, and the field manager the API server records."""
 
     usage: str
     manager: str
@@ -542,7 +545,7 @@ def _field_path(deployment: client.V1Deployment, field: str) -> tuple[str, ...]:
 
 @_check
 def changed_with_kubectl(lab: LabLike, name: str, command: str) -> str:
-    """The field `kubectl COMMAND` changes was last written by that command (its managedFields entry)."""
+    """The field `kubectl COMMAND` changes was last written by it (its managedFields entry)."""
     deployment = _deployment(lab, name)
     wanted = KUBECTL_COMMANDS[command]
     owners = field_owners(deployment, _field_path(deployment, wanted.field))
@@ -556,8 +559,8 @@ def changed_with_kubectl(lab: LabLike, name: str, command: str) -> str:
     shown = ", ".join(sorted({entry.manager for entry in owners})) or "nobody"
     usage = wanted.usage.format(name=name, container=_container(deployment).name)
     raise _Failed(
-        f"deployment/{name}'s {wanted.field} was last changed by {shown}, not by `kubectl {command}`: "
-        f"this step is the command itself; run `{usage}` in a `!kubectl` line"
+        f"deployment/{name}'s {wanted.field} was last changed by {shown}, not by `kubectl "
+        f"{command}`: this step is the command itself; run `{usage}` in a `!kubectl` line"
     )
 
 

@@ -1,4 +1,4 @@
-"""Beyond the lesson on a multi-node cluster: a node failure, GPU placement and many models packed."""
+"""Beyond the lesson on many nodes: a node failure, GPU placement and many models packed."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def node_failure(lab: Lab, node: str, selector: str) -> Iterator[list[str]]:
 
 
 def wait_for_ready_pods(lab: Lab, selector: str, count: int, timeout: float = 60) -> float:
-    """Block until `count` live, ready pods match `selector` (counted from the pods, not a status that lags)."""
+    """Block until `count` live, ready pods match `selector` (from pods, not a lagging status)."""
     started = time.monotonic()
     k8s.wait_for(
         lab.core.list_namespaced_pod,

@@ -1,4 +1,4 @@
-"""Self-checks for the files a student writes (app.py, Dockerfile, deployment.yaml): hints that point at their lines."""
+"""Self-checks for a student's app.py, Dockerfile, deployment.yaml: hints at their lines."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ APP_PROBE = """
 import json, sys, traceback, types
 path = sys.argv[1]
 try:
-    # Compiled from the file as it is now: cached bytecode of an app.py rewritten within the same second
-    # at the same size (a one-word fix) would pass for the new file.
+    # Compiled from the file as it is now: cached bytecode of an app.py rewritten within the same
+    # second at the same size (a one-word fix) would pass for the new file.
     module = sys.modules["student_app"] = types.ModuleType("student_app")
     module.__file__ = path
     with open(path, "rb") as source:
@@ -35,7 +35,8 @@ except BaseException as error:
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == path]
     where = frames[-1] if frames else None
     print(json.dumps({"error": f"{type(error).__name__}: {error}",
-                      "line": where.lineno if where else None, "code": where.line if where else None}))
+                      "line": where.lineno if where else None,
+                      "code": where.line if where else None}))
 """
 
 DEPLOYMENT_FIELDS = {  # what the lesson's Deployment must say, by path
@@ -63,7 +64,7 @@ def _line_of(text: str, key: str) -> str:
 
 
 def app_answers(path: Path | str, version: str = "v1.0") -> CheckResult:
-    """Import the student's app.py in a fresh Python and call it with Flask's test client, like step 1."""
+    """Import the student's app.py in a fresh Python, call it with Flask's test client (step 1)."""
     path = Path(path).resolve()
     if not path.is_file():
         return CheckResult(
@@ -128,7 +129,7 @@ def app_answers(path: Path | str, version: str = "v1.0") -> CheckResult:
 
 
 def dockerfile_problems(folder: Path | str) -> CheckResult:
-    """Read the student's Dockerfile the way the lesson's build needs it: base, app, dependencies, port, command."""
+    """Read the student's Dockerfile as the lesson's build needs: base, app, deps, port, command."""
     dockerfile = Path(folder) / "Dockerfile"
     if not dockerfile.is_file():
         return CheckResult(
@@ -191,7 +192,7 @@ def dockerfile_problems(folder: Path | str) -> CheckResult:
 
 
 def _unknown_fields(value: Any, model: str, path: str = "") -> list[str]:
-    """Keys the Kubernetes API does not know under `model` (what `kubectl apply` rejects with strict validation)."""
+    """Keys the Kubernetes API does not know under `model` (strict `kubectl apply` rejects them)."""
     if model.lower().startswith("list[") and isinstance(value, list):
         return [
             u
@@ -224,7 +225,7 @@ def _at(document: Any, path: str) -> Any:
 
 
 def manifest_problems(path: Path | str, image: str = "ml-api:v1") -> CheckResult:
-    """Parse and check the student's deployment.yaml before it is applied: YAML, known fields, the lesson's values."""
+    """Check the student's deployment.yaml before applying: YAML, known fields, lesson values."""
     path = Path(path)
     if not path.is_file():
         return CheckResult(
@@ -283,7 +284,7 @@ def manifest_problems(path: Path | str, image: str = "ml-api:v1") -> CheckResult
 
 
 def answer_matches(answer: Any, total: float, version: str) -> CheckResult:
-    """The model server's answer that came back through the Service, compared with what the step expects."""
+    """The model server's answer through the Service, compared with what the step expects."""
     if not isinstance(answer, dict):
         return CheckResult(
             "answer",
@@ -302,8 +303,11 @@ def answer_matches(answer: Any, total: float, version: str) -> CheckResult:
 
 
 def redeploy_first_deployment(lab: Lab, work: Path) -> str:
-    """Notebook 4's Deployment and Service again, for a notebook 5 opened in a namespace without them:
-    the student's folder where it passes its self-checks, the lesson's ml-api:v1 and manifest where not."""
+    """Notebook 4's Deployment and Service again, for a notebook 5 in a namespace without them.
+
+    The student's folder where it passes its self-checks, the lesson's ml-api:v1 and manifest where
+    not.
+    """
     said = []
     if images.can_load(lab) and dockerfile_problems(work):
         images.load_into_cluster(lab, "ml-api:v1", context=work)

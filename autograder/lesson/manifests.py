@@ -29,7 +29,7 @@ def deployment(
     node_selector: dict[str, str] | None = None,
     probed: bool = False,
 ) -> dict:
-    """A one-container Deployment labelled app=NAME and lesson-part=PART, so clean-up is one selector."""
+    """A one-container Deployment labelled app=NAME, lesson-part=PART: clean-up is one selector."""
     labels = {"app": name, PART_LABEL: part}
     container: dict = {
         "name": name,
@@ -60,7 +60,7 @@ def deployment(
 
 
 def service(name: str, app: str, part: str = "extra") -> dict:
-    """A ClusterIP Service from port 80 to the pods labelled app=APP on 8080, labelled lesson-part=PART."""
+    """A ClusterIP Service, port 80 to pods labelled app=APP on 8080, labelled lesson-part=PART."""
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -10,7 +10,7 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 from matplotlib.figure import Figure
 
-from autograder.lab.workloads import history, rollout_state
+from autograder.lab.workloads import history, live_pods, rollout_state, watch_deployment
 from autograder.lesson.checks import CheckResult
 from autograder.shared import k8s
 from autograder.shared.provider import Lab
@@ -219,7 +219,7 @@ class RolloutTimeline:
             series.append(counts.get(name, 0))
 
     def plot(self) -> Figure:
-        """Stacked ready pods per ReplicaSet over time: old revisions drain while the new one fills."""
+        """Stacked ready pods per ReplicaSet over time: old revisions drain as the new one fills."""
         figure = Figure(figsize=(9, 4), layout="constrained")
         ax = figure.subplots()
         names = sorted(self.ready, key=lambda n: self.labels.get(n, n))
@@ -241,7 +241,7 @@ class RolloutTimeline:
 
 
 def watch_rollout(lab: Lab, name: str, timeout: float = 180, live: bool = True) -> RolloutTimeline:
-    """Record ready pods per ReplicaSet on every change until the rollout completes, redrawing the chart."""
+    """Record ready pods per ReplicaSet on each change until the rollout completes; redraw."""
     timeline = RolloutTimeline(name)
     handle = None
     if live:
@@ -250,11 +250,8 @@ def watch_rollout(lab: Lab, name: str, timeout: float = 180, live: bool = True) 
         handle = display(timeline.plot(), display_id=True)
     started = last_drawn = time.monotonic()
 
-    def record(found: list[client.V1Deployment]) -> bool:
+    def record(deployment: client.V1Deployment) -> bool:
         nonlocal last_drawn
-        if not found:
-            return False
-        deployment = found[0]
         sets = k8s.owned_replica_sets(lab.apps, deployment)
         for rs in sets:
             images = ",".join(c.image for c in rs.spec.template.spec.containers)
@@ -276,16 +273,7 @@ def watch_rollout(lab: Lab, name: str, timeout: float = 180, live: bool = True) 
             last_drawn = now
         return done
 
-    k8s.wait_for(
-        lab.apps.list_namespaced_deployment,
-        lab.namespace,
-        field_selector=f"metadata.name={name}",
-        until=record,
-        timeout=timeout,
-        what=f"the rollout of deployment/{name}",
-        resync=0.5,
-        seen=lambda found: rollout_state(found[0])[1] if found else "no such Deployment",
-    )
+    watch_deployment(lab, name, record, timeout, resync=0.5)
     return timeline
 
 
@@ -302,8 +290,8 @@ def _requests(pod: client.V1Pod, resource: str) -> float:
 def _placed_pods(lab: Lab, selector: str = "") -> dict[str, list[client.V1Pod]]:
     """This namespace's scheduled, live pods grouped by the node they were placed on."""
     placed: dict[str, list[client.V1Pod]] = {}
-    for pod in lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items:
-        if pod.spec.node_name and pod.metadata.deletion_timestamp is None:
+    for pod in live_pods(lab, selector):
+        if pod.spec.node_name:
             placed.setdefault(pod.spec.node_name, []).append(pod)
     return placed
 

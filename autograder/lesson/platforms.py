@@ -1,4 +1,4 @@
-"""Choosing a platform: the lesson's comparison matrix, its when-to-use lists and decision framework."""
+"""Choosing a platform: the lesson's comparison matrix, when-to-use lists, decision framework."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ MATRIX: dict[str, dict[str, str]] = {
     "Multi-host": {COMPOSE: "No", SWARM: "Yes", KUBERNETES: "Yes", CLOUD_NATIVE: "Yes"},
     "Auto-healing": {COMPOSE: "No", SWARM: "Basic", KUBERNETES: "Advanced", CLOUD_NATIVE: "Yes"},
     "Load balancing": {COMPOSE: "Basic", SWARM: "Yes", KUBERNETES: "Advanced", CLOUD_NATIVE: "Yes"},
-    # The lesson printed "Native": the scheduler counts GPUs once a vendor's device plugin advertises them.
+    # The lesson printed "Native": the scheduler counts GPUs once a vendor's
+    # device plugin advertises them.
     "GPU support": {
         COMPOSE: "Manual",
         SWARM: "Manual",
@@ -38,8 +39,9 @@ MATRIX: dict[str, dict[str, str]] = {
         KUBERNETES: "Enterprise",
         CLOUD_NATIVE: "Simple prod",
     },
-    # The lesson printed "Free" for Compose and Swarm and "Free (self-hosted)" for Kubernetes: every
-    # platform bills its machines; a managed control plane is free on some clouds, billed hourly on others.
+    # The lesson printed "Free" for Compose and Swarm and "Free (self-hosted)" for
+    # Kubernetes: every platform bills its machines; a managed control plane is free on some
+    # clouds, billed hourly on others.
     "Cost (managed)": {
         COMPOSE: "Your hosts",
         SWARM: "Your hosts",
@@ -209,7 +211,7 @@ def score_table() -> list[list[int]]:
 
 
 def plot_matrix() -> Figure:
-    """The comparison matrix as a heatmap: colour shows how favourable a rating is, text is the lesson's."""
+    """The comparison matrix as a heatmap: colour shows how good a rating is, text the lesson's."""
     figure = Figure(figsize=(9, 5.5), layout="constrained")
     ax = figure.subplots()
     image = ax.imshow(score_table(), cmap="RdYlGn", vmin=0, vmax=3, aspect="auto")
@@ -249,7 +251,8 @@ def framework_answers(workload: Workload) -> dict[str, bool]:
     large = workload.peak_requests_per_second >= 1000 or workload.services >= 10
     critical = workload.uptime_percent >= 99.9
     can_run_it = workload.engineers >= TEAM_THAT_CAN_RUN_KUBERNETES
-    # GPUs alone do not send a small team to Kubernetes: a managed service with GPUs suits it better.
+    # GPUs alone do not send a small team to Kubernetes: a managed service
+    # with GPUs suits it better.
     gpus_need_kubernetes = workload.gpus and can_run_it
     return {
         "containerized": workload.containerized,

@@ -23,11 +23,11 @@ UPDATED, CRASHING = "review-api", "review-crash"
 
 
 def prepare(lab: Lab, draw: random.Random | None = None) -> None:
-    """Deploy `review-api` and update it 1 to 3 times; start `review-crash`, which exits with a code of 2 to 99.
+    """Deploy `review-api`, update it 1-3 times; start `review-crash`, exiting with 2 to 99.
 
-    Each update is a revision once the controller has seen it, whether or not its pods start, so the
-    live revision is the story's even where the image is missing (a graded namespace without the
-    student's ml-api:v1): a guess of 1 never matches it.
+    Each update is a revision once the controller has seen it, whether or not its pods start,
+    so the live revision is the story's even where the image is missing (a graded namespace
+    without the student's ml-api:v1): a guess of 1 never matches it.
     """
     draw = draw or random.SystemRandom()
     workloads.apply(lab, [deployment(UPDATED, replicas=2, part=PART)])
@@ -59,7 +59,7 @@ def prepare(lab: Lab, draw: random.Random | None = None) -> None:
 
 
 def _wait_observed(lab: Lab, name: str) -> None:
-    """Until the Deployment controller has acted on the latest spec (and so recorded its revision)."""
+    """Until the Deployment controller has acted on the latest spec (and recorded its revision)."""
     k8s.wait_for(
         lab.apps.list_namespaced_deployment,
         lab.namespace,

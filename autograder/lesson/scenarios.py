@@ -1,4 +1,4 @@
-"""Why orchestration: the lesson's four scenarios, Kubernetes' origins and the real-world cases as data."""
+"""Why orchestration: the lesson's four scenarios, Kubernetes' origins, real-world cases as data."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from kubernetes import client
 
+from autograder.lab.workloads import live_pods
 from autograder.lesson.observe import pod_status
 from autograder.practice.catalog import loaded_images
 from autograder.providers.choice import provider
@@ -32,7 +33,7 @@ WAITING_HINTS = {
 
 
 def _unschedulable(pod: client.V1Pod) -> str | None:
-    """The scheduler's verdict on a pod it could not place, as it writes it into the pod's PodScheduled condition."""
+    """The scheduler's verdict on a pod it could not place, from its PodScheduled condition."""
     for condition in pod.status.conditions or []:
         if (
             condition.type == "PodScheduled"
@@ -44,7 +45,7 @@ def _unschedulable(pod: client.V1Pod) -> str | None:
 
 
 def _scheduling_failures(lab: Lab, pod: client.V1Pod) -> list[str]:
-    """What the scheduler said about an unplaced pod: its events, else its condition (events come a moment later)."""
+    """What the scheduler said of an unplaced pod: its events, else its condition (events lag)."""
     found = lab.core.list_namespaced_event(
         lab.namespace,
         field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod.metadata.name}",
@@ -55,8 +56,11 @@ def _scheduling_failures(lab: Lab, pod: client.V1Pod) -> list[str]:
 
 
 def _crash_looping(status: client.V1ContainerStatus) -> bool:
-    """Whether a container is restarting after failures: still unready, or failed within the kubelet's
-    back-off reset (10 minutes), so a pod caught in the second its container runs again still counts."""
+    """Whether a container is restarting after failures.
+
+    Still unready, or failed within the kubelet's back-off reset (10 minutes), so a pod caught in
+    the second its container runs again still counts.
+    """
     last = status.last_state.terminated if status.last_state else None
     if not (status.restart_count and last and last.exit_code):
         return False
@@ -75,16 +79,10 @@ def _status(pod: client.V1Pod) -> str:
     return status
 
 
-def _live_pods(lab: Lab, selector: str) -> list[client.V1Pod]:
-    """The pods behind `selector` that are not on their way out: a replaced pod's old trouble is over."""
-    pods = lab.core.list_namespaced_pod(lab.namespace, label_selector=selector).items
-    return [pod for pod in pods if pod.metadata.deletion_timestamp is None]
-
-
 def diagnose(lab: Lab, selector: str) -> list[str]:
     """Plain-words findings for the pods behind `selector`; an empty list means nothing is wrong."""
     findings = []
-    pods = _live_pods(lab, selector)
+    pods = live_pods(lab, selector)
     if not pods:
         return [f"no pods match {selector}: is the Deployment applied, and does its label match?"]
     for pod in pods:
@@ -97,7 +95,8 @@ def diagnose(lab: Lab, selector: str) -> list[str]:
                     f"{reasons[-1]} Lower its requests or add capacity."
                 )
         elif status in WAITING_HINTS:
-            # What the crashed run printed is the student's to read (`kubectl logs`): often the fix itself.
+            # What the crashed run printed is the student's to read (`kubectl logs`):
+            # often the fix itself.
             findings.append(f"pod {name} is {status}: " + WAITING_HINTS[status].format(pod=name))
     findings += image_problems(lab, selector)
     return findings
@@ -117,7 +116,7 @@ def _ready_seconds(pod: client.V1Pod) -> float:
 
 
 def _settled(pod: client.V1Pod, steady: float = 0) -> bool:
-    """Whether a pod is worth diagnosing: ready for `steady` seconds, stuck, or refused by the scheduler."""
+    """Whether a pod is worth diagnosing: ready `steady` seconds, stuck, or refused a node."""
     if not pod.spec.node_name:
         return _unschedulable(pod) is not None
     return _status(pod) in k8s.STUCK_REASONS or (
@@ -126,7 +125,7 @@ def _settled(pod: client.V1Pod, steady: float = 0) -> bool:
 
 
 def wait_until_settled(lab: Lab, selector: str, timeout: float = 60, steady: float = 0) -> None:
-    """Give new pods time to be scheduled and started (or to fail), Ready ones `steady` s to show a crash."""
+    """Give new pods time to be scheduled and started (or fail), Ready ones `steady` s to crash."""
     with suppress(k8s.WaitTimeout):  # unsettled pods are diagnosed as they are
         k8s.wait_for(
             lab.core.list_namespaced_pod,
@@ -143,7 +142,7 @@ def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
     problems = []
     loads_only = provider(lab.provider).loads_images_only
     known = loaded_images(lab) if loads_only else set()
-    for pod in _live_pods(lab, selector):
+    for pod in live_pods(lab, selector):
         reasons = {
             status.name: status.state.waiting.reason
             for status in pod.status.container_statuses or []
@@ -152,8 +151,8 @@ def image_problems(lab: Lab, selector: str = "app=ml-api") -> list[str]:
         for container in pod.spec.containers:
             reason = reasons.get(container.name)
             if loads_only and container.image not in known:
-                # Loading is the cure on practice, whatever the pull policy; a cluster made before the
-                # pod runtime reports no pull at all, so the kubelet's reason is named for it.
+                # Loading is the cure on practice, whatever the pull policy; a cluster made before
+                # the pod runtime reports no pull at all, so the kubelet's reason is named for it.
                 problems.append(
                     f"pod {pod.metadata.name}: {container.image} was never loaded into the cluster "
                     f"({reason or 'a real kubelet would report ErrImageNeverPull'}). "

@@ -1,4 +1,4 @@
-"""The reference model server (app.py, requirements.txt, Dockerfile) the notebooks and tests build."""
+"""The reference model server (app.py, requirements.txt, Dockerfile) notebooks and tests build."""
 
 from pathlib import Path
 

@@ -62,7 +62,7 @@ def http_error(error):
 
 
 def stop_serving(signum, frame):
-    """SIGTERM (docker stop, a pod's deletion) ends the server at once: as PID 1 it would be ignored."""
+    """SIGTERM (docker stop, a pod's deletion) ends the server at once: PID 1 would ignore it."""
     print("SIGTERM received: stopping the server", flush=True)
     sys.exit(0)
 

@@ -1,1 +1,1 @@
-"""The practice cluster's own machinery: the image catalog, the traffic router and its supervision."""
+"""The practice cluster's own machinery: the image catalog, the traffic router, its supervision."""

@@ -45,7 +45,8 @@ KWOK = ("kwok.x-k8s.io", "v1alpha1")
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "k8s-ml-lab-traffic"}
 
-# The lesson's images, as `docker build --build-arg MODEL_VERSION=...` makes them from the reference app.
+# The lesson's images, as `docker build --build-arg MODEL_VERSION=...` makes
+# them from the reference app.
 REFERENCE_IMAGES = {"ml-api:v1": "v1.0", "ml-api:v2": "v2.0"}
 
 IMAGE_LABEL = "lab.k8s-ml-lab/image"  # on a ConfigMap: one of its namespace's own images
@@ -76,7 +77,7 @@ def snapshot_dir(tag: str, digest: str) -> Path:
 
 
 def snapshot(target: Path, fill: Callable[[Path], object]) -> Path:
-    """`target`, filled once by `fill` into a scratch folder and renamed: never seen half-written."""
+    """`target`, filled once by `fill` in a scratch folder and renamed: never seen half-written."""
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -179,10 +180,12 @@ def record_on_nodes(core: client.CoreV1Api, tag: str, size: int) -> None:
 
 
 def build(tag: str, files: dict[str, bytes], build_args: dict[str, str]) -> dict:
-    """The catalog entry of `tag` built from a build folder's `files`: its WORKDIR's files and run config.
+    """The catalog entry of `tag` built from a build folder's `files`.
 
-    Kept once per content (rebuilding v2 never changes what v1 serves); a folder the practice cluster
-    cannot build gives an entry with only the "error" that says why.
+    Its WORKDIR's files and run config.
+
+    Kept once per content (rebuilding v2 never changes what v1 serves); a folder the practice
+    cluster cannot build gives an entry with only the "error" that says why.
     """
     digest = hashlib.sha256(json.dumps(build_args, sort_keys=True).encode())
     for name in sorted(files):
@@ -215,14 +218,14 @@ def source_files(source: Path) -> dict[str, bytes]:
     if size > MAX_RECORD_BYTES or len(files) > MAX_FILES:
         raise LabError(
             f"{source} holds {len(files)} files, {size // 1024} KiB: the practice cluster builds "
-            f"folders of at most {MAX_FILES} files and {MAX_RECORD_BYTES // 1024} KiB. Keep app.py, "
-            "requirements.txt, the Dockerfile and what they need there"
+            f"folders of at most {MAX_FILES} files and {MAX_RECORD_BYTES // 1024} KiB. Keep "
+            "app.py, requirements.txt, the Dockerfile and what they need there"
         )
     return files
 
 
 def build_source(tag: str, source: Path, build_args: dict[str, str]) -> tuple[dict, int]:
-    """`tag` built from the folder `source` as the cluster's own image, and its size; a failed build raises."""
+    """`tag` built from the folder `source` as the cluster's own image, its size; failure raises."""
     files = source_files(source)
     entry = build(tag, files, build_args)
     if "error" in entry:
@@ -231,9 +234,10 @@ def build_source(tag: str, source: Path, build_args: dict[str, str]) -> tuple[di
 
 
 def preload_reference_images(core: client.CoreV1Api) -> None:
-    """The course's reference ml-api:v1/v2 come pre-pulled on the practice nodes, for namespaces that
-    take the cluster's images (never a graded one: see OWN_IMAGES). The student image has no reference
-    app (it answers the app exercise): none there.
+    """The course's reference ml-api:v1/v2 come pre-pulled on the practice nodes.
+
+    They are for namespaces that take the cluster's images (never a graded one: see OWN_IMAGES). The
+    student image has no reference app (it answers the app exercise): none there.
     """
     if not (MODEL_SERVER / "app.py").is_file():
         return
@@ -254,10 +258,12 @@ def record_name(tag: str) -> str:
 def push(
     core: client.CoreV1Api, namespace: str, tag: str, source: Path, build_args: dict[str, str]
 ) -> None:
-    """`docker build` + push into the namespace's own registry: the folder, checked, as an image record.
+    """`docker build` + push into the namespace's own registry.
 
-    The record holds the build folder itself, not a built image: the runtime builds it again, so
-    a record written by hand can hold nothing a Dockerfile could not. A folder without a Dockerfile
+    The folder, checked, as an image record.
+
+    The record holds the build folder itself, not a built image: the runtime builds it again, so a
+    record written by hand can hold nothing a Dockerfile could not. A folder without a Dockerfile
     carries on from the namespace's last build of a folder of that name: a graded notebook starts
     from a fresh copy of the submission, without the Dockerfile an earlier notebook wrote.
     """
@@ -338,7 +344,7 @@ def record_files(config_map: client.V1ConfigMap) -> tuple[dict[str, bytes], dict
 
 
 class NamespaceImages(Mapping[str, dict]):
-    """The images a namespace's pods can run: its own records, then the cluster's (unless OWN_IMAGES)."""
+    """The images a namespace's pods can run: its own records, then the cluster's (or not)."""
 
     def __init__(
         self, core: client.CoreV1Api, namespace: str, cluster: Callable[[], dict[str, dict]]
@@ -370,7 +376,8 @@ class NamespaceImages(Mapping[str, dict]):
             files, build_args = record_files(record)
         except (ValueError, TypeError) as error:
             return {
-                "error": f"the record {record_name(tag)} of {tag} is damaged ({error}): load the image again"
+                "error": f"the record {record_name(tag)} of {tag} is damaged ({error}): "
+                "load the image again"
             }
         return build(tag, files, build_args)
 
@@ -431,14 +438,15 @@ def wait_routed(lab: Lab, selector: str, timeout: float = 30) -> None:
             if pod.spec.node_name and pod.metadata.deletion_timestamp is None
         ]
         pods = [pod for pod in placed if k8s.pod_ready(pod)]
-        # Pods whose image was never loaded never start: with none serving, that is the reason to give.
+        # Pods whose image was never loaded never start: with none serving,
+        # that is the reason to give.
         unloaded = sorted(
             {image for pod in pods or placed for image in pod_images(pod)} - loaded_images(lab)
         )
         if unloaded:
             raise ImageNotLoaded(
-                f"the pods behind {selector} run {', '.join(unloaded)}, which was never loaded into "
-                "the practice cluster (a real kubelet would report ErrImageNeverPull): run "
+                f"the pods behind {selector} run {', '.join(unloaded)}, which was never loaded "
+                "into the practice cluster (a real kubelet would report ErrImageNeverPull): run "
                 "images.load_into_cluster(lab, TAG) first"
             )
         names = {item["metadata"]["name"] for item in forwards}

@@ -45,7 +45,7 @@ CONFIG_STAMP = "lab-config.sha256"  # in the cluster's workdir: what the cluster
 
 
 def config_digest() -> str:
-    """What a practice cluster is made from: kwokctl's config, the node manifests, the pinned versions."""
+    """What a practice cluster is made from: kwokctl's config, node manifests, pinned versions."""
     digest = hashlib.sha256(
         " ".join(sorted(f"{p.name}-{p.version}" for p in PINS.values())).encode()
     )
@@ -55,7 +55,7 @@ def config_digest() -> str:
 
 
 def cluster_config(workdir: Path, etcd_port: int, etcd_peer_port: int) -> list[dict]:
-    """kwokctl's config for one cluster: etcd's TLS listeners need its own ports and certificates."""
+    """kwokctl's config for one cluster: etcd's TLS listeners need own ports and certificates."""
     fields = {"etcd_port": etcd_port, "etcd_peer_port": etcd_peer_port, "pki": workdir / "pki"}
     documents = [
         document for document in yaml.safe_load_all(KWOKCTL_CONFIG.read_text()) if document
@@ -75,14 +75,14 @@ def kwok_workdir() -> Path:
 
 
 def practice_of(context: str) -> Practice | None:
-    """The practice cluster a context reaches (kwokctl names it `kwok-<cluster>`); None for any other."""
+    """The practice cluster a context reaches (kwokctl names it `kwok-<cluster>`); else None."""
     if not context.startswith(CONTEXT_PREFIX):
         return None
     return Practice(cluster=context.removeprefix(CONTEXT_PREFIX))
 
 
 def kubeconfig_of(context: str) -> Path | None:
-    """A practice cluster's own kubeconfig: right even when ~/.kube/config lacks or changes the context."""
+    """A practice cluster's own kubeconfig: right even when ~/.kube/config lacks the context."""
     practice = practice_of(context)
     return practice.kubeconfig_file if practice and practice.kubeconfig_file.is_file() else None
 
@@ -121,7 +121,7 @@ class Practice:
     def load_image(
         self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
     ) -> None:
-        """Build `context` into the namespace's own images; without one, serve Docker's image `tag`."""
+        """Build `context` into the namespace's own images; without one, serve Docker's `tag`."""
         if context is not None:
             catalog.push(lab.core, lab.namespace, tag, context, build_args)
             logger.info(
@@ -157,8 +157,11 @@ class Practice:
         return f"practice cluster {self.cluster!r}: created, API {state} (context {self.context})"
 
     def processes(self) -> list[psutil.Process]:
-        """Every process the cluster runs: its components (found by their workdir), the pod runtime and
-        every container process it started."""
+        """Every process the cluster runs.
+
+        Its components (found by their workdir), the pod runtime and every container process it
+        started.
+        """
         marker = str(self.workdir)
         processes = [
             process
@@ -191,9 +194,11 @@ class Practice:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                # A hub starts a student's cluster at log-in: the first notebook waits for it, and says so.
+                # A hub starts a student's cluster at log-in: the first notebook
+                # waits for it, and says so.
                 logger.info(
-                    "Practice cluster %r is being started or stopped by another process (its log: %s); waiting for it...",
+                    "Practice cluster %r is being started or stopped by another process (its "
+                    "log: %s); waiting for it...",
                     self.cluster,
                     cache_root() / "practice-at-start.log",
                 )
@@ -246,7 +251,8 @@ class Practice:
             self._delete_quietly()
             shutil.rmtree(self.workdir, ignore_errors=True)
         logger.info(
-            "Starting practice cluster %r (kube-apiserver, etcd, controller-manager, scheduler and kwok as local processes)...",
+            "Starting practice cluster %r (kube-apiserver, etcd, controller-manager, scheduler "
+            "and kwok as local processes)...",
             self.cluster,
         )
         started = time.monotonic()

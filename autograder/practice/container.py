@@ -1,13 +1,16 @@
-"""How the practice runtime isolates a pod's container: a process with no more rights than the student's code.
+"""How the practice runtime isolates a pod's container.
+
+A process with no more rights than the student's code.
 
 Run by a user, a container is that user's own process (the student's own code, with their rights),
 limited by rlimits and given a clean environment. Run as root (the grader, CI), the container's
 process (a fork of the launcher, autograder/practice/launcher.py) isolates itself before it runs
-anything of the pod's: its own mount and network namespaces (only its loopback: no API server,
-etcd or network to reach), a root of only the system's trees and the Python environment (no home,
-course or other pod's files; isolation.enter_root), its working folder and scratch folders on small
-tmpfs of its own (nothing it writes reaches the host's disk), then a uid of its own without capabilities. The pod spec's volumes, hostNetwork,
-privileged and securityContext are never honoured, so none of them can widen that.
+anything of the pod's: its own mount and network namespaces (only its loopback: no API server, etcd
+or network to reach), a root of only the system's trees and the Python environment (no home, course
+or other pod's files; isolation.enter_root), its working folder and scratch folders on small tmpfs
+of its own (nothing it writes reaches the host's disk), then a uid of its own without capabilities.
+The pod spec's volumes, hostNetwork, privileged and securityContext are never honoured, so none of
+them can widen that.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ LIMITS = {
 # Scratch space of its own, empty and small; credentials in the system's trees are covered.
 SCRATCH = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 SCRATCH_TMPFS = "size=16m,nr_inodes=1024,mode=1777"
-# The working folder (a copy of the image's app) is a tmpfs too: a container never writes the host's disk.
+# The working folder (a copy of the image's app) is a tmpfs too: a container
+# never writes the host's disk.
 WORKDIR_TMPFS = "size=64m,nr_inodes=4096,mode=755"
 SECRETS = (Path("/etc/kubernetes"), Path("/var/run/docker.sock"), Path("/run/docker.sock"))
 
@@ -46,16 +50,17 @@ def isolated() -> bool:
 
 
 def isolation_summary() -> str:
-    """What separates the pods' containers from the user running the practice cluster, in plain words."""
+    """What separates the pods' containers from the user running the practice cluster, plainly."""
     if isolated():
         return (
-            "pod containers are isolated: each runs as a uid of its own without capabilities, in its own "
-            "network namespace (loopback only), seeing only the system and the Python environment, "
-            "writing only to small tmpfs of its own (working folder, /tmp)"
+            "pod containers are isolated: each runs as a uid of its own without capabilities, in "
+            "its own network namespace (loopback only), seeing only the system and the Python "
+            "environment, writing only to small tmpfs of its own (working folder, /tmp)"
         )
     return (
-        f"pod containers are not isolated: not root, so they run as this user's own processes (uid "
-        f"{os.getuid()}), limited in memory, file sizes and open files, with this user's rights and network"
+        "pod containers are not isolated: not root, so they run as this user's own "
+        f"processes (uid {os.getuid()}), limited in memory, file sizes and open files, with "
+        "this user's rights and network"
     )
 
 
@@ -65,7 +70,7 @@ def pod_uid(pod_uid_text: str) -> int:
 
 
 def limit() -> None:
-    """Bound the container's memory, tasks, file sizes and open files, and stop it when the runtime dies."""
+    """Bound the container's memory, tasks, file sizes, open files; stop it if the runtime dies."""
     for kind, value in LIMITS.items():
         # RLIMIT_NPROC counts every task of the uid: only a pod's own uid may be bounded by it.
         if kind != resource.RLIMIT_NPROC or isolated():
@@ -74,7 +79,7 @@ def limit() -> None:
 
 
 def connect(pid: int | None, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to 127.0.0.1:`port` as the container with `pid` sees it (its own loopback when isolated)."""
+    """A TCP connection to 127.0.0.1:`port` as process `pid` sees it (own loopback if isolated)."""
     if pid is None or not isolated():
         return socket.create_connection(("127.0.0.1", port), timeout=timeout)
     libc = ctypes.CDLL(None, use_errno=True)
@@ -108,7 +113,7 @@ def _own_workdir(workdir: Path, uid: int) -> None:
 
 
 def isolate(uid: int, workdir: Path) -> None:
-    """In the container's process, still root: own namespaces, loopback up, home covered, limits set, then `uid`."""
+    """In the container's process, as root: namespaces, loopback, home hidden, limits, `uid`."""
     isolation.unshare(isolation.CLONE_NEWNS | isolation.CLONE_NEWNET)
     isolation.loopback_up()
     _own_workdir(workdir, uid)

@@ -1,4 +1,6 @@
-"""A Dockerfile read as the practice cluster runs it: no Docker, the student's own folder and instructions.
+"""A Dockerfile read as the practice cluster runs it.
+
+No Docker, the student's own folder and instructions.
 
 The practice cluster has no image builder: its containers run with the Python this package runs on.
 What a Dockerfile decides at run time is honoured: WORKDIR (the container's working folder), COPY
@@ -32,7 +34,8 @@ PYTHON_BASE_DEFAULT_CMD = [
     "python3"
 ]  # what the python images run when a Dockerfile names no command
 SKIPPED = ("__pycache__", "*.pyc", ".ipynb_checkpoints")
-# Every instruction Docker knows (and dockerfile-parse's COMMENT): any other word starts no valid line.
+# Every instruction Docker knows (and dockerfile-parse's COMMENT): any other
+# word starts no valid line.
 DOCKER_INSTRUCTIONS = {
     "ADD",
     "ARG",
@@ -77,16 +80,16 @@ SUPPORTED = (
 
 
 class UnsupportedInstruction(LabError):
-    """A Dockerfile line the practice cluster cannot honour; the message names it and what is supported."""
+    """A Dockerfile line the practice cluster cannot honour; the message names it, and options."""
 
 
 class BuildFailed(LabError):
-    """A Dockerfile line that would fail with Docker too (a COPY of a missing file); the message says which."""
+    """A Dockerfile line Docker fails too (a COPY of a missing file); the message says which."""
 
 
 @dataclass
 class Image:
-    """What a container of the image starts with: its files (under WORKDIR), environment and command."""
+    """What a container of the image starts with: its files (in WORKDIR), environment, command."""
 
     workdir: str = "/"
     env: dict[str, str] = field(default_factory=dict)
@@ -104,7 +107,7 @@ class Image:
 
 
 def read(context: Path, build_args: dict[str, str] | None = None) -> Image:
-    """`docker build CONTEXT` as the practice cluster does it: the Dockerfile's lines, checked one by one."""
+    """`docker build CONTEXT` as the practice cluster does it: each Dockerfile line checked."""
     dockerfile = context / DOCKERFILE
     if not dockerfile.is_file():
         raise FileNotFoundError(f"no Dockerfile in {context}: write one next to app.py first")
@@ -268,7 +271,7 @@ def _copy(
 
 
 def _matching(source: str, available: list[str]) -> list[tuple[str, str | None]]:
-    """(file, its path below a copied folder or None for a file named itself) for one COPY source."""
+    """(file, its path below a copied folder or None for a file named itself) for a COPY source."""
     if source == ".":
         return [(path, path) for path in available]
     named: list[tuple[str, str | None]] = [
@@ -281,13 +284,13 @@ def _matching(source: str, available: list[str]) -> list[tuple[str, str | None]]
 
 
 def _check_run(words: list[str], image: Image, context: Path, where: str) -> None:
-    """RUN pip install of packages the cluster has is kept; every other build step is refused by name."""
+    """RUN pip install of packages the cluster has is kept; other build steps refused by name."""
     for step in _split_steps(words):
         program = next((prefix for prefix in PIP_PROGRAMS if step[: len(prefix)] == prefix), None)
         if program is None:
             raise UnsupportedInstruction(
-                f"{where}: the practice cluster cannot run build steps such as `{' '.join(step)}`; it "
-                f"supports {SUPPORTED}. Remove the line, or use kind (Docker) for it"
+                f"{where}: the practice cluster cannot run build steps such as `{' '.join(step)}`; "
+                f"it supports {SUPPORTED}. Remove the line, or use kind (Docker) for it"
             )
         missing = [
             name
@@ -296,8 +299,9 @@ def _check_run(words: list[str], image: Image, context: Path, where: str) -> Non
         ]
         if missing:
             raise UnsupportedInstruction(
-                f"{where}: the practice cluster cannot install packages, and it has no {', '.join(missing)}; "
-                "its containers have flask and numpy (and what this lab runs on)"
+                f"{where}: the practice cluster cannot install packages, and it "
+                f"has no {', '.join(missing)}; its containers have flask and numpy "
+                "(and what this lab runs on)"
             )
 
 
@@ -324,7 +328,7 @@ def _requirements(arguments: list[str], image: Image, context: Path, where: str)
 
 
 def _requirement_file(name: str, image: Image, context: Path, where: str) -> list[str]:
-    """The names in a requirements file the image already holds (COPY it before the RUN, as with Docker)."""
+    """The names in a requirements file the image holds (COPY it before the RUN, as with Docker)."""
     source = image.files.get(posixpath.normpath(posixpath.join(image.workdir, name)))
     if source is None:
         raise BuildFailed(f"{where}: {name} is not in the image yet: COPY it before this RUN line")
@@ -352,12 +356,13 @@ def _installed(name: str) -> bool:
 
 
 def _check_within_workdir(image: Image) -> None:
-    """The container keeps its WORKDIR only: a file copied elsewhere would be missing, so say so now."""
+    """The container keeps only its WORKDIR: a file copied elsewhere would be lost; say so now."""
     outside = sorted(
         path for path in image.files if posixpath.relpath(path, image.workdir).startswith("..")
     )
     if outside:
         raise UnsupportedInstruction(
-            f"COPY puts {', '.join(outside)} outside WORKDIR {image.workdir}: the practice cluster keeps "
-            "only the files under WORKDIR. Set WORKDIR first (WORKDIR /app), then COPY into it (COPY app.py .)"
+            f"COPY puts {', '.join(outside)} outside WORKDIR {image.workdir}: the practice "
+            "cluster keeps only the files under WORKDIR. Set WORKDIR first (WORKDIR /app), then "
+            "COPY into it (COPY app.py .)"
         )

@@ -1,4 +1,6 @@
-"""An image built with Docker, served by the practice cluster: its WORKDIR's files and its run config.
+"""An image built with Docker, served by the practice cluster.
+
+Its WORKDIR's files and its run config.
 
 The practice cluster runs no container engine; an image a student built with `docker build` is
 copied out once (its WORKDIR, ENV, ENTRYPOINT and CMD) and recorded in the catalog like a build.
@@ -24,7 +26,7 @@ BASE_VARIABLES = re.compile(r"^(PATH|LANG|GPG_KEY|PYTHON_\w+)$")
 
 
 def entry(tag: str) -> tuple[dict, int]:
-    """The catalog entry (WORKDIR's files, environment, command) and size of Docker's image `tag`."""
+    """The catalog entry (WORKDIR's files, environment, command) and size of Docker's `tag`."""
     image = docker_image(tag)
     if image is None:
         raise ImageMissing(

@@ -1,4 +1,4 @@
-"""kubelet's events for pods, with its reasons and texts, counted as its event recorder counts them."""
+"""kubelet's events for pods, with its reasons and texts, counted as its recorder counts them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from autograder.practice.clock import Clock
 
 
 class EventRecorder:
-    """kubelet's events for pods, repeated ones counted on one Event as the event recorder aggregates them."""
+    """kubelet's events for pods, repeats counted on one Event as the event recorder does."""
 
     def __init__(self, core: client.CoreV1Api, clock: Clock) -> None:
         self.core = core

@@ -2,10 +2,10 @@
 
 A container used to be a new interpreter that imported Flask and numpy again: about 0.3 CPU-s for
 each of the ~60 pods a graded submission starts. The launcher is the package's fork server
-(autograder/shared/forkserver.py, the grader's too), started by the runtime before any pod exists, that
-imports those libraries (never a pod's own code). Each container is a fork of it that isolates
-itself (autograder/practice/container.py: namespaces, covers, limits, its own uid) and then runs
-the pod's command: in the forked interpreter when the command is `python <script>` or
+(autograder/shared/forkserver.py, the grader's too), started by the runtime before any pod exists,
+that imports those libraries (never a pod's own code). Each container is a fork of it that isolates
+itself (autograder/practice/container.py: namespaces, covers, limits, its own uid) and then runs the
+pod's command: in the forked interpreter when the command is `python <script>` or
 `python -m <module>`, by exec otherwise. A request is `{"argv", "env", "cwd", "uid"}`, with the
 container's stdout and stderr; the server answers with the container's pid and, later, its end.
 """
@@ -70,7 +70,7 @@ class Launcher:
         self._server = self._start()  # now, from the thread that made it: it dies with that thread
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: Path, uid: int | None) -> Launched:
-        """Start `argv` as a container's process: isolated as `uid` when given, else as this user."""
+        """Start `argv` as a container's process: isolated as `uid` if given, else as this user."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         request = {"argv": argv, "env": env, "cwd": str(cwd), "uid": uid}

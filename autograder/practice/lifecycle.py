@@ -1,4 +1,4 @@
-"""One container's life as kubelet leads it: pull, start, probes, exit, back-off (CrashLoopBackOff), stop."""
+"""One container's life as kubelet leads it: pull, start, probes, exit, back-off, stop."""
 
 from __future__ import annotations
 
@@ -33,18 +33,21 @@ SERVER_PORT = 8080  # the lesson's model server's port: the containerPort when t
 
 
 def _exit_code(returncode: int) -> int:
-    """A process killed by a signal exits 128+signal in a container's status, as the shell reports it."""
+    """A process killed by a signal exits 128+signal in a container's status, as a shell says."""
     return 128 - returncode if returncode < 0 else returncode
 
 
 def _backoff(exits: int) -> float:
-    """kubelet restarts a container at once after its first exit, then after 10 s, 20 s, ... up to 5 min."""
+    """kubelet restarts a container at once after its first exit, then after 10 s, 20 s... 5 min."""
     return 0.0 if exits <= 1 else min(BACKOFF_START * 2 ** (exits - 2), BACKOFF_MAX)
 
 
 def _on_shared_network(command: list[str], port: int) -> list[str]:
-    """Not isolated, every pod shares this machine's network, where a second `app.run(port=8080)` would
-    find the port taken: a `python SCRIPT.py` of a Flask app is served by flask on the pod's own port."""
+    """A `python SCRIPT.py` of a Flask app, served by flask on the pod's own port.
+
+    Not isolated, every pod shares this machine's network, where a second `app.run(port=8080)` would
+    find the port taken.
+    """
     if len(command) == 2 and command[0] in PYTHON_NAMES and command[1].endswith(".py"):
         return [
             "python",
@@ -72,7 +75,7 @@ def _pull_policy(spec: client.V1Container) -> str:
 
 
 class Pod(Protocol):
-    """What a container needs of its pod (pod.PodRuntime): who it is, its folder, policies and events."""
+    """What a container needs of its pod (pod.PodRuntime): who it is, folder, policies, events."""
 
     folder: Path
     ip: str
@@ -171,7 +174,9 @@ class Container:
             self._start(entry, now)
 
     def _pull_failed(self, now: float, unbuildable: str | None = None) -> None:
-        """No such image on the node: kubelet's ErrImageNeverPull, or ErrImagePull then ImagePullBackOff.
+        """No such image on the node.
+
+        kubelet's ErrImageNeverPull, or ErrImagePull then ImagePullBackOff.
 
         An image whose record cannot be built counts as one that cannot be pulled, and says why.
         """
@@ -192,8 +197,8 @@ class Container:
         self.pull_failed_at = now
         reference = image if "/" in image else f"docker.io/library/{image}"
         message = (
-            f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull and unpack '
-            f'image "{reference}": '
+            f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull and '
+            f'unpack image "{reference}": '
             + (
                 unbuildable
                 or f"{reference}: not found (the practice cluster "
@@ -206,8 +211,10 @@ class Container:
         self.waiting = ("ErrImagePull", message)
 
     def _command(self, entry: dict) -> list[str]:
-        """The image's ENTRYPOINT and CMD as Kubernetes combines them with the pod's: command replaces the
-        entrypoint (and drops the CMD), args replace the CMD."""
+        """The image's ENTRYPOINT and CMD as Kubernetes combines them with the pod's.
+
+        Command replaces the entrypoint (and drops the CMD), args replace the CMD.
+        """
         spec = self.spec
         if spec.command:
             command = [*spec.command, *(spec.args or [])]
@@ -215,7 +222,8 @@ class Container:
             command = [*entry.get("entrypoint", []), *(spec.args or entry.get("cmd", []))]
         if not command:
             raise OSError(
-                f"no command specified: image {spec.image} has no CMD or ENTRYPOINT and the pod none"
+                f"no command specified: image {spec.image} has no CMD or "
+                "ENTRYPOINT and the pod none"
             )
         if not self.pod.node.isolates:
             command = _on_shared_network(command, self.port)
@@ -250,7 +258,8 @@ class Container:
         self.port = self.declared_port if self.pod.node.isolates else ports.free_port()
         out = self.output = self.log.open("wb")
         try:
-            # In a session of its own (the process group is the container): whatever it forks stops with it.
+            # In a session of its own (the process group is the container):
+            # whatever it forks stops with it.
             self.process = self.pod.node.launcher.spawn(
                 self._command(entry),
                 self._environment(entry, workdir),
@@ -307,7 +316,7 @@ class Container:
         self.pod.event("Started", f"Started container {self.name}", "Normal", self.name)
 
     def _exited(self, now: float) -> None:
-        """Record how the process ended, keep its log as the previous one, and restart it as the policy says."""
+        """Record how the process ended, keep its log as the previous one, restart it per policy."""
         assert self.process and self.process.returncode is not None and self.output, (
             "only a started container exits"
         )
@@ -358,7 +367,7 @@ class Container:
             )
 
     def _probe(self, now: float) -> None:
-        """Run the probes that are due; readiness sets `ready`, liveness failures restart the container."""
+        """Run the probes that are due; readiness sets `ready`, liveness failures restart it."""
         for kind, probe in (("Readiness", self.readiness), ("Liveness", self.liveness)):
             if probe is None or now < probe.next_at:
                 continue
@@ -416,12 +425,12 @@ class Container:
             self.kill_at = now + grace
 
     def signal_all(self, number: int) -> None:
-        """Signal the container's whole process group, as a runtime signals a container's every process."""
+        """Signal the container's process group, as a runtime signals a container's processes."""
         if self.process is not None:
             self.process.signal_group(number)
 
     def status(self) -> dict:
-        """This container's entry of status.containerStatuses, with every state key (null ones clear the old)."""
+        """This container's status.containerStatuses entry, each state key (nulls clear the old)."""
         state: dict = {"waiting": None, "running": None, "terminated": None}
         if self.running():
             state["running"] = {"startedAt": self.started_at}

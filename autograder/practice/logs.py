@@ -13,9 +13,9 @@ LOG_ROTATE_BYTES = 10 * 2**20  # kubelet's containerLogMaxSize default
 def copy_cri_log(pipe: IO[bytes], stream: str, out: IO[bytes], lock: threading.Lock) -> None:
     """Copy a container's output into its log file in the CRI format kwok serves to `kubectl logs`.
 
-    As containerd does, a line longer than 16 KiB is split into partial (P) lines; as kubelet does, a
-    log past 10 MiB is rotated, and `kubectl logs` shows only what came since. Endless output takes
-    neither the runtime's memory nor the machine's disk.
+    As containerd does, a line longer than 16 KiB is split into partial (P) lines; as kubelet does,
+    a log past 10 MiB is rotated, and `kubectl logs` shows only what came since. Endless output
+    takes neither the runtime's memory nor the machine's disk.
     """
     while chunk := pipe.readline(CRI_LINE_BYTES):
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

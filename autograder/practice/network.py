@@ -1,4 +1,4 @@
-"""Pod networking: pod IPs from the pod network, and relays that lead into a container's own network."""
+"""Pod networking: pod IPs from the pod network, relays leading into a container's network."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")
 
 
 class Relay:
-    """A loopback port on the runtime's side that leads into one container's own network (kwok dials it)."""
+    """A loopback port on the runtime's side into one container's network (kwok dials it)."""
 
     def __init__(self, target: Container) -> None:
         self.target = target

@@ -1,16 +1,19 @@
-"""The practice cluster's pod runtime: each simulated pod's containers are real processes, reported as kubelet would.
+"""The practice cluster's pod runtime.
+
+Each simulated pod's containers are real processes, reported as kubelet would.
 
 kwok registers the nodes, keeps them alive and removes pods once their deletion is due; everything
 kubelet does for a pod happens in this room. Per container (lifecycle.py): the image is looked up in
 the pod's namespace, then the cluster's catalog (absent: ErrImagePull, then ImagePullBackOff with
 back-off, or ErrImageNeverPull), the files of the image's WORKDIR are copied to a private folder and
-started with its ENTRYPOINT and CMD as the pod's command and args override them, and with its ENV and
-the pod's env (by the launcher), its output becomes CRI log files (logs.py: current and previous, read by kwok for
-`kubectl logs [--previous]`), readiness and liveness probes (probes.py: httpGet, tcpSocket, exec) run
-against it, an exit restarts it after kubelet's back-off (10 s doubling to 5 min: Waiting
-CrashLoopBackOff, lastState.terminated) and a deletion sends SIGTERM, then SIGKILL once the grace
-period is over. Here, the pod: its grace period and its status, written through the pods/status
-subresource with kubelet's fields; events (events.py) carry kubelet's reasons and texts.
+started with its ENTRYPOINT and CMD as the pod's command and args override them, and with its ENV
+and the pod's env (by the launcher), its output becomes CRI log files (logs.py: current and
+previous, read by kwok for `kubectl logs [--previous]`), readiness and liveness probes (probes.py:
+httpGet, tcpSocket, exec) run against it, an exit restarts it after kubelet's back-off (10 s
+doubling to 5 min: Waiting CrashLoopBackOff, lastState.terminated) and a deletion sends SIGTERM,
+then SIGKILL once the grace period is over. Here, the pod: its grace period and its status, written
+through the pods/status subresource with kubelet's fields; events (events.py) carry kubelet's
+reasons and texts.
 """
 
 from __future__ import annotations

@@ -61,7 +61,9 @@ def _dial(spec: client.V1Probe, target: Target, timeout: float) -> tuple[bool, s
                 return True, ""
             path = spec.http_get.path or "/"
             sock.sendall(
-                f"GET {path} HTTP/1.0\r\nHost: {where}\r\nUser-Agent: kube-probe/1.34\r\n\r\n".encode()
+                (
+                    f"GET {path} HTTP/1.0\r\nHost: {where}\r\nUser-Agent: kube-probe/1.34\r\n\r\n"
+                ).encode()
             )
             status = sock.makefile("rb").readline().split()
     except OSError as error:

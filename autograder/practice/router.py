@@ -49,7 +49,7 @@ TICK_SECONDS = 1  # probes and back-offs are due on their own clock: look again 
 
 
 def kwok_sets_pod_status(context: str) -> bool:
-    """Whether the cluster still runs kwok's default pod stages (made before this runtime existed)."""
+    """Whether the cluster still runs kwok's default pod stages (made before this runtime)."""
     practice = practice_of(context)
     config = practice.workdir / "kwok.yaml" if practice else None
     return config is not None and config.is_file() and "name: pod-ready" in config.read_text()
@@ -72,7 +72,7 @@ class Router:
         preload_reference_images(self.core)
 
     def connect(self) -> None:
-        """(Re)read the kubeconfig: a restarted or recreated cluster has a new port and new certs."""
+        """(Re)read the kubeconfig: a restarted or recreated cluster has new port and certs."""
         api = kubeconfig.api_client(self.context, kubeconfig_of(self.context))
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -81,7 +81,7 @@ class Router:
             runtime.node = self.node
 
     def reconcile(self) -> str:
-        """One pass over every pod bound to a node; returns the pod list's resourceVersion to watch from."""
+        """One pass over every pod bound to a node; returns the list's resourceVersion to watch."""
         images = ClusterImages(self.core)
         pods = self.core.list_pod_for_all_namespaces()
         now = self.clock.monotonic()
@@ -102,7 +102,8 @@ class Router:
             try:
                 self._publish(runtime)
             except client.ApiException as error:
-                # A namespace being deleted refuses new objects (403); a pod gone meanwhile is 404/409.
+                # A namespace being deleted refuses new objects (403); a pod
+                # gone meanwhile is 404/409.
                 if error.status not in (403, 404, 409, 422):
                     raise
         for uid in set(self.pods) - present:
@@ -110,7 +111,7 @@ class Router:
         return pods.metadata.resource_version
 
     def _publish(self, runtime: PodRuntime) -> None:
-        """Write what the cluster should see of this pod: status, routes and logs; remove it once it is over."""
+        """Write what the cluster sees of this pod: status, routes, logs; drop it once over."""
         if runtime.finished() and not self.legacy:
             self.core.delete_namespaced_pod(
                 runtime.name,

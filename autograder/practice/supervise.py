@@ -1,5 +1,8 @@
-"""Start, find and stop the practice cluster's traffic router (one pidfile, checked with psutil), and start
-the whole practice cluster in the background where a hosted JupyterLab starts."""
+"""Start, find and stop the practice cluster's traffic router, and the cluster at a hosted start.
+
+The router has one pidfile, checked with psutil; where a hosted JupyterLab starts, the whole
+practice cluster starts in the background.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ def ensure_router(context: str, timeout: float = 30) -> int:
         )
 
     def started() -> int | None:
-        """The router's pid once it has reconciled (it writes its pidfile then); 0 once it has failed."""
+        """The router's pid once it has reconciled (it writes its pidfile then); 0 if it failed."""
         return router_pid(context) or (0 if process.poll() not in (None, 0) else None)
 
     pid = poll(started, lambda found: found is not None, timeout, interval=0.2)
@@ -78,9 +81,11 @@ def stop_router(context: str, timeout: float = 15) -> bool:
 
 
 def start_cluster_in_background() -> int | None:
-    """`cluster up --provider practice` as a process of its own, so a hosted notebook's connect() finds
-    the cluster ready (connect() waits for it). Only where LAB_CLUSTER is practice; LAB_PRACTICE_AT_START=0
-    leaves it to the first connect(). Returns the process's pid; its output goes to the cache."""
+    """`cluster up --provider practice` in its own process: a hosted connect() finds it ready.
+
+    connect() waits for it. Only where LAB_CLUSTER is practice; LAB_PRACTICE_AT_START=0 leaves it to
+    the first connect(). Returns the process's pid; its output goes to the cache.
+    """
     if os.environ.get("LAB_CLUSTER") != "practice" or os.environ.get(AT_START_ENV, "1") == "0":
         return None
     log_path = pins.cache_root() / "practice-at-start.log"

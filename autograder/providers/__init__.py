@@ -1,1 +1,1 @@
-"""The ways to get a cluster (kind, the practice cluster, an existing context) and the choice between them."""
+"""The ways to get a cluster (kind, practice, an existing context) and the choice between them."""

@@ -35,7 +35,9 @@ def provider_of_context(context: str | None) -> str:
 
 
 def choose(name: str | None = None) -> Provider:
-    """An explicit name or $LAB_CLUSTER; else the lab's own cluster if it answers, then kind, then practice.
+    """An explicit name or $LAB_CLUSTER.
+
+    Else the lab's own cluster if it answers, then kind, then practice.
 
     A context the lab did not create (a work cluster) is used only when asked for by name
     ("existing"): the notebooks create namespaces and cordon nodes.
@@ -49,7 +51,8 @@ def choose(name: str | None = None) -> Provider:
         return provider(own)
     if context is not None and own == "existing":
         logger.info(
-            'Not using the current context %r: the lab did not create it. To work there, ask for it by name: connect("existing") or %s=existing.',
+            "Not using the current context %r: the lab did not create it. To work there, ask for "
+            'it by name: connect("existing") or %s=existing.',
             context,
             PROVIDER_ENV,
         )

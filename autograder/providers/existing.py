@@ -49,7 +49,8 @@ class Existing:
     def load_image(
         self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
     ) -> None:
-        # A grader's student kernel sees the practice cluster as "existing": it builds into its namespace.
+        # A grader's student kernel sees the practice cluster as "existing": it
+        # builds into its namespace.
         if context is not None and self.loads_images(lab):
             catalog.push(lab.core, lab.namespace, tag, context, build_args)
             logger.info("built %s from %s for namespace %s", tag, context, lab.namespace)

@@ -44,7 +44,7 @@ KLOG_ERROR = re.compile(r"^E\d{4} ")  # klog's error lines: E1128 03:00:00.00000
 
 
 def node_image() -> str:
-    """$LAB_KIND_IMAGE, else the official image when Docker has it, else the one built here offline."""
+    """$LAB_KIND_IMAGE, else the official image if Docker has it, else the one built here."""
     if os.environ.get(NODE_IMAGE_ENV):
         return os.environ[NODE_IMAGE_ENV]
     try:
@@ -221,7 +221,8 @@ class Kind:
 
     def _require_ready_node(self) -> None:
         """kind only warns when its wait for Ready times out; treat that as the failure it is."""
-        query = '{.items[0].status.conditions[?(@.type=="Ready")].status} {.items[0].status.conditions[?(@.type=="Ready")].message}'
+        ready = '.items[0].status.conditions[?(@.type=="Ready")]'
+        query = f"{{{ready}.status}} {{{ready}.message}}"
         try:
             code, output = (
                 docker.from_env(timeout=30)
@@ -250,7 +251,9 @@ class Kind:
         return client.CoreV1Api(kubeconfig.api_client(self.context))
 
     def _wire_pod_network(self) -> None:
-        """kindnetd's work, on the offline node image: each node's pods get its own podCIDR, routed from the others.
+        """kindnetd's work, on the offline node image.
+
+        Each node's pods get its own podCIDR, routed from the others.
 
         The image's static range is the control plane's; the pods already started outside their
         node's range (CoreDNS) are deleted so their Deployment recreates them inside it.
@@ -306,7 +309,7 @@ class Kind:
         )
 
     def _advertise_gpus(self) -> None:
-        """One nvidia.com/gpu on each worker, patched into its status as a device plugin would report it."""
+        """One nvidia.com/gpu on each worker, patched into its status as a device plugin does."""
         core = self._core()
         for node in core.list_node(label_selector="!node-role.kubernetes.io/control-plane").items:
             core.patch_node_status(
@@ -327,7 +330,10 @@ class Kind:
             return f"The node container {self.node} cannot be read ({error.__class__.__name__})."
         if node.status != "running":
             output = node.logs(tail=LOG_LINES).decode(errors="replace")
-            return f"The node container {self.node} is {node.status}; its last output:\n{textwrap.indent(output, '  ')}"
+            return (
+                f"The node container {self.node} is {node.status}; its last output:\n"
+                f"{textwrap.indent(output, '  ')}"
+            )
         summary, sections = [], []
         for unit, role in (
             ("kubelet", "the agent that starts pods"),
@@ -363,7 +369,8 @@ def _exec(container, command: list[str]) -> None:
     code, output = container.exec_run(command)
     if code != 0:
         raise ClusterError(
-            f"{' '.join(command)} failed on {container.name}: {output.decode(errors='replace').strip()}"
+            f"{' '.join(command)} failed on {container.name}: "
+            f"{output.decode(errors='replace').strip()}"
         )
 
 

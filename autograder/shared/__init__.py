@@ -1,2 +1,5 @@
-"""What every room shares: the Kubernetes toolkit, kubeconfigs, ports, binaries, the provider contract,
-waiting, errors, processes and isolation. It imports no other room."""
+"""What every room shares.
+
+The Kubernetes toolkit, kubeconfigs, ports, binaries, the provider contract, waiting, errors,
+processes and isolation. It imports no other room.
+"""

@@ -1,4 +1,4 @@
-"""Find the cluster binaries (kube-apiserver, etcd, kwok, kind and friends) at their pinned versions.
+"""Find the cluster binaries (kube-apiserver, etcd, kwok, kind...) at their pinned versions.
 
 Lookup order for each binary: the directory in ``$LAB_BIN_DIR``, ``PATH``, the project's
 cache (outside the repo, one folder per pinned version); a missing one is built with Go from
@@ -43,7 +43,7 @@ def _reported_minor(path: Path) -> int | None:
 
 @functools.lru_cache(maxsize=64)
 def _asked_minor(path: Path, inode: int, mtime_ns: int, size: int) -> int | None:
-    """Asked once per file as it is: each `kubectl port-forward` a notebook starts looked kubectl up again."""
+    """Asked once per file as it is: each `kubectl port-forward` looked kubectl up again."""
     flag = ["version", "--client"] if path.name == "kubectl" else ["--version"]
     try:
         out = subprocess.run(

@@ -45,18 +45,21 @@ from autograder.shared import isolation, processes, waiting
 logger = logging.getLogger(__name__)
 MESSAGE_SIZE = 1 << 20
 SO_ACCEPTCON = 0x10000  # a socket's flag in /proc/net/unix once it listens
-# Run in the child that holds a connection: (request, stdout, stderr, the client's pid) -> the process's pid.
+# Run in the child that holds a connection: (request, stdout, stderr, the client's
+# pid) -> the process's pid.
 Launch = Callable[[dict, int, int, int], int]
 
 
 def start(
     path: Path, module: str, env: dict[str, str] | None = None, timeout: float = 30
 ) -> subprocess.Popen:
-    """Start `python -I -m module --serve path`, in a folder only root may enter; it dies with this thread.
+    """Start `python -I -m module --serve path`, in a folder only root may enter.
 
-    It runs in a session of its own: a Ctrl-C at the terminal is the caller's to handle (it stops the
-    server), not a KeyboardInterrupt in the server and in every process it forked.
-    Returns once it listens (its clients then queue while it imports), or has ended: clients then start cold.
+    It dies with this thread.
+
+    It runs in a session of its own: a Ctrl-C at the terminal is the caller's to handle (it stops
+    the server), not a KeyboardInterrupt in the server and in every process it forked. Returns once
+    it listens (its clients then queue while it imports), or has ended: clients then start cold.
     """
     path.parent.mkdir(mode=0o700, exist_ok=True)
     path.unlink(missing_ok=True)  # a server that died left its socket: the new one binds afresh
@@ -92,7 +95,8 @@ def running(path: Path, module: str, env: dict[str, str] | None = None) -> Itera
 def forked(path: Path, serve: Callable[[Path], NoReturn], timeout: float = 30) -> Iterator[Path]:
     """`running`, with the server a fork of this process: it starts with all this one imported.
 
-    The fork keeps none of this process's open files, event loop or exit handlers; it dies with this thread.
+    The fork keeps none of this process's open files, event loop or exit handlers; it dies with this
+    thread.
     """
     path.parent.mkdir(mode=0o700, exist_ok=True)
 
@@ -135,7 +139,8 @@ def serve(path: Path, warm: Callable[[], None], launch: Launch) -> NoReturn:
     path.chmod(0o600)
     listener.listen(64)
     warm()
-    gc.freeze()  # the imported objects stay shared with every fork instead of being copied by its collector
+    # the imported objects stay shared with every fork instead of being copied by its collector
+    gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the children reap themselves
     while True:
         connection, _ = listener.accept()
@@ -201,7 +206,7 @@ def spawn(path: Path, request: dict, stdout: int, stderr: int) -> Launched | Non
 
 
 def ask(path: Path, request: dict) -> int | None:
-    """The client: the process's exit code once it ends (127: it could not start), or None when no server listens."""
+    """The client: the process's exit code once it ends (127: could not start); None: no server."""
     try:
         launched = spawn(path, request, 1, 2)
     except LaunchError:
@@ -299,7 +304,7 @@ def _answer(connection: socket.socket, peer: int, launch: Launch) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The generic client: the server's fork runs ARGS, or this process becomes `python -I -m MODULE ARGS`."""
+    """The generic client: the server's fork runs ARGS, or this process becomes `python -I -m`."""
     parser = argparse.ArgumentParser(
         prog="python -I -m autograder.shared.forkserver", description=__doc__
     )

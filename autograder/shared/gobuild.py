@@ -187,7 +187,9 @@ def _count_packages(workdir: Path, packages: list[str], env: dict[str, str]) -> 
 
 
 def build(recipe: GoRecipe, binaries: Iterable[str] | None = None) -> Path:
-    """Build a recipe's `binaries` (all by default) into its cache folder; each appears whole or not at all.
+    """Build a recipe's `binaries` (all by default) into its cache folder.
+
+    Each appears whole or not at all.
 
     Only what is asked is built: the practice cluster needs three of the seven Kubernetes programs
     (kubelet, kubeadm and kube-proxy are for the kind node image alone).
@@ -218,7 +220,8 @@ def _go_build(recipe: GoRecipe, staging: Path, binaries: list[str]) -> None:
     (workdir / "go.mod").write_text(recipe.go_mod())
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
     logger.info(
-        "Building %s %s from Go modules (the first build takes several minutes; later runs reuse it)",
+        "Building %s %s from Go modules (the first build takes several "
+        "minutes; later runs reuse it)",
         ", ".join(binaries),
         recipe.version,
     )

@@ -1,4 +1,6 @@
-"""A Go toolchain for the Go builds: the installed `go` when new enough, else the pinned one from the Go module proxy.
+"""A Go toolchain for the Go builds.
+
+The installed `go` when new enough, else the pinned one from the Go module proxy.
 
 Go publishes each release as the module `golang.org/toolchain` (what `GOTOOLCHAIN` switching
 downloads). Where no Go is installed, as in a hosted image's build stage on a plain Python base
@@ -71,7 +73,7 @@ def toolchain_dir(arch: str) -> Path:
 
 
 def ensure_go() -> Path:
-    """The folder holding a usable `go`: the installed one, or the pinned toolchain (fetched once)."""
+    """The folder holding a usable `go`: the installed one, or the pinned one (fetched once)."""
     found = installed_go()
     if found is not None:
         return found
@@ -137,8 +139,11 @@ def _download(url: str, path: Path) -> str:
 
 
 def _unpack(archive: Path, prefix: str, into: Path) -> None:
-    """Extract the module zip without its path prefix; a module zip keeps no file modes, so the
-    programs under bin/ and pkg/tool/ are made executable, as `go` does when it switches toolchains."""
+    """Extract the module zip without its path prefix.
+
+    A module zip keeps no file modes, so the programs under bin/ and pkg/tool/ are made executable,
+    as `go` does when it switches toolchains.
+    """
     with zipfile.ZipFile(archive) as bundle:
         for member in bundle.infolist():
             if not member.filename.startswith(prefix) or member.is_dir():

@@ -41,7 +41,7 @@ def mount(*args: str) -> None:
 
 
 def unshare(flags: int) -> None:
-    """Fresh namespaces for this process (a new PID namespace holds its next child); new mounts stay private."""
+    """Fresh namespaces for this process (a new PID namespace holds its next child)."""
     libc = ctypes.CDLL(None, use_errno=True)
     _checked(libc.unshare(flags), "make new namespaces")
     if flags & CLONE_NEWNS:  # nothing mounted below may reach the namespace it came from
@@ -51,7 +51,7 @@ def unshare(flags: int) -> None:
 
 
 def own_mounts() -> None:
-    """A private mount namespace for this process: its mounts never show on the host and go with it."""
+    """A private mount namespace for this process: its mounts never show on the host, go with it."""
     unshare(CLONE_NEWNS)
 
 
@@ -83,7 +83,7 @@ os.register_at_fork(before=_note_forker, after_in_child=_take_forker)
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Outside a PID namespace nothing else would stop this process when the one that started it dies.
+    """Outside a PID namespace nothing else would stop this process when its starter dies.
 
     The parent may die before this call, and then no signal would ever come: this process stops now.
     """
@@ -104,8 +104,9 @@ def loopback_up() -> None:
         fcntl.ioctl(handle, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
 
 
-# What every program needs of the system, read-only: its programs, libraries and settings. No /home,
-# /root, /srv, /var, /run, /opt or /mnt: a course, a grader's files or another student's are not there.
+# What every program needs of the system, read-only: its programs, libraries and
+# settings. No /home, /root, /srv, /var, /run, /opt or /mnt: a course, a grader's files
+# or another student's are not there.
 SYSTEM_TREES = tuple(
     Path(name) for name in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 )
@@ -114,7 +115,7 @@ ROOT_TMPFS = "size=1m,mode=755"
 
 @dataclass(frozen=True)
 class Root:
-    """An allowlisted filesystem: the system's trees, `keep` read-only, `writable`, fresh tmpfs in `scratch`."""
+    """An allowlisted filesystem: system trees, `keep` read-only, `writable`, tmpfs in `scratch`."""
 
     keep: tuple[Path, ...]
     writable: Path | None = None
@@ -168,12 +169,12 @@ def enter_root(root: Root) -> None:
 
 
 def pivot_root() -> str | None:
-    """util-linux's pivot_root, wherever the system keeps it (an isolated process's PATH may lack sbin)."""
+    """util-linux's pivot_root, wherever the system keeps it (an isolated PATH may lack sbin)."""
     return shutil.which("pivot_root", path="/usr/sbin:/sbin:/usr/bin:/bin")
 
 
 def _read_only_everywhere(but: list[Path]) -> None:
-    """Every mount of this namespace read-only (but some): binds made from them stay read-only, submounts too."""
+    """Every mount of this namespace read-only (but some): binds from them and submounts too."""
     with open("/proc/self/mountinfo") as table:
         points = [line.split()[4].replace("\\040", " ") for line in table]
     spared = {str(path) for path in but}
@@ -183,7 +184,7 @@ def _read_only_everywhere(but: list[Path]) -> None:
 
 
 def _outermost(paths: list[Path], writable: list[Path]) -> list[Path]:
-    """The paths no other one holds (one bind shows what is below it), and each `writable` on its own."""
+    """The paths no other one holds (a bind shows what is below it), and each `writable` alone."""
     ordered = sorted(set(paths), key=lambda path: len(path.parts))
     kept: list[Path] = []
     for path in ordered:
@@ -193,7 +194,7 @@ def _outermost(paths: list[Path], writable: list[Path]) -> list[Path]:
 
 
 def _bind_through(handle: int, target: Path, folder: bool) -> None:
-    """Bind what `handle` was opened on (a `folder` or a file), with the mounts below it, at `target`."""
+    """Bind what `handle` was opened on (a `folder` or file), with mounts below it, at `target`."""
     if folder:
         target.mkdir(parents=True, exist_ok=True)
     else:
@@ -212,7 +213,9 @@ def _hide(path: Path) -> None:
 
 
 def drop_privileges(uid: int, gid: int) -> None:
-    """In this process, what `unprivileged` does for a command: `uid`, no groups, no capability ever again.
+    """In this process, what `unprivileged` does for a command.
+
+    `uid`, no groups, no capability ever again.
 
     Checked afterwards in /proc: a process that kept any capability must not go on.
     """
@@ -236,7 +239,7 @@ def drop_privileges(uid: int, gid: int) -> None:
 
 
 def renounce_capabilities() -> None:
-    """Every capability given up for good, the uid kept: root becomes an ordinary user of its own files."""
+    """Every capability given up for good, uid kept: root becomes an ordinary user of its files."""
     libc = ctypes.CDLL(None, use_errno=True)
     _empty_bounding_set(libc)
     header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)

@@ -48,7 +48,7 @@ STUCK_REASONS = frozenset(
 
 
 def stuck(pod: client.V1Pod) -> str | None:
-    """Why a live pod will not become Ready by waiting (no node fits it, or a container is stuck), else None."""
+    """Why a live pod will not get Ready by waiting (no node fits, a container stuck), or None."""
     if pod.metadata.deletion_timestamp is not None:
         return None
     for condition in pod.status.conditions or []:
@@ -90,7 +90,7 @@ _DYNAMIC: dict[int, dynamic.DynamicClient] = {}
 
 
 def apply(api: client.ApiClient, documents: Iterable[dict], namespace: str) -> list[str]:
-    """`kubectl apply --server-side` for any kind: the API server merges, this field manager owns."""
+    """`kubectl apply --server-side` for any kind: the API server merges, this manager owns."""
     dyn = _DYNAMIC.setdefault(id(api), dynamic.DynamicClient(api))
     applied = []
     for doc in documents:
@@ -117,11 +117,13 @@ def wait_for(
     resync: float = 2,
     **kwargs: Any,
 ) -> T:
-    """Watch the objects `list_objects(*args, **kwargs)` lists until `until(objects)` is truthy; returns it.
+    """Watch the objects `list_objects(*args, **kwargs)` lists until `until(objects)` is truthy.
+
+    Returns that truthy result.
 
     Every `resync` seconds the objects are listed afresh (as an informer resyncs), so an `until`
-    that also reads other objects is asked again after their last change. `seen(objects)`
-    describes the last state for the timeout's message.
+    that also reads other objects is asked again after their last change. `seen(objects)` describes
+    the last state for the timeout's message.
     """
     deadline = time.monotonic() + timeout
     objects: dict[str, Any] = {}
@@ -132,9 +134,9 @@ def wait_for(
             return result
         wait = min(resync, deadline - time.monotonic())
         seconds = max(1, int(wait))
-        # The server ends the watch after whole `seconds`; the read timeout covers a server that does not,
-        # and ends a sub-second resync's watch (a timed-out read lists again, below). At the deadline `wait`
-        # reaches 0, which urllib3 refuses as a timeout: hence the floor.
+        # The server ends the watch after whole `seconds`; the read timeout covers a server that
+        # does not, and ends a sub-second resync's watch (a timed-out read lists again, below). At
+        # the deadline `wait` reaches 0, which urllib3 refuses as a timeout: hence the floor.
         read = max(wait, 0.05) if wait < 1 else seconds + 10
         try:
             for event in watch.Watch().stream(

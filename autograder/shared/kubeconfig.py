@@ -15,7 +15,7 @@ USER_FILE_ENV = "LAB_USER_KUBECONFIG"
 
 
 def lab_folder() -> Path:
-    """Where connect() writes the lab's own kubeconfigs: the project's cache, never the user's ~/.kube."""
+    """Where connect() writes the lab's kubeconfigs: the project's cache, never ~/.kube."""
     return cache_root() / "kubeconfig"
 
 
@@ -25,8 +25,11 @@ def is_lab_file(path: str | None) -> bool:
 
 
 def default_file() -> str:
-    """The user's kubeconfig: $KUBECONFIG as it is now (the client library reads it once, at import),
-    or what it was before connect() pointed it at the lab's file; else ~/.kube/config."""
+    """The user's kubeconfig.
+
+    $KUBECONFIG as it is now (the client library reads it once, at import), or what it was before
+    connect() pointed it at the lab's file; else ~/.kube/config.
+    """
     current = os.environ.get("KUBECONFIG")
     if is_lab_file(current):
         current = os.environ.get(USER_FILE_ENV)
@@ -34,7 +37,7 @@ def default_file() -> str:
 
 
 def user_environment() -> dict[str, str]:
-    """This process's environment with the user's kubeconfig: kind and kwokctl add contexts there."""
+    """This process's environment with the user's kubeconfig: kind and kwokctl add contexts."""
     environment = {name: value for name, value in os.environ.items() if name != USER_FILE_ENV}
     return {**environment, "KUBECONFIG": default_file()}
 

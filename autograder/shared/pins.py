@@ -22,7 +22,7 @@ CACHE_DIR_ENV = "LAB_CACHE_DIR"
 
 
 class Versioned(Protocol):
-    """Something built at one version: a `Pin` here, or a Go recipe of `autograder.build` (both frozen)."""
+    """Something built at one version: a `Pin` here, or a Go recipe of `autograder.build`."""
 
     @property
     def name(self) -> str: ...

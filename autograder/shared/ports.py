@@ -1,4 +1,4 @@
-"""Local TCP ports: pick a free one, or explain who holds a busy one before Docker or kubectl fail."""
+"""Local TCP ports: pick a free one, or say who holds a busy one before Docker or kubectl fail."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` different loopback ports nobody listens on right now (held together while the kernel picks)."""
+    """`count` different loopback ports nobody listens on (held together as the kernel picks)."""
     with ExitStack() as stack:
         sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
         for sock in sockets:

@@ -1,4 +1,4 @@
-"""The lab's background processes, stopped and found one way everywhere (psutil, no /proc reading)."""
+"""The lab's background processes, stopped and found one way everywhere (psutil, not /proc)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def stop(process: subprocess.Popen | int, grace: float = 5) -> None:
 
 
 def kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants, also those in sessions of their own (a kernel's)."""
+    """SIGKILL a process and all its descendants, also in sessions of their own (a kernel's)."""
     try:
         root = psutil.Process(pid)
         tree = [root, *root.children(recursive=True)]
@@ -45,7 +45,7 @@ def kill_tree(pid: int) -> None:
 
 
 def kill_uid(uid: int) -> None:
-    """SIGKILL every process running as `uid`: what a jailed kernel left running has nowhere else to be found."""
+    """SIGKILL every process running as `uid`: what a jailed kernel left running is found so."""
     for process in psutil.process_iter(["uids"]):
         try:
             if process.info["uids"] and process.info["uids"].real == uid:
@@ -55,8 +55,11 @@ def kill_uid(uid: int) -> None:
 
 
 def run_as_main(main: Callable[[], object], args: list[str], first_path: str | None) -> NoReturn:
-    """In a forked interpreter, run `main` as `python` would: its sys.argv and sys.path[0], unbuffered
-    output, its atexit handlers and its exit code. With `first_path` None, sys.path is left as it is."""
+    """In a forked interpreter, run `main` as `python` would.
+
+    Its sys.argv and sys.path[0], unbuffered output, its atexit handlers and its exit code. With
+    `first_path` None, sys.path is left as it is.
+    """
     sys.argv = list(args)
     if first_path is not None:
         sys.path.insert(0, first_path)
@@ -81,7 +84,7 @@ def run_as_main(main: Callable[[], object], args: list[str], first_path: str | N
 
 
 class PidFile:
-    """A daemon's pid on disk, believed only while that pid still runs a command containing `marker`."""
+    """A daemon's pid on disk, believed only while that pid runs a command containing `marker`."""
 
     def __init__(self, path: Path, marker: str) -> None:
         self.path, self.marker = path, marker
@@ -90,7 +93,7 @@ class PidFile:
         self.path.write_text(str(pid or os.getpid()))
 
     def read(self) -> int | None:
-        """The live daemon's pid, or None (no file, a stale pid, or a reused pid running something else)."""
+        """The live daemon's pid, or None (no file, a stale pid, or a reused pid running other)."""
         try:
             pid = int(self.path.read_text())
             running = " ".join(psutil.Process(pid).cmdline())

@@ -48,19 +48,20 @@ class Provider(Protocol):
     def status(self) -> str:
         """One line on whether the cluster exists and answers."""
 
-    # True where an image reaches the nodes only by loading it (no registry): a missing one is never pulled.
+    # True where an image reaches the nodes only by loading it (no registry): a
+    # missing one is never pulled.
     loads_images_only: bool
 
     def before_forward(self, lab: Lab, selector: str, timeout: float) -> None:
-        """Whatever a port-forward to the pods behind `selector` needs first, done by the deadline."""
+        """Whatever a port-forward to the pods behind `selector` needs first, by the deadline."""
 
     def loads_images(self, lab: Lab) -> bool:
-        """Whether `load_image` works for this lab (else the cluster pulls from a registry itself)."""
+        """Whether `load_image` works for this lab (else the cluster pulls from a registry)."""
 
     def load_image(
         self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
     ) -> None:
-        """Make `tag` runnable on the nodes: from `context` (a folder and its Dockerfile) or Docker."""
+        """Make `tag` runnable on the nodes: from `context` (a Dockerfile's folder) or Docker."""
 
 
 def run(
@@ -72,7 +73,8 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a CLI that has no Python API; a failure raises with its own output and the command.
 
-    Without `env`, the user's kubeconfig: kind and kwokctl keep their contexts there, not in the lab's file.
+    Without `env`, the user's kubeconfig: kind and kwokctl keep their contexts there, not in the
+    lab's file.
     """
     try:
         done = subprocess.run(
@@ -114,4 +116,7 @@ class Lab:
         return client.AppsV1Api(self.api)
 
     def __repr__(self) -> str:
-        return f"Lab(provider={self.provider!r}, context={self.context!r}, namespace={self.namespace!r})"
+        return (
+            f"Lab(provider={self.provider!r}, context={self.context!r}, "
+            f"namespace={self.namespace!r})"
+        )

@@ -1,10 +1,12 @@
-"""What a student's machine may hold of this project: the lab runtime notebooks import, never an answer.
+"""What a student's machine may hold of this project.
+
+The lab runtime notebooks import, never an answer.
 
 One allowlist for every place a student works: the student image (build/hostedimage.py) and a
 classroom's runtime copy (classroom/setup.py). Nothing gets in unnamed: not source/ (the masters and
 their hidden tests), not course/ (steps done for the student, the hidden tests' references), not
-grading/, build/ or bench/ (the CLI imports them only to grade, build or measure), not the
-reference app (modelserver's app.py and Dockerfile) nor the reference manifests.
+grading/, build/ or bench/ (the CLI imports them only to grade, build or measure), not the reference
+app (modelserver's app.py and Dockerfile) nor the reference manifests.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 # (glob in the repository, folder under the runtime's root, where `autograder` is importable)
 RUNTIME = (
     ("autograder/__init__.py", "autograder"),
-    # `python -m autograder cluster up|down|status` and `doctor`: the student's own cluster, by hand.
+    # `python -m autograder cluster up|down|status` and `doctor`: the
+    # student's own cluster, by hand.
     ("autograder/__main__.py", "autograder"),
     ("autograder/cli.py", "autograder"),
     ("autograder/doctor.py", "autograder"),

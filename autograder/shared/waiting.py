@@ -1,4 +1,4 @@
-"""Asking again until an answer is right, under a deadline: for what no Kubernetes watch can follow."""
+"""Asking again until an answer is right, by a deadline: for what no Kubernetes watch follows."""
 
 from __future__ import annotations
 
@@ -7,19 +7,21 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
-# How often a check asks the cluster again while its controllers catch up: a rollout step or a
-# deletion lands within a second, and each extra second of waiting is paid by every submission graded.
+# How often a check asks the cluster again while its controllers catch up: a rollout
+# step or a deletion lands within a second, and each extra second of waiting is paid
+# by every submission graded.
 CONVERGING_INTERVAL = 0.2
 
 
 def poll(
     ask: Callable[[], T], done: Callable[[T], bool], timeout: float, interval: float = 0.5
 ) -> T:
-    """`ask()` until `done(answer)` or `timeout` seconds pass; returns the last answer either way."""
+    """`ask()` until `done(answer)` or `timeout` seconds pass; returns the last answer anyway."""
     deadline = time.monotonic() + timeout
     while True:
         answer = ask()
         if done(answer) or time.monotonic() >= deadline:
             return answer
-        # The one sleep for questions about several objects, a process or a port: no event to wait on.
+        # The one sleep for questions about several objects, a process or a
+        # port: no event to wait on.
         time.sleep(interval)

@@ -1,1 +1,1 @@
-"""The class run: the instructor's `grade` process, which stages, schedules, records and reports submissions."""
+"""The class run: the instructor's `grade` process; it stages, schedules, records, reports."""

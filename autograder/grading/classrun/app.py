@@ -66,8 +66,8 @@ class GradeApp(Application):
         ),
         UNISOLATED_FLAG.removeprefix("--"): (
             {"GradingSettings": {"unisolated": True}},
-            "grade even where student kernels cannot be jailed: their code can then read this machine's "
-            "cluster credentials",
+            "grade even where student kernels cannot be jailed: their code can then read this "
+            "machine's cluster credentials",
         ),
     }
 
@@ -115,7 +115,7 @@ class GradeApp(Application):
 
 
 def main(argv: list[str]) -> int:
-    """Run `grade` with `argv` (what follows the word `grade`); a bad setting is one line, not a traceback."""
+    """Run `grade` with `argv` (after the word `grade`); a bad setting is one line, not a trace."""
     app = GradeApp()
     try:
         app.initialize(argv)

@@ -1,4 +1,4 @@
-"""An nbgrader course directory: its paths, its gradebook, the masters' self-test, feedback and the CSV."""
+"""An nbgrader course directory: paths, gradebook, the masters' self-test, feedback, the CSV."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ CONFIG_FILE = "nbgrader_config.py"
 
 
 def read_config(root: Path) -> Config:
-    """The course's nbgrader_config.py as nbgrader loads it, its root pinned to where it was found."""
+    """The course's nbgrader_config.py as nbgrader loads it, its root pinned where it was found."""
     config = Config()
     if (root / CONFIG_FILE).is_file():
         config.merge(PyFileConfigLoader(CONFIG_FILE, path=str(root)).load_config())
@@ -80,7 +80,7 @@ class Course:
         return sorted(p.name for p in self.source(assignment).glob("*.ipynb"))
 
     def submitters(self, assignment: str) -> list[str]:
-        """Every folder under submitted/ that holds `assignment`, listed as bytes so no name can break the run."""
+        """Every folder in submitted/ holding `assignment`, as bytes: no name can break the run."""
         base = Path(self.dirs.root) / self.dirs.submitted_directory
         if not base.is_dir():
             return []
@@ -128,7 +128,8 @@ def ensure_in_gradebook(course: Course, assignment: str) -> None:
     result = course.api().generate_assignment(assignment)
     if not result["success"]:
         raise GradingError(
-            f"nbgrader generate_assignment {assignment} failed:\n{result.get('error') or result['log']}"
+            f"nbgrader generate_assignment {assignment} failed:\n"
+            f"{result.get('error') or result['log']}"
         )
 
 
@@ -147,7 +148,7 @@ def scores(course: Course, assignment: str, student: str) -> Outcome:
 
 
 def recorded_scores(course: Course, assignment: str) -> dict[str, float]:
-    """Each student's score in the gradebook, so a ledger entry the gradebook lost is graded again."""
+    """Each student's score in the gradebook, so an entry the gradebook lost is graded again."""
     try:
         with Gradebook(course.dirs.db_url) as gradebook:
             return {
@@ -160,7 +161,7 @@ def recorded_scores(course: Course, assignment: str) -> dict[str, float]:
 def feedback_and_export(
     course: Course, assignment: str, students: list[str], timeout: float, jobs: int = 1
 ) -> tuple[Path, list[str]]:
-    """Feedback HTML for each graded student (`jobs` rendering at once), then every grade of the course as a CSV.
+    """Feedback HTML for each graded student (`jobs` at once), then every grade as a CSV.
 
     Returns the CSV and the students whose feedback took longer than `timeout` s and was skipped.
     """
@@ -172,14 +173,15 @@ def feedback_and_export(
 
 
 def submit_masters(course_root: Path, assignment: str, student: str = "masters") -> str:
-    """Generate the assignment and submit its solved masters as `student`: the assignment's self-test."""
+    """Generate the assignment, submit its solved masters as `student`: its self-test."""
     course = Course(course_root)
     require_masters(course, assignment)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     result = course.api().generate_assignment(assignment)
     if not result["success"]:
         raise GradingError(
-            f"nbgrader generate_assignment {assignment} failed:\n{result.get('error') or result['log']}"
+            f"nbgrader generate_assignment {assignment} failed:\n"
+            f"{result.get('error') or result['log']}"
         )
     folder = submissions.write(
         course.root,

@@ -35,7 +35,7 @@ DONE = "feedback done"
 def generate(
     config: Config, assignment: str, students: list[str], timeout: float, jobs: int = 1
 ) -> list[str]:
-    """Render feedback for `students`; returns those skipped because theirs took longer than `timeout` s."""
+    """Render feedback for `students`; returns those skipped as theirs took over `timeout` s."""
     shares = [
         share
         for share in (students[start :: max(1, jobs)] for start in range(max(1, jobs)))
@@ -65,7 +65,7 @@ def _generate_in_turn(
 
 
 def _render(config: Config, assignment: str, students: list[str], timeout: float) -> int:
-    """How many of `students`, in order, got their feedback before one took longer than `timeout` s."""
+    """How many of `students`, in order, got feedback before one took longer than `timeout` s."""
     command = [
         sys.executable,
         "-I",

@@ -1,4 +1,4 @@
-"""Grade one submission: its namespace, its worker process (the jailed kernels run under it), its clean-up."""
+"""Grade one submission: its namespace, its worker (the jailed kernels run under it), clean-up."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class Grader:
         self._lock = threading.Lock()
 
     def prepare(self, student: str) -> Outcome | None:
-        """Check the ID, copy the submission in and resume it; None when it still has to be graded."""
+        """Check the ID, copy the submission in and resume it; None when it is yet to be graded."""
         problem = check_student_id(student) or self._folder_problem(student)
         if problem:
             return Outcome(printable(student), "error", detail=problem)
@@ -94,10 +94,10 @@ class Grader:
         return done
 
     def _notes(self, copy: Path, skipped: list[str]) -> list[str]:
-        """What the instructor should know about a staged submission, whose notebooks are repaired on the way.
+        """What the instructor should know of a staged submission, its notebooks repaired.
 
-        A missing notebook is staged as released: it is graded as left unanswered, so even a submission
-        without any notebook gets its zero in the gradebook.
+        A missing notebook is staged as released: it is graded as left unanswered, so even a
+        submission without any notebook gets its zero in the gradebook.
         """
         missing = [name for name in self.masters if not (copy / name).exists()]
         notes = [f"missing notebook(s): {', '.join(missing)}."] if missing else []
@@ -123,7 +123,7 @@ class Grader:
         return notes
 
     def _folder_problem(self, student: str) -> str | None:
-        """Why submitted/<student>/<assignment> cannot be read as the student's own folder, if it cannot."""
+        """Why submitted/<student>/<assignment> is not readable as the student's own folder."""
         folder = self.course.submitted(student, self.assignment)
         for path in (folder.parent, folder):
             if not path.is_dir():
@@ -133,7 +133,7 @@ class Grader:
         return None
 
     def grade(self, student: str) -> Outcome:
-        """Grade one prepared submission; every problem becomes an error outcome, never an exception."""
+        """Grade one prepared submission; every problem is an error outcome, never an exception."""
         started = time.monotonic()
         submission, notes = self._staged[student]
         try:
@@ -209,7 +209,7 @@ class Grader:
             self._restores.append(restore)
 
     def restores_done(self) -> None:
-        """Wait for the node restores still waiting their turn: the run ends with the nodes it found."""
+        """Wait for node restores still waiting their turn: the run ends with the nodes it found."""
         with self._lock:
             pending, self._restores = self._restores, []
         for restore in pending:
@@ -220,7 +220,8 @@ class Grader:
             self._restore_under_lock()
         except Exception as error:  # nobody waits on this thread: say it where the instructor looks
             logger.error(
-                "%s; the submissions graded next may meet changed nodes (kubectl get nodes shows them)",
+                "%s; the submissions graded next may meet changed nodes "
+                "(kubectl get nodes shows them)",
                 error,
             )
 
@@ -302,7 +303,9 @@ class Grader:
             }
 
     def stop(self) -> None:
-        """Ctrl-C: kill running workers' process groups; the thread that owns each reaps it and deletes its namespace.
+        """Ctrl-C: kill running workers' process groups.
+
+        The thread that owns each reaps it and deletes its namespace.
 
         Only the owning thread reads a worker's pipes: two threads in communicate() on one process
         close each other's file descriptors (the `Bad file descriptor` a Ctrl-C used to end with).
@@ -314,7 +317,9 @@ class Grader:
 
 
 def kernel_environment(box: sandbox.Sandbox | None) -> dict[str, str]:
-    """The worker's and the student kernel's environment: allowlisted, and only the student's kubeconfig.
+    """The worker's and the student kernel's environment.
+
+    Allowlisted, and only the student's kubeconfig.
 
     Without a sandbox: no cluster at all, as the worker server imports.
     """
@@ -326,7 +331,8 @@ def kernel_environment(box: sandbox.Sandbox | None) -> dict[str, str]:
     if box is not None:
         # The namespace travels one way: the student kubeconfig's context names it.
         env.update(KUBECONFIG=str(box.student_kubeconfig), LAB_CLUSTER="existing")
-    # kubectl (for port-forward) from wherever the grader found it: the jailed kernel has an empty cache.
+    # kubectl (for port-forward) from wherever the grader found it: the jailed
+    # kernel has an empty cache.
     tools = [
         str(path.resolve().parent) for path in map(binaries.find, jail.TOOLS) if path is not None
     ]
@@ -354,7 +360,7 @@ def deadline(course: Course, assignment: str, settings: GradingSettings) -> floa
 
 
 def _kill(process: subprocess.Popen) -> None:
-    """The worker, its process group and the kernels it started in sessions of their own: they hold its pipes."""
+    """The worker, its process group and kernels in sessions of their own: they hold its pipes."""
     processes.kill_tree(process.pid)
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -372,7 +378,7 @@ def _reap(process: subprocess.Popen) -> None:
 
 
 def clear_output(folder: Path) -> None:
-    """Remove autograded/<student>/<assignment> and any link on the way to it, so nbgrader writes to a new folder."""
+    """Remove autograded/<student>/<assignment> and links on its way, so nbgrader writes anew."""
     for path in (folder.parent.parent, folder.parent):
         if path.is_symlink() or (path.exists() and not path.is_dir()):
             path.unlink()

@@ -40,7 +40,7 @@ class Outcome:
 
 
 def submission_digest(folder: Path) -> str:
-    """A hash of every file of the grader's copy of a submission, so a changed submission is graded again."""
+    """A hash of every file of the grader's copy of a submission: a changed one is graded again."""
     sha = hashlib.sha256()
     for path in sorted(
         p
@@ -121,7 +121,7 @@ def backups(course: Path) -> list[Path]:
 
 
 def backup_gradebook(course: Path, path: Path) -> Path:
-    """Copy the gradebook with SQLite's online backup before a run writes to it; keep the last few."""
+    """Copy the gradebook with SQLite's online backup before a run writes it; keep the last few."""
     problem = gradebook_problem(path)
     if problem:
         kept = backups(course)
@@ -139,7 +139,7 @@ def backup_gradebook(course: Path, path: Path) -> Path:
 
 
 def restore_gradebook(backup: Path, path: Path) -> None:
-    """Put a backup back in place of a damaged gradebook (a fresh file: the damaged one may be a link)."""
+    """Put a backup in place of a damaged gradebook (a new file: the damaged one may be a link)."""
     temporary = path.with_name(f".{path.name}.restoring")
     temporary.unlink(missing_ok=True)
     _copy(backup, temporary)

@@ -76,7 +76,7 @@ def _source(cell: Any) -> str | None:
 
 
 def rebuilt(cells: list[Any], master: NotebookNode) -> tuple[NotebookNode, list[str]]:
-    """The student's `cells` in the master's structure, and what had to change (for the instructor)."""
+    """The student's `cells` in the master's structure, and what had to change (for instructors)."""
     known = {grade_id(cell): cell for cell in master.cells if grade_id(cell)}
     lesson_text = {cell.source for cell in master.cells if cell.cell_type == "markdown"}
     notebook = new_notebook(metadata=json.loads(json.dumps(master.metadata)))
@@ -106,7 +106,8 @@ def rebuilt(cells: list[Any], master: NotebookNode) -> tuple[NotebookNode, list[
         changes.append(f"{dropped} item(s) of its cell list that are not cells dropped")
     if relabelled:
         changes.append(
-            f"the nbgrader metadata of {relabelled} cell(s) was not the assignment's and was replaced"
+            f"the nbgrader metadata of {relabelled} cell(s) was not the "
+            "assignment's and was replaced"
         )
     if restored := _put_back_tests(notebook, master):
         changes.append(f"test cell(s) {', '.join(restored)} put back")
@@ -114,7 +115,7 @@ def rebuilt(cells: list[Any], master: NotebookNode) -> tuple[NotebookNode, list[
 
 
 def _put_back_tests(notebook: NotebookNode, master: NotebookNode) -> list[str]:
-    """Insert the master's test cells the notebook lacks, each after the nearest master cell before it."""
+    """Insert the master's test cells the notebook lacks, each after the nearest master cell."""
     restored: list[str] = []
     for index, cell in enumerate(master.cells):
         name = grade_id(cell)
@@ -141,7 +142,7 @@ def _put_back_tests(notebook: NotebookNode, master: NotebookNode) -> list[str]:
 
 
 def _position(notebook: NotebookNode, master_cell: NotebookNode) -> int | None:
-    """Where the notebook holds `master_cell`: by its grade_id, or a cell of the student's with its exact text."""
+    """Where the notebook holds `master_cell`: by grade_id, or a student's cell with its text."""
     name = grade_id(master_cell)
     matches = [
         i
@@ -158,9 +159,12 @@ def _position(notebook: NotebookNode, master_cell: NotebookNode) -> int | None:
 
 
 def repair(path: Path, master: NotebookNode, released: NotebookNode) -> str | None:
-    """Rewrite the grader's copy at `path` in the master's shape; a note for the instructor when it changed.
+    """Rewrite the grader's copy at `path` in the master's shape.
 
-    A file that is no notebook is replaced by the `released` one, so it is graded as left unanswered.
+    A note for the instructor when it changed.
+
+    A file that is no notebook is replaced by the `released` one, so it is graded as left
+    unanswered.
     """
     try:
         document = json.loads(
@@ -174,14 +178,18 @@ def repair(path: Path, master: NotebookNode, released: NotebookNode) -> str | No
             raise ValueError("it is not a list of cells in nbformat 4")
         if len(document["cells"]) > MAX_CELLS:
             raise ValueError(
-                f"{len(document['cells']):,} cells are more than the {MAX_CELLS:,} a notebook may have"
+                f"{len(document['cells']):,} cells are more than the "
+                f"{MAX_CELLS:,} a notebook may have"
             )
     except (
         Exception
     ) as error:  # any content at all: a notebook that cannot be read is graded as unanswered
         nbformat.write(released, path)
         logger.warning("%s is not a notebook: %s", path, error)
-        return f"{path.name} is not a notebook ({type(error).__name__}: {error}), so it was graded as unanswered."
+        return (
+            f"{path.name} is not a notebook ({type(error).__name__}: {error}), "
+            "so it was graded as unanswered."
+        )
     notebook, changes = rebuilt(document["cells"], master)
     nbformat.write(notebook, path)
     return f"{path.name}: {'; '.join(changes)}." if changes else None

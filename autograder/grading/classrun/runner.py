@@ -1,4 +1,4 @@
-"""Grade a class: each submission in its own namespace and worker process, then feedback and a CSV."""
+"""Grade a class: each submission in its own namespace and worker, then feedback and a CSV."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def prepare_practice(course: Course, admin: client.ApiClient, provider: str | No
 
 
 def admin_client(provider: str | None) -> client.ApiClient:
-    """The grader's own client; a cluster that does not answer stops the run before anything is recorded."""
+    """The grader's own client; a cluster that does not answer stops the run before any record."""
     chosen = choose(provider)
     context = chosen.context
     if not kubeconfig.answers(context):
@@ -84,7 +84,7 @@ def class_lock(course: Course, assignment: str) -> Iterator[None]:
 
 
 def require_isolation(settings: GradingSettings) -> None:
-    """Student code runs only in the jail, unless the instructor named the risk of running it without."""
+    """Student code runs only in the jail, unless the instructor named the risk of going without."""
     reason = jail.unavailable_reason() if settings.jail else None
     if reason is None:
         return
@@ -95,7 +95,8 @@ def require_isolation(settings: GradingSettings) -> None:
             f"machine's cluster credentials with {UNISOLATED_FLAG}"
         )
     logger.warning(
-        "student kernels run without the jail (%s), as %s asked: a hostile notebook can read this machine's cluster credentials",
+        "student kernels run without the jail (%s), as %s asked: a hostile notebook can read this "
+        "machine's cluster credentials",
         reason,
         UNISOLATED_FLAG,
     )
@@ -124,7 +125,9 @@ def grade_class(
     admin = admin_client(provider)
     if settings.jobs > 1:
         logger.warning(
-            "grading %s submissions at once: a kernel may cordon nodes at any moment (notebook 07 needs it), so a hostile one can cost the submission graded beside it points; nodes are restored after every submission either way, and --jobs 1 grades one at a time",
+            "grading %s submissions at once: a kernel may cordon nodes at any moment (notebook 07 "
+            "needs it), so a hostile one can cost the submission graded beside it points; nodes "
+            "are restored after every submission either way, and --jobs 1 grades one at a time",
             settings.jobs,
         )
     with class_lock(course, assignment), staging(course, assignment) as staged:
@@ -166,7 +169,7 @@ def grade_class(
 
 @contextmanager
 def staging(course: Course, assignment: str) -> Iterator[Path]:
-    """A folder only the grader writes: the regular-file copies of this run's submissions, read by nbgrader."""
+    """A folder only the grader writes: regular-file copies of the submissions for nbgrader."""
     folder = course.root / LEDGER_DIR / "staging" / assignment
     if folder.exists():
         shutil.rmtree(folder)
@@ -178,7 +181,7 @@ def staging(course: Course, assignment: str) -> Iterator[Path]:
 
 
 def _restore_damaged(course: Course, backup: Path | None, student: str) -> str:
-    """Put the run's backup back after a submission's grading damaged the gradebook; the message says so."""
+    """Put the run's backup back after a submission's grading damaged the gradebook, saying so."""
     path = course.gradebook()
     if backup is None or path is None:
         return f"{path} was damaged while grading {printable(student)} and no backup exists"
@@ -192,9 +195,10 @@ def _restore_damaged(course: Course, backup: Path | None, student: str) -> str:
 def _grade_on_cluster(
     grader: Grader, admin: client.ApiClient, students: list[str], provider: str | None
 ) -> dict[str, Outcome]:
-    """Set the cluster up for grading, grade `students` and put nodes and namespaces back as they were."""
+    """Set the cluster up for grading, grade `students`, put nodes and namespaces back."""
     course, assignment = grader.course, grader.assignment
-    # The worker server imports for seconds: it starts first, and does so while the cluster is set up.
+    # The worker server imports for seconds: it starts first, and does so
+    # while the cluster is set up.
     with (
         tempfile.TemporaryDirectory(prefix="workers-") as folder,
         forkserver.running(
@@ -227,7 +231,7 @@ def _grade_on_cluster(
 def _wait_for_namespaces(
     admin: client.ApiClient, course: Course, assignment: str, timeout: float = 180
 ) -> None:
-    """Namespaces are deleted in the background while grading goes on; the run ends when they are gone."""
+    """Namespaces are deleted in the background as grading goes on; the run ends once they are."""
 
     def none_left(namespaces: list[client.V1Namespace]) -> bool:
         for namespace in namespaces:

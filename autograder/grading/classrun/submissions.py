@@ -1,4 +1,4 @@
-"""Submissions: the grader's own regular-file copy of each, and synthetic ones filled in from the masters."""
+"""Submissions: the grader's regular-file copy of each, and synthetic ones made from the masters."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ MAX_DEPTH = 16
 
 
 def stage(source: Path, target: Path) -> list[str]:
-    """Copy `source` into a new folder `target`, regular files only, so nothing the grader reads is a link.
+    """Copy `source` into a new folder `target`, regular files only: the grader reads no link.
 
     Symlinks, hard links (a second name for a file the student does not own), devices, fifos and
     sockets are skipped, and so is whatever is past the limits on size, count and nesting (a sparse
@@ -49,8 +49,8 @@ def _stage(source: Path, target: Path, budget: _Budget, depth: int) -> list[str]
         budget.entries -= 1
         if budget.entries < 0:
             skipped.append(
-                f"{entry.name} and the rest (past the {MAX_ENTRIES:,} files and folders a submission "
-                "may hold)"
+                f"{entry.name} and the rest (past the {MAX_ENTRIES:,} files and "
+                "folders a submission may hold)"
             )
             break
         if entry.is_dir(follow_symlinks=False):
@@ -67,7 +67,7 @@ def _stage(source: Path, target: Path, budget: _Budget, depth: int) -> list[str]
 
 
 def _copy_regular(source: Path, target: Path, budget: _Budget) -> str | None:
-    """Copy one regular, singly linked file without following links, within `budget`; else say why not."""
+    """Copy a regular, singly linked file without following links, within `budget`; else why not."""
     if (why := _irregular(os.lstat(source))) is not None:
         return why
     try:
@@ -80,7 +80,8 @@ def _copy_regular(source: Path, target: Path, budget: _Budget) -> str | None:
             return why
         if info.st_size > min(MAX_FILE_BYTES, budget.size):
             return (
-                f"{info.st_size / 2**20:,.0f} MB, more than the {MAX_FILE_BYTES / 2**20:.0f} MB a file may have"
+                f"{info.st_size / 2**20:,.0f} MB, more than the "
+                f"{MAX_FILE_BYTES / 2**20:.0f} MB a file may have"
                 if info.st_size > MAX_FILE_BYTES
                 else f"past the {MAX_TOTAL_BYTES / 2**20:.0f} MB a submission may hold"
             )
@@ -92,7 +93,7 @@ def _copy_regular(source: Path, target: Path, budget: _Budget) -> str | None:
 
 
 def _copy_at_most(reader: IO[bytes], writer: IO[bytes], limit: int) -> int:
-    """Copy up to `limit` bytes (the size fstat gave: a file growing meanwhile is cut there); the bytes copied."""
+    """Copy up to `limit` bytes (fstat's size: a growing file is cut there); the bytes copied."""
     copied = 0
     while copied < limit and (chunk := reader.read(min(CHUNK, limit - copied))):
         writer.write(chunk)
@@ -144,7 +145,7 @@ def write(
     source_dir: str = "source",
     submitted_dir: str = "submitted",
 ) -> Path:
-    """Put a submission in submitted/<student>/<assignment>: `steps` answered, `()` none, None all."""
+    """Put a submission in submitted/<student>/<assignment>: `steps` answered, `()` none."""
     release = course / release_dir / assignment
     target = course / submitted_dir / student / assignment
     if target.exists():

@@ -20,7 +20,7 @@ CHUNK = 65536
 
 
 def _pump(source: socket.socket, target: socket.socket) -> None:
-    """Copy one direction until its end closes, then pass the close on (TLS and SPDY need half-close)."""
+    """Copy one direction until its end closes, then pass the close on (TLS and SPDY half-close)."""
     try:
         while data := source.recv(CHUNK):
             target.sendall(data)
@@ -34,8 +34,11 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
 
 
 def _send_at_once(connection: socket.socket) -> None:
-    """No Nagle delay on a TCP end: a relayed reply written in parts otherwise waits for the peer's
-    delayed ACK, about 40 ms per exchange (each kubectl call and API request of a kernel paid it)."""
+    """No Nagle delay on a TCP end.
+
+    A relayed reply written in parts otherwise waits for the peer's delayed ACK, about 40 ms per
+    exchange (each kubectl call and API request of a kernel paid it).
+    """
     if connection.family in (socket.AF_INET, socket.AF_INET6):
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -66,7 +69,7 @@ def serve(listener: socket.socket, connect: Callable[[], socket.socket]) -> None
 
 
 def relay(path: Path, host: str, port: int) -> threading.Thread:
-    """Outside the jail: serve `path` (connectable by any uid) in a thread, relaying to host:port."""
+    """Outside the jail: serve `path` (connectable by any uid) in a thread, relayed to host:port."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     path.chmod(0o666)

@@ -4,10 +4,10 @@ The kernel gets its own mount, PID and network namespaces and a root of its own
 (isolation.enter_root): the system's trees, the Python environment, the installed package's code and
 the tools it runs, all read-only, a fresh /tmp and /dev/shm, and the folder of its ZMQ sockets (a
 small tmpfs of the worker's). No course folder, grader's home, kubeconfig or other student's file is
-there to find, and it sees no process but itself. Its environment is allowlisted (KERNEL_ENVIRONMENT).
-It works in a private copy of its notebook's folder (regular files only), so nothing it writes
-or links there reaches nbgrader's outputs or a later kernel. It runs as a uid of its own with no
-capabilities and bounded resources (rlimits). Its network namespace holds only
+there to find, and it sees no process but itself. Its environment is allowlisted
+(KERNEL_ENVIRONMENT). It works in a private copy of its notebook's folder (regular files only), so
+nothing it writes or links there reaches nbgrader's outputs or a later kernel. It runs as a uid of
+its own with no capabilities and bounded resources (rlimits). Its network namespace holds only
 loopback, where a forwarder relays the API server's port to the grading worker (`bridge`): the
 student's namespace-scoped kubeconfig is its one way out. Everything that runs as root here runs
 `python -I`, so no file of the submission is ever imported with the grader's rights. Kernels start
@@ -57,14 +57,16 @@ KERNEL_GID = 65534  # nogroup
 LIMITS = {
     resource.RLIMIT_AS: 3
     * 2**30,  # numpy, matplotlib, the kubernetes client and kubectl fit well below
-    resource.RLIMIT_NPROC: 256,  # tasks, threads included: ipykernel, kubectl and the forwarder need ~60
+    # tasks, threads included: ipykernel, kubectl and the forwarder need ~60
+    resource.RLIMIT_NPROC: 256,
     resource.RLIMIT_FSIZE: 256 * 2**20,
     resource.RLIMIT_NOFILE: 1024,
     resource.RLIMIT_CORE: 0,
 }
-# All a kernel keeps of the environment it is started with: an instructor's shell may hold cloud keys.
-# Locale and time zone, the CPU quirks OpenBLAS is told of, what Jupyter tells a kernel, and what
-# the grader sets for the student (their PATH, and the kubeconfig whose context names their namespace).
+# All a kernel keeps of the environment it is started with: an instructor's shell may hold
+# cloud keys. Locale and time zone, the CPU quirks OpenBLAS is told of, what Jupyter tells a
+# kernel, and what the grader sets for the student (their PATH, and the kubeconfig whose
+# context names their namespace).
 KERNEL_ENVIRONMENT = (
     "PATH",
     "KUBECONFIG",
@@ -111,7 +113,7 @@ def unavailable_reason() -> str | None:
 
 
 def default_secrets(home: Path | None = None) -> list[Path]:
-    """Places that hold credentials stronger than the student's own (in the grader's home by default)."""
+    """Places holding credentials stronger than the student's own (the grader's home by default)."""
     home = home or Path.home()
     return [
         home / ".kube",
@@ -188,7 +190,7 @@ def api_address(kubeconfig_text: str) -> tuple[str, int]:
 
 
 def jailed_kubeconfig(kubeconfig_text: str) -> str:
-    """The kubeconfig as seen from the jail: its API server on loopback, TLS still checking the real name."""
+    """The kubeconfig seen from the jail: its API server on loopback, TLS checking the real name."""
     document = yaml.safe_load(kubeconfig_text)
     cluster = _cluster_of(document)
     host, port = _server(cluster)
@@ -205,7 +207,9 @@ def package_folders() -> list[Path]:
 
 
 def course_only() -> list[Path]:
-    """What the kept package holds that would do a graded step or give its answer: hidden in the jail.
+    """What the kept package holds that would do a graded step or give its answer.
+
+    All of it is hidden in the jail.
 
     The course room (steps done for the student, the hidden tests' references), the demo and bench
     that run the lesson's steps, the course's own model server and the lesson's reference manifests.
@@ -221,7 +225,7 @@ def course_only() -> list[Path]:
 
 
 def _seal(hide: list[Path], keep: list[Path], writable: Path) -> None:
-    """Inside fresh namespaces: only the system, the interpreter, the package and `keep`; fresh /tmp and /dev/shm."""
+    """Fresh namespaces: only system, interpreter, package and `keep`; fresh /tmp and /dev/shm."""
     isolation.enter_root(
         isolation.Root(
             keep=(Path(sys.prefix), Path(sys.base_prefix), *package_folders(), *keep),
@@ -266,13 +270,14 @@ def _give(path: Path, content: str, owner: tuple[int, int]) -> Path:
 
 
 def _start_forwarder(port: int, api_socket: Path, owner: tuple[int, int]) -> None:
-    """Listen on loopback at the API server's port (before the kernel starts) and relay to the worker."""
+    """Listen on loopback at the API server's port (before the kernel starts); relay to worker."""
     listener = socket.socket()
     listener.bind((LOOPBACK, port))
     listener.listen(64)
     if os.fork() == 0:
         try:
-            os.setsid()  # its own session: the kernel's shutdown waits for the children in its group
+            # its own session: the kernel's shutdown waits for the children in its group
+            os.setsid()
             isolation.drop_privileges(*owner)
             isolation.die_with_parent()
             bridge.serve(listener, functools.partial(bridge.unix_connection, str(api_socket)))
@@ -282,24 +287,24 @@ def _start_forwarder(port: int, api_socket: Path, owner: tuple[int, int]) -> Non
 
 
 def _limit() -> None:
-    """Bound the kernel's memory, tasks, file sizes and open files; its children inherit the bounds."""
+    """Bound the kernel's memory, tasks, file sizes and open files; its children inherit them."""
     for kind, value in LIMITS.items():
         resource.setrlimit(kind, (value, value))
 
 
 def kernel_uid(launcher_pid: int) -> int:
-    """The uid of the kernel whose jail was launched as process `launcher_pid`, and of all it starts."""
+    """The uid of the kernel whose jail was launched as `launcher_pid`, and of all it starts."""
     return KERNEL_UID_BASE + launcher_pid
 
 
 def serve(path: Path) -> NoReturn:
-    """The worker's kernel server at `path`: the grading kernel's libraries imported once, each kernel a fork."""
+    """The worker's kernel server at `path`: kernel libraries imported once, each kernel a fork."""
     forget_course()
     forkserver.serve(path, warm, launch)
 
 
 def forget_course() -> None:
-    """Drop what this process imported from `course_only` paths: a kernel forked from it inherits its memory."""
+    """Drop what this process imported from `course_only` paths: a forked kernel inherits memory."""
     hidden = course_only()
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
@@ -312,12 +317,14 @@ def forget_course() -> None:
 
 
 def warm() -> None:
-    """Import the kernel's libraries once, for every kernel forked from here (the kernel reads its environment)."""
+    """Import the kernel's libraries once, for each kernel forked here (it reads its env)."""
     importlib.import_module(KERNEL_MODULE).preload()
 
 
 def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
-    """As root: fresh mount, PID and network namespaces, the jailed command as their pid 1; its pid here.
+    """As root: fresh mount, PID and network namespaces, the jailed command as their pid 1.
+
+    Returns its pid as seen here.
 
     `request` holds the command, its folder and environment, the paths to hide and the API relay's
     socket; the kernel's uid follows from `client`, the pid of the command the kernelspec started.
@@ -385,7 +392,7 @@ def _enter(hide: list[Path], api_socket: Path | None, command: list[str], uid: i
 
 
 def _run(command: list[str]) -> NoReturn:
-    """The grading kernel in this interpreter (its libraries are loaded in a server's fork); else by exec."""
+    """The grading kernel in this interpreter (libraries loaded in a server's fork); else exec."""
     if command[:4] == [sys.executable, "-P", "-m", KERNEL_MODULE]:
         processes.run_as_main(
             importlib.import_module(KERNEL_MODULE).main, [KERNEL_MODULE, *command[4:]], None

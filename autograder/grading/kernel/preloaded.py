@@ -2,10 +2,10 @@
 
 The worker's kernel server (jail.serve) imports them once and each kernel is its fork, so no
 notebook's first cell spends seconds importing. The kernelspec's command reads
-`python -P -m autograder.grading.kernel.preloaded -f FILE`; the jail runs it in that fork, or as a new
-interpreter without a server. No file of the submission can stand in for these modules (the server
-runs `python -I`, the command `-P`); the notebook's folder joins `sys.path` after they are loaded,
-where `python -m ipykernel_launcher` would put it.
+`python -P -m autograder.grading.kernel.preloaded -f FILE`; the jail runs it in that fork, or as a
+new interpreter without a server. No file of the submission can stand in for these modules (the
+server runs `python -I`, the command `-P`); the notebook's folder joins `sys.path` after they are
+loaded, where `python -m ipykernel_launcher` would put it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from autograder.shared import isolation
 
 log = logging.getLogger(__name__)
 
-# kubernetes.client loads an API's module (and its hundreds of models) at its first use: named here.
-# ipykernel.debugger (debugpy) is what ipykernel imports as it starts; flask is what 04's app.py imports.
+# kubernetes.client loads an API's module (and its hundreds of models) at its first use:
+# named here. ipykernel.debugger (debugpy) is what ipykernel imports as it starts; flask is
+# what 04's app.py imports.
 PRELOADED = (
     "ipykernel.debugger",
     "matplotlib.pyplot",
@@ -61,12 +62,13 @@ PRELOADED = (
     ),
 )
 _SPAWN_PTY = pexpect.spawn._spawnpty
-# ipykernel chooses this backend when it starts; matplotlib reads it when imported, so it is set first.
+# ipykernel chooses this backend when it starts; matplotlib reads it when
+# imported, so it is set first.
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
 def preload(modules: tuple[str, ...] = PRELOADED) -> None:
-    """Import what the notebooks import; one that fails is left for the notebook's cell to report."""
+    """Import what the notebooks import; one that fails is left for its notebook cell to report."""
     os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
     os.environ.setdefault(
         "PYDEVD_DISABLE_FILE_VALIDATION", "1"
@@ -82,7 +84,7 @@ def preload(modules: tuple[str, ...] = PRELOADED) -> None:
 
 
 def _spawn_closing_at_once(self: pexpect.spawn, args: list, **kwargs: Any) -> Any:
-    """pexpect's pty, closed without its 0.1 s pause: `!cmd` closes it once the command has ended and been reaped."""
+    """pexpect's pty closed without its 0.1 s pause: `!cmd` closes it once the command is reaped."""
     process = _SPAWN_PTY(self, args, **kwargs)
     process.delayafterclose = 0
     return process
@@ -95,7 +97,8 @@ def main() -> None:
     pexpect.spawn._spawnpty = (
         _spawn_closing_at_once  # a graded submission runs ~35 `!kubectl` lines
     )
-    # Read at import, which in a server's fork came before this kernel's environment was set: read again.
+    # Read at import, which in a server's fork came before this kernel's
+    # environment was set: read again.
     location = os.environ.get("KUBECONFIG", "~/.kube/config")
     kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubernetes.config.KUBE_CONFIG_DEFAULT_LOCATION = (
         location

@@ -1,1 +1,1 @@
-"""The grading worker: one process per submission that runs its notebooks and judges the cluster it left."""
+"""The grading worker: a process per submission; runs its notebooks, judges the cluster left."""

@@ -1,9 +1,9 @@
 """Autograde one submission in a process of its own: a crash or a hang here never stops the class.
 
-Run by the class runner as `python -m autograder.grading.worker.autograde`, or as a fork of the run's worker
-server (`--serve PATH`, see forkserver.py) that has nbgrader and the lesson's libraries imported; its
-environment is the one the student's kernel inherits (the student's kubeconfig and namespace), its
-arguments tell it where the grader's read-only kubeconfig is.
+Run by the class runner as `python -m autograder.grading.worker.autograde`, or as a fork of the
+run's worker server (`--serve PATH`, see forkserver.py) that has nbgrader and the lesson's libraries
+imported; its environment is the one the student's kernel inherits (the student's kubeconfig and
+namespace), its arguments tell it where the grader's read-only kubeconfig is.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SOCKETS_TMPFS = (
 
 
 def autograde_steps() -> list[type]:
-    """nbgrader's own autograde chain, its Execute step replaced by the one whose verdicts are the grader's."""
+    """nbgrader's own autograde chain, its Execute step replaced by the grader's judging one."""
     default = Autograde.class_traits()["autograde_preprocessors"].default()
     return [ClusterVerifiedExecute if step is Execute else step for step in default]
 
@@ -73,12 +73,13 @@ def grading_config(request: WorkerRequest) -> Config:
 
 @contextlib.contextmanager
 def jail_kernel(folder: Path, hide: list[Path]) -> Iterator[Config]:
-    """A kernelspec in `folder` that starts each kernel in the jail, and the kernel settings it needs.
+    """A kernelspec in `folder` that starts each kernel in the jail, and the settings it needs.
 
     The jailed kernel has no network: its ZMQ sockets are files in a folder the jail keeps
     writable, and its one connection out, to the API server, is relayed through a unix socket there.
-    Kernels are forks of a kernel server that runs while the block does (in a folder only root enters),
-    itself a fork of this worker, which a warm server made with the kernel's libraries already loaded.
+    Kernels are forks of a kernel server that runs while the block does (in a folder only root
+    enters), itself a fork of this worker, which a warm server made with the kernel's libraries
+    already loaded.
     """
     with forkserver.forked(folder / "server" / "kernels.sock", jail.serve) as server:
         sockets = folder / "sockets"
@@ -103,12 +104,12 @@ def jail_kernel(folder: Path, hide: list[Path]) -> Iterator[Config]:
 
 
 def serve(path: Path) -> NoReturn:
-    """The class run's worker server at `path`: nbgrader and the lesson's libraries imported once, each worker a fork."""
+    """The class run's worker server at `path`: nbgrader, lesson imported once; workers fork."""
     forkserver.serve(path, jail.warm, launch)
 
 
 def launch(request: dict, stdout: int, stderr: int, client: int) -> int:
-    """A worker for `request` (forkserver's generic client: argv, cwd, env), forked from the server; its pid."""
+    """A worker for `request` (forkserver's argv, cwd, env), forked from the server; its pid."""
     argv = request["argv"]
     return forkserver.fork_and_become(
         lambda: processes.run_as_main(lambda: sys.exit(main(argv)), [WORKER_MODULE, *argv], None),
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         config = grading_config(request)
         if request.jail_hide:
-            # The one folder a jailed kernel writes outside its own /tmp: a few MB of RAM, never the host's disk.
+            # The one folder a jailed kernel writes outside its own /tmp: a few MB of
+            # RAM, never the host's disk.
             isolation.own_mounts()
             mounts.enter_context(isolation.tmpfs(Path(specs), SOCKETS_TMPFS))
             config.merge(mounts.enter_context(jail_kernel(Path(specs), list(request.jail_hide))))

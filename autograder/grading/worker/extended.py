@@ -1,8 +1,9 @@
-"""A submission's share of the nodes is lent to its exclusive notebook only, and taken back after it.
+"""A submission's share of the nodes is lent to its exclusive notebook only, and taken back.
 
-Every grading namespace's lent quota holds each extended resource the nodes advertise at 0 and its pods
-at a few, and an admission policy keeps each pod small while the quota is not lent (sandbox.py), so
-outside the notebook that needs the GPUs and a fleet a submission holds no GPU and little CPU or memory.
+Every grading namespace's lent quota holds each extended resource the nodes advertise at 0 and its
+pods at a few, and an admission policy keeps each pod small while the quota is not lent
+(sandbox.py), so outside the notebook that needs the GPUs and a fleet a submission holds no GPU and
+little CPU or memory.
 Exclusive notebooks run one submission at a time (nodes.exclusive): while the worker lends its
 submission the GPUs and room for many pods of any size, no other submission can hold more than that
 little. When the notebook ends the quota is back and every pod made under it is removed, so none
@@ -25,8 +26,10 @@ from autograder.shared.waiting import CONVERGING_INTERVAL, poll
 def lent(
     api: client.ApiClient, namespace: str, grant: dict[str, str], timeout: float
 ) -> Iterator[None]:
-    """The namespace's lent quota raised to `grant` (and many pods of any size) while the block runs;
-    then back to the ordinary limits, and every pod made under it gone."""
+    """The namespace's lent quota raised to `grant` (many pods of any size) while the block runs.
+
+    Then it is back to the ordinary limits, and every pod made under it is gone.
+    """
     core = client.CoreV1Api(api)
     _set_quota(core, namespace, sandbox.lent_quota(grant), timeout, lent=True)
     try:
@@ -41,7 +44,7 @@ def lent(
 def _set_quota(
     core: client.CoreV1Api, namespace: str, hard: dict[str, str], timeout: float, *, lent: bool
 ) -> None:
-    """Change the quota and wait until admission enforces it: it judges pods by the quota's status, not its spec."""
+    """Change the quota, wait until admission enforces it: it judges by status, not spec."""
     marker = {sandbox.LENT_ANNOTATION: "true" if lent else None}
     core.patch_namespaced_resource_quota(
         sandbox.LENT_QUOTA, namespace, {"metadata": {"annotations": marker}, "spec": {"hard": hard}}
@@ -61,7 +64,7 @@ def _set_quota(
 
 
 def holds(pod: client.V1Pod, resources: list[str]) -> bool:
-    """Whether any container of `pod` asks for one of `resources` (a limit alone asks for as much)."""
+    """Whether a container of `pod` asks for one of `resources` (a limit alone asks as much)."""
     containers = [*(pod.spec.init_containers or []), *pod.spec.containers]
     return any(
         name in (getattr(container.resources, field) or {})
@@ -75,8 +78,10 @@ def holds(pod: client.V1Pod, resources: list[str]) -> bool:
 def _remove_lent_pods(
     core: client.CoreV1Api, namespace: str, scarce: list[str], timeout: float
 ) -> None:
-    """Delete at once every pod the namespace runs as the lending ends (each may have been admitted under
-    it), until none of them, nor any that holds one of the `scarce` resources, is left."""
+    """Delete at once every pod the namespace runs as the lending ends (each may have been lent).
+
+    Until none of them, nor any that holds one of the `scarce` resources, is left.
+    """
     lent_pods = {pod.metadata.uid for pod in core.list_namespaced_pod(namespace).items}
 
     def remaining() -> list[client.V1Pod]:

@@ -99,7 +99,7 @@ def master_answers(master: NotebookNode) -> set[str]:
 
 
 def unjudgeable(master: NotebookNode) -> list[str]:
-    """Test cells of a master whose names the grader could not supply: each would be judged blind."""
+    """Test cells of a master whose names the grader could not supply: each judged blind."""
     provided = bound_names(ast.parse(trusted_imports(master))) | master_answers(master) | {"lab"}
     problems = []
     for cell in master.cells:
@@ -119,7 +119,7 @@ def unjudgeable(master: NotebookNode) -> list[str]:
 
 
 def namespace(imports: str, lab: Any, student: dict[str, Any]) -> dict[str, Any]:
-    """A fresh namespace for one test cell: the master's imports, the grader's lab, the student's answers."""
+    """A fresh namespace per test cell: the master's imports, the grader's lab, the answers."""
     scope: dict[str, Any] = {"__name__": "__grader__", "__builtins__": builtins}
     scope.update(student)
     exec(compile(imports, "<master imports>", "exec"), scope)
@@ -130,7 +130,7 @@ def namespace(imports: str, lab: Any, student: dict[str, Any]) -> dict[str, Any]
 def student_values(
     names: Iterable[str], provided: AbstractSet[str], ask: Callable[[str], str]
 ) -> dict[str, Any]:
-    """The student's values for `names` the master's imports do not provide, read from the kernel."""
+    """The student's values for `names` the master's imports lack, read from the kernel."""
     wanted = [name for name in names if name not in provided and name != "lab"]
     if not wanted:
         return {}

@@ -1,4 +1,6 @@
-"""The grader's kernel client: ready as soon as its kernel has answered kernel_info on both channels.
+"""The grader's kernel client.
+
+Ready as soon as its kernel has answered kernel_info on both channels.
 
 jupyter_client's own client, once the reply has come, also waits for 0.2 s of silence on IOPub to
 flush what the kernel sent meanwhile. A graded submission starts a kernel per notebook, seven in
@@ -19,7 +21,7 @@ IOPUB_CONNECTED_WITHIN = 0.2
 
 
 class ReadyKernelClient(AsyncKernelClient):
-    """An AsyncKernelClient whose `wait_for_ready` ends with the kernel's answer, not a fixed pause."""
+    """An AsyncKernelClient whose `wait_for_ready` ends at the kernel's answer, not a pause."""
 
     async def wait_for_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
@@ -44,7 +46,7 @@ class ReadyKernelClient(AsyncKernelClient):
                 raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
 
     async def _idle_after(self, request: str) -> bool:
-        """Whether IOPub brings the kernel's `idle` status for `request` in time, i.e. it is subscribed."""
+        """Whether IOPub brings the kernel's `idle` for `request` in time, i.e. it is subscribed."""
         until = time.monotonic() + IOPUB_CONNECTED_WITHIN
         while (left := until - time.monotonic()) > 0:
             try:

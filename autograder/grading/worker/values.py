@@ -29,7 +29,7 @@ _HANDLES: dict[str, Callable[..., Any]] = {}  # in the kernel: callables the gra
 
 
 class Unreadable:
-    """A student value the grader cannot read as data (an object, a module): using it fails the test."""
+    """A student value the grader cannot read as data (an object, a module): using it fails."""
 
     def __init__(self, name: str, kind: str, shown: str) -> None:
         self._what = (
@@ -101,7 +101,7 @@ def snapshot(namespace: dict[str, Any], names: list[str]) -> str:
 
 
 def _revive(value: Any) -> Any:
-    """In the kernel: the grader's arguments back as Python values (handles become the callables)."""
+    """In the kernel: the grader's arguments as Python values (handles become the callables)."""
     if isinstance(value, list):
         return [_revive(item) for item in value]
     if not isinstance(value, dict):
@@ -124,7 +124,7 @@ def _tagged(value: dict[str, Any], inner: Callable[[Any], Any]) -> Any:
 
 
 def call(handle: str, arguments: str) -> str:
-    """In the kernel: call a handed-out function with JSON arguments; its result or exception as JSON."""
+    """In the kernel: call a handed-out function with JSON arguments; result or error as JSON."""
     if (
         handle not in _HANDLES
     ):  # a restarted kernel has lost it: never mistake that for the function's error
@@ -144,7 +144,7 @@ def call(handle: str, arguments: str) -> str:
 
 
 def arguments(args: tuple, kwargs: dict[str, Any]) -> str:
-    """In the grader: a call's arguments as the JSON `call` reads (the grader's tests pass plain data)."""
+    """In the grader: a call's arguments as JSON for `call` (the grader's tests pass plain data)."""
     return json.dumps(
         [[_grader_encode(a) for a in args], {k: _grader_encode(v) for k, v in kwargs.items()}]
     )
@@ -166,7 +166,7 @@ def _grader_encode(value: Any) -> Any:
 
 
 def shown_string(shown: str) -> str:
-    """In the grader: the string a kernel's answer shows; any other literal is refused unparsed (it may take GBs)."""
+    """In the grader: the string a kernel's answer shows; other literals refused (may take GBs)."""
     if len(shown) > MAX_REPLY_CHARS:
         raise ValueError("the answer is larger than the grader accepts")
     if not STRING_REPR.fullmatch(shown):
@@ -198,7 +198,7 @@ class StudentFunction:
         return reply["value"]
 
     def _reply(self, request: str) -> dict[str, Any]:
-        """The kernel's reply, decoded; one built to break the grader's reading is no exception a test may expect."""
+        """The kernel's reply, decoded; one made to break the reading is no exception to expect."""
         try:
             reply = json.loads(self._ask(request))
             if not isinstance(reply, dict) or not (

@@ -45,8 +45,8 @@ SAFE_MIMETYPES = frozenset({"text/plain", "image/png", "image/jpeg", "image/gif"
 DISPLAY_MESSAGES = frozenset({"display_data", "execute_result", "update_display_data"})
 # Seconds this worker spent per phase; a worker process grades exactly one submission.
 PHASES: dict[str, float] = defaultdict(float)
-# A kernel already starting for the submission's next notebook (its kernel manager). nbgrader makes a
-# new Execute step for every notebook, so the kernel is kept here, where the next step finds it.
+# A kernel already starting for the submission's next notebook (its kernel manager). nbgrader makes
+# a new Execute step for every notebook, so the kernel is kept here, where the next step finds it.
 NEXT_KERNEL: list[Any] = []
 
 
@@ -57,7 +57,7 @@ KERNEL_UIDS: set[int] = set()
 
 @atexit.register
 def _stop_unused_kernel() -> None:
-    """No next notebook ran (it was missing): stop the kernel started for it; then nothing of any kernel runs on."""
+    """No next notebook ran (it was missing): stop the kernel started for it; nothing runs on."""
     for manager in NEXT_KERNEL:
         run_sync(lambda manager=manager: ensure_async(manager.shutdown_kernel(now=True)))()
     for uid in KERNEL_UIDS:
@@ -93,7 +93,7 @@ def _error(text: str, ename: str) -> NotebookNode:
 
 
 def _drop_invalid(cell: NotebookNode) -> None:
-    """Remove what a kernel's messages put in the cell that nbformat would refuse to save with the notebook."""
+    """Remove what a kernel's messages put in the cell that nbformat would refuse to save."""
     cell.outputs = [
         output
         for output in cell.outputs
@@ -178,8 +178,8 @@ class ClusterVerifiedExecute(Execute):
                     cell.outputs, cell.execution_count = (
                         [
                             _error(
-                                "not run: this notebook and the ones after it hold no answer (their code cells "
-                                "are as released)",
+                                "not run: this notebook and the ones after it hold no answer "
+                                "(their code cells are as released)",
                                 "NotAnswered",
                             )
                         ],
@@ -211,7 +211,7 @@ class ClusterVerifiedExecute(Execute):
                 self._cleanup_kernel()  # a kernel handed in is not shut down by nbclient itself
 
     def _extended_resources(self) -> AbstractContextManager[None]:
-        """The exclusive notebook's extended resources, lent for as long as it runs (none without a lender)."""
+        """The exclusive notebook's extended resources, lent while it runs (none with no lender)."""
         if not self.lender_kubeconfig:
             return nullcontext()
         lender = kubeconfig.api_client(config_file=Path(self.lender_kubeconfig))
@@ -242,7 +242,8 @@ class ClusterVerifiedExecute(Execute):
     async def async_start_new_kernel_client(self) -> Any:
         with timed("kernel starts"):
             kernel_client = await super().async_start_new_kernel_client()
-        # Only now: a kernel's IPC socket files exist once it is ready, and the next one must not pick the same.
+        # Only now: a kernel's IPC socket files exist once it is ready, and the next
+        # one must not pick the same.
         if not NEXT_KERNEL and self._next_notebook_runs():
             await self._async_start_spare()
         return kernel_client
@@ -260,7 +261,7 @@ class ClusterVerifiedExecute(Execute):
         )
 
     async def _async_start_spare(self) -> None:
-        """Start the next notebook's kernel the way this one was started; it is picked up by `preprocess`."""
+        """Start the next notebook's kernel as this one was started; `preprocess` picks it up."""
         current = self.km
         try:
             self.create_kernel_manager()
@@ -273,7 +274,8 @@ class ClusterVerifiedExecute(Execute):
         finally:
             self.km = current
 
-    # nbclient binds its synchronous wrappers to its own coroutines: rebind them to the overrides above.
+    # nbclient binds its synchronous wrappers to its own coroutines: rebind
+    # them to the overrides above.
     start_new_kernel = run_sync(async_start_new_kernel)
     start_new_kernel_client = run_sync(async_start_new_kernel_client)
 
@@ -308,7 +310,8 @@ class ClusterVerifiedExecute(Execute):
         self._deadline = monotonic() + (self.timeout or settings.default("cell_timeout"))
         try:
             student = judge.student_values(judge.free_names(cell.source), self._provided, self._ask)
-        except Exception as error:  # the kernel may send anything: whatever breaks the reading fails this cell only
+        except Exception as error:
+            # the kernel may send anything: whatever breaks the reading fails this cell only
             return [
                 _error(f"the grader could not read your answers: {error}", type(error).__name__)
             ]
@@ -358,8 +361,11 @@ class ClusterVerifiedExecute(Execute):
         await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
 
     def process_message(self, msg: dict, cell: NotebookNode, cell_index: int) -> Any:
-        """One message of the student's kernel, which may send any: displays keep only `SAFE_MIMETYPES`,
-        widget messages are not kept, and one built to break nbclient is dropped, not the notebook."""
+        """One message of the student's kernel, which may send any.
+
+        Displays keep only `SAFE_MIMETYPES`, widget messages are not kept, and one built to break
+        nbclient is dropped, not the notebook.
+        """
         msg_type = msg.get("msg_type", "")
         if msg_type.startswith("comm"):
             return None
@@ -395,7 +401,7 @@ class ClusterVerifiedExecute(Execute):
     def output(
         self, outs: list[NotebookNode], msg: dict, display_id: str | None, cell_index: int
     ) -> Any:
-        """Keep at most `max_output_bytes` of one cell's output; a flood never reaches memory or disk."""
+        """Keep at most `max_output_bytes` of a cell's output; a flood never hits memory or disk."""
         used = self._output_bytes.get(cell_index, 0)
         size = len(json.dumps(msg.get("content", {})))
         self._output_bytes[cell_index] = used + size
