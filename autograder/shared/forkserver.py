@@ -45,14 +45,26 @@ from autograder.shared import isolation, processes, waiting
 logger = logging.getLogger(__name__)
 MESSAGE_SIZE = 1 << 20
 SO_ACCEPTCON = 0x10000  # a socket's flag in /proc/net/unix once it listens
+# `python -I -m MODULE ARGS` with FOLDER first on sys.path: `python -I -c RUN_FROM FOLDER MODULE ARGS`.
+RUN_FROM = (
+    "import runpy, sys; _, folder, module, *args = sys.argv; sys.path.insert(0, folder); "
+    "sys.argv[:] = [module, *args]; runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
 # Run in the child that holds a connection: (request, stdout, stderr, the client's pid) -> the process's pid.
 Launch = Callable[[dict, int, int, int], int]
 
 
 def start(
-    path: Path, module: str, env: dict[str, str] | None = None, timeout: float = 30
+    path: Path,
+    module: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 30,
+    import_from: Path | None = None,
 ) -> subprocess.Popen:
     """Start `python -I -m module --serve path`, in a folder only root may enter; it dies with this thread.
+
+    `import_from` goes first on its sys.path: the folder a caller imported this package from when
+    -I would not find it (a classroom student's server has it from PYTHONPATH, the lab runtime's copy).
 
     It runs in a session of its own: a Ctrl-C at the terminal is the caller's to handle (it stops the
     server), not a KeyboardInterrupt in the server and in every process it forked.
@@ -60,8 +72,9 @@ def start(
     """
     path.parent.mkdir(mode=0o700, exist_ok=True)
     path.unlink(missing_ok=True)  # a server that died left its socket: the new one binds afresh
+    run = ["-m", module] if import_from is None else ["-c", RUN_FROM, str(import_from), module]
     server = subprocess.Popen(
-        [sys.executable, "-I", "-m", module, "--serve", str(path)],
+        [sys.executable, "-I", *run, "--serve", str(path)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         cwd="/",
