@@ -6,6 +6,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
+from collections.abc import Collection
 
 import nbformat
 from playwright.sync_api import Page
@@ -18,7 +19,7 @@ from jupyter_browser import Screenshots
 MASTERS = REPO_ROOT / "source" / ASSIGNMENT
 HIDDEN_TESTS = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.DOTALL)
 SOLUTION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
-SOLUTION_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.MULTILINE)
+SOLUTION_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*(\n|\Z)", re.MULTILINE)
 LONG_ENOUGH = 30  # characters: a line this long from a master is found nowhere by chance
 SERVER_READY = 240_000  # ms: log-in, spawn and JupyterLab's first load on a busy machine
 # The Assignments tabs open now closed, so the next one is the only one (its sections have fixed ids).
@@ -57,10 +58,9 @@ for path in found:
 print(json.dumps(held))"""
 
 
-def master_lines(pattern: re.Pattern[str]) -> list[str]:
-    """The masters' lines in `pattern`'s regions (hidden tests, solutions) that students are not given:
-    no released notebook's cell and no file of the lab runtime (shared/studentfiles.py) holds them."""
-    given = "\n".join(
+def _given() -> str:
+    """What students are given: the released notebooks' cells and the lab runtime's Python files."""
+    return "\n".join(
         [
             *(
                 cell.source
@@ -74,6 +74,11 @@ def master_lines(pattern: re.Pattern[str]) -> list[str]:
             ),
         ]
     )
+
+
+def master_lines(pattern: re.Pattern[str]) -> list[str]:
+    """The masters' lines in `pattern`'s regions (hidden tests, solutions) that students are not given:
+    no released notebook's cell and no file of the lab runtime (shared/studentfiles.py) holds them."""
     lines = {
         line.strip()
         for path in sorted(MASTERS.glob("*.ipynb"))
@@ -81,17 +86,28 @@ def master_lines(pattern: re.Pattern[str]) -> list[str]:
         for region in pattern.findall(cell.source)
         for line in region.splitlines()
     }
+    given = _given()
     return sorted(line for line in lines if len(line) >= LONG_ENOUGH and line not in given)
 
 
-def solved_sources(notebook: str) -> dict[int, str]:
-    """The master's solution cells of one notebook, by index, with nbgrader's markers removed."""
+def solved_sources(notebook: str, grade_ids: Collection[str] | None = None) -> dict[int, str]:
+    """The master's solution cells of one notebook (those of `grade_ids` only, when given), by index,
+    with nbgrader's markers removed."""
     cells = nbformat.read(MASTERS / f"{notebook}.ipynb", 4).cells
     return {
         index: SOLUTION_MARKER.sub("", cell.source)
         for index, cell in enumerate(cells)
-        if cell.metadata.get("nbgrader", {}).get("solution") and cell.cell_type == "code"
+        if cell.metadata.get("nbgrader", {}).get("solution")
+        and cell.cell_type == "code"
+        and (grade_ids is None or cell.metadata["nbgrader"].get("grade_id") in grade_ids)
     }
+
+
+def cell_index(notebook: str, grade_id: str) -> int:
+    """Where the master's cell `grade_id` is in one notebook (the release keeps the cells' order)."""
+    cells = nbformat.read(MASTERS / f"{notebook}.ipynb", 4).cells
+    ids = [cell.metadata.get("nbgrader", {}).get("grade_id") for cell in cells]
+    return ids.index(grade_id)
 
 
 def log_in(page: Page, room: Classroom, user: str, password: str) -> None:
