@@ -90,9 +90,22 @@ def master_lines(pattern: re.Pattern[str]) -> list[str]:
     return sorted(line for line in lines if len(line) >= LONG_ENOUGH and line not in given)
 
 
+def course_lines() -> list[str]:
+    """The lines of the package's course room (steps done for the student, the hidden tests'
+    references) that students are not given, but imports (other packages hold the same)."""
+    lines = {
+        line.strip()
+        for path in sorted((REPO_ROOT / "autograder" / "course").glob("*.py"))
+        for line in path.read_text().splitlines()
+        if not line.lstrip().startswith(("import ", "from "))
+    }
+    given = _given()
+    return sorted(line for line in lines if len(line) >= LONG_ENOUGH and line not in given)
+
+
 def solved_sources(notebook: str, grade_ids: Collection[str] | None = None) -> dict[int, str]:
-    """The master's solution cells of one notebook (those of `grade_ids` only, when given), by index,
-    with nbgrader's markers removed."""
+    """The master's solution cells of one notebook (those of `grade_ids` only, when given), by
+    index, with nbgrader's markers removed."""
     cells = nbformat.read(MASTERS / f"{notebook}.ipynb", 4).cells
     return {
         index: SOLUTION_MARKER.sub("", cell.source)
@@ -104,7 +117,7 @@ def solved_sources(notebook: str, grade_ids: Collection[str] | None = None) -> d
 
 
 def cell_index(notebook: str, grade_id: str) -> int:
-    """Where the master's cell `grade_id` is in one notebook (the release keeps the cells' order)."""
+    """Where the master's cell `grade_id` is in one notebook (the release keeps their order)."""
     cells = nbformat.read(MASTERS / f"{notebook}.ipynb", 4).cells
     ids = [cell.metadata.get("nbgrader", {}).get("grade_id") for cell in cells]
     return ids.index(grade_id)
@@ -156,10 +169,18 @@ def run_in_server(page: Page, code: str) -> str:
     return page.evaluate(RUN_IN_KERNEL, code)
 
 
+def search_code(needles: list[str]) -> str:
+    """Python code that prints, as JSON, the files of its filesystem that hold any of `needles`."""
+    return SEARCH.format(hexed=[binascii.hexlify(needle.encode()).decode() for needle in needles])
+
+
 def readable_files_holding(page: Page, needles: list[str]) -> dict[str, list[str]]:
     """The files of the user's server's whole filesystem that hold any of `needles`, with those they hold."""
-    hexed = [binascii.hexlify(needle.encode()).decode() for needle in needles]
-    printed = run_in_server(page, SEARCH.format(hexed=hexed))
+    return files_holding(run_in_server(page, search_code(needles)), needles)
+
+
+def files_holding(printed: str, needles: list[str]) -> dict[str, list[str]]:
+    """What search_code's run printed: each file found, with the needles it holds."""
     try:
         held = json.loads(printed.strip().splitlines()[-1])
     except (IndexError, ValueError):

@@ -1,7 +1,8 @@
-"""The classroom on a real JupyterHub: two students log in, fetch lesson01 through nbgrader's exchange, one
-solves notebook 01 and part of 04 (on their own practice cluster) and submits, the other submits it blank;
-the instructor collects, grades on the cluster and releases feedback; both fetch it and see their scores;
-a refused submission shows why in the Assignments tab. Screenshots: artifacts/screenshots/<test>/."""
+"""The classroom on a real JupyterHub: two students log in, fetch lesson01 through nbgrader's
+exchange, one solves notebook 01 and part of 04 (on their own practice cluster) and submits, the
+other submits it blank; the instructor collects, grades on the cluster and releases feedback; both
+fetch it and see their scores; a refused submission shows why in the Assignments tab.
+Screenshots: artifacts/screenshots/<test>/."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from kubernetes import client
 from nbgrader.api import Gradebook
 from playwright.sync_api import Browser, Page, sync_playwright
 
+import autograder
 from autograder.classroom import hub, setup
 from autograder.classroom.layout import ASSIGNMENT, COURSE_ID, Classroom
 from autograder.grading.classrun.course import Course, scores
@@ -43,10 +46,13 @@ from jupyter_hub import (
     SOLUTION,
     cell_index,
     click_in_row,
+    course_lines,
+    files_holding,
     log_in,
     master_lines,
     open_assignments,
     readable_files_holding,
+    search_code,
     set_cell_sources,
     solved_sources,
     wait_in_section,
@@ -59,9 +65,9 @@ INSTRUCTOR = "k8sml-t-teacher"
 SOLVER, BLANK, LATE = "k8sml-t-ada", "k8sml-t-bo", "k8sml-t-cy"
 NOTEBOOK_01 = "01-why-orchestration"
 NOTEBOOK_04 = "04-first-deployment"
-# Part of 04 as a student types it: the app, its test client, the Dockerfile, the Deployment's manifest,
-# `kubectl apply -f ml-api/deployment.yaml` and `kubectl get`; exercises 4.1 and 4.2 pass, 4.3 and 4.4
-# are not done.
+# Part of 04 as a student types it: the app, its test client, the Dockerfile, the Deployment's
+# manifest, `kubectl apply -f ml-api/deployment.yaml` and `kubectl get`; exercises 4.1 and 4.2 pass,
+# 4.3 and 4.4 are not done.
 TYPED_04 = (
     "write-app",
     "test-client",
@@ -146,7 +152,8 @@ def _open_release(
 
 
 def _solve(notebook: OpenNotebook, typed: dict[int, str], last: int | None = None) -> list[str]:
-    """Type the `typed` answers, run the code cells (up to cell `last`), save; the exercises that passed."""
+    """Type the `typed` answers, run the code cells (up to cell `last`), save; the exercises that
+    passed."""
     set_cell_sources(notebook.page, typed)
     passed = []
     for index in notebook.code_cells():
@@ -185,8 +192,8 @@ def _collect_and_grade(room: Classroom) -> None:
 
 
 def _feedback_scores(page: Page, room: Classroom, user: str, shots: Screenshots) -> list[str]:
-    """Fetch Feedback in the Assignments tab, open notebooks 01's and 04's feedback pages; the scores
-    they show."""
+    """Fetch Feedback in the Assignments tab, open notebooks 01's and 04's feedback pages; the
+    scores they show."""
     open_assignments(page, shots, user)
     click_in_row(page, "submitted", "Fetch Feedback")
     page.locator("#submitted_assignments_list").get_by_text("view feedback").first.wait_for(
@@ -325,6 +332,50 @@ def test_a_students_server_reads_no_solution_of_the_masters(
     assert not leaks, f"the student's server can read the masters' solutions: {leaks}"
 
 
+def _installed_hub(folder: Path) -> Path:
+    """A Python environment holding this package as `pip install .` puts it (a copy, not
+    editable), reading this test's environment's packages through a .pth: a hub installed from PyPI;
+    its python."""
+    base_python = Path(sys.base_prefix) / "bin" / "python3"  # kept in a student's view, unlike ours
+    subprocess.run([base_python, "-m", "venv", "--without-pip", folder], check=True)
+    python = folder / "bin" / "python3"
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    asked = subprocess.run([python, "-c", purelib], capture_output=True, text=True, check=True)
+    site = Path(asked.stdout.strip())
+    (site / "hub-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    package = Path(autograder.__file__).parent
+    shutil.copytree(package, site / "autograder", ignore=shutil.ignore_patterns("__pycache__"))
+    return python
+
+
+def test_a_students_server_reads_no_course_file_of_a_hub_installed_from_a_wheel(
+    classroom: tuple[Classroom, dict[str, str]],
+) -> None:
+    """The hub's environment is kept readable in a student's view (their server runs from it);
+    where the package is installed there, not editable, its course/ and grading/ are in it."""
+    room, _ = classroom
+    python = _installed_hub(room.root / "installed-hub")
+    needles = [*course_lines(), *master_lines(SOLUTION), RUNTIME_LINE]
+    spawn = (
+        "import json, pathlib, sys; from autograder.classroom import layout, roles; "
+        f"room = layout.Classroom.load(pathlib.Path({str(room.root)!r})); "
+        f"print(json.dumps([roles.confined(room, {BLANK!r}, [sys.executable, '-c', sys.argv[1]]), "
+        f"roles.environment(room, {BLANK!r}), roles.__file__]))"
+    )
+    planned = subprocess.run(
+        [python, "-I", "-c", spawn, search_code(needles)], capture_output=True, text=True
+    )
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    command, environment, roles_file = json.loads(planned.stdout)
+    assert roles_file.startswith(str(room.root / "installed-hub")), roles_file
+    searched = subprocess.run(command, env=environment, capture_output=True, text=True)
+    found = files_holding(searched.stdout + searched.stderr, needles)
+    runtime = [path for path, held in found.items() if RUNTIME_LINE in held]
+    assert any(path.startswith(str(room.runtime)) for path in runtime), found
+    leaks = {path: held for path, held in found.items() if set(held) - {RUNTIME_LINE}}
+    assert not leaks, f"a student's server reads the hub's installed course files: {leaks}"
+
+
 def _cluster_of(room: Classroom, student: str) -> dict:
     """A student's practice cluster, started as their server starts it; its kubeconfig read as root."""
     setup.as_user(
@@ -394,7 +445,7 @@ def test_a_students_credentials_get_nothing_from_anothers_cluster(
 
 
 def _refusal_shown(page: Page, shots: Screenshots, who: str, what: str) -> str:
-    """Submit in the Assignments tab; the text of the dialog that refuses it, once screenshot and closed."""
+    """Submit in the Assignments tab; the text of the refusal's dialog, once shot and closed."""
     open_assignments(page, shots, who)
     click_in_row(page, "fetched", "Submit")
     dialog = page.locator(".jp-Dialog")

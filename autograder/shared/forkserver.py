@@ -45,7 +45,8 @@ from autograder.shared import isolation, processes, waiting
 logger = logging.getLogger(__name__)
 MESSAGE_SIZE = 1 << 20
 SO_ACCEPTCON = 0x10000  # a socket's flag in /proc/net/unix once it listens
-# `python -I -m MODULE ARGS` with FOLDER first on sys.path: `python -I -c RUN_FROM FOLDER MODULE ARGS`.
+# `python -I -m MODULE ARGS` with FOLDER first on sys.path:
+# `python -I -c RUN_FROM FOLDER MODULE ARGS`.
 RUN_FROM = (
     "import runpy, sys; _, folder, module, *args = sys.argv; sys.path.insert(0, folder); "
     "sys.argv[:] = [module, *args]; runpy.run_module(module, run_name='__main__', alter_sys=True)"
@@ -64,7 +65,7 @@ def start(
     """Start `python -I -m module --serve path`, in a folder only root may enter; it dies with this thread.
 
     `import_from` goes first on its sys.path: the folder a caller imported this package from when
-    -I would not find it (a classroom student's server has it from PYTHONPATH, the lab runtime's copy).
+    -I would not find it (a classroom student's server has it from PYTHONPATH: the lab runtime).
 
     It runs in a session of its own: a Ctrl-C at the terminal is the caller's to handle (it stops the
     server), not a KeyboardInterrupt in the server and in every process it forked.
