@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import psutil
 import pytest
 import yaml
@@ -214,6 +215,17 @@ def _feedback_scores(page: Page, room: Classroom, user: str, shots: Screenshots)
     return shown
 
 
+def _graded_errors(room: Classroom, student: str, notebook: str) -> list[str]:
+    """The errors a student's autograded notebook shows: why a step scored less than it should."""
+    path = room.course / "autograded" / student / ASSIGNMENT / f"{notebook}.ipynb"
+    return [
+        f"cell {index}: {output.ename}: {output.evalue[:300]}"
+        for index, cell in enumerate(nbformat.read(path, 4).cells)
+        for output in cell.get("outputs", [])
+        if output.output_type == "error"
+    ]
+
+
 def _points(steps: dict[str, list[float]], notebook: str) -> dict[str, list[float]]:
     """The [score, most] of each graded step of one notebook, by grade id."""
     return {
@@ -262,7 +274,10 @@ def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
     assert points_01 and all(got == most for got, most in points_01.values()), points_01
     done_04 = {step: points for step, points in points_04.items() if step in DONE_04}
     assert set(done_04) == set(DONE_04), points_04
-    assert all(got == most for got, most in done_04.values()), points_04
+    assert all(got == most for got, most in done_04.values()), (
+        points_04,
+        _graded_errors(room, SOLVER, NOTEBOOK_04),
+    )
     full_01, part_04, full_04 = (
         sum(most for _, most in points.values()) for points in (points_01, done_04, points_04)
     )
