@@ -9,6 +9,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
+from collections.abc import Collection
 
 import nbformat
 from playwright.sync_api import Page
@@ -21,7 +22,7 @@ from jupyter_browser import Screenshots
 MASTERS = REPO_ROOT / "source" / ASSIGNMENT
 HIDDEN_TESTS = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.DOTALL)
 SOLUTION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
-SOLUTION_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.MULTILINE)
+SOLUTION_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*(\n|\Z)", re.MULTILINE)
 LONG_ENOUGH = 30  # characters: a line this long from a master is found nowhere by chance
 SERVER_READY = 240_000  # ms: log-in, spawn and JupyterLab's first load on a busy machine
 # The Assignments tabs open now closed, so the next one is the only one (its
@@ -58,19 +59,16 @@ listed = subprocess.run(["grep", "-rlFsZ", *patterns, *tops], capture_output=Tru
 found = [path.decode() for path in listed.split(b"\\0") if path]
 held = {{}}
 for path in found:
-    # names may hold spaces (feedback folders): grep ends each with NUL
+    # Names may hold spaces (feedback folders): grep ends each with NUL.
     with open(path, "rb") as file:
         data = file.read()
     held[path] = [index for index, needle in enumerate(needles) if needle in data]
 print(json.dumps(held))"""
 
 
-def master_lines(pattern: re.Pattern[str]) -> list[str]:
-    """The masters' lines in `pattern`'s regions (hidden tests, solutions) students are not given.
-
-    No released notebook's cell and no file of the lab runtime (shared/studentfiles.py) holds them.
-    """
-    given = "\n".join(
+def _given() -> str:
+    """What students are given: the released notebooks' cells and the lab runtime's Python files."""
+    return "\n".join(
         [
             *(
                 cell.source
@@ -84,6 +82,13 @@ def master_lines(pattern: re.Pattern[str]) -> list[str]:
             ),
         ]
     )
+
+
+def master_lines(pattern: re.Pattern[str]) -> list[str]:
+    """The masters' lines in `pattern`'s regions (hidden tests, solutions) students are not given.
+
+    No released notebook's cell and no file of the lab runtime (shared/studentfiles.py) holds them.
+    """
     lines = {
         line.strip()
         for path in sorted(MASTERS.glob("*.ipynb"))
@@ -91,21 +96,45 @@ def master_lines(pattern: re.Pattern[str]) -> list[str]:
         for region in pattern.findall(cell.source)
         for line in region.splitlines()
     }
+    given = _given()
     return sorted(line for line in lines if len(line) >= LONG_ENOUGH and line not in given)
 
 
-def solved_sources(notebook: str) -> dict[int, str]:
-    """The master's solution cells of one notebook, by index, with nbgrader's markers removed."""
+def course_lines() -> list[str]:
+    """The lines of the package's course room (steps done for the student, the hidden tests'
+    references) that students are not given, but imports (other packages hold the same)."""
+    lines = {
+        line.strip()
+        for path in sorted((REPO_ROOT / "autograder" / "course").glob("*.py"))
+        for line in path.read_text().splitlines()
+        if not line.lstrip().startswith(("import ", "from "))
+    }
+    given = _given()
+    return sorted(line for line in lines if len(line) >= LONG_ENOUGH and line not in given)
+
+
+def solved_sources(notebook: str, grade_ids: Collection[str] | None = None) -> dict[int, str]:
+    """The master's solution cells of one notebook (those of `grade_ids` only, when given), by
+    index, with nbgrader's markers removed."""
     cells = nbformat.read(MASTERS / f"{notebook}.ipynb", 4).cells
     return {
         index: SOLUTION_MARKER.sub("", cell.source)
         for index, cell in enumerate(cells)
-        if cell.metadata.get("nbgrader", {}).get("solution") and cell.cell_type == "code"
+        if cell.metadata.get("nbgrader", {}).get("solution")
+        and cell.cell_type == "code"
+        and (grade_ids is None or cell.metadata["nbgrader"].get("grade_id") in grade_ids)
     }
 
 
+def cell_index(notebook: str, grade_id: str) -> int:
+    """Where the master's cell `grade_id` is in one notebook (the release keeps their order)."""
+    cells = nbformat.read(MASTERS / f"{notebook}.ipynb", 4).cells
+    ids = [cell.metadata.get("nbgrader", {}).get("grade_id") for cell in cells]
+    return ids.index(grade_id)
+
+
 def log_in(page: Page, room: Classroom, user: str, password: str) -> None:
-    """The hub's log-in form, then the wait for the user's JupyterLab (the spawn page shows it)."""
+    """The hub's log-in form, then the wait for the user's JupyterLab (spawn page: progress)."""
     page.goto(f"{room.url}hub/login", wait_until="domcontentloaded")
     page.fill("#username_input", user)
     page.fill("#password_input", password)
@@ -126,7 +155,7 @@ def open_assignments(page: Page, shots: Screenshots, who: str) -> None:
 
 
 def click_in_row(page: Page, section: str, label: str, timeout: float = 120_000) -> None:
-    """Press `label` in a section of the Assignments tab (released, fetched, submitted)."""
+    """Press `label` in lesson01's row of an Assignments tab section (released, fetched...)."""
     page.locator(f"#{section}_assignments_list").get_by_role("button", name=label).click(
         timeout=timeout
     )
@@ -150,10 +179,18 @@ def run_in_server(page: Page, code: str) -> str:
     return page.evaluate(RUN_IN_KERNEL, code)
 
 
+def search_code(needles: list[str]) -> str:
+    """Python code that prints, as JSON, the files of its filesystem that hold any of `needles`."""
+    return SEARCH.format(hexed=[binascii.hexlify(needle.encode()).decode() for needle in needles])
+
+
 def readable_files_holding(page: Page, needles: list[str]) -> dict[str, list[str]]:
-    """The files in the user's server's whole filesystem holding any of `needles`, and which."""
-    hexed = [binascii.hexlify(needle.encode()).decode() for needle in needles]
-    printed = run_in_server(page, SEARCH.format(hexed=hexed))
+    """The files of the user's server's whole filesystem holding any of `needles`, and which."""
+    return files_holding(run_in_server(page, search_code(needles)), needles)
+
+
+def files_holding(printed: str, needles: list[str]) -> dict[str, list[str]]:
+    """What search_code's run printed: each file found, with the needles it holds."""
     try:
         held = json.loads(printed.strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -164,7 +201,7 @@ def readable_files_holding(page: Page, needles: list[str]) -> dict[str, list[str
 
 
 def set_cell_sources(page: Page, sources: dict[int, str]) -> None:
-    """Type the answers into the open notebook's cells (via its model, like the editor) and save."""
+    """Type the answers into the open notebook's cells (through its model, as the editor does)."""
     page.evaluate(
         """sources => {
       const cells = window.jupyterapp.shell.currentWidget.content.widgets;

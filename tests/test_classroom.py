@@ -1,9 +1,8 @@
-"""The classroom on a real JupyterHub.
-
-Two students log in, fetch lesson01 through nbgrader's exchange, one solves notebook 01 and submits,
-the other submits it blank; the instructor collects, grades on the cluster and releases feedback;
-both fetch it and see their scores. Screenshots: artifacts/screenshots/<test>/.
-"""
+"""The classroom on a real JupyterHub: two students log in, fetch lesson01 through nbgrader's
+exchange, one solves notebook 01 and part of 04 (on their own practice cluster) and submits, the
+other submits it blank; the instructor collects, grades on the cluster and releases feedback; both
+fetch it and see their scores; a refused submission shows why in the Assignments tab.
+Screenshots: artifacts/screenshots/<test>/."""
 
 from __future__ import annotations
 
@@ -14,10 +13,12 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import psutil
 import pytest
 import yaml
@@ -25,6 +26,7 @@ from kubernetes import client
 from nbgrader.api import Gradebook
 from playwright.sync_api import Browser, Page
 
+import autograder
 from autograder.classroom import hub, setup
 from autograder.classroom.layout import ASSIGNMENT, COURSE_ID, Classroom
 from autograder.grading.classrun.course import Course, scores
@@ -42,11 +44,15 @@ from jupyter_browser import (
 from jupyter_hub import (
     HIDDEN_TESTS,
     SOLUTION,
+    cell_index,
     click_in_row,
+    course_lines,
+    files_holding,
     log_in,
     master_lines,
     open_assignments,
     readable_files_holding,
+    search_code,
     set_cell_sources,
     solved_sources,
     wait_in_section,
@@ -58,6 +64,19 @@ ROOT = Path("/srv/k8s-ml-classroom-test")
 INSTRUCTOR = "k8sml-t-teacher"
 SOLVER, BLANK, LATE = "k8sml-t-ada", "k8sml-t-bo", "k8sml-t-cy"
 NOTEBOOK_01 = "01-why-orchestration"
+NOTEBOOK_04 = "04-first-deployment"
+# Part of 04 as a student types it: the app, its test client, the Dockerfile, the Deployment's
+# manifest, `kubectl apply -f ml-api/deployment.yaml` and `kubectl get`; exercises 4.1 and 4.2 pass,
+# 4.3 and 4.4 are not done.
+TYPED_04 = (
+    "write-app",
+    "test-client",
+    "write-dockerfile",
+    "write-deployment",
+    "apply-deployment",
+    "list-deployment",
+)
+DONE_04 = ("test-test-client", "test-apply-deployment")
 RUNTIME_LINE = (
     "def connect(name: str | None = None, namespace: str | None = None) -> Lab:"  # lab/cluster.py
 )
@@ -118,21 +137,26 @@ def _session(browser: Browser, room: Classroom, passwords: dict[str, str], user:
     return page
 
 
-def _open_release(page: Page, room: Classroom, user: str, shots: Screenshots) -> OpenNotebook:
-    """Notebook 01 of the fetched assignment, open with an idle kernel."""
+def _open_release(
+    page: Page, room: Classroom, user: str, shots: Screenshots, notebook: str
+) -> OpenNotebook:
+    """A notebook of the fetched assignment, open with an idle kernel."""
     page.goto(
-        f"{room.url}user/{user}/lab/tree/{ASSIGNMENT}/{NOTEBOOK_01}.ipynb?reset",
+        f"{room.url}user/{user}/lab/tree/{ASSIGNMENT}/{notebook}.ipynb?reset",
         wait_until="domcontentloaded",
     )
     page.wait_for_function(KERNEL_IDLE, timeout=180_000, polling=250)
-    return OpenNotebook(page, f"{user}-{NOTEBOOK_01}", shots)
+    return OpenNotebook(page, f"{user}-{notebook}", shots)
 
 
-def _solve_notebook_01(notebook: OpenNotebook) -> list[str]:
-    """Type the answers of notebook 01, run every code cell, save; the exercises it says passed."""
-    set_cell_sources(notebook.page, solved_sources(NOTEBOOK_01))
+def _solve(notebook: OpenNotebook, typed: dict[int, str], last: int | None = None) -> list[str]:
+    """Type the `typed` answers, run the code cells (up to cell `last`), save; the exercises that
+    passed."""
+    set_cell_sources(notebook.page, typed)
     passed = []
     for index in notebook.code_cells():
+        if last is not None and index > last:
+            break
         said = text_of(notebook.run(index))
         passed += re.findall(r"Exercise [\d.]+ passed", said)
         if "passed" in said:
@@ -165,8 +189,9 @@ def _collect_and_grade(room: Classroom) -> None:
     )
 
 
-def _feedback_score(page: Page, room: Classroom, user: str, shots: Screenshots) -> str:
-    """Fetch Feedback in the Assignments tab, open notebook 01's feedback page; its score."""
+def _feedback_scores(page: Page, room: Classroom, user: str, shots: Screenshots) -> list[str]:
+    """Fetch Feedback in the Assignments tab, open notebooks 01's and 04's feedback pages; the
+    scores they show."""
     open_assignments(page, shots, user)
     click_in_row(page, "submitted", "Fetch Feedback")
     page.locator("#submitted_assignments_list").get_by_text("view feedback").first.wait_for(
@@ -174,12 +199,37 @@ def _feedback_score(page: Page, room: Classroom, user: str, shots: Screenshots) 
     )
     shots.take(page, f"{user}-feedback-fetched")
     folder = next((Path(f"/home/{user}") / ASSIGNMENT / "feedback").iterdir())
-    page.goto(f"{room.url}user/{user}/files/{ASSIGNMENT}/feedback/{folder.name}/{NOTEBOOK_01}.html")
-    shots.take(page, f"{user}-feedback-{NOTEBOOK_01}")
-    header = page.locator("body").inner_text()
-    found = re.search(r"Score:\s*([\d.]+\s*/\s*[\d.]+)", header)
-    assert found, f"{user}'s feedback for {NOTEBOOK_01} shows no score: {header[:500]!r}"
-    return re.sub(r"\s+", "", found.group(1))
+    shown = []
+    for notebook in (NOTEBOOK_01, NOTEBOOK_04):
+        page.goto(
+            f"{room.url}user/{user}/files/{ASSIGNMENT}/feedback/{folder.name}/{notebook}.html"
+        )
+        shots.take(page, f"{user}-feedback-{notebook}")
+        header = page.locator("body").inner_text()
+        found = re.search(r"Score:\s*([\d.]+\s*/\s*[\d.]+)", header)
+        assert found, f"{user}'s feedback for {notebook} shows no score: {header[:500]!r}"
+        shown.append(re.sub(r"\s+", "", found.group(1)))
+    return shown
+
+
+def _graded_errors(room: Classroom, student: str, notebook: str) -> list[str]:
+    """The errors a student's autograded notebook shows: why a step scored less than it should."""
+    path = room.course / "autograded" / student / ASSIGNMENT / f"{notebook}.ipynb"
+    return [
+        f"cell {index}: {output.ename}: {output.evalue[:300]}"
+        for index, cell in enumerate(nbformat.read(path, 4).cells)
+        for output in cell.get("outputs", [])
+        if output.output_type == "error"
+    ]
+
+
+def _points(steps: dict[str, list[float]], notebook: str) -> dict[str, list[float]]:
+    """The [score, most] of each graded step of one notebook, by grade id."""
+    return {
+        step.split("/", 1)[1]: points
+        for step, points in steps.items()
+        if step.startswith(f"{notebook}/")
+    }
 
 
 def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
@@ -196,9 +246,15 @@ def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
     solver = _session(browser, room, passwords, SOLVER)
     logged_in = time.monotonic() - started
     _fetch_and_open_assignments(solver, SOLVER, shots)
-    notebook = _open_release(solver, room, SOLVER, shots)
-    passed = _solve_notebook_01(notebook)
+    notebook = _open_release(solver, room, SOLVER, shots, NOTEBOOK_01)
+    passed = _solve(notebook, solved_sources(NOTEBOOK_01))
     assert passed == ["Exercise 1.1 passed", "Exercise 1.2 passed", "Exercise 1.3 passed"], passed
+    started_04 = time.monotonic()
+    notebook = _open_release(solver, room, SOLVER, shots, NOTEBOOK_04)
+    typed = solved_sources(NOTEBOOK_04, TYPED_04)
+    passed = _solve(notebook, typed, last=cell_index(NOTEBOOK_04, DONE_04[-1]))
+    assert passed == ["Exercise 4.1 passed", "Exercise 4.2 passed"], passed
+    seconds_04 = time.monotonic() - started_04
     _submit(solver, SOLVER, shots)
 
     blank = _session(browser, room, passwords, BLANK)
@@ -211,32 +267,39 @@ def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
 
     course = Course(room.course)
     solved, untouched = (scores(course, ASSIGNMENT, student) for student in (SOLVER, BLANK))
-    points_01 = {
-        step: points for step, points in solved.steps.items() if step.startswith(NOTEBOOK_01)
-    }
+    points_01, points_04 = (_points(solved.steps, name) for name in (NOTEBOOK_01, NOTEBOOK_04))
     assert points_01 and all(got == most for got, most in points_01.values()), points_01
+    done_04 = {step: points for step, points in points_04.items() if step in DONE_04}
+    assert set(done_04) == set(DONE_04), points_04
+    assert all(got == most for got, most in done_04.values()), (
+        points_04,
+        _graded_errors(room, SOLVER, NOTEBOOK_04),
+    )
+    full_01, part_04, full_04 = (
+        sum(most for _, most in points.values()) for points in (points_01, done_04, points_04)
+    )
+    assert solved.score == full_01 + part_04, (solved.score, solved.steps)
     assert untouched.score == 0, untouched
-    assert 0 < solved.score < solved.max_score
 
     solver_sees, blank_sees = (
-        _feedback_score(page, room, user, shots)
+        _feedback_scores(page, room, user, shots)
         for page, user in ((solver, SOLVER), (blank, BLANK))
     )
     teacher = _session(browser, room, passwords, INSTRUCTOR)
     teacher.goto(f"{room.url}user/{INSTRUCTOR}/formgrader")
     teacher.locator("table").get_by_text(ASSIGNMENT, exact=True).first.wait_for(timeout=120_000)
     shots.take(teacher, f"{INSTRUCTOR}-formgrader")
-    full = sum(most for _, most in points_01.values())
-    assert solver_sees == f"{full:.1f}/{full:.1f}" and blank_sees == f"0.0/{full:.1f}", (
-        solver_sees,
-        blank_sees,
+    assert solver_sees == [f"{full_01:.1f}/{full_01:.1f}", f"{part_04:.1f}/{full_04:.1f}"], (
+        solver_sees
     )
+    assert blank_sees == [f"0.0/{full_01:.1f}", f"0.0/{full_04:.1f}"], blank_sees
     with capsys.disabled():
         print(
-            f"\n[classroom] {SOLVER}: log-in to JupyterLab {logged_in:.1f} s; scores "
-            f"{solved.score}/{solved.max_score} ({SOLVER}), "
-            f"{untouched.score}/{untouched.max_score} ({BLANK}); feedback pages show {solver_sees} "
-            f"and {blank_sees}; screenshots in {shots.folder}"
+            f"\n[classroom] {SOLVER}: log-in to JupyterLab {logged_in:.1f} s; part of "
+            f"{NOTEBOOK_04} typed and run on their own cluster in {seconds_04:.0f} s; scores "
+            f"{solved.score}/"
+            f"{solved.max_score} ({SOLVER}), {untouched.score}/{untouched.max_score} ({BLANK}); "
+            f"feedback pages show {solver_sees} and {blank_sees}; screenshots in {shots.folder}"
         )
 
 
@@ -244,7 +307,7 @@ def test_two_students_fetch_submit_and_read_their_feedback_after_grading(
 def found_in_a_students_server(
     classroom: tuple[Classroom, dict[str, str]], browser: Browser
 ) -> dict[str, list[str]]:
-    """One search of a student's whole filesystem, from their server's kernel, for masters' lines.
+    """One search of a student's whole filesystem, from a kernel of their server.
 
     It looks for the masters' hidden tests and solutions and, as a control, a line of the lab
     runtime the server must hold.
@@ -284,8 +347,52 @@ def test_a_students_server_reads_no_solution_of_the_masters(
     assert not leaks, f"the student's server can read the masters' solutions: {leaks}"
 
 
+def _installed_hub(folder: Path) -> Path:
+    """A Python environment holding this package as `pip install .` puts it (a copy, not
+    editable), reading this test's environment's packages through a .pth: a hub installed from PyPI;
+    its python."""
+    base_python = Path(sys.base_prefix) / "bin" / "python3"  # kept in a student's view, unlike ours
+    subprocess.run([base_python, "-m", "venv", "--without-pip", folder], check=True)
+    python = folder / "bin" / "python3"
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    asked = subprocess.run([python, "-c", purelib], capture_output=True, text=True, check=True)
+    site = Path(asked.stdout.strip())
+    (site / "hub-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    package = Path(autograder.__file__).parent
+    shutil.copytree(package, site / "autograder", ignore=shutil.ignore_patterns("__pycache__"))
+    return python
+
+
+def test_a_students_server_reads_no_course_file_of_a_hub_installed_from_a_wheel(
+    classroom: tuple[Classroom, dict[str, str]],
+) -> None:
+    """The hub's environment is kept readable in a student's view (their server runs from it);
+    where the package is installed there, not editable, its course/ and grading/ are in it."""
+    room, _ = classroom
+    python = _installed_hub(room.root / "installed-hub")
+    needles = [*course_lines(), *master_lines(SOLUTION), RUNTIME_LINE]
+    spawn = (
+        "import json, pathlib, sys; from autograder.classroom import layout, roles; "
+        f"room = layout.Classroom.load(pathlib.Path({str(room.root)!r})); "
+        f"print(json.dumps([roles.confined(room, {BLANK!r}, [sys.executable, '-c', sys.argv[1]]), "
+        f"roles.environment(room, {BLANK!r}), roles.__file__]))"
+    )
+    planned = subprocess.run(
+        [python, "-I", "-c", spawn, search_code(needles)], capture_output=True, text=True
+    )
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    command, environment, roles_file = json.loads(planned.stdout)
+    assert roles_file.startswith(str(room.root / "installed-hub")), roles_file
+    searched = subprocess.run(command, env=environment, capture_output=True, text=True)
+    found = files_holding(searched.stdout + searched.stderr, needles)
+    runtime = [path for path, held in found.items() if RUNTIME_LINE in held]
+    assert any(path.startswith(str(room.runtime)) for path in runtime), found
+    leaks = {path: held for path, held in found.items() if set(held) - {RUNTIME_LINE}}
+    assert not leaks, f"a student's server reads the hub's installed course files: {leaks}"
+
+
 def _cluster_of(room: Classroom, student: str) -> dict:
-    """A student's practice cluster, started as their server starts it; its kubeconfig as root."""
+    """A student's practice cluster, started as their server starts it; kubeconfig read as root."""
     setup.as_user(
         room, student, "python", "-m", "autograder", "cluster", "up", "--provider", "practice"
     )
@@ -347,15 +454,23 @@ def test_a_students_credentials_get_nothing_from_anothers_cluster(
         setup.as_user(room, SOLVER, "cat", key)  # and no student's filesystem holds another's key
     with capsys.disabled():
         print(
-            "\n[classroom] a student's practice cluster: up in "
-            f"{seconds:.0f} s each; resident memory "
+            f"\n[classroom] a student's practice cluster: up in {seconds:.0f} s each; "
+            "resident memory "
             + ", ".join(f"{student} {_memory_mib(student):.0f} MiB" for student in room.students)
         )
 
 
-def _submit_refused(room: Classroom, student: str, match: str) -> None:
-    with pytest.raises(LabError, match=match):
-        setup.as_user(room, student, "nbgrader", "submit", ASSIGNMENT)
+def _refusal_shown(page: Page, shots: Screenshots, who: str, what: str) -> str:
+    """Submit in the Assignments tab; the text of the refusal's dialog, once shot and closed."""
+    open_assignments(page, shots, who)
+    click_in_row(page, "fetched", "Submit")
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for(timeout=120_000)
+    shown = dialog.inner_text()
+    shots.take(page, f"{who}-refused-{what}")
+    dialog.locator(".jp-mod-accept").click()
+    dialog.wait_for(state="detached")
+    return shown
 
 
 def _inbound_timestamps(room: Classroom, student: str) -> list[str]:
@@ -368,21 +483,27 @@ def _inbound_timestamps(room: Classroom, student: str) -> list[str]:
     )
 
 
-def test_bad_submissions_are_refused_and_the_latest_late_one_is_graded_late(
-    classroom: tuple[Classroom, dict[str, str]], practice_cluster
+def test_bad_submissions_are_refused_in_the_assignments_tab_and_the_latest_late_one_is_graded_late(
+    classroom: tuple[Classroom, dict[str, str]],
+    practice_cluster,
+    browser: Browser,
+    shots: Screenshots,
 ) -> None:
-    room, _ = classroom
+    room, passwords = classroom
     setup.as_instructor(room, "nbgrader", "release_assignment", ASSIGNMENT, "--force")
     setup.as_instructor(
         room, "nbgrader", "db", "assignment", "add", ASSIGNMENT, "--duedate=2020-01-01 00:00 UTC"
     )
     setup.as_user(room, LATE, "nbgrader", "fetch_assignment", ASSIGNMENT)
     work = f"{ASSIGNMENT}/{NOTEBOOK_01}.ipynb"
+    page = _session(browser, room, passwords, LATE)
     setup.as_user(room, LATE, "mv", work, f"{ASSIGNMENT}/01-my-answers.ipynb")
-    _submit_refused(room, LATE, f"{NOTEBOOK_01}.ipynb: MISSING")
+    shown = _refusal_shown(page, shots, LATE, "renamed")
+    assert "not submitted" in shown and f"{NOTEBOOK_01}.ipynb: MISSING" in shown, shown
     setup.as_user(room, LATE, "mv", f"{ASSIGNMENT}/01-my-answers.ipynb", work)
     setup.as_user(room, LATE, "truncate", "--size=2G", f"{ASSIGNMENT}/dataset.bin")
-    _submit_refused(room, LATE, r"holds 2,048 MiB, more than the 50 MiB")
+    shown = _refusal_shown(page, shots, LATE, "oversized")
+    assert "holds 2,048 MiB, more than the 50 MiB" in shown and "Move data sets" in shown, shown
     setup.as_user(room, LATE, "rm", f"{ASSIGNMENT}/dataset.bin")
     assert not _inbound_timestamps(room, LATE), "a refused submission reached the exchange"
 
@@ -400,14 +521,14 @@ def test_bad_submissions_are_refused_and_the_latest_late_one_is_graded_late(
 def test_a_notebook_that_connects_while_the_cluster_starts_says_it_waits(
     classroom: tuple[Classroom, dict[str, str]],
 ) -> None:
-    """As when a student opens a notebook at once after log-in, as their server starts a cluster.
-
-    Here another process holds the cluster's lock for a few seconds, as that start does.
-    """
+    """As when a student opens a notebook at once after logging in, while their server starts
+    their cluster (here another process holds the cluster's lock for a few seconds, as that start
+    does)."""
     room, _ = classroom
     waiting = (
-        "mkdir -p .kwok/clusters && (flock .kwok/clusters/.ml-learning.lock sleep 8 &) && sleep 2 "
-        "&& python -c 'from autograder.lab import connect; print(connect().namespace)'"
+        "mkdir -p .kwok/clusters && (flock .kwok/clusters/.ml-learning.lock sleep 8 &) && "
+        "sleep 2 && "
+        "python -c 'from autograder.lab import connect; print(connect().namespace)'"
     )
     said = setup.as_user(room, LATE, "sh", "-c", waiting)
     assert "is being started or stopped by another process" in said, said

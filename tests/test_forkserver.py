@@ -66,6 +66,28 @@ def test_the_server_runs_as_long_as_its_block(tmp_path: Path) -> None:
     assert not server.is_running()
 
 
+ELSEWHERE = """import sys
+from pathlib import Path
+from autograder.shared import forkserver
+forkserver.serve(Path(sys.argv[2]), lambda: None, lambda *request: 0)
+"""
+
+
+def test_a_server_imports_its_module_from_the_folder_it_is_given(tmp_path: Path) -> None:
+    """As a classroom student's pod launcher imports the lab runtime's copy, which -I leaves out."""
+    (tmp_path / "runtime").mkdir()
+    (tmp_path / "runtime" / "elsewhere_server.py").write_text(ELSEWHERE)
+    given = forkserver.start(
+        tmp_path / "given" / "s.sock", "elsewhere_server", import_from=tmp_path / "runtime"
+    )
+    not_given = forkserver.start(tmp_path / "not-given" / "s.sock", "elsewhere_server")
+    try:
+        assert forkserver.listening(tmp_path / "given" / "s.sock") and given.poll() is None
+        assert not_given.wait(timeout=30) == 1
+    finally:
+        processes.stop(given, grace=1)
+
+
 def _report_and_exit(report: Path, socket: Path) -> NoReturn:
     """A server that tells whether an event loop runs in it, then exits as a forked program does."""
     try:

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from autograder import REPO_ROOT
 from autograder.classroom.layout import Classroom
 
 SCRIPTS = Path(sys.executable).parent
@@ -28,6 +29,13 @@ def kept(room: Classroom, user: str) -> tuple[Path, ...]:
     return (*python, room.runtime, room.bin, room.config("student"))
 
 
+def hidden(room: Classroom, user: str) -> tuple[Path, ...]:
+    """Covered in a student's filesystem though kept: the hub's own package, which a
+    non-editable install puts in sys.prefix with its course/ and grading/ (students import the
+    runtime's copy)."""
+    return () if user == room.instructor else (REPO_ROOT / "autograder",)
+
+
 def confined(room: Classroom, user: str, command: list[str]) -> list[str]:
     """`command` run as `user` (started as root) in their filesystem, home and exchange writable."""
     # -I: root's own process imports the installed package, never the student's runtime on
@@ -39,6 +47,7 @@ def confined(room: Classroom, user: str, command: list[str]) -> list[str]:
         "autograder.classroom.confine",
         user,
         *(f"--keep={path}" for path in kept(room, user)),
+        *(f"--hide={path}" for path in hidden(room, user)),
         f"--shared={room.exchange}",
         "--",
         *command,

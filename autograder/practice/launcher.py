@@ -25,6 +25,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO, NoReturn
 
+from autograder import REPO_ROOT
 from autograder.practice import container
 from autograder.shared import forkserver, isolation, processes
 from autograder.shared.forkserver import LaunchError
@@ -97,7 +98,11 @@ class Launcher:
         processes.stop(self._server, grace=1)
 
     def _start(self) -> subprocess.Popen:
-        return forkserver.start(self.socket, "autograder.practice.launcher", env=LAUNCHER_ENV)
+        # From the package this runtime imported: in a classroom student's server, the lab runtime's
+        # copy on PYTHONPATH, which the launcher's -I and its environment leave out.
+        return forkserver.start(
+            self.socket, "autograder.practice.launcher", env=LAUNCHER_ENV, import_from=REPO_ROOT
+        )
 
 
 def serve(path: Path) -> NoReturn:

@@ -45,26 +45,39 @@ from autograder.shared import isolation, processes, waiting
 logger = logging.getLogger(__name__)
 MESSAGE_SIZE = 1 << 20
 SO_ACCEPTCON = 0x10000  # a socket's flag in /proc/net/unix once it listens
+# `python -I -m MODULE ARGS` with FOLDER first on sys.path:
+# `python -I -c RUN_FROM FOLDER MODULE ARGS`.
+RUN_FROM = (
+    "import runpy, sys; _, folder, module, *args = sys.argv; sys.path.insert(0, folder); "
+    "sys.argv[:] = [module, *args]; runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
 # Run in the child that holds a connection: (request, stdout, stderr, the client's
 # pid) -> the process's pid.
 Launch = Callable[[dict, int, int, int], int]
 
 
 def start(
-    path: Path, module: str, env: dict[str, str] | None = None, timeout: float = 30
+    path: Path,
+    module: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 30,
+    import_from: Path | None = None,
 ) -> subprocess.Popen:
-    """Start `python -I -m module --serve path`, in a folder only root may enter.
+    """Start `python -I -m module --serve path` in a root-only folder; it dies with this thread.
 
-    It dies with this thread.
+    `import_from` goes first on its sys.path: the folder a caller imported this package from when
+    -I would not find it (a classroom student's server has it from PYTHONPATH: the lab runtime).
 
     It runs in a session of its own: a Ctrl-C at the terminal is the caller's to handle (it stops
-    the server), not a KeyboardInterrupt in the server and in every process it forked. Returns once
-    it listens (its clients then queue while it imports), or has ended: clients then start cold.
+    the     server), not a KeyboardInterrupt in the server and in every process it forked.
+    Returns once it listens (its clients then queue while it imports), or has ended: clients then
+    start cold.
     """
     path.parent.mkdir(mode=0o700, exist_ok=True)
     path.unlink(missing_ok=True)  # a server that died left its socket: the new one binds afresh
+    run = ["-m", module] if import_from is None else ["-c", RUN_FROM, str(import_from), module]
     server = subprocess.Popen(
-        [sys.executable, "-I", "-m", module, "--serve", str(path)],
+        [sys.executable, "-I", *run, "--serve", str(path)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         cwd="/",
@@ -95,8 +108,8 @@ def running(path: Path, module: str, env: dict[str, str] | None = None) -> Itera
 def forked(path: Path, serve: Callable[[Path], NoReturn], timeout: float = 30) -> Iterator[Path]:
     """`running`, with the server a fork of this process: it starts with all this one imported.
 
-    The fork keeps none of this process's open files, event loop or exit handlers; it dies with this
-    thread.
+    The fork keeps none of this process's open files, event loop or exit handlers; it dies with
+    this thread.
     """
     path.parent.mkdir(mode=0o700, exist_ok=True)
 
@@ -139,7 +152,7 @@ def serve(path: Path, warm: Callable[[], None], launch: Launch) -> NoReturn:
     path.chmod(0o600)
     listener.listen(64)
     warm()
-    # the imported objects stay shared with every fork instead of being copied by its collector
+    # The imported objects stay shared with every fork instead of being copied by its collector.
     gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the children reap themselves
     while True:
@@ -206,7 +219,7 @@ def spawn(path: Path, request: dict, stdout: int, stderr: int) -> Launched | Non
 
 
 def ask(path: Path, request: dict) -> int | None:
-    """The client: the process's exit code once it ends (127: could not start); None: no server."""
+    """The client: the process's exit code (127: it did not start); None when no server listens."""
     try:
         launched = spawn(path, request, 1, 2)
     except LaunchError:
@@ -304,7 +317,7 @@ def _answer(connection: socket.socket, peer: int, launch: Launch) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The generic client: the server's fork runs ARGS, or this process becomes `python -I -m`."""
+    """The generic client: the server's fork runs ARGS, or this process becomes the module."""
     parser = argparse.ArgumentParser(
         prog="python -I -m autograder.shared.forkserver", description=__doc__
     )
