@@ -316,7 +316,7 @@ def redeploy_first_deployment(lab: Lab, work: Path) -> str:
         said.append("the lesson's ml-api:v1 (your Dockerfile is not finished)")
     manifest = work / "deployment.yaml"
     if manifest_problems(manifest):
-        documents = [doc for doc in yaml.safe_load_all(manifest.read_text()) if doc]
+        documents = workloads.load_manifests(manifest)
         said.append(f"your {manifest} applied")
     else:
         documents = [

@@ -46,7 +46,7 @@ def prepare(lab: Lab, draw: random.Random | None = None) -> None:
         f"import sys; print('cannot load the model, giving up'); sys.exit({code})",
     ]
     workloads.apply(lab, [deployment(CRASHING, command=crash, part=PART)])
-    pods = k8s.wait_for(
+    seen = k8s.wait_for(
         lab.core.list_namespaced_pod,
         lab.namespace,
         label_selector=f"app={CRASHING}",
@@ -54,22 +54,17 @@ def prepare(lab: Lab, draw: random.Random | None = None) -> None:
         timeout=90,
         what=f"a restart of the {CRASHING} pod",
     )
-    if isinstance(pods, str):
-        raise LabError(f"{CRASHING} cannot start, so it never crashes: {pods}")
+    if isinstance(seen, str):  # the stuck reason, not a restart
+        raise LabError(f"{CRASHING} cannot start, so it never crashes: {seen}")
 
 
 def _wait_observed(lab: Lab, name: str) -> None:
     """Until the Deployment controller has acted on the latest spec (and recorded its revision)."""
-    k8s.wait_for(
-        lab.apps.list_namespaced_deployment,
-        lab.namespace,
-        field_selector=f"metadata.name={name}",
-        until=lambda found: (
-            bool(found)
-            and (found[0].status.observed_generation or 0) >= found[0].metadata.generation
-        ),
+    workloads.watch_deployment(
+        lab,
+        name,
+        until=lambda found: (found.status.observed_generation or 0) >= found.metadata.generation,
         timeout=60,
-        what=f"the controller to see deployment/{name}'s new spec",
     )
 
 
