@@ -138,18 +138,8 @@ def graded_course(tmp_path: Path) -> Callable[[str, Collection[str]], tuple[Path
     def grade(provider: str, students: Collection[str] = SUBMISSIONS) -> tuple[Path, list[Outcome]]:
         root = bench.course_copy(tmp_path / "course")
         ensure_in_gradebook(Course(root), bench.ASSIGNMENT)
-        first = nbformat.read(
-            root / "source" / bench.ASSIGNMENT / FIRST_NOTEBOOK, as_version=4
-        ).cells
-        answered = {
-            "masters": None,
-            "untouched": (),
-            "first-notebook-only": {
-                cell.metadata.nbgrader["grade_id"] for cell in first if is_solution(cell)
-            },
-        }
         for student in students:
-            submissions.write(root, bench.ASSIGNMENT, student, answered[student])
+            submissions.write(root, bench.ASSIGNMENT, student, answered(root, student))
         outcomes = grade_class(
             root, bench.ASSIGNMENT, settings=GradingSettings(jobs=2), provider=provider
         )
@@ -157,6 +147,23 @@ def graded_course(tmp_path: Path) -> Callable[[str, Collection[str]], tuple[Path
         return root, outcomes
 
     return grade
+
+
+def answered(root: Path, student: str) -> Collection[str] | None:
+    """What a test submission answers, by its name: `masters` (all; `masters-2` too), `untouched`
+    (none; `untouched-2` too), `first-notebook-only`, or `through-NN` (notebooks 01 to NN)."""
+    kind = re.sub(r"-\d+$", "", student)
+    if kind == "masters":
+        return None
+    if kind == "untouched":
+        return ()
+    last = int(student.removeprefix("through-")) if kind == "through" else 1
+    return {
+        cell.metadata.nbgrader["grade_id"]
+        for path in sorted((root / "source" / bench.ASSIGNMENT).glob("*.ipynb"))[:last]
+        for cell in nbformat.read(path, as_version=4).cells
+        if is_solution(cell)
+    }
 
 
 def first_notebook_points(root: Path) -> float:
