@@ -29,9 +29,9 @@ from autograder.practice.cluster import Practice
 from autograder.shared import forkserver
 from autograder.shared.provider import Lab
 
-pytest_plugins = [
-    "tiers"
-]  # the fast tier and the markers a test's fixtures give it (tests/tiers.py)
+# The fast tier and the markers a test's fixtures give it (tests/tiers.py); a lab of its own for
+# each pytest-xdist worker (tests/workers.py).
+pytest_plugins = ["tiers", "workers"]
 
 FIRST_NOTEBOOK = "01-why-orchestration.ipynb"
 SUBMISSIONS = ("masters", "untouched", "first-notebook-only")

@@ -55,6 +55,12 @@ def is_fast(item: pytest.Item) -> bool:
     return not any(item.get_closest_marker(name) for name in RESOURCES)
 
 
+def fixture_needs(item: pytest.Item) -> set[str]:
+    """The resources a test needs through the fixtures it takes (directly or not)."""
+    fixtures = getattr(item, "fixturenames", ())
+    return {need for fixture in fixtures for need in FIXTURE_NEEDS.get(fixture, ())}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Only plain `pytest` is the fast tier: tests named on the command line run in every tier."""
     chose_markers = any(arg.startswith("-m") for arg in config.invocation_params.args)
@@ -65,8 +71,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        needs = {need for fixture in item.fixturenames for need in FIXTURE_NEEDS.get(fixture, ())}
-        for name in sorted(needs):
+        for name in sorted(fixture_needs(item)):
             item.add_marker(name)
         if is_fast(item) and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(FAST_TIMEOUT))

@@ -54,15 +54,33 @@ def config_digest() -> str:
     return digest.hexdigest()
 
 
-def cluster_config(workdir: Path, etcd_port: int, etcd_peer_port: int) -> list[dict]:
-    """kwokctl's config for one cluster: etcd's TLS listeners need own ports and certificates."""
-    fields = {"etcd_port": etcd_port, "etcd_peer_port": etcd_peer_port, "pki": workdir / "pki"}
+# Every port kwokctl's binary runtime would otherwise pick itself: it counts down from 32767 to
+# the first free one, so two clusters created at the same moment (two test workers, two students
+# of a hub logging in together) would pick the same ones and the second would fail to start.
+LISTEN_PORTS = (
+    "etcdPort",
+    "etcdPeerPort",
+    "kubeApiserverPort",
+    "kubeControllerManagerPort",
+    "kubeSchedulerPort",
+    "kwokControllerPort",
+)
+
+
+def cluster_config(workdir: Path, listen_ports: list[int]) -> list[dict]:
+    """kwokctl's config for one cluster: its own ports (etcd's TLS ones too) and certificates."""
+    chosen = dict(zip(LISTEN_PORTS, listen_ports, strict=True))
+    fields = {
+        "etcd_port": chosen["etcdPort"],
+        "etcd_peer_port": chosen["etcdPeerPort"],
+        "pki": workdir / "pki",
+    }
     documents = [
         document for document in yaml.safe_load_all(KWOKCTL_CONFIG.read_text()) if document
     ]
     for document in documents:
         if document["kind"] == "KwokctlConfiguration":
-            document["options"] |= {"etcdPort": etcd_port, "etcdPeerPort": etcd_peer_port}
+            document["options"] |= chosen
             for patch in document["componentsPatches"]:
                 for argument in patch.get("extraArgs", []):
                     argument["value"] = argument["value"].format(**fields)
@@ -301,7 +319,9 @@ class Practice:
     def _config_file(self) -> Iterator[str]:
         """This cluster's kwokctl config, in a file for as long as `kwokctl create` reads it."""
         with tempfile.NamedTemporaryFile("w", prefix="kwokctl-", suffix=".yaml") as config:
-            yaml.safe_dump_all(cluster_config(self.workdir, *ports.free_ports(2)), config)
+            yaml.safe_dump_all(
+                cluster_config(self.workdir, ports.free_ports(len(LISTEN_PORTS))), config
+            )
             config.flush()
             yield config.name
 
