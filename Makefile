@@ -65,9 +65,11 @@ check: install
 test-fast: install
 	$(BIN)/python -m pytest -ra --durations=10
 
-# The whole suite: `-m ""` lifts the fast tier's selection.
+# The whole suite: `-m ""` lifts the fast tier's selection. It runs on pytest-xdist workers, each
+# with a lab of its own (tests/workers.py); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: test-binaries docker kind-image hosted-image chromium node
-	$(BIN)/python -m pytest -m "" -ra --durations=50
+	$(BIN)/python -m pytest -m "" -n $(TEST_WORKERS) --dist loadgroup -ra --durations=50
 
 clean-cluster: install
 	$(BIN)/python -m autograder cluster down

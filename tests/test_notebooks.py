@@ -3,6 +3,7 @@ where a student has work to do, and notebooks/ is exactly what nbgrader generate
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -175,10 +176,13 @@ def clean_up_namespace(namespace: str) -> None:
 
 
 def record_time(key: str, seconds: float) -> None:
+    """Adds one notebook's time to TIMINGS; pytest-xdist workers take turns to rewrite it."""
     TIMINGS.parent.mkdir(exist_ok=True)
-    timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
-    timings[key] = round(seconds, 1)
-    TIMINGS.write_text(json.dumps(timings, indent=1, sort_keys=True))
+    with open(TIMINGS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+        timings[key] = round(seconds, 1)
+        TIMINGS.write_text(json.dumps(timings, indent=1, sort_keys=True))
 
 
 @pytest.fixture
