@@ -4,8 +4,9 @@
 waiting on clusters, kernels and pods rather than computing. A worker gets its own practice
 cluster, kubeconfig and lab state (its own `KWOK_WORKDIR`, `KUBECONFIG` and `LAB_CACHE_DIR`,
 where the shared cache's builds are linked, never rebuilt), and deletes its cluster when it ends.
-What exists once per machine runs on one worker at a time: the kind cluster and the Docker
-engine's tags (group "docker"), the classroom's Unix users and hub (group "classroom").
+What exists once per machine runs on one worker at a time: the kind cluster (group "kind"), the
+images built in the Docker engine (group "docker"), the classroom's Unix users and hub (group
+"classroom").
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ WORKER_ENV = "PYTEST_XDIST_WORKER"  # set by pytest-xdist in each worker: gw0, g
 # node image's record, the practice images' snapshots) is built once and linked.
 OWN_STATE = frozenset({"kubeconfig", "traffic", "practice-at-start.log", "xdist"})
 # The resource a test needs that exists once per machine -> the one worker that runs its tests.
-SERIAL_GROUPS = {"docker": "docker", "kind": "docker"}
+SERIAL_GROUPS = {"kind": "kind", "docker": "docker"}
 CLASSROOM_TESTS = "test_classroom"  # the hub, its Unix users and /srv: one classroom per machine
 
 
