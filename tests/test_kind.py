@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import json
 import logging
 import time
 import uuid
@@ -29,6 +30,7 @@ from autograder.practice import catalog, dockerfile
 from autograder.providers import kind as kind_module
 from autograder.providers.kind import Kind
 from autograder.shared import binaries, kubeconfig
+from autograder.shared import k8s as shared_k8s
 from autograder.shared.ports import wait_http
 from autograder.shared.provider import ClusterError, Lab
 from test_admission import hostile_specs, submit
@@ -430,10 +432,57 @@ def test_the_grader_builds_a_kernels_record_into_the_nodes_and_nothing_else(
         built_v1 = node_image_id(kind_cluster, "docker.io/library/ml-api:v1")
         assert built_v1 not in (None, course_v1), "the student's build is not the node's ml-api:v1"
         assert node_image_id(kind_cluster, pause) == pause_before
+        # What the next submission could name to run this one's build: each name crictl lists.
+        names = {
+            name
+            for node in kind_cluster.node_containers()
+            for image in json.loads(node.exec_run(["crictl", "images", "-o", "json"]).output)[
+                "images"
+            ]
+            if image["id"] == built_v1
+            for name in [*(image.get("repoTags") or []), *(image.get("repoDigests") or [])]
+        }
+        assert any("@sha256:" in name for name in names), names
+        images.clear()
+        assert {name: node_image_id(kind_cluster, name) for name in names} == dict.fromkeys(names)
+        for index, name in enumerate(sorted(names)):
+            core.create_namespaced_pod(
+                namespace,
+                {
+                    "metadata": {"name": f"earlier-build-{index}", "labels": {"app": "earlier"}},
+                    "spec": {
+                        "containers": [{"name": "app", "image": name, "imagePullPolicy": "Never"}]
+                    },
+                },
+            )
+        assert waiting_reasons(core, namespace, "app=earlier", len(names)) == {"ErrImageNeverPull"}
     finally:
         core.delete_namespace(namespace)
         images.clear()
-    assert node_image_id(kind_cluster, "docker.io/library/ml-api:v1") is None
+
+
+def waiting_reasons(core: k8s.CoreV1Api, namespace: str, selector: str, count: int) -> set[str]:
+    """Why the containers of `count` pods behind `selector` wait, or 'running', once each has
+    passed ContainerCreating."""
+
+    def reasons(pods: list[k8s.V1Pod]) -> set[str] | None:
+        states = [status.state for pod in pods for status in pod.status.container_statuses or []]
+        said = {
+            "running"
+            if state.running
+            else (state.waiting or state.terminated or k8s.V1ContainerStateWaiting()).reason
+            for state in states
+        }
+        return said if len(states) == count and not said & {None, "ContainerCreating"} else None
+
+    return shared_k8s.wait_for(
+        core.list_namespaced_pod,
+        namespace,
+        label_selector=selector,
+        until=reasons,
+        timeout=120,
+        what=f"the pods behind {selector} to start or say why not",
+    )
 
 
 def test_grading_on_kind_deploys_each_submissions_own_app_and_v2(

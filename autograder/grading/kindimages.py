@@ -10,10 +10,10 @@ Why node tags, and not a mutating admission policy rewriting pods' images to the
 student's Deployment, ReplicaSets and pods keep naming exactly the image the student wrote, so every
 check and every `kubectl get` shows what the lesson shows, and the cluster needs no beta feature
 gate. The price: the nodes hold one submission's images at a time. So kind grades submissions one
-at a time, and before each one every image an earlier one loaded, and the course's own (`ml-api:v1`
-and `v2`, which a lab run may have loaded), is removed from every node: a tag the submission never
-built is then absent, and `imagePullPolicy: Never` makes its pods ErrImageNeverPull, as on the
-practice cluster.
+at a time, and before each one every image a short name reaches (an earlier submission's, the
+course's own `ml-api:v1` and `v2` a lab run loaded) is removed from every node, with what `kind
+load` leaves there: a tag the submission never built is then absent, and
+`imagePullPolicy: Never` makes its pods ErrImageNeverPull, as on the practice cluster.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from docker.errors import DockerException
+from docker.models.containers import Container
 from kubernetes import client, watch
 
 from autograder.lab import images
@@ -46,6 +47,7 @@ GRADED_REPOSITORY = "lab-graded"  # Docker's and the nodes' name for each submis
 SHORT_NAME = re.compile(
     r"^([a-z0-9]+(?:[._-][a-z0-9]+)*)(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?$"
 )
+KIND_IMPORT_PREFIX = "import-"  # `kind load` imports each image under import-DATE@sha256:... too
 WATCH_SECONDS = 5  # how soon the watcher notices the submission ended
 
 
@@ -58,6 +60,21 @@ def node_reference(tag: str) -> str:
             "ml-api:v1 (no registry, no path), as the lesson does"
         )
     return f"docker.io/library/{match[1]}:{match[2] or 'latest'}"
+
+
+def clearable(name: str) -> bool:
+    """Whether a node's image `name` (as containerd lists it) is a submission's or a lab's load."""
+    return name.startswith(
+        ("docker.io/library/", f"docker.io/{GRADED_REPOSITORY}/", KIND_IMPORT_PREFIX)
+    )
+
+
+def _node_run(node: Container, command: list[str]) -> str:
+    """`command`'s output on a kind node; a failure raises, naming the node."""
+    code, output = node.exec_run(command)
+    if code != 0:
+        raise LabError(f"{' '.join(command[:3])} failed on kind node {node.name}: {output!r}")
+    return output.decode()
 
 
 def unique_tag(namespace: str, tag: str) -> str:
@@ -73,22 +90,19 @@ class SubmissionImages:
 
     def __init__(self, kind: Kind, admin: client.ApiClient) -> None:
         self.kind, self.core = kind, client.CoreV1Api(admin)
-        self.course_references = {node_reference(tag) for tag in catalog.REFERENCE_IMAGES}
-        self.loaded: set[str] = set()  # node references this run added
         self.built: set[str] = set()  # Docker tags this run built
 
     def clear(self) -> None:
-        """Remove from every node what an earlier submission loaded, and the course's own images."""
+        """Remove from every node each image a short name reaches, and what `kind load` left.
+
+        Every submission's builds and the course's own `ml-api`, by every name, and kind's
+        `import-DATE@sha256:...` names of earlier loads, which no pod resolves but which would keep
+        each build on the node's disk.
+        """
         for node in self.kind.node_containers():
-            code, output = node.exec_run(["ctr", "--namespace=k8s.io", "images", "ls", "-q"])
-            present = set(output.decode().split()) & (self.loaded | self.course_references)
-            if code == 0 and present:
-                code, output = node.exec_run(
-                    ["ctr", "--namespace=k8s.io", "images", "rm", *sorted(present)]
-                )
-            if code != 0:
-                raise LabError(f"cannot clear the images of kind node {node.name}: {output!r}")
-        self.loaded.clear()
+            listed = _node_run(node, ["ctr", "--namespace=k8s.io", "images", "ls", "-q"])
+            if doomed := [name for name in listed.split() if clearable(name)]:
+                _node_run(node, ["ctr", "--namespace=k8s.io", "images", "rm", *doomed])
         for tag in self.built:
             try:
                 dockerengine.client().images.remove(tag, noprune=True)
@@ -159,7 +173,6 @@ class SubmissionImages:
             self.built.add(built)
             images.build(built, context, version=build_args.get(images.VERSION_ARG), progress=False)
         self.kind.load_docker_image(built)
-        self.loaded.update({reference, f"docker.io/{built}"})
         for node in self.kind.node_containers():
             code, said = node.exec_run(
                 [
