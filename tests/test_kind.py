@@ -445,6 +445,12 @@ def test_the_grader_builds_a_kernels_record_into_the_nodes_and_nothing_else(
         assert any("@sha256:" in name for name in names), names
         images.clear()
         assert {name: node_image_id(kind_cluster, name) for name in names} == dict.fromkeys(names)
+        left = {
+            node.name: node.exec_run(["ctr", "--namespace=k8s.io", "images", "ls", "-q"]).output
+            for node in kind_cluster.node_containers()
+        }
+        assert [node for node, listed in left.items() if built_v1.encode() in listed] == []
+        assert all(pause.encode() in listed for listed in left.values())
         for index, name in enumerate(sorted(names)):
             core.create_namespaced_pod(
                 namespace,

@@ -69,6 +69,11 @@ def clearable(name: str) -> bool:
     )
 
 
+def by_id(name: str, kept: set[str]) -> bool:
+    """Whether `name` is the id name (sha256:...) of an image outside `kept`."""
+    return name.startswith("sha256:") and name not in kept
+
+
 def _node_run(node: Container, command: list[str]) -> str:
     """`command`'s output on a kind node; a failure raises, naming the node."""
     code, output = node.exec_run(command)
@@ -95,13 +100,20 @@ class SubmissionImages:
     def clear(self) -> None:
         """Remove from every node each image a short name reaches, and what `kind load` left.
 
-        Every submission's builds and the course's own `ml-api`, by every name, and kind's
-        `import-DATE@sha256:...` names of earlier loads, which no pod resolves but which would keep
-        each build on the node's disk.
+        Every submission's builds and the course's own `ml-api`, by every name: their tags, kind's
+        `import-DATE@sha256:...` names and the `sha256:ID` names a pod may give as its image (those
+        of the node's own images stay), so no earlier build stays on the node or runs by its id.
         """
         for node in self.kind.node_containers():
-            listed = _node_run(node, ["ctr", "--namespace=k8s.io", "images", "ls", "-q"])
-            if doomed := [name for name in listed.split() if clearable(name)]:
+            held = json.loads(_node_run(node, ["crictl", "images", "-o", "json"]))["images"]
+            own = {
+                image["id"]
+                for image in held
+                if any(not clearable(tag) for tag in image.get("repoTags") or [])
+            }
+            listed = _node_run(node, ["ctr", "--namespace=k8s.io", "images", "ls", "-q"]).split()
+            doomed = [name for name in listed if clearable(name) or by_id(name, own)]
+            if doomed:
                 _node_run(node, ["ctr", "--namespace=k8s.io", "images", "rm", *doomed])
         for tag in self.built:
             try:
