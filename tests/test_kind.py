@@ -218,17 +218,12 @@ def test_an_interrupted_build_tags_nothing(
     assert client.containers.list(all=True, filters={"name": "k8s-ml-lab-preload-"}) == []
 
 
-def test_a_half_created_cluster_is_recreated(
-    kind_cluster: Kind, model_server_images: list[str]
-) -> None:
+def test_a_half_created_cluster_is_recreated(kind_cluster: Kind) -> None:
+    """The new nodes start empty: the tests after this one load the images they run."""
     node_container(kind_cluster).stop(timeout=10)
     kind_cluster.up()
     lab = connect("kind")
     assert len(lab.core.list_node().items) == kind_cluster.node_count
-    for tag in (
-        model_server_images
-    ):  # the new nodes start empty; the tests after this one run these images
-        model_images.load_into_cluster(lab, tag)
 
 
 def test_a_node_that_never_gets_ready_is_deleted_and_explained(
