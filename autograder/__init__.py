@@ -14,3 +14,5 @@ except ModuleNotFoundError:
 # The checkout this package runs from: the instructor's course tooling
 # (source/, notebooks/) lives there.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Set in a graded kernel whose grader builds the images it records (kind: the kernel has no Docker).
+IMAGE_BUILDER_ENV = "LAB_IMAGE_BUILDER"

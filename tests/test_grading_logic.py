@@ -32,6 +32,7 @@ from autograder.grading.classrun.ledger import (
 )
 from autograder.grading.classrun.repair import MAX_CELLS, grade_id, rebuilt, repair
 from autograder.grading.classrun.submissions import stage
+from autograder.grading.kindimages import node_reference, unique_tag
 from autograder.grading.names import check_student_id, folder_name, namespace_for, printable
 from autograder.grading.nodes import restore_patch
 from autograder.grading.request import WorkerRequest, plain_config
@@ -381,3 +382,33 @@ def test_a_course_setting_no_other_process_can_receive_is_named_before_grading(
         LabError, match=r"nbgrader_config\.py sets a value another process cannot be sent"
     ):
         plain_config(config)
+
+
+@pytest.mark.parametrize(
+    "tag, reference",
+    [("ml-api:v1", "docker.io/library/ml-api:v1"), ("ml-api", "docker.io/library/ml-api:latest")],
+)
+def test_a_short_image_name_is_what_kubelet_looks_up_on_kind(tag: str, reference: str) -> None:
+    assert node_reference(tag) == reference
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "registry.k8s.io/pause:3.10.1",  # the sandbox of every pod on the node
+        "kindest/kindnetd:v1",  # a path: docker.io/kindest/..., the cluster's own
+        "localhost:5000/ml-api:v1",
+        "ML-API:v1",
+        "ml-api:v1@sha256:" + "0" * 64,
+        "",
+    ],
+)
+def test_a_record_may_not_name_an_image_the_nodes_run_for_the_cluster(tag: str) -> None:
+    with pytest.raises(LabError, match="short NAME:TAG"):
+        node_reference(tag)
+
+
+def test_each_submission_builds_under_its_own_docker_tag() -> None:
+    tags = {unique_tag(ns, tag) for ns in ("grade-a", "grade-b") for tag in ("a:b_c", "a_b:c")}
+    assert len(tags) == 4
+    assert all(tag.startswith("lab-graded/grade-") for tag in tags)

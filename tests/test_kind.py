@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import json
 import logging
 import time
 import uuid
@@ -14,22 +15,27 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client import ApiException
 
+import student_app
 from autograder import MANIFESTS, REPO_ROOT, notebooks
 from autograder.build import nodeimage, nodeparts
 from autograder.course import actions
 from autograder.grading import sandbox
+from autograder.grading.kindimages import SubmissionImages
 from autograder.lab import images as model_images
 from autograder.lab import workloads as w
 from autograder.lab.cluster import connect
 from autograder.lab.traffic import port_forward
 from autograder.lesson import fleet
+from autograder.practice import catalog, dockerfile
 from autograder.providers import kind as kind_module
 from autograder.providers.kind import Kind
 from autograder.shared import binaries, kubeconfig
+from autograder.shared import k8s as shared_k8s
 from autograder.shared.ports import wait_http
 from autograder.shared.provider import ClusterError, Lab
 from test_admission import hostile_specs, submit
 from test_notebooks import record_time
+from test_student_images import grade_own_apps
 
 pytestmark = [pytest.mark.kind, pytest.mark.docker, pytest.mark.slow]
 
@@ -57,12 +63,20 @@ def kind_cluster(node_image: nodeimage.NodeImage) -> Kind:
 
 
 @pytest.fixture(scope="module")
-def model_server_images(kind_cluster: Kind) -> list[str]:
-    lab = connect("kind")
+def built_model_server_images() -> list[str]:
     for tag, version in (("ml-api:v1", "v1.0"), ("ml-api:v2", "v2.0")):
         model_images.build(tag, version=version, progress=False)
-        model_images.load_into_cluster(lab, tag)
     return ["ml-api:v1", "ml-api:v2"]
+
+
+@pytest.fixture
+def model_server_images(kind_cluster: Kind, built_model_server_images: list[str]) -> list[str]:
+    """The course's v1 and v2 on the nodes: loaded for each test (a kind load of what a node holds
+    is a check), since grading on kind removes them."""
+    lab = connect("kind")
+    for tag in built_model_server_images:
+        model_images.load_into_cluster(lab, tag)
+    return built_model_server_images
 
 
 @pytest.fixture
@@ -204,17 +218,12 @@ def test_an_interrupted_build_tags_nothing(
     assert client.containers.list(all=True, filters={"name": "k8s-ml-lab-preload-"}) == []
 
 
-def test_a_half_created_cluster_is_recreated(
-    kind_cluster: Kind, model_server_images: list[str]
-) -> None:
+def test_a_half_created_cluster_is_recreated(kind_cluster: Kind) -> None:
+    """The new nodes start empty: the tests after this one load the images they run."""
     node_container(kind_cluster).stop(timeout=10)
     kind_cluster.up()
     lab = connect("kind")
     assert len(lab.core.list_node().items) == kind_cluster.node_count
-    for tag in (
-        model_server_images
-    ):  # the new nodes start empty; the tests after this one run these images
-        model_images.load_into_cluster(lab, tag)
 
 
 def test_a_node_that_never_gets_ready_is_deleted_and_explained(
@@ -372,7 +381,120 @@ def test_every_master_notebook_runs_on_kind(
     assert [text for text in expected.get(name, []) if text not in shown] == []
 
 
+def node_image_id(kind: Kind, reference: str) -> str | None:
+    """The image id a node's containerd gives `reference`, None when it holds no such image."""
+    code, output = node_container(kind).exec_run(
+        ["crictl", "inspecti", "-o", "go-template", "--template", "{{.status.id}}", reference]
+    )
+    return output.decode().strip() if code == 0 else None
+
+
+def test_the_grader_builds_a_kernels_record_into_the_nodes_and_nothing_else(
+    kind_cluster: Kind, model_server_images: list[str], tmp_path
+) -> None:
+    """What a graded kernel records is built by the grader, outside it; a failing Dockerfile is
+    the student's error, and a record may not replace an image the nodes run for the cluster."""
+    admin = kubeconfig.api_client(kind_cluster.context)
+    core = k8s.CoreV1Api(admin)
+    namespace = f"t-kindimg-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    folder = tmp_path / "ml-api"
+    folder.mkdir()
+    (folder / "app.py").write_text(student_app.app("direct"))
+    (folder / "requirements.txt").write_text("flask\n")
+    (folder / "Dockerfile").write_text(student_app.DOCKERFILE)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "Dockerfile").write_text("FROM python:3.11-slim\nRUN exit 3\n")
+    pause = nodeparts.PAUSE_IMAGE
+    pause_before = node_image_id(kind_cluster, pause)
+    course_v1 = node_image_id(kind_cluster, "docker.io/library/ml-api:v1")
+    images = SubmissionImages(kind_cluster, admin)
+    pushed = {
+        tag: catalog.push(core, namespace, tag, source, {}, docker_builds=True)
+        for tag, source in (("ml-api:v1", folder), ("ml-api:broken", broken), (pause, folder))
+    }
+    try:
+        with images.serving(namespace):
+            assert node_image_id(kind_cluster, "docker.io/library/ml-api:v2") is None, (
+                "the course's own v2 left on the nodes"
+            )
+            assert catalog.wait_loaded(core, namespace, "ml-api:v1", pushed["ml-api:v1"], 180)
+            with pytest.raises(dockerfile.BuildFailed, match="RUN exit 3"):
+                catalog.wait_loaded(core, namespace, "ml-api:broken", pushed["ml-api:broken"], 180)
+            with pytest.raises(dockerfile.BuildFailed, match="not an image name grading builds"):
+                catalog.wait_loaded(core, namespace, pause, pushed[pause], 60)
+        built_v1 = node_image_id(kind_cluster, "docker.io/library/ml-api:v1")
+        assert built_v1 not in (None, course_v1), "the student's build is not the node's ml-api:v1"
+        assert node_image_id(kind_cluster, pause) == pause_before
+        # What the next submission could name to run this one's build: each name crictl lists.
+        names = {
+            name
+            for node in kind_cluster.node_containers()
+            for image in json.loads(node.exec_run(["crictl", "images", "-o", "json"]).output)[
+                "images"
+            ]
+            if image["id"] == built_v1
+            for name in [*(image.get("repoTags") or []), *(image.get("repoDigests") or [])]
+        }
+        assert any("@sha256:" in name for name in names), names
+        images.clear()
+        assert {name: node_image_id(kind_cluster, name) for name in names} == dict.fromkeys(names)
+        left = {
+            node.name: node.exec_run(["ctr", "--namespace=k8s.io", "images", "ls", "-q"]).output
+            for node in kind_cluster.node_containers()
+        }
+        assert [node for node, listed in left.items() if built_v1.encode() in listed] == []
+        assert all(pause.encode() in listed for listed in left.values())
+        for index, name in enumerate(sorted(names)):
+            core.create_namespaced_pod(
+                namespace,
+                {
+                    "metadata": {"name": f"earlier-build-{index}", "labels": {"app": "earlier"}},
+                    "spec": {
+                        "containers": [{"name": "app", "image": name, "imagePullPolicy": "Never"}]
+                    },
+                },
+            )
+        assert waiting_reasons(core, namespace, "app=earlier", len(names)) == {"ErrImageNeverPull"}
+    finally:
+        core.delete_namespace(namespace)
+        images.clear()
+
+
+def waiting_reasons(core: k8s.CoreV1Api, namespace: str, selector: str, count: int) -> set[str]:
+    """Why the containers of `count` pods behind `selector` wait, or 'running', once each has
+    passed ContainerCreating."""
+
+    def reasons(pods: list[k8s.V1Pod]) -> set[str] | None:
+        states = [status.state for pod in pods for status in pod.status.container_statuses or []]
+        said = {
+            "running"
+            if state.running
+            else (state.waiting or state.terminated or k8s.V1ContainerStateWaiting()).reason
+            for state in states
+        }
+        return said if len(states) == count and not said & {None, "ContainerCreating"} else None
+
+    return shared_k8s.wait_for(
+        core.list_namespaced_pod,
+        namespace,
+        label_selector=selector,
+        until=reasons,
+        timeout=120,
+        what=f"the pods behind {selector} to start or say why not",
+    )
+
+
+def test_grading_on_kind_deploys_each_submissions_own_app_and_v2(
+    tmp_path, model_server_images: list[str]
+) -> None:
+    """test_student_images's submissions on real containers; the course's own v1 and v2 are on
+    the nodes when grading starts, and must serve none of them."""
+    grade_own_apps(tmp_path, "kind")
+
+
 def test_the_masters_earn_full_marks_and_the_release_none_on_kind(
-    round_trip, model_server_images: list[str]
+    round_trip, kind_cluster: Kind
 ) -> None:
     round_trip("kind")

@@ -120,6 +120,11 @@ def graded_errors(course: Path, outcomes: list) -> str:
 def test_grading_deploys_each_submissions_own_app_and_v2(tmp_path: Path, practice_cluster) -> None:
     admin = kubeconfig.api_client(practice_cluster.context)
     catalog.preload_reference_images(client.CoreV1Api(admin))  # the course's v1 and v2, pre-pulled
+    grade_own_apps(tmp_path, "practice")
+
+
+def grade_own_apps(tmp_path: Path, provider: str) -> None:
+    """Three submissions graded on `provider`: each is served its own app, and only its own v2."""
     course = new_course(
         tmp_path, master(STEPS[FIRST]), ASSIGNMENT, FIRST, more={SECOND: master(STEPS[SECOND])}
     )
@@ -135,7 +140,7 @@ def test_grading_deploys_each_submissions_own_app_and_v2(tmp_path: Path, practic
         course,
         ASSIGNMENT,
         settings=GradingSettings(jobs=2, cell_timeout=60, patience=8),
-        provider="practice",
+        provider=provider,
     )
     print(table(outcomes))
     scores = {o.student: (o.status, o.score) for o in outcomes}

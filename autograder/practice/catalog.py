@@ -52,6 +52,10 @@ REFERENCE_IMAGES = {"ml-api:v1": "v1.0", "ml-api:v2": "v2.0"}
 IMAGE_LABEL = "lab.k8s-ml-lab/image"  # on a ConfigMap: one of its namespace's own images
 TAG_ANNOTATION = "lab.k8s-ml-lab/tag"
 FOLDER_ANNOTATION, BUILT_AT_ANNOTATION = "lab.k8s-ml-lab/folder", "lab.k8s-ml-lab/built-at"
+# On a record, written by a grader that builds records with Docker (kind): {"built_at": the
+# record's BUILT_AT, "image": what it loaded} or {"built_at": ..., "error": why not}.
+LOAD_RESULT_ANNOTATION = "lab.k8s-ml-lab/load-result"
+LOAD_WAIT = 300  # seconds a kernel waits for the grader's build and load of its record
 OWN_IMAGES_LABEL, OWN_IMAGES = (
     "lab.k8s-ml-lab/images",
     "own",
@@ -256,11 +260,18 @@ def record_name(tag: str) -> str:
 
 
 def push(
-    core: client.CoreV1Api, namespace: str, tag: str, source: Path, build_args: dict[str, str]
-) -> None:
+    core: client.CoreV1Api,
+    namespace: str,
+    tag: str,
+    source: Path,
+    build_args: dict[str, str],
+    *,
+    docker_builds: bool = False,
+) -> str:
     """`docker build` + push into the namespace's own registry.
 
-    The folder, checked, as an image record.
+    The folder, checked, as an image record; returns the record's BUILT_AT. With `docker_builds`
+    (a grader builds it with Docker, on kind) Docker judges the Dockerfile, not the practice rules.
 
     The record holds the build folder itself, not a built image: the runtime builds it again, so a
     record written by hand can hold nothing a Dockerfile could not. A folder without a Dockerfile
@@ -272,11 +283,12 @@ def push(
         files = {**last_build(core, namespace, source.name), **files}
     if dockerfile.DOCKERFILE not in files:
         raise FileNotFoundError(f"no Dockerfile in {source}: write one next to app.py first")
-    with tempfile.TemporaryDirectory() as scratch:
-        write_files(Path(scratch), files)
-        dockerfile.read(
-            Path(scratch), build_args
-        )  # the student hears of a refused line now, not from a pod
+    if not docker_builds:
+        with tempfile.TemporaryDirectory() as scratch:
+            write_files(Path(scratch), files)
+            dockerfile.read(
+                Path(scratch), build_args
+            )  # the student hears of a refused line now, not from a pod
     names = sorted(files)
     annotations = {
         TAG_ANNOTATION: tag,
@@ -301,6 +313,54 @@ def push(
         if error.status != 409:
             raise
         core.replace_namespaced_config_map(record_name(tag), namespace, body)
+    return annotations[BUILT_AT_ANNOTATION]
+
+
+def load_result(record: client.V1ConfigMap) -> dict | None:
+    """The grader's load result for the record as it now is (None: not built yet)."""
+    annotations = record.metadata.annotations or {}
+    try:
+        result = json.loads(annotations.get(LOAD_RESULT_ANNOTATION, "null"))
+    except ValueError:
+        return None
+    if isinstance(result, dict) and result.get("built_at") == annotations.get(BUILT_AT_ANNOTATION):
+        return result
+    return None
+
+
+def wait_loaded(
+    core: client.CoreV1Api, namespace: str, tag: str, built_at: str, timeout: float = LOAD_WAIT
+) -> str:
+    """The image the grader loaded for the record of `tag` pushed at `built_at`.
+
+    A kernel without Docker (a graded one on kind) waits here for the grader, which builds the
+    record outside the kernel; the grader's build or load failure is raised as the student's error.
+    """
+    name = record_name(tag)
+
+    def result(records: list[client.V1ConfigMap]) -> dict | None:
+        current = [r for r in records if (r.metadata.annotations or {}).get(BUILT_AT_ANNOTATION)]
+        if current and current[0].metadata.annotations[BUILT_AT_ANNOTATION] != built_at:
+            raise LabError(f"{tag} was loaded again meanwhile: load it once at a time")
+        return load_result(current[0]) if current else None
+
+    try:
+        loaded = k8s.wait_for(
+            core.list_namespaced_config_map,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            until=result,
+            timeout=timeout,
+            what=f"the grader's build of {tag}",
+        )
+    except k8s.WaitTimeout:
+        raise LabError(
+            f"the grader did not build {tag} within {timeout:.0f} s; a Dockerfile whose "
+            "steps take long (a large pip install) is the usual cause: make it build faster"
+        ) from None
+    if loaded.get("error"):
+        raise dockerfile.BuildFailed(f"cannot build {tag} from your folder: {loaded['error']}")
+    return str(loaded.get("image", tag))
 
 
 def last_build(core: client.CoreV1Api, namespace: str, folder: str) -> dict[str, bytes]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder import IMAGE_BUILDER_ENV
 from autograder.practice import catalog
 from autograder.practice.catalog import serves_kwok_routes, wait_routed
 from autograder.shared import kubeconfig
@@ -44,15 +46,21 @@ class Existing:
             wait_routed(lab, selector, timeout)
 
     def loads_images(self, lab: Lab) -> bool:
-        return serves_kwok_routes(lab)
+        return graded_on_kind() or serves_kwok_routes(lab)
 
     def load_image(
         self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
     ) -> None:
-        # A grader's student kernel sees the practice cluster as "existing": it
-        # builds into its namespace.
+        # A grader's student kernel sees its cluster as "existing": it records its build folder in
+        # its namespace. The practice cluster's runtime builds that record; on kind the grader does
+        # it with Docker, and the kernel waits for its image to be on the nodes.
         if context is not None and self.loads_images(lab):
-            catalog.push(lab.core, lab.namespace, tag, context, build_args)
+            on_kind = graded_on_kind()
+            built_at = catalog.push(
+                lab.core, lab.namespace, tag, context, build_args, docker_builds=on_kind
+            )
+            if on_kind:
+                catalog.wait_loaded(lab.core, lab.namespace, tag, built_at)
             logger.info("built %s from %s for namespace %s", tag, context, lab.namespace)
             return
         raise ValueError(
@@ -79,3 +87,8 @@ class Existing:
 
     def down(self) -> None:
         logger.info("The existing cluster is not the lab's to delete; nothing done.")
+
+
+def graded_on_kind() -> bool:
+    """Whether this kernel's grader builds the images it records (grading/images.py)."""
+    return os.environ.get(IMAGE_BUILDER_ENV) == "grader"

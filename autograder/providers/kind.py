@@ -17,6 +17,7 @@ from pathlib import Path
 import docker
 import yaml
 from docker.errors import DockerException, ImageNotFound
+from docker.models.containers import Container
 from kubernetes import client
 
 from autograder import MANIFESTS
@@ -106,16 +107,22 @@ class Kind:
         self, lab: Lab, tag: str, context: Path | None, build_args: dict[str, str]
     ) -> None:
         """`kind load docker-image`: the image must be in Docker already (images.build makes it)."""
+        self.load_docker_image(tag)
+
+    def load_docker_image(self, tag: str) -> None:
+        """`kind load docker-image TAG` into every node of this cluster."""
         try:
             dockerengine.client().images.get(tag)
         except ImageNotFound:
             raise ImageMissing(f"no image {tag} in Docker to load: build it first") from None
-        kind = binaries.ensure(["kind"])["kind"]
-        run(
-            [str(kind), "load", "docker-image", tag, "--name", self.cluster],
-            what=f"kind load docker-image {tag}",
-        )
+        self._kind("load", "docker-image", tag, "--name", self.cluster, what=f"kind load {tag}")
         logger.info("loaded %s into kind cluster %r", tag, self.cluster)
+
+    def node_containers(self) -> list[Container]:
+        """The Docker containers that are this cluster's nodes."""
+        return docker.from_env(timeout=60).containers.list(
+            filters={"label": f"io.x-k8s.kind.cluster={self.cluster}"}
+        )
 
     @property
     def node(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -19,11 +20,13 @@ from pathlib import Path
 import nbformat
 from kubernetes import client
 
+from autograder import IMAGE_BUILDER_ENV
 from autograder.grading import answers, nodes, sandbox
 from autograder.grading.classrun import ledger, repair, submissions
 from autograder.grading.classrun.course import Course, last_lines, recorded_scores, scores
 from autograder.grading.classrun.ledger import Ledger, Outcome, submission_digest
 from autograder.grading.kernel import jail
+from autograder.grading.kindimages import SubmissionImages
 from autograder.grading.names import check_student_id, digest, namespace_for, printable
 from autograder.grading.request import WorkerRequest, plain_config
 from autograder.grading.settings import GradingSettings
@@ -62,6 +65,7 @@ class Grader:
             for name in course.notebooks(assignment)
         }
         self.workers: Path | None = None  # the run's worker fork server, when one listens
+        self.images: SubmissionImages | None = None  # on kind: the grader builds what kernels load
         self._staged: dict[str, tuple[str, list[str]]] = {}
         self._running: set[subprocess.Popen] = set()
         self._restores: list[threading.Thread] = []
@@ -164,7 +168,7 @@ class Grader:
                         student=student,
                         workdir=Path(workdir),
                     )
-                with timed("worker", phases):
+                with timed("worker", phases), self._own_images(namespace):
                     result = self._autograde(student, box)
             finally:
                 with timed("clean-up", phases):
@@ -191,6 +195,10 @@ class Grader:
         outcome = scores(self.course, self.assignment, student)
         outcome.phases = phases
         return outcome
+
+    def _own_images(self, namespace: str) -> contextlib.AbstractContextManager:
+        """On kind, the nodes hold only what this submission builds while it is graded."""
+        return self.images.serving(namespace) if self.images else contextlib.nullcontext()
 
     def _restore_nodes(self) -> None:
         """Nodes as before the run, once no notebook that may cordon them is running.
@@ -272,7 +280,7 @@ class Grader:
                 }
             process = subprocess.Popen(
                 command,
-                env=kernel_environment(box),
+                env=kernel_environment(box, images_built=self.images is not None),
                 cwd=self.course.root,
                 text=True,
                 stdout=subprocess.PIPE,
@@ -316,10 +324,13 @@ class Grader:
                 _kill(process)
 
 
-def kernel_environment(box: sandbox.Sandbox | None) -> dict[str, str]:
+def kernel_environment(
+    box: sandbox.Sandbox | None, *, images_built: bool = False
+) -> dict[str, str]:
     """The worker's and the student kernel's environment.
 
-    Allowlisted, and only the student's kubeconfig.
+    Allowlisted, and only the student's kubeconfig; `images_built`: the grader builds the images
+    the kernel records (kind).
 
     Without a sandbox: no cluster at all, as the worker server imports.
     """
@@ -331,6 +342,8 @@ def kernel_environment(box: sandbox.Sandbox | None) -> dict[str, str]:
     if box is not None:
         # The namespace travels one way: the student kubeconfig's context names it.
         env.update(KUBECONFIG=str(box.student_kubeconfig), LAB_CLUSTER="existing")
+        if images_built:
+            env[IMAGE_BUILDER_ENV] = "grader"
     # kubectl (for port-forward) from wherever the grader found it: the jailed
     # kernel has an empty cache.
     tools = [

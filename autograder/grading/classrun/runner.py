@@ -29,10 +29,12 @@ from autograder.grading.classrun.course import (
 from autograder.grading.classrun.grader import Grader, kernel_environment
 from autograder.grading.classrun.ledger import Outcome
 from autograder.grading.kernel import jail
+from autograder.grading.kindimages import SubmissionImages
 from autograder.grading.names import LEDGER_DIR, digest, printable
 from autograder.grading.settings import GradingSettings
 from autograder.grading.worker import autograde as worker
 from autograder.providers.choice import choose, provider_of_context
+from autograder.providers.kind import Kind
 from autograder.shared import forkserver, k8s, kubeconfig
 from autograder.shared.provider import ClusterError, Lab
 
@@ -218,14 +220,34 @@ def _grade_on_cluster(
                 ", ".join(nodes.restore(admin, before)) or "none",
             )
         grader.admin, grader.nodes, grader.workers = admin, nodes.snapshot(admin), workers
+        grader.images = submission_images(grader, admin, provider)
         nodes.save(saved, grader.nodes)
         try:
             outcomes = _grade_all(grader, students, grader.settings.jobs)
         finally:
             grader.restores_done()
+            if grader.images is not None:
+                grader.images.clear()
             _wait_for_namespaces(admin, course, assignment)
     saved.unlink()
     return outcomes
+
+
+def submission_images(
+    grader: Grader, admin: client.ApiClient, provider: str | None
+) -> SubmissionImages | None:
+    """On kind, the builder of each submission's images; kind then grades one at a time.
+
+    A kind node holds one image per name, so two submissions graded at once would share their
+    `ml-api:v1` (kindimages.py says why names, and not per-submission rewrites).
+    """
+    kind = Kind()
+    if choose(provider).context != kind.context:
+        return None
+    if grader.settings.jobs > 1:
+        logger.info("on kind the nodes hold one submission's images at a time: grading one by one")
+        grader.settings.jobs = 1
+    return SubmissionImages(kind, admin)
 
 
 def _wait_for_namespaces(

@@ -65,12 +65,13 @@ LIMITS = {
 }
 # All a kernel keeps of the environment it is started with: an instructor's shell may hold
 # cloud keys. Locale and time zone, the CPU quirks OpenBLAS is told of, what Jupyter tells a
-# kernel, and what the grader sets for the student (their PATH, and the kubeconfig whose
-# context names their namespace).
+# kernel, and what the grader sets for the student (their PATH, the kubeconfig whose context
+# names their namespace, and whether the grader builds the images they record).
 KERNEL_ENVIRONMENT = (
     "PATH",
     "KUBECONFIG",
     "LAB_CLUSTER",
+    autograder.IMAGE_BUILDER_ENV,
     "LANG",
     "LANGUAGE",
     "TZ",
