@@ -57,9 +57,7 @@ def test_each_worker_has_its_own_lab_and_what_exists_once_runs_on_one_worker(
     assert done.returncode == 0, done.stdout + done.stderr
     runs = [json.loads(line) for line in record.read_text().splitlines()]
     assert len(runs) == 17
-    workers = {
-        name: {run["worker"] for run in runs if run["test"] == name} for name in GROUPS
-    }
+    workers = {name: {run["worker"] for run in runs if run["test"] == name} for name in GROUPS}
     # The kind cluster, Docker's images and the classroom's hub each exist once per machine.
     assert [len(workers[group]) for group in ("kind", "docker", "classroom")] == [1, 1, 1]
     labs = {
