@@ -21,6 +21,7 @@ from autograder.grading.answers import released, unanswered_from
 from autograder.grading.classrun import submissions
 from autograder.grading.classrun.course import read_config
 from autograder.grading.classrun.grader import clear_output, foreign_entries
+from autograder.grading.classrun.kindimages import node_reference, unique_tag
 from autograder.grading.classrun.ledger import (
     GradebookDamaged,
     Ledger,
@@ -32,7 +33,6 @@ from autograder.grading.classrun.ledger import (
 )
 from autograder.grading.classrun.repair import MAX_CELLS, grade_id, rebuilt, repair
 from autograder.grading.classrun.submissions import stage
-from autograder.grading.kindimages import node_reference, unique_tag
 from autograder.grading.names import check_student_id, folder_name, namespace_for, printable
 from autograder.grading.nodes import restore_patch
 from autograder.grading.request import WorkerRequest, plain_config

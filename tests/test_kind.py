@@ -20,7 +20,7 @@ from autograder import MANIFESTS, REPO_ROOT, notebooks
 from autograder.build import nodeimage, nodeparts
 from autograder.course import actions
 from autograder.grading import sandbox
-from autograder.grading.kindimages import SubmissionImages
+from autograder.grading.classrun.kindimages import SubmissionImages
 from autograder.lab import images as model_images
 from autograder.lab import workloads as w
 from autograder.lab.cluster import connect

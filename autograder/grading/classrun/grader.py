@@ -24,9 +24,9 @@ from autograder import IMAGE_BUILDER_ENV
 from autograder.grading import answers, nodes, sandbox
 from autograder.grading.classrun import ledger, repair, submissions
 from autograder.grading.classrun.course import Course, last_lines, recorded_scores, scores
+from autograder.grading.classrun.kindimages import SubmissionImages
 from autograder.grading.classrun.ledger import Ledger, Outcome, submission_digest
 from autograder.grading.kernel import jail
-from autograder.grading.kindimages import SubmissionImages
 from autograder.grading.names import check_student_id, digest, namespace_for, printable
 from autograder.grading.request import WorkerRequest, plain_config
 from autograder.grading.settings import GradingSettings

@@ -27,9 +27,9 @@ from autograder.grading.classrun.course import (
     require_masters,
 )
 from autograder.grading.classrun.grader import Grader, kernel_environment
+from autograder.grading.classrun.kindimages import SubmissionImages
 from autograder.grading.classrun.ledger import Outcome
 from autograder.grading.kernel import jail
-from autograder.grading.kindimages import SubmissionImages
 from autograder.grading.names import LEDGER_DIR, digest, printable
 from autograder.grading.settings import GradingSettings
 from autograder.grading.worker import autograde as worker
