@@ -24,9 +24,13 @@ WORKER_ENV = "PYTEST_XDIST_WORKER"  # set by pytest-xdist in each worker: gw0, g
 # A worker's own state; everything else in the shared cache (binaries, Go, base images, the kind
 # node image's record, the practice images' snapshots) is built once and linked.
 OWN_STATE = frozenset({"kubeconfig", "traffic", "practice-at-start.log", "xdist"})
-# The resource a test needs that exists once per machine -> the one worker that runs its tests.
+# The resource a test needs that exists once per machine -> the one worker that runs its tests;
+# the first that a test needs decides (a kind test needs Docker too).
 SERIAL_GROUPS = {"kind": "kind", "docker": "docker"}
 CLASSROOM_TESTS = "test_classroom"  # the hub, its Unix users and /srv: one classroom per machine
+# A kind test of the node image alone (its build, a cluster of another name) needs Docker, not the
+# lab's kind cluster: it runs beside the kind group, which is the longest.
+NODE_IMAGE, KIND_CLUSTER = "node_image", "kind_cluster"
 
 
 def worker_lab(shared: Path, worker: str) -> dict[str, str]:
@@ -48,9 +52,12 @@ def worker_lab(shared: Path, worker: str) -> dict[str, str]:
 def serial_group(item: pytest.Item) -> str | None:
     """The group of a test whose resource exists once per machine, else None (any worker)."""
     needs = fixture_needs(item) | {marker.name for marker in item.iter_markers()}
+    fixtures = set(getattr(item, "fixturenames", ()))
     if Path(str(item.fspath)).name.startswith(CLASSROOM_TESTS):
         return "classroom"
-    return next((SERIAL_GROUPS[need] for need in sorted(needs) if need in SERIAL_GROUPS), None)
+    if NODE_IMAGE in fixtures and KIND_CLUSTER not in fixtures:
+        return SERIAL_GROUPS["docker"]
+    return next((group for need, group in SERIAL_GROUPS.items() if need in needs), None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
