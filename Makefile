@@ -67,7 +67,7 @@ test-fast: install
 
 # The whole suite: `-m ""` lifts the fast tier's selection. It runs on pytest-xdist workers, each
 # with a lab of its own (tests/workers.py); TEST_WORKERS=0 runs it in this process.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: test-binaries docker kind-image hosted-image chromium node
 	$(BIN)/python -m pytest -m "" -n $(TEST_WORKERS) --dist loadgroup -ra --durations=50
 

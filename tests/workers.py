@@ -6,7 +6,8 @@ cluster, kubeconfig and lab state (its own `KWOK_WORKDIR`, `KUBECONFIG` and `LAB
 where the shared cache's builds are linked, never rebuilt), and deletes its cluster when it ends.
 What exists once per machine runs on one worker at a time: the kind cluster (group "kind"), the
 images built in the Docker engine (group "docker"), the classroom's Unix users and hub (group
-"classroom").
+"classroom"). xdist hands out its largest groups of tests first (`--loadscope-reorder`), so the
+long serial groups start at once rather than late on a worker the others then wait for.
 """
 
 from __future__ import annotations
