@@ -84,11 +84,8 @@ def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool =
 
         def complete(deployment: client.V1Deployment) -> bool:
             done, message = rollout_state(deployment)
-            if not done and (reason := stuck_reason(new_pods(lab, deployment))):
-                raise RolloutStuck(
-                    f"the rollout of deployment/{name} cannot finish: {reason}; "
-                    "`kubectl describe pod` says more"
-                )
+            if not done:
+                raise_if_stuck(lab, deployment)
             if bar.total != deployment.spec.replicas:  # a notebook's widget learns its length here
                 bar.reset(total=deployment.spec.replicas)
             bar.n = deployment.status.ready_replicas or 0
@@ -100,6 +97,15 @@ def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool =
         except k8s.WaitTimeout as error:
             raise RolloutTimeout(str(error)) from None
     return time.monotonic() - started
+
+
+def raise_if_stuck(lab: Lab, deployment: client.V1Deployment) -> None:
+    """End a wait at once when the rollout's new pods wait on what time does not fix."""
+    if reason := stuck_reason(new_pods(lab, deployment)):
+        raise RolloutStuck(
+            f"the rollout of deployment/{deployment.metadata.name} cannot finish: {reason}; "
+            "`kubectl describe pod` says more"
+        )
 
 
 def watch_deployment(
