@@ -398,3 +398,12 @@ def test_waiting_for_a_rollout_of_an_image_never_loaded_ends_at_once_naming_it(l
     workloads.apply(lab, [missing])
     with pytest.raises(workloads.RolloutStuck, match=r"ml-api-.* is in ErrImageNeverPull"):
         wait(lab)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("wait", ROLLOUT_WAITS.values(), ids=ROLLOUT_WAITS.keys())
+def test_waiting_for_a_rollout_of_a_deployment_never_applied_ends_at_once_naming_it(
+    lab, wait
+) -> None:
+    with pytest.raises(workloads.DeploymentMissing, match=r"deployment/ml-api is not in namespace"):
+        wait(lab)

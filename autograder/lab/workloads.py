@@ -47,6 +47,10 @@ class RolloutStuck(RolloutTimeout):
     """The rollout's new pods wait on what time does not fix; the message names the pod and why."""
 
 
+class DeploymentMissing(LabError, LookupError):
+    """A wait on a Deployment that is not in the namespace: nothing will ever roll it out."""
+
+
 def load_manifests(*paths: Path | str) -> list[dict]:
     """Every YAML document in `paths`, in order, skipping empty ones."""
     return [doc for path in paths for doc in yaml.safe_load_all(Path(path).read_text()) if doc]
@@ -115,12 +119,25 @@ def watch_deployment(
     timeout: float,
     resync: float = 2,
 ) -> None:
-    """Watch deployment/`name` until `until(it)` holds; a timeout says how far its rollout got."""
+    """Watch deployment/`name` until `until(it)` holds; a timeout says how far its rollout got.
+
+    A Deployment that is not there (or goes) ends the watch at once, as `kubectl rollout status`
+    does, instead of waiting out the timeout for an apply that was never made.
+    """
+
+    def present(found: list[client.V1Deployment]) -> bool:
+        if not found:
+            raise DeploymentMissing(
+                f"deployment/{name} is not in namespace {lab.namespace}: apply its manifest "
+                "first (`kubectl get deployments` lists the ones there)"
+            )
+        return until(found[0])
+
     k8s.wait_for(
         lab.apps.list_namespaced_deployment,
         lab.namespace,
         field_selector=f"metadata.name={name}",
-        until=lambda found: bool(found) and until(found[0]),
+        until=present,
         timeout=timeout,
         what=f"the rollout of deployment/{name}",
         resync=resync,
