@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import threading
 from pathlib import Path
 
 import nbformat
@@ -66,9 +67,11 @@ try:
     workloads.wait_for_rollout(lab, "gpu-model", timeout=20, progress=False)
 except Exception as error:
     print("not rolled out:", error)"""
-# Early in the notebook, the hog takes every GPU and every CPU it can for longer than its neighbour
-# needs them, and reports what it holds once its Deployments have made all the pods they may.
+# Early in the notebook, the hog takes every GPU and every CPU it can, reports what it holds once
+# its Deployments have made all the pods they may, and holds it until its neighbour is graded: the
+# test puts the ConfigMap RELEASE in its namespace then (HOG_SECONDS at most, should that not come).
 HOG_SECONDS = 90
+RELEASE = "neighbour-graded"
 HOG = f"""import time, yaml
 from kubernetes.utils import parse_quantity
 from autograder.lesson import manifests
@@ -83,7 +86,10 @@ held = [c.resources.requests for pod in lab.core.list_namespaced_pod(lab.namespa
 cpus = float(sum(parse_quantity(r['cpu']) for r in held))
 gib = float(sum(parse_quantity(r['memory']) for r in held)) / 2**30
 print(f"PROBE holds {{len(held)}} pods, {{cpus:g}} CPUs, {{gib:g}} GiB")
-time.sleep({HOG_SECONDS - 20})
+deadline = time.monotonic() + {HOG_SECONDS - 20}
+while time.monotonic() < deadline and not lab.core.list_namespaced_config_map(
+        lab.namespace, field_selector="metadata.name={RELEASE}").items:
+    time.sleep(1)
 answer = 42"""
 # The solved one's exclusive notebook needs most of the cluster's CPU:
 # lesson01's fleet, every pod placed.
@@ -94,6 +100,36 @@ FLEET_PLACED = """placed = [pod.spec.node_name for pod in lab.core.list_namespac
     lab.namespace, label_selector="lesson-part=bin-packing").items]
 assert len(placed) == 21 and all(placed), (
     f"{placed.count(None)} of {len(placed)} fleet pods found no node")"""
+
+
+def release_once_graded(
+    admin: client.ApiClient,
+    course: str,
+    holder: str,
+    graded: str,
+    stop: threading.Event,
+    released: list[str],
+) -> None:
+    """Put RELEASE in `holder`'s namespace once `graded`'s has come and gone: graded, it is done.
+
+    `released` gets `holder` when its namespace was still there: it held until then.
+    """
+    core = client.CoreV1Api(admin)
+    seen = False
+    while not stop.wait(0.5):
+        namespaces = {
+            (ns.metadata.annotations or {}).get(sandbox.STUDENT_ANNOTATION): ns
+            for ns in core.list_namespace(label_selector=sandbox.course_selector(course)).items
+        }
+        alive = graded in namespaces and namespaces[graded].metadata.deletion_timestamp is None
+        seen = seen or alive
+        if seen and not alive:
+            if holder in namespaces:
+                core.create_namespaced_config_map(
+                    namespaces[holder].metadata.name, {"metadata": {"name": RELEASE}}
+                )
+                released.append(holder)
+            return
 
 
 def submit(
@@ -292,14 +328,24 @@ def test_a_gpu_hog_and_a_privileged_pod_cost_the_solved_submission_nothing(
     submissions.write(course, ASSIGNMENT, "solved", None)
 
     # The hog and the privileged one start together; the solved one takes the privileged one's
-    # worker while the hog still holds its Deployments.
-    outcomes = grade_class(
-        course,
-        ASSIGNMENT,
-        ["hog", "privileged", "solved"],
-        provider="practice",
-        settings=GradingSettings(jobs=2, cell_timeout=HOG_SECONDS + 30, patience=8),
+    # worker while the hog holds its Deployments, until the solved one is graded.
+    stop, released = threading.Event(), []
+    releaser = threading.Thread(
+        target=release_once_graded,
+        args=(admin, Course(course).key, "hog", "solved", stop, released),
     )
+    releaser.start()
+    try:
+        outcomes = grade_class(
+            course,
+            ASSIGNMENT,
+            ["hog", "privileged", "solved"],
+            provider="practice",
+            settings=GradingSettings(jobs=2, cell_timeout=HOG_SECONDS + 30, patience=8),
+        )
+    finally:
+        stop.set()
+        releaser.join()
 
     print(table(outcomes))
     assert {o.student: (o.status, o.score, o.max_score) for o in outcomes} == {
@@ -310,6 +356,7 @@ def test_a_gpu_hog_and_a_privileged_pod_cost_the_solved_submission_nothing(
     cap = {
         resource: float(parse_quantity(sandbox.POD_CAP[resource])) for resource in sandbox.COMPUTE
     }
+    assert released == ["hog"], "the hog held its pods until the solved one was graded"
     allowance = int(sandbox.POD_ALLOWANCE)
     assert _probes(course, "hog") == [
         f"holds {allowance} pods, {allowance * cap['cpu']:g} CPUs, "

@@ -16,7 +16,7 @@ from autograder import MANIFESTS
 from autograder.course import actions
 from autograder.grading import sandbox
 from autograder.lab import workloads
-from autograder.lesson import checks
+from autograder.lesson import checks, observe
 from autograder.lesson.checks import CheckResult
 from autograder.shared import binaries, kubeconfig
 
@@ -382,10 +382,28 @@ def test_a_rollout_is_stuck_only_on_reasons_that_waiting_does_not_fix() -> None:
     assert reason == "pod b is in CrashLoopBackOff (CrashLoopBackOff says why)"
 
 
+ROLLOUT_WAITS = {  # every wait on a rollout a notebook calls, with a timeout past a cell's
+    "wait_for_rollout": lambda lab: workloads.wait_for_rollout(
+        lab, "ml-api", timeout=300, progress=False
+    ),
+    "watch_rollout": lambda lab: observe.watch_rollout(lab, "ml-api", timeout=300, live=False),
+}
+
+
 @pytest.mark.cluster
-def test_waiting_for_a_rollout_of_an_image_never_loaded_ends_at_once_naming_it(lab) -> None:
+@pytest.mark.parametrize("wait", ROLLOUT_WAITS.values(), ids=ROLLOUT_WAITS.keys())
+def test_waiting_for_a_rollout_of_an_image_never_loaded_ends_at_once_naming_it(lab, wait) -> None:
     missing = _lesson_manifests()[0]
     missing["spec"]["template"]["spec"]["containers"][0]["image"] = "ml-api:never-built"
     workloads.apply(lab, [missing])
-    with pytest.raises(workloads.RolloutStuck, match=r"ErrImageNeverPull|ImagePullBackOff"):
-        workloads.wait_for_rollout(lab, "ml-api", timeout=120, progress=False)
+    with pytest.raises(workloads.RolloutStuck, match=r"ml-api-.* is in ErrImageNeverPull"):
+        wait(lab)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("wait", ROLLOUT_WAITS.values(), ids=ROLLOUT_WAITS.keys())
+def test_waiting_for_a_rollout_of_a_deployment_never_applied_ends_at_once_naming_it(
+    lab, wait
+) -> None:
+    with pytest.raises(workloads.DeploymentMissing, match=r"deployment/ml-api is not in namespace"):
+        wait(lab)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
+import os
+import resource
 import socket
 import subprocess
 import sys
@@ -49,6 +51,25 @@ def test_a_forked_worker_writes_to_the_clients_own_output_and_exits_with_its_cod
     assert helped.stdout.startswith("usage: python -m autograder.grading.worker.autograde")
     assert "expected one argument" in refused.stderr
     assert "starts cold" not in helped.stderr + refused.stderr
+
+
+def test_a_client_holding_over_1023_descriptors_learns_how_its_process_ended(
+    worker_server: Path,
+) -> None:
+    """As the pod runtime does in a long run: its many pipes and sockets pass select()'s limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 2048)), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with open(os.devnull, "wb") as sink:
+            request = {"argv": ["--help"], "cwd": "/", "env": dict(os.environ)}
+            launched = forkserver.spawn(worker_server, request, sink.fileno(), sink.fileno())
+        assert launched is not None
+        assert launched.wait(timeout=60) == 0
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_without_a_server_the_client_runs_the_module_itself(tmp_path: Path) -> None:

@@ -401,3 +401,12 @@ def test_a_pod_deleted_while_its_container_waits_in_back_off_is_not_started_agai
     for second in range(6, 60):
         kubelet.at(second)
     assert len(kubelet.launcher.started) == 2 and kubelet.runtime.finished()
+
+
+def test_a_vanished_pods_container_lets_go_of_its_log_file_and_output_pipes(kubelet_for) -> None:
+    kubelet = kubelet_for(make_pod())
+    kubelet.at(0)
+    output, process = kubelet.runtime.containers[0].output, kubelet.process
+    kubelet.runtime.kill()
+    assert process.signals == [(0, signal.SIGKILL)]
+    assert output is not None and output.closed and process.stdout.closed and process.stderr.closed

@@ -47,6 +47,10 @@ class RolloutStuck(RolloutTimeout):
     """The rollout's new pods wait on what time does not fix; the message names the pod and why."""
 
 
+class DeploymentMissing(LabError, LookupError):
+    """A wait on a Deployment that is not in the namespace: nothing will ever roll it out."""
+
+
 def load_manifests(*paths: Path | str) -> list[dict]:
     """Every YAML document in `paths`, in order, skipping empty ones."""
     return [doc for path in paths for doc in yaml.safe_load_all(Path(path).read_text()) if doc]
@@ -84,11 +88,8 @@ def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool =
 
         def complete(deployment: client.V1Deployment) -> bool:
             done, message = rollout_state(deployment)
-            if not done and (reason := stuck_reason(new_pods(lab, deployment))):
-                raise RolloutStuck(
-                    f"the rollout of deployment/{name} cannot finish: {reason}; "
-                    "`kubectl describe pod` says more"
-                )
+            if not done:
+                raise_if_stuck(lab, deployment)
             if bar.total != deployment.spec.replicas:  # a notebook's widget learns its length here
                 bar.reset(total=deployment.spec.replicas)
             bar.n = deployment.status.ready_replicas or 0
@@ -102,6 +103,15 @@ def wait_for_rollout(lab: Lab, name: str, timeout: float = 180, progress: bool =
     return time.monotonic() - started
 
 
+def raise_if_stuck(lab: Lab, deployment: client.V1Deployment) -> None:
+    """End a wait at once when the rollout's new pods wait on what time does not fix."""
+    if reason := stuck_reason(new_pods(lab, deployment)):
+        raise RolloutStuck(
+            f"the rollout of deployment/{deployment.metadata.name} cannot finish: {reason}; "
+            "`kubectl describe pod` says more"
+        )
+
+
 def watch_deployment(
     lab: Lab,
     name: str,
@@ -109,12 +119,25 @@ def watch_deployment(
     timeout: float,
     resync: float = 2,
 ) -> None:
-    """Watch deployment/`name` until `until(it)` holds; a timeout says how far its rollout got."""
+    """Watch deployment/`name` until `until(it)` holds; a timeout says how far its rollout got.
+
+    A Deployment that is not there (or goes) ends the watch at once, as `kubectl rollout status`
+    does, instead of waiting out the timeout for an apply that was never made.
+    """
+
+    def present(found: list[client.V1Deployment]) -> bool:
+        if not found:
+            raise DeploymentMissing(
+                f"deployment/{name} is not in namespace {lab.namespace}: apply its manifest "
+                "first (`kubectl get deployments` lists the ones there)"
+            )
+        return until(found[0])
+
     k8s.wait_for(
         lab.apps.list_namespaced_deployment,
         lab.namespace,
         field_selector=f"metadata.name={name}",
-        until=lambda found: bool(found) and until(found[0]),
+        until=present,
         timeout=timeout,
         what=f"the rollout of deployment/{name}",
         resync=resync,

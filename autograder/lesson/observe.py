@@ -10,7 +10,13 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 from matplotlib.figure import Figure
 
-from autograder.lab.workloads import history, live_pods, rollout_state, watch_deployment
+from autograder.lab.workloads import (
+    history,
+    live_pods,
+    raise_if_stuck,
+    rollout_state,
+    watch_deployment,
+)
 from autograder.lesson.checks import CheckResult
 from autograder.shared import k8s
 from autograder.shared.provider import Lab
@@ -241,7 +247,11 @@ class RolloutTimeline:
 
 
 def watch_rollout(lab: Lab, name: str, timeout: float = 180, live: bool = True) -> RolloutTimeline:
-    """Record ready pods per ReplicaSet on each change until the rollout completes; redraw."""
+    """Record ready pods per ReplicaSet on each change until the rollout completes; redraw.
+
+    A rollout whose new pods wait on what time does not fix (an image never loaded, a crash loop)
+    raises RolloutStuck at once, as wait_for_rollout does, instead of drawing until the timeout.
+    """
     timeline = RolloutTimeline(name)
     handle = None
     if live:
@@ -271,6 +281,8 @@ def watch_rollout(lab: Lab, name: str, timeout: float = 180, live: bool = True) 
         if handle is not None and (done or now - last_drawn > 1):
             handle.update(timeline.plot())
             last_drawn = now
+        if not done:
+            raise_if_stuck(lab, deployment)
         return done
 
     watch_deployment(lab, name, record, timeout, resync=0.5)

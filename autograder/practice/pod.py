@@ -19,7 +19,6 @@ reasons and texts.
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -83,9 +82,7 @@ class PodRuntime:
     def kill(self) -> None:
         """The pod vanished (forced deletion): its processes go at once."""
         for one in self.containers:
-            if one.process is not None:
-                one.signal_all(signal.SIGKILL)
-                one.process.wait()
+            one.kill()
 
     def status(self, host_ip: str) -> dict:
         """The pod's status as kubelet writes it: phase, conditions, IPs and containerStatuses."""

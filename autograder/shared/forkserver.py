@@ -185,12 +185,10 @@ class Launched:
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The exit code once the process ends (None while it runs); a server's end killed it."""
-        if self.returncode is None:
-            ready, _, _ = select.select([self._connection], [], [], timeout)
-            if ready:
-                reply = _received(self._connection)
-                self.returncode = json.loads(reply)["exited"] if reply else -signal.SIGKILL
-                self.close()
+        if self.returncode is None and readable([self._connection.fileno()], timeout):
+            reply = _received(self._connection)
+            self.returncode = json.loads(reply)["exited"] if reply else -signal.SIGKILL
+            self.close()
         return self.returncode
 
     def close(self) -> None:
@@ -284,6 +282,18 @@ def _peer(connection: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
+def readable(fds: list[int], timeout: float | None) -> set[int]:
+    """Which of `fds` can be read or have ended, once one can or `timeout` seconds have passed.
+
+    poll, not select: select refuses a descriptor past 1023, which the pod runtime's many pipes and
+    sockets reach in a long run (its ValueError ended the runtime, and no pod started after it).
+    """
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)}
+
+
 def _answer(connection: socket.socket, peer: int, launch: Launch) -> NoReturn:
     """In the child: start the process; kill it if the client goes; tell the client how it ended."""
     code = 127
@@ -303,8 +313,7 @@ def _answer(connection: socket.socket, peer: int, launch: Launch) -> NoReturn:
                 os.close(fd)
         connection.send(json.dumps({"pid": launched}).encode())
         with os.fdopen(os.pidfd_open(launched), "rb", buffering=0) as ended:
-            readable, _, _ = select.select([connection.fileno(), ended.fileno()], [], [])
-            gone = ended.fileno() not in readable
+            gone = ended.fileno() not in readable([connection.fileno(), ended.fileno()], None)
         if gone:  # the client is gone (or says something): its process goes too
             os.kill(launched, signal.SIGKILL)
         code = os.waitstatus_to_exitcode(os.waitpid(launched, 0)[1])
