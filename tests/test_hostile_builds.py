@@ -101,6 +101,16 @@ def test_the_lessons_image_builds_within_a_submissions_limits() -> None:
         docker.from_env().images.remove(tag)
 
 
+@pytest.mark.docker
+def test_a_builds_steps_leave_the_grader_a_cpu(tmp_path: Path) -> None:
+    client = images.docker_client()
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\nRUN echo cpus=$(nproc)\n")
+    tag = f"t-cpus-{uuid.uuid4().hex[:6]}:v1"
+    build = images.build(tag, tmp_path, progress=False, limits=SMALL, nocache=True)
+    client.images.remove(tag)
+    assert f"cpus={max(1, int(client.info()['NCPU']) - 1)}" in build.log
+
+
 @pytest.mark.parametrize(
     "cpus, cpuset", [(1, None), (2, "0"), (3, "0-1"), (8, "0-6")], ids=["1", "2", "3", "8"]
 )
