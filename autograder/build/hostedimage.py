@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from docker import DockerClient
 from docker.models.containers import Container
@@ -224,7 +225,7 @@ def build(
 
 
 def _build_stage(
-    client: DockerClient, context: Path, tag: str, **options: object
+    client: DockerClient, context: Path, tag: str, **options: Any
 ) -> dockerengine.BuildOutput:
     """One `docker build` of the tar `context`, each step logged as it starts (a Go build's too)."""
     return dockerengine.build(

@@ -75,8 +75,11 @@ def build(
     *,
     nocache: bool = False,
     progress: bool = True,
+    limits: dockerengine.BuildLimits | None = None,
 ) -> Build:
-    """`docker build -t TAG [--build-arg MODEL_VERSION=...] CONTEXT`, streaming its log."""
+    """`docker build -t TAG [--build-arg MODEL_VERSION=...] CONTEXT`, streaming its log.
+
+    `limits` bound what a Dockerfile someone else wrote may take of this machine (grading's)."""
     context = Path(context)
     dockerfile = context / "Dockerfile"
     if not dockerfile.is_file():
@@ -91,7 +94,13 @@ def build(
         buildargs[VERSION_ARG] = version
     started = time.monotonic()
     output = dockerengine.build(
-        client, context, tag, progress=progress, buildargs=buildargs, nocache=nocache
+        client,
+        context,
+        tag,
+        progress=progress,
+        limits=limits,
+        buildargs=buildargs,
+        nocache=nocache,
     )
     seconds = time.monotonic() - started
     logger.info("built %s (%s) in %.1f s", tag, output.image_id[:19], seconds)

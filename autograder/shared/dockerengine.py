@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import docker
+import requests
 from docker.errors import DockerException
 from tqdm.auto import tqdm
 
@@ -20,6 +25,7 @@ logger = logging.getLogger(__name__)
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 TAIL_LINES = 20  # how much of a failed build's output its error shows
+MIB = 2**20
 _QUIET = ("---> ", "Removing intermediate", "Successfully")  # Docker's own lines, not a step's
 
 
@@ -33,6 +39,33 @@ class ImageMissing(LabError):
 
 class BuildFailed(LabError):
     """A Dockerfile step failed; the message shows that step and the end of its output."""
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """What one build may take of the Docker host, for a Dockerfile its owner did not write.
+
+    Each RUN step's container gets `memory_bytes` (no swap) and all the host's CPUs but one, and
+    a small CPU weight; the whole build gets `seconds`, then its stream is cut, which makes the
+    daemon kill and remove the running step. Docker's build API has no pids limit (a fork bomb is
+    bounded by the memory cap, the CPUs and the time) nor a disk quota: an image over
+    `image_bytes` is removed once built, so the disk holds it no longer than the build's time.
+    """
+
+    seconds: float
+    memory_bytes: int
+    image_bytes: int
+
+    def container_limits(self, host_cpus: int) -> dict[str, object]:
+        """`APIClient.build`'s container_limits on a Docker host with `host_cpus` CPUs."""
+        limits: dict[str, object] = {
+            "memory": self.memory_bytes,
+            "memswap": self.memory_bytes,  # memory and swap together: no swap on top
+            "cpushares": 256,  # a quarter of a default container's weight when CPUs are busy
+        }
+        if host_cpus > 1:
+            limits["cpusetcpus"] = f"0-{host_cpus - 2}" if host_cpus > 2 else "0"
+        return limits
 
 
 @dataclass
@@ -71,20 +104,40 @@ def build(
     failure: type[LabError] = BuildFailed,
     progress: bool = True,
     echo: bool = False,
+    limits: BuildLimits | None = None,
     **options: object,
 ) -> BuildOutput:
     """`docker build -t TAG CONTEXT` through the SDK's low-level API, so its steps show as they run.
 
     CONTEXT is a folder, or a tar the caller made. The steps show on a tqdm bar (`progress`) or as
     log lines (`echo`, with what each step prints); a failing step raises `failure`, naming that
-    step. `options` go to `APIClient.build` as they are: dockerfile, buildargs, nocache, target.
+    step, and so does a build over its `limits`. `options` go to `APIClient.build` as they are:
+    dockerfile, buildargs, nocache, target.
     """
+    seconds = None
+    if limits is not None:
+        seconds = limits.seconds
+        options["container_limits"] = limits.container_limits(int(client.info()["NCPU"]))
     if context.is_dir():
-        return _stream(client, tag, failure, progress, echo, path=str(context), **options)
-    with context.open("rb") as tar:
-        return _stream(
-            client, tag, failure, progress, echo, fileobj=tar, custom_context=True, **options
+        output = _stream(
+            client, tag, failure, progress, echo, seconds, path=str(context), **options
         )
+    else:
+        with context.open("rb") as tar:
+            output = _stream(
+                client,
+                tag,
+                failure,
+                progress,
+                echo,
+                seconds,
+                fileobj=tar,
+                custom_context=True,
+                **options,
+            )
+    if limits is not None:
+        _check_size(client, tag, output.image_id, limits.image_bytes, failure)
+    return output
 
 
 def _stream(
@@ -93,13 +146,16 @@ def _stream(
     failure: type[LabError],
     progress: bool,
     echo: bool,
+    seconds: float | None,
     **options: object,
 ) -> BuildOutput:
     """Follow one build's events to its image id, failing with the step that broke."""
-    stream = client.api.build(tag=tag, rm=True, forcerm=True, decode=True, **options)
     lines: list[str] = []
     step, image_id, started = "", None, time.monotonic()
-    with tqdm(desc=f"docker build {tag}", unit=" step", disable=not progress, leave=False) as bar:
+    with (
+        _build_stream(client, tag, seconds, **options) as (stream, cut),
+        tqdm(desc=f"docker build {tag}", unit=" step", disable=not progress, leave=False) as bar,
+    ):
         for event in stream:
             text = event.get("stream", "").strip()
             lines.extend(event.get("stream", "").splitlines())
@@ -110,13 +166,96 @@ def _stream(
                 logger.info("    %s", text[-160:])  # what a step prints: a Go build's progress
             image_id = event.get("aux", {}).get("ID", image_id)
             if "error" in event:
-                tail = "\n".join(line for line in lines[-TAIL_LINES:] if line.strip())
                 raise failure(
                     f"docker build of {tag} failed at {step or 'the start'}\n"
-                    f"{event['error'].strip()}\n--- last output ---\n{tail}"
+                    f"{event['error'].strip()}\n--- last output ---\n{_tail(lines)}"
                 )
         bar.n = bar.total or bar.n
+    if cut.is_set():
+        raise failure(
+            f"docker build of {tag} was stopped at its time limit of {seconds:.0f} s, in "
+            f"{step or 'its start'}: make every RUN step end, and end sooner (a RUN that "
+            f"serves or sleeps never does)\n--- last output ---\n{_tail(lines)}"
+        )
     return BuildOutput(image_id=image_id or client.images.get(tag).id, log=lines)
+
+
+def _tail(lines: list[str]) -> str:
+    """The end of a build's output, for the error that stops it."""
+    return "\n".join(line for line in lines[-TAIL_LINES:] if line.strip())
+
+
+@contextmanager
+def _build_stream(
+    client: docker.DockerClient, tag: str, seconds: float | None, **options: object
+) -> Iterator[tuple[Iterator[dict], threading.Event]]:
+    """A build's events, and an event set when `seconds` passed and its connection was cut.
+
+    Cutting the connection is how a legacy build is cancelled: the daemon kills and removes the
+    step it runs. The stream then simply ends, whatever it was waiting for.
+    """
+    responses: list[requests.Response] = []
+
+    def keep(response: requests.Response, *args: object, **kwargs: object) -> None:
+        if response.request.method == "POST" and urlparse(response.url).path.endswith("/build"):
+            responses.append(response)
+
+    client.api.hooks["response"].append(keep)
+    try:
+        stream = client.api.build(tag=tag, rm=True, forcerm=True, decode=True, **options)
+    finally:
+        client.api.hooks["response"].remove(keep)
+    cut = threading.Event()
+    timer = None if seconds is None else threading.Timer(seconds, _cut, args=(responses, cut))
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield _until_cut(stream, cut), cut
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _cut(responses: list[requests.Response], cut: threading.Event) -> None:
+    """Shut the build's connection, which wakes its reader and cancels the build."""
+    cut.set()
+    for response in responses:
+        try:
+            response.raw.shutdown()
+        except (ValueError, RuntimeError, OSError):  # the build ended meanwhile: nothing to cut
+            logger.debug("the build's stream had already ended", exc_info=True)
+
+
+def _until_cut(stream: Iterator[dict], cut: threading.Event) -> Iterator[dict]:
+    """The stream's events; a broken connection ends it quietly when the time limit cut it."""
+    try:
+        yield from stream
+    except Exception:
+        if not cut.is_set():
+            raise
+
+
+def _check_size(
+    client: docker.DockerClient,
+    tag: str,
+    image_id: str,
+    image_bytes: int,
+    failure: type[LabError],
+) -> None:
+    """Remove a built image over `image_bytes`, and raise `failure` saying how big it was."""
+    size = int(client.images.get(image_id).attrs["Size"])
+    if size <= image_bytes:
+        return
+    try:
+        client.images.remove(image_id, force=True)
+    except DockerException:  # the size is still the error to report; the tag is reused next time
+        logger.warning("could not remove the oversized image %s", tag, exc_info=True)
+    raise failure(
+        f"docker build of {tag} made an image of {size / MIB:.0f} MiB, over the limit of "
+        f"{image_bytes / MIB:.0f} MiB, so it was removed: leave out what the app does not need "
+        "(pip's cache: --no-cache-dir, data files, build tools)"
+    )
 
 
 def _show_step(bar: tqdm, match: re.Match[str], echo: bool, seconds: float) -> None:

@@ -49,6 +49,14 @@ SHORT_NAME = re.compile(
 )
 KIND_IMPORT_PREFIX = "import-"  # `kind load` imports each image under import-DATE@sha256:... too
 WATCH_SECONDS = 5  # how soon the watcher notices the submission ended
+# What a student's Dockerfile may take of the grader's Docker host. The time leaves a minute of
+# the kernel's wait for `kind load`, so the kernel hears the limit; the lesson's image (flask and
+# numpy, 261 MiB) builds in about 7 s within 64 MiB on one CPU.
+SUBMISSION_LIMITS = dockerengine.BuildLimits(
+    seconds=catalog.LOAD_WAIT - 60,
+    memory_bytes=1024 * dockerengine.MIB,
+    image_bytes=2048 * dockerengine.MIB,
+)
 
 
 def node_reference(tag: str) -> str:
@@ -93,8 +101,13 @@ def unique_tag(namespace: str, tag: str) -> str:
 class SubmissionImages:
     """The kind nodes' images for one grading run: each submission's builds, and only its own."""
 
-    def __init__(self, kind: Kind, admin: client.ApiClient) -> None:
-        self.kind, self.core = kind, client.CoreV1Api(admin)
+    def __init__(
+        self,
+        kind: Kind,
+        admin: client.ApiClient,
+        limits: dockerengine.BuildLimits = SUBMISSION_LIMITS,
+    ) -> None:
+        self.kind, self.core, self.limits = kind, client.CoreV1Api(admin), limits
         self.built: set[str] = set()  # Docker tags this run built
 
     def clear(self) -> None:
@@ -149,14 +162,14 @@ class SubmissionImages:
                 ):
                     record = event["object"]
                     if event["type"] in ("ADDED", "MODIFIED") and not catalog.load_result(record):
-                        self._answer(namespace, record)
+                        self.answer(namespace, record)
                     if stop.is_set():
                         return
             except Exception:  # the API hiccuped or the namespace is going: watch again
                 logger.debug("watching the image records of %s", namespace, exc_info=True)
                 stop.wait(1)
 
-    def _answer(self, namespace: str, record: client.V1ConfigMap) -> None:
+    def answer(self, namespace: str, record: client.V1ConfigMap) -> None:
         """Build and load `record`, and write the outcome on it for the kernel that waits."""
         annotations = record.metadata.annotations or {}
         result: dict[str, str] = {"built_at": annotations.get(catalog.BUILT_AT_ANNOTATION, "")}
@@ -183,7 +196,13 @@ class SubmissionImages:
         with tempfile.TemporaryDirectory(prefix="graded-image-") as context:
             catalog.write_files(Path(context), files)
             self.built.add(built)
-            images.build(built, context, version=build_args.get(images.VERSION_ARG), progress=False)
+            images.build(
+                built,
+                context,
+                version=build_args.get(images.VERSION_ARG),
+                progress=False,
+                limits=self.limits,
+            )
         self.kind.load_docker_image(built)
         for node in self.kind.node_containers():
             code, said = node.exec_run(
