@@ -21,7 +21,6 @@ from autograder.practice.cluster import Practice
 from autograder.shared.pins import CACHE_DIR_ENV, cache_root
 from tiers import fixture_needs
 
-WORKER_ENV = "PYTEST_XDIST_WORKER"  # set by pytest-xdist in each worker: gw0, gw1...
 # A worker's own state; everything else in the shared cache (binaries, Go, base images, the kind
 # node image's record, the practice images' snapshots) is built once and linked.
 OWN_STATE = frozenset({"kubeconfig", "traffic", "practice-at-start.log", "xdist"})
@@ -61,8 +60,18 @@ def serial_group(item: pytest.Item) -> str | None:
     return next((group for need, group in SERIAL_GROUPS.items() if need in needs), None)
 
 
+def worker_id(config: pytest.Config) -> str | None:
+    """This process's xdist worker id (gw0, gw1...), None in the controller or without xdist.
+
+    From the config xdist gives its workers, not the environment: a suite run by a test of this
+    suite inherits its worker's PYTEST_XDIST_WORKER.
+    """
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else None
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    worker = os.environ.get(WORKER_ENV)
+    worker = worker_id(config)
     if worker:
         os.environ.update(worker_lab(cache_root(), worker))
 
@@ -77,5 +86,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """A worker's practice cluster goes with the worker: nothing of the suite keeps running."""
-    if os.environ.get(WORKER_ENV) and Practice().exists():
+    if worker_id(session.config) and Practice().exists():
         Practice().down()
