@@ -27,8 +27,14 @@ from autograder.practice import catalog, dockerfile, supervise
 from autograder.practice import container as sandbox
 from autograder.practice.cluster import Practice
 from autograder.shared import binaries, k8s, kubeconfig
-from autograder.shared.provider import Lab, run
-from test_kind import kind_cluster, kind_lab, model_server_images, node_image  # noqa: F401 (fixtures)
+from autograder.shared.provider import ClusterError, Lab, run
+from test_kind import (  # noqa: F401 (fixtures)
+    built_model_server_images,
+    kind_cluster,
+    kind_lab,
+    model_server_images,
+    node_image,
+)
 
 pytestmark = [pytest.mark.cluster]
 
@@ -296,9 +302,24 @@ def test_logs_show_the_processs_own_output_with_the_pods_env_and_args(cluster: L
     )
     wait_pod(cluster, "talk", lambda pod: pod.status.phase == "Running", 120, "Running")
     deadline = time.monotonic() + 30
-    while "hello from pod" not in kubectl(cluster, "logs", "talk") and time.monotonic() < deadline:
+    while "hello from pod" not in logs_once_served(cluster, "talk"):
+        assert time.monotonic() < deadline, "the pod's own output never reached kubectl logs"
         time.sleep(0.5)
     assert "hello from pod" in kubectl(cluster, "logs", "talk")
+
+
+def logs_once_served(lab: Lab, pod: str) -> str:
+    """`kubectl logs POD`, or "" while kwok has not yet read the pod's Logs object.
+
+    The router writes it before the pod's Running status, but kwok's informer can lag the API
+    server on a loaded machine: the first `kubectl logs` then says "no logs found" (once in CI).
+    """
+    try:
+        return kubectl(lab, "logs", pod)
+    except ClusterError as error:
+        if "no logs found" not in str(error):
+            raise
+        return ""
 
 
 def test_restart_policy_never_ends_in_succeeded_or_failed(cluster: Lab) -> None:
