@@ -25,7 +25,7 @@ from autograder.modelserver import SOURCE as MODEL_SERVER
 from autograder.providers.choice import provider
 from autograder.shared import dockerengine, ports, probe
 from autograder.shared.dockerengine import PROXY_VARIABLES, ImageMissing
-from autograder.shared.errors import LabError
+from autograder.shared.errors import DockerfileMissing, LabError
 from autograder.shared.provider import Lab
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def build(
     context = Path(context)
     dockerfile = context / "Dockerfile"
     if not dockerfile.is_file():
-        raise FileNotFoundError(f"no Dockerfile in {context}: write one next to app.py first")
+        raise DockerfileMissing(context)
     client = docker_client()
     if PYTHON_BASE in base_images(dockerfile):
         from autograder.build import baseimage  # only when the base image must be made offline

@@ -30,7 +30,7 @@ from autograder.modelserver import SOURCE as MODEL_SERVER
 from autograder.practice import dockerfile
 from autograder.practice.supervise import state_dir
 from autograder.shared import k8s, pins
-from autograder.shared.errors import LabError
+from autograder.shared.errors import DockerfileMissing, LabError
 
 if TYPE_CHECKING:
     from autograder.shared.provider import Lab
@@ -282,7 +282,7 @@ def push(
     if dockerfile.DOCKERFILE not in files:
         files = {**last_build(core, namespace, source.name), **files}
     if dockerfile.DOCKERFILE not in files:
-        raise FileNotFoundError(f"no Dockerfile in {source}: write one next to app.py first")
+        raise DockerfileMissing(source)
     if not docker_builds:
         with tempfile.TemporaryDirectory() as scratch:
             write_files(Path(scratch), files)

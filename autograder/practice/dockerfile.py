@@ -27,7 +27,7 @@ from dockerfile_parse import DockerfileParser
 from dockerfile_parse.util import WordSplitter
 from packaging.requirements import InvalidRequirement, Requirement
 
-from autograder.shared.errors import LabError
+from autograder.shared.errors import DockerfileMissing, LabError
 
 DOCKERFILE = "Dockerfile"
 PYTHON_BASE_DEFAULT_CMD = [
@@ -110,7 +110,7 @@ def read(context: Path, build_args: dict[str, str] | None = None) -> Image:
     """`docker build CONTEXT` as the practice cluster does it: each Dockerfile line checked."""
     dockerfile = context / DOCKERFILE
     if not dockerfile.is_file():
-        raise FileNotFoundError(f"no Dockerfile in {context}: write one next to app.py first")
+        raise DockerfileMissing(context)
     text = dockerfile.read_bytes()
     if UNANSWERED.encode() in text:
         raise NotImplementedError(
