@@ -90,5 +90,5 @@ class Existing:
 
 
 def graded_on_kind() -> bool:
-    """Whether this kernel's grader builds the images it records (grading/images.py)."""
+    """Whether this kernel's grader builds the images it records (classrun/kindimages.py)."""
     return os.environ.get(IMAGE_BUILDER_ENV) == "grader"
