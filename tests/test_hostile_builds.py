@@ -45,11 +45,14 @@ def grade_record(lab: Lab, tmp_path: Path, dockerfile_text: str, limits: BuildLi
 
 
 def containers_running(marker: str) -> list[str]:
-    """The containers, running or not, whose command holds `marker`."""
+    """The containers, running or not, whose command holds `marker`.
+
+    Read from one listing: inspecting each one races with Docker removing the build's steps.
+    """
     return [
-        container.name
-        for container in docker.from_env().containers.list(all=True)
-        if marker in " ".join(container.attrs["Config"].get("Cmd") or [])
+        container["Id"]
+        for container in docker.from_env().api.containers(all=True)
+        if marker in container["Command"]
     ]
 
 

@@ -289,6 +289,17 @@ def _probes(course: Path, student: str, step: str) -> list[str]:
     ] or [text]
 
 
+def _errors(course: Path, student: str) -> dict[str, str]:
+    """Each cell's error as nbgrader saved it: why a student lost points."""
+    path = course / "autograded" / student / ASSIGNMENT / NOTEBOOK
+    return {
+        cell.metadata.get("nbgrader", {}).get("grade_id", "?"): f"{output.ename}: {output.evalue}"
+        for cell in nbformat.read(path, as_version=4).cells
+        for output in cell.get("outputs", [])
+        if output.output_type == "error"
+    }
+
+
 def _node_state(core: client.CoreV1Api) -> dict[str, tuple]:
     return {
         node.metadata.name: (
@@ -346,7 +357,7 @@ def test_hostile_kernels_stay_in_the_jail(
     outcomes = grade_class(
         course,
         ASSIGNMENT,
-        settings=GradingSettings(jobs=2, cell_timeout=40, patience=8),
+        settings=GradingSettings(jobs=2, cell_timeout=40, patience=20),  # two other workers load it
         provider="practice",
     )
 
@@ -355,7 +366,7 @@ def test_hostile_kernels_stay_in_the_jail(
     expected |= {"memory-hog": TOTAL - POINTS["scale"], "fork-bomb": TOTAL - POINTS["cleanup"]}
     assert {o.student: (o.status, o.score) for o in outcomes} == {
         s: ("graded", p) for s, p in expected.items()
-    }
+    }, {o.student: _errors(course, o.student) for o in outcomes}
     probes = {
         student: _probes(course, student, "deploy")
         for student in hostile
