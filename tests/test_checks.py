@@ -84,6 +84,7 @@ def test_every_check_is_registered_by_name() -> None:
         "rolled_back",
         "namespace_clean",
         "changed_with_kubectl",
+        "changed_through_api",
     }
 
 
@@ -149,7 +150,12 @@ def _kubectl(lab, *arguments: str) -> None:
 
 @pytest.mark.cluster
 def test_a_command_step_counts_only_when_kubectl_made_the_change(lab) -> None:
-    workloads.apply(lab, _lesson_manifests()[:1])
+    workloads.apply(lab, _lesson_manifests()[:1])  # the lab's own server-side apply
+    refused = checks.changed_with_kubectl(lab, "ml-api", "apply")
+    assert not refused and "k8s-ml-lab" in refused.message
+    actions.set_image(lab, "ml-api", "ml-api", "ml-api:v2")
+    _kubectl(lab, "apply", "-f", str(MANIFESTS / "deployment.yaml"))  # back to v1, by kubectl
+    checks.changed_with_kubectl(lab, "ml-api", "apply").assert_passed()
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
     actions.scale(lab, "ml-api", 2)  # the Kubernetes client, as the course's own actions use it
     refused = checks.changed_with_kubectl(lab, "ml-api", "scale")
@@ -168,9 +174,12 @@ def test_a_command_step_counts_only_when_kubectl_made_the_change(lab) -> None:
 
     actions.rollback(lab, "ml-api")
     assert not checks.changed_with_kubectl(lab, "ml-api", "rollout undo")
+    checks.changed_through_api(lab, "ml-api").assert_passed()
     workloads.wait_for_rollout(lab, "ml-api", progress=False)
     _kubectl(lab, "rollout", "undo", "deployment/ml-api")
     checks.changed_with_kubectl(lab, "ml-api", "rollout undo").assert_passed()
+    refused = checks.changed_through_api(lab, "ml-api")
+    assert not refused and "patch_namespaced_deployment" in refused.message
     assert checks.changed_with_kubectl(lab, "ml-api", "scale"), (
         "an image change leaves the replicas' writer"
     )

@@ -91,7 +91,7 @@ READER_RULES = [
     },
     {
         "apiGroups": [""],
-        "resources": ["pods", "services", "endpoints", "events"],
+        "resources": ["pods", "pods/log", "services", "endpoints", "events"],
         "verbs": ["get", "list", "watch"],
     },
     {

@@ -499,25 +499,38 @@ def namespace_clean(lab: LabLike, selector: str, deployed: str | None = None) ->
 
 @dataclass(frozen=True)
 class KubectlCommand:
-    """A kubectl command the lesson asks for, and the field manager the API server records."""
+    """A kubectl command the lesson asks for, and the field managers the API server records."""
 
     usage: str
-    manager: str
+    writers: tuple[tuple[str, str], ...]  # (manager, operation) pairs the command may record
     subresource: str | None
     field: str  # "replicas" or "image": what the command changes
 
 
 # What the pinned kubectl (1.34) writes into managedFields, read off the practice cluster: the
-# Kubernetes client's calls are recorded as "OpenAPI-Generator" instead.
+# Kubernetes client's calls are recorded as "OpenAPI-Generator" instead. `kubectl apply` is
+# client-side by default; `--server-side` records an Apply by "kubectl".
 KUBECTL_COMMANDS = {
+    "apply": KubectlCommand(
+        "kubectl apply -f ml-api/deployment.yaml",
+        (("kubectl-client-side-apply", "Update"), ("kubectl", "Apply")),
+        None,
+        "image",
+    ),
     "scale": KubectlCommand(
-        "kubectl scale deployment {name} --replicas=N", "kubectl", "scale", "replicas"
+        "kubectl scale deployment {name} --replicas=N",
+        (("kubectl", "Update"),),
+        "scale",
+        "replicas",
     ),
     "set image": KubectlCommand(
-        "kubectl set image deployment/{name} {container}=IMAGE", "kubectl-set", None, "image"
+        "kubectl set image deployment/{name} {container}=IMAGE",
+        (("kubectl-set", "Update"),),
+        None,
+        "image",
     ),
     "rollout undo": KubectlCommand(
-        "kubectl rollout undo deployment/{name}", "kubectl", None, "image"
+        "kubectl rollout undo deployment/{name}", (("kubectl", "Update"),), None, "image"
     ),
 }
 
@@ -543,6 +556,10 @@ def _field_path(deployment: client.V1Deployment, field: str) -> tuple[str, ...]:
     return "f:spec", "f:template", "f:spec", "f:containers", f"k:{container}", "f:image"
 
 
+def _managers(owners: list[client.V1ManagedFieldsEntry]) -> str:
+    return ", ".join(sorted({entry.manager for entry in owners})) or "nobody"
+
+
 @_check
 def changed_with_kubectl(lab: LabLike, name: str, command: str) -> str:
     """The field `kubectl COMMAND` changes was last written by it (its managedFields entry)."""
@@ -550,17 +567,29 @@ def changed_with_kubectl(lab: LabLike, name: str, command: str) -> str:
     wanted = KUBECTL_COMMANDS[command]
     owners = field_owners(deployment, _field_path(deployment, wanted.field))
     if any(
-        entry.manager == wanted.manager
-        and entry.operation == "Update"
+        (entry.manager, entry.operation) in wanted.writers
         and entry.subresource == wanted.subresource
         for entry in owners
     ):
         return f"deployment/{name}: its {wanted.field} was last changed by `kubectl {command}`"
-    shown = ", ".join(sorted({entry.manager for entry in owners})) or "nobody"
     usage = wanted.usage.format(name=name, container=_container(deployment).name)
     raise _Failed(
-        f"deployment/{name}'s {wanted.field} was last changed by {shown}, not by `kubectl "
-        f"{command}`: this step is the command itself; run `{usage}` in a `!kubectl` line"
+        f"deployment/{name}'s {wanted.field} was last changed by {_managers(owners)}, not by "
+        f"`kubectl {command}`: this step is the command itself; run `{usage}` in a `!kubectl` line"
+    )
+
+
+@_check
+def changed_through_api(lab: LabLike, name: str) -> str:
+    """The image was last written by a Kubernetes client call, not by a kubectl command."""
+    deployment = _deployment(lab, name)
+    owners = field_owners(deployment, _field_path(deployment, "image"))
+    if any(not entry.manager.startswith("kubectl") for entry in owners):
+        return f"deployment/{name}: its image was last changed through the Kubernetes client"
+    raise _Failed(
+        f"deployment/{name}'s image was last changed by {_managers(owners)}: this step is the "
+        "rollback through the API; patch the Deployment's template with "
+        "`lab.apps.patch_namespaced_deployment`, not with kubectl"
     )
 
 
