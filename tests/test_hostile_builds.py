@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
 import uuid
 from pathlib import Path
 
@@ -9,7 +11,13 @@ import docker
 import pytest
 
 from autograder.build import baseimage
-from autograder.grading.classrun.kindimages import SUBMISSION_LIMITS, SubmissionImages, unique_tag
+from autograder.build.offlinebase import OFFLINE_BASE, offline_dockerfile
+from autograder.grading.classrun.kindimages import (
+    SUBMISSION_LIMITS,
+    SubmissionImages,
+    start_offline,
+    unique_tag,
+)
 from autograder.lab import images
 from autograder.modelserver import SOURCE
 from autograder.practice import catalog, dockerfile
@@ -95,13 +103,59 @@ def test_an_image_over_the_size_cap_is_removed(tmp_path: Path) -> None:
 
 
 @pytest.mark.docker
-def test_the_lessons_image_builds_within_a_submissions_limits() -> None:
+def test_the_lessons_image_builds_offline_within_a_submissions_limits(tmp_path: Path) -> None:
+    context = Path(shutil.copytree(SOURCE, tmp_path / "ml-api"))
+    start_offline(context / "Dockerfile")  # as the grader builds a record
     tag = f"t-limited-{uuid.uuid4().hex[:6]}:v1"
-    build = images.build(tag, SOURCE, progress=False, limits=SUBMISSION_LIMITS, nocache=True)
+    build = images.build(tag, context, progress=False, limits=SUBMISSION_LIMITS, nocache=True)
     try:
         assert any("Successfully built" in line for line in build.log)
+        assert any("flask" in line.lower() and "wheelhouse" in line for line in build.log)
     finally:
         docker.from_env().images.remove(tag)
+
+
+REACH = """FROM python:3.11-slim
+RUN python -c "import socket; socket.create_connection(('{host}', {port}), 5); print('REACHED')"
+"""
+
+
+@pytest.mark.docker
+def test_a_step_reaches_nothing_the_grader_host_reaches(tmp_path: Path) -> None:
+    client = images.docker_client()
+    baseimage.ensure_python_base(client)
+    gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    with socket.create_server(("0.0.0.0", 0)) as listener:  # a service only the host offers
+        (tmp_path / "Dockerfile").write_text(
+            REACH.format(host=gateway, port=listener.getsockname()[1])
+        )
+        tag = f"t-reach-{uuid.uuid4().hex[:6]}:v1"
+        own = images.build(tag, tmp_path, progress=False, nocache=True)  # the host's own build
+        client.images.remove(tag)
+        with pytest.raises(dockerfile.BuildFailed) as refused:
+            images.build(tag, tmp_path, progress=False, limits=SMALL, nocache=True)
+    assert "REACHED" in own.log, "the host's own builds reach it: the refusal below means something"
+    assert "RUN python -c" in str(refused.value) and "REACHED" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        (
+            "FROM python:3.11-slim\nRUN pip install flask",
+            f"FROM {OFFLINE_BASE}\nRUN pip install flask",
+        ),
+        (
+            "from  --platform=linux/amd64 python:3.11-slim AS app",
+            f"from  --platform=linux/amd64 {OFFLINE_BASE} AS app",
+        ),
+        ("FROM python:3.11-slim-bookworm", "FROM python:3.11-slim-bookworm"),
+        ("FROM python:3.11", "FROM python:3.11"),
+        ("COPY --from=python:3.11-slim /x /y", "COPY --from=python:3.11-slim /x /y"),
+    ],
+)
+def test_only_the_lessons_base_is_pointed_at_the_offline_one(before: str, after: str) -> None:
+    assert offline_dockerfile(before) == after
 
 
 @pytest.mark.docker

@@ -45,11 +45,13 @@ class BuildFailed(LabError):
 class BuildLimits:
     """What one build may take of the Docker host, for a Dockerfile its owner did not write.
 
-    Each RUN step's container gets `memory_bytes` (no swap) and all the host's CPUs but one, and
-    a small CPU weight; the whole build gets `seconds`, then its stream is cut, which makes the
-    daemon kill and remove the running step. Docker's build API has no pids limit (a fork bomb is
-    bounded by the memory cap, the CPUs and the time) nor a disk quota: an image over
-    `image_bytes` is removed once built, so the disk holds it no longer than the build's time.
+    Its RUN steps get no network (what the host reaches, a cloud's metadata service among it, is
+    no step's business). Each RUN step's container gets `memory_bytes` (no swap) and all the
+    host's CPUs but one, and a small CPU weight; the whole build gets `seconds`, then its stream
+    is cut, which makes the daemon kill and remove the running step. Docker's build API has no
+    pids limit (a fork bomb is bounded by the memory cap, the CPUs and the time) nor a disk quota:
+    an image over `image_bytes` is removed once built, so the disk holds it no longer than the
+    build's time.
     """
 
     seconds: float
@@ -118,6 +120,7 @@ def build(
     if limits is not None:
         seconds = limits.seconds
         options["container_limits"] = limits.container_limits(int(client.info()["NCPU"]))
+        options["network_mode"] = "none"
     if context.is_dir():
         output = _stream(
             client, tag, failure, progress, echo, seconds, path=str(context), **options

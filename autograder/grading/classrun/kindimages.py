@@ -32,6 +32,7 @@ from docker.errors import DockerException
 from docker.models.containers import Container
 from kubernetes import client, watch
 
+from autograder.build import offlinebase
 from autograder.lab import images
 from autograder.practice import catalog
 from autograder.providers.kind import Kind
@@ -96,6 +97,17 @@ def unique_tag(namespace: str, tag: str) -> str:
     return (
         f"{GRADED_REPOSITORY}/{namespace}:{readable}-{hashlib.sha256(tag.encode()).hexdigest()[:8]}"
     )
+
+
+def start_offline(dockerfile: Path) -> None:
+    """Start the Dockerfile's `python:3.11-slim` from the offline base: RUN has no network."""
+    if not dockerfile.is_file():
+        return  # the build says what is missing
+    text = dockerfile.read_text()
+    offline = offlinebase.offline_dockerfile(text)
+    if offline != text:
+        offlinebase.ensure_offline_base(dockerengine.client())
+        dockerfile.write_text(offline)
 
 
 class SubmissionImages:
@@ -195,6 +207,7 @@ class SubmissionImages:
         built = unique_tag(namespace, tag)
         with tempfile.TemporaryDirectory(prefix="graded-image-") as context:
             catalog.write_files(Path(context), files)
+            start_offline(Path(context) / "Dockerfile")
             self.built.add(built)
             images.build(
                 built,
