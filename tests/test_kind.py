@@ -345,13 +345,17 @@ def test_a_grading_namespace_refuses_a_pod_that_would_own_its_node(
     )
 
 
-@pytest.mark.parametrize(
-    "name", [path.stem for path in sorted((REPO_ROOT / "source" / "lesson01").glob("0*.ipynb"))]
-)
-def test_every_master_notebook_runs_on_kind(
+# A laptop's path: the student's own Docker builds, `kind load`, the lab's namespace. Every master
+# also runs on kind in the round trip below, graded (jailed kernels, the grader's builds); 01 and
+# 02 need no cluster, and 06 and 07 build no image, so the round trip covers them.
+AT_HOME_ON_KIND = ("03-your-cluster", "04-first-deployment", "05-scale-update-rollback")
+
+
+@pytest.mark.parametrize("name", AT_HOME_ON_KIND)
+def test_the_hands_on_masters_run_on_kind_at_home(
     name: str, model_server_images: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same solved masters CI runs on the practice cluster, on real containers."""
+    """The solved masters of the hands-on steps as a student runs them on a laptop's kind."""
     monkeypatch.setenv("LAB_CLUSTER", "kind")
     namespace = f"nb-kind-{name[:2]}-{uuid.uuid4().hex[:6]}"
     lab = connect("kind", namespace=namespace)
@@ -371,12 +375,6 @@ def test_every_master_notebook_runs_on_kind(
     expected = {
         "04-first-deployment": ["{'model_version': 'v1.0', 'prediction': 15.0}", "PASS"],
         "05-scale-update-rollback": ["{'model_version': 'v2.0', 'prediction': 6.0}", "PASS"],
-        "06-troubleshooting-and-review": ["Exercise 6.1 passed", "Exercise 6.2 passed"],
-        "07-beyond-the-lesson": [
-            "Exercise 7.1 passed",
-            "Exercise 7.2 passed",
-            "Exercise 7.3 passed",
-        ],
     }
     assert [text for text in expected.get(name, []) if text not in shown] == []
 
