@@ -19,6 +19,7 @@ from autograder.lab import workloads
 from autograder.lesson import checks, observe
 from autograder.lesson.checks import CheckResult
 from autograder.shared import binaries, kubeconfig
+from autograder.shared.k8s import REVISION
 
 
 def test_result_is_truthy_only_when_passed() -> None:
@@ -389,6 +390,60 @@ def test_a_rollout_is_stuck_only_on_reasons_that_waiting_does_not_fix() -> None:
     )
     reason = workloads.stuck_reason([_pod("a", None), _pod("b", "CrashLoopBackOff")])
     assert reason == "pod b is in CrashLoopBackOff (CrashLoopBackOff says why)"
+
+
+def _undone_lab() -> tuple[SimpleNamespace, client.V1Deployment]:
+    """Right after `kubectl rollout undo` to v1, before the controller saw it: v2.0's pods stuck."""
+    deployment = client.V1Deployment(
+        metadata=client.V1ObjectMeta(
+            name="ml-api", namespace="ns", uid="d", generation=4, annotations={REVISION: "3"}
+        ),
+        spec=client.V1DeploymentSpec(
+            selector=client.V1LabelSelector(match_labels={"app": "ml-api"}),
+            template=client.V1PodTemplateSpec(),
+        ),
+        status=client.V1DeploymentStatus(observed_generation=3),
+    )
+    owner = [client.V1OwnerReference(api_version="apps/v1", kind="Deployment", name="", uid="d")]
+    sets = [
+        SimpleNamespace(  # what a ReplicaSet shows of itself here
+            metadata=client.V1ObjectMeta(
+                annotations={REVISION: number},
+                labels={"app": "ml-api", "pod-template-hash": template},
+                owner_references=owner,
+            )
+        )
+        for number, template in (("2", "v1hash"), ("3", "typohash"))
+    ]
+
+    def pods(namespace: str, label_selector: str) -> SimpleNamespace:
+        stuck = [_pod("typo", "ErrImageNeverPull")] if "typohash" in label_selector else []
+        return SimpleNamespace(items=stuck)
+
+    lab = SimpleNamespace(
+        namespace="ns",
+        apps=SimpleNamespace(
+            list_namespaced_replica_set=lambda *a, **k: SimpleNamespace(items=sets)
+        ),
+        core=SimpleNamespace(list_namespaced_pod=pods),
+        sets=sets,
+    )
+    return lab, deployment
+
+
+def test_a_rollback_is_never_stuck_on_the_pods_it_leaves() -> None:
+    lab, deployment = _undone_lab()
+    assert workloads.new_pods(lab, deployment) == []
+    workloads.raise_if_stuck(lab, deployment)
+    # The controller catches up: the v1 ReplicaSet becomes revision 4, and so does the Deployment.
+    lab.sets[0].metadata.annotations[REVISION] = deployment.metadata.annotations[REVISION] = "4"
+    deployment.status.observed_generation = 4
+    assert workloads.new_pods(lab, deployment) == []
+    workloads.raise_if_stuck(lab, deployment)
+    # Had the rollout been the typo's own, its pods are what it waits on.
+    deployment.metadata.annotations[REVISION] = "3"
+    with pytest.raises(workloads.RolloutStuck, match="pod typo is in ErrImageNeverPull"):
+        workloads.raise_if_stuck(lab, deployment)
 
 
 ROLLOUT_WAITS = {  # every wait on a rollout a notebook calls, with a timeout past a cell's

@@ -152,9 +152,22 @@ def live_pods(lab: Lab, selector: str) -> list[client.V1Pod]:
 
 
 def new_pods(lab: Lab, deployment: client.V1Deployment) -> list[client.V1Pod]:
-    """The pods of the Deployment's newest ReplicaSet: those its rollout waits for."""
-    newest = max(k8s.owned_replica_sets(lab.apps, deployment), key=k8s.revision, default=None)
-    template = (newest.metadata.labels or {}).get("pod-template-hash") if newest else None
+    """The pods of the Deployment's current revision: those its rollout waits for.
+
+    None until the controller has seen the Deployment's latest spec: right after a `rollout
+    undo` the newest ReplicaSet is still the one being left, and its pods are not the rollout's.
+    """
+    if (deployment.status.observed_generation or 0) < (deployment.metadata.generation or 0):
+        return []
+    current = next(
+        (
+            replica_set
+            for replica_set in k8s.owned_replica_sets(lab.apps, deployment)
+            if k8s.revision(replica_set) == k8s.revision(deployment)
+        ),
+        None,
+    )
+    template = (current.metadata.labels or {}).get("pod-template-hash") if current else None
     if template is None:
         return []
     labels = {**(deployment.spec.selector.match_labels or {}), "pod-template-hash": template}
