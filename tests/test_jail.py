@@ -26,6 +26,7 @@ from autograder import REPO_ROOT
 from autograder.grading.kernel import bridge, jail
 from autograder.grading.kernel import preloaded as kernel
 from autograder.grading.worker import autograde as worker
+from autograder.shared import isolation
 from conftest import ask_as_nobody
 
 PROBE = """
@@ -575,3 +576,23 @@ def test_a_kernel_dies_with_the_command_its_kernelspec_started(
         left = _kernel_processes(uid)
         psutil.wait_procs(left, timeout=10)
         assert not [process for process in left if process.is_running()]
+
+
+def test_a_mount_the_host_takes_away_meanwhile_is_skipped_and_any_other_failure_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A classroom server confined while another test's container ends: its overlay vanished."""
+    overlay = "/var/lib/docker/overlay2/ended/merged"
+    tables = iter([["/", overlay, "/srv"], ["/", "/srv"], ["/", "/srv"]])
+    remounted: list[str] = []
+
+    def remount(*args: str) -> None:
+        if args[-1] in (overlay, "/srv"):
+            raise OSError(f"mount {args[-1]}: mount point does not exist")
+        remounted.append(args[-1])
+
+    monkeypatch.setattr(isolation, "_mount_points", lambda: next(tables))
+    monkeypatch.setattr(isolation, "mount", remount)
+    with pytest.raises(OSError, match="/srv"):
+        isolation._read_only_everywhere(but=[])
+    assert remounted == ["/"]

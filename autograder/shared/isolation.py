@@ -173,14 +173,26 @@ def pivot_root() -> str | None:
     return shutil.which("pivot_root", path="/usr/sbin:/sbin:/usr/bin:/bin")
 
 
-def _read_only_everywhere(but: list[Path]) -> None:
-    """Every mount of this namespace read-only (but some): binds from them and submounts too."""
+def _mount_points() -> list[str]:
+    """This namespace's mount points, in /proc/self/mountinfo's order."""
     with open("/proc/self/mountinfo") as table:
-        points = [line.split()[4].replace("\\040", " ") for line in table]
+        return [line.split()[4].replace("\\040", " ") for line in table]
+
+
+def _read_only_everywhere(but: list[Path]) -> None:
+    """Every mount of this namespace read-only (but some): binds from them and submounts too.
+
+    A mount the host takes away meanwhile (a container that ended: its overlay leaves this
+    namespace too) is skipped; any other failure raises.
+    """
     spared = {str(path) for path in but}
-    for point in dict.fromkeys(points):
+    for point in dict.fromkeys(_mount_points()):
         if not point.startswith(PSEUDO_FILESYSTEMS) and point not in spared:
-            mount("-o", "remount,bind,ro", point)
+            try:
+                mount("-o", "remount,bind,ro", point)
+            except OSError:
+                if point in _mount_points():
+                    raise
 
 
 def _outermost(paths: list[Path], writable: list[Path]) -> list[Path]:
