@@ -26,6 +26,13 @@ class Namespaced(Protocol):
     def apps(self) -> client.AppsV1Api: ...
 
 
+class NamespacedPods(Namespaced, Protocol):
+    """What reading its pods takes too: a core client (as a `Lab` has)."""
+
+    @property
+    def core(self) -> client.CoreV1Api: ...
+
+
 # A new pod waiting for one of these reasons does not get past it by waiting: the image is not
 # there, or the app exits at start.
 STUCK_REASONS = frozenset(
@@ -151,7 +158,7 @@ def live_pods(lab: Lab, selector: str) -> list[client.V1Pod]:
     return [pod for pod in pods if pod.metadata.deletion_timestamp is None]
 
 
-def new_pods(lab: Lab, deployment: client.V1Deployment) -> list[client.V1Pod]:
+def new_pods(lab: NamespacedPods, deployment: client.V1Deployment) -> list[client.V1Pod]:
     """The pods of the Deployment's current revision: those its rollout waits for.
 
     None until the controller has seen the Deployment's latest spec: right after a `rollout

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from kubernetes import client
 from kubernetes.utils import parse_quantity
 
-from autograder.lab.workloads import Namespaced, history, rollout_state
+from autograder.lab.workloads import NamespacedPods, history, new_pods, rollout_state
 from autograder.shared import k8s
 from autograder.shared.waiting import CONVERGING_INTERVAL, poll
 
@@ -35,11 +35,8 @@ LESSON_PORT = 8080
 STRAY_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
-class LabLike(Namespaced, Protocol):
+class LabLike(NamespacedPods, Protocol):
     """What the checks need: clients and the namespace to look in (a `Lab` has them)."""
-
-    @property
-    def core(self) -> client.CoreV1Api: ...
 
 
 @dataclass(frozen=True)
@@ -180,21 +177,10 @@ def _require_rolled_out(lab: LabLike, deployment: client.V1Deployment) -> None:
 
 def _stuck_new_pods(lab: LabLike, deployment: client.V1Deployment) -> list[str]:
     """The current revision's pods that will never be Ready as they are; none while catching up."""
-    if (deployment.status.observed_generation or 0) < (deployment.metadata.generation or 0):
-        return []
-    current = {
-        (rs.metadata.labels or {}).get("pod-template-hash")
-        for rs in k8s.owned_replica_sets(lab.apps, deployment)
-        if k8s.revision(rs) == k8s.revision(deployment)
-    }
-    pods = lab.core.list_namespaced_pod(
-        lab.namespace, label_selector=k8s.selector(deployment.spec.selector.match_labels)
-    )
     return [
         f"pod {pod.metadata.name} {why}"
-        for pod in pods.items
-        if (pod.metadata.labels or {}).get("pod-template-hash") in current
-        and (why := k8s.stuck(pod))
+        for pod in new_pods(lab, deployment)
+        if (why := k8s.stuck(pod))
     ]
 
 
